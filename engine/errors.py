@@ -1,0 +1,229 @@
+"""The one exception hierarchy of tmbmerge, and the process exit code of each kind of failure.
+
+Every failure a user can cause (bad input, a corrupt file, a clash at the destination, a
+catalogue that says no) is an ``EngineError``.  Each class carries its own exit code, so the
+command line never decides exit codes ad hoc, and each instance carries where the problem is:
+the file, the region of the file (``header``, ``metadata``, ``block 12``, ``index``,
+``trailer``), the byte offset, and the expected and actual values where there are any.
+``str(error)`` is the one-line message printed to the user.
+
+Classes also inherit the matching built-in where one exists (``InputNotFound`` is a
+``FileNotFoundError``), so callers can catch what they already know.
+
+Exit codes (documented in README.md):
+
+====  =====================================================================
+0     success
+1     internal error (a bug: please report it)
+2     usage error (bad options, nothing to do)
+3     input error (missing or unreadable file)
+4     format error (not a TMB file, unsupported version, bad metadata)
+5     integrity error (checksum mismatch, truncation, broken framing)
+6     consistency error (sidecar/catalogue disagrees, duplicate events,
+      inputs that must not be merged together, event counts that differ)
+7     output error (destination exists, locked by another merge)
+8     catalogue error (declaration failed or conflicts, parents unknown,
+      already merged, incomplete run)
+130   interrupted (SIGINT / SIGTERM)
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+
+
+class EngineError(Exception):
+    """Base of every error tmbmerge reports to a user."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike | None = None,
+        region: str | None = None,
+        offset: int | None = None,
+        expected: Any = None,
+        actual: Any = None,
+    ) -> None:
+        self.message = message
+        self.path = os.fspath(path) if path is not None else None
+        self.region = region
+        self.offset = offset
+        self.expected = expected
+        self.actual = actual
+        super().__init__(str(self))
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def __str__(self) -> str:
+        where = []
+        if self.region is not None:
+            where.append(self.region)
+        if self.offset is not None:
+            where.append(f"offset {self.offset}")
+        text = ", ".join(where)
+        line = f"{self.path}: " if self.path else ""
+        line += f"{text}: {self.message}" if text else self.message
+        if self.expected is not None or self.actual is not None:
+            line += f" (expected {self.expected}, found {self.actual})"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, for ``--json`` reports and merged-file metadata."""
+        out: dict[str, Any] = {"error": self.kind, "message": self.message, "exit_code": self.exit_code}
+        for key in ("path", "region", "offset", "expected", "actual"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value if isinstance(value, (int, str, float, bool)) else str(value)
+        return out
+
+    def with_path(self, path: str | os.PathLike) -> "EngineError":
+        """Return this error naming ``path`` (used when a parser saw bytes, not a file)."""
+        if self.path is None:
+            self.path = os.fspath(path)
+            self.args = (str(self),)
+        return self
+
+
+class UsageError(EngineError):
+    """The request itself is wrong: bad option values, nothing to do."""
+
+    exit_code = 2
+
+
+class InputError(EngineError, OSError):
+    """An input path cannot be read."""
+
+    exit_code = 3
+
+
+class InputNotFound(InputError, FileNotFoundError):
+    """An input path does not exist."""
+
+
+class FormatError(EngineError, ValueError):
+    """The bytes are not a TMB file this version can read."""
+
+    exit_code = 4
+
+
+class NotATmbFile(FormatError):
+    """No reader recognises the file's magic bytes."""
+
+
+class UnsupportedVersion(FormatError):
+    """A TMB file of a format version this tmbmerge does not read."""
+
+
+class MetadataError(FormatError):
+    """Metadata (the header's JSON, a sidecar, a catalogue record) is malformed."""
+
+
+class IntegrityError(EngineError):
+    """The bytes are damaged: a digest does not match, a length is impossible, data is missing."""
+
+    exit_code = 5
+
+
+class ChecksumMismatch(IntegrityError):
+    """A digest computed from the bytes differs from the stored one."""
+
+
+class TruncatedFile(IntegrityError):
+    """The file ends before its structure does (no valid trailer, short block, ...)."""
+
+
+class LayoutError(IntegrityError):
+    """Lengths, offsets or counts that cannot be right (overlaps, gaps, out-of-bounds sizes)."""
+
+
+class FramingError(IntegrityError):
+    """The event records inside a decompressed block do not parse."""
+
+
+class DecompressionError(IntegrityError):
+    """A block's codec failed to decode its bytes."""
+
+
+class ConsistencyError(EngineError):
+    """Files are individually sound but disagree with each other or with their bookkeeping."""
+
+    exit_code = 6
+
+
+class MetadataMismatch(ConsistencyError):
+    """A file disagrees with its sidecar or catalogue record (size, adler32, event count, name)."""
+
+
+class DuplicateEvents(ConsistencyError):
+    """The same (run, event) appears twice among the inputs of one merge."""
+
+
+class InconsistentInputs(ConsistencyError):
+    """Inputs that must not be merged together (mixed runs, tiers, versions, no events)."""
+
+
+class EventCountMismatch(ConsistencyError):
+    """The merged output does not hold exactly the inputs' events."""
+
+
+class OutputError(EngineError):
+    """The destination cannot be written as asked."""
+
+    exit_code = 7
+
+
+class OutputExists(OutputError, FileExistsError):
+    """The output already exists and ``--force`` was not given."""
+
+
+class OutputLocked(OutputError):
+    """Another merge is writing the same output right now."""
+
+
+class CatalogError(EngineError):
+    """The catalogue refused or failed a request."""
+
+    exit_code = 8
+
+
+class CatalogUnavailable(CatalogError):
+    """The catalogue cannot be reached or answered with a server error."""
+
+
+class DeclarationConflict(CatalogError):
+    """A file of this name is declared already, with a different size or checksum."""
+
+
+class FileNotDeclared(CatalogError, KeyError):
+    """The catalogue has no file of this name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return EngineError.__str__(self)
+
+
+class UnknownParent(CatalogError):
+    """A file's parents are not declared in the catalogue."""
+
+
+class AlreadyMerged(CatalogError):
+    """An input already has a merged child in the catalogue (the merged-twice check)."""
+
+
+class IncompleteRun(CatalogError):
+    """The catalogue lists unmerged files of the run that are not among the inputs."""
+
+
+class Interrupted(EngineError):
+    """The operation was interrupted by a signal; nothing was left at the destination."""
+
+    exit_code = 130
