@@ -1,0 +1,122 @@
+"""One block at a time: build a block from events, check a stored block, decode it back to events.
+
+The three operations every other part of the engine composes:
+
+- ``build_block``: event columns -> framed record bytes -> compressed, digested block
+  (header bytes + stored bytes + the block's event table).
+- ``check_stored_block``: the fast-path check (header digest, agreement with the index entry,
+  xxh3 of the stored bytes); never decompresses.
+- ``decode_block``: the deep check: decompress, verify the uncompressed digest, walk the record
+  framing with numba and recompute every payload digest.
+
+Numba kernels are imported on first use only, so the fast path never loads numba.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .checksums import digest_hex, xxh3_64
+from .codecs import codec_for_id
+from .errors import ChecksumMismatch, FramingError, IntegrityError, LayoutError
+from .format import (
+    BLOCK_HEADER_SIZE,
+    RECORD_HEADER_SIZE,
+    BlockHeader,
+    EventTable,
+    pack_block_header,
+)
+
+
+class BuiltBlock(NamedTuple):
+    header: BlockHeader
+    header_bytes: bytes
+    data: bytes            # stored (compressed) bytes
+    events: EventTable     # block column zero: the writer renumbers
+
+
+class DecodedBlock(NamedTuple):
+    records: bytes         # the uncompressed record bytes
+    events: EventTable     # block column zero
+    payload_offsets: np.ndarray  # u8, offset of each payload inside ``records``
+
+    def payload(self, i: int) -> memoryview:
+        start = int(self.payload_offsets[i])
+        return memoryview(self.records)[start:start + int(self.events.length[i])]
+
+
+def build_block(runs: np.ndarray, events: np.ndarray, lengths: np.ndarray, payloads: np.ndarray,
+                payload_starts: np.ndarray, codec) -> BuiltBlock:
+    """Frame, digest and compress one block of events (payload i is payloads[start_i : start_i + len_i])."""
+    from .kernels import frame_records
+
+    n = len(runs)
+    size = int(lengths.sum(dtype=np.int64)) + RECORD_HEADER_SIZE * n
+    records = np.empty(size, dtype=np.uint8)
+    digests = frame_records(runs, events, lengths, payloads, payload_starts, records)
+    stored = codec.compress(records)
+    header = BlockHeader(codec.codec_id, len(stored), size, n, xxh3_64(stored), xxh3_64(records))
+    table = EventTable(events.astype(np.uint64, copy=False), digests, runs.astype(np.uint32, copy=False),
+                       lengths.astype(np.uint32, copy=False), np.zeros(n, dtype=np.uint32))
+    return BuiltBlock(header, pack_block_header(header), stored, table)
+
+
+def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset: int) -> None:
+    """Fast check of one stored block against its index entry; no decompression."""
+    if (header.codec != entry["codec"] or header.compressed_length != entry["compressed_length"]
+            or header.uncompressed_length != entry["uncompressed_length"]
+            or header.event_count != entry["event_count"]
+            or header.compressed_digest != entry["compressed_digest"]
+            or header.uncompressed_digest != entry["uncompressed_digest"]):
+        raise LayoutError("block header disagrees with the index", region=region, offset=offset)
+    if len(data) != header.compressed_length:
+        raise IntegrityError(f"block bytes cut short ({len(data)} of {header.compressed_length})",
+                             region=region, offset=offset + BLOCK_HEADER_SIZE)
+    computed = xxh3_64(data)
+    if computed != header.compressed_digest:
+        raise ChecksumMismatch("block data digest differs", region=region, offset=offset + BLOCK_HEADER_SIZE,
+                               expected=digest_hex(header.compressed_digest), actual=digest_hex(computed))
+
+
+def decode_block(header: BlockHeader, data, *, region: str, offset: int) -> DecodedBlock:
+    """Decompress a (digest-checked) block, check its uncompressed digest and walk its records."""
+    from .kernels import WALK_MESSAGES, WALK_OK, walk_records
+
+    data_offset = offset + BLOCK_HEADER_SIZE
+    codec = codec_for_id(header.codec)
+    try:
+        records = codec.decompress(data, header.uncompressed_length)
+    except IntegrityError as exc:
+        exc.region, exc.offset = region, data_offset
+        exc.args = (str(exc),)
+        raise
+    computed = xxh3_64(records)
+    if computed != header.uncompressed_digest:
+        raise ChecksumMismatch("decompressed block digest differs", region=region, offset=data_offset,
+                               expected=digest_hex(header.uncompressed_digest), actual=digest_hex(computed))
+    buf = np.frombuffer(records, dtype=np.uint8)
+    status, where, runs, events, offsets, lengths, digests = walk_records(buf, header.event_count)
+    if status != WALK_OK:
+        raise FramingError(f"{WALK_MESSAGES[status]} (at record byte {where})", region=region,
+                           offset=data_offset)
+    table = EventTable(events, digests, runs, lengths, np.zeros(len(runs), dtype=np.uint32))
+    return DecodedBlock(records, table, offsets)
+
+
+def compare_events(decoded: EventTable, indexed: EventTable, *, region: str, offset: int) -> None:
+    """The events decoded from a block must be exactly those the index lists for it."""
+    for name in ("run", "event", "length", "digest"):
+        a, b = getattr(decoded, name), getattr(indexed, name)
+        if not np.array_equal(a, b):
+            i = int(np.argmin(a == b)) if len(a) == len(b) else min(len(a), len(b))
+            what = "payload digest" if name == "digest" else name
+            exp = b[i] if i < len(b) else None
+            act = a[i] if i < len(a) else None
+            if name == "digest":
+                exp = digest_hex(int(exp)) if exp is not None else None
+                act = digest_hex(int(act)) if act is not None else None
+            raise ChecksumMismatch(f"event {i} of the block: {what} differs from the index", region=region,
+                                   offset=offset, expected=None if exp is None else str(exp),
+                                   actual=None if act is None else str(act))

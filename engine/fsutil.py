@@ -1,0 +1,88 @@
+"""Filesystem steps that make outputs appear whole or not at all.
+
+A new file is written under a hidden temporary name in its destination folder (same
+filesystem, so the final rename is atomic), fsynced, then published: hard-linked to its final
+name, which fails if that name exists (no clobbering, even against a racing writer), or
+replaced when overwriting is asked for.  Temporary names carry the writer's pid so stale ones
+left by a killed process can be recognised and cleaned.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+from pathlib import Path
+
+from .errors import OutputExists
+
+TEMP_PREFIX = "."
+TEMP_MARK = ".tmbpart-"
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmbpart-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+def temporary_path(final: Path) -> Path:
+    """A unique hidden name beside ``final`` for writing it."""
+    return final.with_name(f"{TEMP_PREFIX}{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def parse_temporary_name(name: str) -> tuple[str, int] | None:
+    """(final name, writer pid) of a temporary file name, or None for any other name."""
+    m = _TEMP_RE.match(name)
+    return (m.group("name"), int(m.group("pid"))) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temporaries(folder: Path) -> list[Path]:
+    """Temporary files in ``folder`` whose writing process no longer exists."""
+    found = []
+    for entry in os.scandir(folder):
+        parsed = parse_temporary_name(entry.name)
+        if parsed and not pid_alive(parsed[1]):
+            found.append(Path(entry.path))
+    return found
+
+
+def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
+    """Give the finished temporary file its final name; never clobber unless ``overwrite``."""
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise OutputExists("output exists (use --force to replace it)", path=final)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # Filesystems without hard links: check, then rename (a narrow race remains there).
+        if final.exists():
+            raise OutputExists("output exists (use --force to replace it)", path=final)
+        os.rename(tmp, final)
+        return
+    os.unlink(tmp)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,119 @@
+"""Per-event loops compiled with numba: framing records into blocks, walking them back, digests.
+
+Strategy: Python handles blocks; anything that has to visit every event runs here, in nopython
+mode with the GIL released, so threads can run these kernels on all cores.  Payload digests
+call the xxh3-64 function of the C library inside the ``xxhash`` package: loading it with
+llvmlite and declaring it as an external symbol (rather than a ctypes pointer) lets numba cache
+the compiled kernels on disk, so a new process pays no compilation.
+
+Walking a block reports the first framing error as a status code and byte offset instead of
+raising (numba cannot raise rich exceptions); ``engine.blocks`` turns that into a
+``FramingError``.  Importing this module imports numba: import it only where events are
+touched, never on the fast path.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+import xxhash._xxhash
+from numba import types
+
+from .format import RECORD_HEADER_SIZE
+
+llvm.load_library_permanently(xxhash._xxhash.__file__)
+_xxh3_64 = types.ExternalFunction("XXH3_64bits", types.uint64(types.voidptr, types.uintp))
+
+WALK_OK = 0
+WALK_SHORT_HEADER = 1      # a record header runs past the end of the block
+WALK_SHORT_PAYLOAD = 2     # a payload runs past the end of the block
+WALK_COUNT_MISMATCH = 3    # the records do not number what the header says
+WALK_MESSAGES = {
+    WALK_SHORT_HEADER: "record header runs past the end of the block",
+    WALK_SHORT_PAYLOAD: "record payload runs past the end of the block",
+    WALK_COUNT_MISMATCH: "block holds a different number of records than its header says",
+}
+
+
+@numba.njit(nogil=True, cache=True)
+def frame_records(runs, events, lengths, payloads, payload_starts, out):
+    """Write records (16-byte header + payload) for events ``payloads[start:start+length]`` into ``out``.
+
+    ``out`` must be exactly ``sum(lengths) + 16 * n`` bytes. Returns the xxh3-64 of each payload.
+    """
+    n = runs.shape[0]
+    digests = np.empty(n, dtype=np.uint64)
+    pos = 0
+    for i in range(n):
+        run = runs[i]
+        ev = events[i]
+        ln = lengths[i]
+        for k in range(4):
+            out[pos + k] = (run >> (8 * k)) & 0xFF
+        for k in range(8):
+            out[pos + 4 + k] = (ev >> np.uint64(8 * k)) & np.uint64(0xFF)
+        for k in range(4):
+            out[pos + 12 + k] = (ln >> (8 * k)) & 0xFF
+        pos += 16
+        start = payload_starts[i]
+        out[pos:pos + ln] = payloads[start:start + ln]
+        digests[i] = _xxh3_64(out[pos:].ctypes.data, ln)
+        pos += ln
+    return digests
+
+
+@numba.njit(nogil=True, cache=True)
+def walk_records(buf, expected_count):
+    """Walk the records of a decompressed block.
+
+    Returns (status, error_offset, runs, events, payload_offsets, lengths, digests); on error the
+    arrays are filled only up to the failing record.
+    """
+    n = expected_count
+    runs = np.zeros(n, dtype=np.uint32)
+    events = np.zeros(n, dtype=np.uint64)
+    offsets = np.zeros(n, dtype=np.uint64)
+    lengths = np.zeros(n, dtype=np.uint32)
+    digests = np.zeros(n, dtype=np.uint64)
+    size = buf.shape[0]
+    pos = 0
+    i = 0
+    while pos < size:
+        if i >= n:
+            return WALK_COUNT_MISMATCH, pos, runs, events, offsets, lengths, digests
+        if pos + 16 > size:
+            return WALK_SHORT_HEADER, pos, runs, events, offsets, lengths, digests
+        run = np.uint32(0)
+        for k in range(4):
+            run |= np.uint32(buf[pos + k]) << np.uint32(8 * k)
+        ev = np.uint64(0)
+        for k in range(8):
+            ev |= np.uint64(buf[pos + 4 + k]) << np.uint64(8 * k)
+        ln = np.uint32(0)
+        for k in range(4):
+            ln |= np.uint32(buf[pos + 12 + k]) << np.uint32(8 * k)
+        if pos + 16 + ln > size:
+            return WALK_SHORT_PAYLOAD, pos, runs, events, offsets, lengths, digests
+        runs[i] = run
+        events[i] = ev
+        lengths[i] = ln
+        offsets[i] = pos + 16
+        digests[i] = _xxh3_64(buf[pos + 16:].ctypes.data, ln)
+        pos += 16 + ln
+        i += 1
+    if i != n:
+        return WALK_COUNT_MISMATCH, pos, runs, events, offsets, lengths, digests
+    return WALK_OK, pos, runs, events, offsets, lengths, digests
+
+
+@numba.njit(nogil=True, cache=True)
+def first_duplicate(runs, events):
+    """Position (in sorted order) of the first repeated (run, event) pair, or -1; inputs sorted by key."""
+    for i in range(1, runs.shape[0]):
+        if runs[i] == runs[i - 1] and events[i] == events[i - 1]:
+            return i
+    return -1
+
+
+assert RECORD_HEADER_SIZE == 16  # the kernels hard-code the record header layout

@@ -1,0 +1,451 @@
+"""SAM metadata of TMB files: sidecars, validation, crosscheck facts and merged-file metadata.
+
+Every TMB file travels with a JSON record in the SAM catalogue's own field names (see
+docs/CATALOG.md): beside the file as a *sidecar* (``<file>.json``), in the catalogue, and as
+the merged file's description written by a merge.  This module is the one place that knows
+those fields.
+
+Strategy: ``normalize_metadata`` is the gate.  It checks the type of every known field, turns
+legacy forms into the one canonical form (``enstore:<decimal>`` checksums become
+``adler32:<8 lowercase hex>``, ISO 8601 times are rewritten by ``datetime.isoformat``, run
+tuples become lists, bare parent names become ``{"file_name": ...}``) and returns a new dict,
+so that everything downstream (catalogue backends, crosschecks, the merge) compares like with
+like.  It raises ``MetadataError`` with a one-line message naming the field.  The other
+functions build on it: ``expected_facts`` for crosschecks, ``check_agreement`` and
+``merged_metadata`` for a merge.
+
+Fields are SAM's: unknown top-level names are rejected (SAM rejects them too, and a typo such
+as ``event_cout`` must not pass silently) unless they are free-form parameters, which SAM
+spells ``Category.name`` (``Merge.mode``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
+from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
+
+SIDECAR_SUFFIX = ".json"
+
+#: Top-level SAM fields holding a plain string.
+STRING_FIELDS = (
+    "file_type",
+    "file_format",
+    "file_partition",
+    "data_tier",
+    "data_stream",
+    "content_status",
+    "group",
+    "user",
+    "create_date",
+    "create_user",
+    "update_date",
+    "update_user",
+    "retire_date",
+)
+#: Top-level SAM fields holding an integer.
+INTEGER_FIELDS = ("file_id", "file_size", "event_count", "first_event", "last_event")
+#: Top-level SAM fields with a structure of their own.
+STRUCTURED_FIELDS = ("file_name", "checksum", "runs", "parents", "application", "start_time", "end_time")
+KNOWN_FIELDS = frozenset(STRING_FIELDS + INTEGER_FIELDS + STRUCTURED_FIELDS)
+APPLICATION_FIELDS = ("family", "name", "version")
+
+#: Keys whose values must be the same in every input of a merge ("application.version" is the
+#: ``version`` of ``application``; "run_type" is the third element of every ``runs`` entry).
+#: ``data_stream`` counts only when some input has it; then every input must have the same.
+AGREEING_KEYS = (
+    "data_tier",
+    "file_format",
+    "application.family",
+    "application.name",
+    "application.version",
+    "run_type",
+    "data_stream",
+)
+#: Keys carried into merged metadata when all inputs agree, and dropped (not an error) otherwise.
+CARRIED_KEYS = ("group", "file_type")
+
+
+class FileFacts(NamedTuple):
+    """What a file's metadata says the file is, for crosschecks against the file itself."""
+
+    file_size: int
+    adler32: int | None
+    event_count: int
+
+
+# --- sidecars -----------------------------------------------------------------------------
+
+
+def sidecar_path(data_path: str | os.PathLike) -> Path:
+    """The sidecar of ``data_path``: the same name with ``.json`` appended, in the same directory."""
+    path = Path(data_path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(data_path: str | os.PathLike) -> dict | None:
+    """The sidecar of ``data_path`` as a dict, or None when there is none.
+
+    Malformed JSON (or JSON that is not an object) is a ``MetadataError`` naming the sidecar;
+    the content is not validated here (see ``normalize_metadata``).
+    """
+    path = sidecar_path(data_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"sidecar is not UTF-8 text ({exc.reason})", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read sidecar: {exc.strerror}", path=path) from None
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MetadataError(f"sidecar is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path=path) from None
+    if not isinstance(metadata, dict):
+        raise MetadataError(f"sidecar holds a JSON {type(metadata).__name__}, not an object", path=path)
+    return metadata
+
+
+def write_sidecar(data_path: str | os.PathLike, metadata: dict) -> Path:
+    """Write ``metadata`` as the sidecar of ``data_path`` atomically, and return the sidecar's path.
+
+    The JSON goes to a temporary file in the same directory, is fsynced, and is renamed over
+    the sidecar, so a reader sees the old sidecar or the new one, never half of one.
+    """
+    path = sidecar_path(data_path)
+    text = json.dumps(metadata, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def normalize_metadata(md: Any, *, file_size: int | None = None, strict: bool = True) -> dict:
+    """Validate SAM metadata and return a new dict in canonical form.
+
+    ``file_name`` is required; every other known field is checked when present.  ``file_size``
+    (argument) is used to convert ``enstore`` checksums when the dict has no ``file_size``; when
+    both are given they must be equal (else ``MetadataMismatch``).  Unknown field names are an
+    error when ``strict`` (sidecars, declarations) and kept as they are otherwise (records read
+    back from a catalogue that knows more fields than this module).  Raises ``MetadataError``
+    naming the first bad field.
+    """
+    if not isinstance(md, dict):
+        raise MetadataError(f"metadata must be a JSON object, not {type(md).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in md.items():
+        if not isinstance(key, str):
+            raise MetadataError(f"metadata key {key!r} is not a string")
+        if strict and key not in KNOWN_FIELDS and not _is_parameter_name(key):
+            raise MetadataError(f"{key}: not a SAM metadata field (free-form parameters are named Category.name)")
+        out[key] = value
+
+    if "file_name" not in out:
+        raise MetadataError("file_name: missing")
+    out["file_name"] = _file_name(out["file_name"], "file_name")
+    for key in STRING_FIELDS:
+        if key in out:
+            out[key] = _string(out[key], key)
+    for key in INTEGER_FIELDS:
+        if key in out:
+            out[key] = _integer(out[key], key, minimum=0 if key in ("file_size", "event_count", "file_id") else None)
+    if file_size is not None:
+        file_size = _integer(file_size, "file_size", minimum=0)
+        if out.get("file_size", file_size) != file_size:
+            raise MetadataMismatch(
+                f"file_size: metadata of {out['file_name']} disagrees with the file",
+                expected=out["file_size"],
+                actual=file_size,
+            )
+    if "first_event" in out and "last_event" in out and out["first_event"] > out["last_event"]:
+        raise MetadataError(f"first_event: {out['first_event']} is after last_event {out['last_event']}")
+    if "checksum" in out:
+        out["checksum"] = _checksums(out["checksum"], out.get("file_size", file_size))
+    if "runs" in out:
+        out["runs"] = normalize_runs(out["runs"])
+    if "parents" in out:
+        out["parents"] = _parents(out["parents"])
+    if "application" in out:
+        out["application"] = _application(out["application"])
+    for key in ("start_time", "end_time"):
+        if key in out:
+            out[key] = _iso_time(out[key], key)
+    if "start_time" in out and "end_time" in out:
+        if datetime.fromisoformat(out["start_time"]) > datetime.fromisoformat(out["end_time"]):
+            raise MetadataError(f"start_time: {out['start_time']} is after end_time {out['end_time']}")
+    return out
+
+
+def normalize_runs(runs: Any) -> list[list]:
+    """Validate a SAM ``runs`` list and return it as a list of ``[run, subrun, run_type]`` lists."""
+    if not isinstance(runs, (list, tuple)):
+        raise MetadataError(f"runs: must be a list of [run, subrun, run_type], not {type(runs).__name__}")
+    out = []
+    for index, entry in enumerate(runs):
+        where = f"runs[{index}]"
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise MetadataError(f"{where}: must be [run, subrun, run_type], not {entry!r}")
+        run, subrun, run_type = entry
+        out.append([_integer(run, where, minimum=0), _integer(subrun, where, minimum=0), _string(run_type, where)])
+    return out
+
+
+def _is_parameter_name(key: str) -> bool:
+    category, dot, name = key.partition(".")
+    return bool(dot and category and name)
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise MetadataError(f"{field}: must be a string, not {value!r}")
+    return value
+
+
+def _file_name(value: Any, field: str) -> str:
+    value = _string(value, field)
+    if not value or "/" in value or value in (".", ".."):
+        raise MetadataError(f"{field}: {value!r} is not a file name (a catalogue name has no directory)")
+    return value
+
+
+def _integer(value: Any, field: str, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MetadataError(f"{field}: must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise MetadataError(f"{field}: must be at least {minimum}, not {value}")
+    return value
+
+
+def _checksums(value: Any, file_size: int | None) -> list[str]:
+    """One ``adler32:<8 hex>`` entry (from adler32 or enstore forms) first, other algorithms after."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise MetadataError(f"checksum: must be a list of strings, not {value!r}")
+    others = []
+    for text in value:
+        if not isinstance(text, str):
+            raise MetadataError(f"checksum: entry {text!r} is not a string")
+        kind, colon, digits = text.strip().partition(":")
+        if not colon or not kind or not digits:
+            raise MetadataError(f"checksum: {text!r} is not <algorithm>:<value>")
+        if kind.lower() == "enstore" and digits.isdigit():
+            _check_representable(int(digits), "checksum", text)
+        elif kind.lower() not in ("adler32", "enstore"):
+            others.append(f"{kind.lower()}:{digits}")
+    try:
+        adler = adler32_from_checksums(list(value), file_size)
+    except MetadataError as exc:
+        raise MetadataError(f"checksum: {exc.message}") from None
+    if adler is None:
+        return _unique(others)
+    _check_representable(adler, "checksum", format_adler32(adler))
+    return _unique([format_adler32(adler)] + others)
+
+
+def _check_representable(value: int, field: str, text: str) -> None:
+    """Both 16-bit halves of an adler32 (or enstore) value are sums modulo 65521."""
+    if value > 0xFFFFFFFF or (value & 0xFFFF) >= ADLER_MOD or (value >> 16) >= ADLER_MOD:
+        raise MetadataError(f"{field}: {text} is not a possible adler32 value (each half must be below {ADLER_MOD})")
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _parents(value: Any) -> list[dict]:
+    if not isinstance(value, (list, tuple)):
+        raise MetadataError(f"parents: must be a list of {{\"file_name\": ...}}, not {type(value).__name__}")
+    out = []
+    for index, entry in enumerate(value):
+        where = f"parents[{index}]"
+        if isinstance(entry, str):  # SAM also accepts bare names
+            entry = {"file_name": entry}
+        if not isinstance(entry, dict) or "file_name" not in entry:
+            raise MetadataError(f"{where}: must be {{\"file_name\": ...}}, not {entry!r}")
+        out.append({"file_name": _file_name(entry["file_name"], f"{where}.file_name")})
+    names = [entry["file_name"] for entry in out]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise MetadataError(f"parents: {duplicate} is listed twice")
+    return out
+
+
+def _application(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise MetadataError(f"application: must be {{family, name, version}}, not {value!r}")
+    extra = set(value) - set(APPLICATION_FIELDS)
+    if extra:
+        raise MetadataError(f"application: unknown field {sorted(extra)[0]!r} (want family, name, version)")
+    out = {}
+    for key in APPLICATION_FIELDS:
+        if key not in value:
+            raise MetadataError(f"application.{key}: missing")
+        out[key] = _string(value[key], f"application.{key}")
+    return out
+
+
+def _iso_time(value: Any, field: str) -> str:
+    value = _string(value, field)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MetadataError(f"{field}: {value!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise MetadataError(f"{field}: {value!r} has no UTC offset (write e.g. +00:00)")
+    return moment.isoformat()
+
+
+def now_iso() -> str:
+    """The current time in ISO 8601 with the local UTC offset, to the second."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# --- crosschecks --------------------------------------------------------------------------
+
+
+def expected_facts(md: dict) -> FileFacts:
+    """Size, adler32 (None when the metadata has none) and event count that ``md`` promises."""
+    md = normalize_metadata(md)
+    for key in ("file_size", "event_count"):
+        if key not in md:
+            raise MetadataError(f"{key}: missing (needed to check {md['file_name']})")
+    return FileFacts(md["file_size"], adler32_from_checksums(md.get("checksum")), md["event_count"])
+
+
+# --- merging ------------------------------------------------------------------------------
+
+
+def check_agreement(inputs: list[tuple[str, dict]]) -> dict:
+    """The values of ``AGREEING_KEYS`` shared by all ``inputs`` ((name, metadata) pairs).
+
+    Keys no input has are left out of the result.  When two inputs differ (having a key and
+    not having it counts as differing) this raises ``InconsistentInputs`` naming the key,
+    both values and one input having each.
+    """
+    if not inputs:
+        raise InconsistentInputs("no inputs to compare")
+    seen: dict[str, tuple[Any, str]] = {}
+    for name, md in inputs:
+        values = _agreeing_values(name, md)
+        for key in AGREEING_KEYS:
+            if key not in seen:
+                seen[key] = (values[key], name)
+            elif values[key] != seen[key][0]:
+                first, first_name = seen[key]
+                raise InconsistentInputs(
+                    f"inputs disagree on {key}: {_shown(first)} in {first_name} but {_shown(values[key])} in {name}"
+                )
+    return {key: value for key, (value, _) in seen.items() if value is not None}
+
+
+def _agreeing_values(name: str, md: dict) -> dict[str, Any]:
+    try:
+        md = normalize_metadata(md)
+    except MetadataError as exc:
+        raise exc.with_path(name) from None
+    application = md.get("application", {})
+    run_types = list(dict.fromkeys(run[2] for run in md.get("runs", [])))
+    if len(run_types) > 1:
+        raise InconsistentInputs(
+            f"runs of one input disagree on run_type: {_shown(run_types[0])} and {_shown(run_types[1])}", path=name
+        )
+    return {
+        "data_tier": md.get("data_tier"),
+        "file_format": md.get("file_format"),
+        "application.family": application.get("family"),
+        "application.name": application.get("name"),
+        "application.version": application.get("version"),
+        "run_type": run_types[0] if run_types else None,
+        "data_stream": md.get("data_stream"),
+    }
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is None else repr(value)
+
+
+def merged_metadata(
+    inputs: list[tuple[str, dict]],
+    *,
+    file_name: str,
+    file_size: int,
+    adler32: int,
+    event_count: int,
+    first_event: int,
+    last_event: int,
+    runs: list[list],
+    merge_mode: str,
+    application: dict,
+    start_time: str,
+    end_time: str,
+    skipped: list[dict] = (),
+    data_tier: str = "thumbnail",
+) -> dict:
+    """The SAM metadata of a merged file made from ``inputs`` ((name, metadata) pairs, in order).
+
+    The inputs must agree (``check_agreement``).  ``group``, ``data_stream`` and ``file_type``
+    are carried over when all inputs agree on them.  Free-form parameters record how the file
+    was made: ``Merge.mode``, ``Merge.input_count`` (the inputs merged, i.e. the parents) and
+    ``Merge.skipped`` (inputs left out, each ``{"file_name", "reason"}``).
+    """
+    agreed = check_agreement(inputs)
+    md: dict[str, Any] = {
+        "file_name": file_name,
+        "file_size": file_size,
+        "checksum": [format_adler32(adler32)],
+        "event_count": event_count,
+        "first_event": first_event,
+        "last_event": last_event,
+        "runs": runs,
+        "data_tier": data_tier,
+        "file_format": "tmb",
+        "parents": [{"file_name": Path(name).name} for name, _ in inputs],
+        "application": application,
+        "start_time": start_time,
+        "end_time": end_time,
+    }
+    if "data_stream" in agreed:
+        md["data_stream"] = agreed["data_stream"]
+    for key in CARRIED_KEYS:
+        values = {input_md.get(key) for _, input_md in inputs}
+        if len(values) == 1 and None not in values:
+            md[key] = values.pop()
+    md["Merge.mode"] = _string(merge_mode, "Merge.mode")
+    md["Merge.input_count"] = len(inputs)
+    md["Merge.skipped"] = [_skipped_entry(entry, index) for index, entry in enumerate(skipped)]
+    return normalize_metadata(md)
+
+
+def _skipped_entry(entry: Any, index: int) -> dict:
+    where = f"Merge.skipped[{index}]"
+    if not isinstance(entry, dict) or set(entry) != {"file_name", "reason"}:
+        raise MetadataError(f"{where}: must be {{\"file_name\", \"reason\"}}, not {entry!r}")
+    return {"file_name": _string(entry["file_name"], f"{where}.file_name"), "reason": _string(entry["reason"], f"{where}.reason")}

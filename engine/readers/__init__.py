@@ -1,0 +1,68 @@
+"""Format readers, chosen by the magic bytes at the start of a file.
+
+Every module in this package that defines ``READER`` (a class with ``MAGIC: bytes``,
+``FORMAT: str`` and a constructor taking a path) is a reader; they are found by scanning the
+package, so adding a reader is adding one file.  ``detect(path)`` returns the reader class for
+a file and ``open_file(path)`` an open reader.  Readers offer the same surface as
+``engine.readers.tmb.TmbReader``: header and metadata, the index as numpy arrays,
+``iter_blocks()`` (stored bytes, the merge fast path) and ``iter_events()`` (decoded events).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import lru_cache
+
+from ..errors import InputError, InputNotFound, NotATmbFile, TruncatedFile
+
+PROBE_BYTES = 16
+
+
+@lru_cache(maxsize=1)
+def registered_readers() -> tuple:
+    readers = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        reader = getattr(module, "READER", None)
+        if reader is not None:
+            readers.append(reader)
+    return tuple(readers)
+
+
+def read_probe(path) -> bytes:
+    """The first bytes of ``path``, with unreadable paths turned into one-line input errors."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(PROBE_BYTES)
+    except FileNotFoundError:
+        raise InputNotFound("no such file", path=path)
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path=path)
+    except PermissionError:
+        raise InputError("permission denied", path=path)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", path=path)
+
+
+def detect(path):
+    """The reader class whose magic bytes start the file."""
+    probe = read_probe(path)
+    for reader in registered_readers():
+        if probe.startswith(reader.MAGIC):
+            return reader
+    if not probe:
+        raise TruncatedFile("file is empty (0 bytes)", path=path, region="header", offset=0)
+    for reader in registered_readers():
+        if len(probe) < len(reader.MAGIC) and reader.MAGIC.startswith(probe):
+            raise TruncatedFile(f"file is {len(probe)} bytes, cut inside the {reader.FORMAT} header",
+                                path=path, region="header", offset=0)
+    raise NotATmbFile("not a TMB file (unknown magic bytes)", path=path, region="header", offset=0)
+
+
+def open_file(path):
+    """Open ``path`` with the reader its magic bytes call for."""
+    return detect(path)(path)
+
+
+__all__ = ["detect", "open_file", "registered_readers"]

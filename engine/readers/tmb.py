@@ -1,0 +1,210 @@
+"""The native TMB reader: open a file in O(1) reads, then stream its blocks or events.
+
+Strategy: opening reads the header and metadata at the front, the trailer and index at the
+back, and validates them all (digests, bounds, block tiling): a truncated or damaged file is
+refused before a single block is read.  The index becomes numpy arrays viewing the bytes read.
+``iter_blocks()`` then reads blocks in file order with ``pread`` and checks each one's header
+and stored-bytes digest against the index (no decompression: the merge fast path);
+``iter_events()`` also decodes each block and proves every event against the index.  Given a
+``RunningAdler32``, ``iter_blocks`` feeds it every byte of the file in order, so a full pass
+yields the whole-file adler32 without reading anything twice.  Memory is one block plus the
+index, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from ..blocks import check_stored_block, compare_events, decode_block
+from ..checksums import RunningAdler32
+from ..errors import EngineError, InputError, TruncatedFile
+from ..format import (
+    BLOCK_HEADER_SIZE,
+    HEADER_MAGIC,
+    HEADER_SIZE,
+    TRAILER_SIZE,
+    BlockHeader,
+    EventTable,
+    parse_block_header,
+    parse_header,
+    parse_index,
+    parse_metadata,
+    parse_trailer,
+)
+
+
+class RawBlock(NamedTuple):
+    """One block as stored: what a merge copies verbatim."""
+
+    number: int
+    offset: int
+    header: BlockHeader
+    header_bytes: bytes
+    data: bytes
+    events: EventTable
+
+    @property
+    def size(self) -> int:
+        return BLOCK_HEADER_SIZE + len(self.data)
+
+
+class Event(NamedTuple):
+    run: int
+    event: int
+    payload: memoryview
+
+
+class TmbReader:
+    MAGIC = HEADER_MAGIC
+    FORMAT = "tmb"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            from ..errors import InputNotFound
+
+            raise InputNotFound("no such file", path=self.path)
+        except OSError as exc:
+            raise InputError(f"cannot open: {exc.strerror or exc}", path=self.path)
+        try:
+            self._open()
+        except EngineError as exc:
+            self.close()
+            raise exc.with_path(self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        self.file_size = os.fstat(self._fd).st_size
+        head = self._pread(HEADER_SIZE, 0)
+        self.header = parse_header(head, self.file_size)
+        meta_bytes = self._pread(self.header.metadata_length, HEADER_SIZE)
+        if len(meta_bytes) != self.header.metadata_length:
+            raise TruncatedFile("file ends inside the metadata", region="metadata", offset=HEADER_SIZE)
+        self.metadata = parse_metadata(meta_bytes, self.header)
+        self.data_start = HEADER_SIZE + self.header.metadata_length
+        self._head_bytes = head + meta_bytes
+        trailer_bytes = self._pread(TRAILER_SIZE, max(self.file_size - TRAILER_SIZE, 0))
+        self.trailer = parse_trailer(trailer_bytes, self.file_size, self.data_start)
+        index_bytes = self._pread(self.trailer.index_length, self.trailer.index_offset)
+        self.index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
+                                 data_start=self.data_start)
+        self._tail_bytes = index_bytes + trailer_bytes
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        try:
+            return os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
+
+    # -- what the file says about itself ---------------------------------------------------
+    @property
+    def uuid(self) -> uuidlib.UUID:
+        return self.header.uuid
+
+    @property
+    def blocks(self) -> np.ndarray:
+        return self.index.blocks
+
+    @property
+    def events(self) -> EventTable:
+        return self.index.events
+
+    @property
+    def event_count(self) -> int:
+        return self.trailer.event_count
+
+    @property
+    def block_count(self) -> int:
+        return self.trailer.block_count
+
+    @property
+    def index_offset(self) -> int:
+        return self.trailer.index_offset
+
+    @property
+    def head_bytes(self) -> bytes:
+        """Header and metadata, exactly as stored."""
+        return self._head_bytes
+
+    @property
+    def tail_bytes(self) -> bytes:
+        """Index and trailer, exactly as stored."""
+        return self._tail_bytes
+
+    # -- streaming -------------------------------------------------------------------------
+    def read_block(self, number: int) -> RawBlock:
+        """Read and fast-check one block (header vs index, stored-bytes digest)."""
+        entry = self.blocks[number]
+        offset = int(entry["offset"])
+        region = f"block {number}"
+        try:
+            raw = self._pread(BLOCK_HEADER_SIZE + int(entry["compressed_length"]), offset)
+            header = parse_block_header(raw, region=region, offset=offset)
+            data = raw[BLOCK_HEADER_SIZE:]
+            check_stored_block(header, entry, data, region=region, offset=offset)
+        except EngineError as exc:
+            raise exc.with_path(self.path)
+        first = int(entry["first_event"])
+        return RawBlock(number, offset, header, raw[:BLOCK_HEADER_SIZE], data,
+                        self.events.slice(first, first + header.event_count))
+
+    def iter_blocks(self, adler: RunningAdler32 | None = None) -> Iterator[RawBlock]:
+        """Every block in file order, each checked without decompression.
+
+        With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
+        once the loop ends it holds the whole file's adler32 and size.
+        """
+        if adler is not None:
+            adler.update(self._head_bytes)
+        for number in range(self.block_count):
+            block = self.read_block(number)
+            if adler is not None:
+                adler.update(block.header_bytes)
+                adler.update(block.data)
+            yield block
+        if adler is not None:
+            adler.update(self._tail_bytes)
+
+    def decode(self, block: RawBlock):
+        """Decompress a block and prove its events against the index."""
+        region = f"block {block.number}"
+        try:
+            decoded = decode_block(block.header, block.data, region=region, offset=block.offset)
+            compare_events(decoded.events, block.events, region=region, offset=block.offset)
+        except EngineError as exc:
+            raise exc.with_path(self.path)
+        return decoded
+
+    def iter_events(self) -> Iterator[Event]:
+        """Every event, decoded and checked: (run, event, payload)."""
+        for block in self.iter_blocks():
+            decoded = self.decode(block)
+            for i in range(len(decoded.events)):
+                yield Event(int(decoded.events.run[i]), int(decoded.events.event[i]), decoded.payload(i))
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "TmbReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+READER = TmbReader

@@ -1,0 +1,283 @@
+"""The streaming TMB writer: events or verbatim blocks in, one complete, checksummed file out.
+
+Strategy: the writer opens a temporary file in the destination folder and writes the header
+and metadata at once.  Events are buffered until a block reaches its target uncompressed size,
+then framed, digested and compressed (optionally on a small thread pool, a bounded number of
+blocks in flight, written in order).  Verbatim blocks from another file (the merge fast path)
+go straight through.  Every byte written also feeds a running adler32 and size, so the
+catalogue checksum is known at close with no second pass.  ``close()`` writes index and
+trailer, fsyncs, and renames into place (refusing to replace an existing file unless asked);
+an exception inside ``with TmbWriter(...)`` removes the temporary file and leaves nothing at
+the destination.  Memory is bounded by the blocks in flight plus the index (28 bytes/event).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .blocks import BuiltBlock, build_block
+from .checksums import RunningAdler32, format_adler32, xxh3_64
+from .codecs import codec_by_name
+from .errors import OutputExists, UsageError
+from .format import (
+    BLOCK_DTYPE,
+    DEFAULT_BLOCK_BYTES,
+    FORMAT_VERSION,
+    MAX_BLOCK_BYTES,
+    MAX_PAYLOAD_BYTES,
+    RECORD_HEADER_SIZE,
+    BlockHeader,
+    EventTable,
+    Trailer,
+    pack_header,
+    pack_index,
+    pack_metadata,
+    pack_trailer,
+)
+from .fsutil import fsync_dir, publish, remove_quietly, temporary_path
+
+
+class WriteResult(NamedTuple):
+    path: Path
+    file_size: int
+    adler32: int
+    event_count: int
+    block_count: int
+    uuid: uuidlib.UUID
+    first_event: int | None
+    last_event: int | None
+    runs: list[int]
+
+    @property
+    def checksum(self) -> str:
+        return format_adler32(self.adler32)
+
+
+class TmbWriter:
+    """Write one TMB file.  Use as a context manager; see the module docstring."""
+
+    def __init__(self, path, *, metadata: dict | None = None, codec: str = "zstd", level: int | None = None,
+                 block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1, overwrite: bool = False,
+                 file_uuid: uuidlib.UUID | None = None, fsync: bool = True):
+        self.path = Path(path)
+        if not (RECORD_HEADER_SIZE < block_bytes <= MAX_BLOCK_BYTES):
+            raise UsageError(f"block size {block_bytes} out of range 17..{MAX_BLOCK_BYTES}")
+        if not self.path.parent.is_dir():
+            raise UsageError(f"output folder {self.path.parent} does not exist", path=self.path)
+        if self.path.exists() and not overwrite:
+            raise OutputExists("output exists (use --force to replace it)", path=self.path)
+        self.codec = codec_by_name(codec, level)
+        self.block_bytes = block_bytes
+        self.overwrite = overwrite
+        self.fsync = fsync
+        self.uuid = file_uuid or uuidlib.uuid4()
+        meta = dict(metadata or {})
+        meta.setdefault("file_name", self.path.name)
+        meta.setdefault("created", datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
+        meta["format_version"] = FORMAT_VERSION
+        self.metadata = meta
+        self._adler = RunningAdler32()
+        self._blocks: list[tuple] = []
+        self._event_parts: list[EventTable] = []
+        self._event_count = 0
+        self._pending_runs: list[int] = []
+        self._pending_events: list[int] = []
+        self._pending_payloads: list[bytes] = []
+        self._pending_bytes = 0
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tmb-compress") if threads > 1 else None
+        self._in_flight: deque = deque()
+        self._max_in_flight = 2 * threads
+        self._closed = False
+        self.result: WriteResult | None = None
+        self.tmp_path = temporary_path(self.path)
+        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            metadata_bytes = pack_metadata(meta)
+            self._write(pack_header(self.uuid, metadata_bytes))
+            self._write(metadata_bytes)
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- events --------------------------------------------------------------------------
+    def write_event(self, run: int, event: int, payload) -> None:
+        """Append one event; the block is cut when it reaches the target size."""
+        payload = bytes(payload)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise UsageError(f"event payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        if self._pending_bytes and self._pending_bytes + RECORD_HEADER_SIZE + len(payload) > self.block_bytes:
+            self._cut_pending()
+        self._pending_runs.append(run)
+        self._pending_events.append(event)
+        self._pending_payloads.append(payload)
+        self._pending_bytes += RECORD_HEADER_SIZE + len(payload)
+
+    def write_batch(self, runs, events, lengths, payloads) -> None:
+        """Append many events at once: payload i is the next ``lengths[i]`` bytes of ``payloads``.
+
+        Blocks are cut at the target size with no Python loop per event.
+        """
+        self._cut_pending()
+        runs = np.asarray(runs, dtype=np.uint32)
+        events = np.asarray(events, dtype=np.uint64)
+        lengths = np.asarray(lengths, dtype=np.uint32)
+        payloads = np.frombuffer(payloads, dtype=np.uint8) if not isinstance(payloads, np.ndarray) else payloads
+        if not (len(runs) == len(events) == len(lengths)):
+            raise UsageError("write_batch needs runs, events and lengths of one length")
+        if int(lengths.sum(dtype=np.int64)) != len(payloads):
+            raise UsageError("write_batch: payload bytes do not add up to the lengths")
+        if len(lengths) and int(lengths.max()) > MAX_PAYLOAD_BYTES:
+            raise UsageError(f"event payload exceeds {MAX_PAYLOAD_BYTES} bytes")
+        starts = np.zeros(len(lengths), dtype=np.uint64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        record_ends = np.cumsum(lengths.astype(np.int64) + RECORD_HEADER_SIZE)
+        begin = 0
+        while begin < len(lengths):
+            base = record_ends[begin - 1] if begin else 0
+            end = int(np.searchsorted(record_ends, base + self.block_bytes, side="right"))
+            end = max(end, begin + 1)  # an event larger than the target is a block of its own
+            self._submit(runs[begin:end], events[begin:end], lengths[begin:end], payloads,
+                         starts[begin:end])
+            begin = end
+
+    def _cut_pending(self) -> None:
+        if not self._pending_runs:
+            return
+        lengths = np.fromiter((len(p) for p in self._pending_payloads), dtype=np.uint32,
+                              count=len(self._pending_payloads))
+        payloads = np.frombuffer(b"".join(self._pending_payloads), dtype=np.uint8)
+        starts = np.zeros(len(lengths), dtype=np.uint64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        self._submit(np.array(self._pending_runs, dtype=np.uint32),
+                     np.array(self._pending_events, dtype=np.uint64), lengths, payloads, starts)
+        self._pending_runs, self._pending_events, self._pending_payloads = [], [], []
+        self._pending_bytes = 0
+
+    def _submit(self, runs, events, lengths, payloads, starts) -> None:
+        if self._pool is None:
+            self._append_built(build_block(runs, events, lengths, payloads, starts, self.codec))
+            return
+        self._in_flight.append(self._pool.submit(build_block, runs, events, lengths, payloads, starts,
+                                                 self.codec))
+        while len(self._in_flight) > self._max_in_flight:
+            self._append_built(self._in_flight.popleft().result())
+
+    def _drain(self) -> None:
+        while self._in_flight:
+            self._append_built(self._in_flight.popleft().result())
+
+    def _append_built(self, built: BuiltBlock) -> None:
+        self._append_block(built.header, built.header_bytes, built.data, built.events)
+
+    # -- verbatim blocks (merge fast path) -------------------------------------------------
+    def copy_block(self, header: BlockHeader, header_bytes, data, events: EventTable) -> None:
+        """Append a block exactly as stored elsewhere, with its events' index columns.
+
+        The caller has checked the block; ``events.block`` is renumbered here.  Events still
+        buffered or being compressed are written first, so file order is call order.
+        """
+        self._cut_pending()
+        self._drain()
+        self._append_block(header, header_bytes, data, events)
+
+    def _append_block(self, header: BlockHeader, header_bytes, data, events: EventTable) -> None:
+        offset = self._adler.size
+        self._write(header_bytes)
+        self._write(data)
+        number = len(self._blocks)
+        self._blocks.append((offset, header.compressed_length, header.uncompressed_length, header.event_count,
+                             header.codec, self._event_count, header.compressed_digest,
+                             header.uncompressed_digest))
+        self._event_parts.append(events.replace(block=np.full(len(events), number, dtype=np.uint32)))
+        self._event_count += len(events)
+
+    # -- closing ---------------------------------------------------------------------------
+    def close(self) -> WriteResult:
+        """Finish the file: index, trailer, fsync, rename into place."""
+        if self._closed:
+            return self.result
+        try:
+            self._cut_pending()
+            self._drain()
+            blocks = np.array(self._blocks, dtype=[(n, BLOCK_DTYPE.fields[n][0]) for n in BLOCK_DTYPE.names
+                                                   if n != "pad"])
+            table = np.zeros(len(self._blocks), dtype=BLOCK_DTYPE)
+            for name in blocks.dtype.names:
+                table[name] = blocks[name]
+            events = EventTable.concat(self._event_parts)
+            index = pack_index(table, events)
+            index_offset = self._adler.size
+            self._write(index)
+            self._write(pack_trailer(Trailer(index_offset, len(index), xxh3_64(index), len(events),
+                                             len(table))))
+            if self.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            publish(self.tmp_path, self.path, overwrite=self.overwrite)
+            if self.fsync:
+                fsync_dir(self.path.parent)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._shutdown_pool()
+        self._closed = True
+        self.result = WriteResult(
+            self.path, self._adler.size, self._adler.value, len(events), len(table), self.uuid,
+            int(events.event.min()) if len(events) else None, int(events.event.max()) if len(events) else None,
+            sorted({int(r) for r in np.unique(events.run)}),
+        )
+        return self.result
+
+    def abort(self) -> None:
+        """Drop everything written so far; the destination is left untouched."""
+        self._closed = True
+        self._shutdown_pool(cancel=True)
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        remove_quietly(self.tmp_path)
+
+    def _shutdown_pool(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
+            self._in_flight.clear()
+
+    def _write(self, data) -> None:
+        self._adler.update(data)
+        view = memoryview(data)
+        while view.nbytes:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    @property
+    def bytes_written(self) -> int:
+        return self._adler.size
+
+    @property
+    def event_count(self) -> int:
+        return self._event_count + len(self._pending_runs)
+
+    def __enter__(self) -> "TmbWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self):
+        if not getattr(self, "_closed", True):
+            self.abort()
+
