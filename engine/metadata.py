@@ -260,6 +260,10 @@ def _checksums(value: Any, file_size: int | None) -> list[str]:
             _check_representable(int(digits), "checksum", text)
         elif kind.lower() not in ("adler32", "enstore"):
             others.append(f"{kind.lower()}:{digits}")
+    kinds = [entry.partition(":")[0] for entry in _unique(others)]
+    if len(set(kinds)) != len(kinds):
+        repeated = next(kind for kind in kinds if kinds.count(kind) > 1)
+        raise MetadataError(f"checksum: two different {repeated} values")
     try:
         adler = adler32_from_checksums(list(value), file_size)
     except MetadataError as exc:
