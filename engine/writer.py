@@ -61,6 +61,10 @@ class WriteResult(NamedTuple):
         return format_adler32(self.adler32)
 
 
+_BLOCK_FIELDS = ("offset", "compressed_length", "uncompressed_length", "event_count", "codec", "first_event",
+                 "compressed_digest", "uncompressed_digest")
+
+
 class TmbWriter:
     """Write one TMB file.  Use as a context manager; see the module docstring."""
 
@@ -95,8 +99,9 @@ class TmbWriter:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tmb-compress") if threads > 1 else None
         self._in_flight: deque = deque()
         self._max_in_flight = 2 * threads
-        self._closed = False
+        self._state = "open"   # open -> finished -> published, or aborted
         self.result: WriteResult | None = None
+        self.events: EventTable | None = None   # the file's event table, once finished
         self.tmp_path = temporary_path(self.path)
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -200,18 +205,21 @@ class TmbWriter:
         self._event_count += len(events)
 
     # -- closing ---------------------------------------------------------------------------
-    def close(self) -> WriteResult:
-        """Finish the file: index, trailer, fsync, rename into place."""
-        if self._closed:
-            return self.result
+    def finish(self) -> WriteResult:
+        """Write index and trailer and fsync, but keep the temporary name (``result.path``).
+
+        For callers that verify before publishing: follow with ``publish()`` or ``abort()``.
+        """
+        if self._state != "open":
+            return self._result_or_raise()
         try:
             self._cut_pending()
             self._drain()
-            blocks = np.array(self._blocks, dtype=[(n, BLOCK_DTYPE.fields[n][0]) for n in BLOCK_DTYPE.names
-                                                   if n != "pad"])
             table = np.zeros(len(self._blocks), dtype=BLOCK_DTYPE)
-            for name in blocks.dtype.names:
-                table[name] = blocks[name]
+            if self._blocks:
+                columns = list(zip(*self._blocks))
+                for name, values in zip(_BLOCK_FIELDS, columns):
+                    table[name] = values
             events = EventTable.concat(self._event_parts)
             index = pack_index(table, events)
             index_offset = self._adler.size
@@ -222,25 +230,52 @@ class TmbWriter:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._shutdown_pool()
+        self.events = events
+        self._state = "finished"
+        self.result = WriteResult(
+            self.tmp_path, self._adler.size, self._adler.value, len(events), len(table), self.uuid,
+            int(events.event.min()) if len(events) else None, int(events.event.max()) if len(events) else None,
+            [int(r) for r in np.unique(events.run)],
+        )
+        return self.result
+
+    def publish(self) -> WriteResult:
+        """Give the finished file its final name (never clobbering unless ``overwrite``)."""
+        if self._state == "open":
+            self.finish()
+        if self._state != "finished":
+            return self._result_or_raise()
+        try:
             publish(self.tmp_path, self.path, overwrite=self.overwrite)
             if self.fsync:
                 fsync_dir(self.path.parent)
         except BaseException:
             self.abort()
             raise
-        finally:
-            self._shutdown_pool()
-        self._closed = True
-        self.result = WriteResult(
-            self.path, self._adler.size, self._adler.value, len(events), len(table), self.uuid,
-            int(events.event.min()) if len(events) else None, int(events.event.max()) if len(events) else None,
-            sorted({int(r) for r in np.unique(events.run)}),
-        )
+        self._state = "published"
+        self.result = self.result._replace(path=self.path)
         return self.result
+
+    def _result_or_raise(self) -> WriteResult:
+        if self._state == "aborted":
+            raise UsageError("the writer was aborted; nothing was written", path=self.path)
+        return self.result
+
+    def close(self) -> WriteResult:
+        """Finish the file and publish it: index, trailer, fsync, rename into place."""
+        self.finish()
+        return self.publish()
 
     def abort(self) -> None:
         """Drop everything written so far; the destination is left untouched."""
-        self._closed = True
+        if self._state == "published":
+            return
+        self._state = "aborted"
         self._shutdown_pool(cancel=True)
         if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
@@ -278,6 +313,6 @@ class TmbWriter:
             self.abort()
 
     def __del__(self):
-        if not getattr(self, "_closed", True):
+        if getattr(self, "_state", "aborted") in ("open", "finished"):
             self.abort()
 

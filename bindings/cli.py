@@ -1,0 +1,76 @@
+"""The ``tmbmerge`` command line: argument parsing, error reporting and exit codes.
+
+Strategy: every subcommand lives in its own module under ``bindings.commands`` and registers
+its parser here.  This module owns only what is common to all of them: the top-level parser,
+turning an ``EngineError`` into one line on stderr and its documented exit code, and turning
+SIGINT/SIGTERM into an orderly ``Interrupted`` so that cleanup (temporary outputs, locks) runs.
+Tracebacks are for bugs only, and only with ``TMBMERGE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+
+from engine import __version__
+from engine.errors import EXIT_INTERNAL, EngineError, Interrupted
+
+from .commands import COMMAND_MODULES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tmbmerge",
+        description="Merge per-run TMB event files fast, with every input validated and every output verified.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 input unreadable, 4 format, 5 integrity, "
+        "6 consistency, 7 output exists/locked, 8 catalogue, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"tmbmerge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        return int(args.func(args) or 0)
+    except EngineError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _print_error("interrupted; nothing was left at the destination")
+        return Interrupted.exit_code
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `tmbmerge dump ... | head`).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # a bug: one line, unless asked for the traceback
+        if os.environ.get("TMBMERGE_DEBUG"):
+            raise
+        _print_error(f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)")
+        return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_error(line: str) -> None:
+    print(f"tmbmerge: error: {line}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

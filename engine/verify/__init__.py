@@ -1,0 +1,11 @@
+"""Verification: single-file checks, crosschecks against bookkeeping and other files, the dump.
+
+- ``checks``: ``verify_file`` / ``verify_files``: structure, digests, optionally every event.
+- ``crosscheck``: a file's real size/adler32/event count against its sidecar or catalogue record;
+  a merged output's events against the concatenation of its inputs'.
+- ``dump``: what ``tmbmerge dump`` shows: header, metadata, block table, totals, events.
+"""
+
+from .checks import FileReport, verify_file, verify_files
+
+__all__ = ["FileReport", "verify_file", "verify_files"]
