@@ -1,0 +1,304 @@
+"""Merge a list of TMB files into one output: the streaming pipeline behind every mode.
+
+Strategy, for one output:
+
+1. Take the output's lock and pre-flight every input (``inputs.prepare_inputs``): structure,
+   runs, duplicates, bookkeeping; nothing is created before these pass.
+2. A producer thread streams the inputs' stored blocks in order (``iter_blocks``: header and
+   stored-bytes digest checked per block, whole-file adler32 accumulated) into a bounded queue;
+   the calling thread writes them verbatim (``TmbWriter.copy_block``), so reading, checking and
+   writing overlap.  Deep mode decodes every block on a thread pool as it streams.  With
+   ``skip_bad`` an input must be proven whole before its first byte is copied, so a look-ahead
+   thread validates upcoming inputs while the current one is written, and a bad one is left out.
+3. The output is finished under its temporary name; safe and deep modes then run the post-merge
+   dump verification (``verify.merged``) on it.  Only then are the data file and its sidecar
+   published.  Any failure or signal before that removes the temporary file: nothing reaches
+   the destination, and inputs are only ever opened for reading.
+
+Memory: the queue holds at most ``QUEUE_BLOCKS`` blocks (a few MiB each), plus each input's
+index and the output's (28 bytes per event).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from .. import __version__
+from ..checksums import RunningAdler32, adler32_hex
+from ..errors import EngineError, InconsistentInputs, MetadataMismatch, OutputExists, UsageError
+from ..format import EventTable
+from ..fsutil import remove_quietly, temporary_path
+from ..pool import bounded_map
+from ..progress import NullProgress
+from ..verify.merged import verify_merged_output
+from ..writer import TmbWriter
+from .inputs import PreparedInput, prepare_inputs
+from .lock import ExclusiveLock
+from .report import InputOutcome, MergeReport
+from .spec import MergeSpec
+
+QUEUE_BLOCKS = 8
+LOOKAHEAD_INPUTS = 2
+_END = object()
+
+
+def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None, bookkeeping=None,
+                label: str | None = None) -> MergeReport:
+    """Merge ``inputs`` (in order) into ``output``; see the module docstring.
+
+    ``bookkeeping(path) -> metadata | None`` supplies each input's catalogue record (default: its
+    sidecar).  Returns a ``MergeReport``; raises an ``EngineError`` when nothing was published.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    progress = progress or NullProgress()
+    if not output.parent.is_dir():
+        raise UsageError(f"output folder {output.parent} does not exist", path=output)
+    if output.exists() and not spec.force:
+        raise OutputExists("output exists (use --force to replace it)", path=output)
+    with ExclusiveLock(output):
+        prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping)
+        try:
+            report = _merge_prepared(prepared, output, spec, progress, label or output.name)
+        finally:
+            for item in prepared:
+                item.close()
+    report.seconds = time.perf_counter() - started
+    report.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return report
+
+
+def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec, progress, label) -> MergeReport:
+    from ..metadata import now_iso
+
+    started_at = now_iso()
+    outcomes = {id(p): InputOutcome(p.path, False, reason=p.error.to_dict()) for p in prepared if p.error}
+    good = [p for p in prepared if p.error is None]
+    progress.start(label=label, files=len(good), events=sum(p.reader.event_count for p in good),
+                   bytes=sum(p.reader.file_size for p in good))
+    runs = sorted({r for p in good for r in p.runs})
+    run_type = _run_type([(p.path.name, p.bookkeeping or p.reader.metadata) for p in good])
+    header_md = {
+        "application": {"family": "tmbmerge", "name": "tmbmerge", "version": __version__},
+        "data_tier": spec.data_tier,
+        "runs": [[r, 0, run_type] for r in runs],
+        "merge": {"mode": spec.mode, "inputs": [p.path.name for p in good]},
+    }
+    accepted: list[PreparedInput] = []
+    bytes_in = 0
+    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync) as writer:
+        for item, event in _stream(good, spec):
+            if event == "rejected":
+                outcomes[id(item)] = InputOutcome(item.path, False, reason=item.error.to_dict())
+                item.close()
+                continue
+            if event == "done":
+                accepted.append(item)
+                bytes_in += item.reader.file_size
+                progress.advance(files=1, events=item.reader.event_count)
+                continue
+            writer.copy_block(event.header, event.header_bytes, event.data, event.events)
+            progress.advance(bytes=event.size)
+        if not accepted:
+            reasons = "; ".join(o.reason["message"] for o in outcomes.values() if o.reason)
+            raise InconsistentInputs(f"every input was rejected, nothing to merge ({reasons})", path=output)
+        result = writer.finish()
+        if spec.checks_bookkeeping:
+            verify_merged_output(result.path, expected_events=EventTable.concat(p.events for p in accepted),
+                                 expected_adler32=result.adler32, expected_size=result.file_size,
+                                 deep=spec.decodes_events, threads=spec.threads)
+        metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
+                                    spec, started_at)
+        sidecar = _stage_sidecar(output, metadata)
+        try:
+            writer.publish()
+            sidecar.publish()
+        finally:
+            sidecar.discard()
+    for item in accepted:
+        outcomes[id(item)] = InputOutcome(item.path, True, item.reader.event_count, item.reader.file_size,
+                                          getattr(item, "adler32", None))
+    return MergeReport(
+        output=output, mode=spec.mode, inputs=[outcomes[id(p)] for p in prepared],
+        file_size=result.file_size, adler32=result.adler32, event_count=result.event_count,
+        block_count=result.block_count, bytes_in=bytes_in, verified=spec.checks_bookkeeping, metadata=metadata,
+    )
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+def _stream(good: list[PreparedInput], spec: MergeSpec):
+    """Yield (input, block) for every block to copy, (input, "done") after each accepted input and
+    (input, "rejected") for inputs left out, produced on a thread into a bounded queue."""
+    q: queue.Queue = queue.Queue(maxsize=QUEUE_BLOCKS)
+    stop = threading.Event()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def produce() -> None:
+        try:
+            _produce(good, spec, put)
+            put(_END)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            try:
+                put(exc)
+            except _Stopped:
+                pass
+
+    thread = threading.Thread(target=produce, name="tmb-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Stopped(Exception):
+    """The consumer went away; the producer ends quietly."""
+
+
+def _produce(good: list[PreparedInput], spec: MergeSpec, put) -> None:
+    if spec.skip_bad:
+        with ThreadPoolExecutor(1, thread_name_prefix="tmb-validate") as pool:
+            pending: list[Future] = []
+            upcoming = iter(good)
+            for item in good:
+                while len(pending) < LOOKAHEAD_INPUTS:
+                    nxt = next(upcoming, None)
+                    if nxt is None:
+                        break
+                    pending.append(pool.submit(_validate_whole, nxt, spec))
+                try:
+                    pending.pop(0).result()
+                except EngineError as exc:
+                    item.error = exc.with_path(item.path)
+                    put((item, "rejected"))
+                    continue
+                for block in item.reader.iter_blocks():  # digests re-checked as the bytes are copied
+                    put((item, block))
+                put((item, "done"))
+        return
+    for item in good:
+        adler = RunningAdler32()
+        blocks = item.reader.iter_blocks(adler)
+        if spec.decodes_events:
+            blocks = bounded_map(_decoded_passthrough(item), blocks, threads=spec.threads)
+        for block in blocks:
+            put((item, block))
+        _check_adler(item, adler.value, spec)
+        put((item, "done"))
+
+
+def _decoded_passthrough(item: PreparedInput):
+    def decode(block):
+        item.reader.decode(block)
+        return block
+    return decode
+
+
+def _validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
+    """Read and check a whole input before any of it is copied (robust merge)."""
+    adler = RunningAdler32()
+    blocks = item.reader.iter_blocks(adler)
+    if spec.decodes_events:
+        blocks = bounded_map(item.reader.decode, blocks, threads=max(1, spec.threads - 1))
+    for _ in blocks:
+        pass
+    _check_adler(item, adler.value, spec)
+
+
+def _check_adler(item: PreparedInput, value: int, spec: MergeSpec) -> None:
+    item.adler32 = value
+    if item.expected is not None and item.expected.adler32 is not None and item.expected.adler32 != value:
+        source = "catalogue" if spec.catalog else "sidecar"
+        raise MetadataMismatch(f"adler32 differs from the {source}", path=item.path,
+                               expected=adler32_hex(item.expected.adler32), actual=adler32_hex(value))
+
+
+# -- the merged file's metadata ---------------------------------------------------------------
+
+def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, started_at: str) -> dict:
+    from ..metadata import merged_metadata, now_iso
+
+    inputs = []
+    for item in accepted:
+        md = item.bookkeeping if item.bookkeeping is not None else _header_bookkeeping(item)
+        inputs.append((item.path.name, md))
+    run_type = _run_type(inputs)
+    return merged_metadata(
+        inputs, file_name=output.name, file_size=result.file_size, adler32=result.adler32,
+        event_count=result.event_count, first_event=result.first_event, last_event=result.last_event,
+        runs=[[r, 0, run_type] for r in result.runs], merge_mode=spec.mode,
+        application={"family": "tmbmerge", "name": "tmbmerge", "version": __version__},
+        start_time=started_at, end_time=now_iso(),
+        skipped=[{"file_name": p.path.name, "reason": str(p.error)} for p in rejected],
+        data_tier=spec.data_tier,
+    )
+
+
+HEADER_BOOKKEEPING_KEYS = ("data_tier", "application", "runs", "data_stream", "group", "file_type")
+
+
+def _header_bookkeeping(item: PreparedInput) -> dict:
+    """What an input's own header says, standing in for bookkeeping in fast mode."""
+    md = {key: item.reader.metadata[key] for key in HEADER_BOOKKEEPING_KEYS if key in item.reader.metadata}
+    md.update(file_name=item.path.name, file_format="tmb", event_count=item.reader.event_count,
+              file_size=item.reader.file_size)
+    return md
+
+
+def _run_type(inputs) -> str:
+    for _, md in inputs:
+        for entry in md.get("runs") or []:
+            if isinstance(entry, (list, tuple)) and len(entry) >= 3:
+                return entry[2]
+    return "physics"
+
+
+class _StagedSidecar:
+    """The output's sidecar, written and fsynced beside it before the data file is published."""
+
+    def __init__(self, output: Path, metadata: dict):
+        from ..metadata import sidecar_path
+
+        self.final = sidecar_path(output)
+        self.tmp = temporary_path(self.final)
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def publish(self) -> None:
+        os.replace(self.tmp, self.final)
+
+    def discard(self) -> None:
+        remove_quietly(self.tmp)
+
+
+def _stage_sidecar(output: Path, metadata: dict) -> _StagedSidecar:
+    return _StagedSidecar(output, metadata)

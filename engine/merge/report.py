@@ -1,0 +1,101 @@
+"""What a merge tells its caller: per-input outcomes, per-output reports, per-run totals.
+
+Plain dataclasses with ``to_dict()`` for ``--json``; they cross process boundaries by pickling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checksums import format_adler32
+
+
+@dataclass
+class InputOutcome:
+    path: Path
+    accepted: bool
+    events: int = 0
+    file_size: int = 0
+    adler32: int | None = None
+    reason: dict[str, Any] | None = None   # EngineError.to_dict() when rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": str(self.path), "accepted": self.accepted, "events": self.events,
+                               "file_size": self.file_size}
+        if self.adler32 is not None:
+            out["checksum"] = format_adler32(self.adler32)
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class MergeReport:
+    output: Path
+    mode: str
+    inputs: list[InputOutcome] = field(default_factory=list)
+    file_size: int = 0
+    adler32: int = 0
+    event_count: int = 0
+    block_count: int = 0
+    bytes_in: int = 0
+    seconds: float = 0.0
+    verified: bool = False
+    peak_rss_bytes: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    declared: str | None = None          # declaration status, when a catalogue hook ran
+    status: str = "merged"               # merged | already verified (resumed runs)
+
+    @property
+    def checksum(self) -> str:
+        return format_adler32(self.adler32)
+
+    @property
+    def accepted(self) -> list[InputOutcome]:
+        return [i for i in self.inputs if i.accepted]
+
+    @property
+    def skipped(self) -> list[InputOutcome]:
+        return [i for i in self.inputs if not i.accepted]
+
+    @property
+    def throughput(self) -> float:
+        """Input bytes merged per second."""
+        return self.bytes_in / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output), "mode": self.mode, "status": self.status, "file_size": self.file_size,
+            "checksum": self.checksum, "event_count": self.event_count, "block_count": self.block_count,
+            "bytes_in": self.bytes_in, "seconds": round(self.seconds, 3),
+            "throughput_MBps": round(self.throughput / 1e6, 1), "verified": self.verified,
+            "peak_rss_MB": round(self.peak_rss_bytes / 2**20, 1), "declared": self.declared,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "skipped": [i.to_dict() for i in self.skipped],
+        }
+
+
+@dataclass
+class RunReport:
+    out_dir: Path
+    outputs: list[MergeReport] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        merged = [o for o in self.outputs if o.status == "merged"]
+        return {
+            "out_dir": str(self.out_dir), "ok": self.ok, "seconds": round(self.seconds, 3),
+            "outputs": [o.to_dict() for o in self.outputs], "failures": self.failures,
+            "totals": {
+                "outputs": len(self.outputs), "events": sum(o.event_count for o in self.outputs),
+                "bytes_in": sum(o.bytes_in for o in merged),
+                "bytes_out": sum(o.file_size for o in self.outputs),
+            },
+        }

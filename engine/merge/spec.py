@@ -1,0 +1,66 @@
+"""What a merge is asked to do: modes, sizes and the frozen spec handed to workers.
+
+``MergeSpec`` is plain, immutable data, so it crosses process (and, later, Dask) boundaries
+unchanged; everything a worker needs to merge one output is in it and in the list of input
+paths.  The three modes are documented in README.md ("The three modes").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+FAST, SAFE, DEEP = "fast", "safe", "deep"
+MODES = (FAST, SAFE, DEEP)
+
+DEFAULT_TARGET_SIZE = 2 << 30          # CMS-like merge target: 2 GiB
+DEFAULT_MAX_EVENTS = 100_000_000
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    mode: str = SAFE
+    force: bool = False                # replace an existing output
+    skip_bad: bool = False             # robust merge: leave bad inputs out, fail only if all are bad
+    allow_mixed_runs: bool = False     # `merge` only: permit inputs of several runs in one output
+    threads: int = 2                   # threads for validation look-ahead and deep decoding
+    metadata: str = "auto"             # where input bookkeeping comes from: auto (sidecar) | none
+    catalog: str | None = None         # catalogue URL: crosschecks and declaration use it
+    data_tier: str = "thumbnail"
+    fsync: bool = True
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UsageError(f"unknown mode {self.mode!r} (choose fast, safe or deep)")
+        if self.metadata not in ("auto", "none"):
+            raise UsageError(f"metadata must be auto or none, not {self.metadata!r}")
+        if self.threads < 1:
+            raise UsageError("--jobs must be at least 1")
+
+    @property
+    def checks_bookkeeping(self) -> bool:
+        return self.mode in (SAFE, DEEP)
+
+    @property
+    def decodes_events(self) -> bool:
+        return self.mode == DEEP
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """'2GiB' -> 2147483648, '1.5GB' -> 1500000000, '4096' -> 4096."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise UsageError(f"cannot read size {text!r} (try 2GiB, 500MB or a number of bytes)")
+    number, unit, binary = float(m.group(1)), m.group(2).upper(), bool(m.group(3))
+    power = "KMGTP".index(unit) + 1 if unit else 0
+    value = int(number * ((1024 if binary else 1000) ** power))
+    if value <= 0:
+        raise UsageError(f"size {text!r} must be positive")
+    return value
