@@ -60,6 +60,11 @@ class EngineError(Exception):
         self.actual = actual
         super().__init__(str(self))
 
+    def __reduce__(self):
+        # Keep path, region, offset and values when an error crosses a process boundary.
+        return (_rebuild, (type(self), self.message, self.path, self.region, self.offset, self.expected,
+                           self.actual))
+
     @property
     def kind(self) -> str:
         return type(self).__name__
@@ -92,6 +97,10 @@ class EngineError(Exception):
             self.path = os.fspath(path)
             self.args = (str(self),)
         return self
+
+
+def _rebuild(cls, message, path, region, offset, expected, actual):
+    return cls(message, path=path, region=region, offset=offset, expected=expected, actual=actual)
 
 
 class UsageError(EngineError):

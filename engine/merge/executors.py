@@ -1,0 +1,167 @@
+"""Where the outputs of a run are merged: in this process, in local worker processes, or on Dask.
+
+All executors offer one method, ``map_unordered(fn, tasks)``, yielding ``(task, result, error)``
+as tasks finish; ``fn`` and the tasks are plain picklable data (see ``run.MergeTask``), so the
+pipeline never knows where it runs.
+
+- ``InlineExecutor``: one task after another in this process (``--jobs 1``).
+- ``ProcessExecutor``: a pool of local processes.  Workers forward progress through a queue,
+  turn SIGTERM into an orderly ``Interrupted`` (so their temporary files are removed), and ask
+  the kernel to send them SIGTERM if the parent dies, even by SIGKILL: no orphan keeps writing.
+- ``DaskExecutor``: tasks submitted to a Dask ``distributed`` scheduler (``dask://host:port``,
+  or ``dask:local`` for a local cluster); workers need tmbmerge installed and the same paths.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import signal
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator
+
+from ..errors import EngineError, Interrupted, UsageError
+
+_worker_queue = None
+PR_SET_PDEATHSIG = 1
+
+
+class InlineExecutor:
+    jobs = 1
+
+    def __init__(self, progress_queue=None):
+        self.progress_queue = progress_queue
+
+    def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        for task in tasks:
+            try:
+                yield task, fn(task), None
+            except EngineError as exc:
+                yield task, None, exc
+
+
+def _init_worker(queue) -> None:
+    global _worker_queue
+    _worker_queue = queue
+    signal.signal(signal.SIGTERM, _terminate)
+    try:  # Linux: die with the parent instead of finishing a merge nobody will record
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _terminate(signum, frame):
+    raise Interrupted("worker stopped by SIGTERM")
+
+
+def worker_progress_queue():
+    """The progress queue of this worker process (None outside a ``ProcessExecutor`` worker)."""
+    return _worker_queue
+
+
+class ProcessExecutor:
+    def __init__(self, jobs: int, progress_queue=None):
+        if jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        self.jobs = jobs
+        self.progress_queue = progress_queue
+
+    def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        tasks = list(tasks)
+        if not tasks:
+            return
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(min(self.jobs, len(tasks)), mp_context=context, initializer=_init_worker,
+                                   initargs=(self.progress_queue,))
+        futures = {pool.submit(fn, task): task for task in tasks}
+        clean = False
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        yield futures[future], future.result(), None
+                    except EngineError as exc:
+                        yield futures[future], None, exc
+            clean = True
+        finally:
+            if not clean:  # interrupted, or the consumer stopped: stop workers so they clean up
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    if process.is_alive():
+                        process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    def __init__(self, address: str):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise UsageError("the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])")
+        if address in ("local", ""):
+            self._cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                         dashboard_address=None)
+            self.client = Client(self._cluster)
+        else:
+            self._cluster = None
+            self.client = Client(address, timeout="10s")
+        self.jobs = max(1, sum(self.client.nthreads().values()))
+        self.progress_queue = None
+
+    def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        from distributed import as_completed
+
+        tasks = list(tasks)
+        futures = {self.client.submit(fn, task, pure=False): task for task in tasks}
+        try:
+            for future in as_completed(list(futures)):
+                try:
+                    yield futures[future], future.result(), None
+                except EngineError as exc:
+                    yield futures[future], None, exc
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def make_executor(jobs: int, *, executor: str | None = None, progress_queue=None):
+    """``--executor`` value to an executor: None/'local' (processes, or inline for one job), 'dask://...'."""
+    if executor and executor.startswith("dask:"):
+        target = executor[len("dask:"):]
+        return DaskExecutor(target[2:] if target.startswith("//") else target)
+    if executor not in (None, "", "local"):
+        raise UsageError(f"unknown executor {executor!r} (use local, dask:local or dask://HOST:PORT)")
+    if jobs <= 1:
+        return InlineExecutor(progress_queue)
+    return ProcessExecutor(jobs, progress_queue)
+
+
+class ProgressRelay:
+    """Parent side of worker progress: a thread draining the queue into the display."""
+
+    def __init__(self, progress, context=None):
+        self.progress = progress
+        self.queue = (context or multiprocessing.get_context("spawn")).Queue()
+        self._thread = threading.Thread(target=self._drain, name="tmb-progress", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            message = self.queue.get()
+            if message is None:
+                return
+            if message[0] == "advance":
+                _, _, files, events, nbytes = message
+                self.progress.advance(files=files, events=events, bytes=nbytes)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self._thread.join(timeout=5)
+        self.queue.close()

@@ -1,0 +1,140 @@
+"""The merge-run journal: a small SQLite file beside the outputs recording what each became.
+
+One row per planned output, with its inputs and its state::
+
+    planned -> merging -> verified (safe/deep) | merged (fast) -> declared -> retired
+                       \\-> failed (with the error)
+
+A rerun of the same command reads it to skip outputs already finished (when their file is
+still there with the recorded size and checksum) and to redo anything else.  Retired inputs
+are recorded one row each (the catalogue hook moves or deletes inputs only after their output
+is verified and declared).  SQLite in WAL mode with a busy timeout, so several processes
+(parallel jobs, ``tmbmerge status``) can use it at once; every change is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+JOURNAL_NAME = ".tmbmerge-journal.sqlite"
+FINISHED = ("verified", "merged", "declared", "retired")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outputs (
+    name        TEXT PRIMARY KEY,
+    run         INTEGER NOT NULL,
+    inputs      TEXT NOT NULL,          -- JSON list of input paths, in merge order
+    state       TEXT NOT NULL,
+    mode        TEXT,
+    file_size   INTEGER,
+    checksum    TEXT,
+    event_count INTEGER,
+    error       TEXT,
+    updated     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outputs_run ON outputs(run);
+CREATE TABLE IF NOT EXISTS retired (
+    input       TEXT PRIMARY KEY,
+    output      TEXT NOT NULL REFERENCES outputs(name),
+    action      TEXT NOT NULL,          -- moved | deleted
+    destination TEXT,
+    at          TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class JournalEntry:
+    name: str
+    run: int
+    inputs: list[str]
+    state: str
+    mode: str | None
+    file_size: int | None
+    checksum: str | None
+    event_count: int | None
+    error: str | None
+    updated: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+class Journal:
+    def __init__(self, out_dir):
+        self.path = Path(out_dir) / JOURNAL_NAME
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open_existing(cls, out_dir) -> "Journal | None":
+        return cls(out_dir) if (Path(out_dir) / JOURNAL_NAME).exists() else None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _transaction(self, sql: str, params: tuple) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(sql, params)
+
+    def get(self, name: str) -> JournalEntry | None:
+        row = self._db.execute("SELECT * FROM outputs WHERE name = ?", (name,)).fetchone()
+        return _entry(row) if row else None
+
+    def entries(self) -> Iterator[JournalEntry]:
+        for row in self._db.execute("SELECT * FROM outputs ORDER BY run, name"):
+            yield _entry(row)
+
+    def record_plan(self, name: str, run: int, inputs: list[str], mode: str) -> None:
+        """Insert a planned output, or reset an unfinished one to ``planned`` with these inputs."""
+        self._transaction(
+            "INSERT INTO outputs (name, run, inputs, state, mode, updated) VALUES (?, ?, ?, 'planned', ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = excluded.inputs, state = 'planned', "
+            "mode = excluded.mode, error = NULL, updated = excluded.updated",
+            (name, run, json.dumps(inputs), mode, _now()))
+
+    def set_state(self, name: str, state: str, *, error: str | None = None, file_size: int | None = None,
+                  checksum: str | None = None, event_count: int | None = None) -> None:
+        self._transaction(
+            "UPDATE outputs SET state = ?, error = ?, file_size = COALESCE(?, file_size), "
+            "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), updated = ? WHERE name = ?",
+            (state, error, file_size, checksum, event_count, _now(), name))
+
+    def record_retired(self, input_path: str, output: str, action: str, destination: str | None) -> None:
+        self._transaction(
+            "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, ?, ?, ?, ?)",
+            (input_path, output, action, destination, _now()))
+
+    def retired(self, output: str | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT input, output, action, destination, at FROM retired", ()
+        if output is not None:
+            sql, params = sql + " WHERE output = ?", (output,)
+        return [dict(zip(("input", "output", "action", "destination", "at"), row))
+                for row in self._db.execute(sql + " ORDER BY input", params)]
+
+    def summary(self) -> dict[str, int]:
+        return {state: count for state, count in
+                self._db.execute("SELECT state, COUNT(*) FROM outputs GROUP BY state ORDER BY state")}
+
+
+def _entry(row) -> JournalEntry:
+    name, run, inputs, state, mode, size, checksum, events, error, updated = row
+    return JournalEntry(name, run, json.loads(inputs), state, mode, size, checksum, events, error, updated)
