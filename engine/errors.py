@@ -99,6 +99,20 @@ class EngineError(Exception):
         return self
 
 
+#: When one command reports several failures, its exit code is the first of these present:
+#: damaged data outranks disagreeing bookkeeping, which outranks foreign or unreadable files.
+EXIT_PRECEDENCE = (130, 5, 6, 4, 3, 8, 7, 2, 1)
+
+
+def most_severe_exit_code(codes) -> int:
+    """The exit code for a set of failures (0 when there are none)."""
+    present = {c for c in codes if c}
+    for code in EXIT_PRECEDENCE:
+        if code in present:
+            return code
+    return max(present, default=EXIT_OK)
+
+
 def _rebuild(cls, message, path, region, offset, expected, actual):
     return cls(message, path=path, region=region, offset=offset, expected=expected, actual=actual)
 

@@ -12,5 +12,4 @@ COMMAND_MODULES = [
     "bindings.commands.inspect",
     "bindings.commands.merge",
     "bindings.commands.catalog",
-    "bindings.commands.bench",
 ]

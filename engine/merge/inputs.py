@@ -107,7 +107,8 @@ def _reject(item: PreparedInput, exc: EngineError, spec: MergeSpec) -> None:
 def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
     real = Path(os.path.realpath(item.path))
     if real in seen_paths:
-        raise InconsistentInputs(f"input given twice (also as {seen_paths[real]})", path=item.path)
+        same = "" if seen_paths[real] == item.path else f" (also as {seen_paths[real]})"
+        raise InconsistentInputs(f"the same input is given twice{same}", path=item.path)
     seen_paths[real] = item.path
     item.reader = open_file(item.path)
     reader = item.reader

@@ -190,21 +190,35 @@ def split_by_size(inputs: list[PlannedInput], target_size: int, max_events: int)
 
 
 def _balanced(inputs: list[PlannedInput], target_size: int, max_events: int) -> list[tuple[PlannedInput, ...]]:
-    total_size = sum(i.file_size for i in inputs)
+    """The fewest outputs within the limits, cut as evenly as the input sizes allow."""
     total_events = sum(i.event_count for i in inputs)
+    total_size = sum(i.file_size for i in inputs)
     count = max(1, math.ceil(total_size / target_size), math.ceil(total_events / max_events))
-    share = total_size / count
-    groups, current, size, events = [], [], 0, 0
+    while True:
+        groups = _cut_even(inputs, count, target_size, max_events)
+        if len(groups) <= count:
+            return groups
+        count += 1   # the sizes do not divide into this many outputs under the limits
+
+
+def _cut_even(inputs, count: int, target_size: int, max_events: int) -> list[tuple[PlannedInput, ...]]:
+    """Cut where the running size is closest to an even share of what remains, within the limits."""
+    remaining = sum(i.file_size for i in inputs)
+    groups: list[tuple[PlannedInput, ...]] = []
+    current: list[PlannedInput] = []
+    size = events = 0
     for item in inputs:
-        if current and (size + item.file_size > target_size or events + item.event_count > max_events):
-            groups.append(tuple(current))
-            current, size, events = [], 0, 0
+        if current:
+            share = remaining / max(1, count - len(groups))
+            over_limit = size + item.file_size > target_size or events + item.event_count > max_events
+            closer_without = abs(size - share) <= abs(size + item.file_size - share)
+            if over_limit or (closer_without and len(groups) < count - 1):
+                groups.append(tuple(current))
+                remaining -= size
+                current, size, events = [], 0, 0
         current.append(item)
         size += item.file_size
         events += item.event_count
-        if size >= share * 0.999 and len(groups) < count - 1:
-            groups.append(tuple(current))
-            current, size, events = [], 0, 0
     if current:
         groups.append(tuple(current))
     return groups

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import EngineError, OutputExists
@@ -100,7 +100,10 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
                     report.outputs.append(finished)
                     continue
                 journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode)
-                tasks.append(MergeTask(planned.name, str(out_dir / planned.name), tuple(planned.input_paths), spec))
+                tasks.append(planned)
+            # spec.threads is the whole budget: outputs merged at once share it
+            per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(tasks)))))
+            tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output) for p in tasks]
             planned_by_name = {p.name: p for p in plan.outputs}
             progress.start(label=f"merge-run {out_dir.name}",
                            files=sum(len(t.inputs) for t in tasks),

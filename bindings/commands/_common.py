@@ -1,0 +1,21 @@
+"""Small helpers shared by the command modules: common flags and human-readable numbers."""
+
+from __future__ import annotations
+
+import os
+
+
+def add_json_flag(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"

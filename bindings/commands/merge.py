@@ -1,0 +1,194 @@
+"""``tmbmerge merge``, ``merge-run``, ``plan`` and ``status``: the merge jobs' command line.
+
+Each command turns its options into an ``engine.merge.MergeSpec`` and calls the Python API
+(``merge_files``, ``merge_run``, ``plan_run``); what is printed is the API's report, as text
+for people or as JSON (``--json``) for machines.  The engine is imported inside the run
+functions so that ``tmbmerge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ._common import add_json_flag, default_jobs, human_bytes
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "merge", help="merge TMB files, in order, into one verified output",
+        description="Merge the inputs, in the order given, into one output. Modes: fast (copy verified "
+                    "blocks), safe (default: also crosscheck inputs with their sidecars, refuse duplicate "
+                    "events, and re-read the output to prove it equals the inputs), deep (safe, plus "
+                    "decompress every block of inputs and output and check every event).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, help="the merged file to write")
+    _add_merge_options(p)
+    p.add_argument("--allow-mixed-runs", action="store_true", help="permit inputs of different runs")
+    p.set_defaults(func=run_merge)
+
+    p = subparsers.add_parser(
+        "merge-run", help="plan and merge whole runs into outputs near a target size (resumable)",
+        description="Group inputs by run (never mixing runs), order them by partition, split them into "
+                    "outputs near --target-size named after run and partition range, and merge them, "
+                    "several at once. A journal in OUT_DIR makes a rerun skip finished outputs.")
+    p.add_argument("inputs", nargs="+", metavar="DIR|INPUT")
+    p.add_argument("--out-dir", required=True, help="folder for the merged files, their sidecars and journal")
+    _add_plan_options(p)
+    _add_merge_options(p)
+    p.add_argument("--executor", default=None,
+                   help="where outputs are merged: local (default), dask:local or dask://HOST:PORT")
+    p.set_defaults(func=run_merge_run)
+
+    p = subparsers.add_parser("plan", help="print a run's merge plan without merging")
+    p.add_argument("inputs", nargs="+", metavar="DIR|INPUT")
+    _add_plan_options(p)
+    p.add_argument("--skip-bad", action="store_true", help="list unusable inputs instead of failing")
+    add_json_flag(p)
+    p.set_defaults(func=run_plan)
+
+    p = subparsers.add_parser("status", help="show the journal of a merge-run output folder")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    add_json_flag(p)
+    p.set_defaults(func=run_status)
+
+
+def _add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=int, default=None, help="only this run")
+    p.add_argument("--target-size", default="2GiB", help="target output size (default 2GiB)")
+    p.add_argument("--max-events", type=int, default=None, help="at most this many events per output")
+
+
+def _add_merge_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("fast", "safe", "deep"), default="safe", help="checks to apply (default safe)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: number of cores)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="robust merge: leave out inputs that fail validation (fail only if all do)")
+    p.add_argument("--metadata", choices=("auto", "none"), default="auto",
+                   help="auto: crosscheck inputs with their <file>.json sidecars; none: ignore sidecars")
+    p.add_argument("--quiet", action="store_true", help="no progress display, no summary lines")
+    add_json_flag(p)
+
+
+def _spec(args, jobs: int):
+    from engine.merge import MergeSpec
+
+    return MergeSpec(mode=args.mode, force=args.force, skip_bad=args.skip_bad,
+                     allow_mixed_runs=getattr(args, "allow_mixed_runs", False), threads=jobs,
+                     metadata=args.metadata)
+
+
+def run_merge(args) -> int:
+    from engine.merge import merge_files
+
+    from ..progress import make_progress
+
+    jobs = args.jobs or default_jobs()
+    progress = make_progress(args.quiet or args.json)
+    try:
+        report = merge_files(args.inputs, args.output, _spec(args, jobs), progress=progress)
+    finally:
+        progress.finish()
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        print()
+    elif not args.quiet:
+        _print_merge(report)
+    return 0
+
+
+def _print_merge(report) -> None:
+    state = "verified" if report.verified else "not re-read (fast mode)"
+    print(f"{report.output}: {len(report.accepted)} inputs, {report.event_count:,} events, "
+          f"{human_bytes(report.file_size)}, {report.checksum}, {report.mode} mode, {state}"
+          + (f", {report.seconds:.1f} s at {report.throughput / 1e6:.0f} MB/s" if report.seconds else ""))
+    for skipped in report.skipped:
+        print(f"  skipped {skipped.path}: {skipped.reason.get('message') if skipped.reason else ''}")
+
+
+def run_merge_run(args) -> int:
+    from engine.errors import most_severe_exit_code
+    from engine.merge import merge_run, parse_size
+
+    from ..progress import make_progress
+
+    jobs = args.jobs or default_jobs()
+    progress = make_progress(args.quiet or args.json)
+    plan_kwargs = _plan_kwargs(args, parse_size)
+    try:
+        report = merge_run(args.inputs, args.out_dir, spec=_spec(args, jobs),
+                           jobs=jobs, executor=args.executor, progress=progress, **plan_kwargs)
+    finally:
+        progress.finish()
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        if not args.quiet:
+            for output in report.outputs:
+                if output.status != "merged":
+                    print(f"{output.output}: {output.status}, {output.event_count:,} events, {output.checksum}")
+                else:
+                    _print_merge(output)
+        for failure in report.failures:
+            where = failure.get("output") or failure.get("file")
+            print(f"tmbmerge: error: {where}: {failure['message']}", file=sys.stderr)
+        if not args.quiet:
+            print(f"{len(report.outputs)} outputs ready, {len(report.failures)} failures, {report.seconds:.1f} s")
+    return most_severe_exit_code(f.get("exit_code", 1) for f in report.failures)
+
+
+def _plan_kwargs(args, parse_size) -> dict:
+    from engine.merge.spec import DEFAULT_MAX_EVENTS
+
+    return {"run": args.run, "target_size": parse_size(args.target_size),
+            "max_events": args.max_events or DEFAULT_MAX_EVENTS}
+
+
+def run_plan(args) -> int:
+    from engine.merge import parse_size, plan_run
+
+    plan = plan_run(args.inputs, skip_bad=args.skip_bad, **_plan_kwargs(args, parse_size))
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        print()
+        return 0
+    for output in plan.outputs:
+        print(f"{output.name}: {len(output.inputs)} inputs, {output.event_count:,} events, "
+              f"{human_bytes(output.file_size)}")
+        for item in output.inputs:
+            print(f"    {item.path}")
+    for path, exc in plan.rejected:
+        print(f"rejected {path}: {exc.message}")
+    totals = plan.to_dict()["totals"]
+    print(f"{totals['outputs']} outputs from {totals['inputs']} inputs, {totals['events']:,} events, "
+          f"{human_bytes(totals['input_bytes'])}")
+    return 0
+
+
+def run_status(args) -> int:
+    from engine.errors import InputNotFound
+    from engine.merge.journal import Journal
+
+    journal = Journal.open_existing(args.out_dir)
+    if journal is None:
+        raise InputNotFound("no merge-run journal here (nothing was merged into this folder)", path=args.out_dir)
+    with journal:
+        entries = list(journal.entries())
+        if args.json:
+            json.dump({"outputs": [e.to_dict() for e in entries], "summary": journal.summary(),
+                       "retired": journal.retired()}, sys.stdout, indent=2)
+            print()
+            return 0
+        for e in entries:
+            line = f"{e.state:10} {e.name}  {len(e.inputs)} inputs"
+            if e.event_count is not None:
+                line += f", {e.event_count:,} events, {human_bytes(e.file_size or 0)}, {e.checksum}"
+            if e.error:
+                line += f"  ({e.error})"
+            print(line)
+        summary = ", ".join(f"{count} {state}" for state, count in journal.summary().items())
+        print(f"{len(entries)} outputs: {summary or 'none'}")
+    return 0
