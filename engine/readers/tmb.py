@@ -22,7 +22,7 @@ import numpy as np
 
 from ..blocks import check_stored_block, compare_events, decode_block
 from ..checksums import RunningAdler32
-from ..errors import EngineError, InputError, TruncatedFile
+from ..errors import EngineError, InputError, LayoutError, TruncatedFile
 from ..format import (
     BLOCK_HEADER_SIZE,
     HEADER_MAGIC,
@@ -97,6 +97,10 @@ class TmbReader:
         index_bytes = self._pread(self.trailer.index_length, self.trailer.index_offset)
         self.index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
                                  data_start=self.data_start)
+        if (len(self.index.blocks), len(self.index.events)) != (self.trailer.block_count, self.trailer.event_count):
+            raise LayoutError(f"index holds {len(self.index.blocks)} blocks and {len(self.index.events)} events, "
+                              f"the trailer says {self.trailer.block_count} and {self.trailer.event_count}",
+                              region="index", offset=self.trailer.index_offset)
         self._tail_bytes = index_bytes + trailer_bytes
 
     def _pread(self, length: int, offset: int) -> bytes:
