@@ -240,6 +240,8 @@ def _integer(value: Any, field: str, *, minimum: int | None = None) -> int:
         raise MetadataError(f"{field}: must be an integer, not {value!r}")
     if minimum is not None and value < minimum:
         raise MetadataError(f"{field}: must be at least {minimum}, not {value}")
+    if not -(2**63) <= value < 2**63:
+        raise MetadataError(f"{field}: {value} does not fit in 64 bits")
     return value
 
 

@@ -217,6 +217,8 @@ def test_enstore_form_normalizes_to_the_same_adler32(s1, s2, size):
         ("file_size", True),
         ("file_size", 5.0),
         ("event_count", -3),
+        ("event_count", 2**63),
+        ("runs", [[2**64, 0, "physics"]]),
         ("first_event", "9001"),
         ("last_event", 1.5),
         ("runs", "178000"),
