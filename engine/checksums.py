@@ -41,7 +41,7 @@ class RunningAdler32:
 
     def update(self, data) -> None:
         self.value = zlib_ng.adler32(data, self.value)
-        self.size += len(data) if not isinstance(data, memoryview) else data.nbytes
+        self.size += data.nbytes if isinstance(data, memoryview) else len(data)
 
     @property
     def hexdigest(self) -> str:

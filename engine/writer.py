@@ -180,23 +180,24 @@ class TmbWriter:
             self._append_built(self._in_flight.popleft().result())
 
     def _append_built(self, built: BuiltBlock) -> None:
-        self._append_block(built.header, built.header_bytes, built.data, built.events)
+        self._append_block(built.header, (built.header_bytes, built.data), built.events)
 
     # -- verbatim blocks (merge fast path) -------------------------------------------------
-    def copy_block(self, header: BlockHeader, header_bytes, data, events: EventTable) -> None:
-        """Append a block exactly as stored elsewhere, with its events' index columns.
+    def copy_block(self, header: BlockHeader, stored, events: EventTable) -> None:
+        """Append a block exactly as stored elsewhere (block header and data, contiguous), with
+        its events' index columns.
 
         The caller has checked the block; ``events.block`` is renumbered here.  Events still
         buffered or being compressed are written first, so file order is call order.
         """
         self._cut_pending()
         self._drain()
-        self._append_block(header, header_bytes, data, events)
+        self._append_block(header, (stored,), events)
 
-    def _append_block(self, header: BlockHeader, header_bytes, data, events: EventTable) -> None:
+    def _append_block(self, header: BlockHeader, parts, events: EventTable) -> None:
         offset = self._adler.size
-        self._write(header_bytes)
-        self._write(data)
+        for part in parts:
+            self._write(part)
         number = len(self._blocks)
         self._blocks.append((offset, header.compressed_length, header.uncompressed_length, header.event_count,
                              header.codec, self._event_count, header.compressed_digest,

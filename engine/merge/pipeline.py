@@ -104,7 +104,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
                 bytes_in += item.reader.file_size
                 progress.advance(files=1, events=item.reader.event_count)
                 continue
-            writer.copy_block(event.header, event.header_bytes, event.data, event.events)
+            writer.copy_block(event.header, event.stored, event.events)
             progress.advance(bytes=event.size)
         if not accepted:
             reasons = "; ".join(o.reason["message"] for o in outcomes.values() if o.reason)

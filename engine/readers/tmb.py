@@ -39,18 +39,26 @@ from ..format import (
 
 
 class RawBlock(NamedTuple):
-    """One block as stored: what a merge copies verbatim."""
+    """One block as stored (header and data, contiguous): what a merge copies verbatim."""
 
     number: int
     offset: int
     header: BlockHeader
-    header_bytes: bytes
-    data: bytes
+    stored: bytes
     events: EventTable
 
     @property
+    def header_bytes(self) -> memoryview:
+        return memoryview(self.stored)[:BLOCK_HEADER_SIZE]
+
+    @property
+    def data(self) -> memoryview:
+        """The stored (compressed) bytes, without copying them out of ``stored``."""
+        return memoryview(self.stored)[BLOCK_HEADER_SIZE:]
+
+    @property
     def size(self) -> int:
-        return BLOCK_HEADER_SIZE + len(self.data)
+        return len(self.stored)
 
 
 class Event(NamedTuple):
@@ -153,13 +161,11 @@ class TmbReader:
         try:
             raw = self._pread(BLOCK_HEADER_SIZE + int(entry["compressed_length"]), offset)
             header = parse_block_header(raw, region=region, offset=offset)
-            data = raw[BLOCK_HEADER_SIZE:]
-            check_stored_block(header, entry, data, region=region, offset=offset)
+            check_stored_block(header, entry, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset)
         except EngineError as exc:
             raise exc.with_path(self.path)
         first = int(entry["first_event"])
-        return RawBlock(number, offset, header, raw[:BLOCK_HEADER_SIZE], data,
-                        self.events.slice(first, first + header.event_count))
+        return RawBlock(number, offset, header, raw, self.events.slice(first, first + header.event_count))
 
     def iter_blocks(self, adler: RunningAdler32 | None = None) -> Iterator[RawBlock]:
         """Every block in file order, each checked without decompression.
@@ -172,8 +178,7 @@ class TmbReader:
         for number in range(self.block_count):
             block = self.read_block(number)
             if adler is not None:
-                adler.update(block.header_bytes)
-                adler.update(block.data)
+                adler.update(block.stored)
             yield block
         if adler is not None:
             adler.update(self._tail_bytes)

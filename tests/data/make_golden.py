@@ -72,7 +72,7 @@ def write_mixed(folder: Path):
         runs, numbers, lengths, payload = columns(EVENTS[FIRST_BLOCK_EVENTS:])
         starts = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.uint64)]).astype(np.uint64)
         built = build_block(runs, numbers, lengths, payload, starts, NoneCodec())
-        writer.copy_block(built.header, built.header_bytes, built.data, built.events)
+        writer.copy_block(built.header, built.header_bytes + built.data, built.events)
     return writer.result
 
 
