@@ -107,7 +107,8 @@ def read_sidecar(data_path: str | os.PathLike) -> dict | None:
     try:
         metadata = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MetadataError(f"sidecar is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path=path) from None
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise MetadataError(f"sidecar is not valid JSON: {exc.msg} at {where}", path=path) from None
     if not isinstance(metadata, dict):
         raise MetadataError(f"sidecar holds a JSON {type(metadata).__name__}, not an object", path=path)
     return metadata
@@ -338,8 +339,11 @@ def now_iso() -> str:
 
 
 def expected_facts(md: dict) -> FileFacts:
-    """Size, adler32 (None when the metadata has none) and event count that ``md`` promises."""
-    md = normalize_metadata(md)
+    """Size, adler32 (None when the metadata has none) and event count that ``md`` promises.
+
+    ``md`` may be a sidecar or a catalogue record (fields unknown here are ignored).
+    """
+    md = normalize_metadata(md, strict=False)
     for key in ("file_size", "event_count"):
         if key not in md:
             raise MetadataError(f"{key}: missing (needed to check {md['file_name']})")
@@ -374,7 +378,7 @@ def check_agreement(inputs: list[tuple[str, dict]]) -> dict:
 
 def _agreeing_values(name: str, md: dict) -> dict[str, Any]:
     try:
-        md = normalize_metadata(md)
+        md = normalize_metadata(md, strict=False)  # sidecars or catalogue records
     except MetadataError as exc:
         raise exc.with_path(name) from None
     application = md.get("application", {})
@@ -454,4 +458,7 @@ def _skipped_entry(entry: Any, index: int) -> dict:
     where = f"Merge.skipped[{index}]"
     if not isinstance(entry, dict) or set(entry) != {"file_name", "reason"}:
         raise MetadataError(f"{where}: must be {{\"file_name\", \"reason\"}}, not {entry!r}")
-    return {"file_name": _string(entry["file_name"], f"{where}.file_name"), "reason": _string(entry["reason"], f"{where}.reason")}
+    return {
+        "file_name": _string(entry["file_name"], f"{where}.file_name"),
+        "reason": _string(entry["reason"], f"{where}.reason"),
+    }

@@ -331,6 +331,12 @@ def test_expected_facts_converts_enstore():
     assert facts == FileFacts(3690769125, 0x03D6CB63, 7)
 
 
+def test_expected_facts_and_agreement_accept_catalogue_records_with_more_fields():
+    record = sample(file_id=12, create_date="2026-11-28T12:00:00+00:00", lum_block_ranges=[[1, 9]])
+    assert expected_facts(record) == FileFacts(51234567, 0x0A1B2C3D, 3000)
+    assert check_agreement([("a", record), ("b", partition(2))])["run_type"] == "physics"
+
+
 def test_expected_facts_without_checksum_has_no_adler32():
     assert expected_facts(sample(checksum=None)).adler32 is None
 

@@ -133,7 +133,9 @@ def check_redeclaration(existing: dict, new: dict) -> None:
     if is_placeholder(new):
         return
     if is_placeholder(existing):
-        raise DeclarationConflict("declared already as a placeholder (name only); its metadata cannot be added here", path=name)
+        raise DeclarationConflict(
+            "declared already as a placeholder (name only); its metadata cannot be added here", path=name
+        )
     if existing.get("file_size") != new.get("file_size"):
         raise DeclarationConflict(
             "declared already with a different file_size",

@@ -111,7 +111,10 @@ def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
         raise exc.with_path(sidecar_path(data_path)) from None
     if md["file_name"] != data_path.name:
         raise MetadataMismatch(
-            "the sidecar describes another file", path=sidecar_path(data_path), expected=data_path.name, actual=md["file_name"]
+            "the sidecar describes another file",
+            path=sidecar_path(data_path),
+            expected=data_path.name,
+            actual=md["file_name"],
         )
     try:
         size = os.stat(data_path).st_size
@@ -124,7 +127,9 @@ def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
     if "file_size" not in md:
         raise MetadataError("file_size: missing", path=sidecar_path(data_path))
     if md["file_size"] != size:
-        raise MetadataMismatch("file size differs from its sidecar's file_size", path=data_path, expected=md["file_size"], actual=size)
+        raise MetadataMismatch(
+            "file size differs from its sidecar's file_size", path=data_path, expected=md["file_size"], actual=size
+        )
     return md
 
 
@@ -142,7 +147,8 @@ def _declare_with_parents(
     md = checked_sidecar(data_path, require_data=require_data)
     name = md["file_name"]
     if name in descendants:
-        raise MetadataError(f"parents: lineage loop ({' -> '.join(descendants + (name,))})", path=sidecar_path(data_path))
+        loop = " -> ".join(descendants + (name,))
+        raise MetadataError(f"parents: lineage loop ({loop})", path=sidecar_path(data_path))
     if not catalog.queryable:
         if declare_parents:
             raise UsageError(f"{catalog.url}: a declare-only catalogue cannot check or declare parents")

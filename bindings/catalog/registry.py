@@ -55,7 +55,9 @@ def backend_class(scheme: str) -> type[Catalog]:
 def url_scheme(url: str) -> str:
     scheme, colon, rest = url.partition(":")
     if not colon or not scheme or not rest:
-        raise UsageError(f"{url!r} is not a catalogue URL (e.g. sqlite:///path/catalog.db, samweb+https://HOST/sam/EXP/api)")
+        raise UsageError(
+            f"{url!r} is not a catalogue URL (e.g. sqlite:///path/catalog.db, samweb+https://HOST/sam/EXP/api)"
+        )
     return scheme.lower()
 
 

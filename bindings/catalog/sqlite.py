@@ -327,7 +327,9 @@ class SqliteCatalog(Catalog):
         file_id = cursor.lastrowid
         for text in md.get("checksum", []):
             algorithm, _, value = text.partition(":")
-            db.execute("INSERT INTO checksums (file_id, algorithm, value) VALUES (?, ?, ?)", (file_id, algorithm, value))
+            db.execute(
+                "INSERT INTO checksums (file_id, algorithm, value) VALUES (?, ?, ?)", (file_id, algorithm, value)
+            )
         db.executemany(
             "INSERT INTO runs (file_id, position, run_number, subrun, run_type) VALUES (?, ?, ?, ?, ?)",
             [(file_id, position, *run) for position, run in enumerate(md.get("runs", []))],

@@ -248,7 +248,8 @@ def _parents_first(directory, failures: list) -> list:
         stack = [(start, iter(parents[start]))]
         while stack:  # depth-first, iterative: lineage chains may be long
             name, pending = stack[-1]
-            parent = next((p for p in pending if p in paths and p not in placed and p not in {n for n, _ in stack}), None)
+            on_stack = {entry for entry, _ in stack}
+            parent = next((p for p in pending if p in paths and p not in placed and p not in on_stack), None)
             if parent is not None:
                 stack.append((parent, iter(parents[parent])))
                 continue
