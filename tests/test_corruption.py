@@ -128,7 +128,7 @@ def check_failure(path: Path, data: bytes, *, deep: bool = False):
 
 
 def test_layout_regions_agree_with_format_region_at(sample):
-    _, data, layout, _ = sample
+    layout = sample[2]
     for offset in range(layout.size):
         assert layout.region(offset) == region_at(offset, metadata_length=layout.metadata_length,
                                                   blocks=layout.blocks, index_offset=layout.index_offset,
@@ -320,7 +320,7 @@ HOSTILE = [
 @pytest.mark.parametrize("deep", [False, True], ids=["fast", "deep"])
 @pytest.mark.parametrize("name, craft, error_class, region", HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_length_fields_fail_cleanly(sample, name, craft, error_class, region, deep):
-    codec, data, layout, folder = sample
+    _, data, layout, folder = sample
     buf = bytearray(data)
     craft(buf, layout)
     error = check_failure(folder / "hostile.tmb", bytes(buf), deep=deep)

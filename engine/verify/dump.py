@@ -17,7 +17,8 @@ metadata, index and trailer are sound can still be dumped.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
