@@ -12,4 +12,5 @@ COMMAND_MODULES = [
     "bindings.commands.inspect",
     "bindings.commands.merge",
     "bindings.commands.catalog",
+    "bindings.commands.bench",
 ]

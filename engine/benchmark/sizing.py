@@ -1,0 +1,190 @@
+"""Campaign sizing: from measured rates and a campaign's volume, the merge hardware it needs.
+
+Pure arithmetic, no I/O: ``size_campaign(Campaign, Measured) -> Sizing``.  ``measured_from_report``
+picks the figures it needs out of a bench.json, naming the key each came from, and every line
+of the result carries its source (an input option or a bench.json key), so a reader can check
+each number by hand.
+
+The model, per merge server (one server of the kind that was benchmarked):
+
+- Inputs arrive over the network, land on the server's buffer disk, are merged, and the merged
+  outputs leave over the same link (full duplex: inputs use the inbound direction, outputs the
+  outbound one).  ``k`` is the output/input byte ratio measured for the mode (about 1: blocks
+  are copied, not recompressed).
+- A server sustains the smallest of: the measured all-core merge rate in the mode; the disk
+  write rate divided by ``1 + k`` (the disk writes the arriving inputs and the outputs); the
+  link rate divided by ``max(1, k)``.  The smallest one is the bottleneck.
+- Servers are planned to run at most at ``max_utilisation`` of that rate (default 70%), so
+  servers = ceil(input rate / (per-server rate * max_utilisation)).
+- Memory per server = peak RSS of one merge job * jobs (one per core) + an OS margin.
+- Disk per server: writes = load * (1 + k); reads = load (inputs) plus, in safe and deep mode,
+  load * k for the post-merge verification re-read of every output.
+- Buffer space: unmerged files wait up to ``wait_hours`` for their run to complete, so the
+  buffer holds input rate * wait time (spread over the servers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from ..errors import UsageError
+from . import figures as F
+
+SECONDS_PER_DAY = 86_400
+VERIFYING_MODES = ("safe", "deep")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    volume_bytes: int
+    days: float
+    mode: str = "safe"
+    link_rate: float = 1.25e9            # bytes/s per direction (10 Gb/s)
+    wait_hours: float = 24.0
+    max_utilisation: float = 0.7
+    os_memory_bytes: int = 2 << 30
+
+    def __post_init__(self):
+        if self.volume_bytes <= 0 or self.days <= 0:
+            raise UsageError("--volume and --days must be positive")
+        if self.mode not in F.MODES:
+            raise UsageError(f"unknown mode {self.mode!r} (choose fast, safe or deep)")
+        if not 0 < self.max_utilisation <= 1:
+            raise UsageError("--utilisation must be in (0, 1]")
+        if self.wait_hours < 0 or self.link_rate <= 0 or self.os_memory_bytes < 0:
+            raise UsageError("--wait-hours, --link and --os-memory must not be negative")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The measured figures sizing uses, each with the bench.json key it came from."""
+
+    merge_rate: float
+    merge_key: str
+    disk_write_rate: float
+    disk_write_key: str
+    disk_read_rate: float
+    disk_read_key: str
+    peak_rss_per_job: int
+    peak_rss_key: str
+    jobs: int
+    jobs_key: str
+    output_ratio: float
+    output_ratio_key: str
+
+
+@dataclass(frozen=True)
+class Line:
+    key: str
+    label: str
+    value: float
+    unit: str            # B/s, B, servers, cores, ratio, h
+    source: str          # the input option or bench.json key, and the arithmetic
+
+
+@dataclass(frozen=True)
+class Sizing:
+    campaign: Campaign
+    measured: Measured
+    lines: tuple[Line, ...]
+    bottleneck: str
+
+    def __getitem__(self, key: str) -> float:
+        for line in self.lines:
+            if line.key == key:
+                return line.value
+        raise KeyError(key)
+
+    def to_dict(self) -> dict:
+        return {"campaign": asdict(self.campaign), "measured": asdict(self.measured), "bottleneck": self.bottleneck,
+                "lines": [asdict(line) for line in self.lines]}
+
+
+def measured_from_report(report: dict, mode: str) -> Measured:
+    """The figures of a bench report that sizing needs (all-core merge in ``mode``, disk, memory)."""
+    figures = report["figures"]
+    jobs = int(report["settings"]["jobs"])
+    merge_key = F.merge_key(mode, jobs)
+    if merge_key not in figures:
+        merge_key = F.merge_key(mode, 1)
+    one_job = F.merge_key(mode, 1)
+    for key in (merge_key, one_job, F.STORAGE_WRITE, F.STORAGE_READ):
+        if key not in figures:
+            raise UsageError(f"the bench report has no figure {key!r}; run `tmbmerge bench` again")
+    merge = figures[merge_key]
+    if "peak_rss_bytes" not in figures[one_job]:
+        raise UsageError(f"the bench report has no peak memory for {one_job!r}")
+    output_ratio = merge.get("output_bytes", merge["bytes"]) / merge["bytes"]
+    return Measured(
+        merge_rate=merge["value"], merge_key=f"figures['{merge_key}'].value",
+        disk_write_rate=figures[F.STORAGE_WRITE]["value"], disk_write_key=f"figures['{F.STORAGE_WRITE}'].value",
+        disk_read_rate=figures[F.STORAGE_READ]["value"], disk_read_key=f"figures['{F.STORAGE_READ}'].value",
+        peak_rss_per_job=int(figures[one_job]["peak_rss_bytes"]),
+        peak_rss_key=f"figures['{one_job}'].peak_rss_bytes",
+        jobs=jobs, jobs_key="settings.jobs (cores of the benchmarked machine)",
+        output_ratio=output_ratio,
+        output_ratio_key=f"figures['{merge_key}'].output_bytes / .bytes",
+    )
+
+
+def size_campaign(campaign: Campaign, measured: Measured) -> Sizing:
+    """The hardware for ``campaign`` on servers like the measured one; see the module docstring."""
+    c, m = campaign, measured
+    k = m.output_ratio
+    lines: list[Line] = []
+
+    def add(key, label, value, unit, source):
+        lines.append(Line(key, label, value, unit, source))
+        return value
+
+    rate = add("input_rate", "sustained input rate needed", c.volume_bytes / (c.days * SECONDS_PER_DAY), "B/s",
+               f"--volume / (--days * 86400 s) = {c.volume_bytes:.4g} B / {c.days:g} d")
+    add("output_ratio", "merged bytes per input byte", k, "ratio", m.output_ratio_key)
+    limits = {
+        "merge": add("limit.merge", f"merge rate, {c.mode} mode, {m.jobs} jobs", m.merge_rate, "B/s", m.merge_key),
+        "disk": add("limit.disk", "disk-bound input rate (inputs land + outputs written)",
+                    m.disk_write_rate / (1 + k), "B/s",
+                    f"{m.disk_write_key} ({m.disk_write_rate / 1e6:,.1f} MB/s) / (1 + output_ratio)"),
+        "link": add("limit.link", "link-bound input rate (full duplex)", c.link_rate / max(1.0, k), "B/s",
+                    "--link / max(1, output_ratio)"),
+    }
+    bottleneck = min(limits, key=limits.get)
+    per_server = add("per_server_rate", f"per-server merge throughput (bottleneck: {bottleneck})",
+                     limits[bottleneck], "B/s", "min(limit.merge, limit.disk, limit.link)")
+    usable = add("usable_rate", "planned per-server rate", per_server * c.max_utilisation, "B/s",
+                 f"per_server_rate * --utilisation {c.max_utilisation:g}")
+    servers = add("servers", "merge servers", max(1, math.ceil(round(rate / usable, 9))), "servers",
+                  "ceil(input_rate / usable_rate)")
+    load = add("load_per_server", "input rate per server", rate / servers, "B/s", "input_rate / servers")
+    add("utilisation", "utilisation of each server", load / per_server, "ratio", "load_per_server / per_server_rate")
+    add("capacity_margin", "capacity / need", servers * per_server / rate, "ratio",
+        "servers * per_server_rate / input_rate")
+    add("cores_per_server", "cores per server (one merge job each)", m.jobs, "cores", m.jobs_key)
+    add("memory_per_server", "memory per server", m.peak_rss_per_job * m.jobs + c.os_memory_bytes, "B",
+        f"{m.peak_rss_key} ({m.peak_rss_per_job / 2**20:,.1f} MiB) * cores_per_server "
+        f"+ --os-memory {c.os_memory_bytes / 2**30:g} GiB")
+    verify = 1 if c.mode in VERIFYING_MODES else 0
+    write = add("disk_write_per_server", "disk writes per server (inputs landing + outputs)", load * (1 + k), "B/s",
+                "load_per_server * (1 + output_ratio)")
+    read = add("disk_read_per_server",
+               "disk reads per server (inputs" + (" + verification re-read of outputs)" if verify else ")"),
+               load * (1 + k * verify), "B/s",
+               "load_per_server * (1 + output_ratio)" if verify else "load_per_server (fast mode: no re-read)")
+    add("disk_total_per_server", "disk bandwidth per server (read + write)", write + read, "B/s",
+        "disk_write_per_server + disk_read_per_server")
+    add("disk_write_utilisation", "share of the measured disk write rate", write / m.disk_write_rate, "ratio",
+        f"disk_write_per_server / {m.disk_write_key}")
+    add("disk_read_utilisation", "share of the measured disk read rate", read / m.disk_read_rate, "ratio",
+        f"disk_read_per_server / {m.disk_read_key}")
+    buffer = add("buffer_total", f"buffer for unmerged files ({c.wait_hours:g} h wait)", rate * c.wait_hours * 3600,
+                 "B", "input_rate * --wait-hours * 3600 s")
+    add("buffer_per_server", "buffer per server", buffer / servers, "B", "buffer_total / servers")
+    add("network_in_per_server", "network in per server (inputs)", load, "B/s", "load_per_server")
+    add("network_out_per_server", "network out per server (outputs)", load * k, "B/s",
+        "load_per_server * output_ratio")
+    add("link_utilisation", "busier link direction, share of --link", load * max(1.0, k) / c.link_rate, "ratio",
+        "load_per_server * max(1, output_ratio) / --link")
+    add("network_in_total", "network in, all servers", rate, "B/s", "input_rate")
+    add("network_out_total", "network out, all servers", rate * k, "B/s", "input_rate * output_ratio")
+    return Sizing(campaign, measured, tuple(lines), bottleneck)

@@ -1,0 +1,42 @@
+"""Entry point of a measurement's fresh interpreter: ``python -m engine.benchmark.worker TASK_JSON``.
+
+Runs one ``tasks`` task and prints its result, with this process's peak resident memory
+(``VmHWM``, see ``isolate``), as one JSON line on stdout.  SIGTERM becomes an
+orderly ``Interrupted`` (so a merge removes its temporary output) and the process asks the
+kernel to be sent SIGTERM if its parent dies, so a killed bench leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def _interrupted(signum, frame):
+    from ..errors import Interrupted
+
+    raise Interrupted(f"benchmark worker stopped by {signal.Signals(signum).name}")
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    from .isolate import vm_hwm
+    from .tasks import run_task
+
+    result = run_task(json.loads(argv[0]))
+    result["self_peak_rss_bytes"] = vm_hwm()
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
