@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.benchmark.sizing import Campaign, Measured, measured_from_report, size_campaign
+from engine.benchmark.sizing import (
+    Campaign,
+    Measured,
+    measured_from_report,
+    size_campaign,
+)
 from engine.benchmark.units import parse_bytes, parse_rate
 from engine.errors import UsageError
-
 
 # -- units ---------------------------------------------------------------------------------------
 
@@ -51,11 +55,11 @@ def test_parse_rate_refuses(text):
 # -- sizing --------------------------------------------------------------------------------------
 
 def measured(**changes) -> Measured:
-    values = dict(merge_rate=400e6, merge_key="figures['merge.safe.jobs2'].value",
-                  disk_write_rate=900e6, disk_write_key="figures['storage.write'].value",
-                  disk_read_rate=1.5e9, disk_read_key="figures['storage.read'].value",
-                  peak_rss_per_job=150 * 10**6, peak_rss_key="figures['merge.safe.jobs1'].peak_rss_bytes",
-                  jobs=2, jobs_key="settings.jobs", output_ratio=1.0, output_ratio_key="ratio key")
+    values = {"merge_rate": 400e6, "merge_key": "figures['merge.safe.jobs2'].value",
+                  "disk_write_rate": 900e6, "disk_write_key": "figures['storage.write'].value",
+                  "disk_read_rate": 1.5e9, "disk_read_key": "figures['storage.read'].value",
+                  "peak_rss_per_job": 150 * 10**6, "peak_rss_key": "figures['merge.safe.jobs1'].peak_rss_bytes",
+                  "jobs": 2, "jobs_key": "settings.jobs", "output_ratio": 1.0, "output_ratio_key": "ratio key"}
     values.update(changes)
     return Measured(**values)
 
@@ -144,10 +148,10 @@ def test_every_line_names_its_source():
     assert "--wait-hours" in by_key["buffer_total"]
 
 
-@pytest.mark.parametrize("changes", [dict(days=0), dict(volume_bytes=0), dict(mode="quick"),
-                                     dict(max_utilisation=0), dict(max_utilisation=1.5), dict(wait_hours=-1)])
+@pytest.mark.parametrize("changes", [{"days": 0}, {"volume_bytes": 0}, {"mode": "quick"},
+                                     {"max_utilisation": 0}, {"max_utilisation": 1.5}, {"wait_hours": -1}])
 def test_campaign_refuses_nonsense(changes):
-    values = dict(volume_bytes=10**12, days=1)
+    values = {"volume_bytes": 10**12, "days": 1}
     values.update(changes)
     with pytest.raises(UsageError):
         Campaign(**values)

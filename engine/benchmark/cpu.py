@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ..checksums import xxh3_64
 from ..codecs import DEFAULT_ZSTD_LEVEL, ZstdCodec

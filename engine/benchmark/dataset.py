@@ -39,7 +39,7 @@ class RunData:
         return {**self.describe(), "paths": [str(p) for p in self.paths]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunData":
+    def from_dict(cls, data: dict) -> RunData:
         return cls(Path(data["directory"]), tuple(Path(p) for p in data["paths"]), data["bytes"], data["events"],
                    data["run"])
 

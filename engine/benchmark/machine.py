@@ -92,13 +92,13 @@ def library_versions() -> dict[str, str | None]:
         versions["libxxhash"] = xxhash.XXHASH_VERSION
     except ImportError:
         versions["xxhash"] = None
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         versions["zlib-ng"] = version("zlib-ng")
         from zlib_ng import zlib_ng
         versions["libzlib-ng"] = getattr(zlib_ng, "ZLIBNG_VERSION", None)
-    except Exception:  # package missing or without metadata
+    except (ImportError, PackageNotFoundError):
         versions["zlib-ng"] = None
     try:
         import numba
@@ -108,6 +108,21 @@ def library_versions() -> dict[str, str | None]:
     from .. import __version__
     versions["tmbmerge"] = __version__
     return versions
+
+
+def source_revision() -> str | None:
+    """The git commit tmbmerge runs from, with ``-dirty`` when engine/ has uncommitted changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "engine"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit or None
 
 
 def describe_machine(directory) -> dict:
@@ -124,4 +139,5 @@ def describe_machine(directory) -> dict:
         "mount": mount,
         "load_average_at_start": load_average(),
         "versions": library_versions(),
+        "tmbmerge_revision": source_revision(),
     }

@@ -43,17 +43,17 @@ def plot_report(report: dict, path) -> Path:
             low.append((figure["value"] - figure["min"]) / 1e6)
             high.append((figure["max"] - figure["value"]) / 1e6)
         label = "1 job (merge_files)" if n == 1 else f"{n} jobs (merge_run)"
-        bars = ax.bar(xs, heights, width * 0.95, yerr=[low, high], capsize=4, color=colours[n], label=label)
-        ax.bar_label(bars, labels=[f"{h:,.0f}" for h in heights], padding=3, fontsize=9)
+        ax.bar(xs, heights, width * 0.95, yerr=[low, high], capsize=4, color=colours[n], label=label)
+        _label(ax, xs, heights, high)
         tallest = max([tallest] + [h + e for h, e in zip(heights, high)])
     labels = [f"{m}" for m in groups]
     if F.REENCODE in figures:
         figure = figures[F.REENCODE]
         x = len(groups)
-        bars = ax.bar([x], [figure["value"] / 1e6], width * 0.95, color="tab:gray",
-                      yerr=[[(figure["value"] - figure["min"]) / 1e6], [(figure["max"] - figure["value"]) / 1e6]],
-                      capsize=4, label="decode + re-encode, 1 thread (copyd0om)")
-        ax.bar_label(bars, labels=[f"{figure['value'] / 1e6:,.0f}"], padding=3, fontsize=9)
+        height, high = figure["value"] / 1e6, (figure["max"] - figure["value"]) / 1e6
+        ax.bar([x], [height], width * 0.95, color="tab:gray", yerr=[[(figure["value"] - figure["min"]) / 1e6], [high]],
+               capsize=4, label="decode + re-encode, 1 thread (copyd0om)")
+        _label(ax, [x], [height], [high])
         labels.append("re-encode\n(copyd0om)")
     ax.set_xticks(range(len(labels)), labels)
 
@@ -67,14 +67,21 @@ def plot_report(report: dict, path) -> Path:
     top = max([tallest] + [rate / 1e6 for rate, *_ in lines])
     ax.set_ylim(0, top * 1.12)
     ax.set_ylabel("throughput (MB/s of input, 1 MB = 1e6 bytes)")
-    ax.set_xlabel("merge mode")
     data = report["data"]
     ax.set_title(f"tmbmerge merge throughput: {data['bytes'] / 1e9:.2f} GB run in {data['files']} files, "
                  f"median of {report['settings']['rounds']} round(s)\n{machine_line(report)}", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _label(ax, xs, heights, above) -> None:
+    """The value of each bar, written just over its error bar."""
+    for x, height, extra in zip(xs, heights, above):
+        ax.annotate(f"{height:,.0f}", (x, height + extra), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=9,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})

@@ -69,13 +69,14 @@ def render_markdown(report: dict) -> str:
         "",
         f"- When: {report['created']} ({report.get('elapsed_seconds', '?')} s)",
         f"- Command: `{report['command']}`",
-        f"- Machine: {machine_line(report)}; load average {m.get('load_average_at_start')} at start, "
-        f"{m.get('load_average_at_end')} at end",
-        f"- Data: run {data['run']}, {data['files']} files, {human_bytes(data['bytes'])}, {data['events']:,} events "
-        f"({data['generator']})",
-        f"- Each figure is the median of {report['settings']['rounds']} round(s), every measurement in a fresh "
-        "process, rounds in alternating order. Rates are input bytes per second (MB = 1e6 bytes).",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+        (f"- Machine: {machine_line(report)}; load average {m.get('load_average_at_start')} at start, "
+        f"{m.get('load_average_at_end')} at end"),
+        (f"- Data: run {data['run']}, {data['files']} files, {human_bytes(data['bytes'])}, {data['events']:,} events "
+        f"({data['generator']})"),
+        (f"- Each figure is the median of {report['settings']['rounds']} round(s), every measurement in a fresh "
+        "process, rounds in alternating order. Rates are input bytes per second (MB = 1e6 bytes)."),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        + (f" (source {m['tmbmerge_revision']})" if m.get("tmbmerge_revision") else ""),
         "",
         "## Figures",
         "",
@@ -90,11 +91,11 @@ def render_markdown(report: dict) -> str:
                      f"{figure['on']} |")
     read = figures.get("storage.read")
     if read:
-        lines += ["", f"The read of `storage.read` was **{read['cache_state']}** (evicted with {read['eviction']}; "
+        lines += ["", (f"The read of `storage.read` was **{read['cache_state']}** (evicted with {read['eviction']}; "
                   f"at most {100 * (read['resident_fraction_before'] or 0):.0f}% of its pages were cached when the "
                   "read began). Merges and the copy read their inputs from the page cache "
                   f"(at least {100 * _min_resident(figures):.0f}% resident), as a merge of freshly "
-                  "transferred files does."]
+                  "transferred files does.")]
     lines += ["", "## Targets (issue 3)", "", "| Ratio | Figure / baseline | Measured | Target | Met |",
               "| --- | --- | ---: | --- | --- |"]
     for name, ratio in report["ratios"].items():

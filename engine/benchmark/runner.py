@@ -20,17 +20,18 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from . import figures as F
 from .dataset import make_run
 from .isolate import run_isolated
-from .machine import cores as machine_cores, describe_machine
+from .machine import cores as machine_cores
+from .machine import describe_machine
+from .report import REPORT_FORMAT
 
-REPORT_FORMAT = "tmbmerge-bench/1"
 DEFAULT_SIZE = 2 << 30
 QUICK_SIZE = 64 << 20
 FILE_BYTES = 32 << 20          # about one input file per 32 MiB of run
@@ -47,7 +48,7 @@ class BenchSettings:
     jobs: int | None = None           # processes for the all-core figures (default: all cores)
     sample_bytes: int | None = None   # stored bytes of blocks for the per-core codec figures
 
-    def resolved(self) -> "BenchSettings":
+    def resolved(self) -> BenchSettings:
         cores = machine_cores()
         files = self.files or max(MIN_FILES, min(MAX_FILES, round(self.size / FILE_BYTES)))
         return BenchSettings(
@@ -109,7 +110,7 @@ def run_bench(settings: BenchSettings, *, progress: Progress | None = None, comm
         shutil.rmtree(workdir, ignore_errors=True)
     report = {
         "format": REPORT_FORMAT,
-        "created": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
         "command": command or " ".join(sys.argv),
         "settings": asdict(settings),
         "machine": machine,

@@ -37,24 +37,24 @@ def render_markdown(sizing: Sizing, report: dict, *, bench_source: str) -> str:
     lines = [
         "# Merge hardware for a campaign",
         "",
-        f"- Campaign: {human_bytes(c.volume_bytes)} in {c.days:g} days, {c.mode} mode; link {c.link_rate * 8 / 1e9:g} "
+        (f"- Campaign: {human_bytes(c.volume_bytes)} in {c.days:g} days, {c.mode} mode; link {c.link_rate * 8 / 1e9:g} "
         f"Gb/s per direction; unmerged files wait up to {c.wait_hours:g} h; servers planned at <= "
-        f"{100 * c.max_utilisation:.0f}% utilisation; {c.os_memory_bytes / 2**30:g} GiB per server for the OS.",
-        f"- Measurements: {bench_source} ({report['created']}, `{report['command']}`), on {machine_line(report)}; "
-        "servers are assumed to be like that machine.",
-        f"- **{int(sizing['servers'])} merge server(s)**, each with {int(sizing['cores_per_server'])} cores, "
+        f"{100 * c.max_utilisation:.0f}% utilisation; {c.os_memory_bytes / 2**30:g} GiB per server for the OS."),
+        (f"- Measurements: {bench_source} ({report['created']}, `{report['command']}`), on {machine_line(report)}; "
+        "servers are assumed to be like that machine."),
+        (f"- **{int(sizing['servers'])} merge server(s)**, each with {int(sizing['cores_per_server'])} cores, "
         f"{format_value('memory_per_server', sizing['memory_per_server'], 'B')} of memory, "
         f"{format_value('disk_total_per_server', sizing['disk_total_per_server'], 'B/s')} of disk bandwidth and "
         f"{format_value('buffer_per_server', sizing['buffer_per_server'], 'B')} of buffer space; the bottleneck is "
         f"**{sizing.bottleneck}**; each server runs at {100 * sizing['utilisation']:.1f}% "
-        f"(capacity {sizing['capacity_margin']:.2f}x the need).",
+        f"(capacity {sizing['capacity_margin']:.2f}x the need)."),
         "",
         "| Quantity | Value | From |",
         "| --- | ---: | --- |",
     ]
     lines += [f"| {line.label} | {format_value(line.key, line.value, line.unit)} | {line.source} |"
               for line in sizing.lines]
-    lines += ["", "Model: inputs arrive over the link and land on the server's buffer disk; merged outputs are "
+    lines += ["", ("Model: inputs arrive over the link and land on the server's buffer disk; merged outputs are "
               "written to that disk and leave over the link (full duplex). Safe and deep modes re-read every output "
-              "to verify it. See engine/benchmark/sizing.py for the arithmetic."]
+              "to verify it. See engine/benchmark/sizing.py for the arithmetic.")]
     return "\n".join(lines) + "\n"

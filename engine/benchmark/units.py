@@ -23,7 +23,7 @@ _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtTpP]i?)?\s*([bB](?
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtTpP]i?)?\s*(bits?|bps|b|Bps|B|bytes?)\s*(/\s*s)?\s*$")
 
 
-def parse_bytes(text: str | int | float) -> int:
+def parse_bytes(text: str | float) -> int:
     """A size or volume in bytes: '40TB' -> 40e12, '512MiB' -> 536870912, '2gb' -> 2e9, 4096 -> 4096."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = int(text)
@@ -31,13 +31,13 @@ def parse_bytes(text: str | int | float) -> int:
         m = _BYTES_RE.match(str(text))
         if not m:
             raise UsageError(f"cannot read size {text!r} (try 40TB, 512MiB or a number of bytes)")
-        value = int(round(float(m.group(1)) * _PREFIX[(m.group(2) or "").lower()]))
+        value = round(float(m.group(1)) * _PREFIX[(m.group(2) or "").lower()])
     if value <= 0:
         raise UsageError(f"size {text!r} must be positive")
     return value
 
 
-def parse_rate(text: str | int | float) -> float:
+def parse_rate(text: str | float) -> float:
     """A link or disk rate in bytes/s: '1Gb' -> 125e6, '10Gb/s' -> 1.25e9, '10Gbps' -> 1.25e9,
     '1GB/s' -> 1e9.  A bare number is bytes/s."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
