@@ -183,7 +183,7 @@ class TmbWriter:
         self._append_block(built.header, (built.header_bytes, built.data), built.events)
 
     # -- verbatim blocks (merge fast path) -------------------------------------------------
-    def copy_block(self, header: BlockHeader, stored, events: EventTable) -> None:
+    def copy_block(self, header: BlockHeader, stored, events: EventTable) -> int:
         """Append a block exactly as stored elsewhere (block header and data, contiguous), with
         its events' index columns.
 
@@ -192,9 +192,10 @@ class TmbWriter:
         """
         self._cut_pending()
         self._drain()
-        self._append_block(header, (stored,), events)
+        return self._append_block(header, (stored,), events)
 
-    def _append_block(self, header: BlockHeader, parts, events: EventTable) -> None:
+    def _append_block(self, header: BlockHeader, parts, events: EventTable) -> int:
+        """Write one block; returns its offset in the file."""
         offset = self._adler.size
         for part in parts:
             self._write(part)
@@ -204,6 +205,11 @@ class TmbWriter:
                              header.uncompressed_digest))
         self._event_parts.append(events.replace(block=np.full(len(events), number, dtype=np.uint32)))
         self._event_count += len(events)
+        return offset
+
+    @property
+    def block_count(self) -> int:
+        return len(self._blocks)
 
     # -- closing ---------------------------------------------------------------------------
     def finish(self) -> WriteResult:

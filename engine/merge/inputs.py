@@ -88,8 +88,8 @@ def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | N
         _check_agreement(prepared, spec)
         _check_duplicate_events(prepared, spec)
         if not any(p.error is None for p in prepared):
-            first = next(p.error for p in prepared if p.error is not None)
-            raise InconsistentInputs(f"every input is bad; the first: {first}")
+            reasons = "; ".join(str(p.error) for p in prepared)
+            raise InconsistentInputs(f"every input was rejected, nothing to merge: {reasons}")
     except BaseException:
         for item in prepared:
             item.close()

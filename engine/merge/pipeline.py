@@ -38,6 +38,7 @@ from ..fsutil import remove_quietly, temporary_path
 from ..pool import bounded_map
 from ..progress import NullProgress
 from ..verify.merged import verify_merged_output
+from ..verify.readback import BlockReadback
 from ..writer import TmbWriter
 from .inputs import PreparedInput, prepare_inputs
 from .lock import ExclusiveLock
@@ -92,28 +93,24 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         "merge": {"mode": spec.mode, "inputs": [p.path.name for p in good]},
     }
     accepted: list[PreparedInput] = []
-    bytes_in = 0
     with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync) as writer:
-        for item, event in _stream(good, spec):
-            if event == "rejected":
-                outcomes[id(item)] = InputOutcome(item.path, False, reason=item.error.to_dict())
-                item.close()
-                continue
-            if event == "done":
-                accepted.append(item)
-                bytes_in += item.reader.file_size
-                progress.advance(files=1, events=item.reader.event_count)
-                continue
-            writer.copy_block(event.header, event.stored, event.events)
-            progress.advance(bytes=event.size)
+        readback = BlockReadback(writer.tmp_path, threads=spec.threads, name=output) if spec.decodes_events else None
+        try:
+            _copy(good, spec, writer, readback, outcomes, accepted, progress)
+            if readback is not None:
+                readback.close()
+        except BaseException:
+            if readback is not None:
+                readback.abandon()
+            raise
+        bytes_in = sum(item.reader.file_size for item in accepted)
         if not accepted:
-            reasons = "; ".join(o.reason["message"] for o in outcomes.values() if o.reason)
-            raise InconsistentInputs(f"every input was rejected, nothing to merge ({reasons})", path=output)
+            reasons = "; ".join(str(p.error) for p in prepared if p.error is not None)
+            raise InconsistentInputs(f"every input was rejected, nothing to merge: {reasons}", path=output)
         result = writer.finish()
-        if spec.checks_bookkeeping:
+        if spec.checks_bookkeeping:  # deep mode's decoding of the output was done by the read-back
             verify_merged_output(result.path, expected_events=EventTable.concat(p.events for p in accepted),
-                                 expected_adler32=result.adler32, expected_size=result.file_size,
-                                 deep=spec.decodes_events, threads=spec.threads)
+                                 expected_adler32=result.adler32, expected_size=result.file_size)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
                                     spec, started_at)
         sidecar = _stage_sidecar(output, metadata)
@@ -133,6 +130,24 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
 
 
 # -- streaming ---------------------------------------------------------------------------------
+
+def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted, progress) -> None:
+    """Write every block of every accepted input, in order; record what was left out."""
+    for item, event in _stream(good, spec):
+        if event == "rejected":
+            outcomes[id(item)] = InputOutcome(item.path, False, reason=item.error.to_dict())
+            item.close()
+        elif event == "done":
+            accepted.append(item)
+            progress.advance(files=1, events=item.reader.event_count)
+        else:
+            number = writer.block_count
+            offset = writer.copy_block(event.header, event.stored, event.events)
+            if readback is not None:
+                readback.submit(number, offset, event.header, event.events,
+                                origin=(item.path, event.number, event.offset))
+            progress.advance(bytes=event.size)
+
 
 def _stream(good: list[PreparedInput], spec: MergeSpec):
     """Yield (input, block) for every block to copy, (input, "done") after each accepted input and
@@ -203,20 +218,10 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put) -> None:
         return
     for item in good:
         adler = RunningAdler32()
-        blocks = item.reader.iter_blocks(adler)
-        if spec.decodes_events:
-            blocks = bounded_map(_decoded_passthrough(item), blocks, threads=spec.threads)
-        for block in blocks:
+        for block in item.reader.iter_blocks(adler):
             put((item, block))
         _check_adler(item, adler.value, spec)
         put((item, "done"))
-
-
-def _decoded_passthrough(item: PreparedInput):
-    def decode(block):
-        item.reader.decode(block)
-        return block
-    return decode
 
 
 def _validate_whole(item: PreparedInput, spec: MergeSpec) -> None:

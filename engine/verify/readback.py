@@ -1,0 +1,114 @@
+"""Deep verification of a file while it is being written: read each block back and decode it.
+
+A merge in deep mode hands every block to a ``BlockReadback`` right after writing it.  The
+block is read back from the output file itself (not from the bytes in memory), its header and
+stored-bytes digest are checked against what was meant to be written, and it is decompressed
+and every event proven against the index entries it was written with, on all cores, while
+the writer goes on with the next blocks.  Decoding thus overlaps the disk write instead of
+following it.  The first failure is kept and raised by ``close()``, before anything is published.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+from ..blocks import check_stored_block, compare_events, decode_block
+from ..errors import EngineError, LayoutError
+from ..format import BLOCK_HEADER_SIZE, BlockHeader, EventTable, parse_block_header
+from ..pool import bounded_map
+
+_DONE = object()
+
+
+class BlockReadback:
+    def __init__(self, path, *, threads: int, name=None):
+        self.path = path
+        self.name = name or path
+        self._fd = os.open(path, os.O_RDONLY)
+        self._queue: queue.Queue = queue.Queue(maxsize=2 * threads + 2)
+        self._error: EngineError | None = None
+        self._threads = threads
+        self.blocks_checked = 0
+        self._ended = False          # the end marker has been taken off the queue
+        self._thread = threading.Thread(target=self._run, name="tmb-readback", daemon=True)
+        self._thread.start()
+
+    def submit(self, number: int, offset: int, header: BlockHeader, events: EventTable, origin=None) -> None:
+        """Queue a block just written at ``offset`` (blocks while the decoders are busy).
+
+        ``origin`` is (path, block number, offset) of the block it was copied from: a block that
+        fails is reported against the input it came from, where the damage is.
+        """
+        if self._error is not None:
+            raise self._error
+        self._queue.put((number, offset, header, events, origin))
+
+    def close(self) -> None:
+        """Wait for every queued block; raise the first failure."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop without checking what is still queued (the merge failed anyway)."""
+        self._error = self._error or EngineError("abandoned")
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._fd < 0:
+            return
+        self._queue.put(_DONE)
+        self._thread.join()
+        os.close(self._fd)
+        self._fd = -1
+
+    def _items(self):
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                self._ended = True
+                return
+            if self._error is None:
+                yield item
+
+    def _run(self) -> None:
+        try:
+            for _ in bounded_map(self._check, self._items(), threads=self._threads):
+                self.blocks_checked += 1
+        except EngineError as exc:
+            self._error = exc.with_path(self.name)
+            if not self._ended:       # keep draining so the writer never blocks on a dead reader
+                for _ in self._items():
+                    pass
+
+    def _check(self, item) -> None:
+        number, offset, expected, events, origin = item
+        try:
+            self._check_block(number, offset, expected, events)
+        except EngineError as exc:
+            if origin is None:
+                raise
+            path, origin_number, origin_offset = origin
+            raise type(exc)(f"{exc.message} (found reading back block {number} of the merged output)", path=path,
+                            region=f"block {origin_number}",
+                            offset=None if exc.offset is None else origin_offset + exc.offset - offset,
+                            expected=exc.expected, actual=exc.actual) from None
+
+    def _check_block(self, number: int, offset: int, expected: BlockHeader, events: EventTable) -> None:
+        region = f"block {number}"
+        raw = os.pread(self._fd, BLOCK_HEADER_SIZE + expected.compressed_length, offset)
+        header = parse_block_header(raw, region=region, offset=offset)
+        if header != expected:
+            raise LayoutError("block read back differs from the block written", region=region, offset=offset)
+        check_stored_block(header, _entry(expected), memoryview(raw)[BLOCK_HEADER_SIZE:], region=region,
+                           offset=offset)
+        decoded = decode_block(header, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset)
+        compare_events(decoded.events, events, region=region, offset=offset)
+
+
+def _entry(header: BlockHeader) -> dict:
+    return {"codec": header.codec, "compressed_length": header.compressed_length,
+            "uncompressed_length": header.uncompressed_length, "event_count": header.event_count,
+            "compressed_digest": header.compressed_digest, "uncompressed_digest": header.uncompressed_digest}
