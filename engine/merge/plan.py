@@ -158,7 +158,7 @@ def _refuse_repeated_partitions(inputs: list[PlannedInput], plan: Plan, skip_bad
     for item in sorted(inputs, key=lambda i: i.path):
         if item.partition is not None and item.partition in seen:
             exc = InconsistentInputs(f"partition {item.partition} of run {item.run} is given twice (also "
-                                     f"{Path(seen[item.partition].path).name})", path=item.path)
+                                     f"{seen[item.partition].path})", path=item.path)
             if not skip_bad:
                 raise exc
             plan.rejected.append((item.path, exc))
