@@ -155,7 +155,7 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
 def _refuse_repeated_partitions(inputs: list[PlannedInput], plan: Plan, skip_bad: bool) -> list[PlannedInput]:
     seen: dict[int, PlannedInput] = {}
     kept = []
-    for item in sorted(inputs, key=lambda i: i.path):
+    for item in inputs:   # in the order given: the later of two copies is the one refused
         if item.partition is not None and item.partition in seen:
             exc = InconsistentInputs(f"partition {item.partition} of run {item.run} is given twice (also "
                                      f"{seen[item.partition].path})", path=item.path)
