@@ -1,7 +1,8 @@
 """The one exception hierarchy of tmbmerge, and the process exit code of each kind of failure.
 
 Every failure a user can cause (bad input, a corrupt file, a clash at the destination, a
-catalogue that says no) is an ``EngineError``.  Each class carries its own exit code, so the
+catalogue that says no) is an ``EngineError``; an interruption by a signal is ``Interrupted``,
+a ``KeyboardInterrupt``, so that nothing that handles bad inputs can swallow it.  Each class carries its own exit code, so the
 command line never decides exit codes ad hoc, and each instance carries where the problem is:
 the file, the region of the file (``header``, ``metadata``, ``block 12``, ``index``,
 ``trailer``), the byte offset, and the expected and actual values where there are any.
@@ -84,7 +85,8 @@ class EngineError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description, for ``--json`` reports and merged-file metadata."""
-        out: dict[str, Any] = {"error": self.kind, "message": self.message, "exit_code": self.exit_code}
+        out: dict[str, Any] = {"error": self.kind, "message": self.message, "text": str(self),
+                               "exit_code": self.exit_code}
         for key in ("path", "region", "offset", "expected", "actual"):
             value = getattr(self, key)
             if value is not None:
@@ -246,7 +248,12 @@ class IncompleteRun(CatalogError):
     """The catalogue lists unmerged files of the run that are not among the inputs."""
 
 
-class Interrupted(EngineError):
-    """The operation was interrupted by a signal; nothing was left at the destination."""
+class Interrupted(KeyboardInterrupt):
+    """The operation was interrupted by a signal (SIGINT, or SIGTERM turned into this).
+
+    Deliberately not an ``EngineError``: code that records a bad input and goes on
+    (``except EngineError``) must never swallow an interruption; like Ctrl-C it unwinds
+    everything, running every cleanup on the way, and the command exits 130.
+    """
 
     exit_code = 130

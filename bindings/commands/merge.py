@@ -133,8 +133,7 @@ def run_merge_run(args) -> int:
                 else:
                     _print_merge(output)
         for failure in report.failures:
-            where = failure.get("output") or failure.get("file")
-            print(f"tmbmerge: error: {where}: {failure['message']}", file=sys.stderr)
+            print(f"tmbmerge: error: {failure['text']}", file=sys.stderr)
         if not args.quiet:
             print(f"{len(report.outputs)} outputs ready, {len(report.failures)} failures, {report.seconds:.1f} s")
     return most_severe_exit_code(f.get("exit_code", 1) for f in report.failures)

@@ -65,9 +65,11 @@ def facts_of(bookkeeping: dict) -> FileFacts:
     return FileFacts(f.file_size, f.adler32, f.event_count, bookkeeping.get("file_name"))
 
 
-def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | None = None) -> list[PreparedInput]:
+def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | None = None,
+                   check_input: Callable[[Path], None] | None = None) -> list[PreparedInput]:
     """Open and pre-check every input.  Without ``skip_bad`` the first problem raises; with it,
-    bad inputs come back with ``error`` set and the rest go on."""
+    bad inputs come back with ``error`` set and the rest go on.  ``check_input(path)`` is one
+    more check per input (the catalogue's not-merged-twice)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise UsageError("no input files given")
@@ -82,6 +84,8 @@ def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | N
             prepared.append(item)
             try:
                 _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids)
+                if check_input is not None:
+                    check_input(path)
             except EngineError as exc:
                 _reject(item, exc.with_path(path), spec)
         _check_runs(prepared, spec)

@@ -118,6 +118,10 @@ class Journal:
             "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), updated = ? WHERE name = ?",
             (state, error, file_size, checksum, event_count, _now(), name))
 
+    def forget(self, name: str) -> None:
+        """Drop an unfinished output from the journal (it is planned afresh)."""
+        self._transaction("DELETE FROM outputs WHERE name = ?", (name,))
+
     def record_retired(self, input_path: str, output: str, action: str, destination: str | None) -> None:
         self._transaction(
             "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, ?, ?, ?, ?)",

@@ -25,9 +25,11 @@ import json
 import os
 import queue
 import resource
+import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __version__
@@ -40,6 +42,7 @@ from ..progress import NullProgress
 from ..verify.merged import verify_merged_output
 from ..verify.readback import BlockReadback
 from ..writer import TmbWriter
+from .bookkeeping import CatalogBookkeeping, names_by_run, open_bookkeeping
 from .inputs import PreparedInput, prepare_inputs
 from .lock import ExclusiveLock
 from .report import InputOutcome, MergeReport
@@ -64,13 +67,22 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
         raise UsageError(f"output folder {output.parent} does not exist", path=output)
     if output.exists() and not spec.force:
         raise OutputExists("output exists (use --force to replace it)", path=output)
-    with ExclusiveLock(output):
-        prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping)
+    with ExclusiveLock(output), open_bookkeeping(spec) as catalog:
+        check_input = None
+        if catalog is not None and catalog.queryable:
+            bookkeeping = bookkeeping or catalog.metadata
+            check_input = lambda path: catalog.check_not_merged(path, output_name=output.name)  # noqa: E731
+        prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping, check_input=check_input)
         try:
+            if spec.expect_complete:
+                catalog.check_complete(names_by_run((p.path.name, r) for p in prepared if p.error is None
+                                                    for r in p.runs))
             report = _merge_prepared(prepared, output, spec, progress, label or output.name)
         finally:
             for item in prepared:
                 item.close()
+        if spec.declare:
+            declare_output(catalog, report)
     report.seconds = time.perf_counter() - started
     report.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return report
@@ -115,8 +127,15 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
                                     spec, started_at)
         sidecar = _stage_sidecar(output, metadata)
         try:
-            writer.publish()
-            sidecar.publish()
+            with _signals_deferred():
+                # sidecar first: a kill in between leaves a sidecar that the next attempt replaces,
+                # never a data file without its metadata
+                sidecar.publish()
+                try:
+                    writer.publish()
+                except BaseException:
+                    sidecar.withdraw()
+                    raise
         finally:
             sidecar.discard()
     for item in accepted:
@@ -127,6 +146,15 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         file_size=result.file_size, adler32=result.adler32, event_count=result.event_count,
         block_count=result.block_count, bytes_in=bytes_in, verified=spec.checks_bookkeeping, metadata=metadata,
     )
+
+
+def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
+    """Declare a published output; a failure is recorded in the report, the output stays."""
+    try:
+        report.declared = catalog.declare(report.output).status
+    except EngineError as exc:
+        report.declared = "failed"
+        report.declare_error = exc.with_path(report.output)
 
 
 # -- streaming ---------------------------------------------------------------------------------
@@ -291,12 +319,16 @@ class _StagedSidecar:
 
         self.final = sidecar_path(output)
         self.tmp = temporary_path(self.final)
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            remove_quietly(self.tmp)
+            raise
 
     def publish(self) -> None:
         os.replace(self.tmp, self.final)
@@ -304,6 +336,23 @@ class _StagedSidecar:
     def discard(self) -> None:
         remove_quietly(self.tmp)
 
+    def withdraw(self) -> None:
+        """Remove the published sidecar again (its data file could not be published)."""
+        remove_quietly(self.final)
+
 
 def _stage_sidecar(output: Path, metadata: dict) -> _StagedSidecar:
     return _StagedSidecar(output, metadata)
+
+
+@contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends (publishing is two renames that belong together)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

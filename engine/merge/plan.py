@@ -123,13 +123,26 @@ def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
 
 
 def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
-             max_events: int = DEFAULT_MAX_EVENTS, skip_bad: bool = False) -> Plan:
-    """Plan the outputs for the inputs named (files or directories); see the module docstring."""
+             max_events: int = DEFAULT_MAX_EVENTS, skip_bad: bool = False, exclude=frozenset()) -> Plan:
+    """Plan the outputs for the inputs named (files or directories); see the module docstring.
+
+    ``exclude`` holds resolved paths already merged (a resumed run): they are left out, and when
+    nothing else is left the plan is empty rather than an error.
+    """
     if target_size <= 0 or max_events <= 0:
         raise UsageError("--target-size and --max-events must be positive")
     plan = Plan()
     by_run: dict[int, list[PlannedInput]] = defaultdict(list)
-    for path in discover_inputs(arguments):
+    try:
+        paths = discover_inputs(arguments)
+    except UsageError:
+        if exclude:
+            return plan   # everything was merged (and perhaps retired) already
+        raise
+    paths = [p for p in paths if str(p.resolve()) not in exclude]
+    if not paths and exclude:
+        return plan
+    for path in paths:
         try:
             described = describe_input(path)
         except EngineError as exc:

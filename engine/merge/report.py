@@ -45,7 +45,9 @@ class MergeReport:
     verified: bool = False
     peak_rss_bytes: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
-    declared: str | None = None          # declaration status, when a catalogue hook ran
+    declared: str | None = None          # "declared", "already declared" or "failed" when --declare
+    declare_error: Any = None            # the EngineError of a failed declaration
+    retired: list[dict[str, Any]] = field(default_factory=list)   # inputs moved or deleted after declaring
     status: str = "merged"               # merged | already verified (resumed runs)
 
     @property
@@ -72,6 +74,8 @@ class MergeReport:
             "bytes_in": self.bytes_in, "seconds": round(self.seconds, 3),
             "throughput_MBps": round(self.throughput / 1e6, 1), "verified": self.verified,
             "peak_rss_MB": round(self.peak_rss_bytes / 2**20, 1), "declared": self.declared,
+            "declare_error": None if self.declare_error is None else self.declare_error.to_dict(),
+            "retired": self.retired,
             "inputs": [i.to_dict() for i in self.inputs],
             "skipped": [i.to_dict() for i in self.skipped],
         }

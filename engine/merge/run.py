@@ -1,12 +1,14 @@
 """``merge_run``: plan a run's (or many runs') merge and carry it out, resumably and in parallel.
 
-Strategy: take the output folder's lock (one merge-run per folder), remove temporary files that
-dead processes left behind, plan (``plan.plan_run``), and reconcile the plan with the journal:
-an output already finished, whose file is still there as recorded, is not redone; an output
-found published but not recorded (a kill between publishing and journaling) is checked and
-adopted; everything else is (re)merged.  Tasks go to an executor (``executors``), several
-outputs at once; the journal is written by this process only, as each task ends.  One output
-failing does not stop the others; the report lists every failure.
+Strategy: take the output folder's lock (one merge-run per folder) and remove temporary files
+that dead processes left behind.  Then the journal comes first: an output it records as
+finished, whose file is still there as recorded, stands (and its inputs, perhaps retired
+already, are not planned again); an output found published but not recorded as finished (a
+kill between the two) is verified and adopted; unfinished entries are forgotten.  Only the
+remaining inputs are planned (``plan.plan_run``), so a rerun never remakes or renames what is
+done.  Tasks go to an executor (``executors``), several outputs at once.  This process alone
+writes the journal, and declares and retires (``_Bookkeeping``) as each output is verified,
+in that order.  One output failing does not stop the others; the report lists every failure.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import EngineError, OutputExists
+from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError
 from ..fsutil import remove_quietly, stale_temporaries
+from ..metadata import sidecar_path
 from ..progress import NullProgress, QueueProgress
 from .executors import ProgressRelay, make_executor, worker_progress_queue
-from .journal import FINISHED, Journal
+from .bookkeeping import names_by_run, open_bookkeeping
+from .journal import FINISHED, Journal, JournalEntry
 from .lock import ExclusiveLock
-from .pipeline import merge_files
-from .plan import Plan, PlannedOutput, plan_run
+from .pipeline import declare_output, merge_files
+from .plan import PlannedOutput, plan_run
+from .retire import retire_inputs
 from .report import MergeReport, RunReport
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
@@ -79,87 +84,132 @@ def clean_stale_files(out_dir: Path) -> list[Path]:
 
 def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
               max_events: int = DEFAULT_MAX_EVENTS, spec: MergeSpec = MergeSpec(), jobs: int = 1,
-              executor: str | None = None, progress=None, plan: Plan | None = None) -> RunReport:
-    """Plan and merge; see the module docstring.  Returns a ``RunReport`` (failures listed in it)."""
+              executor: str | None = None, progress=None, retire: str | None = None,
+              retire_dir=None) -> RunReport:
+    """Plan and merge; see the module docstring.  Returns a ``RunReport`` (failures listed in it).
+
+    With ``spec.declare`` each verified output is declared (in this process, in order); with
+    ``retire`` ("move" or "delete") the inputs of each declared output are then retired.
+    """
     global _current_progress
+    if retire and not (spec.declare and spec.checks_bookkeeping):
+        raise UsageError("--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
+                         "--mode safe or deep")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or NullProgress()
     report = RunReport(out_dir)
-    with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"):
+    with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"), \
+            Journal(out_dir) as journal, open_bookkeeping(spec) as catalog:
         clean_stale_files(out_dir)
-        plan = plan or plan_run(arguments, run=run, target_size=target_size, max_events=max_events,
-                                skip_bad=spec.skip_bad)
+        finished = _reconcile(journal, out_dir, spec)
+        plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
+                        exclude={str(Path(p).resolve()) for entry in finished for p in entry.inputs})
         report.failures.extend({"file": path, **exc.to_dict()} for path, exc in plan.rejected)
-        with Journal(out_dir) as journal:
-            tasks = []
-            for planned in plan.outputs:
-                finished = _already_finished(journal, planned, out_dir, spec)
-                if finished is not None:
-                    report.outputs.append(finished)
+        outputs = _refuse_incomplete_runs(plan.outputs, finished, catalog, spec, report)
+        clash = {o.name for o in outputs} & {e.name for e in finished}
+        if clash:
+            raise InconsistentInputs(f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
+                                     "use --force to redo them", path=out_dir)
+        bookkeeping = _Bookkeeping(journal, catalog, spec, retire, retire_dir, report)
+        for entry in finished:
+            result = _report_from_journal(out_dir / entry.name, entry, spec)
+            report.outputs.append(result)
+            bookkeeping.after(result, entry.inputs, entry.state)
+        for planned in outputs:
+            journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode)
+        # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
+        per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
+                             expect_complete=False)
+        tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output) for p in outputs]
+        progress.start(label=f"merge-run {out_dir.name}", files=sum(len(p.inputs) for p in outputs),
+                       events=sum(p.event_count for p in outputs), bytes=sum(p.file_size for p in outputs))
+        relay = ProgressRelay(progress) if jobs > 1 and not executor else None
+        chosen = make_executor(jobs, executor=executor, progress_queue=relay.queue if relay else None)
+        _current_progress = _RunLevelProgress(progress)
+        try:
+            for task in tasks:
+                journal.set_state(task.name, "merging")
+            for task, result, error in chosen.map_unordered(run_merge_task, tasks):
+                if error is not None:
+                    journal.set_state(task.name, "failed", error=str(error))
+                    report.failures.append({"output": task.name, **error.to_dict()})
                     continue
-                journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode)
-                tasks.append(planned)
-            # spec.threads is the whole budget: outputs merged at once share it
-            per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(tasks)))))
-            tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output) for p in tasks]
-            planned_by_name = {p.name: p for p in plan.outputs}
-            progress.start(label=f"merge-run {out_dir.name}",
-                           files=sum(len(t.inputs) for t in tasks),
-                           events=sum(planned_by_name[t.name].event_count for t in tasks),
-                           bytes=sum(planned_by_name[t.name].file_size for t in tasks))
-            relay = ProgressRelay(progress) if jobs > 1 and not executor else None
-            chosen = make_executor(jobs, executor=executor, progress_queue=relay.queue if relay else None)
-            _current_progress = _RunLevelProgress(progress)
-            try:
-                for task in tasks:
-                    journal.set_state(task.name, "merging")
-                for task, result, error in chosen.map_unordered(run_merge_task, tasks):
-                    if error is not None:
-                        journal.set_state(task.name, "failed", error=str(error))
-                        report.failures.append({"output": task.name, **error.to_dict()})
-                        continue
-                    journal.set_state(task.name, "verified" if result.verified else "merged",
-                                      file_size=result.file_size, checksum=result.checksum,
-                                      event_count=result.event_count)
-                    report.outputs.append(result)
-            finally:
-                _current_progress = NullProgress()
-                if relay is not None:
-                    relay.close()
-                if hasattr(chosen, "close"):
-                    chosen.close()
-            progress.finish(label=f"{len(report.outputs)} outputs")
+                state = "verified" if result.verified else "merged"
+                journal.set_state(task.name, state, file_size=result.file_size, checksum=result.checksum,
+                                  event_count=result.event_count)
+                report.outputs.append(result)
+                bookkeeping.after(result, list(task.inputs), state)
+        finally:
+            _current_progress = NullProgress()
+            if relay is not None:
+                relay.close()
+            if hasattr(chosen, "close"):
+                chosen.close()
+        progress.finish(label=f"{len(report.outputs)} outputs")
     report.outputs.sort(key=lambda o: o.output.name)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _already_finished(journal: Journal, planned: PlannedOutput, out_dir: Path, spec: MergeSpec) -> MergeReport | None:
-    """A report for an output that needs no work, or None when it must be (re)merged."""
-    final = out_dir / planned.name
-    if not final.exists():
-        return None
-    if spec.force:
-        return None   # merge_files replaces it
-    entry = journal.get(planned.name)
-    if entry is not None and entry.state in FINISHED and entry.inputs == planned.input_paths \
-            and final.stat().st_size == entry.file_size:
-        return _report_from_file(final, planned, spec, entry.state)
-    # Published but not journaled (killed in between), or made by someone else: adopt it only if it
-    # is sound and holds exactly the planned inputs.
-    adopted = _adopt(final, planned, spec)
-    if adopted is None:
-        raise OutputExists("exists but is not a finished output of this plan (use --force to redo it)",
-                           path=final)
-    journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode)
-    journal.set_state(planned.name, "verified" if spec.checks_bookkeeping else "merged",
-                      file_size=adopted.file_size, checksum=adopted.checksum, event_count=adopted.event_count)
-    return adopted
+class _Bookkeeping:
+    """What happens to an output after it is verified: declare it, then retire its inputs."""
+
+    def __init__(self, journal: Journal, catalog, spec: MergeSpec, retire, retire_dir, report: RunReport):
+        self.journal, self.catalog, self.spec = journal, catalog, spec
+        self.retire, self.retire_dir, self.report = retire, Path(retire_dir) if retire_dir else None, report
+
+    def after(self, result: MergeReport, inputs: list[str], state: str) -> None:
+        name = result.output.name
+        if self.spec.declare and state == "verified":
+            declare_output(self.catalog, result)
+            if result.declare_error is not None:
+                self.journal.set_state(name, "verified", error=f"declaration failed: {result.declare_error}")
+                self.report.failures.append({"output": name, **result.declare_error.to_dict()})
+                return
+            self.journal.set_state(name, "declared")
+            state = "declared"
+        if self.retire and state == "declared":
+            result.retired = retire_inputs(
+                inputs, action=self.retire, retire_dir=self.retire_dir,
+                record=lambda path, action, dest: self.journal.record_retired(path, name, action, dest))
+            self.journal.set_state(name, "retired")
 
 
-def _adopt(final: Path, planned: PlannedOutput, spec: MergeSpec) -> MergeReport | None:
+def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[JournalEntry]:
+    """The journal's finished outputs still in place; unfinished entries are forgotten (replanned).
+
+    An output found published but not journaled as finished (a kill between the two) is adopted
+    when it verifies against its sidecar and holds exactly its recorded inputs.
+    """
+    finished = []
+    for entry in list(journal.entries()):
+        final = out_dir / entry.name
+        if spec.force:
+            journal.forget(entry.name)
+        elif entry.state in FINISHED and final.exists() and final.stat().st_size == entry.file_size:
+            finished.append(entry)
+        elif entry.state not in FINISHED and final.exists():
+            adopted = _adopt(final, entry)
+            if adopted is None:
+                raise OutputExists("exists but is not a finished output of this run (use --force to redo it)",
+                                   path=final)
+            state = "verified" if spec.checks_bookkeeping else "merged"
+            journal.set_state(entry.name, state, file_size=adopted.file_size, checksum=adopted.checksum,
+                              event_count=adopted.event_count)
+            finished.append(journal.get(entry.name))
+        elif journal.retired(entry.name):
+            raise InconsistentInputs("output is gone but its inputs were retired; restore it from the "
+                                     "retirement folder or remove it from the journal", path=final)
+        else:
+            # unfinished: a sidecar without its data is what a kill between the two renames leaves
+            remove_quietly(sidecar_path(final))
+            journal.forget(entry.name)
+    return finished
+
+
+def _adopt(final: Path, entry: JournalEntry) -> JournalEntry | None:
     from ..readers import open_file
     from ..verify import verify_file
 
@@ -168,19 +218,36 @@ def _adopt(final: Path, planned: PlannedOutput, spec: MergeSpec) -> MergeReport 
         return None
     with open_file(final) as reader:
         merged_from = (reader.metadata.get("merge") or {}).get("inputs")
-    if merged_from != [Path(p).name for p in planned.input_paths] or check.event_count != planned.event_count:
+    if merged_from != [Path(p).name for p in entry.inputs]:
         return None
-    return _report_from_file(final, planned, spec, "verified")
+    from ..checksums import format_adler32
+
+    entry.file_size, entry.checksum, entry.event_count = check.file_size, format_adler32(check.adler32), \
+        check.event_count
+    return entry
 
 
-def _report_from_file(final: Path, planned: PlannedOutput, spec: MergeSpec, state: str) -> MergeReport:
+def _refuse_incomplete_runs(outputs: list[PlannedOutput], finished: list[JournalEntry], catalog, spec: MergeSpec,
+                            report: RunReport) -> list[PlannedOutput]:
+    """With --expect-complete, drop (and report) every run the catalogue says is missing files."""
+    if not spec.expect_complete:
+        return outputs
+    names = names_by_run([(Path(i.path).name, o.run) for o in outputs for i in o.inputs]
+                         + [(Path(p).name, e.run) for e in finished for p in e.inputs])
+    refused = set()
+    for run_number in sorted({o.run for o in outputs}):
+        try:
+            catalog.check_complete({run_number: names[run_number]})
+        except IncompleteRun as exc:
+            refused.add(run_number)
+            report.failures.append({"run": run_number, **exc.to_dict()})
+    return [o for o in outputs if o.run not in refused]
+
+
+def _report_from_journal(final: Path, entry: JournalEntry, spec: MergeSpec) -> MergeReport:
     from ..checksums import parse_checksum
-    from ..metadata import read_sidecar
 
-    md = read_sidecar(final) or {}
-    checksum = next((c for c in md.get("checksum", []) if c.startswith("adler32:")), None)
-    return MergeReport(output=final, mode=spec.mode, file_size=final.stat().st_size,
-                       adler32=parse_checksum(checksum) if checksum else 0,
-                       event_count=md.get("event_count", planned.event_count), verified=state != "merged",
-                       metadata=md, status=f"already {state}")
-
+    return MergeReport(output=final, mode=entry.mode or spec.mode, file_size=entry.file_size or 0,
+                       adler32=parse_checksum(entry.checksum) if entry.checksum else 0,
+                       event_count=entry.event_count or 0, verified=entry.state != "merged",
+                       status=f"already {entry.state}")

@@ -28,6 +28,9 @@ class MergeSpec:
     threads: int = 2                   # threads for validation look-ahead and deep decoding
     metadata: str = "auto"             # where input bookkeeping comes from: auto (sidecar) | none
     catalog: str | None = None         # catalogue URL: crosschecks and declaration use it
+    declare: bool = False              # declare the verified output to the catalogue
+    declarer: str | None = None        # a plugin declarer (entry point tmbmerge.declarers)
+    expect_complete: bool = False      # refuse a run whose catalogued unmerged files are not all inputs
     data_tier: str = "thumbnail"
     fsync: bool = True
 
@@ -38,6 +41,10 @@ class MergeSpec:
             raise UsageError(f"metadata must be auto or none, not {self.metadata!r}")
         if self.threads < 1:
             raise UsageError("--jobs must be at least 1")
+        if (self.declare or self.expect_complete or self.declarer) and not self.catalog:
+            raise UsageError("--declare, --declarer and --expect-complete need --catalog URL")
+        if self.declare and self.mode == FAST:
+            raise UsageError("--declare needs a verified output: use --mode safe or deep")
 
     @property
     def checks_bookkeeping(self) -> bool:

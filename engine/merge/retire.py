@@ -1,0 +1,62 @@
+"""Retiring merged inputs: the temporary storage of unmerged files is emptied, never too early.
+
+Only an output that is verified *and* declared retires its inputs (``merge_run`` checks both
+before calling here).  Each input and its sidecar is moved into the retirement folder (never
+replacing a file already there) or deleted, one at a time, and each is recorded in the journal
+as it goes, so an interrupted retirement resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import OutputExists, UsageError
+from ..metadata import sidecar_path
+
+MOVE, DELETE = "move", "delete"
+
+
+def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record) -> list[dict]:
+    """Move or delete ``inputs`` (and their sidecars); ``record(path, action, destination)`` each."""
+    if action not in (MOVE, DELETE):
+        raise UsageError(f"--retire-inputs takes move or delete, not {action!r}")
+    done = []
+    for path in map(Path, inputs):
+        if not path.exists():
+            continue   # retired by an earlier, interrupted attempt
+        if action == DELETE:
+            for item in (path, sidecar_path(path)):
+                if item.exists():
+                    item.unlink()
+            destination = None
+        else:
+            folder = retire_dir or path.parent / "retired"
+            folder.mkdir(parents=True, exist_ok=True)
+            destination = folder / path.name
+            for item in (path, sidecar_path(path)):
+                target = folder / item.name
+                if item.exists():
+                    if target.exists():
+                        raise OutputExists("retirement folder already holds a file of this name", path=target)
+                    _move(item, target)
+        record(str(path), action, None if destination is None else str(destination))
+        done.append({"file": str(path), "action": action, "destination": None if destination is None
+                     else str(destination)})
+    return done
+
+
+def _move(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)      # same filesystem: atomic, and never replaces
+    except FileExistsError:
+        raise OutputExists("retirement folder already holds a file of this name", path=target) from None
+    except OSError:
+        shutil.copy2(source, target)  # another filesystem: copy, make durable, then remove
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.unlink(source)
