@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ._common import add_json_flag, default_jobs, human_bytes
@@ -39,6 +40,10 @@ def register(subparsers) -> None:
     _add_merge_options(p)
     p.add_argument("--executor", default=None,
                    help="where outputs are merged: local (default), dask:local or dask://HOST:PORT")
+    p.add_argument("--retire-inputs", nargs="?", const="move", choices=("move", "delete"), default=None,
+                   help="after an output is verified and declared, move its inputs (and sidecars) to "
+                        "--retire-dir, or delete them with --retire-inputs=delete")
+    p.add_argument("--retire-dir", default=None, help="where retired inputs go (default: retired/ beside them)")
     p.set_defaults(func=run_merge_run)
 
     p = subparsers.add_parser("plan", help="print a run's merge plan without merging")
@@ -70,6 +75,14 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
                    help="auto: crosscheck inputs with their <file>.json sidecars; none: ignore sidecars")
     p.add_argument("--quiet", action="store_true", help="no progress display, no summary lines")
     add_json_flag(p)
+    g = p.add_argument_group("catalogue")
+    g.add_argument("--catalog", default=os.environ.get("TMBMERGE_CATALOG"),
+                   help="catalogue URL (sqlite:///path.db, samweb+https://HOST/sam/EXP/api, exec:COMMAND; default "
+                        "$TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already merged")
+    g.add_argument("--declare", action="store_true", help="declare the verified output, with its parents")
+    g.add_argument("--declarer", default=None, help="a plugin declarer (entry point group tmbmerge.declarers)")
+    g.add_argument("--expect-complete", action="store_true",
+                   help="refuse a run whose catalogued unmerged files are not all among the inputs")
 
 
 def _spec(args, jobs: int):
@@ -77,7 +90,8 @@ def _spec(args, jobs: int):
 
     return MergeSpec(mode=args.mode, force=args.force, skip_bad=args.skip_bad,
                      allow_mixed_runs=getattr(args, "allow_mixed_runs", False), threads=jobs,
-                     metadata=args.metadata)
+                     metadata=args.metadata, catalog=args.catalog or None, declare=args.declare,
+                     declarer=args.declarer, expect_complete=args.expect_complete)
 
 
 def run_merge(args) -> int:
@@ -96,6 +110,10 @@ def run_merge(args) -> int:
         print()
     elif not args.quiet:
         _print_merge(report)
+    if report.declare_error is not None:
+        print(f"tmbmerge: error: declaration failed, the verified output is kept (retry with tmbmerge declare): "
+              f"{report.declare_error}", file=sys.stderr)
+        return report.declare_error.exit_code
     return 0
 
 
@@ -106,6 +124,11 @@ def _print_merge(report) -> None:
           + (f", {report.seconds:.1f} s at {report.throughput / 1e6:.0f} MB/s" if report.seconds else ""))
     for skipped in report.skipped:
         print(f"  skipped {skipped.path}: {skipped.reason.get('message') if skipped.reason else ''}")
+    if report.declared and report.declared != "failed":
+        print(f"  {report.declared} in the catalogue")
+    for retired in report.retired:
+        print(f"  retired {retired['file']}" + (f" -> {retired['destination']}" if retired["destination"] else
+                                                " (deleted)"))
 
 
 def run_merge_run(args) -> int:
@@ -118,8 +141,9 @@ def run_merge_run(args) -> int:
     progress = make_progress(args.quiet or args.json)
     plan_kwargs = _plan_kwargs(args, parse_size)
     try:
-        report = merge_run(args.inputs, args.out_dir, spec=_spec(args, jobs),
-                           jobs=jobs, executor=args.executor, progress=progress, **plan_kwargs)
+        report = merge_run(args.inputs, args.out_dir, spec=_spec(args, jobs), jobs=jobs, executor=args.executor,
+                           progress=progress, retire=args.retire_inputs, retire_dir=args.retire_dir,
+                           **plan_kwargs)
     finally:
         progress.finish()
     if args.json:
