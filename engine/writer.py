@@ -61,6 +61,13 @@ class WriteResult(NamedTuple):
         return format_adler32(self.adler32)
 
 
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    """Offset of each payload in the concatenation of all of them."""
+    starts = np.zeros(len(lengths), dtype=np.uint64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
+
+
 _BLOCK_FIELDS = ("offset", "compressed_length", "uncompressed_length", "event_count", "codec", "first_event",
                  "compressed_digest", "uncompressed_digest")
 
@@ -95,6 +102,7 @@ class TmbWriter:
         self._pending_runs: list[int] = []
         self._pending_events: list[int] = []
         self._pending_payloads: list[bytes] = []
+        self._pending_batch = None      # (runs, events, lengths, payloads) left over by write_batch
         self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tmb-compress") if threads > 1 else None
         self._in_flight: deque = deque()
@@ -128,9 +136,10 @@ class TmbWriter:
     def write_batch(self, runs, events, lengths, payloads) -> None:
         """Append many events at once: payload i is the next ``lengths[i]`` bytes of ``payloads``.
 
-        Blocks are cut at the target size with no Python loop per event.
+        Blocks are cut at the target size with no Python loop per event; events that do not fill
+        a last block stay pending (copied) and join the next batch, so batch boundaries never
+        make short blocks.
         """
-        self._cut_pending()
         runs = np.asarray(runs, dtype=np.uint32)
         events = np.asarray(events, dtype=np.uint64)
         lengths = np.asarray(lengths, dtype=np.uint32)
@@ -141,30 +150,51 @@ class TmbWriter:
             raise UsageError("write_batch: payload bytes do not add up to the lengths")
         if len(lengths) and int(lengths.max()) > MAX_PAYLOAD_BYTES:
             raise UsageError(f"event payload exceeds {MAX_PAYLOAD_BYTES} bytes")
-        starts = np.zeros(len(lengths), dtype=np.uint64)
-        np.cumsum(lengths[:-1], out=starts[1:])
+        pending = self._take_pending()
+        if pending is not None:
+            runs, events, lengths, payloads = (np.concatenate([a, b]) for a, b in
+                                               zip(pending, (runs, events, lengths, payloads)))
+        starts = _starts(lengths)
         record_ends = np.cumsum(lengths.astype(np.int64) + RECORD_HEADER_SIZE)
         begin = 0
         while begin < len(lengths):
             base = record_ends[begin - 1] if begin else 0
             end = int(np.searchsorted(record_ends, base + self.block_bytes, side="right"))
             end = max(end, begin + 1)  # an event larger than the target is a block of its own
-            self._submit(runs[begin:end], events[begin:end], lengths[begin:end], payloads,
-                         starts[begin:end])
+            if end == len(lengths) and record_ends[-1] - base < self.block_bytes:
+                first = int(starts[begin])
+                self._pending_batch = (runs[begin:].copy(), events[begin:].copy(), lengths[begin:].copy(),
+                                       payloads[first:].copy())
+                self._pending_bytes = int(record_ends[-1] - base)
+                return
+            self._submit(runs[begin:end], events[begin:end], lengths[begin:end], payloads, starts[begin:end])
             begin = end
 
-    def _cut_pending(self) -> None:
-        if not self._pending_runs:
-            return
-        lengths = np.fromiter((len(p) for p in self._pending_payloads), dtype=np.uint32,
-                              count=len(self._pending_payloads))
-        payloads = np.frombuffer(b"".join(self._pending_payloads), dtype=np.uint8)
-        starts = np.zeros(len(lengths), dtype=np.uint64)
-        np.cumsum(lengths[:-1], out=starts[1:])
-        self._submit(np.array(self._pending_runs, dtype=np.uint32),
-                     np.array(self._pending_events, dtype=np.uint64), lengths, payloads, starts)
+    def _take_pending(self):
+        """The buffered events as (runs, events, lengths, payloads) arrays, or None; the buffer empties."""
+        parts = []
+        if self._pending_batch is not None:
+            parts.append(self._pending_batch)
+        if self._pending_runs:
+            parts.append((np.array(self._pending_runs, dtype=np.uint32),
+                          np.array(self._pending_events, dtype=np.uint64),
+                          np.fromiter((len(p) for p in self._pending_payloads), dtype=np.uint32,
+                                      count=len(self._pending_payloads)),
+                          np.frombuffer(b"".join(self._pending_payloads), dtype=np.uint8)))
+        self._pending_batch = None
         self._pending_runs, self._pending_events, self._pending_payloads = [], [], []
         self._pending_bytes = 0
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(columns) for columns in zip(*parts))
+
+    def _cut_pending(self) -> None:
+        pending = self._take_pending()
+        if pending is not None:
+            runs, events, lengths, payloads = pending
+            self._submit(runs, events, lengths, payloads, _starts(lengths))
 
     def _submit(self, runs, events, lengths, payloads, starts) -> None:
         if self._pool is None:
@@ -308,7 +338,8 @@ class TmbWriter:
 
     @property
     def event_count(self) -> int:
-        return self._event_count + len(self._pending_runs)
+        batch = 0 if self._pending_batch is None else len(self._pending_batch[0])
+        return self._event_count + len(self._pending_runs) + batch
 
     def __enter__(self) -> "TmbWriter":
         return self
