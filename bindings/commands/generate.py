@@ -21,9 +21,10 @@ def register(subparsers) -> None:
                     "tmb_{run:010d}_p{partition:03d}.tmb, each with the <file>.json metadata its "
                     "reconstruction job would have declared. The same --seed gives byte-identical files.")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the files and their sidecars")
-    p.add_argument("--run", type=int, required=True, help="run number")
-    p.add_argument("--files", type=int, required=True, help="number of files (partitions) to write")
-    p.add_argument("--events-per-file", type=int, required=True, metavar="E", help="events in each file")
+    p.add_argument("--run", type=int, default=178000, help="run number (default 178000)")
+    p.add_argument("--files", type=int, default=40, help="number of files (partitions) to write (default 40)")
+    p.add_argument("--events-per-file", type=int, default=1000, metavar="E",
+                   help="events in each file (default 1000: a run of about 0.45 GB)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--first-partition", type=int, default=0, metavar="P", help="first partition number (default 0)")
     p.add_argument("--mean-event-kb", type=float, default=15.0, metavar="K",
