@@ -3,8 +3,9 @@
 With ``--catalog URL`` a merge takes its inputs' expected size, adler32 and event count from
 the catalogue instead of sidecars, and applies two more checks:
 
-- **not merged twice**: an input that already has a merged child in the catalogue (other than
-  the output being made now) is refused, the check D0's 2004 reprocessing plan asked for;
+- **not merged twice**: an input that already has a merged child in the catalogue is refused
+  (even a child of the output's own name: a merge-run elsewhere makes the same names), the
+  check D0's 2004 reprocessing plan asked for;
 - **nothing missing** (``--expect-complete``): a run whose catalogue lists unmerged files that
   are not among the inputs is refused, naming the missing partitions (a premature merge).
 
@@ -55,10 +56,17 @@ class CatalogBookkeeping:
             raise FileNotDeclared("input is not declared in the catalogue", path=path) from exc
 
     def check_not_merged(self, path: Path, *, output_name: str) -> None:
-        """Refuse an input that already has a merged child other than ``output_name``."""
-        merged = [child for child in self.catalog.children(Path(path).name) if child != output_name]
+        """Refuse an input that already has a merged child, even one named ``output_name``.
+
+        A child of the same name is no exception: merge-run names outputs after run and
+        partitions, so merging the same inputs into another folder (or remaking a declared
+        output with --force) makes that name again, with other bytes that can never be
+        declared; only a finished output (the journal's) stands, and it is not merged again.
+        """
+        merged = self.catalog.children(Path(path).name)
         if merged:
-            raise AlreadyMerged(f"already merged into {', '.join(sorted(merged))}", path=path)
+            same = " (an output of this name is declared already)" if output_name in merged else ""
+            raise AlreadyMerged(f"already merged into {', '.join(sorted(merged))}{same}", path=path)
 
     def check_complete(self, names_by_run: dict[int, set[str]]) -> None:
         """Every unmerged file the catalogue lists for each run must be among the inputs."""
