@@ -585,3 +585,24 @@ class TestMergeWithSqlite(MergeCatalogTests):
     @pytest.fixture
     def backend(self, tmp_path):
         return SqliteBackend(tmp_path)
+
+
+# -- retiring, without a catalogue ----------------------------------------------------------------
+
+def test_an_interrupted_retirement_finishes_a_half_moved_input(tmb_run, tmp_path):
+    """A kill between moving a data file and its sidecar: the next attempt moves the sidecar
+    and records the input, instead of skipping it because its data file is gone."""
+    from engine.merge.retire import retire_inputs
+
+    retired = tmp_path / "retired"
+    retired.mkdir()
+    half = tmb_run[0]
+    shutil.move(half, retired / half.name)                  # the data went, the sidecar did not
+    recorded = []
+    done = retire_inputs(tmb_run[:2], action="move", retire_dir=retired,
+                         record=lambda path, action, destination: recorded.append((path, action, destination)))
+    assert recorded == [(str(p), "move", str(retired / p.name)) for p in tmb_run[:2]]
+    assert [d["file"] for d in done] == [str(p) for p in tmb_run[:2]]
+    for path in tmb_run[:2]:
+        assert not path.exists() and not sidecar_path(path).exists()
+        assert (retired / path.name).is_file() and sidecar_path(retired / path.name).is_file()
