@@ -24,23 +24,24 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record) -> li
         raise UsageError(f"--retire-inputs takes move or delete, not {action!r}")
     done = []
     for path in map(Path, inputs):
-        if not path.exists():
-            continue   # retired by an earlier, interrupted attempt
+        # an earlier, interrupted attempt may have retired the data file but not its sidecar
+        items = [item for item in (path, sidecar_path(path)) if item.exists()]
+        if not items:
+            continue   # retired by an earlier attempt
         if action == DELETE:
-            for item in (path, sidecar_path(path)):
-                if item.exists():
-                    item.unlink()
+            for item in items:
+                item.unlink()
             destination = None
         else:
             folder = retire_dir or path.parent / "retired"
             folder.mkdir(parents=True, exist_ok=True)
             destination = folder / path.name
-            for item in (path, sidecar_path(path)):
-                target = folder / item.name
-                if item.exists():
-                    if target.exists():
-                        raise OutputExists("retirement folder already holds a file of this name", path=target)
-                    _move(item, target)
+            for item in items:   # every target is checked before anything moves
+                if (folder / item.name).exists():
+                    raise OutputExists("retirement folder already holds a file of this name",
+                                       path=folder / item.name)
+            for item in items:
+                _move(item, folder / item.name)
         record(str(path), action, None if destination is None else str(destination))
         done.append({"file": str(path), "action": action, "destination": None if destination is None
                      else str(destination)})
