@@ -501,8 +501,18 @@ class MergeCatalogTests:
         assert taken.read_bytes() == b"an older file of the same name"
         assert_in_place(tmb_run)                       # the input, data and sidecar, stays where it was
         assert sorted(os.listdir(retired)) == [taken.name]
-        assert states(cli, out) == {f"tmb_{RUN:010d}_mrg_p000-p005.tmb": "declared"}
+        name = f"tmb_{RUN:010d}_mrg_p000-p005.tmb"
+        [entry] = status(cli, out)["outputs"]
+        assert (entry["name"], entry["state"]) == (name, "declared")
+        assert entry["error"].startswith("retirement failed:")
         assert status(cli, out)["retired"] == []
+
+        taken.unlink()                                 # the operator clears the name: the rerun retires
+        result = merge_run(cli, backend, folder, out, "--declare", "--retire-inputs", "--retire-dir", retired)
+        assert result.code == 0, result.err
+        assert states(cli, out) == {name: "retired"}
+        assert [r["input"] for r in status(cli, out)["retired"]] == [str(p) for p in tmb_run]
+        assert all(not p.exists() and (retired / p.name).is_file() for p in tmb_run)
 
     def test_a_retirement_failure_does_not_stop_the_other_outputs(self, cli, backend, tmb_run, tmp_path):
         folder = tmb_run[0].parent
