@@ -171,9 +171,14 @@ class _Bookkeeping:
             self.journal.set_state(name, "declared")
             state = "declared"
         if self.retire and state == "declared":
-            result.retired = retire_inputs(
-                inputs, action=self.retire, retire_dir=self.retire_dir,
-                record=lambda path, action, dest: self.journal.record_retired(path, name, action, dest))
+            try:
+                result.retired = retire_inputs(
+                    inputs, action=self.retire, retire_dir=self.retire_dir,
+                    record=lambda path, action, dest: self.journal.record_retired(path, name, action, dest))
+            except EngineError as exc:   # like a failed declaration: reported, the other outputs go on
+                self.journal.set_state(name, "declared", error=f"retirement failed: {exc}")
+                self.report.failures.append({"output": name, **exc.to_dict()})
+                return
             self.journal.set_state(name, "retired")
 
 
