@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from samweb_server import SamWebServer
 from test_merge_catalog import RUN, MergeCatalogTests, catalog_import, merge_run, status
 
