@@ -1,0 +1,123 @@
+"""Interrupting ``tmbmerge merge`` (SIGINT, SIGTERM) leaves nothing behind and exits with 130.
+
+The merge runs as a real process on a ~25 MB run (deep mode on one thread, so it lasts a second
+or two).  The test waits until the temporary ``.<name>.tmbpart-*`` output appears, signals the
+process, and then requires exit code 130, no output, no sidecar, no temporary or lock file, and
+unchanged inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine.metadata import sidecar_path
+
+DEADLINE = 60.0
+pytestmark = pytest.mark.timeout(120)      # an interruption that hangs fails here, not at the global limit
+
+
+def wait_for(condition, *, deadline: float = DEADLINE, interval: float = 0.002, what: str = "condition"):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("mode", ["safe", "deep"])
+def test_interrupted_merge_leaves_nothing(signum, mode, tmb_big_run, tmp_path, leftovers, sha256_of):
+    inputs = sorted(tmb_big_run.glob("*.tmb"))
+    before = {p: sha256_of(p) for p in inputs}
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "merged.tmb"
+    # safe mode reads and writes everything once and re-reads the output: a few tenths of a second
+    # here, so it is interrupted as soon as it has started writing; deep mode lasts longer.
+    process = subprocess.Popen([sys.executable, "-m", "bindings.cli", "merge", *map(str, inputs), "-o", str(out),
+                                "--mode", mode, "--jobs", "1", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def temporary_present():
+            if process.poll() is not None:
+                raise AssertionError(f"merge ended before it could be interrupted: {process.returncode}, "
+                                     f"{process.stderr.read()}")
+            return [n for n in os.listdir(out_dir) if n.startswith(f".{out.name}.tmbpart-")]
+
+        wait_for(temporary_present, what="the temporary output")
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    assert not out.exists() and not sidecar_path(out).exists()
+    assert leftovers(out_dir) == []
+    assert os.listdir(out_dir) == []
+    assert {p: sha256_of(p) for p in inputs} == before
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_merge_run_stops(signum, jobs, tmb_big_run, tmp_path, leftovers):
+    """A signal while the first outputs are being merged stops the whole run (not only the output
+    being merged), inline (``--jobs 1``) or in worker processes (``--jobs 2``)."""
+    out_dir = tmp_path / "out"
+    total = sum(p.stat().st_size for p in tmb_big_run.glob("*.tmb"))
+    process = subprocess.Popen([sys.executable, "-m", "bindings.cli", "merge-run", str(tmb_big_run), "--out-dir",
+                                str(out_dir), "--target-size", str(total // 4), "--jobs", str(jobs), "--mode", "deep",
+                                "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def temporary_present():
+            if process.poll() is not None:
+                raise AssertionError(f"merge-run ended before it could be interrupted: {process.returncode}")
+            return out_dir.is_dir() and [n for n in os.listdir(out_dir) if ".tmbpart-" in n]
+
+        wait_for(temporary_present, what="the first temporary output")
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 130, err
+    published = sorted(p.name for p in out_dir.glob("*.tmb"))
+    assert published == [], f"outputs merged after the signal: {published}"
+    assert leftovers(out_dir) == []
+
+
+def test_interruption_is_not_a_bad_input(monkeypatch, tmb_run, tmp_path, leftovers):
+    """With --skip-bad, bad inputs are left out and the merge goes on; an interruption (SIGTERM is
+    turned into ``Interrupted`` by the command line) arriving while an input is opened must still
+    stop the merge, not be mistaken for a bad input."""
+    from engine.errors import Interrupted
+    from engine.merge import MergeSpec, merge_files
+    from engine.merge import inputs as inputs_module
+
+    real_open = inputs_module.open_file
+
+    def open_file(path):
+        if path == tmb_run[1]:
+            raise Interrupted("interrupted by SIGTERM")
+        return real_open(path)
+
+    monkeypatch.setattr(inputs_module, "open_file", open_file)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "m.tmb"
+    with pytest.raises(Interrupted):
+        merge_files(tmb_run[:3], out, MergeSpec(skip_bad=True))
+    assert not out.exists() and not sidecar_path(out).exists()
+    assert leftovers(out_dir) == []
