@@ -6,25 +6,27 @@ pipeline never knows where it runs.
 
 - ``InlineExecutor``: one task after another in this process (``--jobs 1``).
 - ``ProcessExecutor``: a pool of local processes.  Workers forward progress through a queue,
-  turn SIGTERM into an orderly ``Interrupted`` (so their temporary files are removed), and ask
-  the kernel to send them SIGTERM if the parent dies, even by SIGKILL: no orphan keeps writing.
+  turn SIGTERM into an orderly ``Interrupted`` (so their temporary files are removed) and then
+  exit, and send themselves that SIGTERM if the parent dies, even by SIGKILL: no orphan keeps
+  writing, or waits forever for work.
 - ``DaskExecutor``: tasks submitted to a Dask ``distributed`` scheduler (``dask://host:port``,
   or ``dask:local`` for a local cluster); workers need tmbmerge installed and the same paths.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import EngineError, Interrupted, UsageError
 
 _worker_queue = None
-PR_SET_PDEATHSIG = 1
+PARENT_POLL_SECONDS = 0.1
 
 
 class InlineExecutor:
@@ -41,18 +43,53 @@ class InlineExecutor:
                 yield task, None, exc
 
 
-def _init_worker(queue) -> None:
+def _init_worker(queue, parent: int) -> None:
     global _worker_queue
     _worker_queue = queue
     signal.signal(signal.SIGTERM, _terminate)
-    try:  # Linux: die with the parent instead of finishing a merge nobody will record
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    threading.Thread(target=_watch_parent, args=(parent,), name="tmb-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """Stop this worker (SIGTERM to its *main thread*) once its parent is gone, even by SIGKILL.
+
+    Not ``prctl(PR_SET_PDEATHSIG)``: that signal is process-directed, so the kernel may hand it
+    to another thread (a queue feeder, a thread pool); the main thread, blocked reading the task
+    queue, then never runs the handler and waits forever, and a main thread that blocks SIGTERM
+    while it publishes an output is interrupted all the same.  A signal sent to the main thread
+    interrupts its blocking call, and waits while that thread blocks it."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+
+_task_running = False   # worker side: inside a task, whose cleanup an Interrupted would run
+_stopping = False       # worker side: SIGTERM received; take no further task
 
 
 def _terminate(signum, frame):
+    global _stopping
+    if _stopping:
+        return           # a second SIGTERM must not interrupt the cleanup the first one started
+    _stopping = True
+    if not _task_running:
+        os._exit(Interrupted.exit_code)      # idle, or handing a result over: nothing to clean up
     raise Interrupted("worker stopped by SIGTERM")
+
+
+def _run_in_worker(fn: Callable, task: Any) -> Any:
+    """Run one task in a worker process.  A worker stopped by SIGTERM (its parent was interrupted,
+    or died and ``_watch_parent`` noticed) exits once the task has cleaned up (the
+    ``Interrupted`` unwinds it), instead of handing a result to nobody and taking the next queued
+    task: after its parent's death no worker may keep writing outputs, or wait forever for work."""
+    global _task_running
+    _task_running = True
+    try:
+        return fn(task)
+    finally:
+        _task_running = False
+        if _stopping:
+            os._exit(Interrupted.exit_code)
 
 
 def worker_progress_queue():
@@ -73,8 +110,8 @@ class ProcessExecutor:
             return
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(min(self.jobs, len(tasks)), mp_context=context, initializer=_init_worker,
-                                   initargs=(self.progress_queue,))
-        futures = {pool.submit(fn, task): task for task in tasks}
+                                   initargs=(self.progress_queue, os.getpid()))
+        futures = {pool.submit(_run_in_worker, fn, task): task for task in tasks}
         clean = False
         try:
             pending = set(futures)
