@@ -62,9 +62,9 @@ class EngineError(Exception):
         super().__init__(str(self))
 
     def __reduce__(self):
-        # Keep path, region, offset and values when an error crosses a process boundary.
+        # Keep path, region, offset, values (and an exit code set on the instance) across processes.
         return (_rebuild, (type(self), self.message, self.path, self.region, self.offset, self.expected,
-                           self.actual))
+                           self.actual), self.__dict__)
 
     @property
     def kind(self) -> str:
@@ -116,7 +116,10 @@ def most_severe_exit_code(codes) -> int:
 
 
 def _rebuild(cls, message, path, region, offset, expected, actual):
-    return cls(message, path=path, region=region, offset=offset, expected=expected, actual=actual)
+    error = cls.__new__(cls)   # subclasses may take other constructor arguments
+    EngineError.__init__(error, message, path=path, region=region, offset=offset, expected=expected,
+                         actual=actual)
+    return error
 
 
 class UsageError(EngineError):
@@ -183,6 +186,15 @@ class ConsistencyError(EngineError):
     """Files are individually sound but disagree with each other or with their bookkeeping."""
 
     exit_code = 6
+
+
+class AllInputsRejected(ConsistencyError):
+    """No input of a merge survived validation; exits with the most severe of their codes."""
+
+    def __init__(self, rejected, *, path=None):
+        reasons = "; ".join(str(error) for error in rejected)
+        super().__init__(f"every input was rejected, nothing to merge: {reasons}", path=path)
+        self.exit_code = most_severe_exit_code(error.exit_code for error in rejected)
 
 
 class MetadataMismatch(ConsistencyError):

@@ -287,11 +287,15 @@ class TmbWriter:
             self.finish()
         if self._state != "finished":
             return self._result_or_raise()
+        placed = False
         try:
             publish(self.tmp_path, self.path, overwrite=self.overwrite)
+            placed = True
             if self.fsync:
                 fsync_dir(self.path.parent)
         except BaseException:
+            if placed:   # named but not made durable (e.g. EIO from the folder's fsync): take it back
+                remove_quietly(self.path)
             self.abort()
             raise
         self._state = "published"

@@ -156,6 +156,8 @@ def run_merge_run(args) -> int:
                     print(f"{output.output}: {output.status}, {output.event_count:,} events, {output.checksum}")
                 else:
                     _print_merge(output)
+        for skipped in report.skipped:
+            print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
         for failure in report.failures:
             print(f"tmbmerge: error: {failure['text']}", file=sys.stderr)
         if not args.quiet:

@@ -31,11 +31,12 @@ _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 
 class CatalogBookkeeping:
-    def __init__(self, url: str, *, declarer: str | None = None):
+    def __init__(self, url: str, *, declarer: str | None = None, merged_tier: str = "thumbnail"):
         from bindings.catalog import open_catalog
         from bindings.catalog.hook import load_declarer
 
         self.url = url
+        self.merged_tier = merged_tier
         self.catalog = open_catalog(url)
         self.declarer = load_declarer(declarer, self.catalog)
 
@@ -56,14 +57,20 @@ class CatalogBookkeeping:
             raise FileNotDeclared("input is not declared in the catalogue", path=path) from exc
 
     def check_not_merged(self, path: Path, *, output_name: str) -> None:
-        """Refuse an input that already has a merged child, even one named ``output_name``.
+        """Refuse an input that already has a merged child (a child of the merged data tier; a
+        derived file such as an ntuple is no merge), even one named ``output_name``.
 
         A child of the same name is no exception: merge-run names outputs after run and
         partitions, so merging the same inputs into another folder (or remaking a declared
         output with --force) makes that name again, with other bytes that can never be
         declared; only a finished output (the journal's) stands, and it is not merged again.
         """
-        merged = self.catalog.children(Path(path).name)
+        try:
+            children = self.catalog.children(Path(path).name)
+        except FileNotDeclared as exc:
+            raise FileNotDeclared("input is not declared in the catalogue", path=path) from exc
+        merged = [child for child in children
+                  if self.catalog.get(child).get("data_tier") == self.merged_tier]   # not derived files
         if merged:
             same = " (an output of this name is declared already)" if output_name in merged else ""
             raise AlreadyMerged(f"already merged into {', '.join(sorted(merged))}{same}", path=path)
@@ -101,7 +108,7 @@ def open_bookkeeping(spec):
     if not spec.catalog:
         yield None
         return
-    with CatalogBookkeeping(spec.catalog, declarer=spec.declarer) as catalog:
+    with CatalogBookkeeping(spec.catalog, declarer=spec.declarer, merged_tier=spec.data_tier) as catalog:
         yield catalog
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DuplicateEvents, EngineError, InconsistentInputs, UsageError
+from ..errors import AllInputsRejected, DuplicateEvents, EngineError, InconsistentInputs, UsageError
 from ..format import EventTable
 from ..readers import open_file
 from ..verify.crosscheck import FileFacts, crosscheck_facts
@@ -92,8 +92,7 @@ def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | N
         _check_agreement(prepared, spec)
         _check_duplicate_events(prepared, spec)
         if not any(p.error is None for p in prepared):
-            reasons = "; ".join(str(p.error) for p in prepared)
-            raise InconsistentInputs(f"every input was rejected, nothing to merge: {reasons}")
+            raise AllInputsRejected([p.error for p in prepared])
     except BaseException:
         for item in prepared:
             item.close()

@@ -41,7 +41,7 @@ CREATE INDEX IF NOT EXISTS outputs_run ON outputs(run);
 CREATE TABLE IF NOT EXISTS retired (
     input       TEXT PRIMARY KEY,
     output      TEXT NOT NULL REFERENCES outputs(name),
-    action      TEXT NOT NULL,          -- moved | deleted
+    action      TEXT NOT NULL,          -- move | delete
     destination TEXT,
     at          TEXT NOT NULL
 );

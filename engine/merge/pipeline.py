@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..checksums import RunningAdler32, adler32_hex
-from ..errors import EngineError, InconsistentInputs, MetadataMismatch, OutputExists, UsageError
+from ..errors import AllInputsRejected, EngineError, MetadataMismatch, OutputExists, UsageError
 from ..format import EventTable
 from ..fsutil import remove_quietly, temporary_path
 from ..pool import bounded_map
@@ -117,8 +117,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
             raise
         bytes_in = sum(item.reader.file_size for item in accepted)
         if not accepted:
-            reasons = "; ".join(str(p.error) for p in prepared if p.error is not None)
-            raise InconsistentInputs(f"every input was rejected, nothing to merge: {reasons}", path=output)
+            raise AllInputsRejected([p.error for p in prepared if p.error is not None], path=output)
         result = writer.finish()
         if spec.checks_bookkeeping:  # deep mode's decoding of the output was done by the read-back
             verify_merged_output(result.path, expected_events=EventTable.concat(p.events for p in accepted),
@@ -347,12 +346,26 @@ def _stage_sidecar(output: Path, metadata: dict) -> _StagedSidecar:
 
 @contextmanager
 def _signals_deferred():
-    """SIGINT and SIGTERM wait until the block ends (publishing is two renames that belong together)."""
+    """SIGINT and SIGTERM wait until the block ends (publishing is two renames that belong together).
+
+    The Python-level handlers are swapped for one that only records the signal: a mask would not
+    do, since the kernel may hand a process-directed signal to any other thread, and CPython then
+    runs the handler in the main thread all the same.  The first signal recorded is replayed after.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])

@@ -123,11 +123,13 @@ def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
 
 
 def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
-             max_events: int = DEFAULT_MAX_EVENTS, skip_bad: bool = False, exclude=frozenset()) -> Plan:
+             max_events: int = DEFAULT_MAX_EVENTS, skip_bad: bool = False, exclude=frozenset(),
+             check_input=None) -> Plan:
     """Plan the outputs for the inputs named (files or directories); see the module docstring.
 
     ``exclude`` holds resolved paths already merged (a resumed run): they are left out, and when
-    nothing else is left the plan is empty rather than an error.
+    nothing else is left the plan is empty rather than an error.  ``check_input(path)`` may refuse
+    an input (the catalogue's not-merged-twice), so that outputs are named after what they hold.
     """
     if target_size <= 0 or max_events <= 0:
         raise UsageError("--target-size and --max-events must be positive")
@@ -145,6 +147,8 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
     for path in paths:
         try:
             described = describe_input(path)
+            if check_input is not None:
+                check_input(path)
         except EngineError as exc:
             if not skip_bad:
                 raise exc.with_path(path)

@@ -86,6 +86,7 @@ class RunReport:
     out_dir: Path
     outputs: list[MergeReport] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)   # inputs --skip-bad left out at planning
     seconds: float = 0.0
 
     @property
@@ -96,7 +97,7 @@ class RunReport:
         merged = [o for o in self.outputs if o.status == "merged"]
         return {
             "out_dir": str(self.out_dir), "ok": self.ok, "seconds": round(self.seconds, 3),
-            "outputs": [o.to_dict() for o in self.outputs], "failures": self.failures,
+            "outputs": [o.to_dict() for o in self.outputs], "failures": self.failures, "skipped": self.skipped,
             "totals": {
                 "outputs": len(self.outputs), "events": sum(o.event_count for o in self.outputs),
                 "bytes_in": sum(o.bytes_in for o in merged),

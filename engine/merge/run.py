@@ -104,9 +104,14 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
             Journal(out_dir) as journal, open_bookkeeping(spec) as catalog:
         clean_stale_files(out_dir)
         finished = _reconcile(journal, out_dir, spec)
+        not_merged = None
+        if catalog is not None and catalog.queryable:
+            not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
         plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
-                        exclude={str(Path(p).resolve()) for entry in finished for p in entry.inputs})
-        report.failures.extend({"file": path, **exc.to_dict()} for path, exc in plan.rejected)
+                        exclude={str(Path(p).resolve()) for entry in finished for p in entry.inputs},
+                        check_input=not_merged)
+        # with --skip-bad, inputs refused at planning are reported and left out; the run goes on
+        report.skipped.extend({"file": path, "reason": exc.to_dict()} for path, exc in plan.rejected)
         outputs = _refuse_incomplete_runs(plan.outputs, finished, catalog, spec, report)
         clash = {o.name for o in outputs} & {e.name for e in finished}
         if clash:
@@ -161,13 +166,21 @@ class _Bookkeeping:
         self.retire, self.retire_dir, self.report = retire, Path(retire_dir) if retire_dir else None, report
 
     def after(self, result: MergeReport, inputs: list[str], state: str) -> None:
+        before = state
+        try:
+            state = self._declare_and_retire(result, inputs, state)
+        finally:
+            if result.status.startswith("already ") and state != before:
+                result.status = f"{result.status}, now {state}"   # e.g. "already verified, now retired"
+
+    def _declare_and_retire(self, result: MergeReport, inputs: list[str], state: str) -> str:
         name = result.output.name
         if self.spec.declare and state == "verified":
             declare_output(self.catalog, result)
             if result.declare_error is not None:
                 self.journal.set_state(name, "verified", error=f"declaration failed: {result.declare_error}")
                 self.report.failures.append({"output": name, **result.declare_error.to_dict()})
-                return
+                return state
             self.journal.set_state(name, "declared")
             state = "declared"
         if self.retire and state == "declared":
@@ -178,8 +191,10 @@ class _Bookkeeping:
             except EngineError as exc:   # like a failed declaration: reported, the other outputs go on
                 self.journal.set_state(name, "declared", error=f"retirement failed: {exc}")
                 self.report.failures.append({"output": name, **exc.to_dict()})
-                return
+                return state
             self.journal.set_state(name, "retired")
+            state = "retired"
+        return state
 
 
 def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[JournalEntry]:
