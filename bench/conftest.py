@@ -88,7 +88,8 @@ def pytest_terminal_summary(terminalreporter, config):
     for r in records:
         verdict = "" if r["met"] is None else ("  met" if r["met"] else "  MISSED")
         target = f"  (target {r['target']})" if r["target"] else ""
-        terminalreporter.write_line(f"{r['name']:<34} {r['value']:8.3f}{target}{verdict}   [{r['test']}]")
+        best = f"  best rounds {r['best']:.3f}" if r.get("best") is not None else ""
+        terminalreporter.write_line(f"{r['name']:<34} {r['value']:8.3f}{best}{target}{verdict}   [{r['test']}]")
     path = config.getoption("--bench-ratios-json")
     if path:
         Path(path).write_text(json.dumps(records, indent=2) + "\n")

@@ -88,7 +88,7 @@ def _note(bench_ratios, request, ratios, **details):
     for name, r in ratios.items():
         target = TARGETS.get(name)
         bench_ratios.add(request.node.name, name, r["value"], target=f">= {target.minimum:g}" if target else None,
-                         met=r["met"], **details)
+                         met=r["met"], best=r["best"], **details)
 
 
 def test_copy_baseline(benchmark, run, bench_scratch):

@@ -61,7 +61,7 @@ def _emptied(folder):
 
 def _note(bench_ratios, request, ratios):
     for name, r in ratios.items():
-        bench_ratios.add(request.node.name, name, r["value"])
+        bench_ratios.add(request.node.name, name, r["value"], best=r["best"])
 
 
 # -- writer ------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def test_ratios_and_memory_against_targets():
     ratios = build_ratios(figures, 2)
     assert ratios["fast_vs_copy"]["value"] == pytest.approx(400e6 / (GB / 2.2))    # 0.88
     assert ratios["fast_vs_copy"]["met"] is False
+    assert ratios["fast_vs_copy"]["best"] == pytest.approx((GB / 2.4) / (GB / 2.0))    # best rounds: 0.83
     assert ratios["deep_vs_reencode"]["value"] == pytest.approx((GB / 4.5) / 50e6)  # 4.44
     assert ratios["deep_vs_reencode"]["met"] is True
     assert ratios["deep_vs_zstd_all_cores"]["value"] == pytest.approx((GB / 4.5) / 900e6)  # 0.247
@@ -102,8 +103,8 @@ def test_report_files_round_trip(tmp_path):
     assert load_report(paths["json"]) == json.loads(json.dumps(report))
     md = paths["md"].read_text()
     assert "| `merge.fast.jobs1` | 400.0 MB/s | storage.copy (454.5 MB/s) | 0.88x |" in md
-    assert "| fast_vs_copy | `merge.fast.jobs1` / `storage.copy` | 0.88x | >= 0.9 | **NO** |" in md
-    assert "| deep_vs_reencode | `merge.deep.jobs1` / `reencode` | 4.44x | >= 3 | yes |" in md
+    assert "| fast_vs_copy | `merge.fast.jobs1` / `storage.copy` | 0.88x | 0.83x | >= 0.9 | **NO** |" in md
+    assert "| deep_vs_reencode | `merge.deep.jobs1` / `reencode` | 4.44x | 5.00x | >= 3 | yes |" in md
     assert "Test CPU, 2 cores, 24 GiB, ext4 at /data" in md
     assert "was **cold**" in md
     assert "| `merge.deep.jobs2` | 248.0 MiB | 572.2 MiB | — | — |" in md
