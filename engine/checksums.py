@@ -7,27 +7,74 @@ dCache stage-out): computed over the whole file while it is written or read, and
 form (adler32 seeded with 0 instead of 1, printed in decimal) is accepted when reading
 metadata and converted, which needs the file size.
 
-adler32 comes from zlib-ng (about 3.5x stdlib zlib's speed here).
+adler32 comes from zlib-ng (about 3.5x stdlib zlib's speed here).  For large buffers both
+hashes call the C functions of the xxhash and zlib-ng extensions through ctypes, which releases
+the GIL: a thread reading the next block (``pread`` releases it too) then overlaps the hashing
+of the current one instead of waiting for it.  Small buffers use the modules' own calls.
 """
 
 from __future__ import annotations
 
+import ctypes
 import re
 
+import numpy as np
 import xxhash
+import xxhash._xxhash
 from zlib_ng import zlib_ng
 
 from .errors import MetadataError
 
 ADLER_MOD = 65521
 ADLER32_INITIAL = 1
+NOGIL_MIN_BYTES = 1 << 16   # below this, the ctypes call costs more than holding the GIL
 
-xxh3_64 = xxhash.xxh3_64_intdigest
+
+def _c_function(library: str, name: str, restype, argtypes):
+    try:
+        function = getattr(ctypes.CDLL(library), name)
+    except (OSError, AttributeError):
+        return None   # an extension built without the symbol: the module call serves, GIL held
+    function.restype, function.argtypes = restype, argtypes
+    return function
+
+
+_c_xxh3_64 = _c_function(xxhash._xxhash.__file__, "XXH3_64bits", ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_size_t])
+_c_adler32 = _c_function(zlib_ng.__file__, "zng_adler32_z", ctypes.c_uint32,
+                         [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t])
+
+
+def xxh3_64(data) -> int:
+    """xxh3-64 of any buffer; large ones are hashed with the GIL released."""
+    if _c_xxh3_64 is not None and _nbytes(data) >= NOGIL_MIN_BYTES:
+        array = np.frombuffer(data, dtype=np.uint8)
+        return _c_xxh3_64(array.ctypes.data, array.size)
+    return xxhash.xxh3_64_intdigest(data)
 
 
 def adler32(data, value: int = ADLER32_INITIAL) -> int:
-    """Update a running adler32 with ``data`` (any buffer)."""
+    """Update a running adler32 with ``data`` (any buffer); large ones with the GIL released."""
+    if _c_adler32 is not None and _nbytes(data) >= NOGIL_MIN_BYTES:
+        array = np.frombuffer(data, dtype=np.uint8)
+        return _c_adler32(value, array.ctypes.data, array.size)
     return zlib_ng.adler32(data, value)
+
+
+def adler32_combine(first: int, second: int, second_length: int) -> int:
+    """The adler32 of A+B from adler32(A), adler32(B) and len(B) (zlib's adler32_combine), so blocks
+    hashed on several threads still give the whole file's checksum."""
+    rem = second_length % ADLER_MOD
+    sum1 = first & 0xFFFF
+    sum2 = (rem * sum1) % ADLER_MOD
+    sum1 += (second & 0xFFFF) + ADLER_MOD - 1
+    sum2 += ((first >> 16) & 0xFFFF) + ((second >> 16) & 0xFFFF) + ADLER_MOD - rem
+    sum1 %= ADLER_MOD
+    sum2 %= ADLER_MOD
+    return sum1 | (sum2 << 16)
+
+
+def _nbytes(data) -> int:
+    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 class RunningAdler32:
@@ -40,8 +87,13 @@ class RunningAdler32:
         self.size = 0
 
     def update(self, data) -> None:
-        self.value = zlib_ng.adler32(data, self.value)
-        self.size += data.nbytes if isinstance(data, memoryview) else len(data)
+        self.value = adler32(data, self.value)
+        self.size += _nbytes(data)
+
+    def append(self, value: int, length: int) -> None:
+        """Extend by a piece hashed elsewhere: its own adler32 (seeded with 1) and length."""
+        self.value = adler32_combine(self.value, value, length)
+        self.size += length
 
     @property
     def hexdigest(self) -> str:

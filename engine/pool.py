@@ -21,14 +21,19 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, threads: int, in_flight: int | None = None) -> Iterator[R]:
-    if threads <= 1:
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, threads: int, in_flight: int | None = None,
+                pool_always: bool = False) -> Iterator[R]:
+    """``fn`` over ``items`` on ``threads`` threads, results in order, at most ``in_flight`` pending.
+
+    One thread runs inline unless ``pool_always`` (work that should run beside the caller).
+    """
+    if threads <= 1 and not pool_always:
         for item in items:
             yield fn(item)
         return
     limit = in_flight or 2 * threads
     pending: deque = deque()
-    with ThreadPoolExecutor(threads, thread_name_prefix="tmb-work") as pool:
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="tmb-work") as pool:
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))

@@ -30,7 +30,7 @@ def verify_merged_output(path, *, expected_events: EventTable, expected_adler32:
                 raise ChecksumMismatch("merged file's size differs from what was written", path=path,
                                        expected=expected_size, actual=reader.file_size)
             adler = RunningAdler32()
-            blocks = reader.iter_blocks(adler)
+            blocks = reader.iter_blocks(adler, window=2 * threads + 1, threads=max(threads, 2))
             if deep:
                 blocks = bounded_map(reader.decode, blocks, threads=threads)
             for block in blocks:
