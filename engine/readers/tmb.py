@@ -99,6 +99,7 @@ class Event(NamedTuple):
 
 class TmbReader:
     MAGIC = HEADER_MAGIC
+    SIGNATURE = HEADER_MAGIC[:4]   # b"\x89TMB"
     FORMAT = "tmb"
 
     def __init__(self, path):
