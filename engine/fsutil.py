@@ -73,6 +73,35 @@ def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
+def write_staged(final: Path, data: bytes) -> Path:
+    """Write ``data`` under a temporary name beside ``final``, fsynced; the caller publishes it."""
+    tmp = temporary_path(final)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view.nbytes:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def write_atomically(final: Path, data: bytes) -> None:
+    """Replace ``final`` with ``data`` so that readers see the old file or the new, never half."""
+    tmp = write_staged(final, data)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    fsync_dir(final.parent)
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
 from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
+from .fsutil import write_atomically
 
 SIDECAR_SUFFIX = ".json"
 
@@ -121,28 +121,13 @@ def write_sidecar(data_path: str | os.PathLike, metadata: dict) -> Path:
     the sidecar, so a reader sees the old sidecar or the new one, never half of one.
     """
     path = sidecar_path(data_path)
-    text = json.dumps(metadata, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    write_atomically(path, sidecar_bytes(metadata))
     return path
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def sidecar_bytes(metadata: dict) -> bytes:
+    """A sidecar's exact bytes: indented JSON, sorted keys, UTF-8, one final newline."""
+    return (json.dumps(metadata, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 # --- validation ---------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 
 from engine.merge import merge_files, merge_run, plan_run
-from engine.merge import pipeline
 from engine.merge.journal import JOURNAL_NAME, Journal
 from engine.metadata import sidecar_path
 from engine.verify import verify_file
@@ -306,7 +305,10 @@ def test_interrupted_while_staging_the_sidecar_leaves_no_temporary(monkeypatch, 
         def fsync(fd):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "os", OsDyingInFsync())      # only the pipeline's own fsync calls
+    from engine import fsutil
+
+    # only fsutil's fsync calls; the first of them in a merge is the sidecar's staging
+    monkeypatch.setattr(fsutil, "os", OsDyingInFsync())
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "m.tmb"

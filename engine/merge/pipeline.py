@@ -21,7 +21,6 @@ index and the output's (28 bytes per event).
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import resource
@@ -36,7 +35,7 @@ from .. import __version__
 from ..checksums import RunningAdler32, adler32_hex
 from ..errors import AllInputsRejected, EngineError, MetadataMismatch, OutputExists, UsageError
 from ..format import EventTable
-from ..fsutil import remove_quietly, temporary_path
+from ..fsutil import remove_quietly, write_staged
 from ..pool import bounded_map
 from ..progress import NullProgress
 from ..verify.merged import verify_merged_output
@@ -314,20 +313,10 @@ class _StagedSidecar:
     """The output's sidecar, written and fsynced beside it before the data file is published."""
 
     def __init__(self, output: Path, metadata: dict):
-        from ..metadata import sidecar_path
+        from ..metadata import sidecar_bytes, sidecar_path
 
         self.final = sidecar_path(output)
-        self.tmp = temporary_path(self.final)
-        try:
-            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except BaseException:
-            remove_quietly(self.tmp)
-            raise
+        self.tmp = write_staged(self.final, sidecar_bytes(metadata))
 
     def publish(self) -> None:
         os.replace(self.tmp, self.final)
