@@ -15,6 +15,7 @@ pipeline never knows where it runs.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -79,17 +80,28 @@ def _terminate(signum, frame):
 
 def _run_in_worker(fn: Callable, task: Any) -> Any:
     """Run one task in a worker process.  A worker stopped by SIGTERM (its parent was interrupted,
-    or died and ``_watch_parent`` noticed) exits once the task has cleaned up (the
-    ``Interrupted`` unwinds it), instead of handing a result to nobody and taking the next queued
-    task: after its parent's death no worker may keep writing outputs, or wait forever for work."""
+    or died and ``_watch_parent`` noticed) exits once the task has cleaned up, instead of handing a
+    result to nobody and taking the next queued task: after its parent's death no worker may keep
+    writing outputs, or wait forever for work.
+
+    It exits only after the ``Interrupted`` is dropped: the frames its traceback holds may own
+    objects that clean up when collected (a writer interrupted while it was being built removes
+    its temporary file in ``__del__``), and ``os._exit`` would skip that.
+    """
     global _task_running
     _task_running = True
+    interrupted = False
+    result = None
     try:
-        return fn(task)
+        result = fn(task)
+    except Interrupted:
+        interrupted = True
     finally:
         _task_running = False
-        if _stopping:
-            os._exit(Interrupted.exit_code)
+    if interrupted or _stopping:
+        gc.collect()
+        os._exit(Interrupted.exit_code)
+    return result
 
 
 def worker_progress_queue():
