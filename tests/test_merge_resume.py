@@ -316,3 +316,36 @@ def test_interrupted_while_staging_the_sidecar_leaves_no_temporary(monkeypatch, 
         merge_files(tmb_run[:2], out)
     assert leftovers(out_dir) == []
     assert not out.exists() and not sidecar_path(out).exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to see process states")
+def test_temporaries_of_a_killed_writer_are_removed_before_it_is_reaped(cli, tmb_run, tmp_path, leftovers):
+    """A merge killed with its whole process group (a batch system's kill, the OOM killer) leaves its
+    temporary output and staged sidecar, named after its pid.  Until its parent (init, in a
+    container often a process that reaps late or never) reaps it, that pid is a zombie: dead,
+    holding no file or lock, yet ``kill(pid, 0)`` still succeeds.  A rerun must remove them."""
+    folder = tmb_run[0].parent
+    target = small_run_target(tmb_run)
+    plan = plan_run([folder], target_size=target)
+    out_dir = tmp_path / "out"
+    assert cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target).code == 0
+    gone = plan.outputs[0].name
+    (out_dir / gone).unlink()
+    sidecar_path(out_dir / gone).unlink()
+
+    writer = subprocess.Popen([sys.executable, "-c", "pass"])       # exits at once and is not reaped yet
+    try:
+        wait_for(lambda: open(f"/proc/{writer.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+                 what="the writer to be a zombie")
+        stale = [out_dir / f".{gone}.tmbpart-{writer.pid}-0badc0de",
+                 out_dir / f".{gone}.json.tmbpart-{writer.pid}-0badc0de"]
+        for path in stale:
+            path.write_bytes(b"half a file")
+
+        result = cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target)
+
+        assert result.code == 0, result.err
+        assert (out_dir / gone).exists() and sidecar_path(out_dir / gone).exists()
+        assert leftovers(out_dir) == [], "a dead writer's temporaries were kept"
+    finally:
+        writer.wait()
