@@ -34,13 +34,20 @@ def parse_temporary_name(name: str) -> tuple[str, int] | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running.  A zombie (dead, not yet reaped by its parent; in a
+    container, init may reap late or never) answers ``kill(pid, 0)`` but holds no file: not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True          # no /proc (not Linux): the process exists
+    return state not in (b"Z", b"X")
 
 
 def stale_temporaries(folder: Path) -> list[Path]:
