@@ -50,13 +50,33 @@ def pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def writer_alive(pid: int, last_written: float) -> bool:
+    """Whether the process that wrote a file at ``last_written`` (epoch seconds) still runs.
+
+    A pid can be reused: a process that started after the file was last written is not its writer.
+    """
+    if not pid_alive(pid):
+        return False
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time() <= last_written + 1.0
+    except Exception:   # psutil cannot tell (gone meanwhile, no access): trust the pid
+        return pid_alive(pid)
+
+
 def stale_temporaries(folder: Path) -> list[Path]:
     """Temporary files in ``folder`` whose writing process no longer exists."""
     found = []
     for entry in os.scandir(folder):
         parsed = parse_temporary_name(entry.name)
-        if parsed and not pid_alive(parsed[1]):
-            found.append(Path(entry.path))
+        if parsed:
+            try:
+                written = entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if not writer_alive(parsed[1], written):
+                found.append(Path(entry.path))
     return found
 
 

@@ -111,8 +111,9 @@ class TmbWriter:
         self.result: WriteResult | None = None
         self.events: EventTable | None = None   # the file's event table, once finished
         self.tmp_path = temporary_path(self.path)
-        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
+        self._fd = -1
+        try:   # from here on, anything (a signal included) removes the temporary file by name
+            self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             metadata_bytes = pack_metadata(meta)
             self._write(pack_header(self.uuid, metadata_bytes))
             self._write(metadata_bytes)

@@ -349,3 +349,22 @@ def test_temporaries_of_a_killed_writer_are_removed_before_it_is_reaped(cli, tmb
         assert leftovers(out_dir) == [], "a dead writer's temporaries were kept"
     finally:
         writer.wait()
+
+
+def test_a_temporary_whose_pid_was_reused_is_stale(tmp_path):
+    """The pid in a temporary's name now belongs to a process started after the file was written
+    (pid reuse): that process is not its writer, and the file is stale."""
+    from engine.fsutil import stale_temporaries
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        old = tmp_path / f".m.tmb.tmbpart-{stranger.pid}-0badcafe"
+        ours = tmp_path / f".n.tmb.tmbpart-{os.getpid()}-0badcafe"
+        for path in (old, ours):
+            path.write_bytes(b"partial")
+        long_ago = time.time() - 3600
+        os.utime(old, (long_ago, long_ago))       # written an hour before the stranger started
+        assert stale_temporaries(tmp_path) == [old]
+    finally:
+        stranger.kill()
+        stranger.wait()
