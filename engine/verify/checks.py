@@ -79,13 +79,11 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
             report.file_size, report.event_count, report.block_count = (reader.file_size, reader.event_count,
                                                                          reader.block_count)
             adler = RunningAdler32()
-            # stream: blocks are dropped once checked (or decoded: up to 2 * threads in flight)
-            blocks = reader.iter_blocks(adler, window=2 * threads + 1, threads=max(threads, 2))
             if deep:
-                for _ in bounded_map(reader.decode, blocks, threads=threads):
+                for _ in bounded_map(reader.decode, reader.iter_blocks(adler), threads=threads):
                     pass
             else:
-                for _ in blocks:
+                for _ in reader.check_blocks(adler, threads=max(threads, 2)):
                     pass
             report.adler32 = adler.value
             if metadata == "auto":

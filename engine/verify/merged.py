@@ -30,12 +30,14 @@ def verify_merged_output(path, *, expected_events: EventTable, expected_adler32:
                 raise ChecksumMismatch("merged file's size differs from what was written", path=path,
                                        expected=expected_size, actual=reader.file_size)
             adler = RunningAdler32()
-            blocks = reader.iter_blocks(adler, window=2 * threads + 1, threads=max(threads, 2))
             if deep:
-                blocks = bounded_map(reader.decode, blocks, threads=threads)
-            for block in blocks:
-                if progress is not None:
-                    progress.advance(bytes=len(block.records) if deep else block.size)
+                for decoded in bounded_map(reader.decode, reader.iter_blocks(adler), threads=threads):
+                    if progress is not None:
+                        progress.advance(bytes=len(decoded.records))
+            else:
+                for header in reader.check_blocks(adler, threads=max(threads, 2)):
+                    if progress is not None:
+                        progress.advance(bytes=header.compressed_length)
             if adler.value != expected_adler32:
                 raise ChecksumMismatch("adler32 read back differs from the one computed while writing",
                                        path=path, expected=adler32_hex(expected_adler32),
