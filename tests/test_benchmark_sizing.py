@@ -56,10 +56,11 @@ def test_parse_rate_refuses(text):
 
 def measured(**changes) -> Measured:
     values = {"merge_rate": 400e6, "merge_key": "figures['merge.safe.jobs2'].value",
-                  "disk_write_rate": 900e6, "disk_write_key": "figures['storage.write'].value",
-                  "disk_read_rate": 1.5e9, "disk_read_key": "figures['storage.read'].value",
-                  "peak_rss_per_job": 150 * 10**6, "peak_rss_key": "figures['merge.safe.jobs1'].peak_rss_bytes",
-                  "jobs": 2, "jobs_key": "settings.jobs", "output_ratio": 1.0, "output_ratio_key": "ratio key"}
+              "disk_write_rate": 900e6, "disk_write_key": "figures['storage.write'].value",
+              "disk_read_rate": 1.5e9, "disk_read_key": "figures['storage.read'].value",
+              "peak_rss_per_job": 150 * 10**6, "peak_rss_key": "figures['merge.safe.jobs1'].peak_rss_bytes",
+              "jobs": 2, "jobs_key": "figures['merge.safe.jobs2'].jobs", "cores": 2, "cores_key": "settings.jobs",
+              "output_ratio": 1.0, "output_ratio_key": "ratio key"}
     values.update(changes)
     return Measured(**values)
 
@@ -81,6 +82,7 @@ def test_petabyte_in_ten_days_is_merge_bound():
     assert sizing["utilisation"] == pytest.approx(0.5787037, rel=1e-6)              # 231.48e6 / 400e6
     assert sizing["capacity_margin"] == pytest.approx(1.728, rel=1e-9)              # 5 * 400e6 / 1157.407e6
     assert sizing["cores_per_server"] == 2
+    assert sizing["jobs_per_server"] == 2
     assert sizing["memory_per_server"] == 150e6 * 2 + 2 * 2**30                     # 2,447,483,648 B
     assert sizing["disk_write_per_server"] == pytest.approx(462_962_962.96, rel=1e-9)  # load * (1 + 1)
     assert sizing["disk_read_per_server"] == pytest.approx(462_962_962.96, rel=1e-9)   # safe: load * (1 + 1)
@@ -145,6 +147,7 @@ def test_every_line_names_its_source():
     by_key = {line.key: line.source for line in sizing.lines}
     assert by_key["limit.merge"] == "figures['merge.safe.jobs2'].value"
     assert "figures['merge.safe.jobs1'].peak_rss_bytes" in by_key["memory_per_server"]
+    assert "jobs_per_server" in by_key["memory_per_server"]
     assert "--wait-hours" in by_key["buffer_total"]
 
 
@@ -157,25 +160,28 @@ def test_campaign_refuses_nonsense(changes):
         Campaign(**values)
 
 
-def _report(jobs=2, with_all_cores=True):
+def _report(one_job=300e6, two_jobs=450e6):
     def fig(value, **extra):
         return {"value": value, "unit": "B/s", "bytes": 1000, **extra}
     figures = {"storage.write": fig(900e6), "storage.read": fig(1.5e9),
-               "merge.safe.jobs1": fig(300e6, output_bytes=990, peak_rss_bytes=120_000_000)}
-    if with_all_cores:
-        figures["merge.safe.jobs2"] = fig(450e6, output_bytes=1000, peak_rss_bytes=90_000_000)
-    return {"settings": {"jobs": jobs}, "figures": figures}
+               "merge.safe.jobs1": fig(one_job, output_bytes=990, peak_rss_bytes=120_000_000, jobs=1)}
+    if two_jobs:
+        figures["merge.safe.jobs2"] = fig(two_jobs, output_bytes=1000, peak_rss_bytes=90_000_000, jobs=2)
+    return {"settings": {"jobs": 2}, "figures": figures}
 
 
-def test_measured_from_report_takes_the_all_core_merge_and_one_job_memory():
+def test_measured_from_report_takes_the_faster_all_core_merge_with_its_memory():
     m = measured_from_report(_report(), "safe")
-    assert (m.merge_rate, m.merge_key) == (450e6, "figures['merge.safe.jobs2'].value")
-    assert (m.peak_rss_per_job, m.jobs, m.output_ratio) == (120_000_000, 2, 1.0)
+    assert (m.merge_rate, m.jobs, m.cores) == (450e6, 2, 2)
+    assert m.merge_key.startswith("figures['merge.safe.jobs2'].value")
+    assert (m.peak_rss_per_job, m.output_ratio) == (90_000_000, 1.0)
     assert (m.disk_write_rate, m.disk_read_rate) == (900e6, 1.5e9)
+    m = measured_from_report(_report(one_job=500e6), "safe")      # one job on both cores is faster here
+    assert (m.merge_rate, m.jobs, m.cores, m.peak_rss_per_job, m.output_ratio) == (500e6, 1, 2, 120_000_000, 0.99)
 
 
-def test_measured_from_report_falls_back_to_one_job_and_refuses_missing_modes():
-    m = measured_from_report(_report(with_all_cores=False), "safe")
-    assert (m.merge_rate, m.output_ratio) == (300e6, 0.99)
+def test_measured_from_report_without_all_core_jobs_and_missing_modes():
+    m = measured_from_report(_report(two_jobs=None), "safe")
+    assert (m.merge_rate, m.jobs, m.output_ratio) == (300e6, 1, 0.99)
     with pytest.raises(UsageError):
         measured_from_report(_report(), "deep")

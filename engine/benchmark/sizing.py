@@ -11,12 +11,14 @@ The model, per merge server (one server of the kind that was benchmarked):
   outputs leave over the same link (full duplex: inputs use the inbound direction, outputs the
   outbound one).  ``k`` is the output/input byte ratio measured for the mode (about 1: blocks
   are copied, not recompressed).
-- A server sustains the smallest of: the measured all-core merge rate in the mode; the disk
+- A server sustains the smallest of: the measured all-core merge rate in the mode (the faster of
+  the two ways the bench uses every core: one ``merge_files`` job on all cores' threads, or
+  ``merge_run`` with one job per core); the disk
   write rate divided by ``1 + k`` (the disk writes the arriving inputs and the outputs); the
   link rate divided by ``max(1, k)``.  The smallest one is the bottleneck.
 - Servers are planned to run at most at ``max_utilisation`` of that rate (default 70%), so
   servers = ceil(input rate / (per-server rate * max_utilisation)).
-- Memory per server = peak RSS of one merge job * jobs (one per core) + an OS margin.
+- Memory per server = peak RSS of one merge job (of that way) * its jobs at once + an OS margin.
 - Disk per server: writes = load * (1 + k); reads = load (inputs) plus, in safe and deep mode,
   load * k for the post-merge verification re-read of every output.
 - Buffer space: unmerged files wait up to ``wait_hours`` for their run to complete, so the
@@ -68,8 +70,10 @@ class Measured:
     disk_read_key: str
     peak_rss_per_job: int
     peak_rss_key: str
-    jobs: int
+    jobs: int             # merge jobs a server runs at once (1, or one per core)
     jobs_key: str
+    cores: int
+    cores_key: str
     output_ratio: float
     output_ratio_key: str
 
@@ -102,29 +106,28 @@ class Sizing:
 
 
 def measured_from_report(report: dict, mode: str) -> Measured:
-    """The figures of a bench report that sizing needs (all-core merge in ``mode``, disk, memory)."""
+    """The figures of a bench report that sizing needs: the faster all-core merge in ``mode``
+    (one job on all cores' threads, or one job per core), disk rates, memory of one job."""
     figures = report["figures"]
-    jobs = int(report["settings"]["jobs"])
-    merge_key = F.merge_key(mode, jobs)
-    if merge_key not in figures:
-        merge_key = F.merge_key(mode, 1)
-    one_job = F.merge_key(mode, 1)
-    for key in (merge_key, one_job, F.STORAGE_WRITE, F.STORAGE_READ):
+    cores = int(report["settings"]["jobs"])
+    for key in (F.merge_key(mode, 1), F.STORAGE_WRITE, F.STORAGE_READ):
         if key not in figures:
             raise UsageError(f"the bench report has no figure {key!r}; run `tmbmerge bench` again")
-    merge = figures[merge_key]
-    if "peak_rss_bytes" not in figures[one_job]:
-        raise UsageError(f"the bench report has no peak memory for {one_job!r}")
+    candidates = {F.merge_key(mode, n): n for n in sorted({1, cores}) if F.merge_key(mode, n) in figures}
+    merge_key = max(candidates, key=lambda key: figures[key]["value"])
+    merge, jobs = figures[merge_key], candidates[merge_key]
+    if "peak_rss_bytes" not in merge:
+        raise UsageError(f"the bench report has no peak memory for {merge_key!r}")
     output_ratio = merge.get("output_bytes", merge["bytes"]) / merge["bytes"]
+    how = "one job on all cores" if jobs == 1 else f"{jobs} jobs"
     return Measured(
-        merge_rate=merge["value"], merge_key=f"figures['{merge_key}'].value",
+        merge_rate=merge["value"], merge_key=f"figures['{merge_key}'].value (faster of {', '.join(candidates)})",
         disk_write_rate=figures[F.STORAGE_WRITE]["value"], disk_write_key=f"figures['{F.STORAGE_WRITE}'].value",
         disk_read_rate=figures[F.STORAGE_READ]["value"], disk_read_key=f"figures['{F.STORAGE_READ}'].value",
-        peak_rss_per_job=int(figures[one_job]["peak_rss_bytes"]),
-        peak_rss_key=f"figures['{one_job}'].peak_rss_bytes",
-        jobs=jobs, jobs_key="settings.jobs (cores of the benchmarked machine)",
-        output_ratio=output_ratio,
-        output_ratio_key=f"figures['{merge_key}'].output_bytes / .bytes",
+        peak_rss_per_job=int(merge["peak_rss_bytes"]), peak_rss_key=f"figures['{merge_key}'].peak_rss_bytes",
+        jobs=jobs, jobs_key=f"{merge_key} ({how})",
+        cores=cores, cores_key="settings.jobs (cores of the benchmarked machine)",
+        output_ratio=output_ratio, output_ratio_key=f"figures['{merge_key}'].output_bytes / .bytes",
     )
 
 
@@ -142,7 +145,8 @@ def size_campaign(campaign: Campaign, measured: Measured) -> Sizing:
                f"--volume / (--days * 86400 s) = {c.volume_bytes:.4g} B / {c.days:g} d")
     add("output_ratio", "merged bytes per input byte", k, "ratio", m.output_ratio_key)
     limits = {
-        "merge": add("limit.merge", f"merge rate, {c.mode} mode, {m.jobs} jobs", m.merge_rate, "B/s", m.merge_key),
+        "merge": add("limit.merge", f"merge rate, {c.mode} mode, all {m.cores} cores", m.merge_rate, "B/s",
+                     m.merge_key),
         "disk": add("limit.disk", "disk-bound input rate (inputs land + outputs written)",
                     m.disk_write_rate / (1 + k), "B/s",
                     f"{m.disk_write_key} ({m.disk_write_rate / 1e6:,.1f} MB/s) / (1 + output_ratio)"),
@@ -160,9 +164,10 @@ def size_campaign(campaign: Campaign, measured: Measured) -> Sizing:
     add("utilisation", "utilisation of each server", load / per_server, "ratio", "load_per_server / per_server_rate")
     add("capacity_margin", "capacity / need", servers * per_server / rate, "ratio",
         "servers * per_server_rate / input_rate")
-    add("cores_per_server", "cores per server (one merge job each)", m.jobs, "cores", m.jobs_key)
+    add("cores_per_server", "cores per server", m.cores, "cores", m.cores_key)
+    add("jobs_per_server", "merge jobs at once per server", m.jobs, "jobs", m.jobs_key)
     add("memory_per_server", "memory per server", m.peak_rss_per_job * m.jobs + c.os_memory_bytes, "B",
-        f"{m.peak_rss_key} ({m.peak_rss_per_job / 2**20:,.1f} MiB) * cores_per_server "
+        f"{m.peak_rss_key} ({m.peak_rss_per_job / 2**20:,.1f} MiB) * jobs_per_server "
         f"+ --os-memory {c.os_memory_bytes / 2**30:g} GiB")
     verify = 1 if c.mode in VERIFYING_MODES else 0
     write = add("disk_write_per_server", "disk writes per server (inputs landing + outputs)", load * (1 + k), "B/s",
