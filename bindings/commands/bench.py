@@ -163,6 +163,8 @@ def _print_summary(report: dict, paths: dict) -> None:
             continue
         mark = "ok" if ratio["met"] else "MISSED"
         print(f"  {name}: {ratio['value']:.2f}x (target {ratio['target']}) {mark}")
+    if report["data"]["bytes"] < 256 * 10**6:
+        print("  (a run this small is dominated by fixed costs: quote figures from --size 512MiB or more)")
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
 
