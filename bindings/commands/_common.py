@@ -10,7 +10,15 @@ def add_json_flag(parser) -> None:
 
 
 def default_jobs() -> int:
+    """Threads a command may use: the cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_output_jobs() -> int:
+    """Outputs merge-run makes at once: one merge already keeps two cores busy (a reading and a
+    writing thread; deep mode's decoders), so half the cores, at least one (measured: on 2 cores
+    two outputs at once ran at 0.5-0.8x the speed of one after the other)."""
+    return max(1, default_jobs() // 2)
 
 
 def human_bytes(n: float) -> str:

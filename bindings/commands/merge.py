@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ._common import add_json_flag, default_jobs, human_bytes
+from ._common import add_json_flag, default_jobs, default_output_jobs, human_bytes
 
 
 def register(subparsers) -> None:
@@ -67,7 +67,9 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
 
 def _add_merge_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("fast", "safe", "deep"), default="safe", help="checks to apply (default safe)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: number of cores)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="merge: threads (default: number of cores); merge-run: outputs merged at once "
+                        "(default: half the cores, at least 1)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--skip-bad", action="store_true",
                    help="robust merge: leave out inputs that fail validation (fail only if all do)")
@@ -137,11 +139,12 @@ def run_merge_run(args) -> int:
 
     from ..progress import make_progress
 
-    jobs = args.jobs or default_jobs()
+    jobs = args.jobs or default_output_jobs()
     progress = make_progress(args.quiet or args.json)
     plan_kwargs = _plan_kwargs(args, parse_size)
-    try:
-        report = merge_run(args.inputs, args.out_dir, spec=_spec(args, jobs), jobs=jobs, executor=args.executor,
+    try:   # the thread budget is all cores, shared by the outputs merged at once
+        report = merge_run(args.inputs, args.out_dir, spec=_spec(args, max(jobs, default_jobs())), jobs=jobs,
+                           executor=args.executor,
                            progress=progress, retire=args.retire_inputs, retire_dir=args.retire_dir,
                            **plan_kwargs)
     finally:

@@ -83,8 +83,21 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
         if spec.declare:
             declare_output(catalog, report)
     report.seconds = time.perf_counter() - started
-    report.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report.peak_rss_bytes = peak_rss_bytes()
     return report
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident size: ``VmHWM``, which starts afresh at exec, unlike
+    ``ru_maxrss``, which a spawned worker inherits from the parent it was forked from."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec, progress, label) -> MergeReport:
