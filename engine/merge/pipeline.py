@@ -131,9 +131,10 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         if not accepted:
             raise AllInputsRejected([p.error for p in prepared if p.error is not None], path=output)
         result = writer.finish()
-        if spec.checks_bookkeeping:  # deep mode's decoding of the output was done by the read-back
+        if spec.checks_bookkeeping:  # deep: the read-back already re-read, checked and decoded every block
             verify_merged_output(result.path, expected_events=EventTable.concat(p.events for p in accepted),
-                                 expected_adler32=result.adler32, expected_size=result.file_size)
+                                 expected_adler32=result.adler32, expected_size=result.file_size,
+                                 threads=spec.threads, blocks_read_back=readback)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
                                     spec, started_at)
         sidecar = _stage_sidecar(output, metadata)

@@ -5,8 +5,10 @@ every block is re-read from the file and its digests checked, the whole-file adl
 recomputed from the bytes read back and compared with the one computed while writing, and the
 event list (run, event, length, payload digest, in order) must equal the concatenation of the
 inputs' lists.  In deep mode every block is also decompressed and every payload digest
-recomputed (on all cores).  This is tmbmerge's ``dsdump``: the output is never trusted because
-it was written, only because it was read back.
+recomputed (on all cores); a merge in deep mode has done that, and the re-reading of the blocks,
+as it wrote them (``readback.BlockReadback``), and hands over the per-block checksums of what it
+read back instead of reading every block a second time.  This is tmbmerge's ``dsdump``: the
+output is never trusted because it was written, only because it was read back.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from .crosscheck import crosscheck_events
 
 
 def verify_merged_output(path, *, expected_events: EventTable, expected_adler32: int, expected_size: int,
-                         deep: bool = False, threads: int = 1, progress=None) -> None:
+                         deep: bool = False, threads: int = 1, progress=None, blocks_read_back=None) -> None:
+    """See the module docstring.  ``blocks_read_back`` (a ``BlockReadback``, deep mode) already read
+    every block back from this file, checked and decoded it: its per-block checksums stand for
+    a second read of the blocks; header, metadata, index and trailer are re-read all the same."""
     path = Path(path)
     try:
         with open_file(path) as reader:
@@ -30,7 +35,15 @@ def verify_merged_output(path, *, expected_events: EventTable, expected_adler32:
                 raise ChecksumMismatch("merged file's size differs from what was written", path=path,
                                        expected=expected_size, actual=reader.file_size)
             adler = RunningAdler32()
-            if deep:
+            if blocks_read_back is not None:
+                if blocks_read_back.blocks_checked != reader.block_count or \
+                        blocks_read_back.blocks_adler.size != reader.index_offset - reader.data_start:
+                    raise ChecksumMismatch("the blocks read back are not the blocks of the file", path=path,
+                                           expected=reader.block_count, actual=blocks_read_back.blocks_checked)
+                adler.update(reader.head_bytes)
+                adler.append(blocks_read_back.blocks_adler.value, blocks_read_back.blocks_adler.size)
+                adler.update(reader.tail_bytes)
+            elif deep:
                 for decoded in bounded_map(reader.decode, reader.iter_blocks(adler), threads=threads):
                     if progress is not None:
                         progress.advance(bytes=len(decoded.records))

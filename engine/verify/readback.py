@@ -6,6 +6,8 @@ stored-bytes digest are checked against what was meant to be written, and it is 
 and every event proven against the index entries it was written with, on all cores, while
 the writer goes on with the next blocks.  Decoding thus overlaps the disk write instead of
 following it.  The first failure is kept and raised by ``close()``, before anything is published.
+The adler32 of every block as read back is kept too (``blocks_adler``), so the post-merge check
+need not read the blocks a second time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import queue
 import threading
 
 from ..blocks import check_stored_block, compare_events, decode_block
+from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, LayoutError
 from ..format import BLOCK_HEADER_SIZE, BlockHeader, EventTable, parse_block_header
 from ..pool import bounded_map
@@ -31,6 +34,7 @@ class BlockReadback:
         self._error: EngineError | None = None
         self._threads = threads
         self.blocks_checked = 0
+        self.blocks_adler = RunningAdler32()   # the blocks' bytes as read back, in file order
         self._ended = False          # the end marker has been taken off the queue
         self._thread = threading.Thread(target=self._run, name="tmb-readback", daemon=True)
         self._thread.start()
@@ -75,7 +79,8 @@ class BlockReadback:
 
     def _run(self) -> None:
         try:
-            for _ in bounded_map(self._check, self._items(), threads=self._threads):
+            for value, size in bounded_map(self._check, self._items(), threads=self._threads):
+                self.blocks_adler.append(value, size)
                 self.blocks_checked += 1
         except EngineError as exc:
             self._error = exc.with_path(self.name)
@@ -83,10 +88,11 @@ class BlockReadback:
                 for _ in self._items():
                     pass
 
-    def _check(self, item) -> None:
+    def _check(self, item) -> tuple[int, int]:
+        """Check one block as read back; its adler32 and size, for the whole file's checksum."""
         number, offset, expected, events, origin = item
         try:
-            self._check_block(number, offset, expected, events)
+            return self._check_block(number, offset, expected, events)
         except EngineError as exc:
             if origin is None:
                 raise
@@ -96,7 +102,7 @@ class BlockReadback:
                             offset=None if exc.offset is None else origin_offset + exc.offset - offset,
                             expected=exc.expected, actual=exc.actual) from None
 
-    def _check_block(self, number: int, offset: int, expected: BlockHeader, events: EventTable) -> None:
+    def _check_block(self, number: int, offset: int, expected: BlockHeader, events: EventTable) -> tuple[int, int]:
         region = f"block {number}"
         raw = os.pread(self._fd, BLOCK_HEADER_SIZE + expected.compressed_length, offset)
         header = parse_block_header(raw, region=region, offset=offset)
@@ -106,6 +112,7 @@ class BlockReadback:
                            offset=offset)
         decoded = decode_block(header, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset)
         compare_events(decoded.events, events, region=region, offset=offset)
+        return adler32(raw), len(raw)
 
 
 def _entry(header: BlockHeader) -> dict:
