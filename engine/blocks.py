@@ -80,14 +80,22 @@ def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset:
                                expected=digest_hex(header.compressed_digest), actual=digest_hex(computed))
 
 
-def decode_block(header: BlockHeader, data, *, region: str, offset: int) -> DecodedBlock:
-    """Decompress a (digest-checked) block, check its uncompressed digest and walk its records."""
+def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=None) -> DecodedBlock:
+    """Decompress a (digest-checked) block, check its uncompressed digest and walk its records.
+
+    With ``out`` (a reusable buffer at least the uncompressed length) nothing is allocated for the
+    records, which then live in ``out`` until it is reused.
+    """
     from .kernels import WALK_MESSAGES, WALK_OK, walk_records
 
     data_offset = offset + BLOCK_HEADER_SIZE
     codec = codec_for_id(header.codec)
     try:
-        records = codec.decompress(data, header.uncompressed_length)
+        if out is not None:
+            records = memoryview(out)[:header.uncompressed_length]
+            codec.decompress_into(data, records)
+        else:
+            records = codec.decompress(data, header.uncompressed_length)
     except IntegrityError as exc:
         exc.region, exc.offset = region, data_offset
         exc.args = (str(exc),)

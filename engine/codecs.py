@@ -33,6 +33,11 @@ class NoneCodec:
             raise DecompressionError(f"stored block is {len(data)} bytes, header says {length}")
         return data
 
+    def decompress_into(self, data, out: memoryview) -> None:
+        if len(data) != len(out):
+            raise DecompressionError(f"stored block is {len(data)} bytes, header says {len(out)}")
+        out[:] = data
+
 
 _local = threading.local()
 
@@ -64,6 +69,26 @@ class ZstdCodec:
         if len(out) != length:
             raise DecompressionError(f"block decodes to {len(out)} bytes, header says {length}")
         return out
+
+    def decompress_into(self, data, out: memoryview) -> None:
+        """Decompress into ``out``, which must be exactly the uncompressed length (no allocation)."""
+        dctx = getattr(_local, "decompressor", None)
+        if dctx is None:
+            dctx = _local.decompressor = zstandard.ZstdDecompressor()
+        filled = 0
+        try:
+            with dctx.stream_reader(data) as reader:
+                while filled < len(out):
+                    got = reader.readinto(out[filled:])
+                    if not got:
+                        break
+                    filled += got
+                extra = reader.read(1) if filled == len(out) else b""
+        except zstandard.ZstdError as exc:
+            raise DecompressionError(f"zstd cannot decode the block: {exc}")
+        if filled != len(out) or extra:
+            raise DecompressionError(f"block decodes to {'more than ' if extra else ''}{filled} bytes, "
+                                     f"header says {len(out)}")
 
 
 def codec_for_id(codec_id: int, level: int = DEFAULT_ZSTD_LEVEL):

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import xxhash
 
 from .blocks import BuiltBlock, build_block
-from .checksums import RunningAdler32, format_adler32, xxh3_64
+from .checksums import RunningAdler32, format_adler32
 from .codecs import codec_by_name
 from .errors import OutputExists, UsageError
 from .format import (
@@ -38,7 +39,7 @@ from .format import (
     EventTable,
     Trailer,
     pack_header,
-    pack_index,
+    iter_index_parts,
     pack_metadata,
     pack_trailer,
 )
@@ -109,7 +110,6 @@ class TmbWriter:
         self._max_in_flight = 2 * threads
         self._state = "open"   # open -> finished -> published, or aborted
         self.result: WriteResult | None = None
-        self.events: EventTable | None = None   # the file's event table, once finished
         self.tmp_path = temporary_path(self.path)
         self._fd = -1
         try:   # from here on, anything (a signal included) removes the temporary file by name
@@ -258,12 +258,15 @@ class TmbWriter:
                 columns = list(zip(*self._blocks))
                 for name, values in zip(_BLOCK_FIELDS, columns):
                     table[name] = values
-            events = EventTable.concat(self._event_parts)
-            index = pack_index(table, events)
+            # the index goes out column by column, block table after block table: never whole in memory
             index_offset = self._adler.size
-            self._write(index)
-            self._write(pack_trailer(Trailer(index_offset, len(index), xxh3_64(index), len(events),
-                                             len(table))))
+            index_digest = xxhash.xxh3_64()
+            for part in iter_index_parts(table, self._event_parts):
+                index_digest.update(part)
+                self._write(part)
+            index_length = self._adler.size - index_offset
+            self._write(pack_trailer(Trailer(index_offset, index_length, index_digest.intdigest(),
+                                             self._event_count, len(table))))
             if self.fsync:
                 os.fsync(self._fd)
             os.close(self._fd)
@@ -273,12 +276,13 @@ class TmbWriter:
             raise
         finally:
             self._shutdown_pool()
-        self.events = events
+        parts, self._event_parts = self._event_parts, []
         self._state = "finished"
         self.result = WriteResult(
-            self.tmp_path, self._adler.size, self._adler.value, len(events), len(table), self.uuid,
-            int(events.event.min()) if len(events) else None, int(events.event.max()) if len(events) else None,
-            [int(r) for r in np.unique(events.run)],
+            self.tmp_path, self._adler.size, self._adler.value, self._event_count, len(table), self.uuid,
+            min((int(p.event.min()) for p in parts if len(p)), default=None),
+            max((int(p.event.max()) for p in parts if len(p)), default=None),
+            sorted({int(r) for p in parts for r in np.unique(p.run)}),
         )
         return self.result
 

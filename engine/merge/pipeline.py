@@ -15,8 +15,9 @@ Strategy, for one output:
    published.  Any failure or signal before that removes the temporary file: nothing reaches
    the destination, and inputs are only ever opened for reading.
 
-Memory: the queue holds at most ``QUEUE_BLOCKS`` blocks (a few MiB each), plus each input's
-index and the output's (28 bytes per event).
+Memory: blocks are read into a few buffers lent over and over (``pool.BufferPool``: the queue's
+``QUEUE_BLOCKS``, one being read, one being written), deep mode's read-back decodes into two
+buffers per thread, and the indexes take 28 bytes per event: flat whatever the merge's size.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ from pathlib import Path
 from .. import __version__
 from ..checksums import RunningAdler32, adler32_hex
 from ..errors import AllInputsRejected, EngineError, MetadataMismatch, OutputExists, UsageError
-from ..format import EventTable
 from ..fsutil import remove_quietly, write_staged
-from ..pool import bounded_map
+from ..pool import BufferPool, PoolClosed, bounded_map
 from ..progress import NullProgress
 from ..verify.merged import verify_merged_output
 from ..verify.readback import BlockReadback
@@ -47,7 +47,7 @@ from .lock import ExclusiveLock
 from .report import InputOutcome, MergeReport
 from .spec import MergeSpec
 
-QUEUE_BLOCKS = 8
+QUEUE_BLOCKS = 4   # blocks read ahead of the writer: enough slack, 5 MiB of buffer each
 LOOKAHEAD_INPUTS = 2
 _END = object()
 
@@ -132,7 +132,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
             raise AllInputsRejected([p.error for p in prepared if p.error is not None], path=output)
         result = writer.finish()
         if spec.checks_bookkeeping:  # deep: the read-back already re-read, checked and decoded every block
-            verify_merged_output(result.path, expected_events=EventTable.concat(p.events for p in accepted),
+            verify_merged_output(result.path, expected_events=[p.events for p in accepted],
                                  expected_adler32=result.adler32, expected_size=result.file_size,
                                  threads=spec.threads, blocks_read_back=readback)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
@@ -183,7 +183,9 @@ def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted
         else:
             number = writer.block_count
             offset = writer.copy_block(event.header, event.stored, event.events)
-            if readback is not None:
+            if event.lease is not None:
+                event.lease.release()   # written: the buffer goes back to the reader
+            if readback is not None:    # it reads the block back from the output file itself
                 readback.submit(number, offset, event.header, event.events,
                                 origin=(item.path, event.number, event.offset))
             progress.advance(bytes=event.size)
@@ -193,6 +195,8 @@ def _stream(good: list[PreparedInput], spec: MergeSpec):
     """Yield (input, block) for every block to copy, (input, "done") after each accepted input and
     (input, "rejected") for inputs left out, produced on a thread into a bounded queue."""
     q: queue.Queue = queue.Queue(maxsize=QUEUE_BLOCKS)
+    # the queue's blocks, the one being written and the one being read: no allocation per block
+    buffers = BufferPool(QUEUE_BLOCKS + 2)
     stop = threading.Event()
 
     def put(item) -> None:
@@ -206,9 +210,9 @@ def _stream(good: list[PreparedInput], spec: MergeSpec):
 
     def produce() -> None:
         try:
-            _produce(good, spec, put)
+            _produce(good, spec, put, buffers)
             put(_END)
-        except _Stopped:
+        except (_Stopped, PoolClosed):
             pass
         except BaseException as exc:  # handed to the consumer, which re-raises it
             try:
@@ -228,6 +232,7 @@ def _stream(good: list[PreparedInput], spec: MergeSpec):
             yield item
     finally:
         stop.set()
+        buffers.close()
         thread.join()
 
 
@@ -235,7 +240,7 @@ class _Stopped(Exception):
     """The consumer went away; the producer ends quietly."""
 
 
-def _produce(good: list[PreparedInput], spec: MergeSpec, put) -> None:
+def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPool) -> None:
     if spec.skip_bad:
         with ThreadPoolExecutor(1, thread_name_prefix="tmb-validate") as pool:
             pending: list[Future] = []
@@ -252,13 +257,13 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put) -> None:
                     item.error = exc.with_path(item.path)
                     put((item, "rejected"))
                     continue
-                for block in item.reader.iter_blocks():  # digests re-checked as the bytes are copied
+                for block in item.reader.iter_blocks(pool=buffers):  # digests re-checked as copied
                     put((item, block))
                 put((item, "done"))
         return
     for item in good:
         adler = RunningAdler32()
-        for block in item.reader.iter_blocks(adler):
+        for block in item.reader.iter_blocks(adler, pool=buffers):
             put((item, block))
         _check_adler(item, adler.value, spec)
         put((item, "done"))
@@ -267,11 +272,12 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put) -> None:
 def _validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
     """Read and check a whole input before any of it is copied (robust merge)."""
     adler = RunningAdler32()
-    blocks = item.reader.iter_blocks(adler)
     if spec.decodes_events:
-        blocks = bounded_map(item.reader.decode, blocks, threads=max(1, spec.threads - 1))
-    for _ in blocks:
-        pass
+        for _ in bounded_map(item.reader.decode, item.reader.iter_blocks(adler), threads=max(1, spec.threads - 1)):
+            pass
+    else:
+        for _ in item.reader.check_blocks(adler, threads=1):
+            pass
     _check_adler(item, adler.value, spec)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..blocks import check_stored_block, compare_events, decode_block
 from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, InputError, LayoutError, TruncatedFile
-from ..pool import bounded_map
+from ..pool import MIN_BUFFER_BYTES, BufferPool, anonymous_buffer, bounded_map
 from ..format import (
     BLOCK_HEADER_SIZE,
     HEADER_MAGIC,
@@ -46,20 +46,20 @@ class _BufferPool:
     would cost as much as reading a small file, and a reused buffer is warm in the CPU cache.
     Bounded; thread-safe."""
 
-    def __init__(self, keep_bytes: int = 64 << 20):
-        self._free: list[bytearray] = []
+    def __init__(self, keep_bytes: int = 16 << 20):
+        self._free: list = []
         self._lock = threading.Lock()
         self._keep = keep_bytes
 
-    def take(self, size: int, count: int) -> list[bytearray]:
+    def take(self, size: int, count: int) -> list:
         with self._lock:
             fitting = [b for b in self._free if len(b) >= size][:count]
             for b in fitting:
                 self._free.remove(b)
-        capacity = max(size, 1 << 20)
-        return fitting + [bytearray(capacity) for _ in range(count - len(fitting))]
+        capacity = max(size, MIN_BUFFER_BYTES)
+        return fitting + [anonymous_buffer(capacity) for _ in range(count - len(fitting))]
 
-    def give(self, buffers: list[bytearray]) -> None:
+    def give(self, buffers: list) -> None:
         with self._lock:
             self._free.extend(buffers)
             self._free.sort(key=len, reverse=True)
@@ -78,6 +78,7 @@ class RawBlock(NamedTuple):
     header: BlockHeader
     stored: bytes
     events: EventTable
+    lease: object = None      # the pool buffer holding ``stored`` (``iter_blocks(pool=...)``): release it
 
     @property
     def header_bytes(self) -> memoryview:
@@ -192,6 +193,17 @@ class TmbReader:
         raw = self._pread(BLOCK_HEADER_SIZE + int(entry["compressed_length"]), int(entry["offset"]))
         return self._checked_block(number, raw)
 
+    def _read_leased(self, number: int, pool: BufferPool) -> RawBlock:
+        entry = self.blocks[number]
+        size = BLOCK_HEADER_SIZE + int(entry["compressed_length"])
+        lease = pool.lease(size)
+        try:
+            got = self._preadv(memoryview(lease.buffer)[:size], int(entry["offset"]))
+            return self._checked_block(number, memoryview(lease.buffer)[:got])._replace(lease=lease)
+        except BaseException:
+            lease.release()
+            raise
+
     def _checked_block(self, number: int, raw) -> RawBlock:
         entry = self.blocks[number]
         offset = int(entry["offset"])
@@ -206,16 +218,18 @@ class TmbReader:
         first = int(entry["first_event"])
         return RawBlock(number, offset, header, raw, self.events.slice(first, first + header.event_count))
 
-    def iter_blocks(self, adler: RunningAdler32 | None = None) -> Iterator[RawBlock]:
+    def iter_blocks(self, adler: RunningAdler32 | None = None, *, pool: BufferPool | None = None) -> Iterator[RawBlock]:
         """Every block in file order, each checked without decompression, with bytes of its own.
 
         With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
-        once the loop ends it holds the whole file's adler32 and size.
+        once the loop ends it holds the whole file's adler32 and size.  With ``pool``, each block
+        is read into a buffer leased from it (``block.lease``), which the consumer releases when
+        done with the block: no allocation per block.
         """
         if adler is not None:
             adler.update(self._head_bytes)
         for number in range(self.block_count):
-            block = self.read_block(number)
+            block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
                 adler.update(block.stored)
             yield block

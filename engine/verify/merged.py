@@ -17,13 +17,12 @@ from pathlib import Path
 
 from ..checksums import RunningAdler32, adler32_hex
 from ..errors import ChecksumMismatch, EngineError
-from ..format import EventTable
 from ..pool import bounded_map
 from ..readers import open_file
 from .crosscheck import crosscheck_events
 
 
-def verify_merged_output(path, *, expected_events: EventTable, expected_adler32: int, expected_size: int,
+def verify_merged_output(path, *, expected_events, expected_adler32: int, expected_size: int,
                          deep: bool = False, threads: int = 1, progress=None, blocks_read_back=None) -> None:
     """See the module docstring.  ``blocks_read_back`` (a ``BlockReadback``, deep mode) already read
     every block back from this file, checked and decoded it: its per-block checksums stand for

@@ -20,7 +20,7 @@ from ..blocks import check_stored_block, compare_events, decode_block
 from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, LayoutError
 from ..format import BLOCK_HEADER_SIZE, BlockHeader, EventTable, parse_block_header
-from ..pool import bounded_map
+from ..pool import MIN_BUFFER_BYTES, anonymous_buffer, bounded_map
 
 _DONE = object()
 
@@ -33,6 +33,7 @@ class BlockReadback:
         self._queue: queue.Queue = queue.Queue(maxsize=2 * threads + 2)
         self._error: EngineError | None = None
         self._threads = threads
+        self._local = threading.local()   # each decoding thread's two reused buffers: stored, records
         self.blocks_checked = 0
         self.blocks_adler = RunningAdler32()   # the blocks' bytes as read back, in file order
         self._ended = False          # the end marker has been taken off the queue
@@ -42,8 +43,9 @@ class BlockReadback:
     def submit(self, number: int, offset: int, header: BlockHeader, events: EventTable, origin=None) -> None:
         """Queue a block just written at ``offset`` (blocks while the decoders are busy).
 
-        ``origin`` is (path, block number, offset) of the block it was copied from: a block that
-        fails is reported against the input it came from, where the damage is.
+        The block is read back from the file itself; only its expected header and index entries
+        are queued.  ``origin`` is (path, block number, offset) of the block it was copied from: a
+        block that fails is reported against the input it came from, where the damage is.
         """
         if self._error is not None:
             raise self._error
@@ -104,13 +106,18 @@ class BlockReadback:
 
     def _check_block(self, number: int, offset: int, expected: BlockHeader, events: EventTable) -> tuple[int, int]:
         region = f"block {number}"
-        raw = os.pread(self._fd, BLOCK_HEADER_SIZE + expected.compressed_length, offset)
+        buffers = self._local.__dict__.setdefault("buffers", [b"", b""])
+        size = BLOCK_HEADER_SIZE + expected.compressed_length
+        if len(buffers[0]) < size:
+            buffers[0] = anonymous_buffer(max(size, MIN_BUFFER_BYTES))
+        if len(buffers[1]) < expected.uncompressed_length:
+            buffers[1] = anonymous_buffer(max(expected.uncompressed_length, MIN_BUFFER_BYTES))
+        raw = memoryview(buffers[0])[:os.preadv(self._fd, [memoryview(buffers[0])[:size]], offset)]
         header = parse_block_header(raw, region=region, offset=offset)
         if header != expected:
             raise LayoutError("block read back differs from the block written", region=region, offset=offset)
-        check_stored_block(header, _entry(expected), memoryview(raw)[BLOCK_HEADER_SIZE:], region=region,
-                           offset=offset)
-        decoded = decode_block(header, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset)
+        check_stored_block(header, _entry(expected), raw[BLOCK_HEADER_SIZE:], region=region, offset=offset)
+        decoded = decode_block(header, raw[BLOCK_HEADER_SIZE:], region=region, offset=offset, out=buffers[1])
         compare_events(decoded.events, events, region=region, offset=offset)
         return adler32(raw), len(raw)
 
