@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from plain_io import write_plain
 import pytest
 
 N_EVENTS = int(os.environ.get("TMB_BENCH_EVENTS", "24000"))
@@ -118,19 +119,6 @@ def summary(request):
 
 # ---------------------------------------------------------------------------------------------
 # Plain I/O baselines and helpers
-
-
-def write_plain(path: Path, payload: np.ndarray) -> None:
-    view = memoryview(payload)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for start in range(0, len(view), CHUNK):
-            piece = view[start:start + CHUNK]
-            while piece.nbytes:
-                piece = piece[os.write(fd, piece):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_plain(path: Path) -> int:

@@ -29,6 +29,7 @@ import os
 import shutil
 
 import numpy as np
+from plain_io import write_plain
 import pytest
 
 from engine.benchmark.paired import record, run_paired
@@ -78,19 +79,6 @@ def payloads():
     return np.full(n, RUN, dtype=np.uint32), events, lengths, data
 
 
-def _write_plain(path, data: np.ndarray) -> None:
-    view = memoryview(data)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for start in range(0, len(view), CHUNK):
-            piece = view[start:start + CHUNK]
-            while piece.nbytes:
-                piece = piece[os.write(fd, piece):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def test_writer_vs_plain_write(benchmark, payloads, bench_scratch, bench_ratios, request):
     from engine.writer import TmbWriter
 
@@ -102,7 +90,7 @@ def test_writer_vs_plain_write(benchmark, payloads, bench_scratch, bench_ratios,
         return writer.result
 
     paired = run_paired(benchmark, write, len(data),
-                        baselines={"plain_write": (lambda: _write_plain(bench_scratch / "plain.bin", data), len(data))},
+                        baselines={"plain_write": (lambda: write_plain(bench_scratch / "plain.bin", data), len(data))},
                         rounds=3, cleanup=_emptied(bench_scratch))
     _note(bench_ratios, request, record(benchmark, paired, targets={"writer_vs_plain_write": ("plain_write", None)}))
     assert write().event_count == len(events)

@@ -132,6 +132,14 @@ def tmb_big_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def out_dir(tmp_path):
+    """An empty folder for a merge's output."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def cli(capsys):
     from bindings.cli import main
 

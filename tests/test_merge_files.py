@@ -20,6 +20,7 @@ import zlib
 from datetime import datetime
 
 import pytest
+from merge_helpers import assert_nothing_written, concat_events
 
 import engine
 from engine.errors import (
@@ -41,25 +42,6 @@ from engine.writer import TmbWriter
 pytestmark = pytest.mark.timeout(120)      # a hang fails here, not at the global limit
 
 ADLER_RE = re.compile(r"^adler32:[0-9a-f]{8}$")
-
-
-@pytest.fixture
-def out_dir(tmp_path):
-    folder = tmp_path / "out"
-    folder.mkdir()
-    return folder
-
-
-def concat_events(read_event_list, paths):
-    return [event for path in paths for event in read_event_list(path)]
-
-
-def assert_nothing_written(out, leftovers):
-    """No output, no sidecar, no temporary or lock file in the output's folder."""
-    assert not out.exists()
-    assert not sidecar_path(out).exists()
-    assert leftovers(out.parent) == []
-    assert sorted(os.listdir(out.parent)) == [], "the destination folder must stay empty"
 
 
 # -- what a merge produces --------------------------------------------------------------------

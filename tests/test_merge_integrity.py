@@ -17,10 +17,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
+from merge_helpers import assert_nothing_written, concat_events
 
 import engine
 from engine.checksums import xxh3_64
@@ -36,24 +36,6 @@ from engine.writer import TmbWriter
 pytestmark = pytest.mark.timeout(120)      # a hang fails here, not at the global limit
 
 RUN = 178000
-
-
-@pytest.fixture
-def out_dir(tmp_path):
-    folder = tmp_path / "out"
-    folder.mkdir()
-    return folder
-
-
-def concat_events(read_event_list, paths):
-    return [event for path in paths for event in read_event_list(path)]
-
-
-def assert_nothing_written(out, leftovers):
-    assert not out.exists()
-    assert not sidecar_path(out).exists()
-    assert leftovers(out.parent) == []
-    assert os.listdir(out.parent) == []
 
 
 def flip_payload_byte(path, block: int) -> int:

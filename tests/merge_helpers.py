@@ -1,0 +1,18 @@
+"""Helpers shared by the merge tests: the expected event list of inputs, and the check that a
+failed merge left its destination folder exactly as it found it."""
+
+import os
+
+from engine.metadata import sidecar_path
+
+
+def concat_events(read_event_list, paths):
+    return [event for path in paths for event in read_event_list(path)]
+
+
+def assert_nothing_written(out, leftovers):
+    """No output, no sidecar, no temporary or lock file in the output's folder."""
+    assert not out.exists()
+    assert not sidecar_path(out).exists()
+    assert leftovers(out.parent) == []
+    assert sorted(os.listdir(out.parent)) == [], "the destination folder must stay empty"
