@@ -7,12 +7,14 @@ Strategy, for one output:
 2. A producer thread streams the inputs' stored blocks in order (``iter_blocks``: header and
    stored-bytes digest checked per block, whole-file adler32 accumulated) into a bounded queue;
    the calling thread writes them verbatim (``TmbWriter.copy_block``), so reading, checking and
-   writing overlap.  Deep mode decodes every block on a thread pool as it streams.  With
+   writing overlap.  In deep mode a read-back thread pool re-reads each block from the output
+   file just after it is written and decodes it (``verify.readback``): one decode per block,
+   overlapping the disk write.  With
    ``skip_bad`` an input must be proven whole before its first byte is copied, so a look-ahead
    thread validates upcoming inputs while the current one is written, and a bad one is left out.
 3. The output is finished under its temporary name; safe and deep modes then run the post-merge
-   dump verification (``verify.merged``) on it.  Only then are the data file and its sidecar
-   published.  Any failure or signal before that removes the temporary file: nothing reaches
+   dump verification (``verify.merged``) on it.  Only then are the sidecar and the data file
+   published, in that order, with signals deferred between the two renames.  Any failure or signal before that removes the temporary file: nothing reaches
    the destination, and inputs are only ever opened for reading.
 
 Memory: blocks are read into a few buffers lent over and over (``pool.BufferPool``: the queue's

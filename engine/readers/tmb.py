@@ -14,8 +14,6 @@ index, whatever the file size.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import uuid as uuidlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -25,7 +23,7 @@ import numpy as np
 from ..blocks import check_stored_block, compare_events, decode_block
 from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, InputError, LayoutError, TruncatedFile
-from ..pool import MIN_BUFFER_BYTES, BufferPool, anonymous_buffer, bounded_map
+from ..pool import BufferPool, bounded_map
 from ..format import (
     BLOCK_HEADER_SIZE,
     HEADER_MAGIC,
@@ -41,33 +39,9 @@ from ..format import (
 )
 
 
-class _BufferPool:
-    """Read buffers kept between files: allocating (and zero-filling) several MiB for every file
-    would cost as much as reading a small file, and a reused buffer is warm in the CPU cache.
-    Bounded; thread-safe."""
-
-    def __init__(self, keep_bytes: int = 16 << 20):
-        self._free: list = []
-        self._lock = threading.Lock()
-        self._keep = keep_bytes
-
-    def take(self, size: int, count: int) -> list:
-        with self._lock:
-            fitting = [b for b in self._free if len(b) >= size][:count]
-            for b in fitting:
-                self._free.remove(b)
-        capacity = max(size, MIN_BUFFER_BYTES)
-        return fitting + [anonymous_buffer(capacity) for _ in range(count - len(fitting))]
-
-    def give(self, buffers: list) -> None:
-        with self._lock:
-            self._free.extend(buffers)
-            self._free.sort(key=len, reverse=True)
-            while sum(map(len, self._free)) > self._keep:
-                self._free.pop()
-
-
-_BUFFERS = _BufferPool()
+# Buffers for check_blocks, shared by every reader of the process: each is leased for one block
+# and given back at once, so they stay warm in the CPU cache and are never allocated per file.
+_CHECK_BUFFERS = BufferPool(8)
 
 
 class RawBlock(NamedTuple):
@@ -240,38 +214,31 @@ class TmbReader:
         """Check every block (header, agreement with the index, stored-bytes digest) without keeping
         its bytes: what verification needs.  Yields each block's header, in file order.
 
-        ``threads`` workers each borrow one buffer, read a whole block into it, check and hash it
-        at once (while it is still in the CPU cache, with the GIL released) and give the buffer
-        back: a handful of hot buffers instead of a fresh allocation per block.  With ``adler``,
+        ``threads`` workers each lease a buffer, read a whole block into it, check and hash it at
+        once (while it is still in the CPU cache, with the GIL released) and give the buffer back:
+        a handful of hot buffers instead of a fresh allocation per block.  With ``adler``,
         per-block checksums are combined in order into the whole file's.
         """
         if adler is not None:
             adler.update(self._head_bytes)
         if self.block_count:
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
-            borrowed = _BUFFERS.take(int(sizes.max()), max(1, threads))
-            free: queue.SimpleQueue = queue.SimpleQueue()
-            for buffer in borrowed:
-                free.put(buffer)
 
             def check(number: int):
-                buffer = free.get()
+                lease = _CHECK_BUFFERS.lease(int(sizes[number]))
                 try:
-                    view = memoryview(buffer)[:int(sizes[number])]
+                    view = memoryview(lease.buffer)[:int(sizes[number])]
                     got = self._preadv(view, int(self.blocks["offset"][number]))
                     block = self._checked_block(number, view[:got])
                     return block.header, (adler32(block.stored) if adler is not None else 0), got
                 finally:
-                    free.put(buffer)
+                    lease.release()
 
-            try:
-                for header, block_adler, size in bounded_map(check, range(self.block_count), threads=threads,
-                                                             in_flight=2 * threads, pool_always=True):
-                    if adler is not None:
-                        adler.append(block_adler, size)
-                    yield header
-            finally:
-                _BUFFERS.give(borrowed)
+            for header, block_adler, size in bounded_map(check, range(self.block_count), threads=threads,
+                                                         in_flight=2 * threads, pool_always=True):
+                if adler is not None:
+                    adler.append(block_adler, size)
+                yield header
         if adler is not None:
             adler.update(self._tail_bytes)
 
