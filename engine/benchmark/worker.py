@@ -2,18 +2,17 @@
 
 Runs one ``tasks`` task and prints its result, with this process's peak resident memory
 (``VmHWM``, see ``isolate``), as one JSON line on stdout.  SIGTERM becomes an
-orderly ``Interrupted`` (so a merge removes its temporary output) and the process asks the
-kernel to be sent SIGTERM if its parent dies, so a killed bench leaves no worker behind.
+orderly ``Interrupted`` (so a merge removes its temporary output), and a watchdog sends that
+SIGTERM to the main thread if the parent dies (``merge.executors.stop_when_parent_dies``), so a
+killed bench leaves no worker behind.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
+import os
 import signal
 import sys
-
-PR_SET_PDEATHSIG = 1
 
 
 def _interrupted(signum, frame):
@@ -24,11 +23,10 @@ def _interrupted(signum, frame):
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    from ..merge.executors import stop_when_parent_dies
     from .isolate import vm_hwm
+
+    stop_when_parent_dies(os.getppid())
     from .tasks import run_task
 
     result = run_task(json.loads(argv[0]))

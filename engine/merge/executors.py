@@ -48,6 +48,11 @@ def _init_worker(queue, parent: int) -> None:
     global _worker_queue
     _worker_queue = queue
     signal.signal(signal.SIGTERM, _terminate)
+    stop_when_parent_dies(parent)
+
+
+def stop_when_parent_dies(parent: int) -> None:
+    """Start a watchdog that sends SIGTERM to this process's main thread once ``parent`` is gone."""
     threading.Thread(target=_watch_parent, args=(parent,), name="tmb-parent-watch", daemon=True).start()
 
 
