@@ -66,10 +66,6 @@ def pack_header(file_uuid: uuidlib.UUID, metadata: bytes) -> bytes:
     return body[:56] + struct.pack("<Q", xxh3_64(body[:56]))
 
 
-def looks_like_tmb(first_bytes: bytes) -> bool:
-    return first_bytes[: len(HEADER_MAGIC)] == HEADER_MAGIC
-
-
 def parse_header(buf: bytes, file_size: int) -> FileHeader:
     """Validate the 64-byte file header (magic, version, digest, bounds)."""
     if len(buf) < HEADER_SIZE:
@@ -236,17 +232,6 @@ class EventTable:
 
     def replace(self, **columns) -> "EventTable":
         return replace(self, **columns)
-
-    @classmethod
-    def empty(cls) -> "EventTable":
-        return cls(*(np.empty(0, dtype=t) for _, t in EVENT_COLUMNS))
-
-    @classmethod
-    def concat(cls, tables) -> "EventTable":
-        tables = list(tables)
-        if not tables:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(t, name) for t in tables]) for name, _ in EVENT_COLUMNS))
 
     def slice(self, start: int, stop: int) -> "EventTable":
         return EventTable(*(col[start:stop] for col in self.columns()))

@@ -107,13 +107,4 @@ def walk_records(buf, expected_count):
     return WALK_OK, pos, runs, events, offsets, lengths, digests
 
 
-@numba.njit(nogil=True, cache=True)
-def first_duplicate(runs, events):
-    """Position (in sorted order) of the first repeated (run, event) pair, or -1; inputs sorted by key."""
-    for i in range(1, runs.shape[0]):
-        if runs[i] == runs[i - 1] and events[i] == events[i - 1]:
-            return i
-    return -1
-
-
 assert RECORD_HEADER_SIZE == 16  # the kernels hard-code the record header layout

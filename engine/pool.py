@@ -109,22 +109,15 @@ class BufferPool:
 
 
 class Lease:
-    """One lent buffer; returned to its pool when every holder has released it."""
+    """One lent buffer, returned to its pool by ``release`` (once)."""
 
-    __slots__ = ("buffer", "_pool", "_holders")
+    __slots__ = ("buffer", "_pool")
 
     def __init__(self, pool: BufferPool, buffer):
         self.buffer = buffer
         self._pool = pool
-        self._holders = 1
-
-    def hold(self) -> None:
-        with self._pool._cond:
-            self._holders += 1
 
     def release(self) -> None:
-        with self._pool._cond:
-            self._holders -= 1
-            last = self._holders == 0
-        if last:
-            self._pool._give_back(self.buffer)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool._give_back(self.buffer)

@@ -342,10 +342,6 @@ class TmbWriter:
             view = view[written:]
 
     @property
-    def bytes_written(self) -> int:
-        return self._adler.size
-
-    @property
     def event_count(self) -> int:
         batch = 0 if self._pending_batch is None else len(self._pending_batch[0])
         return self._event_count + len(self._pending_runs) + batch

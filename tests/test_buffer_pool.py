@@ -1,5 +1,5 @@
-"""``engine.pool.BufferPool``: a few large buffers lent over and over, returned when every holder
-has released them; ``lease`` waits while all are out, and ``close`` wakes a waiter for good."""
+"""``engine.pool.BufferPool``: a few large buffers lent over and over and given back by
+``release``; ``lease`` waits while all are out, and ``close`` wakes a waiter for good."""
 
 import threading
 import time
@@ -22,19 +22,26 @@ def test_buffers_are_reused_and_grow_with_room():
     assert len(big.buffer) >= MIN_BUFFER_BYTES + 1     # grown for the larger block
 
 
-def test_a_buffer_returns_only_when_every_holder_released_it():
+def test_a_waiter_gets_the_buffer_released_and_a_second_release_is_harmless():
     pool = BufferPool(1)
     lease = pool.lease(10)
-    lease.hold()
-    lease.release()
     got = []
     waiter = threading.Thread(target=lambda: got.append(pool.lease(10)))
     waiter.start()
     time.sleep(0.2)
-    assert not got                                     # still held once: the waiter waits
+    assert not got                                     # every buffer is out: the waiter waits
     lease.release()
     waiter.join(timeout=5)
     assert got and got[0].buffer is lease.buffer
+    lease.release()                                    # released twice: the pool is not given it twice
+    other = []
+    late = threading.Thread(target=lambda: other.append(pool.lease(10)))
+    late.start()
+    time.sleep(0.2)
+    assert not other                                   # the only buffer is still lent to the waiter
+    got[0].release()
+    late.join(timeout=5)
+    assert other
 
 
 def test_close_wakes_a_waiter_with_pool_closed():

@@ -38,11 +38,6 @@ class RunData:
     def to_dict(self) -> dict:
         return {**self.describe(), "paths": [str(p) for p in self.paths]}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> RunData:
-        return cls(Path(data["directory"]), tuple(Path(p) for p in data["paths"]), data["bytes"], data["events"],
-                   data["run"])
-
 
 def events_per_file(size: int, files: int) -> int:
     return max(1, math.ceil(size / files / STORED_BYTES_PER_EVENT))

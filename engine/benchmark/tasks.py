@@ -16,7 +16,6 @@ the run decompressed on N threads).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from . import cpu, pagecache, storage
@@ -152,14 +151,3 @@ def _cores() -> int:
 
 _TASKS = {"storage": _storage, "copy": _copy, "merge": _merge, "reencode": _reencode, "codecs": _codecs,
           "zstd_all": _zstd_all}
-
-TASK_NAMES = tuple(_TASKS)
-
-
-def cleanup_out_dir(out_dir) -> None:
-    """Remove everything a task wrote (outputs, sidecars, journals, locks) and the folder itself."""
-    import shutil
-
-    shutil.rmtree(out_dir, ignore_errors=True)
-    if os.path.exists(out_dir):
-        raise OSError(f"could not remove {out_dir}")

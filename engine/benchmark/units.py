@@ -71,8 +71,3 @@ def human_bytes(nbytes: float) -> str:
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
         nbytes /= 1000
     raise AssertionError("unreachable")
-
-
-def human_rate(rate: float) -> str:
-    """Bytes/s in the largest decimal unit that reads well, with the bit rate a network person uses."""
-    return f"{human_bytes(rate)}/s ({rate * 8 / 1e9:,.2f} Gb/s)"

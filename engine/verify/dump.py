@@ -28,9 +28,6 @@ from ..format import CODEC_NAMES, HEADER_MAGIC, EventTable
 READ_CHUNK = 4 << 20     # bytes per read when computing the whole file's adler32
 EVENT_CHUNK = 1 << 16    # events converted from numpy columns at a time
 
-EVENT_FIELDS = ("run", "event", "size", "digest", "block")
-
-
 def ratio(uncompressed: int, compressed: int) -> float | None:
     """Compression ratio (uncompressed / stored), rounded for display; None when undefined."""
     return round(uncompressed / compressed, 3) if compressed else None
