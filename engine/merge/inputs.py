@@ -161,9 +161,8 @@ def _check_runs(prepared, spec: MergeSpec) -> None:
 def _check_agreement(prepared, spec: MergeSpec) -> None:
     if not spec.checks_bookkeeping:
         return
-    from ..metadata import AGREEING_KEYS, check_agreement
+    from ..metadata import check_agreement
 
-    del AGREEING_KEYS
     described = [(p.path.name, p.bookkeeping) for p in _good(prepared) if p.bookkeeping is not None]
     if len(described) > 1:
         check_agreement(described)  # disagreement is about the set, not one input: never skipped

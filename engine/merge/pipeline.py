@@ -143,7 +143,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
                                  threads=spec.threads, blocks_read_back=readback)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
                                     spec, started_at)
-        sidecar = _stage_sidecar(output, metadata)
+        sidecar = _StagedSidecar(output, metadata)
         try:
             with _signals_deferred():
                 # sidecar first: a kill in between leaves a sidecar that the next attempt replaces,
@@ -353,10 +353,6 @@ class _StagedSidecar:
     def withdraw(self) -> None:
         """Remove the published sidecar again (its data file could not be published)."""
         remove_quietly(self.final)
-
-
-def _stage_sidecar(output: Path, metadata: dict) -> _StagedSidecar:
-    return _StagedSidecar(output, metadata)
 
 
 @contextmanager
