@@ -293,3 +293,23 @@ def test_a_second_merge_of_a_locked_output_fails_at_once(cli, tmb_run, out_dir, 
         assert leftovers(out_dir) == [f".{out.name}.lock"]      # ours, still held
     assert leftovers(out_dir) == []
     assert cli("merge", *tmb_run[:2], "-o", out).code == 0       # free again
+
+
+@pytest.mark.parametrize("command", ["merge", "verify"])
+def test_a_fifo_is_refused_at_once_not_waited_on(cli, tmb_run, tmp_path, command):
+    """Opening a FIFO blocks until someone writes to it: it must be refused before it is opened."""
+    fifo = tmp_path / "pipe.tmb"
+    os.mkfifo(fifo)
+    args = [fifo, tmb_run[0], "-o", tmp_path / "out.tmb"] if command == "merge" else [fifo]
+    result = cli(command, *args)
+    assert result.code == 3, result.err
+    assert f"{fifo}: is a FIFO, not a regular file" in result.err
+    assert not (tmp_path / "out.tmb").exists()
+
+
+@pytest.mark.parametrize("option", [["--jobs", "0"], ["--jobs", "-1"], ["--max-events", "0"], ["--jobs", "two"]])
+def test_counts_must_be_positive_whole_numbers(cli, tmb_run, tmp_path, option):
+    result = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", *option)
+    assert result.code == 2
+    assert option[0] in result.err and ("at least 1" in result.err or "whole number" in result.err)
+    assert not (tmp_path / "out").exists()

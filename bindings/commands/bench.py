@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._common import add_json_flag
+from ._common import add_json_flag, positive_int
 
 SPEC_BENCH_SIZE = "256MiB"
 
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="small run, one round: a fast smoke measurement")
     p.add_argument("--rounds", type=int, default=None, help="rounds of measurements, median taken (default 3)")
     p.add_argument("--files", type=int, default=None, help="input files in the run (default: one per 32 MiB, 4-40)")
-    p.add_argument("--jobs", type=int, default=None, help="processes for the all-core figures (default: all cores)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="processes for the all-core figures (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress display, no summary")
     p.set_defaults(func=run_bench_command)
 

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from ._common import add_json_flag, human_bytes
+from ._common import add_json_flag, human_bytes, positive_int
 
 
 def register(subparsers) -> None:
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
                    help="skip one partition number after every G files (default 0: no gaps)")
     p.add_argument("--codec", choices=("zstd", "none"), default="zstd", help="block codec (default zstd)")
     p.add_argument("--level", type=int, default=None, help="zstd level (default 3)")
-    p.add_argument("--jobs", type=int, default=None, metavar="J",
+    p.add_argument("--jobs", type=positive_int, default=None, metavar="J",
                    help="files written at once, in worker processes (default: number of cores)")
     p.add_argument("--force", action="store_true", help="replace existing files and sidecars")
     p.add_argument("--quiet", action="store_true", help="print nothing")

@@ -16,6 +16,8 @@ import sys
 
 from engine.errors import EXIT_OK, most_severe_exit_code
 
+from ._common import positive_int
+
 VERIFY_EPILOG = """\
 Exit status: 0 when every file passes; otherwise the code of the most serious failure among
 the files, in this order of precedence: 5 (integrity: damaged, truncated or mis-framed bytes),
@@ -52,23 +54,13 @@ def register(subparsers) -> None:
     verify.add_argument("--metadata", choices=("auto", "none"), default="auto",
                         help="auto: check each file against its sidecar <file>.json when there is one "
                         "(default); none: check the bytes only")
-    verify.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+    verify.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                         help="files (or, for one file with --deep, blocks) checked in parallel "
                         "(default: the usable cores)")
     verify.add_argument("--json", action="store_true", help="print a JSON list of per-file reports "
                         "instead of lines")
     verify.add_argument("--quiet", action="store_true", help="print only failures")
     verify.set_defaults(func=run_verify)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def run_dump(args) -> int:

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ._common import add_json_flag, default_jobs, default_output_jobs, human_bytes
+from ._common import add_json_flag, default_jobs, default_output_jobs, human_bytes, positive_int
 
 
 def register(subparsers) -> None:
@@ -62,12 +62,12 @@ def register(subparsers) -> None:
 def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=int, default=None, help="only this run")
     p.add_argument("--target-size", default="2GiB", help="target output size (default 2GiB)")
-    p.add_argument("--max-events", type=int, default=None, help="at most this many events per output")
+    p.add_argument("--max-events", type=positive_int, default=None, help="at most this many events per output")
 
 
 def _add_merge_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("fast", "safe", "deep"), default="safe", help="checks to apply (default safe)")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=positive_int, default=None,
                    help="merge: threads (default: number of cores); merge-run: outputs merged at once "
                         "(default: half the cores, at least 1)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")

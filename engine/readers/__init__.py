@@ -12,7 +12,9 @@ a file and ``open_file(path)`` an open reader.  Readers offer the same surface a
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import stat
 from functools import lru_cache
 
 from ..errors import InputError, InputNotFound, NotATmbFile, TruncatedFile
@@ -31,8 +33,27 @@ def registered_readers() -> tuple:
     return tuple(readers)
 
 
+def check_regular_file(path) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO blocks until a writer
+    comes, and a device or socket is no event file.  Missing or unreadable paths: input errors."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputNotFound("no such file", path=path)
+    except PermissionError:
+        raise InputError("permission denied", path=path)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", path=path)
+    if stat.S_ISDIR(mode):
+        raise InputError("is a directory, not a file", path=path)
+    if not stat.S_ISREG(mode):
+        kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+        raise InputError(f"is a {kind}, not a regular file", path=path)
+
+
 def read_probe(path) -> bytes:
     """The first bytes of ``path``, with unreadable paths turned into one-line input errors."""
+    check_regular_file(path)
     try:
         with open(path, "rb") as f:
             return f.read(PROBE_BYTES)

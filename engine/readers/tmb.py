@@ -81,6 +81,10 @@ class TmbReader:
 
     def __init__(self, path):
         self.path = Path(path)
+        from . import check_regular_file
+
+        self._fd = -1
+        check_regular_file(self.path)   # a FIFO would block the open below
         try:
             self._fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
