@@ -1,7 +1,8 @@
-"""Helpers shared by the merge tests: the expected event list of inputs, and the check that a
-failed merge left its destination folder exactly as it found it."""
+"""Helpers shared by the merge tests: the expected event list of inputs, the check that a
+failed merge left its destination folder exactly as it found it, and polling with a deadline."""
 
 import os
+import time
 
 from engine.metadata import sidecar_path
 
@@ -16,3 +17,14 @@ def assert_nothing_written(out, leftovers):
     assert not sidecar_path(out).exists()
     assert leftovers(out.parent) == []
     assert sorted(os.listdir(out.parent)) == [], "the destination folder must stay empty"
+
+
+def wait_for(condition, *, deadline: float = 60.0, interval: float = 0.002, what: str = "condition"):
+    """Poll ``condition`` until it returns something true (returned), or fail after ``deadline`` s."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}: {condition.__doc__ or ''}")

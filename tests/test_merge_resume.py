@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from merge_helpers import wait_for
 
 from engine.merge import merge_files, merge_run, plan_run
 from engine.merge.journal import JOURNAL_NAME, Journal
@@ -34,16 +35,6 @@ DEADLINE = 60.0
 WORKER_EXIT_DEADLINE = 10.0     # a worker told (SIGTERM) that its parent died cleans up and exits
 OUTPUTS = 6
 pytestmark = pytest.mark.timeout(180)      # a hang fails here, not at the global limit
-
-
-def wait_for(condition, *, deadline: float = DEADLINE, interval: float = 0.002, what: str = "condition"):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}: {condition.__doc__ or ''}")
 
 
 def live_members(pgid: int) -> list[int]:

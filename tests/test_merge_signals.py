@@ -12,24 +12,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from merge_helpers import wait_for
 
 from engine.metadata import sidecar_path
 
 DEADLINE = 60.0
 pytestmark = pytest.mark.timeout(120)      # an interruption that hangs fails here, not at the global limit
-
-
-def wait_for(condition, *, deadline: float = DEADLINE, interval: float = 0.002, what: str = "condition"):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
