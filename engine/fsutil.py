@@ -4,11 +4,15 @@ A new file is written under a hidden temporary name in its destination folder (s
 filesystem, so the final rename is atomic), fsynced, then published: hard-linked to its final
 name, which fails if that name exists (no clobbering, even against a racing writer), or
 replaced when overwriting is asked for.  Temporary names carry the writer's pid so stale ones
-left by a killed process can be recognised and cleaned.
+left by a killed process can be recognised and cleaned.  ``Writeback`` starts the disk write
+of a file's older bytes while it is still being written, so the final fsync has little left
+to wait for.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import re
@@ -127,6 +131,51 @@ def write_atomically(final: Path, data: bytes) -> None:
         remove_quietly(tmp)
         raise
     fsync_dir(final.parent)
+
+
+def _sync_file_range():
+    """libc's ``sync_file_range`` (Linux), or None where there is none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2        # start writeback of the range's dirty pages; do not wait
+
+
+class Writeback:
+    """Start writing a growing file's bytes to disk a window behind the writer.
+
+    Without it the kernel holds back writeback until dirty memory passes its background ratio
+    (gigabytes on a large machine), so a merged file's whole content waits for the final fsync:
+    about a second per 2 GB on the reference VM, with every core idle.  Asking for writeback of
+    everything older than ``window`` bytes, ``step`` bytes at a time, overlaps the disk write
+    with the merge; the fsync then only waits for the last window.  It is a hint: it never
+    waits for the disk and never fails the write (durability still comes from the fsync).
+    """
+
+    def __init__(self, fd: int, *, window: int = 32 << 20, step: int = 32 << 20):
+        self.fd = fd
+        self.window = window
+        self.step = step
+        self.started = 0          # bytes [0, started) have been handed to writeback
+        self.enabled = _SYNC_FILE_RANGE is not None
+
+    def written(self, size: int) -> None:
+        """The file now holds ``size`` bytes."""
+        end = size - self.window
+        if not self.enabled or end - self.started < self.step:
+            return
+        if _SYNC_FILE_RANGE(self.fd, self.started, end - self.started, _SYNC_FILE_RANGE_WRITE) != 0:
+            self.enabled = False  # e.g. a filesystem that refuses it: the fsync does it all
+            return
+        self.started = end
 
 
 def fsync_dir(folder: Path) -> None:

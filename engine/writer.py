@@ -5,7 +5,8 @@ and metadata at once.  Events are buffered until a block reaches its target unco
 then framed, digested and compressed (optionally on a small thread pool, a bounded number of
 blocks in flight, written in order).  Verbatim blocks from another file (the merge fast path)
 go straight through.  Every byte written also feeds a running adler32 and size, so the
-catalogue checksum is known at close with no second pass.  ``close()`` writes index and
+catalogue checksum is known at close with no second pass, and the disk write of all but
+the last few tens of MB is started as the file grows (``fsutil.Writeback``).  ``close()`` writes index and
 trailer, fsyncs, and renames into place (refusing to replace an existing file unless asked);
 an exception inside ``with TmbWriter(...)`` removes the temporary file and leaves nothing at
 the destination.  Memory is bounded by the blocks in flight plus the index (28 bytes/event).
@@ -43,7 +44,7 @@ from .format import (
     pack_metadata,
     pack_trailer,
 )
-from .fsutil import fsync_dir, publish, remove_quietly, temporary_path
+from .fsutil import Writeback, fsync_dir, publish, remove_quietly, temporary_path
 
 
 class WriteResult(NamedTuple):
@@ -112,8 +113,10 @@ class TmbWriter:
         self.result: WriteResult | None = None
         self.tmp_path = temporary_path(self.path)
         self._fd = -1
+        self._writeback = None
         try:   # from here on, anything (a signal included) removes the temporary file by name
             self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._writeback = Writeback(self._fd) if fsync else None
             metadata_bytes = pack_metadata(meta)
             self._write(pack_header(self.uuid, metadata_bytes))
             self._write(metadata_bytes)
@@ -340,6 +343,8 @@ class TmbWriter:
         while view.nbytes:
             written = os.write(self._fd, view)
             view = view[written:]
+        if self._writeback is not None:
+            self._writeback.written(self._adler.size)
 
     @property
     def event_count(self) -> int:
