@@ -214,32 +214,36 @@ class TmbWriter:
             self._append_built(self._in_flight.popleft().result())
 
     def _append_built(self, built: BuiltBlock) -> None:
-        self._append_block(built.header, (built.header_bytes, built.data), built.events)
+        offset = self._adler.size
+        self._write(built.header_bytes)
+        self._write(built.data)
+        self._record_block(offset, built.header, built.events)
 
     # -- verbatim blocks (merge fast path) -------------------------------------------------
-    def copy_block(self, header: BlockHeader, stored, events: EventTable) -> int:
+    def copy_block(self, header: BlockHeader, stored, events: EventTable, adler32: int | None = None) -> int:
         """Append a block exactly as stored elsewhere (block header and data, contiguous), with
-        its events' index columns.
+        its events' index columns; returns its offset in the file.
 
         The caller has checked the block; ``events.block`` is renumbered here.  Events still
-        buffered or being compressed are written first, so file order is call order.
+        buffered or being compressed are written first, so file order is call order.  ``adler32``
+        is that of ``stored`` when the caller already hashed these very bytes (the reader does,
+        as it reads them): it is combined into the file's instead of hashing them again.
         """
         self._cut_pending()
         self._drain()
-        return self._append_block(header, (stored,), events)
-
-    def _append_block(self, header: BlockHeader, parts, events: EventTable) -> int:
-        """Write one block; returns its offset in the file."""
         offset = self._adler.size
-        for part in parts:
-            self._write(part)
+        self._write(stored, adler32)
+        self._record_block(offset, header, events)
+        return offset
+
+    def _record_block(self, offset: int, header: BlockHeader, events: EventTable) -> None:
+        """Enter a block just written at ``offset`` in the index."""
         number = len(self._blocks)
         self._blocks.append((offset, header.compressed_length, header.uncompressed_length, header.event_count,
                              header.codec, self._event_count, header.compressed_digest,
                              header.uncompressed_digest))
         self._event_parts.append(events.replace(block=np.full(len(events), number, dtype=np.uint32)))
         self._event_count += len(events)
-        return offset
 
     @property
     def block_count(self) -> int:
@@ -337,9 +341,14 @@ class TmbWriter:
             self._pool = None
             self._in_flight.clear()
 
-    def _write(self, data) -> None:
-        self._adler.update(data)
+    def _write(self, data, adler32: int | None = None) -> None:
+        """Write all of ``data``, feeding the file's running adler32 (with ``adler32``, the
+        checksum of ``data`` computed by the caller)."""
         view = memoryview(data)
+        if adler32 is None:
+            self._adler.update(data)
+        else:
+            self._adler.append(adler32, view.nbytes)
         while view.nbytes:
             written = os.write(self._fd, view)
             view = view[written:]

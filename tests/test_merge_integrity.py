@@ -12,6 +12,8 @@
   ``--skip-bad`` leaves the later input out.
 - Deep mode decodes every event: a payload changed with every block digest recomputed passes
   the digest checks of fast and safe mode but not deep mode.
+- The output's adler32, combined from the per-block checksums the reader computed, is checked
+  against the output's bytes as read back: a block checksum that disagreed would be refused.
 """
 
 from __future__ import annotations
@@ -308,3 +310,27 @@ def test_only_deep_mode_decodes_events(tmb_file_factory, tmb_run, tmp_path, out_
         merge_files([tmb_run[0], forged], out, MergeSpec(mode=mode, force=True))
         assert out.exists()
 
+
+
+# -- the output's checksum is proven from its own bytes -----------------------------------------
+
+@pytest.mark.parametrize("mode", ["safe", "deep"])
+def test_output_adler32_is_recomputed_from_the_bytes_read_back(mode, tmb_run, out_dir, leftovers, monkeypatch):
+    """The writer combines the per-block adler32s the reader computed instead of hashing the bytes
+    again; if one ever disagreed with the bytes written, the post-merge check, which hashes the
+    output as read back, must refuse the output."""
+    from engine.readers.tmb import TmbReader
+
+    real = TmbReader.iter_blocks
+
+    def one_wrong(self, adler=None, **kwargs):
+        for block in real(self, adler, **kwargs):
+            if block.adler32 is not None and self.path == tmb_run[1] and block.number == 1:
+                block = block._replace(adler32=block.adler32 ^ 0x10001)
+            yield block
+
+    monkeypatch.setattr(TmbReader, "iter_blocks", one_wrong)
+    out = out_dir / "m.tmb"
+    with pytest.raises(ChecksumMismatch, match="adler32 read back differs"):
+        merge_files(tmb_run[:3], out, MergeSpec(mode=mode))
+    assert_nothing_written(out, leftovers)

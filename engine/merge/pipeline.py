@@ -188,7 +188,7 @@ def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted
             progress.advance(files=1, events=item.reader.event_count)
         else:
             number = writer.block_count
-            offset = writer.copy_block(event.header, event.stored, event.events)
+            offset = writer.copy_block(event.header, event.stored, event.events, event.adler32)
             if event.lease is not None:
                 event.lease.release()   # written: the buffer goes back to the reader
             if readback is not None:    # it reads the block back from the output file itself
@@ -263,7 +263,8 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPoo
                     item.error = exc.with_path(item.path)
                     put((item, "rejected"))
                     continue
-                for block in item.reader.iter_blocks(pool=buffers):  # digests re-checked as copied
+                # digests re-checked as copied; each block's adler32 spares the writer hashing it
+                for block in item.reader.iter_blocks(RunningAdler32(), pool=buffers):
                     put((item, block))
                 put((item, "done"))
         return

@@ -53,6 +53,7 @@ class RawBlock(NamedTuple):
     stored: bytes
     events: EventTable
     lease: object = None      # the pool buffer holding ``stored`` (``iter_blocks(pool=...)``): release it
+    adler32: int | None = None  # of ``stored``, when ``iter_blocks`` was given a running adler32
 
     @property
     def header_bytes(self) -> memoryview:
@@ -200,7 +201,8 @@ class TmbReader:
         """Every block in file order, each checked without decompression, with bytes of its own.
 
         With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
-        once the loop ends it holds the whole file's adler32 and size.  With ``pool``, each block
+        once the loop ends it holds the whole file's adler32 and size; each block carries its
+        own adler32 (``block.adler32``), so a writer copying it need not hash it again.  With ``pool``, each block
         is read into a buffer leased from it (``block.lease``), which the consumer releases when
         done with the block: no allocation per block.
         """
@@ -209,7 +211,8 @@ class TmbReader:
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
-                adler.update(block.stored)
+                block = block._replace(adler32=adler32(block.stored))
+                adler.append(block.adler32, len(block.stored))
             yield block
         if adler is not None:
             adler.update(self._tail_bytes)
