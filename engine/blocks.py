@@ -6,8 +6,10 @@ The three operations every other part of the engine composes:
   (header bytes + stored bytes + the block's event table).
 - ``check_stored_block``: the fast-path check (header digest, agreement with the index entry,
   xxh3 of the stored bytes); never decompresses.
-- ``decode_block``: the deep check: decompress, verify the uncompressed digest, walk the record
-  framing with numba and recompute every payload digest.
+- ``decode_block``: the deep check: decompress, walk the record framing with numba and
+  recompute every payload digest; then either prove the events against the index entries
+  they were listed with (every byte of the block is then accounted for, see below) or, with
+  no index to compare against, check the block's uncompressed digest.
 
 Numba kernels are imported on first use only, so the fast path never loads numba.
 """
@@ -80,8 +82,15 @@ def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset:
                                expected=digest_hex(header.compressed_digest), actual=digest_hex(computed))
 
 
-def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=None) -> DecodedBlock:
-    """Decompress a (digest-checked) block, check its uncompressed digest and walk its records.
+def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=None,
+                 expected: EventTable | None = None) -> DecodedBlock:
+    """Decompress a (digest-checked) block, walk its records and prove them.
+
+    With ``expected`` (the index entries of the block's events), the decoded events must equal
+    them (``compare_events``): the walk consumes the records exactly, so each byte is either a
+    record header, compared field by field, or a payload, compared by its xxh3-64 digest.  That
+    proves the whole block as strongly as its uncompressed digest would, so hashing all of it a
+    second time is skipped.  Without ``expected``, the uncompressed digest is checked.
 
     With ``out`` (a reusable buffer at least the uncompressed length) nothing is allocated for the
     records, which then live in ``out`` until it is reused.
@@ -100,16 +109,19 @@ def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=Non
         exc.region, exc.offset = region, data_offset
         exc.args = (str(exc),)
         raise
-    computed = xxh3_64(records)
-    if computed != header.uncompressed_digest:
-        raise ChecksumMismatch("decompressed block digest differs", region=region, offset=data_offset,
-                               expected=digest_hex(header.uncompressed_digest), actual=digest_hex(computed))
+    if expected is None:
+        computed = xxh3_64(records)
+        if computed != header.uncompressed_digest:
+            raise ChecksumMismatch("decompressed block digest differs", region=region, offset=data_offset,
+                                   expected=digest_hex(header.uncompressed_digest), actual=digest_hex(computed))
     buf = np.frombuffer(records, dtype=np.uint8)
     status, where, runs, events, offsets, lengths, digests = walk_records(buf, header.event_count)
     if status != WALK_OK:
         raise FramingError(f"{WALK_MESSAGES[status]} (at record byte {where})", region=region,
                            offset=data_offset)
     table = EventTable(events, digests, runs, lengths, np.zeros(len(runs), dtype=np.uint32))
+    if expected is not None:
+        compare_events(table, expected, region=region, offset=offset)
     return DecodedBlock(records, table, offsets)
 
 

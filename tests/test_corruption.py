@@ -413,6 +413,37 @@ def test_record_disagreeing_with_the_index_fails_deep(none_sample):
 
 
 @pytest.mark.timeout(10)
+def test_payload_byte_with_every_block_digest_recomputed_fails_deep(none_sample):
+    """Deep decoding does not re-hash the whole decompressed block when it has the index entries:
+    the payload digests must catch a changed payload byte on their own, naming the event."""
+    buf, layout, folder = none_sample
+    first, _ = layout.block_events[1]
+    third = record_offsets(layout, 1)[2]
+    buf[third + RECORD_HEADER_SIZE + layout.lengths[first + 2] // 2] ^= 0x20
+    reseal_block_data(buf, layout, 1)
+    error = check_failure(folder / "payload.tmb", bytes(buf), deep=True)
+    assert isinstance(error, ChecksumMismatch), repr(error)
+    assert error.region == "block 1"
+    assert "event 2 of the block: payload digest differs from the index" in str(error)
+
+
+def test_decoding_without_index_entries_checks_the_uncompressed_digest(none_sample):
+    """With no index entries to prove the events against, the block's own digest is the proof."""
+    from engine.blocks import decode_block
+    from engine.format import parse_block_header
+
+    buf, layout, _ = none_sample
+    start = layout.block_offsets[0]
+    end = start + BLOCK_HEADER_SIZE + int(layout.blocks["compressed_length"][0])
+    header = parse_block_header(bytes(buf[start:start + BLOCK_HEADER_SIZE]), region="block 0", offset=start)
+    data = bytes(buf[start + BLOCK_HEADER_SIZE:end])
+    assert len(decode_block(header, data, region="block 0", offset=start).events) == layout.block_events[0][1]
+    with pytest.raises(ChecksumMismatch, match="decompressed block digest differs"):
+        decode_block(header._replace(uncompressed_digest=header.uncompressed_digest ^ 1), data,
+                     region="block 0", offset=start)
+
+
+@pytest.mark.timeout(10)
 @pytest.mark.parametrize("extra_blocks, extra_events", [(7, -12), (-7, 12)], ids=["more-blocks", "fewer-blocks"])
 def test_trailer_counts_that_fit_the_index_length_but_not_the_index(tmp_path, extra_blocks, extra_events):
     """48 x 7 == 28 x 12: a trailer can claim other counts with the same index length.

@@ -20,7 +20,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from ..blocks import check_stored_block, compare_events, decode_block
+from ..blocks import check_stored_block, decode_block
 from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, InputError, LayoutError, TruncatedFile
 from ..pool import BufferPool, bounded_map
@@ -259,8 +259,8 @@ class TmbReader:
         """Decompress a block and prove its events against the index."""
         region = f"block {block.number}"
         try:
-            decoded = decode_block(block.header, block.data, region=region, offset=block.offset)
-            compare_events(decoded.events, block.events, region=region, offset=block.offset)
+            decoded = decode_block(block.header, block.data, region=region, offset=block.offset,
+                                   expected=block.events)
         except EngineError as exc:
             raise exc.with_path(self.path)
         return decoded
