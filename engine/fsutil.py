@@ -160,10 +160,11 @@ class Writeback:
     waits for the disk and never fails the write (durability still comes from the fsync).
     """
 
-    def __init__(self, fd: int, *, window: int = 32 << 20, step: int = 32 << 20):
+    window = 32 << 20     # the newest bytes, left to the page cache (deep mode reads them back)
+    step = 32 << 20       # at least this much is handed over at a time: few, large requests
+
+    def __init__(self, fd: int):
         self.fd = fd
-        self.window = window
-        self.step = step
         self.started = 0          # bytes [0, started) have been handed to writeback
         self.enabled = _SYNC_FILE_RANGE is not None
 

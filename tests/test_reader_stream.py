@@ -62,3 +62,15 @@ def test_a_file_cut_after_it_was_opened(many_blocks):
             for _ in reader.check_blocks(threads=2):
                 pass
     assert caught.value.region == "block 9"
+
+
+def test_iter_blocks_gives_each_block_its_adler32(many_blocks):
+    """With a running adler32, each block carries the checksum of its own bytes (what the merge's
+    writer combines instead of hashing again), and the running one is the whole file's."""
+    with engine.open_file(many_blocks) as reader:
+        adler = RunningAdler32()
+        blocks = [(b.adler32, zlib.adler32(bytes(b.stored))) for b in reader.iter_blocks(adler)]
+        assert all(b.adler32 is None for b in reader.iter_blocks())   # nothing computed unasked
+    assert len(blocks) > 20 and all(carried == computed for carried, computed in blocks)
+    data = many_blocks.read_bytes()
+    assert (adler.value, adler.size) == (zlib.adler32(data), len(data))
