@@ -150,23 +150,40 @@ _SYNC_FILE_RANGE_WRITE = 2        # start writeback of the range's dirty pages; 
 
 
 class Writeback:
-    """Start writing a growing file's bytes to disk a window behind the writer.
+    """Start writing a growing file's bytes to disk a window behind the writer, and optionally
+    drop them from the page cache once they are on their way and nobody here needs them.
 
     Without it the kernel holds back writeback until dirty memory passes its background ratio
     (gigabytes on a large machine), so a merged file's whole content waits for the final fsync:
     about a second per 2 GB on the reference VM, with every core idle.  Asking for writeback of
     everything older than ``window`` bytes, ``step`` bytes at a time, overlaps the disk write
-    with the merge; the fsync then only waits for the last window.  It is a hint: it never
-    waits for the disk and never fails the write (durability still comes from the fsync).
+    with the merge; the fsync then only waits for the last window.
+
+    With ``drop_behind``, bytes handed to writeback at least a step earlier, and before
+    ``needed_from()`` (the offset a reader of this process, such as the merge's read-back, has
+    yet to reach), are dropped from the page cache (``POSIX_FADV_DONTNEED``), and the whole
+    file once ``finished()``.  A merge streaming gigabytes out then holds a few steps of page
+    cache instead of the whole output: it does not push out of memory the inputs that are
+    still to be merged, and the pages it frees are the ones its next writes reuse (on the
+    reference VM, writing 2 GiB into recycled pages takes 0.6 CPU-s instead of 2-3.7 CPU-s
+    into pages the hypervisor has taken back).  Pages still being written when dropped are
+    skipped by the kernel and go at ``finished()``.
+
+    All of it is advice: it never waits for the disk and never fails the write (durability
+    still comes from the fsync); a refused call turns it off for the file.
     """
 
-    window = 32 << 20     # the newest bytes, left to the page cache (deep mode reads them back)
-    step = 32 << 20       # at least this much is handed over at a time: few, large requests
+    window = 32 << 20     # the newest bytes, left alone
+    step = 32 << 20       # at least this much is handed over (or dropped) at a time: few, large requests
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, *, drop_behind: bool = False):
         self.fd = fd
-        self.started = 0          # bytes [0, started) have been handed to writeback
         self.enabled = _SYNC_FILE_RANGE is not None
+        self.drop_behind = drop_behind and self.enabled
+        self.needed_from = None   # callable: the lowest offset still to be read through the cache here
+        self.started = 0          # bytes [0, started) have been handed to writeback
+        self.dropped = 0          # bytes [0, dropped) have been dropped from the page cache
+        self._previous = 0        # ``started`` one request ago: those bytes have had a step to reach the disk
 
     def written(self, size: int) -> None:
         """The file now holds ``size`` bytes."""
@@ -174,9 +191,26 @@ class Writeback:
         if not self.enabled or end - self.started < self.step:
             return
         if _SYNC_FILE_RANGE(self.fd, self.started, end - self.started, _SYNC_FILE_RANGE_WRITE) != 0:
-            self.enabled = False  # e.g. a filesystem that refuses it: the fsync does it all
+            self.enabled = self.drop_behind = False   # e.g. a filesystem that refuses it: the fsync does it all
             return
-        self.started = end
+        self._previous, self.started = self.started, end
+        if self.drop_behind:
+            limit = self._previous if self.needed_from is None else min(self._previous, self.needed_from())
+            if limit - self.dropped >= self.step:
+                self._drop(self.dropped, limit)
+
+    def finished(self, size: int) -> None:
+        """The file is complete and fsynced: drop all of it (with ``drop_behind``)."""
+        if self.drop_behind:
+            self._drop(0, size)
+
+    def _drop(self, start: int, end: int) -> None:
+        try:
+            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            self.drop_behind = False
+            return
+        self.dropped = max(self.dropped, end)
 
 
 def fsync_dir(folder: Path) -> None:

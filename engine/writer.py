@@ -6,7 +6,8 @@ then framed, digested and compressed (optionally on a small thread pool, a bound
 blocks in flight, written in order).  Verbatim blocks from another file (the merge fast path)
 go straight through.  Every byte written also feeds a running adler32 and size, so the
 catalogue checksum is known at close with no second pass, and the disk write of all but
-the last few tens of MB is started as the file grows (``fsutil.Writeback``).  ``close()`` writes index and
+the last few tens of MB is started as the file grows (``fsutil.Writeback``; with
+``drop_behind``, those bytes also leave the page cache once written).  ``close()`` writes index and
 trailer, fsyncs, and renames into place (refusing to replace an existing file unless asked);
 an exception inside ``with TmbWriter(...)`` removes the temporary file and leaves nothing at
 the destination.  Memory is bounded by the blocks in flight plus the index (28 bytes/event).
@@ -79,7 +80,7 @@ class TmbWriter:
 
     def __init__(self, path, *, metadata: dict | None = None, codec: str = "zstd", level: int | None = None,
                  block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1, overwrite: bool = False,
-                 file_uuid: uuidlib.UUID | None = None, fsync: bool = True):
+                 file_uuid: uuidlib.UUID | None = None, fsync: bool = True, drop_behind: bool = False):
         self.path = Path(path)
         if not (RECORD_HEADER_SIZE < block_bytes <= MAX_BLOCK_BYTES):
             raise UsageError(f"block size {block_bytes} out of range 17..{MAX_BLOCK_BYTES}")
@@ -116,7 +117,7 @@ class TmbWriter:
         self._writeback = None
         try:   # from here on, anything (a signal included) removes the temporary file by name
             self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            self._writeback = Writeback(self._fd) if fsync else None
+            self._writeback = Writeback(self._fd, drop_behind=drop_behind) if fsync else None
             metadata_bytes = pack_metadata(meta)
             self._write(pack_header(self.uuid, metadata_bytes))
             self._write(metadata_bytes)
@@ -245,6 +246,12 @@ class TmbWriter:
         self._event_parts.append(events.replace(block=np.full(len(events), number, dtype=np.uint32)))
         self._event_count += len(events)
 
+    def keep_cached_from(self, needed_from) -> None:
+        """With ``drop_behind``: ``needed_from()`` is the lowest offset this process has still to
+        read through the page cache (the merge's read-back); nothing from there on is dropped."""
+        if self._writeback is not None:
+            self._writeback.needed_from = needed_from
+
     @property
     def block_count(self) -> int:
         return len(self._blocks)
@@ -276,6 +283,7 @@ class TmbWriter:
                                              self._event_count, len(table))))
             if self.fsync:
                 os.fsync(self._fd)
+                self._writeback.finished(self._adler.size)
             os.close(self._fd)
             self._fd = -1
         except BaseException:

@@ -14,11 +14,14 @@
   the digest checks of fast and safe mode but not deep mode.
 - The output's adler32, combined from the per-block checksums the reader computed, is checked
   against the output's bytes as read back: a block checksum that disagreed would be refused.
+- Safe and deep modes read every block back from the output file as it is written: a byte
+  changed on its way to the file is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -333,4 +336,35 @@ def test_output_adler32_is_recomputed_from_the_bytes_read_back(mode, tmb_run, ou
     out = out_dir / "m.tmb"
     with pytest.raises(ChecksumMismatch, match="adler32 read back differs"):
         merge_files(tmb_run[:3], out, MergeSpec(mode=mode))
+    assert_nothing_written(out, leftovers)
+
+
+@pytest.mark.parametrize("mode", ["safe", "deep"])
+def test_damage_to_the_output_after_writing_is_caught_by_the_read_back(mode, tmb_run, out_dir, leftovers,
+                                                                       monkeypatch):
+    """Safe and deep modes read every block back from the output file as it is written: a byte
+    changed on its way to the file (here: rewritten just after the block) is refused, reported
+    against the input the block came from, and nothing is published."""
+    real = TmbWriter.copy_block
+    damaged = {}
+
+    def copy_then_damage(self, header, stored, events, adler32=None):
+        offset = real(self, header, stored, events, adler32)
+        if self.block_count == 3:
+            where = offset + BLOCK_HEADER_SIZE + header.compressed_length // 2
+            fd = os.open(self.tmp_path, os.O_RDWR)
+            try:
+                os.pwrite(fd, bytes([os.pread(fd, 1, where)[0] ^ 0x04]), where)
+            finally:
+                os.close(fd)
+            damaged["at"] = where
+        return offset
+
+    monkeypatch.setattr(TmbWriter, "copy_block", copy_then_damage)
+    out = out_dir / "m.tmb"
+    with pytest.raises(ChecksumMismatch) as caught:
+        merge_files(tmb_run[:3], out, MergeSpec(mode=mode))
+    assert damaged, "the damage was never made"
+    assert "found reading back block 2 of the merged output" in str(caught.value)
+    assert caught.value.path == str(tmb_run[0])
     assert_nothing_written(out, leftovers)

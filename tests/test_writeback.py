@@ -1,9 +1,11 @@
-"""Early writeback (``fsutil.Writeback``): what is handed to the disk while a file grows.
+"""Early writeback and drop-behind (``fsutil.Writeback``): what is handed to the disk, and
+dropped from the page cache, while a file grows.
 
 The writer asks the kernel to start writing everything older than a window as it goes, so the
 final fsync has little left.  It must hand over each byte once, in order, never the newest
 window, in few large requests; stop quietly where the call is refused; and never change what
-the file holds.
+the file holds.  With drop-behind it drops only bytes handed over a request earlier, never any
+a reader of the process still needs (the merge's read-back), and all of the file once finished.
 """
 
 import os
@@ -30,6 +32,21 @@ def recorded(monkeypatch):
     monkeypatch.setattr(Writeback, "window", 1000)
     monkeypatch.setattr(Writeback, "step", 500)
     return calls
+
+
+@pytest.fixture
+def dropped(monkeypatch, recorded):
+    """Record posix_fadvise(DONTNEED) calls as (fd, offset, length) too."""
+    calls = []
+
+    def advise(fd, offset, length, advice):
+        assert advice == os.POSIX_FADV_DONTNEED
+        calls.append((fd, offset, length))
+
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    return calls
+
+
 
 
 def test_hands_over_everything_but_the_window_once_in_order(recorded):
@@ -107,3 +124,76 @@ def test_writer_without_fsync_leaves_writeback_alone(recorded, tmp_path):
     with TmbWriter(tmp_path / "w.tmb", codec="none", block_bytes=4000, fsync=False) as writer:
         writer.write_batch(np.full(n, 5), np.arange(n), lengths, np.zeros(int(lengths.sum()), dtype=np.uint8))
     assert recorded == []
+
+
+def test_drop_behind_trails_the_writeback_by_a_request(recorded, dropped):
+    wb = Writeback(7, drop_behind=True)
+    for size in range(0, 20_000, 37):
+        wb.written(size)
+        # only bytes handed over by an earlier request are ever dropped
+        handed_before_last = sum(call[2] for call in recorded[:-1])
+        assert wb.dropped <= handed_before_last
+    covered = 0
+    for fd, offset, length in dropped:
+        assert fd == 7 and offset == covered and length >= Writeback.step
+        covered += length
+    assert covered == wb.dropped > 20_000 - 4 * (Writeback.window + Writeback.step)
+    wb.finished(20_000)
+    assert dropped[-1] == (7, 0, 20_000)     # the finished file goes whole
+
+
+def test_drop_behind_waits_for_the_reader(recorded, dropped):
+    wb = Writeback(7, drop_behind=True)
+    reader = {"at": 0}
+    wb.needed_from = lambda: reader["at"]
+    for size in range(0, 10_000, 100):
+        wb.written(size)
+    assert dropped == []                      # the reader has read nothing: nothing may go
+    reader["at"] = 2_600
+    for size in range(10_000, 12_000, 100):
+        wb.written(size)
+    assert dropped and all(offset + length <= 2_600 for _, offset, length in dropped)
+
+
+def test_without_drop_behind_nothing_is_dropped(recorded, dropped):
+    wb = Writeback(7)
+    for size in range(0, 10_000, 100):
+        wb.written(size)
+    wb.finished(10_000)
+    assert recorded and dropped == []
+
+
+def test_a_refused_drop_turns_dropping_off(recorded, monkeypatch):
+    def refuse(fd, offset, length, advice):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "posix_fadvise", refuse)
+    wb = Writeback(7, drop_behind=True)
+    for size in range(0, 10_000, 100):
+        wb.written(size)
+    assert not wb.drop_behind and wb.enabled and wb.started > 0
+
+
+@pytest.mark.parametrize("mode", ["fast", "safe", "deep"])
+def test_merge_drops_its_output_behind_the_read_back(mode, recorded, tmb_run, tmp_path, monkeypatch):
+    """A merge drops its output from the page cache as it goes, never ahead of the read-back
+    (safe, deep), and all of it once finished."""
+    from engine.merge import MergeSpec, merge_files
+
+    drops = []
+    real = Writeback._drop
+
+    def checked(self, start, end):
+        drops.append((start, end, self.needed_from() if self.needed_from is not None else None))
+        real(self, start, end)
+
+    monkeypatch.setattr(Writeback, "_drop", checked)
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: None)
+    report = merge_files(tmb_run, tmp_path / "m.tmb", MergeSpec(mode=mode))
+    *running, final = drops
+    assert running, "nothing was dropped while the merge ran"
+    if mode == "fast":
+        assert all(needed is None for *_, needed in running)
+    else:
+        assert all(needed is not None and end <= needed for _, end, needed in running)
+    assert final[:2] == (0, report.file_size)

@@ -7,19 +7,23 @@ Strategy, for one output:
 2. A producer thread streams the inputs' stored blocks in order (``iter_blocks``: header and
    stored-bytes digest checked per block, whole-file adler32 accumulated) into a bounded queue;
    the calling thread writes them verbatim (``TmbWriter.copy_block``), so reading, checking and
-   writing overlap.  In deep mode a read-back thread pool re-reads each block from the output
-   file just after it is written and decodes it (``verify.readback``): one decode per block,
-   overlapping the disk write.  With
-   ``skip_bad`` an input must be proven whole before its first byte is copied, so a look-ahead
-   thread validates upcoming inputs while the current one is written, and a bad one is left out.
-3. The output is finished under its temporary name; safe and deep modes then run the post-merge
-   dump verification (``verify.merged``) on it.  Only then are the sidecar and the data file
-   published, in that order, with signals deferred between the two renames.  Any failure or signal before that removes the temporary file: nothing reaches
-   the destination, and inputs are only ever opened for reading.
+   writing overlap.  In safe and deep modes a read-back (``verify.readback``) re-reads each
+   block from the output file just after it is written and checks it, and in deep mode decodes
+   it on a pool of threads: one decode per block, overlapping the disk write.  The output's
+   older bytes are sent to disk as it grows and, once read back, dropped from the page cache
+   (``fsutil.Writeback``).  With ``skip_bad`` an input must be proven whole before its first
+   byte is copied, so a look-ahead thread validates upcoming inputs while the current one is
+   written, and a bad one is left out.
+3. The output is finished under its temporary name; safe and deep modes then complete the
+   post-merge dump verification (``verify.merged``) on it.  Only then are the sidecar and the
+   data file published, in that order, with signals deferred between the two renames.  Any
+   failure or signal before that removes the temporary file: nothing reaches the destination,
+   and inputs are only ever opened for reading.
 
 Memory: blocks are read into a few buffers lent over and over (``pool.BufferPool``: the queue's
-``QUEUE_BLOCKS``, one being read, one being written), deep mode's read-back decodes into two
-buffers per thread, and the indexes take 28 bytes per event: flat whatever the merge's size.
+``QUEUE_BLOCKS``, one being read, one being written), the read-back reads (and in deep mode
+decodes) into two buffers per thread, and the indexes take 28 bytes per event: flat whatever
+the merge's size.  Page cache: a few tens of MB of the output at a time.
 """
 
 from __future__ import annotations
@@ -119,12 +123,16 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         "merge": {"mode": spec.mode, "inputs": [p.path.name for p in good]},
     }
     accepted: list[PreparedInput] = []
-    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync) as writer:
-        # one decoder more than the thread budget: each also waits on its read-back pread, and the
-        # reading and writing threads come and go (2.2 GB on 2 cores: 0.46x of all-core zstd with
-        # 2 decoders, 0.51-0.52x with 3, 0.46x with 4)
-        readback = BlockReadback(writer.tmp_path, threads=spec.threads + 1, name=output) \
-            if spec.decodes_events else None
+    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync, drop_behind=True) as writer:
+        readback = None
+        if spec.checks_bookkeeping:
+            # deep: one decoder more than the thread budget, as each also waits on its read-back
+            # pread and the reading and writing threads come and go (2.2 GB on 2 cores: 0.46x of
+            # all-core zstd with 2 decoders, 0.51-0.52x with 3, 0.46x with 4); safe only hashes,
+            # at several GB/s: one thread
+            readback = BlockReadback(writer.tmp_path, threads=spec.threads + 1 if spec.decodes_events else 1,
+                                     decode=spec.decodes_events, name=output)
+            writer.keep_cached_from(lambda: readback.read_through)
         try:
             _copy(good, spec, writer, readback, outcomes, accepted, progress)
             if readback is not None:
@@ -137,10 +145,10 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         if not accepted:
             raise AllInputsRejected([p.error for p in prepared if p.error is not None], path=output)
         result = writer.finish()
-        if spec.checks_bookkeeping:  # deep: the read-back already re-read, checked and decoded every block
+        if readback is not None:
             verify_merged_output(result.path, expected_events=[p.events for p in accepted],
                                  expected_adler32=result.adler32, expected_size=result.file_size,
-                                 threads=spec.threads, blocks_read_back=readback)
+                                 blocks_read_back=readback)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
                                     spec, started_at)
         sidecar = _StagedSidecar(output, metadata)

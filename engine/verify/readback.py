@@ -1,13 +1,17 @@
-"""Deep verification of a file while it is being written: read each block back and decode it.
+"""Verification of a file while it is being written: read each block back, check it, decode it.
 
-A merge in deep mode hands every block to a ``BlockReadback`` right after writing it.  The
-block is read back from the output file itself (not from the bytes in memory), its header and
-stored-bytes digest are checked against what was meant to be written, and it is decompressed
-and every event proven against the index entries it was written with, on all cores, while
-the writer goes on with the next blocks.  Decoding thus overlaps the disk write instead of
-following it.  The first failure is kept and raised by ``close()``, before anything is published.
-The adler32 of every block as read back is kept too (``blocks_adler``), so the post-merge check
-need not read the blocks a second time.
+A merge in safe or deep mode hands every block to a ``BlockReadback`` right after writing it.
+The block is read back from the output file itself (not from the bytes in memory), its header
+and stored-bytes digest are checked against what was meant to be written and its adler32 is
+taken from the bytes read; in deep mode it is also decompressed and every event proven against
+the index entries it was written with.  This runs on its own threads while the writer goes on
+with the next blocks, so the check overlaps the disk write instead of following it, and the
+output's pages can leave the page cache as soon as they are read back and on disk
+(``read_through``, see ``fsutil.Writeback``).  The first failure is kept and raised by
+``close()``, before anything is published.  The per-block adler32s are combined in file order
+(``blocks_adler``), so the post-merge check (``verify.merged``) need not read the blocks again.
+A block's bytes never change once written (the file only grows), so reading them back now
+proves what the finished file holds.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ _DONE = object()
 
 
 class BlockReadback:
-    def __init__(self, path, *, threads: int, name=None):
+    def __init__(self, path, *, threads: int, decode: bool, name=None):
         self.path = path
         self.name = name or path
+        self.decode = decode
         self._fd = os.open(path, os.O_RDONLY)
         self._queue: queue.Queue = queue.Queue(maxsize=2 * threads + 2)
         self._error: EngineError | None = None
@@ -36,6 +41,7 @@ class BlockReadback:
         self._local = threading.local()   # each decoding thread's two reused buffers: stored, records
         self.blocks_checked = 0
         self.blocks_adler = RunningAdler32()   # the blocks' bytes as read back, in file order
+        self.read_through = 0        # every block ending at or before this offset is read back and checked
         self._ended = False          # the end marker has been taken off the queue
         self._thread = threading.Thread(target=self._run, name="tmb-readback", daemon=True)
         self._thread.start()
@@ -81,17 +87,18 @@ class BlockReadback:
 
     def _run(self) -> None:
         try:
-            for value, size in bounded_map(self._check, self._items(), threads=self._threads):
+            for offset, value, size in bounded_map(self._check, self._items(), threads=self._threads):
                 self.blocks_adler.append(value, size)
                 self.blocks_checked += 1
+                self.read_through = offset + size
         except EngineError as exc:
             self._error = exc.with_path(self.name)
             if not self._ended:       # keep draining so the writer never blocks on a dead reader
                 for _ in self._items():
                     pass
 
-    def _check(self, item) -> tuple[int, int]:
-        """Check one block as read back; its adler32 and size, for the whole file's checksum."""
+    def _check(self, item) -> tuple[int, int, int]:
+        """Check one block as read back; its offset, adler32 and size, for the whole file's checksum."""
         number, offset, expected, events, origin = item
         try:
             return self._check_block(number, offset, expected, events)
@@ -104,21 +111,23 @@ class BlockReadback:
                             offset=None if exc.offset is None else origin_offset + exc.offset - offset,
                             expected=exc.expected, actual=exc.actual) from None
 
-    def _check_block(self, number: int, offset: int, expected: BlockHeader, events: EventTable) -> tuple[int, int]:
+    def _check_block(self, number: int, offset: int, expected: BlockHeader, events: EventTable) -> tuple[int, int, int]:
         region = f"block {number}"
         buffers = self._local.__dict__.setdefault("buffers", [b"", b""])
         size = BLOCK_HEADER_SIZE + expected.compressed_length
         if len(buffers[0]) < size:
             buffers[0] = anonymous_buffer(max(size, MIN_BUFFER_BYTES))
-        if len(buffers[1]) < expected.uncompressed_length:
-            buffers[1] = anonymous_buffer(max(expected.uncompressed_length, MIN_BUFFER_BYTES))
         raw = memoryview(buffers[0])[:os.preadv(self._fd, [memoryview(buffers[0])[:size]], offset)]
         header = parse_block_header(raw, region=region, offset=offset)
         if header != expected:
             raise LayoutError("block read back differs from the block written", region=region, offset=offset)
         check_stored_block(header, _entry(expected), raw[BLOCK_HEADER_SIZE:], region=region, offset=offset)
-        decode_block(header, raw[BLOCK_HEADER_SIZE:], region=region, offset=offset, out=buffers[1], expected=events)
-        return adler32(raw), len(raw)
+        if self.decode:
+            if len(buffers[1]) < expected.uncompressed_length:
+                buffers[1] = anonymous_buffer(max(expected.uncompressed_length, MIN_BUFFER_BYTES))
+            decode_block(header, raw[BLOCK_HEADER_SIZE:], region=region, offset=offset, out=buffers[1],
+                         expected=events)
+        return offset, adler32(raw), len(raw)
 
 
 def _entry(header: BlockHeader) -> dict:
