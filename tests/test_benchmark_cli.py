@@ -24,7 +24,8 @@ def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):
     assert code == 0
     assert list(data.iterdir()) == []                     # the generated run and every output are gone
     report = json.loads((out / "bench.json").read_text())
-    expected = {F.STORAGE_WRITE, F.STORAGE_READ, F.STORAGE_READ_CACHED, F.STORAGE_COPY, F.REENCODE, F.XXH3,
+    expected = {F.STORAGE_WRITE, F.STORAGE_READ, F.STORAGE_READ_CACHED, F.STORAGE_COPY, F.STORAGE_COPY_STREAMED,
+                F.REENCODE, F.XXH3,
                 F.ADLER_NG, F.ADLER_ZLIB, F.ZSTD_COMPRESS, F.ZSTD_DECOMPRESS, F.ZSTD_ALL_CORES}
     expected |= {F.merge_key(mode, jobs) for mode in F.MODES for jobs in (1, 2)}
     assert set(report["figures"]) == expected
@@ -35,7 +36,8 @@ def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):
         assert report["figures"][F.merge_key(mode, 1)]["outputs"] == 1
         assert report["figures"][F.merge_key(mode, 2)]["outputs"] >= 2
         assert 0 < report["memory"][F.merge_key(mode, 1)]["peak_rss_bytes"] < 2**31
-    assert set(report["ratios"]) >= {t.name for t in F.TARGETS}
+    assert set(report["ratios"]) >= {t.name for t in F.TARGETS} | {"fast_vs_streamed_copy", "safe_vs_streamed_copy"}
+    assert all(report["ratios"][f"{m}_vs_streamed_copy"]["value"] > 0 for m in ("fast", "safe"))
     assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["tmbmerge"]
     assert report["settings"]["quick"] is True and report["data"]["files"] == 4
     assert (out / "bench.md").read_text().startswith("# tmbmerge bench")

@@ -72,6 +72,24 @@ def test_concatenate_copies_every_byte_in_order(small_run, tmp_path):
     assert out.read_bytes() == expected
 
 
+def test_streamed_concatenate_copies_every_byte_and_drops_the_copy(small_run, tmp_path, monkeypatch):
+    """The copy written the merges' way: same bytes, writeback started behind it, pages dropped."""
+    from engine import fsutil
+
+    calls = []
+    monkeypatch.setattr(fsutil.Writeback, "window", 1 << 16)
+    monkeypatch.setattr(fsutil.Writeback, "step", 1 << 16)
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: (calls.append((offset, length)),
+                                                                                  real(fd, offset, length, advice)))
+    out = tmp_path / "cat.bin"
+    result = storage.concatenate(small_run.paths, out, chunk=1 << 16, streamed=True)
+    expected = b"".join(p.read_bytes() for p in small_run.paths)
+    assert result["bytes"] == len(expected) and out.read_bytes() == expected
+    if fsutil._SYNC_FILE_RANGE is not None:
+        assert len(calls) > 1 and calls[-1] == (0, len(expected))
+
+
 def test_reencode_writes_the_same_events(small_run, tmp_path):
     result = reencode_files(small_run.paths, tmp_path / "re.tmb")
     assert result["events"] == small_run.events and result["bytes"] == small_run.bytes

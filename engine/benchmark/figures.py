@@ -23,6 +23,7 @@ STORAGE_WRITE = "storage.write"
 STORAGE_READ = "storage.read"
 STORAGE_READ_CACHED = "storage.read.cached"
 STORAGE_COPY = "storage.copy"
+STORAGE_COPY_STREAMED = "storage.copy.streamed"
 REENCODE = "reencode"
 XXH3 = "cpu.xxh3"
 ADLER_NG = "cpu.adler32.zlib_ng"
@@ -37,6 +38,8 @@ DESCRIPTIONS = {
     STORAGE_READ: "sequential read right after evicting the file from the page cache",
     STORAGE_READ_CACHED: "sequential read of the same file from the page cache",
     STORAGE_COPY: "plain copy: the run's files concatenated into one with read/write, fsync included (the floor)",
+    STORAGE_COPY_STREAMED: "the same copy written the way merges write: writeback started 32 MiB behind, pages "
+                           "dropped from the page cache once on their way (sync_file_range, POSIX_FADV_DONTNEED)",
     REENCODE: "copyd0om way: every event decoded (iter_events) and re-encoded (TmbWriter.write_event), 1 thread",
     XXH3: "xxh3-64 of record bytes, 1 thread",
     ADLER_NG: "adler32 (zlib-ng) of record bytes, 1 thread",
@@ -57,7 +60,7 @@ def baseline_of(key: str) -> str | None:
     """The figure ``key`` is divided by in the main table (None for the primary storage figures)."""
     if key.startswith("merge.") or key in (REENCODE, XXH3, ADLER_NG, ZSTD_COMPRESS, ZSTD_DECOMPRESS):
         return STORAGE_COPY
-    return {STORAGE_COPY: STORAGE_WRITE, STORAGE_READ: STORAGE_READ_CACHED, ADLER_ZLIB: ADLER_NG,
+    return {STORAGE_COPY: STORAGE_WRITE, STORAGE_COPY_STREAMED: STORAGE_COPY, STORAGE_READ: STORAGE_READ_CACHED, ADLER_ZLIB: ADLER_NG,
             ZSTD_ALL_CORES: ZSTD_DECOMPRESS}.get(key)
 
 

@@ -72,7 +72,8 @@ def plan_steps(settings: BenchSettings) -> list[Step]:
     """One round's measurements, in the order of an even round."""
     jobs = settings.jobs
     steps = [Step("storage", {"task": "storage", "size": settings.size}),
-             Step(F.STORAGE_COPY, {"task": "copy"})]
+             Step(F.STORAGE_COPY, {"task": "copy"}),
+             Step(F.STORAGE_COPY_STREAMED, {"task": "copy", "streamed": True})]
     steps += [Step(F.merge_key(mode, 1), {"task": "merge", "mode": mode, "jobs": 1, "threads": jobs})
               for mode in F.MODES]
     if jobs > 1:
@@ -186,7 +187,7 @@ def build_figures(samples: dict[str, list[dict]], jobs: int) -> dict[str, dict]:
         figures[F.STORAGE_READ] = read
         figures[F.STORAGE_READ_CACHED] = summarize(F.STORAGE_READ_CACHED, [s["read_cached"] for s in storage],
                                                    F.DESCRIPTIONS[F.STORAGE_READ_CACHED])
-    for key in (F.STORAGE_COPY, F.REENCODE, F.ZSTD_ALL_CORES):
+    for key in (F.STORAGE_COPY, F.STORAGE_COPY_STREAMED, F.REENCODE, F.ZSTD_ALL_CORES):
         if key in samples:
             figures[key] = summarize(key, samples[key], F.DESCRIPTIONS[key].format(cores=jobs))
     for mode in F.MODES:
@@ -229,6 +230,10 @@ def build_ratios(figures: dict, jobs: int) -> dict[str, dict]:
         value = ratio_of(figures, target.figure, target.baseline)
         ratios[target.name] = _ratio_entry(target.figure, target.baseline, figures, target=f">= {target.minimum:g}",
                                            met=target.met(value), says=target.says)
+    for mode in ("fast", "safe"):
+        ratios[f"{mode}_vs_streamed_copy"] = _ratio_entry(
+            F.merge_key(mode, 1), F.STORAGE_COPY_STREAMED, figures, target=None, met=None,
+            says=f"{mode} merge vs the copy written the way merges write (what the checks cost)")
     if jobs > 1:
         for mode in F.MODES:
             key = F.merge_key(mode, jobs)

@@ -50,7 +50,8 @@ def _resident(task: dict) -> float | None:
 
 def _copy(task: dict) -> dict:
     resident = _resident(task)
-    result = storage.concatenate(task["inputs"], Path(task["out_dir"]) / "copy.bin")
+    result = storage.concatenate(task["inputs"], Path(task["out_dir"]) / "copy.bin",
+                                 streamed=bool(task.get("streamed")))
     result["input_resident"] = resident
     return result
 
