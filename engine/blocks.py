@@ -6,10 +6,9 @@ The three operations every other part of the engine composes:
   (header bytes + stored bytes + the block's event table).
 - ``check_stored_block``: the fast-path check (header digest, agreement with the index entry,
   xxh3 of the stored bytes); never decompresses.
-- ``decode_block``: the deep check: decompress, walk the record framing with numba and
-  recompute every payload digest; then either prove the events against the index entries
-  they were listed with (every byte of the block is then accounted for, see below) or, with
-  no index to compare against, check the block's uncompressed digest.
+- ``decode_block``: the deep check: decompress, check the block's uncompressed digest, walk
+  the record framing with numba, recompute every payload digest and prove the events against
+  the index entries they were listed with.
 
 Numba kernels are imported on first use only, so the fast path never loads numba.
 """
@@ -83,14 +82,17 @@ def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset:
 
 
 def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=None,
-                 expected: EventTable | None = None) -> DecodedBlock:
-    """Decompress a (digest-checked) block, walk its records and prove them.
+                 expected: EventTable | None = None, block_digest: bool = True) -> DecodedBlock:
+    """Decompress a (digest-checked) block, check its uncompressed digest, walk its records.
 
     With ``expected`` (the index entries of the block's events), the decoded events must equal
-    them (``compare_events``): the walk consumes the records exactly, so each byte is either a
-    record header, compared field by field, or a payload, compared by its xxh3-64 digest.  That
-    proves the whole block as strongly as its uncompressed digest would, so hashing all of it a
-    second time is skipped.  Without ``expected``, the uncompressed digest is checked.
+    them (``compare_events``).  The walk consumes the records exactly, so each byte is then
+    either a record header, compared field by field, or a payload, compared by its xxh3-64
+    digest: that proves the block's content as strongly as its uncompressed digest does, and a
+    caller that only needs the content proven (the merge's read-back, whose block headers are
+    compared whole with the input's) may skip hashing it all a second time with
+    ``block_digest=False``.  Checking a file (``verify --deep``, ``iter_events``) keeps it, so
+    the field itself is validated too.
 
     With ``out`` (a reusable buffer at least the uncompressed length) nothing is allocated for the
     records, which then live in ``out`` until it is reused.
@@ -109,7 +111,7 @@ def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=Non
         exc.region, exc.offset = region, data_offset
         exc.args = (str(exc),)
         raise
-    if expected is None:
+    if block_digest or expected is None:
         computed = xxh3_64(records)
         if computed != header.uncompressed_digest:
             raise ChecksumMismatch("decompressed block digest differs", region=region, offset=data_offset,

@@ -427,8 +427,9 @@ def test_payload_byte_with_every_block_digest_recomputed_fails_deep(none_sample)
     assert "event 2 of the block: payload digest differs from the index" in str(error)
 
 
-def test_decoding_without_index_entries_checks_the_uncompressed_digest(none_sample):
-    """With no index entries to prove the events against, the block's own digest is the proof."""
+def test_uncompressed_digest_is_checked_unless_the_events_prove_the_block(none_sample):
+    """A wrong uncompressed digest is refused when decoding, except by a caller that proves the
+    block by its index entries and asks to skip it (the merge's read-back)."""
     from engine.blocks import decode_block
     from engine.format import parse_block_header
 
@@ -437,10 +438,39 @@ def test_decoding_without_index_entries_checks_the_uncompressed_digest(none_samp
     end = start + BLOCK_HEADER_SIZE + int(layout.blocks["compressed_length"][0])
     header = parse_block_header(bytes(buf[start:start + BLOCK_HEADER_SIZE]), region="block 0", offset=start)
     data = bytes(buf[start + BLOCK_HEADER_SIZE:end])
-    assert len(decode_block(header, data, region="block 0", offset=start).events) == layout.block_events[0][1]
-    with pytest.raises(ChecksumMismatch, match="decompressed block digest differs"):
-        decode_block(header._replace(uncompressed_digest=header.uncompressed_digest ^ 1), data,
-                     region="block 0", offset=start)
+    with open_file(_written(none_sample)) as reader:
+        events = reader.events.slice(0, header.event_count)
+    wrong = header._replace(uncompressed_digest=header.uncompressed_digest ^ 1)
+    assert len(decode_block(header, data, region="block 0", offset=start).events) == header.event_count
+    for kwargs in ({}, {"expected": events}, {"block_digest": False}):
+        with pytest.raises(ChecksumMismatch, match="decompressed block digest differs"):
+            decode_block(wrong, data, region="block 0", offset=start, **kwargs)
+    decoded = decode_block(wrong, data, region="block 0", offset=start, expected=events, block_digest=False)
+    assert len(decoded.events) == header.event_count
+
+
+def test_verify_deep_refuses_a_wrong_uncompressed_digest_field(none_sample):
+    """Header and index both carry the wrong digest, every other digest resealed: only the
+    decoded-block digest check can refuse it."""
+    buf, layout, folder = none_sample
+    start = layout.block_offsets[2]
+    for where in (start + 32, layout.entry_offset(2) + 40):
+        buf[where] ^= 0x01
+    reseal_block_header(buf, start)
+    reseal_tail(buf, layout)
+    path = folder / "digest-field.tmb"
+    path.write_bytes(bytes(buf))
+    assert verify_file(path, metadata="none").ok      # nothing for the fast check to see
+    error = verify_failure(path, deep=True)
+    assert isinstance(error, ChecksumMismatch), repr(error)
+    assert error.region == "block 2" and "decompressed block digest differs" in str(error)
+
+
+def _written(none_sample):
+    buf, _, folder = none_sample
+    path = folder / "sound-copy.tmb"
+    path.write_bytes(bytes(buf))
+    return path
 
 
 @pytest.mark.timeout(10)

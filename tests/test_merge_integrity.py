@@ -29,9 +29,23 @@ from merge_helpers import assert_nothing_written, concat_events
 
 import engine
 from engine.checksums import xxh3_64
-from engine.errors import ChecksumMismatch, DuplicateEvents, IntegrityError, MetadataMismatch
-from engine.format import BLOCK_HEADER_SIZE, HEADER_SIZE, RECORD_HEADER_SIZE, TRAILER_SIZE, BlockHeader, Trailer, \
-    pack_block_header, pack_index, pack_trailer
+from engine.errors import (
+    ChecksumMismatch,
+    DuplicateEvents,
+    IntegrityError,
+    MetadataMismatch,
+)
+from engine.format import (
+    BLOCK_HEADER_SIZE,
+    HEADER_SIZE,
+    RECORD_HEADER_SIZE,
+    TRAILER_SIZE,
+    BlockHeader,
+    Trailer,
+    pack_block_header,
+    pack_index,
+    pack_trailer,
+)
 from engine.generate import file_name
 from engine.merge import MODES, MergeSpec, merge_files
 from engine.metadata import read_sidecar, sidecar_path
@@ -314,7 +328,6 @@ def test_only_deep_mode_decodes_events(tmb_file_factory, tmb_run, tmp_path, out_
         assert out.exists()
 
 
-
 # -- the output's checksum is proven from its own bytes -----------------------------------------
 
 @pytest.mark.parametrize("mode", ["safe", "deep"])
@@ -367,4 +380,56 @@ def test_damage_to_the_output_after_writing_is_caught_by_the_read_back(mode, tmb
     assert damaged, "the damage was never made"
     assert "found reading back block 2 of the merged output" in str(caught.value)
     assert caught.value.path == str(tmb_run[0])
+    assert_nothing_written(out, leftovers)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["safe", "deep"])
+def test_a_read_error_while_reading_back_fails_cleanly(mode, tmb_run, out_dir, leftovers, monkeypatch):
+    """An I/O error reading the output back (EIO) is an output error naming the block, not a hang
+    of the writer on a read-back that died, and nothing is published."""
+    import errno
+
+    from engine.errors import OutputError
+    from engine.verify import readback
+
+    real, calls = os.preadv, []
+
+    def failing(fd, buffers, offset):
+        if ".tmbpart-" in os.readlink(f"/proc/self/fd/{fd}"):    # the output, read back
+            calls.append(offset)
+            if len(calls) == 2:
+                raise OSError(errno.EIO, "Input/output error")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(readback.os, "preadv", failing)
+    out = out_dir / "m.tmb"
+    with pytest.raises(OutputError) as caught:
+        merge_files(tmb_run, out, MergeSpec(mode=mode))
+    assert "cannot read the output back: Input/output error" in str(caught.value)
+    assert caught.value.region == "block 1" and caught.value.exit_code == 7
+    assert_nothing_written(out, leftovers)
+
+
+@pytest.mark.parametrize("mode", ["safe", "deep"])
+@pytest.mark.parametrize("column", ["compressed_digest", "codec", "offset"])
+def test_an_index_entry_that_disagrees_with_its_block_is_refused(mode, column, tmb_run, out_dir, leftovers,
+                                                                 monkeypatch):
+    """The output's index is checked against the blocks read back, field by field: a writer that
+    listed a block wrongly would not get its output published."""
+    real = TmbWriter._record_block
+
+    def misrecorded(self, offset, header, events):
+        real(self, offset, header, events)
+        if len(self._blocks) == 2:
+            entry = list(self._blocks[1])
+            position = {"offset": 0, "codec": 4, "compressed_digest": 6}[column]
+            entry[position] = entry[position] ^ 1
+            self._blocks[1] = tuple(entry)
+
+    monkeypatch.setattr(TmbWriter, "_record_block", misrecorded)
+    out = out_dir / "m.tmb"
+    with pytest.raises(IntegrityError) as caught:
+        merge_files(tmb_run[:2], out, MergeSpec(mode=mode))
+    assert caught.value.path == str(out)
     assert_nothing_written(out, leftovers)

@@ -148,7 +148,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         if readback is not None:
             verify_merged_output(result.path, expected_events=[p.events for p in accepted],
                                  expected_adler32=result.adler32, expected_size=result.file_size,
-                                 blocks_read_back=readback)
+                                 blocks_read_back=readback, name=output)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
                                     spec, started_at)
         sidecar = _StagedSidecar(output, metadata)

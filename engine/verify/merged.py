@@ -4,9 +4,10 @@ Every block of the output was re-read from the file while it was being written, 
 checked (and, in deep mode, decoded and every payload digest recomputed) by a
 ``readback.BlockReadback``, which kept each block's adler32 of the bytes it read.  Once the
 file is finished, it is re-opened with the reader (header, metadata, index and trailer all
-re-read and re-validated), the whole-file adler32 is put together from those bytes read back
-and compared with the one computed while writing, the blocks read back must be exactly the
-file's, and the event list (run, event, length, payload digest, in order) must equal the
+re-read and re-validated), its index's block table must describe exactly the blocks read back
+(where each is, every header field, the number of its first event), the whole-file adler32 is
+put together from the bytes read back and compared with the one computed while writing, and the
+event list (run, event, length, payload digest, in order) must equal the
 concatenation of the inputs' lists.  This is tmbmerge's ``dsdump``: the output is never
 trusted because it was written, only because it was read back.
 """
@@ -15,34 +16,57 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checksums import RunningAdler32, adler32_hex
-from ..errors import ChecksumMismatch, EngineError
+import numpy as np
+
+from ..checksums import RunningAdler32, adler32_hex, digest_hex
+from ..errors import ChecksumMismatch, EngineError, LayoutError
 from ..readers import open_file
 from .crosscheck import crosscheck_events
 
 
 def verify_merged_output(path, *, expected_events, expected_adler32: int, expected_size: int,
-                         blocks_read_back) -> None:
+                         blocks_read_back, name=None) -> None:
     """See the module docstring; ``blocks_read_back`` is the ``BlockReadback`` that read every
-    block of this file back as it was written (closed, without error)."""
+    block of this file back as it was written (closed, without error).  Errors name the file
+    ``name`` (the output as the user asked for it; default: ``path``, where it is read)."""
     path = Path(path)
+    shown = Path(name) if name is not None else path
     try:
         with open_file(path) as reader:
             if reader.file_size != expected_size:
-                raise ChecksumMismatch("merged file's size differs from what was written", path=path,
+                raise ChecksumMismatch("merged file's size differs from what was written", path=shown,
                                        expected=expected_size, actual=reader.file_size)
             if blocks_read_back.blocks_checked != reader.block_count or \
                     blocks_read_back.blocks_adler.size != reader.index_offset - reader.data_start:
-                raise ChecksumMismatch("the blocks read back are not the blocks of the file", path=path,
+                raise ChecksumMismatch("the blocks read back are not the blocks of the file", path=shown,
                                        expected=reader.block_count, actual=blocks_read_back.blocks_checked)
+            _compare_block_tables(shown, reader.blocks, blocks_read_back.block_table())
             adler = RunningAdler32()
             adler.update(reader.head_bytes)
             adler.append(blocks_read_back.blocks_adler.value, blocks_read_back.blocks_adler.size)
             adler.update(reader.tail_bytes)
             if adler.value != expected_adler32:
                 raise ChecksumMismatch("adler32 read back differs from the one computed while writing",
-                                       path=path, expected=adler32_hex(expected_adler32),
+                                       path=shown, expected=adler32_hex(expected_adler32),
                                        actual=adler32_hex(adler.value))
-            crosscheck_events(path, reader.events, expected_events)
+            crosscheck_events(shown, reader.events, expected_events)
     except EngineError as exc:
-        raise exc.with_path(path)
+        if exc.path == str(path):   # the reader names the temporary file it opened
+            exc.path = None
+        raise exc.with_path(shown)
+
+
+_BLOCK_COLUMNS = ("offset", "compressed_length", "uncompressed_length", "event_count", "codec", "first_event",
+                  "compressed_digest", "uncompressed_digest")
+
+
+def _compare_block_tables(path: Path, indexed: np.ndarray, read_back: np.ndarray) -> None:
+    """The index's block table must describe exactly the blocks read back from the file."""
+    for name in _BLOCK_COLUMNS:
+        differs = np.flatnonzero(indexed[name] != read_back[name])
+        if len(differs):
+            i = int(differs[0])
+            show = digest_hex if name.endswith("digest") else str
+            raise LayoutError(f"the index's entry for block {i} disagrees with the block read back ({name})",
+                              path=path, region="index", expected=show(int(read_back[name][i])),
+                              actual=show(int(indexed[name][i])))

@@ -20,10 +20,18 @@ import os
 import queue
 import threading
 
+import numpy as np
+
 from ..blocks import check_stored_block, decode_block
 from ..checksums import RunningAdler32, adler32
-from ..errors import EngineError, LayoutError
-from ..format import BLOCK_HEADER_SIZE, BlockHeader, EventTable, parse_block_header
+from ..errors import EngineError, LayoutError, OutputError
+from ..format import (
+    BLOCK_DTYPE,
+    BLOCK_HEADER_SIZE,
+    BlockHeader,
+    EventTable,
+    parse_block_header,
+)
 from ..pool import MIN_BUFFER_BYTES, anonymous_buffer, bounded_map
 
 _DONE = object()
@@ -42,6 +50,7 @@ class BlockReadback:
         self.blocks_checked = 0
         self.blocks_adler = RunningAdler32()   # the blocks' bytes as read back, in file order
         self.read_through = 0        # every block ending at or before this offset is read back and checked
+        self._blocks: list[tuple] = []   # (offset, header) of each block as read back, in file order
         self._ended = False          # the end marker has been taken off the queue
         self._thread = threading.Thread(target=self._run, name="tmb-readback", daemon=True)
         self._thread.start()
@@ -85,20 +94,36 @@ class BlockReadback:
             if self._error is None:
                 yield item
 
+    def block_table(self) -> np.ndarray:
+        """The blocks read back as an index block table (``format.BLOCK_DTYPE``), for comparing
+        with the index the file was given: where each block is, what its header says, and the
+        number of its first event."""
+        table = np.zeros(len(self._blocks), dtype=BLOCK_DTYPE)
+        if self._blocks:
+            table["offset"] = [offset for offset, _ in self._blocks]
+            for name in _HEADER_COLUMNS:
+                table[name] = [getattr(header, name) for _, header in self._blocks]
+            np.cumsum(table["event_count"][:-1], out=table["first_event"][1:])
+        return table
+
     def _run(self) -> None:
         try:
-            for offset, value, size in bounded_map(self._check, self._items(), threads=self._threads):
+            for offset, header, value, size in bounded_map(self._check, self._items(), threads=self._threads):
                 self.blocks_adler.append(value, size)
+                self._blocks.append((offset, header))
                 self.blocks_checked += 1
                 self.read_through = offset + size
-        except EngineError as exc:
-            self._error = exc.with_path(self.name)
+        except BaseException as exc:   # anything, or the writer would wait on a full queue for ever
+            if isinstance(exc, EngineError):
+                self._error = exc.with_path(self.name)
+            else:
+                self._error = OutputError(f"reading the output back failed: {exc!r}", path=self.name)
             if not self._ended:       # keep draining so the writer never blocks on a dead reader
                 for _ in self._items():
                     pass
 
-    def _check(self, item) -> tuple[int, int, int]:
-        """Check one block as read back; its offset, adler32 and size, for the whole file's checksum."""
+    def _check(self, item) -> tuple[int, BlockHeader, int, int]:
+        """Check one block as read back; its offset, header, adler32 and size."""
         number, offset, expected, events, origin = item
         try:
             return self._check_block(number, offset, expected, events)
@@ -111,13 +136,19 @@ class BlockReadback:
                             offset=None if exc.offset is None else origin_offset + exc.offset - offset,
                             expected=exc.expected, actual=exc.actual) from None
 
-    def _check_block(self, number: int, offset: int, expected: BlockHeader, events: EventTable) -> tuple[int, int, int]:
+    def _check_block(self, number: int, offset: int, expected: BlockHeader,
+                     events: EventTable) -> tuple[int, BlockHeader, int, int]:
         region = f"block {number}"
         buffers = self._local.__dict__.setdefault("buffers", [b"", b""])
         size = BLOCK_HEADER_SIZE + expected.compressed_length
         if len(buffers[0]) < size:
             buffers[0] = anonymous_buffer(max(size, MIN_BUFFER_BYTES))
-        raw = memoryview(buffers[0])[:os.preadv(self._fd, [memoryview(buffers[0])[:size]], offset)]
+        try:
+            got = os.preadv(self._fd, [memoryview(buffers[0])[:size]], offset)
+        except OSError as exc:
+            raise OutputError(f"cannot read the output back: {exc.strerror or exc}", region=region,
+                              offset=offset) from None
+        raw = memoryview(buffers[0])[:got]
         header = parse_block_header(raw, region=region, offset=offset)
         if header != expected:
             raise LayoutError("block read back differs from the block written", region=region, offset=offset)
@@ -125,9 +156,14 @@ class BlockReadback:
         if self.decode:
             if len(buffers[1]) < expected.uncompressed_length:
                 buffers[1] = anonymous_buffer(max(expected.uncompressed_length, MIN_BUFFER_BYTES))
+            # proven event by event against the index entries: no need to hash the block whole again
             decode_block(header, raw[BLOCK_HEADER_SIZE:], region=region, offset=offset, out=buffers[1],
-                         expected=events)
-        return offset, adler32(raw), len(raw)
+                         expected=events, block_digest=False)
+        return offset, header, adler32(raw), len(raw)
+
+
+_HEADER_COLUMNS = ("compressed_length", "uncompressed_length", "event_count", "codec", "compressed_digest",
+                   "uncompressed_digest")
 
 
 def _entry(header: BlockHeader) -> dict:
