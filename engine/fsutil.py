@@ -17,6 +17,7 @@ import errno
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
 from .errors import OutputExists
@@ -135,10 +136,12 @@ def write_atomically(final: Path, data: bytes) -> None:
 
 def _sync_file_range():
     """libc's ``sync_file_range`` (Linux), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         function = libc.sync_file_range
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     function.restype = ctypes.c_int
@@ -169,8 +172,10 @@ class Writeback:
     into pages the hypervisor has taken back).  Pages still being written when dropped are
     skipped by the kernel and go at ``finished()``.
 
-    All of it is advice: it never waits for the disk and never fails the write (durability
-    still comes from the fsync); a refused call turns it off for the file.
+    All of it is advice: it does not wait for the write to complete (``sync_file_range`` may
+    block briefly while the device's queue is full, which only paces the writer to the disk)
+    and never fails the write (durability still comes from the fsync); a refused call turns it
+    off for the file.
     """
 
     window = 32 << 20     # the newest bytes, left alone

@@ -7,7 +7,8 @@ blocks in flight, written in order).  Verbatim blocks from another file (the mer
 go straight through.  Every byte written also feeds a running adler32 and size, so the
 catalogue checksum is known at close with no second pass, and the disk write of all but
 the last few tens of MB is started as the file grows (``fsutil.Writeback``; with
-``drop_behind``, those bytes also leave the page cache once written).  ``close()`` writes index and
+``drop_behind``, those bytes also leave the page cache once written; both only when the file
+is to be fsynced).  ``close()`` writes index and
 trailer, fsyncs, and renames into place (refusing to replace an existing file unless asked);
 an exception inside ``with TmbWriter(...)`` removes the temporary file and leaves nothing at
 the destination.  Memory is bounded by the blocks in flight plus the index (28 bytes/event).

@@ -85,10 +85,10 @@ def test_petabyte_in_ten_days_is_merge_bound():
     assert sizing["jobs_per_server"] == 2
     assert sizing["memory_per_server"] == 150e6 * 2 + 2 * 2**30                     # 2,447,483,648 B
     assert sizing["disk_write_per_server"] == pytest.approx(462_962_962.96, rel=1e-9)  # load * (1 + 1)
-    assert sizing["disk_read_per_server"] == pytest.approx(462_962_962.96, rel=1e-9)   # safe: load * (1 + 1)
-    assert sizing["disk_total_per_server"] == pytest.approx(925_925_925.93, rel=1e-9)
+    assert sizing["disk_read_per_server"] == pytest.approx(231_481_481.48, rel=1e-9)   # load: inputs only
+    assert sizing["disk_total_per_server"] == pytest.approx(694_444_444.44, rel=1e-9)
     assert sizing["disk_write_utilisation"] == pytest.approx(0.5144033, rel=1e-6)      # 462.96e6 / 900e6
-    assert sizing["disk_read_utilisation"] == pytest.approx(0.3086420, rel=1e-6)       # 462.96e6 / 1.5e9
+    assert sizing["disk_read_utilisation"] == pytest.approx(0.1543210, rel=1e-6)       # 231.48e6 / 1.5e9
     assert sizing["buffer_total"] == pytest.approx(1e14, rel=1e-12)                    # one day of 1e15 / 10 d
     assert sizing["buffer_per_server"] == pytest.approx(2e13, rel=1e-12)
     assert sizing["network_in_per_server"] == pytest.approx(231_481_481.48, rel=1e-9)
@@ -123,8 +123,8 @@ def test_servers_land_exactly_on_a_whole_number():
     assert sizing["utilisation"] == pytest.approx(0.7)
 
 
-def test_fast_mode_does_not_reread_outputs_and_output_ratio_counts():
-    # fast: reads = inputs only; with outputs half the inputs' size (k = 0.5):
+def test_disk_reads_are_the_inputs_and_output_ratio_counts():
+    # reads = inputs only (every mode); with outputs half the inputs' size (k = 0.5):
     # disk limit 900e6 / 1.5 = 600e6, link limit 1.25e9 / max(1, 0.5) = 1.25e9, merge 400e6
     sizing = size_campaign(Campaign(volume_bytes=10**15, days=10, mode="fast"), measured(output_ratio=0.5))
     assert sizing["limit.disk"] == pytest.approx(600e6)

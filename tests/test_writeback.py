@@ -13,9 +13,9 @@ import os
 import numpy as np
 import pytest
 
-from engine.verify import verify_file
 from engine import fsutil
 from engine.fsutil import Writeback
+from engine.verify import verify_file
 from engine.writer import TmbWriter
 
 
@@ -45,8 +45,6 @@ def dropped(monkeypatch, recorded):
 
     monkeypatch.setattr(os, "posix_fadvise", advise)
     return calls
-
-
 
 
 def test_hands_over_everything_but_the_window_once_in_order(recorded):
@@ -180,13 +178,20 @@ def test_merge_drops_its_output_behind_the_read_back(mode, recorded, tmb_run, tm
     (safe, deep), and all of it once finished."""
     from engine.merge import MergeSpec, merge_files
 
-    drops = []
-    real = Writeback._drop
+    drops, answers = [], []     # answers: what the read-back said it still needed, as the writer asked
+    real_drop, real_keep = Writeback._drop, TmbWriter.keep_cached_from
 
-    def checked(self, start, end):
-        drops.append((start, end, self.needed_from() if self.needed_from is not None else None))
-        real(self, start, end)
+    def keep_cached_from(self, needed_from):
+        def asked():
+            answers.append(needed_from())
+            return answers[-1]
+        real_keep(self, asked)
 
+    def checked(self, start, end):   # called right after the writer asked (if it has a reader)
+        drops.append((start, end, answers[-1] if self.needed_from is not None else None))
+        real_drop(self, start, end)
+
+    monkeypatch.setattr(TmbWriter, "keep_cached_from", keep_cached_from)
     monkeypatch.setattr(Writeback, "_drop", checked)
     monkeypatch.setattr(os, "posix_fadvise", lambda *args: None)
     report = merge_files(tmb_run, tmp_path / "m.tmb", MergeSpec(mode=mode))

@@ -60,8 +60,8 @@ def baseline_of(key: str) -> str | None:
     """The figure ``key`` is divided by in the main table (None for the primary storage figures)."""
     if key.startswith("merge.") or key in (REENCODE, XXH3, ADLER_NG, ZSTD_COMPRESS, ZSTD_DECOMPRESS):
         return STORAGE_COPY
-    return {STORAGE_COPY: STORAGE_WRITE, STORAGE_COPY_STREAMED: STORAGE_COPY, STORAGE_READ: STORAGE_READ_CACHED, ADLER_ZLIB: ADLER_NG,
-            ZSTD_ALL_CORES: ZSTD_DECOMPRESS}.get(key)
+    return {STORAGE_COPY: STORAGE_WRITE, STORAGE_COPY_STREAMED: STORAGE_COPY, STORAGE_READ: STORAGE_READ_CACHED,
+            ADLER_ZLIB: ADLER_NG, ZSTD_ALL_CORES: ZSTD_DECOMPRESS}.get(key)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ The model, per merge server (one server of the kind that was benchmarked):
 - Servers are planned to run at most at ``max_utilisation`` of that rate (default 70%), so
   servers = ceil(input rate / (per-server rate * max_utilisation)).
 - Memory per server = peak RSS of one merge job (of that way) * its jobs at once + an OS margin.
-- Disk per server: writes = load * (1 + k); reads = load (inputs) plus, in safe and deep mode,
-  load * k for the post-merge verification re-read of every output.
+- Disk per server: writes = load * (1 + k); reads = load (the inputs).  Safe and deep modes read
+  every output back while writing it, from the page cache, before its pages are dropped: no
+  disk reads of their own.
 - Buffer space: unmerged files wait up to ``wait_hours`` for their run to complete, so the
   buffer holds input rate * wait time (spread over the servers).
 """
@@ -34,7 +35,6 @@ from ..errors import UsageError
 from . import figures as F
 
 SECONDS_PER_DAY = 86_400
-VERIFYING_MODES = ("safe", "deep")
 
 
 @dataclass(frozen=True)
@@ -169,13 +169,10 @@ def size_campaign(campaign: Campaign, measured: Measured) -> Sizing:
     add("memory_per_server", "memory per server", m.peak_rss_per_job * m.jobs + c.os_memory_bytes, "B",
         f"{m.peak_rss_key} ({m.peak_rss_per_job / 2**20:,.1f} MiB) * jobs_per_server "
         f"+ --os-memory {c.os_memory_bytes / 2**30:g} GiB")
-    verify = 1 if c.mode in VERIFYING_MODES else 0
     write = add("disk_write_per_server", "disk writes per server (inputs landing + outputs)", load * (1 + k), "B/s",
                 "load_per_server * (1 + output_ratio)")
-    read = add("disk_read_per_server",
-               "disk reads per server (inputs" + (" + verification re-read of outputs)" if verify else ")"),
-               load * (1 + k * verify), "B/s",
-               "load_per_server * (1 + output_ratio)" if verify else "load_per_server (fast mode: no re-read)")
+    read = add("disk_read_per_server", "disk reads per server (inputs; outputs are read back from the page cache)",
+               load, "B/s", "load_per_server")
     add("disk_total_per_server", "disk bandwidth per server (read + write)", write + read, "B/s",
         "disk_write_per_server + disk_read_per_server")
     add("disk_write_utilisation", "share of the measured disk write rate", write / m.disk_write_rate, "ratio",

@@ -55,6 +55,6 @@ def render_markdown(sizing: Sizing, report: dict, *, bench_source: str) -> str:
     lines += [f"| {line.label} | {format_value(line.key, line.value, line.unit)} | {line.source} |"
               for line in sizing.lines]
     lines += ["", ("Model: inputs arrive over the link and land on the server's buffer disk; merged outputs are "
-              "written to that disk and leave over the link (full duplex). Safe and deep modes re-read every output "
-              "to verify it. See engine/benchmark/sizing.py for the arithmetic.")]
+              "written to that disk and leave over the link (full duplex). Safe and deep modes read every output "
+              "back from the page cache as they write it. See engine/benchmark/sizing.py for the arithmetic.")]
     return "\n".join(lines) + "\n"
