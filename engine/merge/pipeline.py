@@ -127,9 +127,10 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         readback = None
         if spec.checks_bookkeeping:
             # deep: one decoder more than the thread budget, as each also waits on its read-back
-            # pread and the reading and writing threads come and go (2.2 GB on 2 cores: 0.46x of
-            # all-core zstd with 2 decoders, 0.51-0.52x with 3, 0.46x with 4); safe only hashes,
-            # at several GB/s: one thread
+            # pread and the reading and writing threads come and go (2.2 GB on 2 cores, before
+            # early writeback: 0.46x of all-core zstd with 2 decoders, 0.51-0.52x with 3, 0.46x
+            # with 4; since, 2-4 decoders measure alike, 0.50-0.57x); safe only hashes, at
+            # several GB/s: one thread
             readback = BlockReadback(writer.tmp_path, threads=spec.threads + 1 if spec.decodes_events else 1,
                                      decode=spec.decodes_events, name=output)
             writer.keep_cached_from(lambda: readback.read_through)
