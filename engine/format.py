@@ -208,6 +208,18 @@ BLOCK_DTYPE = np.dtype([
     ("uncompressed_digest", "<u8"),
 ])
 assert BLOCK_DTYPE.itemsize == 48
+BLOCK_COLUMNS = tuple(name for name in BLOCK_DTYPE.names if name != "pad")
+
+
+def block_table(entries) -> np.ndarray:
+    """A block table from (offset, first_event, BlockHeader) of each block, in file order."""
+    table = np.zeros(len(entries), dtype=BLOCK_DTYPE)
+    if entries:
+        table["offset"] = [offset for offset, _, _ in entries]
+        table["first_event"] = [first for _, first, _ in entries]
+        for name in BlockHeader._fields:
+            table[name] = [getattr(header, name) for _, _, header in entries]
+    return table
 
 # Event table columns, in file order (8-byte columns first).
 EVENT_COLUMNS = (("event", "<u8"), ("digest", "<u8"), ("run", "<u4"), ("length", "<u4"), ("block", "<u4"))

@@ -32,7 +32,6 @@ from .checksums import RunningAdler32, format_adler32
 from .codecs import codec_by_name
 from .errors import OutputExists, UsageError
 from .format import (
-    BLOCK_DTYPE,
     DEFAULT_BLOCK_BYTES,
     FORMAT_VERSION,
     MAX_BLOCK_BYTES,
@@ -41,8 +40,9 @@ from .format import (
     BlockHeader,
     EventTable,
     Trailer,
-    pack_header,
+    block_table,
     iter_index_parts,
+    pack_header,
     pack_metadata,
     pack_trailer,
 )
@@ -72,10 +72,6 @@ def _starts(lengths: np.ndarray) -> np.ndarray:
     return starts
 
 
-_BLOCK_FIELDS = ("offset", "compressed_length", "uncompressed_length", "event_count", "codec", "first_event",
-                 "compressed_digest", "uncompressed_digest")
-
-
 class TmbWriter:
     """Write one TMB file.  Use as a context manager; see the module docstring."""
 
@@ -100,7 +96,7 @@ class TmbWriter:
         meta["format_version"] = FORMAT_VERSION
         self.metadata = meta
         self._adler = RunningAdler32()
-        self._blocks: list[tuple] = []
+        self._blocks: list[tuple] = []   # (offset, first_event, BlockHeader) of each block written
         self._event_parts: list[EventTable] = []
         self._event_count = 0
         self._pending_runs: list[int] = []
@@ -241,9 +237,7 @@ class TmbWriter:
     def _record_block(self, offset: int, header: BlockHeader, events: EventTable) -> None:
         """Enter a block just written at ``offset`` in the index."""
         number = len(self._blocks)
-        self._blocks.append((offset, header.compressed_length, header.uncompressed_length, header.event_count,
-                             header.codec, self._event_count, header.compressed_digest,
-                             header.uncompressed_digest))
+        self._blocks.append((offset, self._event_count, header))
         self._event_parts.append(events.replace(block=np.full(len(events), number, dtype=np.uint32)))
         self._event_count += len(events)
 
@@ -268,11 +262,7 @@ class TmbWriter:
         try:
             self._cut_pending()
             self._drain()
-            table = np.zeros(len(self._blocks), dtype=BLOCK_DTYPE)
-            if self._blocks:
-                columns = list(zip(*self._blocks))
-                for name, values in zip(_BLOCK_FIELDS, columns):
-                    table[name] = values
+            table = block_table(self._blocks)
             # the index goes out column by column, block table after block table: never whole in memory
             index_offset = self._adler.size
             index_digest = xxhash.xxh3_64()

@@ -422,10 +422,12 @@ def test_an_index_entry_that_disagrees_with_its_block_is_refused(mode, column, t
     def misrecorded(self, offset, header, events):
         real(self, offset, header, events)
         if len(self._blocks) == 2:
-            entry = list(self._blocks[1])
-            position = {"offset": 0, "codec": 4, "compressed_digest": 6}[column]
-            entry[position] = entry[position] ^ 1
-            self._blocks[1] = tuple(entry)
+            offset, first_event, header = self._blocks[1]
+            if column == "offset":
+                offset ^= 1
+            else:
+                header = header._replace(**{column: getattr(header, column) ^ 1})
+            self._blocks[1] = (offset, first_event, header)
 
     monkeypatch.setattr(TmbWriter, "_record_block", misrecorded)
     out = out_dir / "m.tmb"

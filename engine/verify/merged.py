@@ -20,6 +20,7 @@ import numpy as np
 
 from ..checksums import RunningAdler32, adler32_hex, digest_hex
 from ..errors import ChecksumMismatch, EngineError, LayoutError
+from ..format import BLOCK_COLUMNS
 from ..readers import open_file
 from .crosscheck import crosscheck_events
 
@@ -56,13 +57,9 @@ def verify_merged_output(path, *, expected_events, expected_adler32: int, expect
         raise exc.with_path(shown)
 
 
-_BLOCK_COLUMNS = ("offset", "compressed_length", "uncompressed_length", "event_count", "codec", "first_event",
-                  "compressed_digest", "uncompressed_digest")
-
-
 def _compare_block_tables(path: Path, indexed: np.ndarray, read_back: np.ndarray) -> None:
     """The index's block table must describe exactly the blocks read back from the file."""
-    for name in _BLOCK_COLUMNS:
+    for name in BLOCK_COLUMNS:
         differs = np.flatnonzero(indexed[name] != read_back[name])
         if len(differs):
             i = int(differs[0])

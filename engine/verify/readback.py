@@ -26,10 +26,10 @@ from ..blocks import check_stored_block, decode_block
 from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, LayoutError, OutputError
 from ..format import (
-    BLOCK_DTYPE,
     BLOCK_HEADER_SIZE,
     BlockHeader,
     EventTable,
+    block_table,
     parse_block_header,
 )
 from ..pool import MIN_BUFFER_BYTES, anonymous_buffer, bounded_map
@@ -50,7 +50,8 @@ class BlockReadback:
         self.blocks_checked = 0
         self.blocks_adler = RunningAdler32()   # the blocks' bytes as read back, in file order
         self.read_through = 0        # every block ending at or before this offset is read back and checked
-        self._blocks: list[tuple] = []   # (offset, header) of each block as read back, in file order
+        self._blocks: list[tuple] = []   # (offset, first_event, header) of each block read back, in order
+        self._events_read_back = 0
         self._ended = False          # the end marker has been taken off the queue
         self._thread = threading.Thread(target=self._run, name="tmb-readback", daemon=True)
         self._thread.start()
@@ -98,19 +99,14 @@ class BlockReadback:
         """The blocks read back as an index block table (``format.BLOCK_DTYPE``), for comparing
         with the index the file was given: where each block is, what its header says, and the
         number of its first event."""
-        table = np.zeros(len(self._blocks), dtype=BLOCK_DTYPE)
-        if self._blocks:
-            table["offset"] = [offset for offset, _ in self._blocks]
-            for name in _HEADER_COLUMNS:
-                table[name] = [getattr(header, name) for _, header in self._blocks]
-            np.cumsum(table["event_count"][:-1], out=table["first_event"][1:])
-        return table
+        return block_table(self._blocks)
 
     def _run(self) -> None:
         try:
             for offset, header, value, size in bounded_map(self._check, self._items(), threads=self._threads):
                 self.blocks_adler.append(value, size)
-                self._blocks.append((offset, header))
+                self._blocks.append((offset, self._events_read_back, header))
+                self._events_read_back += header.event_count
                 self.blocks_checked += 1
                 self.read_through = offset + size
         except BaseException as exc:   # anything, or the writer would wait on a full queue for ever
@@ -160,10 +156,6 @@ class BlockReadback:
             decode_block(header, raw[BLOCK_HEADER_SIZE:], region=region, offset=offset, out=buffers[1],
                          expected=events, block_digest=False)
         return offset, header, adler32(raw), len(raw)
-
-
-_HEADER_COLUMNS = ("compressed_length", "uncompressed_length", "event_count", "codec", "compressed_digest",
-                   "uncompressed_digest")
 
 
 def _entry(header: BlockHeader) -> dict:
