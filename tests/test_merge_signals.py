@@ -16,10 +16,34 @@ import sys
 import pytest
 from merge_helpers import wait_for
 
+from engine.fsutil import parse_temporary_name
 from engine.metadata import sidecar_path
 
 DEADLINE = 60.0
 pytestmark = pytest.mark.timeout(120)      # an interruption that hangs fails here, not at the global limit
+
+
+def _interrupt_while_writing(args, out_dir, signum, *, output=None) -> tuple[int, str]:
+    """Run ``tmbmerge ARGS --quiet``; as soon as a temporary output (of ``output``, or any) is
+    in ``out_dir``, send ``signum``.  Returns the exit code and stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "bindings.cli", *args, "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def temporary_present():
+            if process.poll() is not None:
+                raise AssertionError(f"{args[0]} ended before it could be interrupted: {process.returncode}, "
+                                     f"{process.stderr.read()}")
+            names = [parse_temporary_name(n) for n in os.listdir(out_dir)] if out_dir.is_dir() else []
+            return [n for n in names if n is not None and output in (None, n[0])]
+
+        wait_for(temporary_present, what="a temporary output")
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -30,27 +54,12 @@ def test_interrupted_merge_leaves_nothing(signum, mode, tmb_big_run, tmp_path, l
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "merged.tmb"
-    # safe mode reads and writes everything once and re-reads the output: a few tenths of a second
-    # here, so it is interrupted as soon as it has started writing; deep mode lasts longer.
-    process = subprocess.Popen([sys.executable, "-m", "bindings.cli", "merge", *map(str, inputs), "-o", str(out),
-                                "--mode", mode, "--jobs", "1", "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def temporary_present():
-            if process.poll() is not None:
-                raise AssertionError(f"merge ended before it could be interrupted: {process.returncode}, "
-                                     f"{process.stderr.read()}")
-            return [n for n in os.listdir(out_dir) if n.startswith(f".{out.name}.tmbpart-")]
-
-        wait_for(temporary_present, what="the temporary output")
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=DEADLINE)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-    assert process.returncode == 130, err
+    # safe mode reads and writes everything once, reading the output back as it goes: a few
+    # tenths of a second here, so it is interrupted as soon as it has started writing; deep mode
+    # lasts longer.
+    returncode, err = _interrupt_while_writing(["merge", *map(str, inputs), "-o", str(out), "--mode", mode,
+                                                "--jobs", "1"], out_dir, signum, output=out.name)
+    assert returncode == 130, err
     assert "interrupted" in err
     assert not out.exists() and not sidecar_path(out).exists()
     assert leftovers(out_dir) == []
@@ -65,24 +74,10 @@ def test_interrupted_merge_run_stops(signum, jobs, tmb_big_run, tmp_path, leftov
     being merged), inline (``--jobs 1``) or in worker processes (``--jobs 2``)."""
     out_dir = tmp_path / "out"
     total = sum(p.stat().st_size for p in tmb_big_run.glob("*.tmb"))
-    process = subprocess.Popen([sys.executable, "-m", "bindings.cli", "merge-run", str(tmb_big_run), "--out-dir",
-                                str(out_dir), "--target-size", str(total // 4), "--jobs", str(jobs), "--mode", "deep",
-                                "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def temporary_present():
-            if process.poll() is not None:
-                raise AssertionError(f"merge-run ended before it could be interrupted: {process.returncode}")
-            return out_dir.is_dir() and [n for n in os.listdir(out_dir) if ".tmbpart-" in n]
-
-        wait_for(temporary_present, what="the first temporary output")
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=DEADLINE)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-    assert process.returncode == 130, err
+    returncode, err = _interrupt_while_writing(["merge-run", str(tmb_big_run), "--out-dir", str(out_dir),
+                                                "--target-size", str(total // 4), "--jobs", str(jobs),
+                                                "--mode", "deep"], out_dir, signum)
+    assert returncode == 130, err
     published = sorted(p.name for p in out_dir.glob("*.tmb"))
     assert published == [], f"outputs merged after the signal: {published}"
     assert leftovers(out_dir) == []
