@@ -7,8 +7,14 @@ refused before a single block is read.  The index becomes numpy arrays viewing t
 and stored-bytes digest against the index (no decompression: the merge fast path);
 ``iter_events()`` also decodes each block and proves every event against the index.  Given a
 ``RunningAdler32``, ``iter_blocks`` feeds it every byte of the file in order, so a full pass
-yields the whole-file adler32 without reading anything twice.  Memory is one block plus the
-index, whatever the file size.
+yields the whole-file adler32 without reading anything twice.
+
+Memory is one block plus the block table (48 bytes a block), whatever the number of events: the
+index is checked piece by piece as it is read (``format.check_index``) and its event columns are
+read back when asked for, a slice at a time (``event_slice``, ``iter_event_chunks``; ``events``
+loads them whole, for callers that want a whole small file's table).  ``release()`` closes the
+file but keeps what was read, and the next read opens it again, refusing a file that changed
+in between: a merge of 5,000 inputs holds a few open at a time, not 5,000.
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ from ..format import (
     BLOCK_HEADER_SIZE,
     HEADER_MAGIC,
     HEADER_SIZE,
+    EVENT_COLUMNS,
+    INDEX_CHUNK_EVENTS,
     TRAILER_SIZE,
     BlockHeader,
     EventTable,
+    Index,
+    check_index,
+    event_column_offsets,
     parse_block_header,
     parse_header,
-    parse_index,
     parse_metadata,
     parse_trailer,
 )
@@ -85,16 +95,12 @@ class TmbReader:
         from . import check_regular_file
 
         self._fd = -1
+        self._closed = False
+        self._identity = None
+        self._events: EventTable | None = None
         check_regular_file(self.path)   # a FIFO would block the open below
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            from ..errors import InputNotFound
-
-            raise InputNotFound("no such file", path=self.path)
-        except OSError as exc:
-            raise InputError(f"cannot open: {exc.strerror or exc}", path=self.path)
-        try:
+            self._open_fd()
             self._open()
         except EngineError as exc:
             self.close()
@@ -103,8 +109,34 @@ class TmbReader:
             self.close()
             raise
 
+    def _open_fd(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            from ..errors import InputNotFound
+
+            raise InputNotFound("no such file", path=self.path)
+        except OSError as exc:
+            raise InputError(f"cannot open: {exc.strerror or exc}", path=self.path)
+        st = os.fstat(fd)
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._identity is not None and identity != self._identity:
+            os.close(fd)
+            raise InputError("file changed since it was opened (size, modification time or inode differ)",
+                             path=self.path)
+        self._identity = identity
+        self._fd = fd
+
+    def _ready_fd(self) -> int:
+        """The open descriptor, opening the file again after ``release()``."""
+        if self._fd < 0:
+            if self._closed:
+                raise InputError("file is closed", path=self.path)
+            self._open_fd()
+        return self._fd
+
     def _open(self) -> None:
-        self.file_size = os.fstat(self._fd).st_size
+        self.file_size = self._identity[2]
         head = self._pread(HEADER_SIZE, 0)
         self.header = parse_header(head, self.file_size)
         meta_bytes = self._pread(self.header.metadata_length, HEADER_SIZE)
@@ -115,18 +147,19 @@ class TmbReader:
         self._head_bytes = head + meta_bytes
         trailer_bytes = self._pread(TRAILER_SIZE, max(self.file_size - TRAILER_SIZE, 0))
         self.trailer = parse_trailer(trailer_bytes, self.file_size, self.data_start)
-        index_bytes = self._pread(self.trailer.index_length, self.trailer.index_offset)
-        self.index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
-                                 data_start=self.data_start)
-        if (len(self.index.blocks), len(self.index.events)) != (self.trailer.block_count, self.trailer.event_count):
-            raise LayoutError(f"index holds {len(self.index.blocks)} blocks and {len(self.index.events)} events, "
+        blocks, nevents = check_index(lambda at, n: self._pread(n, at), offset=self.trailer.index_offset,
+                                      length=self.trailer.index_length, digest=self.trailer.index_digest,
+                                      data_start=self.data_start)
+        if (len(blocks), nevents) != (self.trailer.block_count, self.trailer.event_count):
+            raise LayoutError(f"index holds {len(blocks)} blocks and {nevents} events, "
                               f"the trailer says {self.trailer.block_count} and {self.trailer.event_count}",
                               region="index", offset=self.trailer.index_offset)
-        self._tail_bytes = index_bytes + trailer_bytes
+        self._blocks = blocks
+        self._column_offsets = event_column_offsets(self.trailer.index_offset, len(blocks), nevents)
 
     def _pread(self, length: int, offset: int) -> bytes:
         try:
-            return os.pread(self._fd, length, offset)
+            return os.pread(self._ready_fd(), length, offset)
         except OSError as exc:
             raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
 
@@ -137,11 +170,47 @@ class TmbReader:
 
     @property
     def blocks(self) -> np.ndarray:
-        return self.index.blocks
+        return self._blocks
 
     @property
     def events(self) -> EventTable:
-        return self.index.events
+        """The whole event table, read on first use and kept (until ``release()``): for small
+        files; a merge reads slices (``event_slice``) and never holds a whole table."""
+        if self._events is None:
+            self._events = self.event_slice(0, self.event_count)
+        return self._events
+
+    @property
+    def index(self) -> Index:
+        return Index(self._blocks, self.events)
+
+    def event_slice(self, start: int, stop: int) -> EventTable:
+        """Events ``start`` to ``stop`` (exclusive) of the index, read from the file (one read per
+        column; the index was checked whole when the file was opened)."""
+        if self._events is not None:
+            return self._events.slice(start, stop)
+        start, stop = max(0, start), min(stop, self.event_count)
+        count = max(stop - start, 0)
+        columns = []
+        for (_, dtype), at in zip(EVENT_COLUMNS, self._column_offsets):
+            size = np.dtype(dtype).itemsize
+            raw = self._pread(count * size, at + start * size)
+            if len(raw) != count * size:
+                raise TruncatedFile("file ends inside the index", region="index", offset=at + start * size)
+            columns.append(np.frombuffer(raw, dtype=dtype))
+        return EventTable(*columns)
+
+    def iter_event_chunks(self, chunk: int = INDEX_CHUNK_EVENTS):
+        """The event table in slices of at most ``chunk`` events, in order."""
+        for start in range(0, self.event_count, chunk):
+            yield self.event_slice(start, start + chunk)
+
+    def runs(self) -> list[int]:
+        """The run numbers present, sorted (read through the index a chunk at a time)."""
+        found: set[int] = set()
+        for part in self.iter_event_chunks():
+            found.update(np.unique(part.run).tolist())
+        return sorted(found)
 
     @property
     def event_count(self) -> int:
@@ -162,8 +231,16 @@ class TmbReader:
 
     @property
     def tail_bytes(self) -> bytes:
-        """Index and trailer, exactly as stored."""
-        return self._tail_bytes
+        """Index and trailer, exactly as stored (read whole: ``feed_tail`` streams them)."""
+        return self._pread(self.file_size - self.index_offset, self.index_offset)
+
+    def feed_tail(self, adler: RunningAdler32, piece: int = 4 << 20) -> None:
+        """Feed the index and trailer to ``adler``, read a piece at a time."""
+        for at in range(self.index_offset, self.file_size, piece):
+            data = self._pread(min(piece, self.file_size - at), at)
+            if not data:
+                raise TruncatedFile("file ends inside the index", region="index", offset=at)
+            adler.update(data)
 
     # -- streaming -------------------------------------------------------------------------
     def read_block(self, number: int) -> RawBlock:
@@ -183,7 +260,7 @@ class TmbReader:
             lease.release()
             raise
 
-    def _checked_block(self, number: int, raw) -> RawBlock:
+    def _checked_block(self, number: int, raw, *, with_events: bool = True) -> RawBlock:
         entry = self.blocks[number]
         offset = int(entry["offset"])
         region = f"block {number}"
@@ -195,7 +272,8 @@ class TmbReader:
         except EngineError as exc:
             raise exc.with_path(self.path)
         first = int(entry["first_event"])
-        return RawBlock(number, offset, header, raw, self.events.slice(first, first + header.event_count))
+        events = self.event_slice(first, first + header.event_count) if with_events else None
+        return RawBlock(number, offset, header, raw, events)
 
     def iter_blocks(self, adler: RunningAdler32 | None = None, *, pool: BufferPool | None = None) -> Iterator[RawBlock]:
         """Every block in file order, each checked without decompression, with bytes of its own.
@@ -215,7 +293,7 @@ class TmbReader:
                 adler.append(block.adler32, len(block.stored))
             yield block
         if adler is not None:
-            adler.update(self._tail_bytes)
+            self.feed_tail(adler)
 
     def check_blocks(self, adler: RunningAdler32 | None = None, *, threads: int = 2) -> Iterator[BlockHeader]:
         """Check every block (header, agreement with the index, stored-bytes digest) without keeping
@@ -229,6 +307,7 @@ class TmbReader:
         if adler is not None:
             adler.update(self._head_bytes)
         if self.block_count:
+            self._ready_fd()   # opened before the threads share it
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
 
             def check(number: int):
@@ -236,7 +315,7 @@ class TmbReader:
                 try:
                     view = memoryview(lease.buffer)[:int(sizes[number])]
                     got = self._preadv(view, int(self.blocks["offset"][number]))
-                    block = self._checked_block(number, view[:got])
+                    block = self._checked_block(number, view[:got], with_events=False)
                     return block.header, (adler32(block.stored) if adler is not None else 0), got
                 finally:
                     lease.release()
@@ -247,11 +326,11 @@ class TmbReader:
                     adler.append(block_adler, size)
                 yield header
         if adler is not None:
-            adler.update(self._tail_bytes)
+            self.feed_tail(adler)
 
     def _preadv(self, view: memoryview, offset: int) -> int:
         try:
-            return os.preadv(self._fd, [view], offset)
+            return os.preadv(self._ready_fd(), [view], offset)
         except OSError as exc:
             raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
 
@@ -273,10 +352,17 @@ class TmbReader:
                 yield Event(int(decoded.events.run[i]), int(decoded.events.event[i]), decoded.payload(i))
 
     # -- lifetime --------------------------------------------------------------------------
-    def close(self) -> None:
+    def release(self) -> None:
+        """Close the file and drop the event table, keeping what was read: the next read opens the
+        file again (and refuses it if it changed meanwhile)."""
+        self._events = None
         if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def close(self) -> None:
+        self._closed = True
+        self.release()
 
     def __enter__(self) -> "TmbReader":
         return self

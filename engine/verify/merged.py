@@ -45,7 +45,7 @@ def verify_merged_output(path, *, expected_events, expected_adler32: int, expect
             adler = RunningAdler32()
             adler.update(reader.head_bytes)
             adler.append(blocks_read_back.blocks_adler.value, blocks_read_back.blocks_adler.size)
-            adler.update(reader.tail_bytes)
+            reader.feed_tail(adler)
             if adler.value != expected_adler32:
                 raise ChecksumMismatch("adler32 read back differs from the one computed while writing",
                                        path=shown, expected=adler32_hex(expected_adler32),
