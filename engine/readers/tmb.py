@@ -9,19 +9,18 @@ and stored-bytes digest against the index (no decompression: the merge fast path
 ``RunningAdler32``, ``iter_blocks`` feeds it every byte of the file in order, so a full pass
 yields the whole-file adler32 without reading anything twice.
 
-Memory is one block plus the block table (48 bytes a block), whatever the number of events: the
-index is checked piece by piece as it is read (``format.check_index``) and its event columns are
-read back when asked for, a slice at a time (``event_slice``, ``iter_event_chunks``; ``events``
-loads them whole, for callers that want a whole small file's table).  ``release()`` closes the
-file but keeps what was read, and the next read opens it again, refusing a file that changed
-in between: a merge of 5,000 inputs holds a few open at a time, not 5,000.
+Memory is one block plus the block table (48 bytes a block), whatever the number of events: an
+index of up to ``WHOLE_INDEX_BYTES`` is read in one request with the metadata; a larger one is
+checked piece by piece as it is read (``format.check_index``) and its event columns are read
+back a slice at a time when asked for (``event_slice``, ``iter_event_chunks``).  ``release()``
+closes the file and drops the event table but keeps the rest; the next read opens the file
+again, refusing it if it changed in between: a merge of 5,000 inputs holds a few open files at a
+time, not 5,000.
 """
 
 from __future__ import annotations
 
-import os
 import uuid as uuidlib
-from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -44,9 +43,14 @@ from ..format import (
     event_column_offsets,
     parse_block_header,
     parse_header,
+    parse_index,
     parse_metadata,
     parse_trailer,
 )
+
+#: An index up to this size is read whole, in the same request as the metadata, and its event
+#: table kept until ``release()`` (~150,000 events); a larger one is read a piece at a time.
+WHOLE_INDEX_BYTES = 4 << 20
 
 
 # Buffers for check_blocks, shared by every reader of the process: each is leased for one block
@@ -91,16 +95,16 @@ class TmbReader:
     FORMAT = "tmb"
 
     def __init__(self, path):
-        self.path = Path(path)
-        from . import check_regular_file
+        from ..remote import location
+        from ..source import open_source
 
-        self._fd = -1
+        self.path = location(path)
+        self._source = None
         self._closed = False
-        self._identity = None
         self._events: EventTable | None = None
-        check_regular_file(self.path)   # a FIFO would block the open below
+        self._source = open_source(self.path)
+        self._identity = _identity(self._source)
         try:
-            self._open_fd()
             self._open()
         except EngineError as exc:
             self.close()
@@ -109,47 +113,31 @@ class TmbReader:
             self.close()
             raise
 
-    def _open_fd(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            from ..errors import InputNotFound
-
-            raise InputNotFound("no such file", path=self.path)
-        except OSError as exc:
-            raise InputError(f"cannot open: {exc.strerror or exc}", path=self.path)
-        st = os.fstat(fd)
-        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._identity is not None and identity != self._identity:
-            os.close(fd)
-            raise InputError("file changed since it was opened (size, modification time or inode differ)",
-                             path=self.path)
-        self._identity = identity
-        self._fd = fd
-
-    def _ready_fd(self) -> int:
-        """The open descriptor, opening the file again after ``release()``."""
-        if self._fd < 0:
-            if self._closed:
-                raise InputError("file is closed", path=self.path)
-            self._open_fd()
-        return self._fd
-
     def _open(self) -> None:
-        self.file_size = self._identity[2]
-        head = self._pread(HEADER_SIZE, 0)
+        self.file_size = self._source.size
+        # header and trailer in one request, then the metadata and index they locate in another:
+        # two round trips for a remote file.  Checks run in file order all the same.
+        head, trailer_bytes = self._source.read_many([(0, HEADER_SIZE),
+                                                      (max(self.file_size - TRAILER_SIZE, 0), TRAILER_SIZE)])
         self.header = parse_header(head, self.file_size)
-        meta_bytes = self._pread(self.header.metadata_length, HEADER_SIZE)
-        if len(meta_bytes) != self.header.metadata_length:
-            raise TruncatedFile("file ends inside the metadata", region="metadata", offset=HEADER_SIZE)
-        self.metadata = parse_metadata(meta_bytes, self.header)
+        self._head = head
         self.data_start = HEADER_SIZE + self.header.metadata_length
-        self._head_bytes = head + meta_bytes
-        trailer_bytes = self._pread(TRAILER_SIZE, max(self.file_size - TRAILER_SIZE, 0))
-        self.trailer = parse_trailer(trailer_bytes, self.file_size, self.data_start)
-        blocks, nevents = check_index(lambda at, n: self._pread(n, at), offset=self.trailer.index_offset,
-                                      length=self.trailer.index_length, digest=self.trailer.index_digest,
-                                      data_start=self.data_start)
+        try:
+            self.trailer = parse_trailer(trailer_bytes, self.file_size, self.data_start)
+        except EngineError:
+            self._read_metadata(self._pread(self.header.metadata_length, HEADER_SIZE))
+            raise
+        index_at = (self.trailer.index_offset, self.trailer.index_length)
+        if self.trailer.index_length <= WHOLE_INDEX_BYTES:
+            meta_bytes, index_bytes = self._source.read_many([(HEADER_SIZE, self.header.metadata_length), index_at])
+            self._read_metadata(meta_bytes)
+            index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
+                                data_start=self.data_start)
+            blocks, nevents, self._events = index.blocks, len(index.events), index.events
+        else:
+            self._read_metadata(self._pread(self.header.metadata_length, HEADER_SIZE))
+            blocks, nevents = check_index(lambda at, n: self._pread(n, at), offset=index_at[0], length=index_at[1],
+                                          digest=self.trailer.index_digest, data_start=self.data_start)
         if (len(blocks), nevents) != (self.trailer.block_count, self.trailer.event_count):
             raise LayoutError(f"index holds {len(blocks)} blocks and {nevents} events, "
                               f"the trailer says {self.trailer.block_count} and {self.trailer.event_count}",
@@ -157,11 +145,29 @@ class TmbReader:
         self._blocks = blocks
         self._column_offsets = event_column_offsets(self.trailer.index_offset, len(blocks), nevents)
 
+    def _read_metadata(self, meta_bytes: bytes) -> None:
+        if len(meta_bytes) != self.header.metadata_length:
+            raise TruncatedFile("file ends inside the metadata", region="metadata", offset=HEADER_SIZE)
+        self.metadata = parse_metadata(meta_bytes, self.header)
+        self._head_bytes = self._head + meta_bytes
+
     def _pread(self, length: int, offset: int) -> bytes:
-        try:
-            return os.pread(self._ready_fd(), length, offset)
-        except OSError as exc:
-            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
+        return self._ready_source().pread(length, offset)
+
+    def _ready_source(self):
+        """The open source, opening the file again after ``release()`` (a changed file is refused)."""
+        if self._source is None:
+            if self._closed:
+                raise InputError("file is closed", path=self.path)
+            from ..source import open_source
+
+            source = open_source(self.path)
+            if _identity(source) != self._identity:
+                source.close()
+                raise InputError("file changed since it was opened (size, modification time or inode differ)",
+                                 path=self.path)
+            self._source = source
+        return self._source
 
     # -- what the file says about itself ---------------------------------------------------
     @property
@@ -174,10 +180,17 @@ class TmbReader:
 
     @property
     def events(self) -> EventTable:
-        """The whole event table, read on first use and kept (until ``release()``): for small
-        files; a merge reads slices (``event_slice``) and never holds a whole table."""
+        """The whole event table, read in one request on first use and kept until ``release()``:
+        for small files; a merge reads large ones a slice at a time (``event_slice``)."""
         if self._events is None:
-            self._events = self.event_slice(0, self.event_count)
+            start = self._column_offsets[0]
+            raw = self._pread(self.index_offset + self.trailer.index_length - start, start)
+            columns, pos = [], 0
+            for _, dtype in EVENT_COLUMNS:
+                column = np.frombuffer(raw, dtype=dtype, count=self.event_count, offset=pos)
+                columns.append(column)
+                pos += column.nbytes
+            self._events = EventTable(*columns)
         return self._events
 
     @property
@@ -185,8 +198,8 @@ class TmbReader:
         return Index(self._blocks, self.events)
 
     def event_slice(self, start: int, stop: int) -> EventTable:
-        """Events ``start`` to ``stop`` (exclusive) of the index, read from the file (one read per
-        column; the index was checked whole when the file was opened)."""
+        """Events ``start`` to ``stop`` (exclusive) of the index: from the kept table, or read from
+        the file (one read per column; the index was checked whole when the file was opened)."""
         if self._events is not None:
             return self._events.slice(start, stop)
         start, stop = max(0, start), min(stop, self.event_count)
@@ -204,13 +217,6 @@ class TmbReader:
         """The event table in slices of at most ``chunk`` events, in order."""
         for start in range(0, self.event_count, chunk):
             yield self.event_slice(start, start + chunk)
-
-    def runs(self) -> list[int]:
-        """The run numbers present, sorted (read through the index a chunk at a time)."""
-        found: set[int] = set()
-        for part in self.iter_event_chunks():
-            found.update(np.unique(part.run).tolist())
-        return sorted(found)
 
     @property
     def event_count(self) -> int:
@@ -234,7 +240,7 @@ class TmbReader:
         """Index and trailer, exactly as stored (read whole: ``feed_tail`` streams them)."""
         return self._pread(self.file_size - self.index_offset, self.index_offset)
 
-    def feed_tail(self, adler: RunningAdler32, piece: int = 4 << 20) -> None:
+    def feed_tail(self, adler: RunningAdler32, piece: int = 1 << 20) -> None:
         """Feed the index and trailer to ``adler``, read a piece at a time."""
         for at in range(self.index_offset, self.file_size, piece):
             data = self._pread(min(piece, self.file_size - at), at)
@@ -286,12 +292,14 @@ class TmbReader:
         """
         if adler is not None:
             adler.update(self._head_bytes)
+        self._announce_blocks()
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
                 block = block._replace(adler32=adler32(block.stored))
                 adler.append(block.adler32, len(block.stored))
             yield block
+        self._check_unchanged()
         if adler is not None:
             self.feed_tail(adler)
 
@@ -306,8 +314,9 @@ class TmbReader:
         """
         if adler is not None:
             adler.update(self._head_bytes)
+        self._announce_blocks()
         if self.block_count:
-            self._ready_fd()   # opened before the threads share it
+            self._ready_source()   # opened before the threads share it
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
 
             def check(number: int):
@@ -325,14 +334,25 @@ class TmbReader:
                 if adler is not None:
                     adler.append(block_adler, size)
                 yield header
+        self._check_unchanged()
         if adler is not None:
             self.feed_tail(adler)
 
     def _preadv(self, view: memoryview, offset: int) -> int:
-        try:
-            return os.preadv(self._ready_fd(), [view], offset)
-        except OSError as exc:
-            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
+        return self._ready_source().readinto(view, offset)
+
+    def _check_unchanged(self) -> None:
+        """A file whose size changed while it was read is not the file that was checked."""
+        size = self._ready_source().current_size()
+        if size != self.file_size:
+            raise InputError(f"file changed size while being read (from {self.file_size} to {size} bytes)",
+                             path=self.path)
+
+    def _announce_blocks(self) -> None:
+        """Tell the source every block is about to be read, in file order (remote read-ahead)."""
+        if getattr(self._ready_source(), "remote", False) and self.block_count:
+            sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
+            self._source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist()))
 
     def decode(self, block: RawBlock):
         """Decompress a block and prove its events against the index."""
@@ -356,9 +376,10 @@ class TmbReader:
         """Close the file and drop the event table, keeping what was read: the next read opens the
         file again (and refuses it if it changed meanwhile)."""
         self._events = None
-        if getattr(self, "_fd", -1) >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        source = getattr(self, "_source", None)
+        if source is not None:
+            self._source = None
+            source.close()
 
     def close(self) -> None:
         self._closed = True
@@ -375,3 +396,9 @@ class TmbReader:
 
 
 READER = TmbReader
+
+
+def _identity(source):
+    """What must not change between two openings of a file: (device, inode, size, mtime) for a
+    local file, the size for a remote one."""
+    return getattr(source, "identity", source.size)
