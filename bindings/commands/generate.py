@@ -11,7 +11,9 @@ import json
 import sys
 import time
 
-from ._common import add_json_flag, human_bytes, positive_int
+from engine.units import human_bytes
+
+from ._common import add_json_flag, positive_int
 
 
 def register(subparsers) -> None:

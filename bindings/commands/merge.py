@@ -13,7 +13,9 @@ import json
 import os
 import sys
 
-from ._common import add_json_flag, default_jobs, default_output_jobs, human_bytes, positive_int
+from engine.units import human_bytes
+
+from ._common import add_json_flag, default_jobs, default_output_jobs, positive_int
 
 
 def register(subparsers) -> None:
@@ -135,7 +137,8 @@ def _print_merge(report) -> None:
 
 def run_merge_run(args) -> int:
     from engine.errors import most_severe_exit_code
-    from engine.merge import merge_run, parse_size
+    from engine.merge import merge_run
+    from engine.units import parse_size
 
     from ..progress import make_progress
 
@@ -176,7 +179,8 @@ def _plan_kwargs(args, parse_size) -> dict:
 
 
 def run_plan(args) -> int:
-    from engine.merge import parse_size, plan_run
+    from engine.merge import plan_run
+    from engine.units import parse_size
 
     plan = plan_run(args.inputs, skip_bad=args.skip_bad, **_plan_kwargs(args, parse_size))
     if args.json:
