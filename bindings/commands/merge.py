@@ -77,6 +77,9 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
                    help="robust merge: leave out inputs that fail validation (fail only if all do)")
     p.add_argument("--metadata", choices=("auto", "none"), default="auto",
                    help="auto: crosscheck inputs with their <file>.json sidecars; none: ignore sidecars")
+    p.add_argument("--reproducible", action="store_true",
+                   help="byte-reproducible outputs and sidecars: every timestamp is $SOURCE_DATE_EPOCH or, "
+                        "unset, the newest input's creation time (file ids are always derived from content)")
     p.add_argument("--quiet", action="store_true", help="no progress display, no summary lines")
     add_json_flag(p)
     g = p.add_argument_group("catalogue")
@@ -95,7 +98,8 @@ def _spec(args, jobs: int):
     return MergeSpec(mode=args.mode, force=args.force, skip_bad=args.skip_bad,
                      allow_mixed_runs=getattr(args, "allow_mixed_runs", False), threads=jobs,
                      metadata=args.metadata, catalog=args.catalog or None, declare=args.declare,
-                     declarer=args.declarer, expect_complete=args.expect_complete)
+                     declarer=args.declarer, expect_complete=args.expect_complete,
+                     reproducible=args.reproducible)
 
 
 def run_merge(args) -> int:

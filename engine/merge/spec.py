@@ -30,6 +30,7 @@ class MergeSpec:
     declare: bool = False              # declare the verified output to the catalogue
     declarer: str | None = None        # a plugin declarer (entry point tmbmerge.declarers)
     expect_complete: bool = False      # refuse a run whose catalogued unmerged files are not all inputs
+    reproducible: bool = False         # timestamps from SOURCE_DATE_EPOCH or the inputs (see reproducible.py)
     data_tier: str = "thumbnail"
     fsync: bool = True
 
