@@ -76,3 +76,8 @@ def human_bytes(nbytes: float) -> str:
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
         nbytes /= 1000
     raise AssertionError("unreachable")
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 output', '2 outputs', '1,200 events': a count with its noun, in the number it takes."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"

@@ -41,3 +41,22 @@ def test_py_typed_is_shipped():
         assert (ROOT / package / "py.typed").is_file()
         assert "py.typed" in setuptools["package-data"][package]
     assert "tmbmerge*" in setuptools["packages"]["find"]["include"]
+
+
+def test_counts_take_the_number_of_their_noun(cli, tmb_run, tmp_path):
+    merged = cli("merge", tmb_run[0], "-o", tmp_path / "one.tmb")
+    assert merged.code == 0, merged.err
+    assert ": 1 input, 40 events, " in merged.out
+    run = cli("merge-run", tmb_run[0], "--out-dir", tmp_path / "out")
+    assert run.code == 0, run.err
+    assert run.out.splitlines()[-1].startswith("1 output ready, 0 failures, ")
+    status = cli("status", tmp_path / "out")
+    assert "  1 input, 40 events, " in status.out and status.out.endswith("1 output: 1 verified\n")
+
+
+def test_plan_and_status_explain_themselves(cli):
+    for command in ("plan", "status"):
+        shown = cli(command, "--help")
+        assert shown.code == 0
+        description = shown.out.split("\n\n")[1]
+        assert len(description) > 100, description     # a description, not only the usage line
