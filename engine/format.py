@@ -249,6 +249,14 @@ class EventTable:
     def slice(self, start: int, stop: int) -> "EventTable":
         return EventTable(*(col[start:stop] for col in self.columns()))
 
+    def runs(self) -> list[int]:
+        """The distinct run numbers, sorted (one run, the usual case, without ``np.unique``, whose
+        first call imports ``numpy.ma``: tens of ms of a small merge's start-up)."""
+        if not len(self.run):
+            return []
+        low, high = int(self.run.min()), int(self.run.max())
+        return [low] if low == high else np.unique(self.run).tolist()
+
 
 class Index(NamedTuple):
     blocks: np.ndarray   # BLOCK_DTYPE

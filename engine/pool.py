@@ -13,7 +13,6 @@ import mmap
 import os
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -36,6 +35,8 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, threads: int, in_fl
         return
     limit = in_flight or 2 * threads
     pending: deque = deque()
+    from concurrent.futures import ThreadPoolExecutor   # imports logging: off a merge's start-up
+
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="tmb-work") as pool:
         try:
             for item in items:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import uuid as uuidlib
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,7 +28,7 @@ import numpy as np
 import xxhash
 
 from .blocks import BuiltBlock, build_block
-from .checksums import RunningAdler32, format_adler32
+from .checksums import RunningAdler32, format_adler32, xxh3_64
 from .codecs import codec_by_name
 from .errors import OutputExists, UsageError, output_error
 from .format import (
@@ -43,6 +42,7 @@ from .format import (
     Trailer,
     block_table,
     index_parts,
+    pack_block_header,
     pack_header,
     pack_metadata,
     pack_trailer,
@@ -50,6 +50,17 @@ from .format import (
 from .fsutil import Writeback, fsync_dir, publish, remove_quietly, temporary_path
 from .metadata import now_iso
 from .spool import EventSpool
+
+
+class WrittenBlock(NamedTuple):
+    """A block as it went into the file: its number, offset, header and events, and the caller's
+    ``origin`` of a block written verbatim (None for blocks joined from several)."""
+
+    number: int
+    offset: int
+    header: BlockHeader
+    events: EventTable
+    origin: object = None
 
 
 class WriteResult(NamedTuple):
@@ -109,8 +120,14 @@ class TmbWriter:
         self._pending_payloads: list[bytes] = []
         self._pending_batch = None      # (runs, events, lengths, payloads) left over by write_batch
         self._pending_bytes = 0
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tmb-compress") if threads > 1 else None
+        self._pool = None
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor   # imports logging: off a merge's start-up
+
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tmb-compress")
         self._in_flight: deque = deque()
+        self._coalescing: list[tuple] = []   # (header, stored copy, records, events, adler32, origin)
+        self._coalescing_bytes = 0
         self._max_in_flight = 2 * threads
         self._state = "open"   # open -> finished -> published, or aborted
         self.result: WriteResult | None = None
@@ -242,6 +259,51 @@ class TmbWriter:
         self._record_block(offset, header, events)
         return offset
 
+    # -- small blocks, coalesced ------------------------------------------------------------
+    def coalesce_block(self, header: BlockHeader, stored, records, events: EventTable,
+                       adler32: int | None = None, origin=None) -> list[WrittenBlock]:
+        """Take a small block (checked and decoded by the caller: ``records`` are its uncompressed
+        bytes, proven against ``events``) to be written together with the small blocks next to it.
+
+        Consecutive small blocks are joined, in order, into one block of up to the target size,
+        compressed afresh with this writer's codec; a small block with no small neighbour is
+        written verbatim.  Returns the blocks written by this call (``flush_coalesced`` writes the
+        rest): a merge of a thousand 4 KB inputs gives a few 4 MiB blocks, not a thousand tiny ones.
+        """
+        written = []
+        if self._coalescing and self._coalescing_bytes + header.uncompressed_length > self.block_bytes:
+            written = self.flush_coalesced()
+        # copies: the caller's buffers are lent (a "none" codec's records may be the stored bytes)
+        self._coalescing.append((header, bytes(stored), bytes(memoryview(records).cast("B")), events, adler32,
+                                 origin))
+        self._coalescing_bytes += header.uncompressed_length
+        if self._coalescing_bytes >= self.block_bytes:
+            written += self.flush_coalesced()
+        return written
+
+    def flush_coalesced(self) -> list[WrittenBlock]:
+        """Write the small blocks taken so far (joined, or verbatim if alone)."""
+        pending, self._coalescing, self._coalescing_bytes = self._coalescing, [], 0
+        if not pending:
+            return []
+        number = self.block_count
+        if len(pending) == 1:
+            header, stored, _, events, adler32, origin = pending[0]
+            return [WrittenBlock(number, self.copy_block(header, stored, events, adler32), header, events, origin)]
+        self._cut_pending()
+        self._drain()
+        records = b"".join(memoryview(part[2]).cast("B") for part in pending)
+        events = EventTable(*(np.concatenate(columns) for columns in
+                              zip(*(part[3].columns() for part in pending))))
+        data = self.codec.compress(records)
+        header = BlockHeader(self.codec.codec_id, len(data), len(records), len(events), xxh3_64(data),
+                             xxh3_64(records))
+        offset = self._adler.size
+        self._write(pack_block_header(header))
+        self._write(data)
+        self._record_block(offset, header, events)
+        return [WrittenBlock(number, offset, header, events)]
+
     def _record_block(self, offset: int, header: BlockHeader, events: EventTable) -> None:
         """Enter a block just written at ``offset`` in the index."""
         number = len(self._blocks)
@@ -253,7 +315,7 @@ class TmbWriter:
             if self._event_range is not None:
                 low, high = min(low, self._event_range[0]), max(high, self._event_range[1])
             self._event_range = (low, high)
-            self._runs.update(np.unique(events.run).tolist())
+            self._runs.update(events.runs())
 
     def keep_cached_from(self, needed_from) -> None:
         """With ``drop_behind``: ``needed_from()`` is the lowest offset this process has still to
@@ -274,6 +336,7 @@ class TmbWriter:
         if self._state != "open":
             return self._result_or_raise()
         try:
+            self.flush_coalesced()
             self._cut_pending()
             self._drain()
             table = block_table(self._blocks)

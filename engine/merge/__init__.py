@@ -9,12 +9,18 @@ Every function returns a report object (``MergeReport``, ``RunReport``, ``Plan``
 ``to_dict()``, or raises an ``engine.errors.EngineError`` when nothing was produced.
 """
 
-from .pipeline import merge_files
-from .plan import Plan, plan_run
-from .report import InputOutcome, MergeReport, RunReport
-from .run import merge_run
-from ..units import parse_size
-from .spec import DEEP, FAST, MODES, SAFE, MergeSpec
+import importlib
 
-__all__ = ["merge_files", "merge_run", "plan_run", "Plan", "MergeSpec", "MergeReport", "RunReport",
-           "InputOutcome", "parse_size", "FAST", "SAFE", "DEEP", "MODES"]
+# imported on first use: ``tmbmerge merge`` needs the pipeline, not the journal, the planner or the
+# process executors (start-up is most of a small merge's time)
+_WHERE = {"merge_files": ".pipeline", "merge_run": ".run", "plan_run": ".plan", "Plan": ".plan",
+          "MergeSpec": ".spec", "MergeReport": ".report", "RunReport": ".report", "InputOutcome": ".report",
+          "parse_size": "..units", "FAST": ".spec", "SAFE": ".spec", "DEEP": ".spec", "MODES": ".spec"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,6 @@ from pathlib import Path
 from ..remote import is_url, location
 from typing import Any, Callable
 
-import numpy as np
 
 from ..errors import AllInputsRejected, DuplicateEvents, EngineError, InconsistentInputs, UsageError
 from ..readers import open_file
@@ -127,7 +126,7 @@ def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
         raise InconsistentInputs("input holds no events", path=item.path)
     runs: set[int] = set()
     for part in reader.iter_event_chunks():
-        runs.update(np.unique(part.run).tolist())
+        runs.update(part.runs())
         item.wide_events = item.wide_events or int(part.event.max()) >= 1 << 32
     item.runs = sorted(runs)
     if not spec.checks_bookkeeping:

@@ -6,6 +6,12 @@
 - ``dump``: what ``tmbmerge dump`` shows: header, metadata, block table, totals, events.
 """
 
-from .checks import FileReport, verify_file, verify_files
-
 __all__ = ["FileReport", "verify_file", "verify_files"]
+
+
+def __getattr__(name):
+    if name in __all__:   # on first use: a merge needs ``merged`` and ``readback``, not ``checks``
+        from . import checks
+
+        return getattr(checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
