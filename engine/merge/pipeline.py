@@ -195,16 +195,23 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
 # -- streaming ---------------------------------------------------------------------------------
 
 def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted, progress) -> None:
-    """Write every block of every accepted input, in order; record what was left out."""
+    """Write every block of every accepted input, in order; record what was left out.
+
+    Progress counts each input's blocks as they are written, and the rest of its size (header,
+    index, trailer; all of it when it is left out) once it is done: the display ends at 100%."""
+    copied: dict[int, int] = {}
     for item, event in _stream(good, spec):
         if event == "rejected":
             log.info("%s: left out (--skip-bad): %s", item.path, item.error)
             outcomes[id(item)] = InputOutcome(item.path, False, reason=item.error.to_dict())
+            progress.advance(files=1, bytes=item.reader.file_size - copied.pop(id(item), 0))
             item.close()
         elif event == "done":
             accepted.append(item)
-            progress.advance(files=1, events=item.reader.event_count)
+            progress.advance(files=1, events=item.reader.event_count,
+                             bytes=item.reader.file_size - copied.pop(id(item), 0))
         else:
+            copied[id(item)] = copied.get(id(item), 0) + event.size
             number = writer.block_count
             offset = writer.copy_block(event.header, event.stored, event.events, event.adler32)
             if event.lease is not None:
