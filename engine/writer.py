@@ -126,7 +126,7 @@ class TmbWriter:
 
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tmb-compress")
         self._in_flight: deque = deque()
-        self._coalescing: list[tuple] = []   # (header, stored copy, records, events, adler32, origin)
+        self._coalescing: list[tuple] = []   # (header, stored copy, decode, events, adler32, origin)
         self._coalescing_bytes = 0
         self._max_in_flight = 2 * threads
         self._state = "open"   # open -> finished -> published, or aborted
@@ -260,10 +260,12 @@ class TmbWriter:
         return offset
 
     # -- small blocks, coalesced ------------------------------------------------------------
-    def coalesce_block(self, header: BlockHeader, stored, records, events: EventTable,
-                       adler32: int | None = None, origin=None) -> list[WrittenBlock]:
-        """Take a small block (checked and decoded by the caller: ``records`` are its uncompressed
-        bytes, proven against ``events``) to be written together with the small blocks next to it.
+    def coalesce_block(self, header: BlockHeader, stored, events: EventTable, decode, adler32: int | None = None,
+                       origin=None) -> list[WrittenBlock]:
+        """Take a small block (checked by the caller) to be written together with the small blocks
+        next to it.  ``decode()`` gives its uncompressed record bytes, proven against ``events``
+        (the caller's decoder, which raises naming the block's file); it is called only if the
+        block is joined with others, and before any of it is written.
 
         Consecutive small blocks are joined, in order, into one block of up to the target size,
         compressed afresh with this writer's codec; a small block with no small neighbour is
@@ -273,9 +275,7 @@ class TmbWriter:
         written = []
         if self._coalescing and self._coalescing_bytes + header.uncompressed_length > self.block_bytes:
             written = self.flush_coalesced()
-        # copies: the caller's buffers are lent (a "none" codec's records may be the stored bytes)
-        self._coalescing.append((header, bytes(stored), bytes(memoryview(records).cast("B")), events, adler32,
-                                 origin))
+        self._coalescing.append((header, bytes(stored), decode, events, adler32, origin))
         self._coalescing_bytes += header.uncompressed_length
         if self._coalescing_bytes >= self.block_bytes:
             written += self.flush_coalesced()
@@ -292,7 +292,7 @@ class TmbWriter:
             return [WrittenBlock(number, self.copy_block(header, stored, events, adler32), header, events, origin)]
         self._cut_pending()
         self._drain()
-        records = b"".join(memoryview(part[2]).cast("B") for part in pending)
+        records = b"".join(memoryview(part[2]()).cast("B") for part in pending)
         events = EventTable(*(np.concatenate(columns) for columns in
                               zip(*(part[3].columns() for part in pending))))
         data = self.codec.compress(records)

@@ -2,7 +2,8 @@
 
 Most tests call ``main([...])`` in-process and read stdout/stderr with capsys; a few run a
 subprocess where the process boundary is the point: which heavy modules a command imports
-(numba only for ``--deep``; neither numpy nor numba for ``--help``) and how fast it starts.
+(numba only for ``--deep``; neither numpy nor numba for ``--help``); start-up time is measured
+in ``bench/test_bench_startup.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import zlib
@@ -348,7 +348,7 @@ def test_consistency_outranks_format_and_input(capsys, tmp_path, good):
 
 
 # ---------------------------------------------------------------------------------------------
-# Across the process boundary: what gets imported, how fast it starts
+# Across the process boundary: what gets imported
 
 PROBE = """
 import json, sys
@@ -357,7 +357,7 @@ try:
     code = bindings.cli.main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-loaded = sorted(name for name in ("numpy", "numba", "zstandard") if name in sys.modules)
+loaded = sorted(name for name in ("numpy", "numba", "zstandard", "rich") if name in sys.modules)
 print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
 """
 
@@ -379,23 +379,13 @@ def test_help_imports_neither_numpy_nor_numba():
     assert probe("verify", "--help") == {"code": 0, "loaded": []}
 
 
-def startup_seconds(argv) -> float:
-    """Best of three: CPU seconds (user + system) of ``python -m bindings.cli ARGV``.
-
-    CPU time rather than wall time, so that other work on a busy machine cannot fail the test;
-    on an idle machine the two agree (the command is single-threaded).
-    """
-    best = float("inf")
-    for _ in range(3):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-m", "bindings.cli", *map(str, argv)], cwd=REPO, capture_output=True,
-                       check=False, timeout=60)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        best = min(best, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return best
-
-
-def test_startup_is_under_half_a_second(tmp_path):
-    small = write_tmb(tmp_path / "small.tmb")
-    assert startup_seconds(["--help"]) < 0.5
-    assert startup_seconds(["verify", small]) < 0.5
+def test_merge_imports_what_its_mode_needs(tmp_path):
+    """A fast or safe merge of normal blocks never loads numba (nor the live display's rich, with
+    --quiet); deep does.  (How long start-up takes is measured in bench/test_bench_startup.py.)"""
+    good = write_tmb(tmp_path / "normal.tmb", [(176852, i, bytes([i]) * 4000) for i in range(20)],
+                     block_bytes=1 << 20)   # one 80 kB block: copied verbatim, never decoded
+    for mode in ("fast", "safe"):
+        assert probe("merge", good, "-o", tmp_path / f"{mode}.tmb", "--mode", mode, "--metadata", "none",
+                     "--quiet") == {"code": 0, "loaded": ["numpy", "zstandard"]}
+    assert "numba" in probe("merge", good, "-o", tmp_path / "deep.tmb", "--mode", "deep", "--metadata", "none",
+                            "--quiet")["loaded"]

@@ -205,10 +205,11 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
 def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted, progress) -> None:
     """Write every block of every accepted input, in order; record what was left out.
 
-    Blocks of at least ``COALESCE_BELOW`` uncompressed bytes are copied verbatim.  Smaller ones (the
-    only block of a tiny input, say) are decoded, their digests and events checked before any of
-    their bytes reach the output, and joined with their small neighbours into blocks of the usual
-    size (``TmbWriter.coalesce_block``), so that the output reads like a file written in one go.
+    Blocks of at least ``COALESCE_BELOW`` uncompressed bytes are copied verbatim.  Consecutive smaller
+    ones (the only block of a tiny input, say) are decoded, their digests and events checked before
+    any of their bytes reach the output, and joined into blocks of the usual size
+    (``TmbWriter.coalesce_block``), so that the output reads like a file written in one go; a small
+    block with no small neighbour is copied verbatim, undecoded.
 
     Progress counts each input's blocks as they are written, and the rest of its size (header,
     index, trailer; all of it when it is left out) once it is done: the display ends at 100%."""
@@ -227,9 +228,10 @@ def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted
             copied[id(item)] = copied.get(id(item), 0) + event.size
             origin = (item.path, event.number, event.offset)
             if event.header.uncompressed_length < COALESCE_BELOW:
-                decoded = item.reader.decode(event)
-                written = writer.coalesce_block(event.header, event.stored, decoded.records, event.events,
-                                                event.adler32, origin=origin)
+                kept = event._replace(stored=bytes(event.stored), lease=None)   # the lease goes back below
+                written = writer.coalesce_block(kept.header, kept.stored, kept.events,
+                                                lambda block=kept, reader=item.reader: reader.decode(block).records,
+                                                kept.adler32, origin=origin)
             else:
                 written = writer.flush_coalesced()
                 number = writer.block_count
