@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..errors import OutputError
 
 JOURNAL_NAME = ".tmbmerge-journal.sqlite"
 FINISHED = ("verified", "merged", "declared", "retired")
@@ -72,10 +75,20 @@ def _now() -> str:
 class Journal:
     def __init__(self, out_dir):
         self.path = Path(out_dir) / JOURNAL_NAME
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        with self._errors("open"):
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _errors(self, doing: str):
+        """A journal that cannot be written (disk full, read-only) or read (damaged): an output
+        error naming it, not a bug."""
+        try:
+            yield
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise OutputError(f"cannot {doing} the merge-run journal: {exc}", path=self.path) from None
 
     @classmethod
     def open_existing(cls, out_dir) -> "Journal | None":
@@ -91,7 +104,7 @@ class Journal:
         self.close()
 
     def _transaction(self, sql: str, params: tuple) -> None:
-        with self._db:
+        with self._errors("write"), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(sql, params)
 

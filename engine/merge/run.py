@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError
+from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, stale_temporaries
 from ..metadata import sidecar_path
 from ..progress import NullProgress, QueueProgress
@@ -97,7 +97,10 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
                          "--mode safe or deep")
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:           # read-only place, a file in the way, no permission
+        raise output_error(exc, out_dir, "create the output folder") from None
     progress = progress or NullProgress()
     report = RunReport(out_dir)
     with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"), \
