@@ -383,4 +383,12 @@ def create_app(catalog_url: str, journals=()) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={EngineError: engine_error, HTTPException: http_error,
                                                        Exception: internal_error})
     app.state.campaign = Campaign(catalog_url, journals)
+    warm_up()
     return app
+
+
+def warm_up() -> None:
+    """Import what the first certification request needs now, not while a client waits
+    (scipy.stats alone takes seconds on a busy machine)."""
+    import matplotlib.figure  # noqa: F401
+    import scipy.stats  # noqa: F401
