@@ -63,15 +63,16 @@ std::vector<std::uint8_t> tmbp_payload(ULong64_t i) {
   return std::vector<std::uint8_t>(tmbp_bytes.begin() + tmbp_start[i], tmbp_bytes.begin() + tmbp_start[i] + tmbp_len[i]);
 }
 """)
-lens, data, tree, ntuple, count = sys.argv[1:6]
-ROOT.tmbp_load(lens, data)
-df = ROOT.RDataFrame(int(count)).Define("payload", "tmbp_payload(rdfentry_)")
-opts = ROOT.RDF.RSnapshotOptions()
-opts.fCompressionAlgorithm = ROOT.RCompressionSetting.EAlgorithm.kZSTD
-opts.fCompressionLevel = 1
-df.Snapshot("events", tree, ["payload"], opts)
-opts.fOutputFormat = ROOT.RDF.ESnapshotOutputFormat.kRNTuple
-df.Snapshot("events", ntuple, ["payload"], opts)
+args = sys.argv[1:]
+for lens, data, tree, ntuple, count in zip(*[iter(args)] * 5):   # one ROOT start-up for every file
+    ROOT.tmbp_load(lens, data)
+    df = ROOT.RDataFrame(int(count)).Define("payload", "tmbp_payload(rdfentry_)")
+    opts = ROOT.RDF.RSnapshotOptions()
+    opts.fCompressionAlgorithm = ROOT.RCompressionSetting.EAlgorithm.kZSTD
+    opts.fCompressionLevel = 1
+    df.Snapshot("events", tree, ["payload"], opts)
+    opts.fOutputFormat = ROOT.RDF.ESnapshotOutputFormat.kRNTuple
+    df.Snapshot("events", ntuple, ["payload"], opts)
 '''
 
 
@@ -99,8 +100,8 @@ def make_inputs(folder: Path, size_kb: float, volume: int, files: int, root_pyth
                         str(per_file), "--mean-event-kb", str(size_kb), "--quiet"], check=True, env=run_env())
     inputs = {"tmb": sorted(str(p) for p in tmb.glob("*.tmb"))}
     if root_python:
-        trees, ntuples = [], []
-        for path in inputs["tmb"]:
+        trees, ntuples, jobs = [], [], []
+        for number, path in enumerate(inputs["tmb"]):
             tree, ntuple = folder / "tree" / (Path(path).stem + ".root"), folder / "ntuple" / (Path(path).stem + ".root")
             trees.append(str(tree))
             ntuples.append(str(ntuple))
@@ -108,23 +109,26 @@ def make_inputs(folder: Path, size_kb: float, volume: int, files: int, root_pyth
                 continue
             tree.parent.mkdir(exist_ok=True)
             ntuple.parent.mkdir(exist_ok=True)
-            lens, data, count = dump_payloads(path, folder)
-            subprocess.run([root_python, "-c", ROOT_WRITER, str(lens), str(data), str(tree), str(ntuple), str(count)],
-                           check=True, capture_output=True)
+            lens, data, count = dump_payloads(path, folder / "payloads", number)
+            jobs += [str(lens), str(data), str(tree), str(ntuple), str(count)]
+        if jobs:
+            subprocess.run([root_python, "-c", ROOT_WRITER, *jobs], check=True, capture_output=True)
+            shutil.rmtree(folder / "payloads")
         inputs["tree"], inputs["ntuple"] = trees, ntuples
     inputs["events"] = per_file * files
     inputs["bytes"] = sum(os.path.getsize(p) for p in inputs["tmb"])
     return inputs
 
 
-def dump_payloads(path: str, folder: Path):
+def dump_payloads(path: str, folder: Path, number: int):
     """An input's payloads as raw files (lengths, bytes) for the ROOT writer."""
     sys.path.insert(0, str(HERE))
     import numpy as np
 
     from engine.readers import open_file
 
-    lens, data = folder / "payload.len", folder / "payload.bin"
+    folder.mkdir(exist_ok=True)
+    lens, data = folder / f"{number}.len", folder / f"{number}.bin"
     lengths = []
     with open_file(path) as reader, open(data, "wb") as out:
         for event in reader.iter_events():
