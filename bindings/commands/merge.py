@@ -44,6 +44,9 @@ def register(subparsers) -> None:
                    help="after an output is verified and declared, move its inputs (and sidecars) to "
                         "--retire-dir, or delete them with --retire-inputs=delete")
     p.add_argument("--retire-dir", default=None, help="where retired inputs go (default: retired/ beside them)")
+    p.add_argument("--replan", action="store_true",
+                   help="a rerun with other --target-size/--max-events than the journal's: plan what is not "
+                        "finished with the new options (without it such a rerun is refused)")
     p.set_defaults(func=run_merge_run)
 
     p = subparsers.add_parser("plan", help="print a run's merge plan without merging")
@@ -146,7 +149,7 @@ def run_merge_run(args) -> int:
         report = merge_run(args.inputs, args.out_dir, spec=_spec(args, max(jobs, default_jobs())), jobs=jobs,
                            executor=args.executor,
                            progress=progress, retire=args.retire_inputs, retire_dir=args.retire_dir,
-                           **plan_kwargs)
+                           replan=args.replan, **plan_kwargs)
     finally:
         progress.finish()
     if args.json:
@@ -190,6 +193,8 @@ def run_plan(args) -> int:
             print(f"    {item.path}")
     for path, exc in plan.rejected:
         print(f"rejected {path}: {exc.message}")
+    for path, why in plan.ignored:
+        print(f"ignored {path}: {why}")
     totals = plan.to_dict()["totals"]
     print(f"{totals['outputs']} outputs from {totals['inputs']} inputs, {totals['events']:,} events, "
           f"{human_bytes(totals['input_bytes'])}")

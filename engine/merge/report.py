@@ -88,6 +88,7 @@ class RunReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)   # inputs --skip-bad left out at planning
     seconds: float = 0.0
+    planned: list[str] = field(default_factory=list)   # names of the outputs this run set out to merge
 
     @property
     def ok(self) -> bool:
