@@ -16,7 +16,7 @@ import signal
 import sys
 
 from engine import __version__
-from engine.errors import EXIT_INTERNAL, EngineError, Interrupted
+from engine.errors import EXIT_INTERNAL, EngineError, Interrupted, world_error
 
 from .commands import COMMAND_MODULES
 
@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, unless asked for the traceback
         if os.environ.get("TMBMERGE_DEBUG"):
             raise
+        error = world_error(exc)      # a disk, a permission or a path, not a bug
+        if error is not None:
+            _print_error(str(error))
+            return error.exit_code
         _print_error(f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)")
         return EXIT_INTERNAL
     finally:

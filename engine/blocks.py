@@ -82,17 +82,14 @@ def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset:
 
 
 def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=None,
-                 expected: EventTable | None = None, block_digest: bool = True) -> DecodedBlock:
+                 expected: EventTable | None = None) -> DecodedBlock:
     """Decompress a (digest-checked) block, check its uncompressed digest, walk its records.
 
-    With ``expected`` (the index entries of the block's events), the decoded events must equal
-    them (``compare_events``).  The walk consumes the records exactly, so each byte is then
-    either a record header, compared field by field, or a payload, compared by its xxh3-64
-    digest: that proves the block's content as strongly as its uncompressed digest does, and a
-    caller that only needs the content proven (the merge's read-back, whose block headers are
-    compared whole with the input's) may skip hashing it all a second time with
-    ``block_digest=False``.  Checking a file (``verify --deep``, ``iter_events``) keeps it, so
-    the field itself is validated too.
+    Every caller that decodes a block comes here (the merge's read-back, ``verify --deep``,
+    ``iter_events``, the ``--skip-bad`` look-ahead), so all of them accept exactly the same
+    blocks: a merge never publishes an output that ``verify --deep`` would refuse.  With
+    ``expected`` (the index entries of the block's events), the decoded events must also equal
+    them (``compare_events``).
 
     With ``out`` (a reusable buffer at least the uncompressed length) nothing is allocated for the
     records, which then live in ``out`` until it is reused.
@@ -111,11 +108,10 @@ def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=Non
         exc.region, exc.offset = region, data_offset
         exc.args = (str(exc),)
         raise
-    if block_digest or expected is None:
-        computed = xxh3_64(records)
-        if computed != header.uncompressed_digest:
-            raise ChecksumMismatch("decompressed block digest differs", region=region, offset=data_offset,
-                                   expected=digest_hex(header.uncompressed_digest), actual=digest_hex(computed))
+    computed = xxh3_64(records)
+    if computed != header.uncompressed_digest:
+        raise ChecksumMismatch("decompressed block digest differs", region=region, offset=data_offset,
+                               expected=digest_hex(header.uncompressed_digest), actual=digest_hex(computed))
     buf = np.frombuffer(records, dtype=np.uint8)
     status, where, runs, events, offsets, lengths, digests = walk_records(buf, header.event_count)
     if status != WALK_OK:

@@ -1,10 +1,18 @@
 """Block codecs: the transforms between a block's record bytes and its stored bytes.
 
 A codec is a small frozen object with ``compress(data)`` and ``decompress(data, length)``; the
-block header's one-byte codec id (see ``engine.format.CODEC_NAMES``) picks it.  ``decompress``
-is bounded by the length the (already digest-checked) header promises, so a hostile frame can
-never make us allocate more.  zstd compressor/decompressor objects are not thread-safe, so each
-thread keeps its own.
+block header's one-byte codec id (see ``engine.format.CODEC_NAMES``) picks it.
+
+Decoding has one path, ``decompress_into(data, out)``, which every caller uses (``decompress``
+only allocates ``out`` first): the read-back of a merge, ``verify --deep``, ``iter_events`` and
+the ``--skip-bad`` look-ahead all decode the same way, so they cannot disagree on a block.
+Before a byte is decoded, a zstd block must be exactly one standard frame that declares the
+content size the (digest-checked) block header promises and ends exactly where the stored
+bytes end: no second frame, no skippable frame, no trailing bytes (``check_zstd_frame``).  The
+output then goes into a buffer of exactly that length, so a hostile frame can never make us
+allocate or produce more than the header promises (zstd also bounds its window by the declared
+content size).  zstd compressor/decompressor objects are not thread-safe, so each thread keeps
+its own.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import numpy as np
 import zstandard
 
 from .errors import DecompressionError, UsageError
@@ -58,20 +67,19 @@ class ZstdCodec:
     def compress(self, data) -> bytes:
         return self._compressor().compress(data)
 
-    def decompress(self, data, length: int) -> bytes:
-        dctx = getattr(_local, "decompressor", None)
-        if dctx is None:
-            dctx = _local.decompressor = zstandard.ZstdDecompressor()
-        try:
-            out = dctx.decompress(data, max_output_size=length)
-        except zstandard.ZstdError as exc:
-            raise DecompressionError(f"zstd cannot decode the block: {exc}")
-        if len(out) != length:
-            raise DecompressionError(f"block decodes to {len(out)} bytes, header says {length}")
+    def decompress(self, data, length: int) -> np.ndarray:
+        """The decoded bytes, in a new buffer of exactly ``length`` bytes (see ``decompress_into``)."""
+        check_zstd_frame(data, length)    # before the buffer is allocated
+        out = np.empty(length, dtype=np.uint8)
+        self.decompress_into(data, memoryview(out), checked=True)
         return out
 
-    def decompress_into(self, data, out: memoryview) -> None:
-        """Decompress into ``out``, which must be exactly the uncompressed length (no allocation)."""
+    def decompress_into(self, data, out: memoryview, *, checked: bool = False) -> None:
+        """Decompress into ``out``, which must be exactly the uncompressed length (no allocation).
+
+        The frame is checked first (``check_zstd_frame``) unless the caller just did."""
+        if not checked:
+            check_zstd_frame(data, len(out))
         dctx = getattr(_local, "decompressor", None)
         if dctx is None:
             dctx = _local.decompressor = zstandard.ZstdDecompressor()
@@ -89,6 +97,43 @@ class ZstdCodec:
         if filled != len(out) or extra:
             raise DecompressionError(f"block decodes to {'more than ' if extra else ''}{filled} bytes, "
                                      f"header says {len(out)}")
+
+
+ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_CHECKSUM_BYTES = 4
+
+
+def check_zstd_frame(data, length: int) -> None:
+    """Refuse stored bytes that are not exactly one zstd frame declaring ``length`` bytes of content.
+
+    Reads the frame header and walks the 3-byte block headers only (``kernels.zstd_frame_end``),
+    so it costs microseconds and allocates nothing, whatever the frame claims.
+    """
+    head = bytes(memoryview(data)[:18])
+    if head[:4] != ZSTD_FRAME_MAGIC:
+        what = ("a skippable zstd frame" if len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
+                else f"bytes {head[:4].hex()}")
+        raise DecompressionError(f"stored bytes start with {what}, not a zstd frame")
+    try:
+        params = zstandard.get_frame_parameters(head)
+        header_size = zstandard.frame_header_size(head)
+    except zstandard.ZstdError as exc:
+        raise DecompressionError(f"zstd frame header is invalid: {exc}")
+    if params.content_size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
+        raise DecompressionError(f"zstd frame does not declare its content size (the header says {length})")
+    if params.content_size != length:
+        raise DecompressionError(f"zstd frame declares {params.content_size} bytes, the header says {length}")
+    from .kernels import FRAME_BAD_BLOCK, zstd_frame_end
+
+    end = zstd_frame_end(np.frombuffer(data, dtype=np.uint8), header_size)
+    if end == FRAME_BAD_BLOCK:
+        raise DecompressionError("zstd frame holds a block of a reserved type or over 128 KiB")
+    if end >= 0 and params.has_checksum:
+        end += ZSTD_CHECKSUM_BYTES
+    if end < 0 or end > len(data):
+        raise DecompressionError(f"zstd frame runs past the end of the block's {len(data)} stored bytes")
+    if end != len(data):
+        raise DecompressionError(f"{len(data) - end} bytes follow the zstd frame in the block's stored bytes")
 
 
 def codec_for_id(codec_id: int, level: int = DEFAULT_ZSTD_LEVEL):

@@ -22,20 +22,28 @@ Exit codes (documented in README.md):
 5     integrity error (checksum mismatch, truncation, broken framing)
 6     consistency error (sidecar/catalogue disagrees, duplicate events,
       inputs that must not be merged together, event counts that differ)
-7     output error (destination exists, locked by another merge)
+7     output error (destination exists, locked by another merge, disk
+      full, read-only or uncreatable output folder, journal not writable,
+      Dask scheduler unreachable)
 8     catalogue error (declaration failed or conflicts, parents unknown,
-      already merged, incomplete run)
+      already merged, incomplete run, catalogue unreachable or damaged)
 130   interrupted (SIGINT / SIGTERM)
 ====  =====================================================================
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
+
+
+def _path_text(path) -> str:
+    """A local path, or a URL (``engine.remote.RemotePath`` has no ``__fspath__``), as text."""
+    return os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
 
 
 class EngineError(Exception):
@@ -54,7 +62,7 @@ class EngineError(Exception):
         actual: Any = None,
     ) -> None:
         self.message = message
-        self.path = os.fspath(path) if path is not None else None
+        self.path = _path_text(path) if path is not None else None
         self.region = region
         self.offset = offset
         self.expected = expected
@@ -96,7 +104,7 @@ class EngineError(Exception):
     def with_path(self, path: str | os.PathLike) -> "EngineError":
         """Return this error naming ``path`` (used when a parser saw bytes, not a file)."""
         if self.path is None:
-            self.path = os.fspath(path)
+            self.path = _path_text(path)
             self.args = (str(self),)
         return self
 
@@ -266,6 +274,39 @@ class AlreadyMerged(CatalogError):
 
 class IncompleteRun(CatalogError):
     """The catalogue lists unmerged files of the run that are not among the inputs."""
+
+
+class ExecutorUnavailable(OutputError):
+    """The executor that should make the outputs (a Dask scheduler) cannot be reached."""
+
+
+#: errno values that say a destination cannot be written (full, over quota, too big, read-only).
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def output_error(exc: OSError, path, doing: str = "write") -> OutputError:
+    """An ``OSError`` met writing an output (or its sidecar, journal, folder) as an ``OutputError``
+    naming the file a user knows (the destination, not a hidden temporary name)."""
+    return OutputError(f"cannot {doing}: {exc.strerror or exc}", path=path)
+
+
+def world_error(exc: BaseException) -> EngineError | None:
+    """An exception of the outside world that escaped the engine, as the ``EngineError`` of its
+    kind, or None when it is a bug.  The last net of the command line and of ``merge-run``:
+    errors are meant to be translated where they happen, naming the file and what was being done.
+
+    A disk that is full, over quota or read-only is an output error (7); any other ``OSError``
+    (permissions, a path that vanished, I/O errors) is a path that cannot be used: input error
+    (3).  Both name the file the operating system named."""
+    if isinstance(exc, EngineError):
+        return exc
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else None
+        message = exc.strerror or str(exc) or type(exc).__name__
+        if exc.errno in WRITE_ERRNOS:
+            return OutputError(f"cannot write: {message}", path=where)
+        return InputError(f"cannot use this path: {message}", path=where)
+    return None
 
 
 class Interrupted(KeyboardInterrupt):

@@ -20,7 +20,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from .errors import OutputExists
+from .errors import OutputExists, output_error
 
 TEMP_PREFIX = "."
 TEMP_MARK = ".tmbpart-"
@@ -138,8 +138,10 @@ def write_staged(final: Path, data: bytes) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except BaseException:
+    except BaseException as exc:
         remove_quietly(tmp)
+        if isinstance(exc, OSError):   # full, read-only, no permission: named after the destination
+            raise output_error(exc, final) from None
         raise
     return tmp
 
@@ -149,10 +151,12 @@ def write_atomically(final: Path, data: bytes) -> None:
     tmp = write_staged(final, data)
     try:
         os.replace(tmp, final)
-    except BaseException:
+        fsync_dir(final.parent)
+    except BaseException as exc:
         remove_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise output_error(exc, final) from None
         raise
-    fsync_dir(final.parent)
 
 
 def _sync_file_range():

@@ -6,6 +6,10 @@ call the xxh3-64 function of the C library inside the ``xxhash`` package: loadin
 llvmlite and declaring it as an external symbol (rather than a ctypes pointer) lets numba cache
 the compiled kernels on disk, so a new process pays no compilation.
 
+``zstd_frame_end`` walks the block headers of a zstd frame (never its contents) to find where
+the frame ends, so a block's stored bytes can be required to be exactly one frame before any
+of it is decoded.
+
 Walking a block reports the first framing error as a status code and byte offset instead of
 raising (numba cannot raise rich exceptions); ``engine.blocks`` turns that into a
 ``FramingError``.  Importing this module imports numba: import it only where events are
@@ -105,6 +109,38 @@ def walk_records(buf, expected_count):
     if i != n:
         return WALK_COUNT_MISMATCH, pos, runs, events, offsets, lengths, digests
     return WALK_OK, pos, runs, events, offsets, lengths, digests
+
+
+ZSTD_BLOCK_MAX = 1 << 17   # no zstd block holds more than 128 KiB (RFC 8878, Block_Maximum_Size)
+FRAME_CUT_SHORT = -1       # a zstd block header or block runs past the end of the bytes
+FRAME_BAD_BLOCK = -2       # a reserved block type, or a block over the 128 KiB maximum
+
+
+@numba.njit(nogil=True, cache=True)
+def zstd_frame_end(buf, start):
+    """Where the zstd frame whose first block header is at ``start`` ends (after its last block,
+    before an optional content checksum), or ``FRAME_CUT_SHORT`` / ``FRAME_BAD_BLOCK``.
+
+    Only the 3-byte block headers are read (RFC 8878 3.1.1.2): raw and compressed blocks occupy
+    their ``Block_Size`` bytes, an RLE block one byte.
+    """
+    size = buf.shape[0]
+    pos = start
+    while True:
+        if pos + 3 > size:
+            return FRAME_CUT_SHORT
+        word = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16)
+        last = word & 1
+        kind = (word >> 1) & 3
+        length = word >> 3
+        pos += 3
+        if kind == 3 or length > ZSTD_BLOCK_MAX:
+            return FRAME_BAD_BLOCK
+        pos += 1 if kind == 1 else length
+        if pos > size:
+            return FRAME_CUT_SHORT
+        if last:
+            return pos
 
 
 assert RECORD_HEADER_SIZE == 16  # the kernels hard-code the record header layout

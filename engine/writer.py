@@ -30,7 +30,7 @@ import xxhash
 from .blocks import BuiltBlock, build_block
 from .checksums import RunningAdler32, format_adler32
 from .codecs import codec_by_name
-from .errors import OutputExists, UsageError
+from .errors import OutputExists, UsageError, output_error
 from .format import (
     DEFAULT_BLOCK_BYTES,
     FORMAT_VERSION,
@@ -118,6 +118,9 @@ class TmbWriter:
             metadata_bytes = pack_metadata(meta)
             self._write(pack_header(self.uuid, metadata_bytes))
             self._write(metadata_bytes)
+        except OSError as exc:
+            self.abort()
+            raise output_error(exc, self.path, "create the output") from None
         except BaseException:
             self.abort()
             raise
@@ -277,6 +280,9 @@ class TmbWriter:
                 self._writeback.finished(self._adler.size)
             os.close(self._fd)
             self._fd = -1
+        except OSError as exc:
+            self.abort()
+            raise output_error(exc, self.path, "finish the output") from None
         except BaseException:
             self.abort()
             raise
@@ -304,10 +310,12 @@ class TmbWriter:
             placed = True
             if self.fsync:
                 fsync_dir(self.path.parent)
-        except BaseException:
+        except BaseException as exc:
             if placed:   # named but not made durable (e.g. EIO from the folder's fsync): take it back
                 remove_quietly(self.path)
             self.abort()
+            if isinstance(exc, OSError):
+                raise output_error(exc, self.path, "publish the output") from None
             raise
         self._state = "published"
         self.result = self.result._replace(path=self.path)
@@ -348,9 +356,12 @@ class TmbWriter:
             self._adler.update(data)
         else:
             self._adler.append(adler32, view.nbytes)
-        while view.nbytes:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view.nbytes:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:       # a full disk, a quota, an I/O error: the output's fault, not ours
+            raise output_error(exc, self.path) from None
         if self._writeback is not None:
             self._writeback.written(self._adler.size)
 

@@ -427,9 +427,9 @@ def test_payload_byte_with_every_block_digest_recomputed_fails_deep(none_sample)
     assert "event 2 of the block: payload digest differs from the index" in str(error)
 
 
-def test_uncompressed_digest_is_checked_unless_the_events_prove_the_block(none_sample):
-    """A wrong uncompressed digest is refused when decoding, except by a caller that proves the
-    block by its index entries and asks to skip it (the merge's read-back)."""
+def test_uncompressed_digest_is_checked_even_when_the_events_prove_the_block(none_sample):
+    """A wrong uncompressed digest is refused by every decode, the merge's read-back included
+    (which proves the events against the index too): one decode path, one verdict."""
     from engine.blocks import decode_block
     from engine.format import parse_block_header
 
@@ -442,11 +442,9 @@ def test_uncompressed_digest_is_checked_unless_the_events_prove_the_block(none_s
         events = reader.events.slice(0, header.event_count)
     wrong = header._replace(uncompressed_digest=header.uncompressed_digest ^ 1)
     assert len(decode_block(header, data, region="block 0", offset=start).events) == header.event_count
-    for kwargs in ({}, {"expected": events}, {"block_digest": False}):
+    for kwargs in ({}, {"expected": events}, {"expected": events, "out": bytearray(len(data))}):
         with pytest.raises(ChecksumMismatch, match="decompressed block digest differs"):
             decode_block(wrong, data, region="block 0", offset=start, **kwargs)
-    decoded = decode_block(wrong, data, region="block 0", offset=start, expected=events, block_digest=False)
-    assert len(decoded.events) == header.event_count
 
 
 def test_verify_deep_refuses_a_wrong_uncompressed_digest_field(none_sample):

@@ -213,6 +213,7 @@ def test_failure_after_the_data_file_is_named_leaves_both_or_neither(monkeypatch
     import errno
 
     from engine import writer as writer_module
+    from engine.errors import OutputError
 
     def failing_fsync_dir(folder):
         raise OSError(errno.EIO, "Input/output error", str(folder))
@@ -221,7 +222,7 @@ def test_failure_after_the_data_file_is_named_leaves_both_or_neither(monkeypatch
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "m.tmb"
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="Input/output error"):
         merge_files(tmb_run[:2], out)
     assert out.exists() == sidecar_path(out).exists(), f"data and sidecar parted: {sorted(os.listdir(out_dir))}"
     assert leftovers(out_dir) == []

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.checksums import ADLER_MOD, adler32_to_enstore
-from engine.errors import InconsistentInputs, MetadataError, MetadataMismatch
+from engine.errors import InconsistentInputs, MetadataError, MetadataMismatch, OutputError
 from engine.metadata import (
     AGREEING_KEYS,
     FileFacts,
@@ -113,7 +113,7 @@ def test_write_sidecar_failure_keeps_the_old_sidecar(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="No space left on device"):
         write_sidecar(data, {"file_name": "new"})
     assert read_sidecar(data) == {"file_name": "old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmb_1.tmb.json"]

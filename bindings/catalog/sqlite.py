@@ -144,7 +144,7 @@ class SqliteCatalog(Catalog):
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._create_schema()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:   # a damaged file can hold undecodable schema text
             self._db.close()
             raise self._error(exc) from None
         except BaseException:
@@ -175,7 +175,7 @@ class SqliteCatalog(Catalog):
             raise self._error(exc) from None
         try:
             yield self._db
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             self._db.execute("ROLLBACK")
             raise self._error(exc) from None
         except BaseException:
@@ -188,7 +188,7 @@ class SqliteCatalog(Catalog):
                 self._db.execute("ROLLBACK")
             raise self._error(exc) from None
 
-    def _error(self, exc: sqlite3.Error) -> CatalogError:
+    def _error(self, exc: sqlite3.Error | UnicodeDecodeError) -> CatalogError:
         text = str(exc)
         if "locked" in text or "busy" in text:
             return CatalogUnavailable(f"catalogue busy: {text}", path=self.path)

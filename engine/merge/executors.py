@@ -2,7 +2,9 @@
 
 All executors offer one method, ``map_unordered(fn, tasks)``, yielding ``(task, result, error)``
 as tasks finish; ``fn`` and the tasks are plain picklable data (see ``run.MergeTask``), so the
-pipeline never knows where it runs.
+pipeline never knows where it runs.  A task's failure of any kind (an ``EngineError``, an
+``OSError`` of the outside world, a bug, a worker process that died) comes back as its
+``error``, an ``EngineError`` (``task_failure``), so one output's failure never stops the others.
 
 - ``InlineExecutor``: one task after another in this process (``--jobs 1``).
 - ``ProcessExecutor``: a pool of local processes.  Workers forward progress through a queue,
@@ -24,10 +26,19 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import EngineError, Interrupted, UsageError
+from ..errors import EngineError, ExecutorUnavailable, Interrupted, UsageError, world_error
 
 _worker_queue = None
 PARENT_POLL_SECONDS = 0.1
+DASK_CONNECT_TIMEOUT = "10s"
+
+
+def task_failure(exc: Exception) -> EngineError:
+    """Any exception a task raised, as the ``EngineError`` recorded for it (exit 1 for a bug)."""
+    error = world_error(exc)
+    if error is None:
+        error = EngineError(f"internal error: {type(exc).__name__}: {exc}")
+    return error
 
 
 class InlineExecutor:
@@ -39,9 +50,11 @@ class InlineExecutor:
     def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
         for task in tasks:
             try:
-                yield task, fn(task), None
-            except EngineError as exc:
-                yield task, None, exc
+                result = fn(task)
+            except Exception as exc:    # noqa: BLE001 - recorded against this task; the others go on
+                yield task, None, task_failure(exc)
+            else:
+                yield task, result, None
 
 
 def _init_worker(queue, parent: int) -> None:
@@ -136,9 +149,11 @@ class ProcessExecutor:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     try:
-                        yield futures[future], future.result(), None
-                    except EngineError as exc:
-                        yield futures[future], None, exc
+                        result = future.result()
+                    except Exception as exc:    # noqa: BLE001 - a dead worker included (BrokenProcessPool)
+                        yield futures[future], None, task_failure(exc)
+                    else:
+                        yield futures[future], result, None
             clean = True
         finally:
             if not clean:  # interrupted, or the consumer stopped: stop workers so they clean up
@@ -160,7 +175,11 @@ class DaskExecutor:
             self.client = Client(self._cluster)
         else:
             self._cluster = None
-            self.client = Client(address, timeout="10s")
+            try:
+                self.client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
+            except (OSError, TimeoutError, ValueError) as exc:   # refused, unreachable, not an address
+                raise ExecutorUnavailable(f"cannot reach the Dask scheduler at {address}: "
+                                          f"{str(exc) or type(exc).__name__}") from None
         self.jobs = max(1, sum(self.client.nthreads().values()))
         self.progress_queue = None
 
@@ -172,9 +191,11 @@ class DaskExecutor:
         try:
             for future in as_completed(list(futures)):
                 try:
-                    yield futures[future], future.result(), None
-                except EngineError as exc:
-                    yield futures[future], None, exc
+                    result = future.result()
+                except Exception as exc:    # noqa: BLE001 - a lost worker included
+                    yield futures[future], None, task_failure(exc)
+                else:
+                    yield futures[future], result, None
         finally:
             for future in futures:
                 future.cancel()

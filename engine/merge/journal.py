@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..errors import OutputError
 
 JOURNAL_NAME = ".tmbmerge-journal.sqlite"
 FINISHED = ("verified", "merged", "declared", "retired")
@@ -84,14 +87,24 @@ def _now() -> str:
 class Journal:
     def __init__(self, out_dir):
         self.path = Path(out_dir) / JOURNAL_NAME
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outputs)")}
+        with self._errors("open"):
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(outputs)")}
         for column in ("identities", "accepted"):   # journals written before these were recorded
             if column not in columns:
                 self._transaction(f"ALTER TABLE outputs ADD COLUMN {column} TEXT", ())
+
+    @contextmanager
+    def _errors(self, doing: str):
+        """A journal that cannot be written (disk full, read-only) or read (damaged): an output
+        error naming it, not a bug."""
+        try:
+            yield
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise OutputError(f"cannot {doing} the merge-run journal: {exc}", path=self.path) from None
 
     @classmethod
     def open_existing(cls, out_dir) -> "Journal | None":
@@ -107,7 +120,7 @@ class Journal:
         self.close()
 
     def _transaction(self, sql: str, params: tuple) -> None:
-        with self._db:
+        with self._errors("write"), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(sql, params)
 
@@ -145,7 +158,7 @@ class Journal:
         return {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM settings")}
 
     def record_settings(self, settings: dict[str, Any]) -> None:
-        with self._db:
+        with self._errors("write"), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             for key, value in settings.items():
                 self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import OutputLocked
+from ..errors import OutputLocked, output_error
 
 
 def lock_path(target: Path) -> Path:
@@ -28,7 +28,10 @@ class ExclusiveLock:
 
     def acquire(self) -> "ExclusiveLock":
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:    # a read-only or full folder: no output can be made there
+                raise output_error(exc, self.target, "create a lock beside the output") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -100,8 +100,12 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
 def refuse_output_among_inputs(output: Path, inputs) -> None:
     """An output (or its sidecar) may never be one of the inputs (or their sidecars): not by name,
     not through a symlink, not as a hard link, with or without --force."""
+    from ..remote import is_url
+
     written = (output, sidecar_path(output))
     for given in inputs:
+        if is_url(given) or is_url(str(given)):
+            continue     # a remote input is read where it is; the output is written here
         for read in (Path(given), sidecar_path(Path(given))):
             if any(same_file(read, item) for item in written):
                 raise OutputIsInput(f"the output is one of the inputs ({given}); a merge never writes over "

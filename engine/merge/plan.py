@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import EngineError, InconsistentInputs, UsageError
 from ..readers import open_file
+from ..remote import is_url, location
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE
 
 _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
@@ -110,9 +111,10 @@ def _discover(arguments) -> list[tuple[Path, bool]]:
     """(path, named directly) for every input."""
     found: list[tuple[Path, bool]] = []
     for arg in arguments:
-        path = Path(arg)
-        if path.is_dir():
-            found.extend((p, False) for p in sorted(path.glob("*.tmb")) if not p.name.startswith("."))
+        path = location(arg)
+        if path.is_dir():   # a remote folder is listed over its protocol
+            found.extend((p, False) for p in sorted(path.iterdir())
+                         if p.name.endswith(".tmb") and not p.name.startswith("."))
         else:
             found.append((path, True))
     if not found:
@@ -135,8 +137,10 @@ class MergedInput(InconsistentInputs):
 def describe_input(path: Path, *, merged_tier: str = "thumbnail") -> PlannedInput:
     """Run, partition, size, events and identity of one input, from its header and index (a few
     reads); a file of ``merged_tier`` (or any tmbmerge output) is refused (``MergedInput``)."""
-    given = Path(os.path.abspath(path))
-    real = Path(os.path.realpath(path))
+    where = location(path)
+    remote = is_url(where)
+    given = where if remote else Path(os.path.abspath(where))
+    real = location(resolved_name(where))
     with open_file(real) as reader:
         if reader.metadata.get("data_tier") == merged_tier or "merge" in reader.metadata:
             raise MergedInput(f"is a merged file (data tier {reader.metadata.get('data_tier')}): merge-run merges "
@@ -147,11 +151,18 @@ def describe_input(path: Path, *, merged_tier: str = "thumbnail") -> PlannedInpu
         if len(runs) > 1:
             raise InconsistentInputs(f"input holds several runs ({', '.join(map(str, runs))}); merge-run never "
                                      "mixes runs", path=path)
-        stat = os.stat(real)
+        stat = None if remote else os.stat(real)   # a remote file is known by its URL and size alone
         return PlannedInput(str(real), runs[0], partition_of(real, reader.metadata), reader.file_size,
                             reader.event_count, int(reader.events.event.min()), int(reader.events.event.max()),
-                            given=str(given) if given != real else None, device=stat.st_dev, inode=stat.st_ino,
-                            mtime_ns=stat.st_mtime_ns, adler32=_sidecar_adler32(real))
+                            given=str(given) if given != real else None, device=stat and stat.st_dev,
+                            inode=stat and stat.st_ino, mtime_ns=stat and stat.st_mtime_ns,
+                            adler32=None if remote else _sidecar_adler32(real))
+
+
+def resolved_name(name) -> str:
+    """How the journal and the plan name a file: absolute with symlinks resolved, or its URL."""
+    where = location(name)
+    return str(where) if is_url(where) else os.path.realpath(where)
 
 
 def _sidecar_adler32(path: Path) -> int | None:
@@ -194,14 +205,14 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
         if exclude:
             return plan   # everything was merged (and perhaps retired) already
         raise
-    found = [(p, named) for p, named in found if os.path.realpath(p) not in exclude]
+    found = [(p, named) for p, named in found if resolved_name(p) not in exclude]
     if not found and exclude:
         return plan
     for path, named in found:
         try:
             described = describe_input(path, merged_tier=merged_tier)
             if check_input is not None:
-                check_input(Path(described.path))
+                check_input(location(described.path))
         except MergedInput as exc:
             if named and not skip_bad:
                 raise

@@ -22,16 +22,17 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError
+from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, remove_stale_temporaries
 from ..metadata import sidecar_path
+from ..remote import location
 from ..progress import NullProgress, QueueProgress
 from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .bookkeeping import names_by_run, open_bookkeeping
 from .journal import FINISHED, Journal, JournalEntry
 from .lock import ExclusiveLock
 from .pipeline import declare_output, merge_files
-from .plan import PlannedOutput, plan_run
+from .plan import PlannedOutput, plan_run, resolved_name
 from .retire import check_retirable, retire_inputs, reverify_output
 from .report import MergeReport, RunReport
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
@@ -98,7 +99,10 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         raise UsageError("--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
                          "--mode safe or deep")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:           # read-only place, a file in the way, no permission
+        raise output_error(exc, out_dir, "create the output folder") from None
     report = RunReport(out_dir)
     try:
         return _merge_run(arguments, out_dir, report, run=run, target_size=target_size, max_events=max_events,
@@ -129,8 +133,8 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
         if catalog is not None and catalog.queryable:
             not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
         # never this run's own outputs (finished or not), nor the inputs of finished ones
-        exclude = {os.path.realpath(p) for entry in finished for p in entry.inputs}
-        exclude |= {os.path.realpath(out_dir / entry.name) for entry in journal.entries()}
+        exclude = {resolved_name(p) for entry in finished for p in entry.inputs}
+        exclude |= {resolved_name(out_dir / entry.name) for entry in journal.entries()}
         plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
                         exclude=exclude, check_input=not_merged, validate=_validator(spec),
                         merged_tier=spec.data_tier)
@@ -309,7 +313,7 @@ def _adopt(final: Path, entry: JournalEntry) -> JournalEntry | None:
         return None
     with open_file(final) as reader:
         merged_from = (reader.metadata.get("merge") or {}).get("inputs")
-    if merged_from != [Path(p).name for p in entry.inputs]:
+    if merged_from != [location(p).name for p in entry.inputs]:
         return None
     from ..checksums import format_adler32
 
@@ -323,8 +327,8 @@ def _refuse_incomplete_runs(outputs: list[PlannedOutput], finished: list[Journal
     """With --expect-complete, drop (and report) every run the catalogue says is missing files."""
     if not spec.expect_complete:
         return outputs
-    names = names_by_run([(Path(i.path).name, o.run) for o in outputs for i in o.inputs]
-                         + [(Path(p).name, e.run) for e in finished for p in e.inputs])
+    names = names_by_run([(location(i.path).name, o.run) for o in outputs for i in o.inputs]
+                         + [(location(p).name, e.run) for e in finished for p in e.inputs])
     refused = set()
     for run_number in sorted({o.run for o in outputs}):
         try:

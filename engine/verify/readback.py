@@ -152,9 +152,10 @@ class BlockReadback:
         if self.decode:
             if len(buffers[1]) < expected.uncompressed_length:
                 buffers[1] = anonymous_buffer(max(expected.uncompressed_length, MIN_BUFFER_BYTES))
-            # proven event by event against the index entries: no need to hash the block whole again
+            # the same decode and checks as verify --deep, uncompressed digest included: a block
+            # whose events are right but whose digest field is wrong must not be published
             decode_block(header, raw[BLOCK_HEADER_SIZE:], region=region, offset=offset, out=buffers[1],
-                         expected=events, block_digest=False)
+                         expected=events)
         return offset, header, adler32(raw), len(raw)
 
 
