@@ -35,6 +35,7 @@ from .pipeline import declare_output, merge_files
 from .plan import PlannedOutput, plan_run, resolved_name
 from .retire import check_retirable, retire_inputs, reverify_output
 from .report import MergeReport, RunReport
+from ..units import plural
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
@@ -183,7 +184,7 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
                 relay.close()
             if hasattr(chosen, "close"):
                 chosen.close()
-        progress.finish(label=f"{len(report.outputs)} outputs")
+        progress.finish(label=plural(len(report.outputs), "output"))
     report.outputs.sort(key=lambda o: o.output.name)
     report.seconds = time.perf_counter() - started
     return report
