@@ -25,7 +25,7 @@ import os
 import shutil
 
 import pytest
-from merge_helpers import assert_nothing_written, concat_events
+from merge_helpers import assert_nothing_written, concat_events, flip_payload_byte
 
 import engine
 from engine.checksums import xxh3_64
@@ -55,20 +55,6 @@ from engine.writer import TmbWriter
 pytestmark = pytest.mark.timeout(120)      # a hang fails here, not at the global limit
 
 RUN = 178000
-
-
-def flip_payload_byte(path, block: int) -> int:
-    """XOR one byte in the middle of ``block``'s stored data; returns its offset."""
-    with engine.open_file(path) as reader:
-        assert reader.block_count > block, "the fixture's files must have several blocks"
-        entry = reader.blocks[block]
-        offset = int(entry["offset"]) + BLOCK_HEADER_SIZE + int(entry["compressed_length"]) // 2
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ 0xFF]))
-    return offset
 
 
 # -- a flipped byte ----------------------------------------------------------------------------

@@ -26,10 +26,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from merge_helpers import wait_for
+from merge_helpers import flip_payload_byte, wait_for
 
-import engine
-from engine.format import BLOCK_HEADER_SIZE
 from engine.fsutil import parse_temporary_name
 from engine.merge.journal import JOURNAL_NAME
 from engine.metadata import sidecar_path
@@ -41,17 +39,6 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(autouse=True)
 def no_catalogue_from_the_environment(monkeypatch):
     monkeypatch.delenv("TMBMERGE_CATALOG", raising=False)
-
-
-def flip_payload_byte(path, block: int = 1) -> None:
-    with engine.open_file(path) as reader:
-        entry = reader.blocks[block]
-        offset = int(entry["offset"]) + BLOCK_HEADER_SIZE + int(entry["compressed_length"]) // 2
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ 0xFF]))
 
 
 def digests(paths, sha256_of) -> dict:
@@ -109,7 +96,7 @@ def test_3_an_input_skipped_as_damaged_is_never_retired(cli, tmb_run, tmp_path, 
     folder = tmb_run[0].parent
     url = catalogue(cli, tmp_path, folder)
     damaged = tmb_run[2]
-    flip_payload_byte(damaged)
+    flip_payload_byte(damaged, block=1)
     before = digests([damaged], sha256_of)
     result = cli("merge-run", folder, "--out-dir", tmp_path / "out", "--catalog", url, "--declare", "--skip-bad",
                  "--retire-inputs=delete", "--jobs", 1, "--json")
@@ -164,7 +151,7 @@ def test_5_a_damaged_output_retires_nothing(cli, tmb_run, tmp_path, sha256_of):
     out = tmp_path / "out"
     assert cli("merge-run", folder, "--out-dir", out, "--catalog", url, "--declare", "--quiet").code == 0
     [output] = out.glob("*.tmb")
-    flip_payload_byte(output)
+    flip_payload_byte(output, block=1)
     before = digests(tmb_run, sha256_of)
     result = cli("merge-run", folder, "--out-dir", out, "--catalog", url, "--declare", "--retire-inputs=delete")
     assert result.code == 5, result.err
@@ -183,7 +170,7 @@ def test_8_merge_run_a_damaged_replica_does_not_shadow_the_good_copy(cli, tmb_ru
     for item in (good, sidecar_path(good)):
         shutil.copy(item, replicas / item.name)
     damaged = replicas / good.name
-    flip_payload_byte(damaged)
+    flip_payload_byte(damaged, block=1)
     result = cli("merge-run", replicas, folder, "--out-dir", tmp_path / "out", "--skip-bad", "--jobs", 1, "--json")
     assert result.code == 0, result.err
     report = result.json()
@@ -200,7 +187,7 @@ def test_8_merge_a_damaged_replica_does_not_shadow_the_good_copy(cli, tmb_run, t
     replica.parent.mkdir()
     for item in (good, sidecar_path(good)):
         shutil.copy(item, replica.parent / item.name)
-    flip_payload_byte(replica)
+    flip_payload_byte(replica, block=1)
     output = tmp_path / "m.tmb"
     result = cli("merge", replica, *tmb_run, "-o", output, "--skip-bad", "--json")
     assert result.code == 0, result.err
