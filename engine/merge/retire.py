@@ -18,6 +18,7 @@ is removed.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -26,6 +27,8 @@ import numpy as np
 
 from ..errors import CatalogError, ChecksumMismatch, EngineError, InconsistentInputs, OutputExists, UsageError
 from ..metadata import sidecar_path
+
+log = logging.getLogger(__name__)
 
 MOVE, DELETE = "move", "delete"
 
@@ -156,6 +159,7 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record, alias
                 _move(item, folder / item.name)
         _remove_dangling_alias(aliases.get(str(path)))
         record(str(path), action, None if destination is None else str(destination))
+        log.info("retired %s (%s)", path, "deleted" if destination is None else f"moved to {destination}")
         done.append({"file": str(path), "action": action, "destination": None if destination is None
                      else str(destination)})
     return done

@@ -17,11 +17,12 @@ the report lists every failure.  An interruption says which outputs were publish
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, remove_stale_temporaries
@@ -40,6 +41,7 @@ from ..units import plural
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class _RunLevelProgress(NullProgress):
 def clean_stale_files(out_dir: Path) -> list[Path]:
     """Remove temporary outputs, staged sidecars and lock files left by processes that died."""
     removed = remove_stale_temporaries(out_dir)
+    for path in removed:
+        log.info("removed %s, left by a merge that did not finish", path)
     for entry in os.scandir(out_dir):
         if entry.name.startswith(".") and entry.name.endswith(".lock") and entry.name != f".{RUN_LOCK_NAME}.lock":
             target = Path(entry.path).with_name(entry.name[1:-len(".lock")])
@@ -92,12 +96,16 @@ def clean_stale_files(out_dir: Path) -> list[Path]:
 def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
               max_events: int = DEFAULT_MAX_EVENTS, spec: MergeSpec = MergeSpec(), jobs: int = 1,
               executor: str | None = None, progress=None, retire: str | None = None,
-              retire_dir=None, replan: bool = False) -> RunReport:
+              retire_dir=None, replan: bool = False, on_output: Callable[[MergeReport], None] | None = None,
+              on_failure: Callable[[dict], None] | None = None) -> RunReport:
     """Plan and merge; see the module docstring.  Returns a ``RunReport`` (failures listed in it).
 
     With ``spec.declare`` each verified output is declared (in this process, in order); with
     ``retire`` ("move" or "delete") the inputs of each declared output are then retired.
     ``replan`` lets a rerun plan the unfinished inputs with other options than the journal's.
+    ``on_output(report)`` is called with each output as soon as it is published and its
+    bookkeeping done (or found finished by an earlier run), ``on_failure(entry)`` with each
+    failure as it happens: a caller can stream them instead of waiting for the whole run.
     """
     if retire and not (spec.declare and spec.checks_bookkeeping):
         raise UsageError("--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
@@ -111,7 +119,8 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
     try:
         return _merge_run(arguments, out_dir, report, run=run, target_size=target_size, max_events=max_events,
                           spec=spec, jobs=jobs, executor=executor, progress=progress or NullProgress(),
-                          retire=retire, retire_dir=retire_dir, replan=replan)
+                          retire=retire, retire_dir=retire_dir, replan=replan,
+                          stream=_Stream(report, on_output, on_failure))
     except KeyboardInterrupt as exc:
         # say exactly what is at the destination: outputs published before the interruption stand
         planned = getattr(report, "planned", [])
@@ -121,7 +130,7 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
 
 
 def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size, max_events, spec: MergeSpec,
-               jobs, executor, progress, retire, retire_dir, replan) -> RunReport:
+               jobs, executor, progress, retire, retire_dir, replan, stream) -> RunReport:
     global _current_progress
     started = time.perf_counter()
     with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"), \
@@ -156,6 +165,8 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
             result = _report_from_journal(out_dir / entry.name, entry, spec)
             report.outputs.append(result)
             bookkeeping.after(result, entry.state, reverify=True)
+            stream.emit(result)
+        stream.emit()
         for planned in outputs:
             journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode,
                                 identities=[i.identity() for i in planned.inputs])
@@ -177,6 +188,8 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
                 if error is not None:
                     journal.set_state(task.name, "failed", error=str(error))
                     report.failures.append({"output": task.name, **error.to_dict()})
+                    log.info("%s: failed: %s", task.name, error)
+                    stream.emit()
                     continue
                 state = "verified" if result.verified else "merged"
                 journal.set_state(task.name, state, file_size=result.file_size, checksum=result.checksum,
@@ -184,6 +197,9 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
                                   accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted])
                 report.outputs.append(result)
                 bookkeeping.after(result, state)
+                log.info("%s: %s, %s, %s", task.name, result.status if result.status != "merged" else state,
+                         plural(result.event_count, "event"), result.checksum)
+                stream.emit(result)
         finally:
             _current_progress = NullProgress()
             if relay is not None:
@@ -196,6 +212,23 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
     report.outputs.sort(key=lambda o: o.output.name)
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _Stream:
+    """Hands each finished output, and each failure recorded since the last call, to the caller's callbacks."""
+
+    def __init__(self, report: RunReport, on_output, on_failure):
+        self.report, self.on_output, self.on_failure = report, on_output, on_failure
+        self.shown_failures = 0
+
+    def emit(self, result: MergeReport | None = None) -> None:
+        if result is not None and self.on_output is not None:
+            self.on_output(result)
+        new = self.report.failures[self.shown_failures:]
+        self.shown_failures = len(self.report.failures)
+        if self.on_failure is not None:
+            for failure in new:
+                self.on_failure(failure)
 
 
 def _prefetch(catalog, arguments) -> None:
