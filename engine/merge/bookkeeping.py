@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AlreadyMerged, FileNotDeclared, IncompleteRun, UsageError
+from ..remote import location
 
 UNMERGED_TIER = "unmerged-thumbnail"
 _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
@@ -52,7 +53,7 @@ class CatalogBookkeeping:
     def metadata(self, path: Path) -> dict:
         """The catalogue's record of an input (what its crosschecks compare against)."""
         try:
-            return self.catalog.get(Path(path).name)
+            return self.catalog.get(location(path).name)
         except FileNotDeclared as exc:
             raise FileNotDeclared("input is not declared in the catalogue", path=path) from exc
 
@@ -66,7 +67,7 @@ class CatalogBookkeeping:
         declared; only a finished output (the journal's) stands, and it is not merged again.
         """
         try:
-            children = self.catalog.children(Path(path).name)
+            children = self.catalog.children(location(path).name)
         except FileNotDeclared as exc:
             raise FileNotDeclared("input is not declared in the catalogue", path=path) from exc
         merged = [child for child in children

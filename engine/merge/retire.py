@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import OutputExists, UsageError
 from ..metadata import sidecar_path
+from ..remote import is_url, location
 
 MOVE, DELETE = "move", "delete"
 
@@ -23,7 +24,7 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record) -> li
     if action not in (MOVE, DELETE):
         raise UsageError(f"--retire-inputs takes move or delete, not {action!r}")
     done = []
-    for path in map(Path, inputs):
+    for path in map(location, inputs):     # local paths, or files on remote storage
         # an earlier, interrupted attempt may have retired the data file but not its sidecar
         items = [item for item in (path, sidecar_path(path)) if item.exists()]
         if not items:
@@ -33,7 +34,7 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record) -> li
                 item.unlink()
             destination = None
         else:
-            folder = retire_dir or path.parent / "retired"
+            folder = location(retire_dir) if retire_dir else path.parent / "retired"
             folder.mkdir(parents=True, exist_ok=True)
             destination = folder / path.name
             for item in items:   # every target is checked before anything moves
@@ -49,6 +50,11 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record) -> li
 
 
 def _move(source: Path, target: Path) -> None:
+    if is_url(source) or is_url(target):
+        if not is_url(source):
+            raise UsageError("local inputs retire to a local folder", path=target)
+        source.rename_to(target)
+        return
     try:
         os.link(source, target)      # same filesystem: atomic, and never replaces
     except FileExistsError:

@@ -14,6 +14,7 @@ in that order.  One output failing does not stop the others; the report lists ev
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, stale_temporaries
 from ..metadata import sidecar_path
-from ..remote import location
+from ..remote import is_url, location
 from ..progress import NullProgress, QueueProgress
 from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .bookkeeping import names_by_run, open_bookkeeping
@@ -66,6 +67,17 @@ class _RunLevelProgress(NullProgress):
         self.parent.advance(files=files, events=events, bytes=bytes)
 
 
+def journal_folder(out_dir) -> Path:
+    """Where a merge-run into ``out_dir`` keeps its journal and lock: the folder itself, or for
+    remote storage a local folder named after the URL under the staging directory."""
+    dest = location(out_dir)
+    if not is_url(dest):
+        return dest
+    from ..remote import staging_dir
+
+    return staging_dir() / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", str(dest).rstrip("/"))
+
+
 def clean_stale_files(out_dir: Path) -> list[Path]:
     """Remove temporary outputs, staged sidecars and lock files left by processes that died."""
     removed = stale_temporaries(out_dir)
@@ -97,17 +109,18 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         raise UsageError("--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
                          "--mode safe or deep")
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    dest = location(out_dir)          # where outputs go; out_dir: where the journal and lock live
+    out_dir = journal_folder(dest)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:           # read-only place, a file in the way, no permission
         raise output_error(exc, out_dir, "create the output folder") from None
     progress = progress or NullProgress()
-    report = RunReport(out_dir)
+    report = RunReport(dest)
     with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"), \
             Journal(out_dir) as journal, open_bookkeeping(spec) as catalog:
         clean_stale_files(out_dir)
-        finished = _reconcile(journal, out_dir, spec)
+        finished = _reconcile(journal, dest, spec)
         not_merged = None
         if catalog is not None and catalog.queryable:
             not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
@@ -120,10 +133,10 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         clash = {o.name for o in outputs} & {e.name for e in finished}
         if clash:
             raise InconsistentInputs(f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
-                                     "use --force to redo them", path=out_dir)
+                                     "use --force to redo them", path=dest)
         bookkeeping = _Bookkeeping(journal, catalog, spec, retire, retire_dir, report)
         for entry in finished:
-            result = _report_from_journal(out_dir / entry.name, entry, spec)
+            result = _report_from_journal(dest / entry.name, entry, spec)
             report.outputs.append(result)
             bookkeeping.after(result, entry.inputs, entry.state)
         for planned in outputs:
@@ -131,8 +144,8 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
         per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
                              expect_complete=False)
-        tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output) for p in outputs]
-        progress.start(label=f"merge-run {out_dir.name}", files=sum(len(p.inputs) for p in outputs),
+        tasks = [MergeTask(p.name, str(dest / p.name), tuple(p.input_paths), per_output) for p in outputs]
+        progress.start(label=f"merge-run {dest.name}", files=sum(len(p.inputs) for p in outputs),
                        events=sum(p.event_count for p in outputs), bytes=sum(p.file_size for p in outputs))
         relay = ProgressRelay(progress) if jobs > 1 and not executor else None
         chosen = make_executor(jobs, executor=executor, progress_queue=relay.queue if relay else None)
@@ -167,7 +180,7 @@ class _Bookkeeping:
 
     def __init__(self, journal: Journal, catalog, spec: MergeSpec, retire, retire_dir, report: RunReport):
         self.journal, self.catalog, self.spec = journal, catalog, spec
-        self.retire, self.retire_dir, self.report = retire, Path(retire_dir) if retire_dir else None, report
+        self.retire, self.retire_dir, self.report = retire, location(retire_dir) if retire_dir else None, report
 
     def after(self, result: MergeReport, inputs: list[str], state: str) -> None:
         before = state
@@ -228,7 +241,10 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
                                      "retirement folder or remove it from the journal", path=final)
         else:
             # unfinished: a sidecar without its data is what a kill between the two renames leaves
-            remove_quietly(sidecar_path(final))
+            if is_url(final):
+                final.protocol.remove(sidecar_path(final), quiet=True)
+            else:
+                remove_quietly(sidecar_path(final))
             journal.forget(entry.name)
     return finished
 
