@@ -61,8 +61,8 @@ def main(argv=None) -> int:
     try:
         run = make_run(server.data / "run", size=parse_size(args.size), files=args.files)
         server.owned_by_server(server.data / "run")
-        urls = [f"{server.root_url}/run/{path.name}" for path in run.files]
-        total = sum(path.stat().st_size for path in run.files)
+        urls = [f"{server.root_url}/run/{path.name}" for path in run.paths]
+        total = sum(path.stat().st_size for path in run.paths)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         merge = [sys.executable, "-m", "bindings.cli", "merge", *urls, "-o", str(scratch / "out.tmb"),
                  "--mode", args.mode, "--quiet"]

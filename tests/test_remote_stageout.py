@@ -75,15 +75,17 @@ def test_wrong_checksum_from_the_server_leaves_nothing(cli, remote_env, staging,
         script.unlink()
 
 
-def test_connection_dropped_mid_upload_leaves_nothing(remote_env, staging, tmb_big_run, tmp_path):
+@pytest.mark.parametrize("scheme", ["root", "https"])
+def test_connection_dropped_mid_upload_leaves_nothing(remote_env, staging, tmb_big_run, scheme):
     server = XrootdServer(name="dropped")
     try:
         folder = server_folder(server, "out")
-        proxy = CuttingProxy(server.root_port, limit=4 << 20, direction="up")
+        port = server.root_port if scheme == "root" else server.https_port
+        proxy = CuttingProxy(port, limit=4 << 20, direction="up")
         inputs = [str(p) for p in sorted(tmb_big_run.glob("*.tmb"))[:4]]
         env = {**os.environ, "PYTHONPATH": str(WORKTREE), "TMBMERGE_REMOTE_TIMEOUT": "5",
-               "TMBMERGE_REMOTE_RETRIES": "1", "TMBMERGE_REMOTE_BACKOFF": "0.1"}
-        url = proxy.url("out/m.tmb")
+               "TMBMERGE_REMOTE_RETRIES": "1", "TMBMERGE_REMOTE_BACKOFF": "0.1", "X509_CERT_DIR": str(server.ca_dir)}
+        url = proxy.url("out/m.tmb", scheme)
         result = subprocess.run([sys.executable, "-m", "bindings.cli", "merge", *inputs, "-o", url, "--quiet"],
                                 env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 7, result.stderr

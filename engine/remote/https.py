@@ -63,8 +63,10 @@ def _request(method: str, rp, *, headers=None, ok=(200,), **kwargs):
                                       **kwargs)
     except requests.exceptions.SSLError as exc:
         found = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?) \(_ssl", str(exc))
-        raise RemoteFailure(FAILED, f"TLS failure: {found.group(1) if found else _reason(exc)} "
-                                    "(is the server's CA in X509_CERT_DIR?)") from None
+        reason = found.group(1) if found else _reason(exc)
+        if "certificate" not in reason:      # the connection broke under TLS: worth another try
+            raise RemoteFailure(TRANSIENT, f"TLS connection lost: {reason}") from None
+        raise RemoteFailure(FAILED, f"TLS failure: {reason} (is the server's CA in X509_CERT_DIR?)") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError) as exc:
         raise RemoteFailure(TRANSIENT, _reason(exc)) from None
