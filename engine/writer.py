@@ -20,7 +20,6 @@ import os
 import uuid as uuidlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,6 +46,7 @@ from .format import (
     pack_trailer,
 )
 from .fsutil import Writeback, fsync_dir, publish, remove_quietly, temporary_path
+from .metadata import now_iso
 
 
 class WriteResult(NamedTuple):
@@ -92,7 +92,7 @@ class TmbWriter:
         self.uuid = file_uuid or uuidlib.uuid4()
         meta = dict(metadata or {})
         meta.setdefault("file_name", self.path.name)
-        meta.setdefault("created", datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
+        meta.setdefault("created", now_iso())          # honours SOURCE_DATE_EPOCH
         meta["format_version"] = FORMAT_VERSION
         self.metadata = meta
         self._adler = RunningAdler32()

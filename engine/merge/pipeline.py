@@ -52,6 +52,7 @@ from .bookkeeping import CatalogBookkeeping, names_by_run, open_bookkeeping
 from .inputs import PreparedInput, prepare_inputs
 from .lock import ExclusiveLock
 from .report import InputOutcome, MergeReport
+from .reproducible import merge_clock, output_uuid
 from .spec import MergeSpec
 
 QUEUE_BLOCKS = 4   # blocks read ahead of the writer: enough slack, 5 MiB of buffer each
@@ -113,13 +114,12 @@ def peak_rss_bytes() -> int:
 
 
 def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec, progress, label) -> MergeReport:
-    from ..metadata import now_iso
-
-    started_at = now_iso()
     outcomes = {id(p): InputOutcome(p.path, False, reason=p.error.to_dict()) for p in prepared if p.error}
     good = [p for p in prepared if p.error is None]
     progress.start(label=label, files=len(good), events=sum(p.reader.event_count for p in good),
                    bytes=sum(p.reader.file_size for p in good))
+    clock = merge_clock(spec.reproducible, [p.reader.metadata.get("created") for p in good])
+    started_at = clock()
     runs = sorted({r for p in good for r in p.runs})
     run_type = _run_type([(p.path.name, p.bookkeeping or p.reader.metadata) for p in good])
     header_md = {
@@ -127,9 +127,12 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         "data_tier": spec.data_tier,
         "runs": [[r, 0, run_type] for r in runs],
         "merge": {"mode": spec.mode, "inputs": [p.path.name for p in good]},
+        "created": started_at,
     }
     accepted: list[PreparedInput] = []
-    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync, drop_behind=True) as writer:
+    file_uuid = output_uuid(header_md, [p.reader.uuid for p in good])
+    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync, drop_behind=True,
+                   file_uuid=file_uuid) as writer:
         readback = None
         if spec.checks_bookkeeping:
             # deep: one decoder more than the thread budget, as each also waits on its read-back
@@ -157,7 +160,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
                                  expected_adler32=result.adler32, expected_size=result.file_size,
                                  blocks_read_back=readback, name=output)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
-                                    spec, started_at)
+                                    spec, started_at, clock())
         sidecar = _StagedSidecar(output, metadata)
         try:
             with _signals_deferred():
@@ -313,8 +316,9 @@ def _check_adler(item: PreparedInput, value: int, spec: MergeSpec) -> None:
 
 # -- the merged file's metadata ---------------------------------------------------------------
 
-def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, started_at: str) -> dict:
-    from ..metadata import merged_metadata, now_iso
+def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, started_at: str,
+                     ended_at: str) -> dict:
+    from ..metadata import merged_metadata
 
     inputs = []
     for item in accepted:
@@ -326,7 +330,7 @@ def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, 
         event_count=result.event_count, first_event=result.first_event, last_event=result.last_event,
         runs=[[r, 0, run_type] for r in result.runs], merge_mode=spec.mode,
         application={"family": "tmbmerge", "name": "tmbmerge", "version": __version__},
-        start_time=started_at, end_time=now_iso(),
+        start_time=started_at, end_time=ended_at,
         skipped=[{"file_name": p.path.name, "reason": str(p.error)} for p in rejected],
         data_tier=spec.data_tier,
     )

@@ -32,6 +32,7 @@ from .pipeline import declare_output, merge_files
 from .plan import PlannedOutput, plan_run
 from .retire import retire_inputs
 from .report import MergeReport, RunReport
+from ..units import plural
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
@@ -169,7 +170,7 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
                 relay.close()
             if hasattr(chosen, "close"):
                 chosen.close()
-        progress.finish(label=f"{len(report.outputs)} outputs")
+        progress.finish(label=plural(len(report.outputs), "output"))
     report.outputs.sort(key=lambda o: o.output.name)
     report.seconds = time.perf_counter() - started
     return report

@@ -7,7 +7,6 @@ paths.  The three modes are documented in README.md ("The three modes").
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -31,6 +30,7 @@ class MergeSpec:
     declare: bool = False              # declare the verified output to the catalogue
     declarer: str | None = None        # a plugin declarer (entry point tmbmerge.declarers)
     expect_complete: bool = False      # refuse a run whose catalogued unmerged files are not all inputs
+    reproducible: bool = False         # timestamps from SOURCE_DATE_EPOCH or the inputs (see reproducible.py)
     data_tier: str = "thumbnail"
     fsync: bool = True
 
@@ -53,21 +53,3 @@ class MergeSpec:
     @property
     def decodes_events(self) -> bool:
         return self.mode == DEEP
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str | int) -> int:
-    """'2GiB' -> 2147483648, '1.5GB' -> 1500000000, '4096' -> 4096."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE_RE.match(str(text))
-    if not m:
-        raise UsageError(f"cannot read size {text!r} (try 2GiB, 500MB or a number of bytes)")
-    number, unit, binary = float(m.group(1)), m.group(2).upper(), bool(m.group(3))
-    power = "KMGTP".index(unit) + 1 if unit else 0
-    value = int(number * ((1024 if binary else 1000) ** power))
-    if value <= 0:
-        raise UsageError(f"size {text!r} must be positive")
-    return value
