@@ -98,6 +98,9 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
                         "$TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already merged")
     g.add_argument("--declare", action="store_true", help="declare the verified output, with its parents")
     g.add_argument("--declarer", default=None, help="a plugin declarer (entry point group tmbmerge.declarers)")
+    g.add_argument("--grandparents", action="store_true",
+                   help="declare the output with its inputs' parents as its parents (for catalogues that do "
+                        "not keep unmerged files)")
     g.add_argument("--expect-complete", action="store_true",
                    help="refuse a run whose catalogued unmerged files are not all among the inputs")
 
@@ -109,7 +112,7 @@ def _spec(args, jobs: int):
                      allow_mixed_runs=getattr(args, "allow_mixed_runs", False), threads=jobs,
                      metadata=args.metadata, catalog=args.catalog or None, declare=args.declare,
                      declarer=args.declarer, expect_complete=args.expect_complete,
-                     reproducible=args.reproducible)
+                     reproducible=args.reproducible, grandparents=args.grandparents)
 
 
 def run_merge(args) -> int:

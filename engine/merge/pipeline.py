@@ -61,11 +61,13 @@ _END = object()
 
 
 def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None, bookkeeping=None,
-                label: str | None = None) -> MergeReport:
+                label: str | None = None, catalog_checked: bool = False) -> MergeReport:
     """Merge ``inputs`` (in order) into ``output``; see the module docstring.
 
     ``bookkeeping(path) -> metadata | None`` supplies each input's catalogue record (default: its
-    sidecar).  Returns a ``MergeReport``; raises an ``EngineError`` when nothing was published.
+    sidecar).  ``catalog_checked``: the caller (merge-run) fetched the records (``bookkeeping``)
+    and checked the inputs not merged; no catalogue is opened here.  Returns a ``MergeReport``;
+    raises an ``EngineError`` when nothing was published.
     """
     if is_url(output):      # written and verified locally, then staged out (``remote.stageout``)
         from ..remote.stageout import merge_to_remote
@@ -79,9 +81,10 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
         raise UsageError(f"output folder {output.parent} does not exist", path=output)
     if output.exists() and not spec.force:
         raise OutputExists("output exists (use --force to replace it)", path=output)
-    with ExclusiveLock(output), open_bookkeeping(spec) as catalog:
+    with ExclusiveLock(output), open_bookkeeping(None if catalog_checked else spec) as catalog:
         check_input = None
         if catalog is not None and catalog.queryable:
+            catalog.prefetch(inputs)
             bookkeeping = bookkeeping or catalog.metadata
             check_input = lambda path: catalog.check_not_merged(path, output_name=output.name)  # noqa: E731
         prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping, check_input=check_input)
@@ -95,6 +98,8 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
                 item.close()
         if spec.declare:
             declare_output(catalog, report)
+        if catalog is not None:
+            report.catalog = catalog.budget
     report.seconds = time.perf_counter() - started
     report.peak_rss_bytes = peak_rss_bytes()
     return report

@@ -30,6 +30,7 @@ class MergeSpec:
     declare: bool = False              # declare the verified output to the catalogue
     declarer: str | None = None        # a plugin declarer (entry point tmbmerge.declarers)
     expect_complete: bool = False      # refuse a run whose catalogued unmerged files are not all inputs
+    grandparents: bool = False         # declare the output with its inputs' parents as parents
     reproducible: bool = False         # timestamps from SOURCE_DATE_EPOCH or the inputs (see reproducible.py)
     data_tier: str = "thumbnail"
     fsync: bool = True
@@ -43,6 +44,8 @@ class MergeSpec:
             raise UsageError("--jobs must be at least 1")
         if (self.declare or self.expect_complete or self.declarer) and not self.catalog:
             raise UsageError("--declare, --declarer and --expect-complete need --catalog URL")
+        if self.grandparents and not self.declare:
+            raise UsageError("--grandparents is about declaring: it needs --declare")
         if self.declare and self.mode == FAST:
             raise UsageError("--declare needs a verified output: use --mode safe or deep")
 
