@@ -92,7 +92,7 @@ def _check_declared(output: Path, entry, catalog) -> None:
                            "retired", path=output, expected=f"{entry.file_size} bytes, {entry.checksum}",
                            actual=f"{found[0]} bytes, {found[1]}")
     parents = catalog.catalog.parents(output.name)
-    names = [Path(item["path"]).name for item in entry.accepted]
+    names = [location(item["path"]).name for item in entry.accepted]
     if sorted(parents) != sorted(names):
         raise CatalogError("the catalogue's parents of the output are not its inputs: its inputs are not retired",
                            path=output, expected=", ".join(names), actual=", ".join(parents))
@@ -101,7 +101,7 @@ def _check_declared(output: Path, entry, catalog) -> None:
 def _check_identity(identity: dict, merged: dict, runs, events, *, action: str, retire_dir: Path | None) -> None:
     from ..readers import open_file
 
-    path = Path(identity["path"])
+    path = location(identity["path"])
     where = path
     if not path.exists() and action == MOVE:   # moved by an interrupted retirement, sidecar not yet
         where = (retire_dir or path.parent / "retired") / path.name
@@ -109,9 +109,12 @@ def _check_identity(identity: dict, merged: dict, runs, events, *, action: str, 
         if action == DELETE:
             return                             # deleted by an interrupted retirement
         raise InconsistentInputs("input is gone, and not in the retirement folder: nothing retired", path=path)
-    stat = os.stat(where)
-    now = {"device": stat.st_dev, "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if where != path:
+    if is_url(where):       # a remote file is known by its URL and size (its bytes are compared below)
+        now = {"size": where.stat().st_size}
+    else:
+        stat = os.stat(where)
+        now = {"device": stat.st_dev, "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if where != path and not is_url(where):
         now.update(device=identity["device"], inode=identity["inode"])   # another filesystem: a copy
     then = {key: identity.get(key) for key in now}
     if now != then:
