@@ -86,3 +86,9 @@ def test_short_flags_of_merge(cli, tmb_run, tmp_path):
     assert cli("merge", *tmb_run, "-o", output).code == 7
     assert cli("merge", "-f", "-k", *tmb_run, "-o", output).code == 0
     assert (ROOT / "docs" / "HADD.md").is_file()
+
+
+def test_campaign_page_templates_are_shipped():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "templates/*.html" in setuptools["package-data"]["bindings.serve"]
+    assert sorted(p.name for p in (ROOT / "bindings" / "serve" / "templates").glob("*.html"))
