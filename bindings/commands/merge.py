@@ -58,6 +58,9 @@ def register(subparsers) -> None:
                    help="after an output is verified and declared, move its inputs (and sidecars) to "
                         "--retire-dir, or delete them with --retire-inputs=delete")
     p.add_argument("--retire-dir", default=None, help="where retired inputs go (default: retired/ beside them)")
+    p.add_argument("--certify", action="store_true",
+                   help="histogram the inputs before merging and the outputs after (tmbmerge certify), kept in "
+                        "the sqlite --catalog; a run whose merged histograms differ fails (exit 6)")
     p.add_argument("--replan", action="store_true",
                    help="a rerun with other --target-size/--max-events than the journal's: plan what is not "
                         "finished with the new options (without it such a rerun is refused)")
@@ -187,6 +190,11 @@ def run_merge_run(args) -> int:
     plan_kwargs = _plan_kwargs(args, parse_size)
     # one line per output as it is published, and per failure as it happens (a log file follows the run)
     streaming = not args.json
+    certifier = None
+    if args.certify:
+        from .certify import MergeCertifier
+
+        certifier = MergeCertifier(args.catalog, args.inputs, run=args.run)
     try:   # the thread budget is all cores, shared by the outputs merged at once
         report = merge_run(args.inputs, args.out_dir, spec=_spec(args, max(jobs, default_jobs())), jobs=jobs,
                            executor=args.executor,
@@ -197,10 +205,16 @@ def run_merge_run(args) -> int:
                            **plan_kwargs)
     finally:
         progress.finish()
+    certified = certifier.finish(report) if certifier is not None else None
     if args.json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
+        json.dump({**report.to_dict(), **({"certification": certified} if certified is not None else {})},
+                  sys.stdout, indent=2)
         print()
     else:
+        for verdict in certified or ():
+            print(f"run {verdict['run']}: {verdict['status']} ({verdict['detail']})")
+        if any(verdict["status"] == "failed" for verdict in certified or ()):
+            _print_failure(report.failures[-1])
         for skipped in report.skipped:
             print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
         if not args.quiet:
