@@ -293,6 +293,8 @@ class TmbReader:
         if adler is not None:
             adler.update(self._head_bytes)
         self._announce_blocks()
+        if self._events is None and self.trailer.index_length <= WHOLE_INDEX_BYTES:
+            self.events   # one request for a small index, not one per column per block (remote files)
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
