@@ -11,7 +11,8 @@ It answers on 127.0.0.1 at an ephemeral port, in a thread of the test process, u
 - ``GET /files/name/NAME/lineage/{parents,children}``: ``[{"file_name", "file_id"}, ...]``;
 - ``GET /files/list?dims=...``: a JSON list of names; dimensions are clauses joined by
   `` and ``: ``run_number N``, ``data_tier T``, ``file_name a, b``, ``ischildof: (file_name a, b)``
-  (children of those files), ``isparentof: (file_name a, b)`` (their parents).
+  (children of those files), ``isparentof: (file_name a, b)`` (their parents), and the two
+  nested once: ``ischildof: (isparentof: (file_name a))`` (the files sharing a parent with a).
 
 Errors are JSON ``{"error": Type, "message": ...}``.  Records are stored as posted (a test may
 also put legacy records, e.g. with ``enstore`` checksums, straight into ``store``).  Tests can
@@ -207,24 +208,35 @@ class SamWebServer:
             return _json([self.store[name] for name in names if name in self.store])
 
     def _list(self, dims: str) -> tuple[int, str, str]:
-        tests = []
-        for clause in dims.split(" and "):
-            test = self._clause(clause.strip())
-            if test is None:
-                return _error(400, "DimensionError", f"cannot parse dimensions {dims!r}")
-            tests.append(test)
         with self._lock:
+            tests = []
+            for clause in dims.split(" and "):
+                test = self._clause(clause.strip())
+                if test is None:
+                    return _error(400, "DimensionError", f"cannot parse dimensions {dims!r}")
+                tests.append(test)
             return _json(sorted(name for name, md in self.store.items() if all(test(md) for test in tests)))
+
+    def _selected(self, dims: str) -> set[str] | None:
+        """Names selected by ``file_name a, b`` or a lineage clause (None when not understood)."""
+        field, _, value = dims.partition(" ")
+        if field == "file_name" and value:
+            return {n.strip() for n in value.split(",")}
+        lineage = re.fullmatch(r"(ischildof|isparentof): \((.+)\)", dims)
+        if not lineage:
+            return None
+        names = self._selected(lineage.group(2))
+        if names is None:
+            return None
+        if lineage.group(1) == "ischildof":
+            return {n for n, md in self.store.items() if any(p["file_name"] in names for p in md.get("parents", []))}
+        return {p["file_name"] for n in names if n in self.store for p in self.store[n].get("parents", [])}
 
     def _clause(self, clause: str):
         """A test of a record for one dimension clause (None when it is not understood)."""
-        lineage = re.fullmatch(r"(ischildof|isparentof): \(file_name ([^()]+)\)", clause)
-        if lineage:
-            names = {n.strip() for n in lineage.group(2).split(",")}
-            if lineage.group(1) == "ischildof":
-                return lambda md: any(p["file_name"] in names for p in md.get("parents", []))
-            parents = {p["file_name"] for n in names if n in self.store for p in self.store[n].get("parents", [])}
-            return lambda md: md["file_name"] in parents
+        if clause.startswith(("ischildof:", "isparentof:")):
+            selected = self._selected(clause)
+            return None if selected is None else (lambda md: md["file_name"] in selected)
         field, _, value = clause.partition(" ")
         if field == "file_name" and value:
             names = {n.strip() for n in value.split(",")}

@@ -397,12 +397,16 @@ class SamWebCatalog(Catalog):
             raise self._fail(response)
         self.forget(name)
         if exclusive_tier is not None and parents:
-            others = self._merged_siblings(md, exclusive_tier)   # and the lineage read after it
+            # and the lineage read after it, in one request: the files of the tier sharing a parent
+            siblings = set(self.list_dims(f"data_tier {exclusive_tier} and ischildof: "
+                                          f"(isparentof: ({file_name_dims([name])}))"))
+            others = sorted(siblings - {name})
             if others:
                 raise already_merged_error(name, others, after=True)
         return result
 
     def _merged_siblings(self, md: dict, tier: str) -> list[str]:
+        """Files of ``tier`` that are children of ``md``'s parents (one query per batch of parents)."""
         name = md["file_name"]
         siblings: set[str] = set()
         for batch in chunks(parent_names(md)):
