@@ -155,7 +155,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
             raise AllInputsRejected([p.error for p in prepared if p.error is not None], path=output)
         result = writer.finish()
         if readback is not None:
-            verify_merged_output(result.path, expected_events=[p.events for p in accepted],
+            verify_merged_output(result.path, expected_events=[p.reader for p in accepted],
                                  expected_adler32=result.adler32, expected_size=result.file_size,
                                  blocks_read_back=readback, name=output)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
@@ -283,12 +283,14 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPoo
                 # digests re-checked as copied; each block's adler32 spares the writer hashing it
                 for block in item.reader.iter_blocks(RunningAdler32(), pool=buffers):
                     put((item, block))
+                item.reader.release()
                 put((item, "done"))
         return
     for item in good:
         adler = RunningAdler32()
         for block in item.reader.iter_blocks(adler, pool=buffers):
             put((item, block))
+        item.reader.release()   # one input open at a time (a few with --skip-bad)
         _check_adler(item, adler.value, spec)
         put((item, "done"))
 
@@ -302,6 +304,7 @@ def _validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
     else:
         for _ in item.reader.check_blocks(adler, threads=1):
             pass
+    item.reader.release()
     _check_adler(item, adler.value, spec)
 
 
