@@ -140,13 +140,21 @@ class SamWebServer:
                     time.sleep(delay)
                 return (status, *error)
             return (status, "application/json", json.dumps(error)) if error else (status, "text/plain", "Service Unavailable")
-        if self.token is not None and headers.get("Authorization") != f"Bearer {self.token}":
+        if self.token is not None and not self.authorized(headers):
             return _error(401, "AuthenticationError", "a valid bearer token is required")
         parts = urlsplit(raw_path)
         if not parts.path.startswith(self.prefix + "/"):
             return _error(404, "NotFound", f"no such API path {parts.path}")
-        path = parts.path[len(self.prefix):]
-        query = parse_qs(parts.query)
+        answer = self.route(method, parts.path[len(self.prefix):], parse_qs(parts.query), headers, body)
+        if delay:
+            time.sleep(delay)
+        return answer
+
+    def authorized(self, headers: dict) -> bool:
+        return headers.get("Authorization") == f"Bearer {self.token}"
+
+    def route(self, method: str, path: str, query: dict, headers: dict, body: bytes) -> tuple[int, str, str]:
+        """The API proper (a subclass serves another API with the same steering)."""
         if method == "POST" and path == "/files":
             answer = self._declare(headers, body)
         elif method == "POST" and path == "/files/metadata":
@@ -155,8 +163,6 @@ class SamWebServer:
             answer = self._get(path, query)
         else:
             answer = _error(405, "MethodNotAllowed", f"{method} {path}")
-        if delay:
-            time.sleep(delay)
         return answer
 
     def _declare(self, headers: dict, body: bytes) -> tuple[int, str, str]:
