@@ -270,7 +270,7 @@ def _handler_for(server: SamWebServer):
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            status, content_type, text = server.handle(method, self.path, dict(self.headers), body)
+            status, content_type, text, *extra = server.handle(method, self.path, dict(self.headers), body)
             if status == 0:                  # DROP: no answer at all
                 self.close_connection = True
                 return
@@ -279,6 +279,8 @@ def _handler_for(server: SamWebServer):
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (extra[0] if extra else {}).items():   # a subclass's own headers
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (read timeout)

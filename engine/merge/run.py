@@ -145,7 +145,7 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
             journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode)
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
         per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
-                             grandparents=False,
+                             grandparents=False, register=None,
                              expect_complete=False)
         fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
         tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output,
