@@ -44,17 +44,12 @@ from engine.errors import CatalogError, FileNotDeclared, UsageError
 from engine.metadata import normalize_metadata
 
 from .base import (
-    ALREADY_DECLARED,
-    DECLARED,
     Catalog,
     DeclareResult,
-    already_merged_error,
-    check_redeclaration,
     chunks,
     is_placeholder,
     parent_names,
     prepare_declaration,
-    unknown_parent_error,
 )
 from .http import DEFAULT_BACKOFF, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_RETRIES, HttpTransport, error_text
 
@@ -305,39 +300,19 @@ class MetaCatCatalog(Catalog):
 
     def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
         md = prepare_declaration(metadata)
-        name = md["file_name"]
         if self.dataset is None:
             raise UsageError(f"{self.url}: declaring needs a dataset (add &dataset=NS:NAME to the URL)")
-        parents = parent_names(md)
-        known = self.records(parents)
-        missing = [parent for parent in parents if parent not in known]
-        if missing:
-            raise unknown_parent_error(name, missing)
-        if exclusive_tier is not None and parents:
-            others = self._siblings(md, exclusive_tier)          # immediately before the declaration
-            if others:
-                raise already_merged_error(name, others)
+        return self.declare_without_transactions(md, exclusive_tier, self._post)
+
+    def _post(self, md: dict):
         response = self.http.request("POST", f"/data/declare_files?dataset={self.dataset}",
                                      data=json.dumps([to_metacat(md, self.namespace)]).encode("utf-8"),
                                      headers={"Content-Type": "text/json"})
         if response.status_code == 409:
-            existing = self.get(name)
-            check_redeclaration(existing, md)
-            result = DeclareResult(name, ALREADY_DECLARED, existing.get("file_id", existing.get("MetaCat.fid")))
-        elif response.status_code == 200:
-            result = DeclareResult(name, DECLARED, self._declared_fid(response, name))
-        else:
-            raise self._fail(response, None if response.status_code == 404 else name)
-        self.forget(name)
-        if exclusive_tier is not None and parents:
-            others = self._siblings(md, exclusive_tier)          # and the lineage read after it
-            if others:
-                raise already_merged_error(name, others, after=True)
-        return result
-
-    def _siblings(self, md: dict, tier: str) -> list[str]:
-        by_parent = self.children_of(parent_names(md), data_tier=tier)
-        return sorted({child for children in by_parent.values() for child in children} - {md["file_name"]})
+            return None
+        if response.status_code != 200:
+            raise self._fail(response)
+        return self._declared_fid(response, md["file_name"])
 
     def _declared_fid(self, response: requests.Response, name: str):
         try:

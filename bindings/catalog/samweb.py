@@ -55,16 +55,11 @@ from .http import (
     error_text,
 )
 from .base import (
-    ALREADY_DECLARED,
-    DECLARED,
     Catalog,
     DeclareResult,
-    already_merged_error,
-    check_redeclaration,
     chunks,
     parent_names,
     prepare_declaration,
-    unknown_parent_error,
 )
 
 ENV_CERT = "TMBMERGE_SAMWEB_CERT"
@@ -296,46 +291,23 @@ class SamWebCatalog(Catalog):
         return self.list_dims(" and ".join(dims))
 
     def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
-        md = prepare_declaration(metadata)
-        name = md["file_name"]
-        parents = parent_names(md)
-        known = self.records(parents)
-        missing = [parent for parent in parents if parent not in known]
-        if missing:
-            raise unknown_parent_error(name, missing)
-        if exclusive_tier is not None and parents:
-            others = self._merged_siblings(md, exclusive_tier)   # immediately before the POST
-            if others:
-                raise already_merged_error(name, others)
+        return self.declare_without_transactions(prepare_declaration(metadata), exclusive_tier, self._post)
+
+    def _post(self, md: dict) -> int | None:
         response = self._request(
             "POST", "/files", data=json.dumps(md).encode("utf-8"), headers={"Content-Type": "application/json"}
         )
         if response.status_code == 409:
-            existing = self.get(name)
-            check_redeclaration(existing, md)
-            result = DeclareResult(name, ALREADY_DECLARED, existing.get("file_id"))
-        elif 200 <= response.status_code < 300:
-            result = DeclareResult(name, DECLARED, _file_id(response, name))
-        else:
+            return None
+        if not 200 <= response.status_code < 300:
             raise self._fail(response)
-        self.forget(name)
-        if exclusive_tier is not None and parents:
-            # and the lineage read after it, in one request: the files of the tier sharing a parent
-            siblings = set(self.list_dims(f"data_tier {exclusive_tier} and ischildof: "
-                                          f"(isparentof: ({file_name_dims([name])}))"))
-            others = sorted(siblings - {name})
-            if others:
-                raise already_merged_error(name, others, after=True)
-        return result
+        return _file_id(response, md["file_name"])
 
-    def _merged_siblings(self, md: dict, tier: str) -> list[str]:
-        """Files of ``tier`` that are children of ``md``'s parents (one query per batch of parents)."""
-        name = md["file_name"]
-        siblings: set[str] = set()
-        for batch in chunks(parent_names(md)):
-            siblings.update(self.list_dims(f"data_tier {tier} and ischildof: ({file_name_dims(batch)})"))
-        siblings.discard(name)
-        return sorted(siblings)
+    def conflicts_after(self, metadata: dict, tier: str) -> list[str]:
+        """One request: the files of ``tier`` sharing a parent with the file just declared."""
+        name = metadata["file_name"]
+        siblings = self.list_dims(f"data_tier {tier} and ischildof: (isparentof: ({file_name_dims([name])}))")
+        return sorted(set(siblings) - {name})
 
 
 def file_name_dims(names: list[str]) -> str:
