@@ -108,6 +108,12 @@ class SamWebServer:
         with self._lock:
             self._delays.extend([seconds] * count)
 
+    def clear_faults(self) -> None:
+        """Forget the failures and delays still queued."""
+        with self._lock:
+            self._failures.clear()
+            self._delays.clear()
+
     def put(self, metadata: dict) -> int:
         """Store a record directly, as a server-side import would."""
         with self._lock:

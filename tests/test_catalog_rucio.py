@@ -101,3 +101,18 @@ def test_a_failed_registration_keeps_the_output_and_retires_nothing(cli, rucio, 
     assert "RSENotFound" in output["declare_error"]["message"] and output["retired"] == []
     assert (out / output["output"].rsplit("/", 1)[1]).is_file()
     assert all(p.is_file() for p in tmb_run) and not retired.exists()
+
+
+@pytest.mark.parametrize("fault", ["503", "drop", "hang"])
+def test_faults_are_catalogue_errors_not_hangs(rucio, tmp_path, fault):
+    registration = RucioRegistration(SPEC, timeout=1)
+    registration.client                      # authenticated before the fault
+    {"503": lambda: rucio.fail_next(20, 503), "drop": lambda: rucio.drop_next(20),
+     "hang": lambda: rucio.delay_next(20, 3.0)}[fault]()
+    with pytest.raises(CatalogError) as caught:
+        registration.register(tmp_path / MD["file_name"], MD)
+    assert caught.value.exit_code == 8 and str(caught.value).startswith(MD["file_name"] + ": rucio: ")
+    # a hung answer may come after the server registered it: the retry (a rerun) then compares
+    expected = ALREADY_REGISTERED if fault == "hang" else REGISTERED
+    rucio.clear_faults()
+    assert RucioRegistration(SPEC).register(tmp_path / MD["file_name"], MD) == expected
