@@ -32,6 +32,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_merge)
 
     p = subparsers.add_parser(
+        "hadd", help="merge the way ROOT's hadd is typed: tmbmerge hadd [-f] [-k] [-j N] TARGET SOURCE...",
+        description="`tmbmerge merge -o TARGET SOURCE...` with hadd's argument order and flags: -f (and -ff, "
+                    "-fk, -f0..-f9) replace an existing TARGET, -k skips bad sources, -j N sets the threads. "
+                    "Blocks are always copied as stored (like hadd -fk: no recompression). The target is "
+                    "never one of the sources. docs/HADD.md maps every hadd option.")
+    p.add_argument("output", metavar="TARGET", help="the merged file to write")
+    p.add_argument("inputs", nargs="+", metavar="SOURCE", help="files to merge, in order")
+    _add_merge_options(p, hadd=True)
+    p.add_argument("--allow-mixed-runs", action="store_true", help="permit inputs of different runs")
+    p.set_defaults(func=run_merge)
+
+    p = subparsers.add_parser(
         "merge-run", help="plan and merge whole runs into outputs near a target size (resumable)",
         description="Group inputs by run (never mixing runs), order them by partition, split them into "
                     "outputs near --target-size named after run and partition range, and merge them, "
@@ -46,6 +58,12 @@ def register(subparsers) -> None:
                    help="after an output is verified and declared, move its inputs (and sidecars) to "
                         "--retire-dir, or delete them with --retire-inputs=delete")
     p.add_argument("--retire-dir", default=None, help="where retired inputs go (default: retired/ beside them)")
+    p.add_argument("--certify", action="store_true",
+                   help="histogram the inputs before merging and the outputs after (tmbmerge certify), kept in "
+                        "the sqlite --catalog; a run whose merged histograms differ fails (exit 6)")
+    p.add_argument("--replan", action="store_true",
+                   help="a rerun with other --target-size/--max-events than the journal's: plan what is not "
+                        "finished with the new options (without it such a rerun is refused)")
     p.set_defaults(func=run_merge_run)
 
     p = subparsers.add_parser(
@@ -79,13 +97,19 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-events", type=positive_int, default=None, help="at most this many events per output")
 
 
-def _add_merge_options(p: argparse.ArgumentParser) -> None:
+# hadd's spellings of "replace the target": -ff and -fk (compression of the first source), -f0..-f9
+# (a compression level).  tmbmerge copies blocks as stored, so they all mean -f.
+HADD_FORCE_FLAGS = ("-ff", "-fk", *(f"-f{level}" for level in range(10)))
+
+
+def _add_merge_options(p: argparse.ArgumentParser, *, hadd: bool = False) -> None:
     p.add_argument("--mode", choices=("fast", "safe", "deep"), default="safe", help="checks to apply (default safe)")
-    p.add_argument("--jobs", type=positive_int, default=None,
+    p.add_argument("-j", "--jobs", type=positive_int, default=None,
                    help="merge: threads (default: number of cores); merge-run: outputs merged at once "
                         "(default: half the cores, at least 1)")
-    p.add_argument("--force", action="store_true", help="replace existing outputs")
-    p.add_argument("--skip-bad", action="store_true",
+    p.add_argument("-f", "--force", *(HADD_FORCE_FLAGS if hadd else ()), action="store_true",
+                   help="replace existing outputs")
+    p.add_argument("-k", "--skip-bad", action="store_true",
                    help="robust merge: leave out inputs that fail validation (fail only if all do)")
     p.add_argument("--metadata", choices=("auto", "none"), default="auto",
                    help="auto: crosscheck inputs with their <file>.json sidecars; none: ignore sidecars")
@@ -170,19 +194,31 @@ def run_merge_run(args) -> int:
     plan_kwargs = _plan_kwargs(args, parse_size)
     # one line per output as it is published, and per failure as it happens (a log file follows the run)
     streaming = not args.json
+    certifier = None
+    if args.certify:
+        from .certify import MergeCertifier
+
+        certifier = MergeCertifier(args.catalog, args.inputs, run=args.run)
     try:   # the thread budget is all cores, shared by the outputs merged at once
         report = merge_run(args.inputs, args.out_dir, spec=_spec(args, max(jobs, default_jobs())), jobs=jobs,
                            executor=args.executor,
                            progress=progress, retire=args.retire_inputs, retire_dir=args.retire_dir,
+                           replan=args.replan,
                            on_output=_print_run_output if streaming and not args.quiet else None,
                            on_failure=_print_failure if streaming else None,
                            **plan_kwargs)
     finally:
         progress.finish()
+    certified = certifier.finish(report) if certifier is not None else None
     if args.json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
+        json.dump({**report.to_dict(), **({"certification": certified} if certified is not None else {})},
+                  sys.stdout, indent=2)
         print()
     else:
+        for verdict in certified or ():
+            print(f"run {verdict['run']}: {verdict['status']} ({verdict['detail']})")
+        if any(verdict["status"] == "failed" for verdict in certified or ()):
+            _print_failure(report.failures[-1])
         for skipped in report.skipped:
             print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
         if not args.quiet:
@@ -227,6 +263,8 @@ def run_plan(args) -> int:
             print(f"    {item.path}")
     for path, exc in plan.rejected:
         print(f"rejected {path}: {exc.message}")
+    for path, why in plan.ignored:
+        print(f"ignored {path}: {why}")
     totals = plan.to_dict()["totals"]
     print(f"{plural(totals['outputs'], 'output')} from {plural(totals['inputs'], 'input')}, "
           f"{plural(totals['events'], 'event')}, "

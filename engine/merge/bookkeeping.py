@@ -52,7 +52,7 @@ class CatalogBookkeeping:
             from bindings.catalog.rucio_register import RucioRegistration
 
             self.registration = RucioRegistration(register)
-        self.catalog = open_catalog(url)
+        self.catalog = open_catalog(url, create=False)   # a mistyped path is an error, not a new catalogue
         self.declarer = load_declarer(declarer, self.catalog)
         self._merged: dict[str, list[str]] = {}   # input name -> its merged children (prefetched)
 
