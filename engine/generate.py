@@ -34,7 +34,6 @@ numpy work that mostly holds the GIL, and threads measured ~35% slower on 2 core
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid as uuidlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -49,6 +48,7 @@ import numpy as np
 from .checksums import format_adler32
 from .errors import OutputExists, UsageError
 from .format import DEFAULT_BLOCK_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_SIZE
+from .host import usable_cores
 
 # ---------------------------------------------------------------------------------------------
 # What a reconstruction job of the time declared
@@ -455,13 +455,6 @@ def _run_job(job: FileJob) -> GeneratedFile:
     return generate_file(**asdict(job))
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: int = 0, first_partition: int = 0,
                  mean_event_kb: float = 15.0, gap_every: int = 0, codec: str = "zstd", level: int | None = None,
                  jobs: int | None = None, overwrite: bool = False, fsync: bool = True,
@@ -492,7 +485,7 @@ def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: in
     if not overwrite:
         _refuse_existing(paths)
     firsts = first_events(seed, run, partitions, events_per_file)
-    cores = available_cores()
+    cores = usable_cores()
     jobs = min(jobs or cores, files)
     threads = max(1, cores // jobs)
     specs = [FileJob(str(path), run, p, firsts[p], events_per_file, seed, mean_event_kb, codec, level, threads,

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
 from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
 from .fsutil import write_atomically
+from .host import iso_now
 from .remote import location
 
 SIDECAR_SUFFIX = ".json"
@@ -333,7 +334,7 @@ def now_iso() -> str:
     epoch = source_date_epoch()
     if epoch is not None:
         return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+    return iso_now()
 
 
 # --- crosschecks --------------------------------------------------------------------------

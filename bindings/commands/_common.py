@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from engine.host import usable_cores
 
 
 def add_verbosity(parser, quiet: str | None = "print only errors") -> None:
@@ -33,9 +33,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def default_jobs() -> int:
-    """Threads a command may use: the cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: Threads a command may use: the cores this process may run on (``engine.host``).
+default_jobs = usable_cores
 
 
 def default_output_jobs() -> int:

@@ -26,28 +26,22 @@ page always shows what a merge-run running right now has recorded.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.merge.journal import JOURNAL_NAME, Journal
+from engine.merge.plan import partition_in_name
 
 UNMERGED_TIER = "unmerged-thumbnail"
 RAW_TIER = "raw"
 MERGED_TIER = "thumbnail"
-_PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 FINISHED_AT_LEAST = {
     "merged": ("merged", "verified", "declared", "retired"),
     "verified": ("verified", "declared", "retired"),
     "declared": ("declared", "retired"),
     "retired": ("retired",),
 }
-
-
-def partition_of(name: str) -> int | None:
-    m = _PARTITION_RE.search(name)
-    return int(m.group(1)) if m else None
 
 
 @dataclass
@@ -230,11 +224,11 @@ def _input_path(output: JournalOutput, name: str) -> str | None:
 
 def _missing_partitions(view: CatalogView, raw: list[dict], unmerged: list[dict], parents) -> list[dict]:
     produced_from = {p["file_name"] for ps in parents.values() for p in ps}
-    missing = [{"partition": partition_of(r["file_name"]), "raw_file": r["file_name"],
+    missing = [{"partition": partition_in_name(r["file_name"]), "raw_file": r["file_name"],
                 "evidence": f"raw file {r['file_name']} has no unmerged file"}
                for r in raw if r["file_name"] not in produced_from]
     known = {m["partition"] for m in missing}
-    numbers = sorted(p for p in (partition_of(f["file_name"]) for f in unmerged) if p is not None)
+    numbers = sorted(p for p in (partition_in_name(f["file_name"]) for f in unmerged) if p is not None)
     have = set(numbers)
     for p in range(numbers[0], numbers[-1]) if numbers else ():
         if p not in have and p not in known:

@@ -33,9 +33,9 @@ def _join(*parts) -> str:
 
 def _own_output(run: int, input_name: str) -> str:
     """The merge-run style name of an output holding one input: ``tmb_0000178000_mrg_p003-p003.tmb``."""
-    from .monitor import partition_of
+    from engine.merge.plan import partition_in_name
 
-    partition = partition_of(input_name)
+    partition = partition_in_name(input_name)
     if partition is None:
         return f"tmb_{run:010d}_mrg_{Path(input_name).stem}.tmb"
     return f"tmb_{run:010d}_mrg_p{partition:03d}-p{partition:03d}.tmb"

@@ -24,11 +24,11 @@ import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import OutputError
+from ..host import iso_now
 
 JOURNAL_NAME = ".tmbmerge-journal.sqlite"
 FINISHED = ("verified", "merged", "declared", "retired")
@@ -78,10 +78,6 @@ class JournalEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 class Journal:
@@ -141,7 +137,7 @@ class Journal:
             "ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = excluded.inputs, state = 'planned', "
             "mode = excluded.mode, error = NULL, updated = excluded.updated, identities = excluded.identities, "
             "accepted = NULL",
-            (name, run, json.dumps(inputs), mode, _now(), None if identities is None else json.dumps(identities)))
+            (name, run, json.dumps(inputs), mode, iso_now(), None if identities is None else json.dumps(identities)))
 
     def set_state(self, name: str, state: str, *, error: str | None = None, file_size: int | None = None,
                   checksum: str | None = None, event_count: int | None = None,
@@ -151,7 +147,7 @@ class Journal:
             "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), "
             "accepted = COALESCE(?, accepted), updated = ? WHERE name = ?",
             (state, error, file_size, checksum, event_count, None if accepted is None else json.dumps(accepted),
-             _now(), name))
+             iso_now(), name))
 
     def settings(self) -> dict[str, Any]:
         """The options the journal's plan was made with (empty for a new journal)."""
@@ -171,7 +167,7 @@ class Journal:
     def record_retired(self, input_path: str, output: str, action: str, destination: str | None) -> None:
         self._transaction(
             "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, ?, ?, ?, ?)",
-            (input_path, output, action, destination, _now()))
+            (input_path, output, action, destination, iso_now()))
 
     def retired(self, output: str | None = None) -> list[dict[str, Any]]:
         sql, params = "SELECT input, output, action, destination, at FROM retired", ()
