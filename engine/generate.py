@@ -46,9 +46,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .checksums import format_adler32
-from .errors import OutputExists, UsageError
+from .errors import OutputExists, UsageError, os_reason
 from .format import DEFAULT_BLOCK_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_SIZE
 from .host import usable_cores
+from .metadata import sidecar_path
 
 # ---------------------------------------------------------------------------------------------
 # What a reconstruction job of the time declared
@@ -350,8 +351,8 @@ def generate_file(path, *, run: int, partition: int, first_event: int, n_events:
     check_file_arguments(run=run, partition=partition, first_event=first_event, n_events=n_events, seed=seed,
                          mean_event_kb=mean_event_kb)
     path = Path(path)
-    if sidecar and not overwrite and path.with_name(path.name + ".json").exists():
-        raise OutputExists("sidecar exists (use --force to replace it)", path=path.with_name(path.name + ".json"))
+    if sidecar and not overwrite and sidecar_path(path).exists():
+        raise OutputExists("sidecar exists (use --force to replace it)", path=sidecar_path(path))
     gaps = event_gaps(seed, run, partition, n_events)
     events = np.cumsum(gaps, dtype=np.uint64)
     events -= events[0]
@@ -524,12 +525,12 @@ def _prepare_outdir(outdir: Path) -> Path:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create the output folder: {exc.strerror or exc}", path=outdir)
+        raise UsageError(f"cannot create the output folder: {os_reason(exc)}", path=outdir)
     return outdir
 
 
 def _refuse_existing(paths: list[Path]) -> None:
-    existing = [p for p in paths if p.exists() or p.with_name(p.name + ".json").exists()]
+    existing = [p for p in paths if p.exists() or sidecar_path(p).exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExists(f"output exists{more}; use --force to replace", path=existing[0])

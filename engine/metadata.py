@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
-from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
+from .errors import InconsistentInputs, MetadataError, MetadataMismatch, input_error
 from .fsutil import write_atomically
 from .host import iso_now
 from .remote import location
@@ -105,7 +105,7 @@ def read_sidecar(data_path: str | os.PathLike) -> dict | None:
     except UnicodeDecodeError as exc:
         raise MetadataError(f"sidecar is not UTF-8 text ({exc.reason})", path=path) from None
     except OSError as exc:
-        raise InputError(f"cannot read sidecar: {exc.strerror}", path=path) from None
+        raise input_error(exc, path, "read sidecar") from None
     try:
         metadata = json.loads(text)
     except json.JSONDecodeError as exc:
