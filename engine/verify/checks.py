@@ -18,7 +18,7 @@ from pathlib import Path
 from ..remote import location
 from typing import Any
 
-from ..checksums import RunningAdler32, adler32_hex
+from ..checksums import RunningAdler32, format_adler32
 from ..errors import EngineError, MetadataMismatch, UsageError
 from ..host import usable_cores
 from ..pool import bounded_map
@@ -49,7 +49,7 @@ class FileReport:
         if self.file_size is not None:
             out["file_size"] = self.file_size
         if self.adler32 is not None:
-            out["checksum"] = f"adler32:{adler32_hex(self.adler32)}"
+            out["checksum"] = format_adler32(self.adler32)
         if self.event_count is not None:
             out["event_count"] = self.event_count
             out["block_count"] = self.block_count
