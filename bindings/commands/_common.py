@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 from engine.host import usable_cores
+
+
+def print_error(line) -> None:
+    """``tmbmerge: error: <line>`` on stderr, flushed: how every command reports a failure."""
+    print(f"tmbmerge: error: {line}", file=sys.stderr, flush=True)
 
 
 def add_verbosity(parser, quiet: str | None = "print only errors") -> None:
