@@ -111,10 +111,12 @@ def parse_metadata(buf: bytes, header: FileHeader) -> dict:
     if computed != header.metadata_digest:
         raise ChecksumMismatch("metadata digest differs", region="metadata", offset=HEADER_SIZE,
                                expected=digest_hex(header.metadata_digest), actual=digest_hex(computed))
+    from .safejson import parse_json
+
     try:
-        value = json.loads(bytes(buf).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MetadataError(f"metadata is not valid JSON: {exc}", region="metadata", offset=HEADER_SIZE)
+        value = parse_json(buf, what="metadata")   # depth, number and string limits: see safejson
+    except MetadataError as exc:
+        raise MetadataError(exc.message, region="metadata", offset=HEADER_SIZE) from None
     if not isinstance(value, dict):
         raise MetadataError("metadata is not a JSON object", region="metadata", offset=HEADER_SIZE)
     return value
