@@ -208,7 +208,9 @@ def normalize_metadata(md: Any, *, file_size: int | None = None, strict: bool = 
             out[key] = _string(out[key], key)
     for key in INTEGER_FIELDS:
         if key in out:
-            out[key] = _integer(out[key], key, minimum=0 if key in ("file_size", "event_count", "file_id") else None)
+            unsigned = key in ("first_event", "last_event")      # event numbers are u64 in a TMB file
+            out[key] = _integer(out[key], key, minimum=0 if key in ("file_size", "event_count", "file_id") else None,
+                                bits=64 if unsigned else 63)
     if file_size is not None:
         file_size = _integer(file_size, "file_size", minimum=0)
         if out.get("file_size", file_size) != file_size:
@@ -283,10 +285,11 @@ def _file_name(value: Any, field: str) -> str:
     return value
 
 
-def _integer(value: Any, field: str, *, minimum: int | None = None) -> int:
+def _integer(value: Any, field: str, *, minimum: int | None = None, bits: int = 63) -> int:
+    """An integer of at most ``bits`` bits and sign (63: a signed 64-bit value; 64: unsigned)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise MetadataError(f"{field}: must be an integer, not {_shown_value(value)}")
-    if not -(2**63) <= value < 2**63:
+    if not -(2**63) <= value < 2**bits:
         raise MetadataError(f"{field}: {_shown_value(value)} does not fit in 64 bits")
     if minimum is not None and value < minimum:
         raise MetadataError(f"{field}: must be at least {minimum}, not {value}")
