@@ -41,6 +41,11 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 
 
+def _path_text(path) -> str:
+    """A local path, or a URL (``engine.remote.RemotePath`` has no ``__fspath__``), as text."""
+    return os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+
+
 class EngineError(Exception):
     """Base of every error tmbmerge reports to a user."""
 
@@ -57,7 +62,7 @@ class EngineError(Exception):
         actual: Any = None,
     ) -> None:
         self.message = message
-        self.path = os.fspath(path) if path is not None else None
+        self.path = _path_text(path) if path is not None else None
         self.region = region
         self.offset = offset
         self.expected = expected
@@ -99,7 +104,7 @@ class EngineError(Exception):
     def with_path(self, path: str | os.PathLike) -> "EngineError":
         """Return this error naming ``path`` (used when a parser saw bytes, not a file)."""
         if self.path is None:
-            self.path = os.fspath(path)
+            self.path = _path_text(path)
             self.args = (str(self),)
         return self
 

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
 from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
 from .fsutil import write_atomically
+from .remote import location
 from .safejson import parse_json
 
 SIDECAR_SUFFIX = ".json"
@@ -92,7 +93,7 @@ class FileFacts(NamedTuple):
 
 def sidecar_path(data_path: str | os.PathLike) -> Path:
     """The sidecar of ``data_path``: the same name with ``.json`` appended, in the same directory."""
-    path = Path(data_path)
+    path = location(data_path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from remote_servers import remote_env, xrootd_server  # noqa: F401  (remote-file fixtures)
+
 SMALL_RUN = 178000
 SMALL_PARTITIONS = tuple(range(6))
 SMALL_EVENTS_PER_FILE = 40

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..remote import is_url, location
 from typing import Any, Callable
 
 import numpy as np
@@ -62,7 +64,7 @@ def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | N
     """Open and pre-check every input.  Without ``skip_bad`` the first problem raises; with it,
     bad inputs come back with ``error`` set and the rest go on.  ``check_input(path)`` is one
     more check per input (the catalogue's not-merged-twice)."""
-    paths = [Path(p) for p in paths]
+    paths = [location(p) for p in paths]
     if not paths:
         raise UsageError("no input files given")
     if bookkeeping is None and spec.checks_bookkeeping and spec.metadata == "auto":
@@ -100,7 +102,7 @@ def _reject(item: PreparedInput, exc: EngineError, spec: MergeSpec) -> None:
 
 
 def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
-    real = Path(os.path.realpath(item.path))
+    real = item.path if is_url(item.path) else Path(os.path.realpath(item.path))
     if real in seen_paths:
         same = "" if seen_paths[real] == item.path else f" (also as {seen_paths[real]})"
         raise InconsistentInputs(f"the same input is given twice{same}", path=item.path)

@@ -20,6 +20,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..remote import location
 from typing import Any
 
 from ..errors import EngineError, InconsistentInputs, MetadataError, UsageError
@@ -84,9 +86,9 @@ def discover_inputs(arguments) -> list[Path]:
     """Files named directly, and the ``*.tmb`` files (not hidden) of directories named."""
     found: list[Path] = []
     for arg in arguments:
-        path = Path(arg)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.glob("*.tmb") if not p.name.startswith(".")))
+        path = location(arg)
+        if path.is_dir():   # a remote folder is listed over its protocol
+            found.extend(sorted(p for p in path.iterdir() if p.name.endswith(".tmb") and not p.name.startswith(".")))
         else:
             found.append(path)
     if not found:

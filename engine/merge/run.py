@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, stale_temporaries
 from ..metadata import sidecar_path
+from ..remote import location
 from ..progress import NullProgress, QueueProgress
 from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .bookkeeping import names_by_run, open_bookkeeping
@@ -111,7 +112,7 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         if catalog is not None and catalog.queryable:
             not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
         plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
-                        exclude={str(Path(p).resolve()) for entry in finished for p in entry.inputs},
+                        exclude={str(location(p).resolve()) for entry in finished for p in entry.inputs},
                         check_input=not_merged)
         # with --skip-bad, inputs refused at planning are reported and left out; the run goes on
         report.skipped.extend({"file": path, "reason": exc.to_dict()} for path, exc in plan.rejected)
@@ -241,7 +242,7 @@ def _adopt(final: Path, entry: JournalEntry) -> JournalEntry | None:
         return None
     with open_file(final) as reader:
         merged_from = (reader.metadata.get("merge") or {}).get("inputs")
-    if merged_from != [Path(p).name for p in entry.inputs]:
+    if merged_from != [location(p).name for p in entry.inputs]:
         return None
     from ..checksums import format_adler32
 
@@ -255,8 +256,8 @@ def _refuse_incomplete_runs(outputs: list[PlannedOutput], finished: list[Journal
     """With --expect-complete, drop (and report) every run the catalogue says is missing files."""
     if not spec.expect_complete:
         return outputs
-    names = names_by_run([(Path(i.path).name, o.run) for o in outputs for i in o.inputs]
-                         + [(Path(p).name, e.run) for e in finished for p in e.inputs])
+    names = names_by_run([(location(i.path).name, o.run) for o in outputs for i in o.inputs]
+                         + [(location(p).name, e.run) for e in finished for p in e.inputs])
     refused = set()
     for run_number in sorted({o.run for o in outputs}):
         try:

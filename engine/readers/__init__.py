@@ -53,6 +53,16 @@ def check_regular_file(path) -> None:
 
 def read_probe(path) -> bytes:
     """The first bytes of ``path``, with unreadable paths turned into one-line input errors."""
+    from ..remote import is_url
+
+    if is_url(path):
+        from ..source import open_source
+
+        source = open_source(path)
+        try:
+            return source.pread(min(PROBE_BYTES, source.size), 0)
+        finally:
+            source.close()
     check_regular_file(path)
     try:
         with open(path, "rb") as f:

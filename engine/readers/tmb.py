@@ -13,9 +13,7 @@ index, whatever the file size.
 
 from __future__ import annotations
 
-import os
 import uuid as uuidlib
-from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -81,19 +79,12 @@ class TmbReader:
     FORMAT = "tmb"
 
     def __init__(self, path):
-        self.path = Path(path)
-        from . import check_regular_file
+        from ..remote import location
+        from ..source import open_source
 
-        self._fd = -1
-        check_regular_file(self.path)   # a FIFO would block the open below
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            from ..errors import InputNotFound
-
-            raise InputNotFound("no such file", path=self.path)
-        except OSError as exc:
-            raise InputError(f"cannot open: {exc.strerror or exc}", path=self.path)
+        self.path = location(path)
+        self._source = None
+        self._source = open_source(self.path)
         try:
             self._open()
         except EngineError as exc:
@@ -104,18 +95,22 @@ class TmbReader:
             raise
 
     def _open(self) -> None:
-        self.file_size = os.fstat(self._fd).st_size
-        head = self._pread(HEADER_SIZE, 0)
+        self.file_size = self._source.size
+        # header and trailer in one request, then the metadata and index they locate in another:
+        # two round trips for a remote file.  Checks run in file order all the same.
+        head, trailer_bytes = self._source.read_many([(0, HEADER_SIZE),
+                                                      (max(self.file_size - TRAILER_SIZE, 0), TRAILER_SIZE)])
         self.header = parse_header(head, self.file_size)
-        meta_bytes = self._pread(self.header.metadata_length, HEADER_SIZE)
-        if len(meta_bytes) != self.header.metadata_length:
-            raise TruncatedFile("file ends inside the metadata", region="metadata", offset=HEADER_SIZE)
-        self.metadata = parse_metadata(meta_bytes, self.header)
+        self._head = head
         self.data_start = HEADER_SIZE + self.header.metadata_length
-        self._head_bytes = head + meta_bytes
-        trailer_bytes = self._pread(TRAILER_SIZE, max(self.file_size - TRAILER_SIZE, 0))
-        self.trailer = parse_trailer(trailer_bytes, self.file_size, self.data_start)
-        index_bytes = self._pread(self.trailer.index_length, self.trailer.index_offset)
+        try:
+            self.trailer = parse_trailer(trailer_bytes, self.file_size, self.data_start)
+        except EngineError:
+            self._read_metadata(self._pread(self.header.metadata_length, HEADER_SIZE))
+            raise
+        meta_bytes, index_bytes = self._source.read_many([(HEADER_SIZE, self.header.metadata_length),
+                                                          (self.trailer.index_offset, self.trailer.index_length)])
+        self._read_metadata(meta_bytes)
         self.index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
                                  data_start=self.data_start)
         if (len(self.index.blocks), len(self.index.events)) != (self.trailer.block_count, self.trailer.event_count):
@@ -124,11 +119,14 @@ class TmbReader:
                               region="index", offset=self.trailer.index_offset)
         self._tail_bytes = index_bytes + trailer_bytes
 
+    def _read_metadata(self, meta_bytes: bytes) -> None:
+        if len(meta_bytes) != self.header.metadata_length:
+            raise TruncatedFile("file ends inside the metadata", region="metadata", offset=HEADER_SIZE)
+        self.metadata = parse_metadata(meta_bytes, self.header)
+        self._head_bytes = self._head + meta_bytes
+
     def _pread(self, length: int, offset: int) -> bytes:
-        try:
-            return os.pread(self._fd, length, offset)
-        except OSError as exc:
-            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
+        return self._source.pread(length, offset)
 
     # -- what the file says about itself ---------------------------------------------------
     @property
@@ -208,12 +206,14 @@ class TmbReader:
         """
         if adler is not None:
             adler.update(self._head_bytes)
+        self._announce_blocks()
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
                 block = block._replace(adler32=adler32(block.stored))
                 adler.append(block.adler32, len(block.stored))
             yield block
+        self._check_unchanged()
         if adler is not None:
             adler.update(self._tail_bytes)
 
@@ -228,6 +228,7 @@ class TmbReader:
         """
         if adler is not None:
             adler.update(self._head_bytes)
+        self._announce_blocks()
         if self.block_count:
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
 
@@ -246,14 +247,25 @@ class TmbReader:
                 if adler is not None:
                     adler.append(block_adler, size)
                 yield header
+        self._check_unchanged()
         if adler is not None:
             adler.update(self._tail_bytes)
 
     def _preadv(self, view: memoryview, offset: int) -> int:
-        try:
-            return os.preadv(self._fd, [view], offset)
-        except OSError as exc:
-            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
+        return self._source.readinto(view, offset)
+
+    def _check_unchanged(self) -> None:
+        """A file whose size changed while it was read is not the file that was checked."""
+        size = self._source.current_size()
+        if size != self.file_size:
+            raise InputError(f"file changed size while being read (from {self.file_size} to {size} bytes)",
+                             path=self.path)
+
+    def _announce_blocks(self) -> None:
+        """Tell the source every block is about to be read, in file order (remote read-ahead)."""
+        if getattr(self._source, "remote", False) and self.block_count:
+            sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
+            self._source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist()))
 
     def decode(self, block: RawBlock):
         """Decompress a block and prove its events against the index."""
@@ -274,9 +286,10 @@ class TmbReader:
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
-        if getattr(self, "_fd", -1) >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        source = getattr(self, "_source", None)
+        if source is not None:
+            self._source = None
+            source.close()
 
     def __enter__(self) -> "TmbReader":
         return self

@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..remote import location
 from typing import Any
 
 from ..checksums import RunningAdler32, adler32_hex
@@ -69,7 +71,7 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
     """Check one file; the report holds the first problem found, or none."""
     if metadata not in ("auto", "none"):
         raise UsageError(f"--metadata must be auto or none, not {metadata!r}")
-    path = Path(path)
+    path = location(path)
     report = FileReport(path, deep=deep)
     start = time.perf_counter()
     try:
@@ -104,7 +106,7 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
 
 def verify_files(paths, *, deep: bool = False, metadata: str = "auto", jobs: int | None = None) -> list[FileReport]:
     """Verify many files in parallel; reports come back in the order of ``paths``."""
-    paths = [Path(p) for p in paths]
+    paths = [location(p) for p in paths]
     jobs = jobs or default_threads()
     file_threads = min(jobs, max(len(paths), 1))
     block_threads = max(1, jobs // file_threads) if deep else 1

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..checksums import RunningAdler32, adler32_hex, digest_hex
 from ..format import CODEC_NAMES, HEADER_MAGIC, EventTable
+from ..remote import is_url
 
 READ_CHUNK = 4 << 20     # bytes per read when computing the whole file's adler32
 EVENT_CHUNK = 1 << 16    # events converted from numpy columns at a time
@@ -36,6 +37,18 @@ def ratio(uncompressed: int, compressed: int) -> float | None:
 def file_adler32(path) -> tuple[int, int]:
     """(adler32, size) of every byte of ``path``, read sequentially in large chunks."""
     running = RunningAdler32()
+    if is_url(path):
+        from ..source import open_source
+
+        source = open_source(path)
+        try:
+            chunks = [(offset, min(READ_CHUNK, source.size - offset)) for offset in range(0, source.size, READ_CHUNK)]
+            source.will_need(chunks)
+            for offset, length in chunks:
+                running.update(source.pread(length, offset))
+        finally:
+            source.close()
+        return running.value, running.size
     buf = bytearray(READ_CHUNK)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
