@@ -108,27 +108,9 @@ def read_sidecar(data_path: str | os.PathLike) -> dict | None:
     here (see ``load_sidecar`` and ``normalize_metadata``).
     """
     path = sidecar_path(data_path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
+    data = _read_local_sidecar(path) if isinstance(path, Path) else _read_remote_sidecar(path)
+    if data is None:
         return None
-    except OSError as exc:
-        raise InputError(f"cannot read sidecar: {exc.strerror or exc}", path=path) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = ("FIFO" if stat.S_ISFIFO(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode)
-                    else "socket" if stat.S_ISSOCK(info.st_mode) else "device")
-            raise InputError(f"sidecar is a {kind}, not a regular file", path=path)
-        if info.st_size > MAX_SIDECAR_BYTES:
-            raise MetadataError(f"sidecar is {info.st_size} bytes, more than {MAX_SIDECAR_BYTES}", path=path)
-        data = _read_at_most(fd, MAX_SIDECAR_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read sidecar: {exc.strerror or exc}", path=path) from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SIDECAR_BYTES:      # it grew since fstat
-        raise MetadataError(f"sidecar is more than {MAX_SIDECAR_BYTES} bytes", path=path)
     try:
         metadata = parse_json(data, what="sidecar")
     except MetadataError as exc:
@@ -149,6 +131,46 @@ def load_sidecar(data_path: str | os.PathLike) -> dict | None:
         return normalize_metadata(md)
     except MetadataError as exc:
         raise exc.with_path(sidecar_path(data_path)) from None
+
+
+def _read_local_sidecar(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read sidecar: {exc.strerror or exc}", path=path) from None
+    try:
+        _check_sidecar_stat(os.fstat(fd), path)
+        data = _read_at_most(fd, MAX_SIDECAR_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read sidecar: {exc.strerror or exc}", path=path) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SIDECAR_BYTES:      # it grew since fstat
+        raise MetadataError(f"sidecar is more than {MAX_SIDECAR_BYTES} bytes", path=path)
+    return data
+
+
+def _read_remote_sidecar(path) -> bytes | None:
+    """A sidecar named by URL: its size and kind asked of the server before it is read."""
+    try:
+        _check_sidecar_stat(path.stat(), path)
+    except FileNotFoundError:
+        return None
+    data = path.read_bytes()
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise MetadataError(f"sidecar is more than {MAX_SIDECAR_BYTES} bytes", path=path)
+    return data
+
+
+def _check_sidecar_stat(info, path) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("FIFO" if stat.S_ISFIFO(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode)
+                else "socket" if stat.S_ISSOCK(info.st_mode) else "device")
+        raise InputError(f"sidecar is a {kind}, not a regular file", path=path)
+    if info.st_size > MAX_SIDECAR_BYTES:
+        raise MetadataError(f"sidecar is {info.st_size} bytes, more than {MAX_SIDECAR_BYTES}", path=path)
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:

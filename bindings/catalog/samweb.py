@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import time
 from urllib.parse import quote
 
@@ -55,9 +57,12 @@ ENV_CERT_DIR = "X509_CERT_DIR"
 ENV_TIMEOUT = "TMBMERGE_SAMWEB_TIMEOUT"
 ENV_RETRIES = "TMBMERGE_SAMWEB_RETRIES"
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 60.0
-DEFAULT_RETRIES = 3
+# One hung request costs at most (retries + 1) x read timeout + the backoffs: 3 x 20 + 1 + 2 =
+# 63 s (it was 4 x 60 + 7 = 247 s); a host that refuses connections fails in about 3 s, a name
+# that does not resolve at once (no retry: that is configuration, not weather).
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 20.0
+DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 
@@ -185,6 +190,9 @@ class SamWebCatalog(Catalog):
                 raise CatalogError(f"samweb: TLS failure talking to {self.base}: {_reason(exc)}") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 failure = f"{type(exc).__name__}: {_reason(exc)}"
+                if _unresolvable(exc):
+                    raise CatalogUnavailable(f"samweb {method} {path}: cannot reach {self.base}: {_reason(exc)}") \
+                        from None
                 continue
             if response.status_code < 500:
                 return response
@@ -296,6 +304,30 @@ def _error_text(response: requests.Response) -> str:
     return text[:120] or response.reason or ""
 
 
-def _reason(exc: Exception) -> str:
-    """A requests exception on one line, short enough for an error message."""
-    return " ".join(str(exc).split())[:200]
+def _innermost(exc: BaseException) -> BaseException:
+    """The root cause inside requests' and urllib3's wrappers (``reason``, ``args[0]``, ``__cause__``)."""
+    seen = {id(exc)}
+    while True:
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc.__cause__
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            return exc
+        seen.add(id(inner))
+        exc = inner
+
+
+def _unresolvable(exc: BaseException) -> bool:
+    """A host name that does not resolve: retrying cannot help."""
+    inner = _innermost(exc)
+    return isinstance(inner, socket.gaierror) or "NameResolutionError" in type(inner).__name__
+
+
+def _reason(exc: Exception, limit: int = 200) -> str:
+    """A requests exception on one line: its root cause, without urllib3's object reprs, cut at a
+    word (never mid-word) when longer than ``limit``."""
+    text = " ".join(str(_innermost(exc)).split())
+    text = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>:? ?", "", text).strip(" :") or type(exc).__name__
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import signal
 import tempfile
 import time
