@@ -40,10 +40,10 @@ from engine.benchmark.machine import cores
 from engine.benchmark.paired import record, run_paired
 from engine.benchmark.reencode import reencode_files
 from engine.benchmark.storage import concatenate
-from engine.benchmark.units import parse_bytes
+from engine.units import parse_size
 from engine.merge import MergeSpec, merge_files, merge_run
 
-SIZE = parse_bytes(os.environ.get("TMBMERGE_BENCH_SIZE", "2GiB"))
+SIZE = parse_size(os.environ.get("TMBMERGE_BENCH_SIZE", "2GiB"))
 FILES = int(os.environ.get("TMBMERGE_BENCH_FILES", "40"))
 ROUNDS = int(os.environ.get("TMBMERGE_BENCH_ROUNDS", "3"))
 JOBS = 2

@@ -34,9 +34,9 @@ import pytest
 
 from engine.benchmark.paired import record, run_paired
 from engine.benchmark.storage import concatenate, read_sequential
-from engine.benchmark.units import parse_bytes
+from engine.units import parse_size
 
-MICRO_SIZE = parse_bytes(os.environ.get("TMBMERGE_BENCH_MICRO_SIZE", "512MiB"))
+MICRO_SIZE = parse_size(os.environ.get("TMBMERGE_BENCH_MICRO_SIZE", "512MiB"))
 MICRO_FILES = 8
 WRITE_BYTES = 256 * 10**6
 INDEX_EVENTS = 2_000_000

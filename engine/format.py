@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator, NamedTuple
 
 import numpy as np
+import xxhash
 
 from .checksums import digest_hex, xxh3_64
 from .errors import (
@@ -274,12 +275,17 @@ def iter_index_parts(blocks: np.ndarray, tables) -> Iterator[memoryview]:
     """The index's bytes, in order, for events given as several tables (one per block, say):
     each column is written table after table, so the index is never built whole in memory."""
     tables = list(tables)
-    count = sum(len(t) for t in tables)
-    yield memoryview(INDEX_HEADER.pack(INDEX_MAGIC, 0, len(blocks), count, 0))
+    return index_parts(blocks, sum(len(t) for t in tables), lambda column: (t.columns()[column] for t in tables))
+
+
+def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator[memoryview]:
+    """The index's bytes, in order; ``column_pieces(i)`` yields the pieces of event column ``i``
+    (``EVENT_COLUMNS`` order), which may come from anywhere (memory, a spool file)."""
+    yield memoryview(INDEX_HEADER.pack(INDEX_MAGIC, 0, len(blocks), event_count, 0))
     yield memoryview(np.ascontiguousarray(blocks, dtype=BLOCK_DTYPE)).cast("B")
     for column, (name, dtype) in enumerate(EVENT_COLUMNS):
-        for table in tables:
-            yield memoryview(np.ascontiguousarray(table.columns()[column], dtype=dtype)).cast("B")
+        for piece in column_pieces(column):
+            yield memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
 
 
 def pack_index(blocks: np.ndarray, events: EventTable) -> bytes:
@@ -291,36 +297,113 @@ def parse_index(buf, *, offset: int, digest: int, data_start: int) -> Index:
 
     ``buf`` must be exactly the index region; arrays are read-only views on it.
     """
-    computed = xxh3_64(buf)
-    if computed != digest:
-        raise ChecksumMismatch("index digest differs", region="index", offset=offset,
-                               expected=digest_hex(digest), actual=digest_hex(computed))
-    if len(buf) < INDEX_HEADER_SIZE:
-        raise LayoutError("index shorter than its header", region="index", offset=offset)
-    magic, reserved1, nblocks, nevents, reserved2 = INDEX_HEADER.unpack(bytes(buf[:INDEX_HEADER_SIZE]))
-    if magic != INDEX_MAGIC or reserved1 or reserved2:
-        raise LayoutError("bad index header", region="index", offset=offset)
-    if index_length(nblocks, nevents) != len(buf):
-        raise LayoutError(f"index of {len(buf)} bytes cannot hold {nblocks} blocks and {nevents} events",
-                          region="index", offset=offset)
-    pos = INDEX_HEADER_SIZE
-    blocks = np.frombuffer(buf, dtype=BLOCK_DTYPE, count=nblocks, offset=pos)
-    pos += blocks.nbytes
+    view = memoryview(buf)
+    blocks, nevents = check_index(lambda at, n: view[at - offset:at - offset + n], offset=offset, length=len(buf),
+                                  digest=digest, data_start=data_start)
+    pos = INDEX_HEADER_SIZE + blocks.nbytes
     columns = []
     for _, dtype in EVENT_COLUMNS:
         col = np.frombuffer(buf, dtype=dtype, count=nevents, offset=pos)
         columns.append(col)
         pos += col.nbytes
-    events = EventTable(*columns)
-    check_index_layout(blocks, events, data_start=data_start, data_end=offset)
-    return Index(blocks, events)
+    return Index(blocks, EventTable(*columns))
 
 
-def check_index_layout(blocks: np.ndarray, events: EventTable, *, data_start: int, data_end: int) -> None:
-    """Blocks tile [data_start, data_end) exactly; event counts and lengths add up; all vectorized."""
+#: Rows of one event column read at a time when an index is checked or streamed (28 B each: 1.8 MiB).
+INDEX_CHUNK_EVENTS = 1 << 16
+
+
+def event_column_offsets(index_offset: int, nblocks: int, nevents: int) -> list[int]:
+    """File offset of each event column (``EVENT_COLUMNS`` order) of an index at ``index_offset``."""
+    pos = index_offset + INDEX_HEADER_SIZE + nblocks * BLOCK_DTYPE.itemsize
+    offsets = []
+    for _, dtype in EVENT_COLUMNS:
+        offsets.append(pos)
+        pos += nevents * np.dtype(dtype).itemsize
+    return offsets
+
+
+def check_index(read, *, offset: int, length: int, digest: int, data_start: int,
+                chunk_events: int = INDEX_CHUNK_EVENTS) -> tuple[np.ndarray, int]:
+    """Validate an index region of ``length`` bytes at file ``offset``, read piece by piece with
+    ``read(file_offset, n) -> bytes``: its digest, header, block tiling and the agreement of every
+    event with its block.  Returns (block table, event count).
+
+    Memory is the block table (48 B per block) and one chunk of one column, whatever the number of
+    events: a file of 10 million events is checked in 2 MiB pieces.  The digest is checked before
+    anything the index says is believed.
+    """
+    hasher = xxhash.xxh3_64()
+
+    def take(at: int, n: int) -> bytes:
+        piece = read(at, n)
+        if len(piece) != n:
+            raise TruncatedFile("file ends inside the index", region="index", offset=at + len(piece))
+        hasher.update(piece)
+        return piece
+
+    def digest_or_raise() -> None:
+        computed = hasher.intdigest()
+        if computed != digest:
+            raise ChecksumMismatch("index digest differs", region="index", offset=offset,
+                                   expected=digest_hex(digest), actual=digest_hex(computed))
+
+    def hash_rest(start: int) -> None:
+        for at in range(start, offset + length, INDEX_CHUNK_EVENTS * 8):
+            take(at, min(INDEX_CHUNK_EVENTS * 8, offset + length - at))
+
+    head = take(offset, min(length, INDEX_HEADER_SIZE))
+    if len(head) < INDEX_HEADER_SIZE:
+        digest_or_raise()
+        raise LayoutError("index shorter than its header", region="index", offset=offset)
+    magic, reserved1, nblocks, nevents, reserved2 = INDEX_HEADER.unpack(bytes(head))
+    if magic != INDEX_MAGIC or reserved1 or reserved2 or index_length(nblocks, nevents) != length:
+        hash_rest(offset + INDEX_HEADER_SIZE)
+        digest_or_raise()
+        if magic != INDEX_MAGIC or reserved1 or reserved2:
+            raise LayoutError("bad index header", region="index", offset=offset)
+        raise LayoutError(f"index of {length} bytes cannot hold {nblocks} blocks and {nevents} events",
+                          region="index", offset=offset)
+    table_bytes = take(offset + INDEX_HEADER_SIZE, nblocks * BLOCK_DTYPE.itemsize)
+    blocks = np.frombuffer(table_bytes, dtype=BLOCK_DTYPE, count=nblocks)
+    counts = blocks["event_count"].astype(np.int64)
+    ends = np.cumsum(counts)
+    consistent = nblocks > 0 and int(ends[-1]) == nevents
+    record_bytes = np.zeros(nblocks, dtype=np.int64)
+    blocks_agree = True
+    for (name, dtype), at in zip(EVENT_COLUMNS, event_column_offsets(offset, nblocks, nevents)):
+        size = np.dtype(dtype).itemsize
+        for start in range(0, nevents, chunk_events):
+            stop = min(start + chunk_events, nevents)
+            piece = take(at + start * size, (stop - start) * size)
+            if not consistent or name not in ("length", "block"):
+                continue
+            column = np.frombuffer(piece, dtype=dtype)
+            owner = np.searchsorted(ends, np.arange(start, stop, dtype=np.int64), side="right")
+            if name == "block":
+                blocks_agree = blocks_agree and np.array_equal(column, owner)
+            else:   # summed per block as float64 (exact below 2**53) with no per-event int64 copy
+                first = int(owner[0])
+                sums = np.bincount(owner - first, weights=column)
+                record_bytes[first:first + len(sums)] += sums.astype(np.int64)
+    digest_or_raise()
+    check_block_table(blocks, nevents, data_start=data_start, data_end=offset)
+    if not blocks_agree:
+        raise LayoutError("event table's block numbers disagree with the block table", region="index",
+                          offset=offset)
+    record_bytes += RECORD_HEADER_SIZE * counts
+    if not np.array_equal(record_bytes, blocks["uncompressed_length"].astype(np.int64)):
+        bad = _first_false(record_bytes == blocks["uncompressed_length"])
+        raise LayoutError(f"event lengths do not add up to block {bad}'s size", region="index",
+                          offset=offset)
+    return blocks, nevents
+
+
+def check_block_table(blocks: np.ndarray, nevents: int, *, data_start: int, data_end: int) -> None:
+    """Blocks tile [data_start, data_end) exactly and their event counts add up to ``nevents``."""
     nblocks = len(blocks)
     if nblocks == 0:
-        if data_start != data_end or len(events):
+        if data_start != data_end or nevents:
             raise LayoutError("index lists no blocks but the file has block bytes or events", region="index",
                               offset=data_end)
         return
@@ -332,20 +415,11 @@ def check_index_layout(blocks: np.ndarray, events: EventTable, *, data_start: in
         raise LayoutError(f"block table does not tile the file (block {bad})", region="index", offset=data_end)
     counts = blocks["event_count"].astype(np.int64)
     firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    if counts.sum() != len(events) or not np.array_equal(blocks["first_event"], firsts.astype(np.uint64)):
+    if counts.sum() != nevents or not np.array_equal(blocks["first_event"], firsts.astype(np.uint64)):
         raise LayoutError("block event counts do not add up to the event table", region="index",
                           offset=data_end)
     if np.any(counts == 0) or np.any(blocks["uncompressed_length"] > MAX_BLOCK_BYTES):
         raise LayoutError("index lists an empty or oversized block", region="index", offset=data_end)
-    if not np.array_equal(events.block, np.repeat(np.arange(nblocks, dtype=np.uint32), counts)):
-        raise LayoutError("event table's block numbers disagree with the block table", region="index",
-                          offset=data_end)
-    # summed per block without a per-event int64 copy (10 million events would cost 160 MB of temporaries)
-    record_bytes = np.add.reduceat(events.length, firsts, dtype=np.int64) + RECORD_HEADER_SIZE * counts
-    if not np.array_equal(record_bytes, blocks["uncompressed_length"].astype(np.int64)):
-        bad = _first_false(record_bytes == blocks["uncompressed_length"])
-        raise LayoutError(f"event lengths do not add up to block {bad}'s size", region="index",
-                          offset=data_end)
 
 
 def _first_false(mask) -> int:

@@ -470,7 +470,8 @@ def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: in
 
     ``jobs`` files are written at once in worker processes (default: one per core); each
     writer compresses on ``cores // jobs`` threads.  ``progress`` is called in this process
-    with each file as it is finished.  Returns the files in partition order.
+    with each file, in partition order, as soon as it and every file before it are finished.
+    Returns the files in partition order.
     """
     from .codecs import codec_by_name
 
@@ -505,11 +506,18 @@ def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: in
     else:
         with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
             futures = [pool.submit(_run_job, spec) for spec in specs]
+            position = {future: index for index, future in enumerate(futures)}
+            waiting: dict[int, GeneratedFile] = {}   # finished before an earlier partition
+            shown = 0
             try:
                 for future in as_completed(futures):
                     done.append(future.result())
-                    if progress:
-                        progress(done[-1])
+                    waiting[position[future]] = done[-1]
+                    while shown in waiting:
+                        item = waiting.pop(shown)
+                        shown += 1
+                        if progress:
+                            progress(item)
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -403,8 +403,23 @@ def _iso_time(value: Any, field: str) -> str:
     return moment.isoformat()
 
 
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+
+
+def source_date_epoch() -> int | None:
+    """``$SOURCE_DATE_EPOCH`` (reproducible builds: the time to write instead of the clock's), or None.
+
+    A value that is not a whole number of seconds is ignored, as reproducible-builds tools do."""
+    text = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
+    return int(text) if text.isdigit() else None
+
+
 def now_iso() -> str:
-    """The current time in ISO 8601 with the local UTC offset, to the second."""
+    """The current time in ISO 8601 with the local UTC offset, to the second; with
+    ``SOURCE_DATE_EPOCH`` set, that moment instead, in UTC (so outputs can be byte-reproducible)."""
+    epoch = source_date_epoch()
+    if epoch is not None:
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 

@@ -32,7 +32,9 @@ class LocalSource:
             raise InputNotFound("no such file", path=path)
         except OSError as exc:
             raise InputError(f"cannot open: {exc.strerror or exc}", path=path)
-        self.size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self.size = st.st_size
+        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)   # to recognise it when reopened
 
     def pread(self, length: int, offset: int) -> bytes:
         try:

@@ -11,7 +11,9 @@ the last few tens of MB is started as the file grows (``fsutil.Writeback``; with
 is to be fsynced).  ``close()`` writes index and
 trailer, fsyncs, and renames into place (refusing to replace an existing file unless asked);
 an exception inside ``with TmbWriter(...)`` removes the temporary file and leaves nothing at
-the destination.  Memory is bounded by the blocks in flight plus the index (28 bytes/event).
+the destination.  Memory is bounded by the blocks in flight: the index's event entries go to an
+``EventSpool`` (in memory up to a bound, then a temporary file beside the output) until the index
+is written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import os
 import uuid as uuidlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,12 +42,14 @@ from .format import (
     EventTable,
     Trailer,
     block_table,
-    iter_index_parts,
+    index_parts,
     pack_header,
     pack_metadata,
     pack_trailer,
 )
 from .fsutil import Writeback, fsync_dir, publish, remove_quietly, temporary_path
+from .metadata import now_iso
+from .spool import EventSpool
 
 
 class WriteResult(NamedTuple):
@@ -92,13 +95,15 @@ class TmbWriter:
         self.uuid = file_uuid or uuidlib.uuid4()
         meta = dict(metadata or {})
         meta.setdefault("file_name", self.path.name)
-        meta.setdefault("created", datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
+        meta.setdefault("created", now_iso())          # honours SOURCE_DATE_EPOCH
         meta["format_version"] = FORMAT_VERSION
         self.metadata = meta
         self._adler = RunningAdler32()
         self._blocks: list[tuple] = []   # (offset, first_event, BlockHeader) of each block written
-        self._event_parts: list[EventTable] = []
+        self._spool = EventSpool(directory=self.path.parent)
         self._event_count = 0
+        self._event_range: tuple[int, int] | None = None   # smallest and largest event number
+        self._runs: set[int] = set()
         self._pending_runs: list[int] = []
         self._pending_events: list[int] = []
         self._pending_payloads: list[bytes] = []
@@ -241,8 +246,14 @@ class TmbWriter:
         """Enter a block just written at ``offset`` in the index."""
         number = len(self._blocks)
         self._blocks.append((offset, self._event_count, header))
-        self._event_parts.append(events.replace(block=np.full(len(events), number, dtype=np.uint32)))
+        self._spool.append(events.replace(block=np.full(len(events), number, dtype=np.uint32)))
         self._event_count += len(events)
+        if len(events):
+            low, high = int(events.event.min()), int(events.event.max())
+            if self._event_range is not None:
+                low, high = min(low, self._event_range[0]), max(high, self._event_range[1])
+            self._event_range = (low, high)
+            self._runs.update(np.unique(events.run).tolist())
 
     def keep_cached_from(self, needed_from) -> None:
         """With ``drop_behind``: ``needed_from()`` is the lowest offset this process has still to
@@ -269,7 +280,7 @@ class TmbWriter:
             # the index goes out column by column, block table after block table: never whole in memory
             index_offset = self._adler.size
             index_digest = xxhash.xxh3_64()
-            for part in iter_index_parts(table, self._event_parts):
+            for part in index_parts(table, self._event_count, self._spool.column):
                 index_digest.update(part)
                 self._write(part)
             index_length = self._adler.size - index_offset
@@ -288,14 +299,11 @@ class TmbWriter:
             raise
         finally:
             self._shutdown_pool()
-        parts, self._event_parts = self._event_parts, []
+            self._spool.close()
         self._state = "finished"
-        self.result = WriteResult(
-            self.tmp_path, self._adler.size, self._adler.value, self._event_count, len(table), self.uuid,
-            min((int(p.event.min()) for p in parts if len(p)), default=None),
-            max((int(p.event.max()) for p in parts if len(p)), default=None),
-            sorted({int(r) for p in parts for r in np.unique(p.run)}),
-        )
+        low, high = self._event_range if self._event_range is not None else (None, None)
+        self.result = WriteResult(self.tmp_path, self._adler.size, self._adler.value, self._event_count, len(table),
+                                  self.uuid, low, high, sorted(self._runs))
         return self.result
 
     def publish(self) -> WriteResult:
@@ -337,6 +345,8 @@ class TmbWriter:
             return
         self._state = "aborted"
         self._shutdown_pool(cancel=True)
+        if getattr(self, "_spool", None) is not None:
+            self._spool.close()
         if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1

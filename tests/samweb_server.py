@@ -6,14 +6,21 @@ It answers on 127.0.0.1 at an ephemeral port, in a thread of the test process, u
 - ``POST /files`` (``application/json``): declare; answers the new file id as text; 409
   ``FileAlreadyExists`` for a known name; 404 ``FileNotFound`` for an unknown parent;
 - ``GET /files/name/NAME/metadata``: the record (404 ``FileNotFound``);
+- ``POST /files/metadata`` (form field ``file_name`` repeated): a JSON list of the records of
+  the known names (unknown names are left out, as SAM's ``getMultipleMetadata`` does);
 - ``GET /files/name/NAME/lineage/{parents,children}``: ``[{"file_name", "file_id"}, ...]``;
-- ``GET /files/list?dims=run_number N and data_tier T``: a JSON list of names.
+- ``GET /files/list?dims=...``: a JSON list of names; dimensions are clauses joined by
+  `` and ``: ``run_number N``, ``data_tier T``, ``file_name a, b``, ``ischildof: (file_name a, b)``
+  (children of those files), ``isparentof: (file_name a, b)`` (their parents).
 
 Errors are JSON ``{"error": Type, "message": ...}``.  Records are stored as posted (a test may
 also put legacy records, e.g. with ``enstore`` checksums, straight into ``store``).  Tests can
-make the next requests fail (``fail_next``), answer slowly (``delay_next``), require a bearer
-token, or serve TLS that demands a client certificate (``ssl_context``).  Every request is
-recorded in ``requests`` as ``(method, path, headers)``.
+make the next requests fail (``fail_next``), answer anything at all (``answer_next``, e.g. a
+proxy's ``200 <html>``), drop the connection without answering (``drop_next``), answer slowly
+(``delay_next``, a hang when longer than the client's timeout), run a function just before a
+declaration is stored (``before_declare``), require a bearer token, or serve TLS that demands
+a client certificate (``ssl_context``).  Every request is recorded in ``requests`` as
+``(method, path, headers)``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+#: What ``handle`` returns to make the handler close the connection without an answer.
+DROP = (0, "", "")
 
 
 class SamWebServer:
@@ -36,6 +46,7 @@ class SamWebServer:
         self._next_id = 1
         self._failures: list[tuple[int, dict | None]] = []
         self._delays: list[float] = []
+        self.before_declare = None   # called with the metadata just before a declaration is stored
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         if ssl_context is not None:
@@ -81,6 +92,16 @@ class SamWebServer:
         with self._lock:
             self._failures.extend([(status, body)] * count)
 
+    def answer_next(self, count: int, status: int, body: str, content_type: str = "text/html") -> None:
+        """Answer the next ``count`` requests with exactly this, whatever they ask."""
+        with self._lock:
+            self._failures.extend([(status, (content_type, body))] * count)
+
+    def drop_next(self, count: int) -> None:
+        """Close the connection of the next ``count`` requests without answering."""
+        with self._lock:
+            self._failures.extend([DROP[:2]] * count)
+
     def delay_next(self, count: int, seconds: float) -> None:
         """Handle the next ``count`` requests normally, but only after ``seconds``."""
         with self._lock:
@@ -111,6 +132,12 @@ class SamWebServer:
         failure = self._take(self._failures)
         if failure is not None:
             status, error = failure
+            if status == 0:
+                return DROP
+            if isinstance(error, tuple):
+                if delay:
+                    time.sleep(delay)
+                return (status, *error)
             return (status, "application/json", json.dumps(error)) if error else (status, "text/plain", "Service Unavailable")
         if self.token is not None and headers.get("Authorization") != f"Bearer {self.token}":
             return _error(401, "AuthenticationError", "a valid bearer token is required")
@@ -121,6 +148,8 @@ class SamWebServer:
         query = parse_qs(parts.query)
         if method == "POST" and path == "/files":
             answer = self._declare(headers, body)
+        elif method == "POST" and path == "/files/metadata":
+            answer = self._many(body)
         elif method == "GET":
             answer = self._get(path, query)
         else:
@@ -145,6 +174,11 @@ class SamWebServer:
             for parent in metadata.get("parents", []):
                 if parent["file_name"] not in self.store:
                     return _error(404, "FileNotFound", f"Parent file {parent['file_name']} not found")
+        if self.before_declare is not None:
+            self.before_declare(metadata)
+        with self._lock:
+            if name in self.store:
+                return _error(409, "FileAlreadyExists", f"File {name} already exists")
             file_id = self._store(metadata)
         return 200, "text/plain", f"{file_id}\n"
 
@@ -167,19 +201,39 @@ class SamWebServer:
             return self._list(query.get("dims", [""])[0])
         return _error(404, "NotFound", f"no such API path {path}")
 
+    def _many(self, body: bytes) -> tuple[int, str, str]:
+        names = parse_qs(body.decode("utf-8")).get("file_name", [])
+        with self._lock:
+            return _json([self.store[name] for name in names if name in self.store])
+
     def _list(self, dims: str) -> tuple[int, str, str]:
         tests = []
         for clause in dims.split(" and "):
-            words = clause.split()
-            if len(words) != 2 or words[0] not in ("run_number", "data_tier"):
+            test = self._clause(clause.strip())
+            if test is None:
                 return _error(400, "DimensionError", f"cannot parse dimensions {dims!r}")
-            field, value = words
-            if field == "run_number":
-                tests.append(lambda md, run=int(value): any(r[0] == run for r in md.get("runs", [])))
-            else:
-                tests.append(lambda md, tier=value: md.get("data_tier") == tier)
+            tests.append(test)
         with self._lock:
             return _json(sorted(name for name, md in self.store.items() if all(test(md) for test in tests)))
+
+    def _clause(self, clause: str):
+        """A test of a record for one dimension clause (None when it is not understood)."""
+        lineage = re.fullmatch(r"(ischildof|isparentof): \(file_name ([^()]+)\)", clause)
+        if lineage:
+            names = {n.strip() for n in lineage.group(2).split(",")}
+            if lineage.group(1) == "ischildof":
+                return lambda md: any(p["file_name"] in names for p in md.get("parents", []))
+            parents = {p["file_name"] for n in names if n in self.store for p in self.store[n].get("parents", [])}
+            return lambda md: md["file_name"] in parents
+        field, _, value = clause.partition(" ")
+        if field == "file_name" and value:
+            names = {n.strip() for n in value.split(",")}
+            return lambda md: md["file_name"] in names
+        if field == "run_number" and value.isdigit():
+            return lambda md, run=int(value): any(r[0] == run for r in md.get("runs", []))
+        if field == "data_tier" and value and " " not in value:
+            return lambda md, tier=value: md.get("data_tier") == tier
+        return None
 
 
 def _json(value) -> tuple[int, str, str]:
@@ -199,6 +253,9 @@ def _handler_for(server: SamWebServer):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             status, content_type, text = server.handle(method, self.path, dict(self.headers), body)
+            if status == 0:                  # DROP: no answer at all
+                self.close_connection = True
+                return
             data = text.encode("utf-8")
             try:
                 self.send_response(status)

@@ -14,7 +14,7 @@ from engine.benchmark.sizing import (
     measured_from_report,
     size_campaign,
 )
-from engine.benchmark.units import parse_bytes, parse_rate
+from engine.units import parse_size, parse_rate
 from engine.errors import UsageError
 
 # -- units ---------------------------------------------------------------------------------------
@@ -24,18 +24,18 @@ from engine.errors import UsageError
     ("512MiB", 512 * 2**20), ("2GiB", 2 * 2**30), ("36TiB", 36 * 2**40), ("4096", 4096), ("500MB", 5 * 10**8),
     ("2 gigabytes", None), (4096, 4096),
 ])
-def test_parse_bytes(text, expected):
+def test_parse_size(text, expected):
     if expected is None:
         with pytest.raises(UsageError):
-            parse_bytes(text)
+            parse_size(text)
     else:
-        assert parse_bytes(text) == expected
+        assert parse_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "TB", "-5TB", "0", "40XB", "1e3"])
-def test_parse_bytes_refuses(text):
+def test_parse_size_refuses(text):
     with pytest.raises(UsageError):
-        parse_bytes(text)
+        parse_size(text)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -228,7 +228,7 @@ def test_verify_bad(capsys, bad):
     code, out, err = run(capsys, "verify", bad)
     assert code == 5 and out == ""
     line, = err.splitlines()
-    assert line.startswith(f"{bad}: block 0, offset ")
+    assert line.startswith(f"tmbmerge: error: {bad}: block 0, offset ")
     assert "block data digest differs" in line and "expected" in line and "found" in line
 
 
@@ -262,7 +262,8 @@ def test_verify_many_files_exits_with_the_most_serious_failure(capsys, tmp_path,
     code, out, err = run(capsys, "verify", good, missing, bad, foreign)
     assert code == 5                                    # integrity beats format and input
     assert out == f"OK {good} (10 events, adler32:{adler_of(good)})\n"
-    assert [line.split(":")[0] for line in err.splitlines()] == [str(missing), str(bad), str(foreign)]
+    assert [line.split(": ")[2] for line in err.splitlines()] == [str(missing), str(bad), str(foreign)]
+    assert all(line.startswith("tmbmerge: error: ") for line in err.splitlines())
     assert run(capsys, "verify", missing, foreign, good)[0] == 4    # format beats input
     assert run(capsys, "verify", missing, good)[0] == 3
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from pathlib import Path
 from datetime import datetime
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_names_follow_run_and_partition_with_gaps(small_run):
     assert sorted(os.listdir(outdir)) == sorted(
         [f"tmb_0000178000_p{p:03d}.tmb" for p in (3, 4, 6, 7, 9)]
         + [f"tmb_0000178000_p{p:03d}.tmb.json" for p in (3, 4, 6, 7, 9)])   # and no temporaries
-    assert sorted(f.partition for f in seen) == [3, 4, 6, 7, 9]
+    assert [f.partition for f in seen] == [3, 4, 6, 7, 9]      # reported in partition order
     assert partition_numbers(0, 7, 3) == [0, 1, 2, 4, 5, 6, 8]
     assert partition_numbers(5, 3) == [5, 6, 7]
 
@@ -234,3 +235,22 @@ def test_cli_generate(tmp_path, capsys):
 
     assert main(["generate", str(out), "--run", "1", "--files", "0", "--events-per-file", "5"]) == 2
     assert "number of files must be at least 1" in capsys.readouterr().err
+
+
+def _job_finishing_in_reverse(job):
+    """Stands in for writing a file: later partitions finish first."""
+    import time
+
+    from engine.generate import GeneratedFile
+
+    time.sleep(0.05 * (10 - job.partition))
+    return GeneratedFile(Path(job.path), job.partition, job.n_events, 0, 0, job.first_event, job.first_event, None)
+
+
+def test_progress_comes_in_partition_order_when_files_finish_out_of_order(tmp_path, monkeypatch):
+    import engine.generate
+
+    monkeypatch.setattr(engine.generate, "_run_job", _job_finishing_in_reverse)
+    seen = []
+    files = generate_run(tmp_path, run=RUN, files=4, events_per_file=10, jobs=4, progress=seen.append)
+    assert [f.partition for f in seen] == [0, 1, 2, 3] == [f.partition for f in files]

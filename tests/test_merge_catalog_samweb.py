@@ -22,12 +22,12 @@ SAMWEB_ENV = ("TMBMERGE_SAMWEB_CERT", "TMBMERGE_SAMWEB_KEY", "TMBMERGE_SAMWEB_TO
 
 
 class RefusingSamWebServer(SamWebServer):
-    """The test server, plus a switch that answers declarations (POSTs) with 503."""
+    """The test server, plus a switch that answers declarations (``POST /files``) with 503."""
 
     refusing = False
 
     def handle(self, method: str, raw_path: str, headers: dict, body: bytes):
-        if method == "POST" and self.refusing:
+        if method == "POST" and self.refusing and raw_path.endswith("/files"):
             self.requests.append((method, raw_path, headers))
             return 503, "text/plain", "Service Unavailable"
         return super().handle(method, raw_path, headers, body)
@@ -45,7 +45,7 @@ class SamWebBackend:
         self.server.refusing = False
 
     def posts(self) -> list[str]:
-        return [path for method, path, _ in self.server.requests if method == "POST"]
+        return [path for method, path, _ in self.server.requests if method == "POST" and path.endswith("/files")]
 
 
 @pytest.fixture(autouse=True)

@@ -12,16 +12,37 @@ The declaration rules live here so that every backend applies the same ones:
 - ``check_redeclaration`` is the idempotency rule: declaring a name again with the same size
   and the same adler32 is success ("already declared"); anything else is a loud
   ``DeclarationConflict``;
-- parents must be declared before their children, else ``UnknownParent`` naming them.
+- parents must be declared before their children, else ``UnknownParent`` naming them;
+- with ``exclusive_tier`` a declaration is refused (``AlreadyMerged``) when one of its parents
+  already has another child of that data tier: the "not merged twice" rule, applied by each
+  backend at the moment of declaring (in the same transaction where it has transactions).
+
+Batches, cache and budget: a campaign asks about thousands of files, so the interface has
+batch look-ups (``records``, ``children_of``) that backends answer with a few requests
+(``BATCH_SIZE`` names each), a record cache for the life of the catalogue object (one
+command), and a ``CatalogBudget`` counting requests and seconds spent waiting, with a total
+deadline on top of each backend's per-request timeouts.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from engine.checksums import adler32_from_checksums, format_adler32
-from engine.errors import CatalogError, DeclarationConflict, FileNotDeclared, MetadataError, UnknownParent
+from engine.errors import (
+    AlreadyMerged,
+    CatalogError,
+    CatalogUnavailable,
+    DeclarationConflict,
+    FileNotDeclared,
+    MetadataError,
+    UnknownParent,
+    UsageError,
+)
 from engine.metadata import normalize_metadata
 
 DECLARED = "declared"
@@ -29,6 +50,66 @@ ALREADY_DECLARED = "already declared"
 
 #: Free-form parameter marking a record made for a parent known only by name.
 PLACEHOLDER_PARAMETER = "Catalog.placeholder"
+
+#: Names per batched request (SAM's own client asks 50 records at a time; DUNE's tools 100).
+BATCH_SIZE = 100
+
+ENV_DEADLINE = "TMBMERGE_CATALOG_DEADLINE"
+#: Seconds of catalogue work one command may spend in all (requests and waits between retries).
+DEFAULT_DEADLINE = 900.0
+
+
+def deadline_from_environment(environ=os.environ) -> float:
+    text = environ.get(ENV_DEADLINE)
+    if not text:
+        return DEFAULT_DEADLINE
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise UsageError(f"{ENV_DEADLINE}={text!r} is not a positive number of seconds")
+    return value
+
+
+@dataclass
+class CatalogBudget:
+    """Requests made and seconds spent waiting on a catalogue, under a total deadline.
+
+    ``deadline`` is the catalogue work (seconds) one command may spend in all; its clock starts
+    with the first request.  ``remaining()`` is what is left; ``check()`` raises
+    ``CatalogUnavailable`` once it is spent.  Backends call ``spend`` once per request made.
+    """
+
+    deadline: float = DEFAULT_DEADLINE
+    requests: int = 0
+    seconds: float = 0.0
+    _started: float | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        if self._started is None:
+            self._started = time.monotonic()
+
+    def remaining(self) -> float:
+        if self._started is None:
+            return self.deadline
+        return self.deadline - (time.monotonic() - self._started)
+
+    def check(self, url: str) -> float:
+        """Seconds left (starting the clock); ``CatalogUnavailable`` when none are."""
+        self.start()
+        left = self.remaining()
+        if left <= 0:
+            raise CatalogUnavailable(f"{url}: catalogue deadline of {self.deadline:g} s spent "
+                                     f"({self.requests} requests); the catalogue is too slow or down")
+        return left
+
+    def spend(self, seconds: float, requests: int = 1) -> None:
+        self.requests += requests
+        self.seconds += seconds
+
+    def to_dict(self) -> dict:
+        return {"requests": self.requests, "seconds_waiting": round(self.seconds, 3), "deadline": self.deadline}
 
 
 class DeclareResult(NamedTuple):
@@ -48,8 +129,10 @@ class Catalog(ABC):
 
     queryable = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, deadline: float | None = None) -> None:
         self.url = url
+        self.budget = CatalogBudget(deadline if deadline is not None else deadline_from_environment())
+        self._cache: dict[str, dict] = {}
 
     @classmethod
     @abstractmethod
@@ -69,8 +152,61 @@ class Catalog(ABC):
         return True
 
     @abstractmethod
-    def declare(self, metadata: dict) -> DeclareResult:
+    def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
         """Declare a file (see the module docstring for the rules)."""
+
+    # --- batches and the cache ----------------------------------------------------------
+
+    def records(self, names) -> dict[str, dict]:
+        """{name: record} of the declared ones among ``names`` (undeclared names are absent).
+
+        Answers from the cache where it can, and asks the backend (``fetch_records``) for the
+        rest in batches of ``BATCH_SIZE``.
+        """
+        names = list(dict.fromkeys(names))
+        missing = [name for name in names if name not in self._cache]
+        for start in range(0, len(missing), BATCH_SIZE):
+            self._cache.update(self.fetch_records(missing[start:start + BATCH_SIZE]))
+        return {name: self._cache[name] for name in names if name in self._cache}
+
+    def fetch_records(self, names: list[str]) -> dict[str, dict]:
+        """One batch of records from the catalogue itself (no cache); backends answer it in one
+        request where they can.  The default asks one by one."""
+        found = {}
+        for name in names:
+            try:
+                found[name] = self.get(name)
+            except FileNotDeclared:
+                pass
+        return found
+
+    def children_of(self, names, *, data_tier: str | None = None) -> dict[str, list[str]]:
+        """{name: sorted names of its children (of ``data_tier`` only, if given)} for ``names``.
+
+        Names that are not declared map to no children.  Backends answer it in one request
+        per batch where they can; the default asks one by one.
+        """
+        out: dict[str, list[str]] = {}
+        for name in dict.fromkeys(names):
+            try:
+                children = self.children(name)
+            except FileNotDeclared:
+                children = []
+            if data_tier is not None:
+                tiers = self.records(children)
+                children = [c for c in children if tiers.get(c, {}).get("data_tier") == data_tier]
+            out[name] = sorted(children)
+        return out
+
+    def forget(self, name: str) -> None:
+        """Drop ``name`` from the cache (its record changed, or was just made)."""
+        self._cache.pop(name, None)
+
+    def exclusive_conflicts(self, metadata: dict, tier: str) -> list[str]:
+        """Other files of data tier ``tier`` that are children of the parents of ``metadata``."""
+        name = metadata["file_name"]
+        by_parent = self.children_of(parent_names(metadata), data_tier=tier)
+        return sorted({child for children in by_parent.values() for child in children if child != name})
 
     @abstractmethod
     def children(self, file_name: str) -> list[str]:
@@ -159,6 +295,20 @@ def unknown_parent_error(file_name: str, missing: list[str]) -> UnknownParent:
         f"parents not declared: {', '.join(missing)} (declare them first, or use --declare-parents)",
         path=file_name,
     )
+
+
+def already_merged_error(file_name: str, others: list[str], *, after: bool = False) -> AlreadyMerged:
+    """The refusal of a declaration whose inputs are merged already (``exclusive_tier``)."""
+    if after:
+        return AlreadyMerged(
+            f"declared, but its inputs were declared merged into {', '.join(others)} at the same time: "
+            "the same events are now in the catalogue twice; retract one of them", path=file_name)
+    return AlreadyMerged(f"not declared: its inputs are merged already into {', '.join(others)}", path=file_name)
+
+
+def chunks(names: list[str], size: int = BATCH_SIZE):
+    for start in range(0, len(names), size):
+        yield names[start:start + size]
 
 
 def not_available(backend: str, operation: str) -> CatalogError:

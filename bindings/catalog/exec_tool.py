@@ -45,7 +45,9 @@ class ExecCatalog(Catalog):
             raise UsageError(f"{url!r}: cannot split the command: {exc}") from None
         return cls(argv, url=url, timeout=timeout)
 
-    def declare(self, metadata: dict) -> DeclareResult:
+    def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
+        """Run the tool; a declare-only catalogue cannot look lineage up, so ``exclusive_tier``
+        (not merged twice) is the site tool's own business, as documented in docs/CATALOG.md."""
         md = prepare_declaration(metadata)
         name = md["file_name"]
         shown = shlex.join(self.command)

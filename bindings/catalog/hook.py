@@ -13,6 +13,15 @@ and otherwise as *placeholders* carrying only the name (``Catalog.placeholder`` 
 That is meant for generated data and tests; against a production SAM, declare raw files
 the way the experiment does.
 
+Not merged twice: ``exclusive_tier`` (a merge passes its merged data tier) refuses the
+declaration when a parent already has another child of that tier.  The catalogue applies it
+at the moment of declaring (``Catalog.declare``, race-free where the backend allows); with a
+declarer plugin the hook checks before and after the plugin's declaration instead.
+
+Grandparents: with ``grandparents=True`` the file is declared with its parents' parents as
+parents (the inputs of a merge are then not needed in the catalogue), as DUNE's merging tools
+offer for experiments that do not keep unmerged files there.
+
 Declarers: the final ``declare`` calls go to a ``Declarer``, by default the catalogue itself.
 A site can wrap them (add site parameters, notify a service, ...) with a plugin registered in
 the entry-point group ``tmbmerge.declarers``: ``NAME = "module:factory"``, where
@@ -31,7 +40,14 @@ from typing import Protocol, runtime_checkable
 from engine.errors import InputError, InputNotFound, MetadataError, MetadataMismatch, UsageError
 from engine.metadata import normalize_metadata, read_sidecar, sidecar_path
 
-from .base import Catalog, DeclareResult, parent_names, placeholder_metadata, unknown_parent_error
+from .base import (
+    Catalog,
+    DeclareResult,
+    already_merged_error,
+    parent_names,
+    placeholder_metadata,
+    unknown_parent_error,
+)
 
 DECLARER_GROUP = "tmbmerge.declarers"
 DEFAULT_DECLARER = "catalog"
@@ -79,6 +95,8 @@ def declare_file(
     declarer: Declarer | None = None,
     require_data: bool = True,
     on_parent: Callable[[DeclareResult], None] | None = None,
+    exclusive_tier: str | None = None,
+    grandparents: bool = False,
 ) -> DeclareResult:
     """Declare ``data_path`` from its sidecar (see the module docstring).
 
@@ -97,6 +115,8 @@ def declare_file(
         require_data=require_data,
         on_parent=on_parent,
         descendants=(),
+        exclusive_tier=exclusive_tier,
+        grandparents=grandparents,
     )
 
 
@@ -163,6 +183,8 @@ def _declare_with_parents(
     require_data: bool,
     on_parent: Callable[[DeclareResult], None] | None,
     descendants: tuple[str, ...],
+    exclusive_tier: str | None = None,
+    grandparents: bool = False,
 ) -> DeclareResult:
     md = checked_sidecar(data_path, require_data=require_data)
     name = md["file_name"]
@@ -170,10 +192,13 @@ def _declare_with_parents(
         loop = " -> ".join(descendants + (name,))
         raise MetadataError(f"parents: lineage loop ({loop})", path=sidecar_path(data_path))
     if not catalog.queryable:
-        if declare_parents:
-            raise UsageError(f"{catalog.url}: a declare-only catalogue cannot check or declare parents")
+        if declare_parents or grandparents:
+            raise UsageError(f"{catalog.url}: a declare-only catalogue cannot check or declare parents (nor look them up for --grandparents)")
         return declarer.declare(md)
-    missing = [parent for parent in parent_names(md) if not catalog.exists(parent)]
+    if grandparents:
+        md = with_grandparents(md, catalog)
+    known = catalog.records(parent_names(md))
+    missing = [parent for parent in parent_names(md) if parent not in known]
     if missing and not declare_parents:
         raise unknown_parent_error(name, missing)
     for parent in missing:
@@ -193,7 +218,39 @@ def _declare_with_parents(
             result = declarer.declare(placeholder_metadata(parent))
         if on_parent is not None:
             on_parent(result)
-    return declarer.declare(md)
+    return _declare(md, catalog, declarer, exclusive_tier)
+
+
+def _declare(md: dict, catalog: Catalog, declarer: Declarer, exclusive_tier: str | None) -> DeclareResult:
+    if exclusive_tier is None:
+        return declarer.declare(md)
+    if declarer is catalog:
+        return catalog.declare(md, exclusive_tier=exclusive_tier)
+    # a plugin declares: check just before and read the lineage back just after
+    others = catalog.exclusive_conflicts(md, exclusive_tier)
+    if others:
+        raise already_merged_error(md["file_name"], others)
+    result = declarer.declare(md)
+    others = catalog.exclusive_conflicts(md, exclusive_tier)
+    if others:
+        raise already_merged_error(md["file_name"], others, after=True)
+    return result
+
+
+def with_grandparents(md: dict, catalog: Catalog) -> dict:
+    """``md`` with its parents replaced by their own parents (in order, each once)."""
+    parents = parent_names(md)
+    records = catalog.records(parents)
+    missing = [parent for parent in parents if parent not in records]
+    if missing:
+        raise unknown_parent_error(md["file_name"], missing)
+    names = dict.fromkeys(grand for parent in parents for grand in parent_names(records[parent]))
+    out = dict(md)
+    out["parents"] = [{"file_name": name} for name in names]
+    if not out["parents"]:
+        raise MetadataError("--grandparents: the parents have no parents of their own in the catalogue",
+                            path=md["file_name"])
+    return out
 
 
 __all__ = ["Declarer", "DECLARER_GROUP", "checked_sidecar", "declare_file", "declarer_names", "load_declarer"]

@@ -23,6 +23,8 @@ BUILTIN_BACKENDS = {
     "sqlite": "bindings.catalog.sqlite:SqliteCatalog",
     "samweb+https": "bindings.catalog.samweb:SamWebCatalog",
     "samweb+http": "bindings.catalog.samweb:SamWebCatalog",
+    "https": "bindings.catalog.samweb:SamWebCatalog",   # https://HOST/sam/EXP/api, as samweb users write it
+    "http": "bindings.catalog.samweb:SamWebCatalog",
     "exec": "bindings.catalog.exec_tool:ExecCatalog",
 }
 

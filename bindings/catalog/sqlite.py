@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
@@ -34,7 +35,9 @@ from .base import (
     DECLARED,
     Catalog,
     DeclareResult,
+    already_merged_error,
     check_redeclaration,
+    chunks,
     parent_names,
     prepare_declaration,
     unknown_parent_error,
@@ -131,9 +134,10 @@ def path_from_url(url: str) -> Path:
 class SqliteCatalog(Catalog):
     """The catalogue in one SQLite file (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, *, url: str | None = None, busy_timeout: float = 60.0) -> None:
+    def __init__(self, path: str | os.PathLike, *, url: str | None = None, busy_timeout: float = 60.0,
+                 deadline: float | None = None) -> None:
         self.path = Path(path)
-        super().__init__(url or f"sqlite:{self.path}")
+        super().__init__(url or f"sqlite:{self.path}", deadline=deadline)
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
@@ -152,8 +156,8 @@ class SqliteCatalog(Catalog):
             raise
 
     @classmethod
-    def from_url(cls, url: str, *, busy_timeout: float = 60.0) -> "SqliteCatalog":
-        return cls(path_from_url(url), url=url, busy_timeout=busy_timeout)
+    def from_url(cls, url: str, *, busy_timeout: float = 60.0, deadline: float | None = None) -> "SqliteCatalog":
+        return cls(path_from_url(url), url=url, busy_timeout=busy_timeout, deadline=deadline)
 
     def close(self) -> None:
         self._db.close()
@@ -162,6 +166,17 @@ class SqliteCatalog(Catalog):
 
     @contextmanager
     def _transaction(self, mode: str = "DEFERRED"):
+        """One transaction, counted as one request of the budget (with its wait for the lock)."""
+        self.budget.check(self.url)
+        started = time.monotonic()
+        try:
+            with self._raw_transaction(mode) as db:
+                yield db
+        finally:
+            self.budget.spend(time.monotonic() - started)
+
+    @contextmanager
+    def _raw_transaction(self, mode: str):
         try:
             self._db.execute(f"BEGIN {mode}")
         except sqlite3.Error as exc:
@@ -216,34 +231,43 @@ class SqliteCatalog(Catalog):
         return file_id
 
     def _record(self, db, file_id: int) -> dict:
+        return self._records(db, [file_id])[file_id]
+
+    def _records(self, db, file_ids: list[int]) -> dict[int, dict]:
+        """Records of ``file_ids``: one statement per table, whatever their number."""
+        marks = ", ".join("?" * len(file_ids))
         db.row_factory = sqlite3.Row
         try:
-            row = db.execute("SELECT * FROM files WHERE file_id = ?", (file_id,)).fetchone()
+            rows = db.execute(f"SELECT * FROM files WHERE file_id IN ({marks})", file_ids).fetchall()
         finally:
             db.row_factory = None
-        md: dict = {"file_name": row["file_name"], "file_id": row["file_id"]}
-        for field, column in COLUMNS.items():
-            if row[column] is not None:
-                md[field] = row[column]
-        if row["app_family"] is not None:
-            md["application"] = {field: row[column] for field, column in APPLICATION_COLUMNS.items()}
-        checksums = db.execute(
-            "SELECT algorithm, value FROM checksums WHERE file_id = ? ORDER BY algorithm != 'adler32', algorithm",
-            (file_id,),
-        ).fetchall()
-        if checksums:
-            md["checksum"] = [f"{algorithm}:{value}" for algorithm, value in checksums]
-        runs = db.execute(
-            "SELECT run_number, subrun, run_type FROM runs WHERE file_id = ? ORDER BY position", (file_id,)
-        ).fetchall()
-        if runs:
-            md["runs"] = [list(run) for run in runs]
-        parents = self._parent_names(db, file_id)
-        if parents:
-            md["parents"] = [{"file_name": name} for name in parents]
-        md.update(json.loads(row["params"]))
-        md["create_date"] = row["create_date"]
-        return md
+        records: dict[int, dict] = {}
+        for row in rows:
+            md: dict = {"file_name": row["file_name"], "file_id": row["file_id"]}
+            for field, column in COLUMNS.items():
+                if row[column] is not None:
+                    md[field] = row[column]
+            if row["app_family"] is not None:
+                md["application"] = {field: row[column] for field, column in APPLICATION_COLUMNS.items()}
+            md["_params"], md["_create_date"] = row["params"], row["create_date"]
+            records[row["file_id"]] = md
+        for file_id, algorithm, value in db.execute(
+                f"SELECT file_id, algorithm, value FROM checksums WHERE file_id IN ({marks})"
+                " ORDER BY file_id, algorithm != 'adler32', algorithm", file_ids):
+            records[file_id].setdefault("checksum", []).append(f"{algorithm}:{value}")
+        for file_id, *run in db.execute(
+                f"SELECT file_id, run_number, subrun, run_type FROM runs WHERE file_id IN ({marks})"
+                " ORDER BY file_id, position", file_ids):
+            records[file_id].setdefault("runs", []).append(run)
+        for file_id, name in db.execute(
+                "SELECT p.child_id, f.file_name FROM parents p JOIN files f ON f.file_id = p.parent_id"
+                f" WHERE p.child_id IN ({marks}) ORDER BY p.child_id, p.position", file_ids):
+            records[file_id].setdefault("parents", []).append({"file_name": name})
+        for md in records.values():
+            params, create_date = md.pop("_params"), md.pop("_create_date")
+            md.update(json.loads(params))
+            md["create_date"] = create_date
+        return records
 
     def _parent_names(self, db, file_id: int) -> list[str]:
         rows = db.execute(
@@ -252,6 +276,31 @@ class SqliteCatalog(Catalog):
             (file_id,),
         ).fetchall()
         return [name for (name,) in rows]
+
+    def fetch_records(self, names: list[str]) -> dict[str, dict]:
+        if not names:
+            return {}
+        with self._transaction() as db:
+            ids = [file_id for (file_id,) in db.execute(
+                f"SELECT file_id FROM files WHERE file_name IN ({', '.join('?' * len(names))})", names)]
+            records = self._records(db, ids) if ids else {}
+        return {md["file_name"]: md for md in records.values()}
+
+    def children_of(self, names, *, data_tier: str | None = None) -> dict[str, list[str]]:
+        names = list(dict.fromkeys(names))
+        out: dict[str, list[str]] = {name: [] for name in names}
+        for batch in chunks(names):
+            query = ("SELECT parent.file_name, child.file_name FROM files parent"
+                     " JOIN parents p ON p.parent_id = parent.file_id JOIN files child ON child.file_id = p.child_id"
+                     f" WHERE parent.file_name IN ({', '.join('?' * len(batch))})")
+            args = list(batch)
+            if data_tier is not None:
+                query += " AND child.data_tier = ?"
+                args.append(data_tier)
+            with self._transaction() as db:
+                for parent, child in db.execute(query + " ORDER BY child.file_name", args):
+                    out[parent].append(child)
+        return out
 
     def get(self, file_name: str) -> dict:
         with self._transaction() as db:
@@ -290,7 +339,7 @@ class SqliteCatalog(Catalog):
 
     # --- declaring ----------------------------------------------------------------------
 
-    def declare(self, metadata: dict) -> DeclareResult:
+    def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
         md = prepare_declaration(metadata)
         name = md["file_name"]
         with self._transaction("IMMEDIATE") as db:
@@ -307,7 +356,16 @@ class SqliteCatalog(Catalog):
                 parent_ids.append(parent_id)
             if missing:
                 raise unknown_parent_error(name, missing)
+            if exclusive_tier is not None and parent_ids:
+                # under the same write lock as the insert: no other declaration can come between
+                others = [other for (other,) in db.execute(
+                    "SELECT DISTINCT f.file_name FROM parents p JOIN files f ON f.file_id = p.child_id"
+                    f" WHERE p.parent_id IN ({', '.join('?' * len(parent_ids))}) AND f.data_tier = ?"
+                    " ORDER BY f.file_name", [*parent_ids, exclusive_tier])]
+                if others:
+                    raise already_merged_error(name, others)
             file_id = self._insert(db, md, parent_ids)
+        self.forget(name)
         return DeclareResult(name, DECLARED, file_id)
 
     def _insert(self, db, md: dict, parent_ids: list[int]) -> int:

@@ -1,4 +1,4 @@
-"""Small helpers shared by the command modules: common flags and human-readable numbers."""
+"""Small helpers shared by the command modules: common flags and default job counts."""
 
 from __future__ import annotations
 
@@ -32,11 +32,3 @@ def default_output_jobs() -> int:
     writing thread; deep mode's decoders), so half the cores, at least one (measured: on 2 cores
     two outputs at once ran at 0.5-0.8x the speed of one after the other)."""
     return max(1, default_jobs() // 2)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"

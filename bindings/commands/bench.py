@@ -110,7 +110,7 @@ def _measure(settings, quiet: bool, command: str) -> dict:
 
 def _settings(args, size: str | None, quick: bool):
     from engine.benchmark.runner import QUICK_SIZE, BenchSettings
-    from engine.benchmark.units import parse_bytes
+    from engine.units import parse_size
     from engine.errors import UsageError
 
     directory = Path(args.dir)
@@ -121,7 +121,7 @@ def _settings(args, size: str | None, quick: bool):
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be at least 1")
     default = QUICK_SIZE if quick else BenchSettings.size
-    return BenchSettings(size=parse_bytes(size) if size else default, directory=str(directory),
+    return BenchSettings(size=parse_size(size) if size else default, directory=str(directory),
                          files=getattr(args, "files", None), rounds=getattr(args, "rounds", None), quick=quick,
                          jobs=getattr(args, "jobs", None))
 
@@ -173,11 +173,11 @@ def run_spec_command(args) -> int:
     from engine.benchmark.report import load_report
     from engine.benchmark.sizing import Campaign, measured_from_report, size_campaign
     from engine.benchmark.sizing_report import render_markdown, render_table
-    from engine.benchmark.units import parse_bytes, parse_rate
+    from engine.units import parse_size, parse_rate
 
-    campaign = Campaign(volume_bytes=parse_bytes(args.volume), days=args.days, mode=args.mode,
+    campaign = Campaign(volume_bytes=parse_size(args.volume), days=args.days, mode=args.mode,
                         link_rate=parse_rate(args.link), wait_hours=args.wait_hours,
-                        max_utilisation=args.utilisation, os_memory_bytes=parse_bytes(args.os_memory))
+                        max_utilisation=args.utilisation, os_memory_bytes=parse_size(args.os_memory))
     if args.bench:
         report = load_report(args.bench)
         source = f"bench.json `{args.bench}`"

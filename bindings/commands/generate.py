@@ -11,7 +11,9 @@ import json
 import sys
 import time
 
-from ._common import add_json_flag, human_bytes, positive_int
+from engine.units import human_bytes, plural
+
+from ._common import add_json_flag, positive_int
 
 
 def register(subparsers) -> None:
@@ -59,7 +61,7 @@ def run_generate(args) -> int:
     elif not args.quiet:
         size = sum(f.size for f in files)
         events = sum(f.events for f in files)
-        print(f"wrote {len(files)} files, {events:,} events, {human_bytes(size)} in {elapsed:.1f} s "
+        print(f"wrote {plural(len(files), 'file')}, {plural(events, 'event')}, {human_bytes(size)} in {elapsed:.1f} s "
               f"({human_bytes(size / max(elapsed, 1e-9))}/s) to {args.outdir}")
     return 0
 

@@ -16,6 +16,8 @@ import sys
 
 from engine.errors import EXIT_OK, most_severe_exit_code
 
+from engine.units import plural
+
 from ._common import positive_int
 
 VERIFY_EPILOG = """\
@@ -91,10 +93,10 @@ def run_verify(args) -> int:
         for report in reports:
             if report.ok:
                 if not args.quiet:
-                    print(f"OK {report.path} ({report.event_count} events, "
+                    print(f"OK {report.path} ({plural(report.event_count, 'event')}, "
                           f"adler32:{adler32_hex(report.adler32)})", flush=False)
             else:
                 sys.stdout.flush()
-                print(str(report.error), file=sys.stderr, flush=True)
+                print(f"tmbmerge: error: {report.error}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     return most_severe_exit_code(report.error.exit_code for report in reports if not report.ok)

@@ -13,7 +13,9 @@ import json
 import os
 import sys
 
-from ._common import add_json_flag, default_jobs, default_output_jobs, human_bytes, positive_int
+from engine.units import human_bytes, plural
+
+from ._common import add_json_flag, default_jobs, default_output_jobs, positive_int
 
 
 def register(subparsers) -> None:
@@ -46,15 +48,25 @@ def register(subparsers) -> None:
     p.add_argument("--retire-dir", default=None, help="where retired inputs go (default: retired/ beside them)")
     p.set_defaults(func=run_merge_run)
 
-    p = subparsers.add_parser("plan", help="print a run's merge plan without merging")
-    p.add_argument("inputs", nargs="+", metavar="DIR|INPUT")
+    p = subparsers.add_parser(
+        "plan", help="print a run's merge plan without merging",
+        description="Show what merge-run would make of the inputs, without writing anything: each output's name, "
+                    "its inputs in order, events and size, the inputs refused (with --skip-bad) and the totals. "
+                    "Inputs are grouped by run, ordered by partition and cut near --target-size, as merge-run does.")
+    p.add_argument("inputs", nargs="+", metavar="DIR|INPUT",
+                   help="TMB files, or folders whose *.tmb files are all taken")
     _add_plan_options(p)
     p.add_argument("--skip-bad", action="store_true", help="list unusable inputs instead of failing")
     add_json_flag(p)
     p.set_defaults(func=run_plan)
 
-    p = subparsers.add_parser("status", help="show the journal of a merge-run output folder")
-    p.add_argument("out_dir", metavar="OUT_DIR")
+    p = subparsers.add_parser(
+        "status", help="show the journal of a merge-run output folder",
+        description="Show what the merge-run journal of OUT_DIR records of each output: its state (planned, "
+                    "merging, merged, verified, declared, retired or failed, with the error), inputs, events, size "
+                    "and checksum, and a count per state. Reads the journal only; run merge-run again to finish "
+                    "unfinished outputs.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the --out-dir of a merge-run")
     add_json_flag(p)
     p.set_defaults(func=run_status)
 
@@ -75,6 +87,9 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
                    help="robust merge: leave out inputs that fail validation (fail only if all do)")
     p.add_argument("--metadata", choices=("auto", "none"), default="auto",
                    help="auto: crosscheck inputs with their <file>.json sidecars; none: ignore sidecars")
+    p.add_argument("--reproducible", action="store_true",
+                   help="byte-reproducible outputs and sidecars: every timestamp is $SOURCE_DATE_EPOCH or, "
+                        "unset, the newest input's creation time (file ids are always derived from content)")
     p.add_argument("--quiet", action="store_true", help="no progress display, no summary lines")
     add_json_flag(p)
     g = p.add_argument_group("catalogue")
@@ -83,6 +98,9 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
                         "$TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already merged")
     g.add_argument("--declare", action="store_true", help="declare the verified output, with its parents")
     g.add_argument("--declarer", default=None, help="a plugin declarer (entry point group tmbmerge.declarers)")
+    g.add_argument("--grandparents", action="store_true",
+                   help="declare the output with its inputs' parents as its parents (for catalogues that do "
+                        "not keep unmerged files)")
     g.add_argument("--expect-complete", action="store_true",
                    help="refuse a run whose catalogued unmerged files are not all among the inputs")
 
@@ -93,7 +111,8 @@ def _spec(args, jobs: int):
     return MergeSpec(mode=args.mode, force=args.force, skip_bad=args.skip_bad,
                      allow_mixed_runs=getattr(args, "allow_mixed_runs", False), threads=jobs,
                      metadata=args.metadata, catalog=args.catalog or None, declare=args.declare,
-                     declarer=args.declarer, expect_complete=args.expect_complete)
+                     declarer=args.declarer, expect_complete=args.expect_complete,
+                     reproducible=args.reproducible, grandparents=args.grandparents)
 
 
 def run_merge(args) -> int:
@@ -121,7 +140,7 @@ def run_merge(args) -> int:
 
 def _print_merge(report) -> None:
     state = "verified" if report.verified else "not re-read (fast mode)"
-    print(f"{report.output}: {len(report.accepted)} inputs, {report.event_count:,} events, "
+    print(f"{report.output}: {plural(len(report.accepted), 'input')}, {plural(report.event_count, 'event')}, "
           f"{human_bytes(report.file_size)}, {report.checksum}, {report.mode} mode, {state}"
           + (f", {report.seconds:.1f} s at {report.throughput / 1e6:.0f} MB/s" if report.seconds else ""))
     for skipped in report.skipped:
@@ -135,7 +154,8 @@ def _print_merge(report) -> None:
 
 def run_merge_run(args) -> int:
     from engine.errors import most_severe_exit_code
-    from engine.merge import merge_run, parse_size
+    from engine.merge import merge_run
+    from engine.units import parse_size
 
     from ..progress import make_progress
 
@@ -156,7 +176,7 @@ def run_merge_run(args) -> int:
         if not args.quiet:
             for output in report.outputs:
                 if output.status != "merged":
-                    print(f"{output.output}: {output.status}, {output.event_count:,} events, {output.checksum}")
+                    print(f"{output.output}: {output.status}, {plural(output.event_count, 'event')}, {output.checksum}")
                 else:
                     _print_merge(output)
         for skipped in report.skipped:
@@ -164,7 +184,8 @@ def run_merge_run(args) -> int:
         for failure in report.failures:
             print(f"tmbmerge: error: {failure['text']}", file=sys.stderr)
         if not args.quiet:
-            print(f"{len(report.outputs)} outputs ready, {len(report.failures)} failures, {report.seconds:.1f} s")
+            print(f"{plural(len(report.outputs), 'output')} ready, {plural(len(report.failures), 'failure')}, "
+                  f"{report.seconds:.1f} s")
     return most_severe_exit_code(f.get("exit_code", 1) for f in report.failures)
 
 
@@ -176,7 +197,8 @@ def _plan_kwargs(args, parse_size) -> dict:
 
 
 def run_plan(args) -> int:
-    from engine.merge import parse_size, plan_run
+    from engine.merge import plan_run
+    from engine.units import parse_size
 
     plan = plan_run(args.inputs, skip_bad=args.skip_bad, **_plan_kwargs(args, parse_size))
     if args.json:
@@ -184,14 +206,15 @@ def run_plan(args) -> int:
         print()
         return 0
     for output in plan.outputs:
-        print(f"{output.name}: {len(output.inputs)} inputs, {output.event_count:,} events, "
+        print(f"{output.name}: {plural(len(output.inputs), 'input')}, {plural(output.event_count, 'event')}, "
               f"{human_bytes(output.file_size)}")
         for item in output.inputs:
             print(f"    {item.path}")
     for path, exc in plan.rejected:
         print(f"rejected {path}: {exc.message}")
     totals = plan.to_dict()["totals"]
-    print(f"{totals['outputs']} outputs from {totals['inputs']} inputs, {totals['events']:,} events, "
+    print(f"{plural(totals['outputs'], 'output')} from {plural(totals['inputs'], 'input')}, "
+          f"{plural(totals['events'], 'event')}, "
           f"{human_bytes(totals['input_bytes'])}")
     return 0
 
@@ -211,12 +234,12 @@ def run_status(args) -> int:
             print()
             return 0
         for e in entries:
-            line = f"{e.state:10} {e.name}  {len(e.inputs)} inputs"
+            line = f"{e.state:10} {e.name}  {plural(len(e.inputs), 'input')}"
             if e.event_count is not None:
-                line += f", {e.event_count:,} events, {human_bytes(e.file_size or 0)}, {e.checksum}"
+                line += f", {plural(e.event_count, 'event')}, {human_bytes(e.file_size or 0)}, {e.checksum}"
             if e.error:
                 line += f"  ({e.error})"
             print(line)
         summary = ", ".join(f"{count} {state}" for state, count in journal.summary().items())
-        print(f"{len(entries)} outputs: {summary or 'none'}")
+        print(f"{plural(len(entries), 'output')}: {summary or 'none'}")
     return 0

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputNotFound, MetadataError
-from .units import human_bytes, mb_per_s, mib
+from ..units import human_bytes, mb_per_s, mib
 
 REPORT_FORMAT = "tmbmerge-bench/1"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .report import machine_line
 from .sizing import Sizing
-from .units import human_bytes
+from ..units import human_bytes
 
 _MEMORY_KEYS = ("memory_per_server",)
 

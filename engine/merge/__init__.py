@@ -13,7 +13,8 @@ from .pipeline import merge_files
 from .plan import Plan, plan_run
 from .report import InputOutcome, MergeReport, RunReport
 from .run import merge_run
-from .spec import DEEP, FAST, MODES, SAFE, MergeSpec, parse_size
+from ..units import parse_size
+from .spec import DEEP, FAST, MODES, SAFE, MergeSpec
 
 __all__ = ["merge_files", "merge_run", "plan_run", "Plan", "MergeSpec", "MergeReport", "RunReport",
            "InputOutcome", "parse_size", "FAST", "SAFE", "DEEP", "MODES"]

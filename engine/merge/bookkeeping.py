@@ -10,8 +10,16 @@ the catalogue instead of sidecars, and applies two more checks:
   are not among the inputs is refused, naming the missing partitions (a premature merge).
 
 After the output is verified and published, ``declare`` declares it with its parents through
-the catalogue's declaration hook (``bindings.catalog.hook``).  A failed declaration never
+the catalogue's declaration hook (``bindings.catalog.hook``), with the merged data tier as
+``exclusive_tier``: the not-merged-twice check is made again at the moment of declaring (in
+the declaration's own transaction for sqlite; just before and after the POST for SAM web), so
+two merges of the same inputs racing each other declare once.  A failed declaration never
 removes the verified output; it is reported and can be retried with ``tmbmerge declare``.
+
+Batches: ``prefetch`` asks the catalogue about all of a run's inputs at once (records and
+merged children, a few requests per hundred files); the look-ups above are then answered from
+that.  ``RecordLookup`` carries the records to merge-run's worker processes, which then open no
+catalogue of their own.  ``budget`` is what the catalogue cost (for ``--json``).
 
 The catalogue backends live in ``bindings.catalog`` (they are a face to the outside world);
 this module is the engine's only door to them, imported only when a catalogue is in use.
@@ -31,14 +39,21 @@ _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 
 class CatalogBookkeeping:
-    def __init__(self, url: str, *, declarer: str | None = None, merged_tier: str = "thumbnail"):
+    def __init__(self, url: str, *, declarer: str | None = None, merged_tier: str = "thumbnail",
+                 grandparents: bool = False):
         from bindings.catalog import open_catalog
         from bindings.catalog.hook import load_declarer
 
         self.url = url
         self.merged_tier = merged_tier
+        self.grandparents = grandparents
         self.catalog = open_catalog(url)
         self.declarer = load_declarer(declarer, self.catalog)
+        self._merged: dict[str, list[str]] = {}   # input name -> its merged children (prefetched)
+
+    @property
+    def budget(self) -> dict:
+        return self.catalog.budget.to_dict()
 
     @property
     def queryable(self) -> bool:
@@ -49,12 +64,25 @@ class CatalogBookkeeping:
             raise UsageError(f"{self.url} is declare-only: it cannot {what}")
 
     # -- before the merge ------------------------------------------------------------------
+    def prefetch(self, paths) -> None:
+        """Ask about all these inputs at once: their records and their merged children."""
+        if not self.queryable:
+            return
+        names = list(dict.fromkeys(Path(p).name for p in paths))
+        declared = self.catalog.records(names)
+        self._merged.update(self.catalog.children_of([n for n in names if n in declared],
+                                                     data_tier=self.merged_tier))
+
     def metadata(self, path: Path) -> dict:
         """The catalogue's record of an input (what its crosschecks compare against)."""
-        try:
-            return self.catalog.get(Path(path).name)
-        except FileNotDeclared as exc:
-            raise FileNotDeclared("input is not declared in the catalogue", path=path) from exc
+        record = self.catalog.records([Path(path).name]).get(Path(path).name)
+        if record is None:
+            raise FileNotDeclared("input is not declared in the catalogue", path=path)
+        return record
+
+    def lookup(self, paths) -> "RecordLookup":
+        """The records of ``paths`` (declared ones), to hand to a worker process."""
+        return RecordLookup(self.catalog.records(Path(p).name for p in paths))
 
     def check_not_merged(self, path: Path, *, output_name: str) -> None:
         """Refuse an input that already has a merged child (a child of the merged data tier; a
@@ -65,12 +93,11 @@ class CatalogBookkeeping:
         output with --force) makes that name again, with other bytes that can never be
         declared; only a finished output (the journal's) stands, and it is not merged again.
         """
-        try:
-            children = self.catalog.children(Path(path).name)
-        except FileNotDeclared as exc:
-            raise FileNotDeclared("input is not declared in the catalogue", path=path) from exc
-        merged = [child for child in children
-                  if self.catalog.get(child).get("data_tier") == self.merged_tier]   # not derived files
+        name = Path(path).name
+        self.metadata(path)    # declared, or FileNotDeclared
+        if name not in self._merged:
+            self._merged.update(self.catalog.children_of([name], data_tier=self.merged_tier))
+        merged = self._merged[name]                                                # not derived files
         if merged:
             same = " (an output of this name is declared already)" if output_name in merged else ""
             raise AlreadyMerged(f"already merged into {', '.join(sorted(merged))}{same}", path=path)
@@ -90,7 +117,8 @@ class CatalogBookkeeping:
         """Declare a verified, published output (with its parents) from its sidecar."""
         from bindings.catalog.hook import declare_file
 
-        return declare_file(output, self.catalog, declarer=self.declarer)
+        return declare_file(output, self.catalog, declarer=self.declarer, exclusive_tier=self.merged_tier,
+                            grandparents=self.grandparents)
 
     def close(self) -> None:
         self.catalog.close()
@@ -102,13 +130,27 @@ class CatalogBookkeeping:
         self.close()
 
 
+class RecordLookup:
+    """``lookup(path) -> record``: catalogue records fetched once, picklable for worker processes."""
+
+    def __init__(self, records: dict[str, dict]):
+        self.records = records
+
+    def __call__(self, path) -> dict:
+        record = self.records.get(Path(path).name)
+        if record is None:
+            raise FileNotDeclared("input is not declared in the catalogue", path=path)
+        return record
+
+
 @contextmanager
 def open_bookkeeping(spec):
     """The catalogue bookkeeping a merge spec asks for (None without ``--catalog``), closed after."""
-    if not spec.catalog:
+    if spec is None or not spec.catalog:
         yield None
         return
-    with CatalogBookkeeping(spec.catalog, declarer=spec.declarer, merged_tier=spec.data_tier) as catalog:
+    with CatalogBookkeeping(spec.catalog, declarer=spec.declarer, merged_tier=spec.data_tier,
+                            grandparents=getattr(spec, "grandparents", False)) as catalog:
         yield catalog
 
 

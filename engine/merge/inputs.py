@@ -5,10 +5,14 @@ unreadable, foreign, truncated or empty files, the same file given twice (by pat
 mixed runs, disagreeing bookkeeping keys, a size or event count that contradicts the sidecar or
 catalogue, and events shared between inputs are all found before the output is created.  What
 needs the whole file read (block digests, adler32, decoding) is done later, in the pipeline's
-validation stage.  Duplicate events are found in one vectorized pass: sort all (run, event)
-keys with their input number; any key seen before belongs to an earlier input (or the same
-one), and the later input is the one at fault: a resubmitted job's output beside the original,
-or a partition merged twice.
+validation stage.  Duplicate events are found by an external sort of all (run, event) keys
+(``duplicates.find_duplicate_events``): any key seen before belongs to an earlier input (or the
+same one), and the later input is the one at fault.
+
+Inputs are opened one at a time and released once checked (``TmbReader.release``): what was
+read stays (header, metadata, block table, runs), the file descriptor and the event table do
+not, so 5,000 inputs hold 5,000 small records and a handful of open files, and no event table
+is held whole; later steps read each input again, a slice at a time, as they reach it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import AllInputsRejected, DuplicateEvents, EngineError, InconsistentInputs, UsageError
-from ..format import EventTable
 from ..readers import open_file
 from ..verify.crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
+from .duplicates import find_duplicate_events
 from .spec import MergeSpec
+
+__all__ = ["PreparedInput", "prepare_inputs", "find_duplicate_events"]
 
 
 @dataclass
@@ -36,14 +42,8 @@ class PreparedInput:
     bookkeeping: dict | None          # sidecar or catalogue metadata, when the mode checks it
     expected: FileFacts | None        # what the bookkeeping says the file is
     error: EngineError | None = None
-
-    @property
-    def events(self) -> EventTable:
-        return self.reader.events
-
-    @property
-    def runs(self) -> list[int]:
-        return [int(r) for r in np.unique(self.reader.events.run)]
+    runs: list[int] | None = None     # the run numbers the input holds, sorted
+    wide_events: bool = False         # some event number needs more than 32 bits
 
     def close(self) -> None:
         if self.reader is not None:
@@ -82,6 +82,8 @@ def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | N
                     check_input(path)
             except EngineError as exc:
                 _reject(item, exc.with_path(path), spec)
+            if item.reader is not None:
+                item.reader.release()   # open files stay few; read again when its turn comes
         _check_runs(prepared, spec)
         _check_agreement(prepared, spec)
         _check_duplicate_events(prepared, spec)
@@ -115,6 +117,11 @@ def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
     seen_uuids[reader.uuid] = item.path
     if reader.event_count == 0:
         raise InconsistentInputs("input holds no events", path=item.path)
+    runs: set[int] = set()
+    for part in reader.iter_event_chunks():
+        runs.update(np.unique(part.run).tolist())
+        item.wide_events = item.wide_events or int(part.event.max()) >= 1 << 32
+    item.runs = sorted(runs)
     if not spec.checks_bookkeeping:
         return
     embedded = reader.metadata.get("file_name")
@@ -166,7 +173,7 @@ def _check_duplicate_events(prepared, spec: MergeSpec) -> None:
     if not spec.checks_bookkeeping:
         return
     good = _good(prepared)
-    offenders = find_duplicate_events([p.events for p in good])
+    offenders = find_duplicate_events([_ReadOnce(p.reader) for p in good], wide=any(p.wide_events for p in good))
     for position, (run, event, original) in offenders.items():
         item = good[position]
         other = "itself" if original == position else good[original].path.name
@@ -174,32 +181,12 @@ def _check_duplicate_events(prepared, spec: MergeSpec) -> None:
                                       path=item.path), spec)
 
 
-def find_duplicate_events(tables: list[EventTable]) -> dict[int, tuple[int, int, int]]:
-    """For every table that repeats a (run, event) seen earlier (or within itself): the first such
-    key and the table holding its first occurrence.  Vectorized: one sort over all events."""
-    if not tables:
-        return {}
-    runs = np.concatenate([t.run for t in tables])
-    events = np.concatenate([t.event for t in tables])
-    source = np.repeat(np.arange(len(tables), dtype=np.int64), [len(t) for t in tables])
-    if len(events) and int(events.max()) < (1 << 32):
-        key = (runs.astype(np.uint64) << np.uint64(32)) | events
-        order = np.argsort(key, kind="stable")   # stable keeps input order within a key
-        sorted_key = key[order]
-        repeat = sorted_key[1:] == sorted_key[:-1]
-    else:
-        order = np.lexsort((source, events, runs))
-        repeat = (runs[order][1:] == runs[order][:-1]) & (events[order][1:] == events[order][:-1])
-    if not repeat.any():
-        return {}
-    later = order[1:][repeat]                 # positions (in the concatenation) of repeated keys
-    # the first occurrence of each repeated key: walk back to the start of its run of equal keys
-    group_start = np.flatnonzero(~np.concatenate([[False], repeat]))
-    starts_of_repeat = group_start[np.searchsorted(group_start, np.flatnonzero(repeat) + 1, side="right") - 1]
-    first = order[starts_of_repeat]
-    offenders: dict[int, tuple[int, int, int]] = {}
-    for pos, orig in sorted(zip(later.tolist(), first.tolist())):
-        table = int(source[pos])
-        if table not in offenders:
-            offenders[table] = (int(runs[pos]), int(events[pos]), int(source[orig]))
-    return offenders
+class _ReadOnce:
+    """An input's event table read through once, chunk by chunk, its file released after."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def iter_event_chunks(self):
+        yield from self.reader.iter_event_chunks()
+        self.reader.release()

@@ -51,6 +51,7 @@ from .bookkeeping import CatalogBookkeeping, names_by_run, open_bookkeeping
 from .inputs import PreparedInput, prepare_inputs
 from .lock import ExclusiveLock
 from .report import InputOutcome, MergeReport
+from .reproducible import merge_clock, output_uuid
 from .spec import MergeSpec
 
 QUEUE_BLOCKS = 4   # blocks read ahead of the writer: enough slack, 5 MiB of buffer each
@@ -59,11 +60,13 @@ _END = object()
 
 
 def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None, bookkeeping=None,
-                label: str | None = None) -> MergeReport:
+                label: str | None = None, catalog_checked: bool = False) -> MergeReport:
     """Merge ``inputs`` (in order) into ``output``; see the module docstring.
 
     ``bookkeeping(path) -> metadata | None`` supplies each input's catalogue record (default: its
-    sidecar).  Returns a ``MergeReport``; raises an ``EngineError`` when nothing was published.
+    sidecar).  ``catalog_checked``: the caller (merge-run) fetched the records (``bookkeeping``)
+    and checked the inputs not merged; no catalogue is opened here.  Returns a ``MergeReport``;
+    raises an ``EngineError`` when nothing was published.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -72,9 +75,10 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
         raise UsageError(f"output folder {output.parent} does not exist", path=output)
     if output.exists() and not spec.force:
         raise OutputExists("output exists (use --force to replace it)", path=output)
-    with ExclusiveLock(output), open_bookkeeping(spec) as catalog:
+    with ExclusiveLock(output), open_bookkeeping(None if catalog_checked else spec) as catalog:
         check_input = None
         if catalog is not None and catalog.queryable:
+            catalog.prefetch(inputs)
             bookkeeping = bookkeeping or catalog.metadata
             check_input = lambda path: catalog.check_not_merged(path, output_name=output.name)  # noqa: E731
         prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping, check_input=check_input)
@@ -88,6 +92,8 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
                 item.close()
         if spec.declare:
             declare_output(catalog, report)
+        if catalog is not None:
+            report.catalog = catalog.budget
     report.seconds = time.perf_counter() - started
     report.peak_rss_bytes = peak_rss_bytes()
     return report
@@ -107,13 +113,12 @@ def peak_rss_bytes() -> int:
 
 
 def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec, progress, label) -> MergeReport:
-    from ..metadata import now_iso
-
-    started_at = now_iso()
     outcomes = {id(p): InputOutcome(p.path, False, reason=p.error.to_dict()) for p in prepared if p.error}
     good = [p for p in prepared if p.error is None]
     progress.start(label=label, files=len(good), events=sum(p.reader.event_count for p in good),
                    bytes=sum(p.reader.file_size for p in good))
+    clock = merge_clock(spec.reproducible, [p.reader.metadata.get("created") for p in good])
+    started_at = clock()
     runs = sorted({r for p in good for r in p.runs})
     run_type = _run_type([(p.path.name, p.bookkeeping or p.reader.metadata) for p in good])
     header_md = {
@@ -121,9 +126,12 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         "data_tier": spec.data_tier,
         "runs": [[r, 0, run_type] for r in runs],
         "merge": {"mode": spec.mode, "inputs": [p.path.name for p in good]},
+        "created": started_at,
     }
     accepted: list[PreparedInput] = []
-    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync, drop_behind=True) as writer:
+    file_uuid = output_uuid(header_md, [p.reader.uuid for p in good])
+    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync, drop_behind=True,
+                   file_uuid=file_uuid) as writer:
         readback = None
         if spec.checks_bookkeeping:
             # deep: one decoder more than the thread budget, as each also waits on its read-back
@@ -147,11 +155,11 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
             raise AllInputsRejected([p.error for p in prepared if p.error is not None], path=output)
         result = writer.finish()
         if readback is not None:
-            verify_merged_output(result.path, expected_events=[p.events for p in accepted],
+            verify_merged_output(result.path, expected_events=[p.reader for p in accepted],
                                  expected_adler32=result.adler32, expected_size=result.file_size,
                                  blocks_read_back=readback, name=output)
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
-                                    spec, started_at)
+                                    spec, started_at, clock())
         sidecar = _StagedSidecar(output, metadata)
         try:
             with _signals_deferred():
@@ -275,12 +283,14 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPoo
                 # digests re-checked as copied; each block's adler32 spares the writer hashing it
                 for block in item.reader.iter_blocks(RunningAdler32(), pool=buffers):
                     put((item, block))
+                item.reader.release()
                 put((item, "done"))
         return
     for item in good:
         adler = RunningAdler32()
         for block in item.reader.iter_blocks(adler, pool=buffers):
             put((item, block))
+        item.reader.release()   # one input open at a time (a few with --skip-bad)
         _check_adler(item, adler.value, spec)
         put((item, "done"))
 
@@ -294,6 +304,7 @@ def _validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
     else:
         for _ in item.reader.check_blocks(adler, threads=1):
             pass
+    item.reader.release()
     _check_adler(item, adler.value, spec)
 
 
@@ -307,8 +318,9 @@ def _check_adler(item: PreparedInput, value: int, spec: MergeSpec) -> None:
 
 # -- the merged file's metadata ---------------------------------------------------------------
 
-def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, started_at: str) -> dict:
-    from ..metadata import merged_metadata, now_iso
+def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, started_at: str,
+                     ended_at: str) -> dict:
+    from ..metadata import merged_metadata
 
     inputs = []
     for item in accepted:
@@ -320,7 +332,7 @@ def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, 
         event_count=result.event_count, first_event=result.first_event, last_event=result.last_event,
         runs=[[r, 0, run_type] for r in result.runs], merge_mode=spec.mode,
         application={"family": "tmbmerge", "name": "tmbmerge", "version": __version__},
-        start_time=started_at, end_time=now_iso(),
+        start_time=started_at, end_time=ended_at,
         skipped=[{"file_name": p.path.name, "reason": str(p.error)} for p in rejected],
         data_tier=spec.data_tier,
     )

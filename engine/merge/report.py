@@ -49,6 +49,7 @@ class MergeReport:
     declare_error: Any = None            # the EngineError of a failed declaration
     retired: list[dict[str, Any]] = field(default_factory=list)   # inputs moved or deleted after declaring
     status: str = "merged"               # merged | already verified (resumed runs)
+    catalog: dict[str, Any] | None = None   # the catalogue budget spent (requests, seconds_waiting)
 
     @property
     def checksum(self) -> str:
@@ -75,7 +76,7 @@ class MergeReport:
             "throughput_MBps": round(self.throughput / 1e6, 1), "verified": self.verified,
             "peak_rss_MB": round(self.peak_rss_bytes / 2**20, 1), "declared": self.declared,
             "declare_error": None if self.declare_error is None else self.declare_error.to_dict(),
-            "retired": self.retired,
+            "retired": self.retired, "catalog": self.catalog,
             "inputs": [i.to_dict() for i in self.inputs],
             "skipped": [i.to_dict() for i in self.skipped],
         }
@@ -88,6 +89,7 @@ class RunReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)   # inputs --skip-bad left out at planning
     seconds: float = 0.0
+    catalog: dict[str, Any] | None = None   # the catalogue budget spent by the whole run
 
     @property
     def ok(self) -> bool:
@@ -98,6 +100,7 @@ class RunReport:
         return {
             "out_dir": str(self.out_dir), "ok": self.ok, "seconds": round(self.seconds, 3),
             "outputs": [o.to_dict() for o in self.outputs], "failures": self.failures, "skipped": self.skipped,
+            "catalog": self.catalog,
             "totals": {
                 "outputs": len(self.outputs), "events": sum(o.event_count for o in self.outputs),
                 "bytes_in": sum(o.bytes_in for o in merged),

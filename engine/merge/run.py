@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, stale_temporaries
@@ -28,9 +29,10 @@ from .bookkeeping import names_by_run, open_bookkeeping
 from .journal import FINISHED, Journal, JournalEntry
 from .lock import ExclusiveLock
 from .pipeline import declare_output, merge_files
-from .plan import PlannedOutput, plan_run
+from .plan import PlannedOutput, discover_inputs, plan_run
 from .retire import retire_inputs
 from .report import MergeReport, RunReport
+from ..units import plural
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
@@ -44,13 +46,15 @@ class MergeTask:
     output: str
     inputs: tuple[str, ...]
     spec: MergeSpec
+    records: Any = None     # the inputs' catalogue records (bookkeeping.RecordLookup), fetched by the run
 
 
 def run_merge_task(task: MergeTask) -> MergeReport:
     """Merge one planned output (runs in a worker process, a Dask worker, or inline)."""
     queue = worker_progress_queue()
     progress = QueueProgress(queue, task.name) if queue is not None else _current_progress
-    return merge_files(list(task.inputs), task.output, task.spec, progress=progress, label=task.name)
+    return merge_files(list(task.inputs), task.output, task.spec, progress=progress, label=task.name,
+                       bookkeeping=task.records, catalog_checked=task.records is not None)
 
 
 _current_progress = NullProgress()
@@ -110,6 +114,7 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         finished = _reconcile(journal, out_dir, spec)
         not_merged = None
         if catalog is not None and catalog.queryable:
+            _prefetch(catalog, arguments)
             not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
         plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
                         exclude={str(location(p).resolve()) for entry in finished for p in entry.inputs},
@@ -131,7 +136,9 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
         per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
                              expect_complete=False)
-        tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output) for p in outputs]
+        fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
+        tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output,
+                           catalog.lookup(p.input_paths) if fetched else None) for p in outputs]
         progress.start(label=f"merge-run {out_dir.name}", files=sum(len(p.inputs) for p in outputs),
                        events=sum(p.event_count for p in outputs), bytes=sum(p.file_size for p in outputs))
         relay = ProgressRelay(progress) if jobs > 1 and not executor else None
@@ -156,10 +163,21 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
                 relay.close()
             if hasattr(chosen, "close"):
                 chosen.close()
-        progress.finish(label=f"{len(report.outputs)} outputs")
+        progress.finish(label=plural(len(report.outputs), "output"))
+        if catalog is not None:
+            report.catalog = catalog.budget
     report.outputs.sort(key=lambda o: o.output.name)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _prefetch(catalog, arguments) -> None:
+    """Ask the catalogue about every input at once (a few requests per hundred files)."""
+    try:
+        paths = discover_inputs(arguments)
+    except UsageError:
+        return                      # plan_run says what is wrong
+    catalog.prefetch(paths)
 
 
 class _Bookkeeping:

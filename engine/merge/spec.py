@@ -7,7 +7,6 @@ paths.  The three modes are documented in README.md ("The three modes").
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -31,6 +30,8 @@ class MergeSpec:
     declare: bool = False              # declare the verified output to the catalogue
     declarer: str | None = None        # a plugin declarer (entry point tmbmerge.declarers)
     expect_complete: bool = False      # refuse a run whose catalogued unmerged files are not all inputs
+    grandparents: bool = False         # declare the output with its inputs' parents as parents
+    reproducible: bool = False         # timestamps from SOURCE_DATE_EPOCH or the inputs (see reproducible.py)
     data_tier: str = "thumbnail"
     fsync: bool = True
 
@@ -43,6 +44,8 @@ class MergeSpec:
             raise UsageError("--jobs must be at least 1")
         if (self.declare or self.expect_complete or self.declarer) and not self.catalog:
             raise UsageError("--declare, --declarer and --expect-complete need --catalog URL")
+        if self.grandparents and not self.declare:
+            raise UsageError("--grandparents is about declaring: it needs --declare")
         if self.declare and self.mode == FAST:
             raise UsageError("--declare needs a verified output: use --mode safe or deep")
 
@@ -53,21 +56,3 @@ class MergeSpec:
     @property
     def decodes_events(self) -> bool:
         return self.mode == DEEP
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str | int) -> int:
-    """'2GiB' -> 2147483648, '1.5GB' -> 1500000000, '4096' -> 4096."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE_RE.match(str(text))
-    if not m:
-        raise UsageError(f"cannot read size {text!r} (try 2GiB, 500MB or a number of bytes)")
-    number, unit, binary = float(m.group(1)), m.group(2).upper(), bool(m.group(3))
-    power = "KMGTP".index(unit) + 1 if unit else 0
-    value = int(number * ((1024 if binary else 1000) ** power))
-    if value <= 0:
-        raise UsageError(f"size {text!r} must be positive")
-    return value

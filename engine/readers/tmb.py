@@ -7,8 +7,15 @@ refused before a single block is read.  The index becomes numpy arrays viewing t
 and stored-bytes digest against the index (no decompression: the merge fast path);
 ``iter_events()`` also decodes each block and proves every event against the index.  Given a
 ``RunningAdler32``, ``iter_blocks`` feeds it every byte of the file in order, so a full pass
-yields the whole-file adler32 without reading anything twice.  Memory is one block plus the
-index, whatever the file size.
+yields the whole-file adler32 without reading anything twice.
+
+Memory is one block plus the block table (48 bytes a block), whatever the number of events: an
+index of up to ``WHOLE_INDEX_BYTES`` is read in one request with the metadata; a larger one is
+checked piece by piece as it is read (``format.check_index``) and its event columns are read
+back a slice at a time when asked for (``event_slice``, ``iter_event_chunks``).  ``release()``
+closes the file and drops the event table but keeps the rest; the next read opens the file
+again, refusing it if it changed in between: a merge of 5,000 inputs holds a few open files at a
+time, not 5,000.
 """
 
 from __future__ import annotations
@@ -26,15 +33,24 @@ from ..format import (
     BLOCK_HEADER_SIZE,
     HEADER_MAGIC,
     HEADER_SIZE,
+    EVENT_COLUMNS,
+    INDEX_CHUNK_EVENTS,
     TRAILER_SIZE,
     BlockHeader,
     EventTable,
+    Index,
+    check_index,
+    event_column_offsets,
     parse_block_header,
     parse_header,
     parse_index,
     parse_metadata,
     parse_trailer,
 )
+
+#: An index up to this size is read whole, in the same request as the metadata, and its event
+#: table kept until ``release()`` (~150,000 events); a larger one is read a piece at a time.
+WHOLE_INDEX_BYTES = 4 << 20
 
 
 # Buffers for check_blocks, shared by every reader of the process: each is leased for one block
@@ -84,7 +100,10 @@ class TmbReader:
 
         self.path = location(path)
         self._source = None
+        self._closed = False
+        self._events: EventTable | None = None
         self._source = open_source(self.path)
+        self._identity = _identity(self._source)
         try:
             self._open()
         except EngineError as exc:
@@ -108,16 +127,23 @@ class TmbReader:
         except EngineError:
             self._read_metadata(self._pread(self.header.metadata_length, HEADER_SIZE))
             raise
-        meta_bytes, index_bytes = self._source.read_many([(HEADER_SIZE, self.header.metadata_length),
-                                                          (self.trailer.index_offset, self.trailer.index_length)])
-        self._read_metadata(meta_bytes)
-        self.index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
-                                 data_start=self.data_start)
-        if (len(self.index.blocks), len(self.index.events)) != (self.trailer.block_count, self.trailer.event_count):
-            raise LayoutError(f"index holds {len(self.index.blocks)} blocks and {len(self.index.events)} events, "
+        index_at = (self.trailer.index_offset, self.trailer.index_length)
+        if self.trailer.index_length <= WHOLE_INDEX_BYTES:
+            meta_bytes, index_bytes = self._source.read_many([(HEADER_SIZE, self.header.metadata_length), index_at])
+            self._read_metadata(meta_bytes)
+            index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
+                                data_start=self.data_start)
+            blocks, nevents, self._events = index.blocks, len(index.events), index.events
+        else:
+            self._read_metadata(self._pread(self.header.metadata_length, HEADER_SIZE))
+            blocks, nevents = check_index(lambda at, n: self._pread(n, at), offset=index_at[0], length=index_at[1],
+                                          digest=self.trailer.index_digest, data_start=self.data_start)
+        if (len(blocks), nevents) != (self.trailer.block_count, self.trailer.event_count):
+            raise LayoutError(f"index holds {len(blocks)} blocks and {nevents} events, "
                               f"the trailer says {self.trailer.block_count} and {self.trailer.event_count}",
                               region="index", offset=self.trailer.index_offset)
-        self._tail_bytes = index_bytes + trailer_bytes
+        self._blocks = blocks
+        self._column_offsets = event_column_offsets(self.trailer.index_offset, len(blocks), nevents)
 
     def _read_metadata(self, meta_bytes: bytes) -> None:
         if len(meta_bytes) != self.header.metadata_length:
@@ -126,7 +152,22 @@ class TmbReader:
         self._head_bytes = self._head + meta_bytes
 
     def _pread(self, length: int, offset: int) -> bytes:
-        return self._source.pread(length, offset)
+        return self._ready_source().pread(length, offset)
+
+    def _ready_source(self):
+        """The open source, opening the file again after ``release()`` (a changed file is refused)."""
+        if self._source is None:
+            if self._closed:
+                raise InputError("file is closed", path=self.path)
+            from ..source import open_source
+
+            source = open_source(self.path)
+            if _identity(source) != self._identity:
+                source.close()
+                raise InputError("file changed since it was opened (size, modification time or inode differ)",
+                                 path=self.path)
+            self._source = source
+        return self._source
 
     # -- what the file says about itself ---------------------------------------------------
     @property
@@ -135,11 +176,47 @@ class TmbReader:
 
     @property
     def blocks(self) -> np.ndarray:
-        return self.index.blocks
+        return self._blocks
 
     @property
     def events(self) -> EventTable:
-        return self.index.events
+        """The whole event table, read in one request on first use and kept until ``release()``:
+        for small files; a merge reads large ones a slice at a time (``event_slice``)."""
+        if self._events is None:
+            start = self._column_offsets[0]
+            raw = self._pread(self.index_offset + self.trailer.index_length - start, start)
+            columns, pos = [], 0
+            for _, dtype in EVENT_COLUMNS:
+                column = np.frombuffer(raw, dtype=dtype, count=self.event_count, offset=pos)
+                columns.append(column)
+                pos += column.nbytes
+            self._events = EventTable(*columns)
+        return self._events
+
+    @property
+    def index(self) -> Index:
+        return Index(self._blocks, self.events)
+
+    def event_slice(self, start: int, stop: int) -> EventTable:
+        """Events ``start`` to ``stop`` (exclusive) of the index: from the kept table, or read from
+        the file (one read per column; the index was checked whole when the file was opened)."""
+        if self._events is not None:
+            return self._events.slice(start, stop)
+        start, stop = max(0, start), min(stop, self.event_count)
+        count = max(stop - start, 0)
+        columns = []
+        for (_, dtype), at in zip(EVENT_COLUMNS, self._column_offsets):
+            size = np.dtype(dtype).itemsize
+            raw = self._pread(count * size, at + start * size)
+            if len(raw) != count * size:
+                raise TruncatedFile("file ends inside the index", region="index", offset=at + start * size)
+            columns.append(np.frombuffer(raw, dtype=dtype))
+        return EventTable(*columns)
+
+    def iter_event_chunks(self, chunk: int = INDEX_CHUNK_EVENTS):
+        """The event table in slices of at most ``chunk`` events, in order."""
+        for start in range(0, self.event_count, chunk):
+            yield self.event_slice(start, start + chunk)
 
     @property
     def event_count(self) -> int:
@@ -160,8 +237,16 @@ class TmbReader:
 
     @property
     def tail_bytes(self) -> bytes:
-        """Index and trailer, exactly as stored."""
-        return self._tail_bytes
+        """Index and trailer, exactly as stored (read whole: ``feed_tail`` streams them)."""
+        return self._pread(self.file_size - self.index_offset, self.index_offset)
+
+    def feed_tail(self, adler: RunningAdler32, piece: int = 1 << 20) -> None:
+        """Feed the index and trailer to ``adler``, read a piece at a time."""
+        for at in range(self.index_offset, self.file_size, piece):
+            data = self._pread(min(piece, self.file_size - at), at)
+            if not data:
+                raise TruncatedFile("file ends inside the index", region="index", offset=at)
+            adler.update(data)
 
     # -- streaming -------------------------------------------------------------------------
     def read_block(self, number: int) -> RawBlock:
@@ -181,7 +266,7 @@ class TmbReader:
             lease.release()
             raise
 
-    def _checked_block(self, number: int, raw) -> RawBlock:
+    def _checked_block(self, number: int, raw, *, with_events: bool = True) -> RawBlock:
         entry = self.blocks[number]
         offset = int(entry["offset"])
         region = f"block {number}"
@@ -193,7 +278,8 @@ class TmbReader:
         except EngineError as exc:
             raise exc.with_path(self.path)
         first = int(entry["first_event"])
-        return RawBlock(number, offset, header, raw, self.events.slice(first, first + header.event_count))
+        events = self.event_slice(first, first + header.event_count) if with_events else None
+        return RawBlock(number, offset, header, raw, events)
 
     def iter_blocks(self, adler: RunningAdler32 | None = None, *, pool: BufferPool | None = None) -> Iterator[RawBlock]:
         """Every block in file order, each checked without decompression, with bytes of its own.
@@ -215,7 +301,7 @@ class TmbReader:
             yield block
         self._check_unchanged()
         if adler is not None:
-            adler.update(self._tail_bytes)
+            self.feed_tail(adler)
 
     def check_blocks(self, adler: RunningAdler32 | None = None, *, threads: int = 2) -> Iterator[BlockHeader]:
         """Check every block (header, agreement with the index, stored-bytes digest) without keeping
@@ -230,6 +316,7 @@ class TmbReader:
             adler.update(self._head_bytes)
         self._announce_blocks()
         if self.block_count:
+            self._ready_source()   # opened before the threads share it
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
 
             def check(number: int):
@@ -237,7 +324,7 @@ class TmbReader:
                 try:
                     view = memoryview(lease.buffer)[:int(sizes[number])]
                     got = self._preadv(view, int(self.blocks["offset"][number]))
-                    block = self._checked_block(number, view[:got])
+                    block = self._checked_block(number, view[:got], with_events=False)
                     return block.header, (adler32(block.stored) if adler is not None else 0), got
                 finally:
                     lease.release()
@@ -249,21 +336,21 @@ class TmbReader:
                 yield header
         self._check_unchanged()
         if adler is not None:
-            adler.update(self._tail_bytes)
+            self.feed_tail(adler)
 
     def _preadv(self, view: memoryview, offset: int) -> int:
-        return self._source.readinto(view, offset)
+        return self._ready_source().readinto(view, offset)
 
     def _check_unchanged(self) -> None:
         """A file whose size changed while it was read is not the file that was checked."""
-        size = self._source.current_size()
+        size = self._ready_source().current_size()
         if size != self.file_size:
             raise InputError(f"file changed size while being read (from {self.file_size} to {size} bytes)",
                              path=self.path)
 
     def _announce_blocks(self) -> None:
         """Tell the source every block is about to be read, in file order (remote read-ahead)."""
-        if getattr(self._source, "remote", False) and self.block_count:
+        if getattr(self._ready_source(), "remote", False) and self.block_count:
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
             self._source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist()))
 
@@ -285,11 +372,18 @@ class TmbReader:
                 yield Event(int(decoded.events.run[i]), int(decoded.events.event[i]), decoded.payload(i))
 
     # -- lifetime --------------------------------------------------------------------------
-    def close(self) -> None:
+    def release(self) -> None:
+        """Close the file and drop the event table, keeping what was read: the next read opens the
+        file again (and refuses it if it changed meanwhile)."""
+        self._events = None
         source = getattr(self, "_source", None)
         if source is not None:
             self._source = None
             source.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.release()
 
     def __enter__(self) -> "TmbReader":
         return self
@@ -302,3 +396,9 @@ class TmbReader:
 
 
 READER = TmbReader
+
+
+def _identity(source):
+    """What must not change between two openings of a file: (device, inode, size, mtime) for a
+    local file, the size for a remote one."""
+    return getattr(source, "identity", source.size)

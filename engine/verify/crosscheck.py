@@ -78,22 +78,32 @@ def _runs(runs: tuple[int, ...]) -> str:
     return ", ".join(map(str, runs)) or "none"
 
 
-def crosscheck_events(path, output: EventTable, expected) -> None:
-    """The output's event list must be the concatenation of its inputs' (``expected``: one table
-    or a list, compared slice by slice, never concatenated): count, order, lengths, digests."""
-    tables = [expected] if isinstance(expected, EventTable) else list(expected)
-    total = sum(len(t) for t in tables)
-    if len(output) != total:
+def crosscheck_events(path, output, expected) -> None:
+    """The output's event list must be the concatenation of its inputs' (``expected``: tables or
+    readers, in order): count, order, lengths, digests.  ``output`` is an ``EventTable`` or a reader;
+    readers are read a chunk at a time (``iter_event_chunks``, ``event_slice``) and released after,
+    so the comparison holds one chunk of each side, whatever the number of events."""
+    sources = [expected] if isinstance(expected, EventTable) else list(expected)
+    total = sum(_count(s) for s in sources)
+    if _count(output) != total:
         raise EventCountMismatch("merged output does not hold exactly the inputs' events", path=path,
-                                 expected=total, actual=len(output))
+                                 expected=total, actual=_count(output))
     start = 0
-    for table in tables:
-        piece = output.slice(start, start + len(table))
-        for name in ("run", "event", "length", "digest"):
-            a, b = getattr(piece, name), getattr(table, name)
-            if not np.array_equal(a, b):
-                i = int(np.argmin(a == b))
-                raise EventCountMismatch(f"merged output's event {start + i} differs from the inputs' ({name})",
-                                         path=path, region=f"block {int(piece.block[i])}", expected=int(b[i]),
-                                         actual=int(a[i]))
-        start += len(table)
+    for source in sources:
+        for table in (source.iter_event_chunks() if hasattr(source, "iter_event_chunks") else [source]):
+            piece = (output.event_slice(start, start + len(table)) if hasattr(output, "event_slice")
+                     else output.slice(start, start + len(table)))
+            for name in ("run", "event", "length", "digest"):
+                a, b = getattr(piece, name), getattr(table, name)
+                if not np.array_equal(a, b):
+                    i = int(np.argmin(a == b))
+                    raise EventCountMismatch(f"merged output's event {start + i} differs from the inputs' ({name})",
+                                             path=path, region=f"block {int(piece.block[i])}", expected=int(b[i]),
+                                             actual=int(a[i]))
+            start += len(table)
+        if hasattr(source, "release"):
+            source.release()
+
+
+def _count(table) -> int:
+    return table.event_count if hasattr(table, "event_count") else len(table)

@@ -45,12 +45,12 @@ def verify_merged_output(path, *, expected_events, expected_adler32: int, expect
             adler = RunningAdler32()
             adler.update(reader.head_bytes)
             adler.append(blocks_read_back.blocks_adler.value, blocks_read_back.blocks_adler.size)
-            adler.update(reader.tail_bytes)
+            reader.feed_tail(adler)
             if adler.value != expected_adler32:
                 raise ChecksumMismatch("adler32 read back differs from the one computed while writing",
                                        path=shown, expected=adler32_hex(expected_adler32),
                                        actual=adler32_hex(adler.value))
-            crosscheck_events(shown, reader.events, expected_events)
+            crosscheck_events(shown, reader, expected_events)
     except EngineError as exc:
         if exc.path == str(path):   # the reader names the temporary file it opened
             exc.path = None

@@ -1,9 +1,13 @@
-"""Units of the benchmark and sizing reports: reading "40TB", "512MiB", "1Gb", "10Gb/s", and printing rates.
+"""Units, read and printed the same way by every command: "2GiB", "40TB", "1Gb", "10Gb/s", MB/s.
 
+The one size parser of tmbmerge (``--target-size``, ``--size``, ``--volume``, ``--os-memory`` and
+the Python API's ``parse_size``), so that a size means the same thing wherever it is typed.
 Conventions, stated once so every report reads the same way:
 
-- Sizes and volumes are bytes.  ``k M G T P`` are decimal (a "40TB" campaign is 40e12 bytes, as
-  storage vendors and catalogues count); ``Ki Mi Gi Ti Pi`` are binary ("512MiB" = 512 * 2**20).
+- Sizes and volumes are bytes, with the unit as the user wrote it.  ``k M G T P`` are decimal
+  ("2G" and "2GB" are 2e9 bytes, a "40TB" campaign is 40e12 bytes, as storage vendors and
+  catalogues count); ``Ki Mi Gi Ti Pi`` are binary ("2GiB" = 2 * 2**30).  Letter case does not
+  matter in a size ("2gib", "2GIB" and "2GiB" are the same); a trailing ``B`` (or ``b``) is optional.
 - Link rates follow network usage: a lowercase ``b`` (or ``bit``, ``bps``) counts bits, an
   uppercase ``B`` counts bytes, so "1Gb" and "1Gb/s" are 1e9 bits/s = 125 MB/s, and "1GB/s" is
   1e9 bytes/s.  Rates are returned in bytes per second.
@@ -14,23 +18,24 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UsageError
+from .errors import UsageError
 
 _PREFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15,
            "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
 
-_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtTpP]i?)?\s*([bB](?:ytes?)?)?\s*$")
+_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]i?)?\s*(b(?:ytes?)?)?\s*$", re.IGNORECASE)
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtTpP]i?)?\s*(bits?|bps|b|Bps|B|bytes?)\s*(/\s*s)?\s*$")
 
 
-def parse_bytes(text: str | float) -> int:
-    """A size or volume in bytes: '40TB' -> 40e12, '512MiB' -> 536870912, '2gb' -> 2e9, 4096 -> 4096."""
+def parse_size(text: str | float) -> int:
+    """A size or volume in bytes: '2G' -> 2e9, '2GiB' -> 2147483648, '40TB' -> 40e12, '2gib' -> 2147483648,
+    4096 -> 4096.  Raises ``UsageError`` (exit 2) for anything else, or for a size that is not positive."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = int(text)
     else:
         m = _BYTES_RE.match(str(text))
         if not m:
-            raise UsageError(f"cannot read size {text!r} (try 40TB, 512MiB or a number of bytes)")
+            raise UsageError(f"cannot read size {text!r} (try 2GiB, 500MB, 40TB or a number of bytes)")
         value = round(float(m.group(1)) * _PREFIX[(m.group(2) or "").lower()])
     if value <= 0:
         raise UsageError(f"size {text!r} must be positive")
@@ -71,3 +76,8 @@ def human_bytes(nbytes: float) -> str:
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
         nbytes /= 1000
     raise AssertionError("unreachable")
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 output', '2 outputs', '1,200 events': a count with its noun, in the number it takes."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"

@@ -1,0 +1,228 @@
+"""Duplicate (run, event) detection over a merge's inputs, in memory that does not grow with events.
+
+A merge refuses an input that repeats a (run, event) already seen in an earlier input (or in
+itself): a resubmitted job's output beside the original, or a partition merged twice.  Finding
+repeats means ordering every key of every input.  Holding all keys at once costs ~50 bytes per
+event (keys, positions, the sort's permutation), 500 MB for 10 million events, so this is an
+external sort:
+
+1. The inputs' (run, event) columns are read a chunk at a time, in input order, and numbered by
+   their position in the concatenation of all inputs.  Every ``run_events`` keys are sorted by
+   (key, position) and written to a temporary file as one sorted run.
+2. The runs are merged k ways in batches: each run lends a window of its next keys; every key
+   not above the smallest window end (by key, then position) is certainly final, so those are
+   merged, checked for repeats and dropped, and the windows move on.
+3. A key equal to its predecessor in that order is a repeat; its first occurrence is the first
+   of its group, and carried to the next batch when the group may go on there.
+
+The key is ``run << 32 | event`` when every event number fits in 32 bits (always, in practice);
+otherwise a 64-bit mix of both, in which case equal keys are told apart by (run, event) too.
+Small merges (up to ``run_events`` keys) sort once in memory and write nothing.  Memory: one
+chunk of keys and the merge's windows, a few MB whatever the number of events.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+SORTED_RUN_EVENTS = 1 << 17        # keys sorted at once (2-4 MB)
+MERGE_WINDOW_BYTES = 4 << 20       # what the k-way merge reads ahead, over all runs
+MIN_WINDOW_EVENTS = 4096
+
+_NARROW = np.dtype([("key", "<u8"), ("pos", "<u8")])
+_WIDE = np.dtype([("key", "<u8"), ("run", "<u4"), ("event", "<u8"), ("pos", "<u8")])
+
+
+def find_duplicate_events(tables, *, wide: bool | None = None, run_events: int = SORTED_RUN_EVENTS,
+                          spill_dir=None) -> dict[int, tuple[int, int, int]]:
+    """For every table that repeats a (run, event) seen earlier (or within itself): the first such
+    key (the earliest position in that table) and the table holding its first occurrence.
+
+    ``tables`` are ``EventTable``s or readers (anything with ``iter_event_chunks()``), in merge
+    order.  ``wide``: whether some event number needs more than 32 bits (found by a first pass over
+    the event columns when not given).  Sorted runs that do not fit ``run_events`` go to a
+    temporary file in ``spill_dir``.
+    """
+    tables = list(tables)
+    if wide is None:
+        wide = any(int(part.event.max()) >= 1 << 32 for t in tables for part in _chunks(t) if len(part))
+    sorter = _Sorter(wide, run_events, spill_dir)
+    starts = []
+    position = 0
+    try:
+        for table in tables:
+            starts.append(position)
+            for part in _chunks(table):
+                sorter.add(part.run, part.event, position)
+                position += len(part)
+        return _offenders(sorter.batches(), np.asarray(starts, dtype=np.int64), wide)
+    finally:
+        sorter.close()
+
+
+def _chunks(table):
+    return table.iter_event_chunks() if hasattr(table, "iter_event_chunks") else [table]
+
+
+def _keys(runs: np.ndarray, events: np.ndarray, wide: bool) -> np.ndarray:
+    if not wide:
+        return (runs.astype(np.uint64) << np.uint64(32)) | events.astype(np.uint64)
+    # splitmix64 finaliser of (run, event): equal pairs give equal keys; unequal ones are told apart
+    with np.errstate(over="ignore"):
+        x = events.astype(np.uint64) ^ (runs.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _sorted(records: np.ndarray) -> np.ndarray:
+    """Records in (key, position) order (positions are unique)."""
+    return records[np.lexsort((records["pos"], records["key"]))]
+
+
+class _Sorter:
+    """Step 1: keys in, sorted runs out (in memory for one run, else in a temporary file)."""
+
+    def __init__(self, wide: bool, run_events: int, spill_dir):
+        self.dtype = _WIDE if wide else _NARROW
+        self.wide = wide
+        self.run_events = max(1, run_events)
+        self.spill_dir = spill_dir
+        self.pending: list[np.ndarray] = []
+        self.pending_count = 0
+        self.file = None
+        self.runs: list[tuple[int, int]] = []   # (offset in the file, records) of each sorted run
+
+    def add(self, runs: np.ndarray, events: np.ndarray, first_position: int) -> None:
+        start = 0
+        while start < len(runs):
+            stop = min(len(runs), start + self.run_events - self.pending_count)
+            records = np.empty(stop - start, dtype=self.dtype)
+            records["key"] = _keys(runs[start:stop], events[start:stop], self.wide)
+            records["pos"] = np.arange(first_position + start, first_position + stop, dtype=np.uint64)
+            if self.wide:
+                records["run"], records["event"] = runs[start:stop], events[start:stop]
+            self.pending.append(records)
+            self.pending_count += len(records)
+            if self.pending_count >= self.run_events:
+                self._spill()
+            start = stop
+
+    def _take_pending(self) -> np.ndarray:
+        records = _sorted(np.concatenate(self.pending)) if self.pending else np.empty(0, self.dtype)
+        self.pending, self.pending_count = [], 0
+        return records
+
+    def _spill(self) -> None:
+        records = self._take_pending()
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(prefix="tmbmerge-keys-", dir=self.spill_dir)
+        offset = self.file.seek(0, os.SEEK_END)
+        self.file.write(memoryview(records).cast("B"))
+        self.runs.append((offset, len(records)))
+
+    def batches(self):
+        """Step 2: every record, in (key, position) order, in batches."""
+        if not self.runs:
+            yield self._take_pending()
+            return
+        if self.pending:
+            self._spill()
+        self.file.flush()
+        yield from _merge_runs(self.file.fileno(), self.runs, self.dtype)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _merge_runs(fd: int, runs: list[tuple[int, int]], dtype: np.dtype):
+    window = max(MIN_WINDOW_EVENTS, MERGE_WINDOW_BYTES // (dtype.itemsize * len(runs)))
+    cursor = [0] * len(runs)
+    loaded: list[np.ndarray | None] = [None] * len(runs)
+
+    def load(i: int) -> np.ndarray:
+        offset, count = runs[i]
+        n = min(window, count - cursor[i])
+        raw = os.pread(fd, n * dtype.itemsize, offset + cursor[i] * dtype.itemsize)
+        return np.frombuffer(raw, dtype=dtype)
+
+    while True:
+        live = []
+        for i, (_, count) in enumerate(runs):
+            if cursor[i] < count and (loaded[i] is None or not len(loaded[i])):
+                loaded[i] = load(i)
+            if loaded[i] is not None and len(loaded[i]):
+                live.append(i)
+        if not live:
+            return
+        # the smallest window end over runs that have more beyond their window bounds the batch
+        ends = [(int(loaded[i]["key"][-1]), int(loaded[i]["pos"][-1])) for i in live
+                if cursor[i] + len(loaded[i]) < runs[i][1]]
+        bound = min(ends) if ends else None
+        parts = []
+        for i in live:
+            records = loaded[i]
+            take = len(records) if bound is None else _count_not_above(records, bound)
+            parts.append(records[:take])
+            loaded[i] = records[take:]
+            cursor[i] += take
+        yield _sorted(np.concatenate(parts))
+
+
+def _count_not_above(records: np.ndarray, bound: tuple[int, int]) -> int:
+    """How many of ``records`` (sorted by key, position) are at most ``bound`` in that order."""
+    key, pos = bound
+    keys = records["key"]
+    low = int(np.searchsorted(keys, np.uint64(key), side="left"))
+    high = int(np.searchsorted(keys, np.uint64(key), side="right"))
+    return low + int(np.searchsorted(records["pos"][low:high], np.uint64(pos), side="right"))
+
+
+def _offenders(batches, starts: np.ndarray, wide: bool) -> dict[int, tuple[int, int, int]]:
+    """Step 3: repeats in batches of records in (key, position) order."""
+    found: dict[int, tuple[int, int, int, int]] = {}   # table -> (position, run, event, first table)
+    carry = None          # first occurrences of the last key group of the previous batch
+    for records in batches:
+        if carry is not None and len(carry):
+            records = np.concatenate([carry, records])
+        if not len(records):
+            continue
+        if wide:   # equal keys, unequal (run, event): order by the pair too so equal pairs are adjacent
+            records = records[np.lexsort((records["pos"], records["event"], records["run"], records["key"]))]
+            same = ((records["key"][1:] == records["key"][:-1]) & (records["run"][1:] == records["run"][:-1])
+                    & (records["event"][1:] == records["event"][:-1]))
+        else:
+            same = records["key"][1:] == records["key"][:-1]
+        head = np.concatenate([[True], ~same])            # first of its (run, event) group
+        heads = np.flatnonzero(head)
+        group_first = records["pos"][heads[np.cumsum(head) - 1]]
+        repeat = ~head
+        if repeat.any():
+            _record(found, records[repeat], group_first[repeat], starts, wide)
+        last_key = records["key"][-1]
+        carry = records[head & (records["key"] == last_key)]
+    return {table: (run, event, first) for table, (_, run, event, first) in found.items()}
+
+
+def _record(found: dict, repeats: np.ndarray, firsts: np.ndarray, starts: np.ndarray, wide: bool) -> None:
+    """Keep, for each table, its earliest repeated event."""
+    order = np.argsort(repeats["pos"], kind="stable")
+    repeats, firsts = repeats[order], firsts[order]
+    tables = np.searchsorted(starts, repeats["pos"].astype(np.int64), side="right") - 1
+    unique_tables, first_index = np.unique(tables, return_index=True)
+    for table, i in zip(unique_tables.tolist(), first_index.tolist()):
+        pos = int(repeats["pos"][i])
+        if table in found and found[table][0] <= pos:
+            continue
+        if wide:
+            run, event = int(repeats["run"][i]), int(repeats["event"][i])
+        else:
+            key = int(repeats["key"][i])
+            run, event = key >> 32, key & 0xFFFFFFFF
+        origin = int(np.searchsorted(starts, np.int64(firsts[i]), side="right") - 1)
+        found[table] = (pos, run, event, origin)
