@@ -5,12 +5,18 @@ its parser here.  This module owns only what is common to all of them: the top-l
 turning an ``EngineError`` into one line on stderr and its documented exit code, and turning
 SIGINT/SIGTERM into an orderly ``Interrupted`` so that cleanup (temporary outputs, locks) runs.
 Tracebacks are for bugs only, and only with ``TMBMERGE_DEBUG=1``.
+
+Logging: the engine and the bindings log through ``logging`` (loggers ``engine.*`` and
+``bindings.*``) and never configure it; the command shows their messages on stderr, warnings
+and errors by default, what each step does with ``-v``, details with ``-vv``, errors only with
+``-q``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    logs = _show_logs(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
     except EngineError as exc:
@@ -73,6 +80,50 @@ def main(argv: list[str] | None = None) -> int:
         # (a scheduler stopping jobs as they end) must not turn a finished command into a kill
         # (-15); the exit code stands.  Called from Python, restore the caller's handler.
         signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
+        logs.close()
+
+
+LOGGERS = ("engine", "bindings")
+
+
+class _LogDisplay:
+    """Shows the library's log records on stderr, for the duration of one command."""
+
+    def __init__(self, level: int, detailed: bool):
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(_Formatter(detailed))
+        self.previous = []
+        for name in LOGGERS:
+            logger = logging.getLogger(name)
+            self.previous.append((logger, logger.level, logger.propagate))
+            logger.setLevel(level)
+            logger.addHandler(self.handler)
+            logger.propagate = False
+
+    def close(self) -> None:
+        for logger, level, propagate in self.previous:
+            logger.removeHandler(self.handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+class _Formatter(logging.Formatter):
+    """``tmbmerge: warning: ...`` like the command's error lines; -vv adds the time and the logger."""
+
+    def __init__(self, detailed: bool):
+        super().__init__("%(asctime)s %(name)s: %(message)s" if detailed else "%(message)s")
+        self.detailed = detailed
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"tmbmerge: {record.levelname.lower()}: {super().format(record)}"
+
+
+def _show_logs(verbose: int, quiet: bool) -> _LogDisplay:
+    if quiet:
+        level = logging.ERROR
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    return _LogDisplay(level, detailed=verbose >= 2)
 
 
 def _print_error(line: str) -> None:

@@ -1,9 +1,13 @@
-"""The live progress display people see while merging: files, events, MB/s and ETA.
+"""The live progress display people see while merging: bytes, files, MB/s and ETA, on one line.
 
 Implements the engine's progress interface (``engine.progress``) with ``rich``, drawn on
 stderr, and only when stderr is a terminal and ``--quiet`` was not given; otherwise the engine
 gets a ``NullProgress`` and nothing is drawn (logs and pipes stay clean).  ``rich`` is imported
 only when a display is actually shown.
+
+The line fits an 80-column terminal: the label is cut to ``LABEL_WIDTH`` and the bar takes
+what the other columns leave (events are left to the summary line).  The engine advances the
+bytes of every input, header and index included, so a finished merge shows 100%.
 """
 
 from __future__ import annotations
@@ -20,16 +24,22 @@ def make_progress(quiet: bool = False):
     return RichProgress()
 
 
-class RichProgress(NullProgress):
-    def __init__(self):
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+LABEL_WIDTH = 20
 
+
+class RichProgress(NullProgress):
+    def __init__(self, console=None):
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.table import Column
+
+        label = Column(max_width=LABEL_WIDTH, no_wrap=True, overflow="ellipsis")
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TextColumn("{task.fields[files]} files, {task.fields[events]:,} events"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
+            TextColumn("[bold]{task.description}", table_column=label), BarColumn(bar_width=None),
+            TaskProgressColumn(), DownloadColumn(), TransferSpeedColumn(), TextColumn("{task.fields[files]} files"),
+            TimeRemainingColumn(compact=True),
+            console=console or Console(stderr=True), transient=False, expand=True,
         )
         self._task = None
         self._lock = threading.Lock()

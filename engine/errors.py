@@ -268,6 +268,26 @@ class IncompleteRun(CatalogError):
     """The catalogue lists unmerged files of the run that are not among the inputs."""
 
 
+class CampaignError(CatalogError):
+    """The campaign bookkeeping (``tmbmerge serve``) refused a request."""
+
+
+class UnknownDataset(CampaignError):
+    """No dataset of that name is defined."""
+
+
+class DatasetTaken(CampaignError):
+    """The dataset is assigned to another site (one dataset, one site)."""
+
+
+class IllegalTransition(CampaignError):
+    """A dataset state change that the campaign's state machine does not allow."""
+
+
+class CertificationFailed(ConsistencyError):
+    """Merged files whose histograms differ from their unmerged inputs'."""
+
+
 class ExecutorUnavailable(OutputError):
     """The executor that should make the outputs (a Dask scheduler) cannot be reached."""
 

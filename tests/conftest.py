@@ -170,3 +170,22 @@ def _sha256_fixture():
 @pytest.fixture(name="leftovers")
 def _leftovers_fixture():
     return leftovers
+
+
+@pytest.fixture(scope="session")
+def campaign(tmp_path_factory):
+    """The campaign of ``campaign_helpers.build_campaign`` (real merge-runs, certified), shared by the
+    ``tmbmerge serve`` tests; tests that change datasets make their own."""
+    from campaign_helpers import build_campaign
+
+    return build_campaign(tmp_path_factory.mktemp("campaign"))
+
+
+@pytest.fixture(scope="session")
+def campaign_server(campaign):
+    """``tmbmerge serve`` on ``campaign``, a real process on 127.0.0.1."""
+    from campaign_helpers import CampaignServer
+
+    running = CampaignServer(campaign.catalog, campaign.journals, log=campaign.folder / "serve.log")
+    yield running
+    running.stop()

@@ -60,3 +60,9 @@ def test_plan_and_status_explain_themselves(cli):
         assert shown.code == 0
         description = shown.out.split("\n\n")[1]
         assert len(description) > 100, description     # a description, not only the usage line
+
+
+def test_campaign_page_templates_are_shipped():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "templates/*.html" in setuptools["package-data"]["bindings.serve"]
+    assert sorted(p.name for p in (ROOT / "bindings" / "serve" / "templates").glob("*.html"))

@@ -237,15 +237,21 @@ def test_python_api_reports_are_json(tmb_run, tmp_path):
         assert json.loads(json.dumps(thing.to_dict())) == thing.to_dict()
 
 
-def test_dask_executor(cli, tmb_run, tmp_path, read_event_list):
+def test_dask_executor(cli, tmb_run, tmp_path, read_event_list, monkeypatch):
     pytest.importorskip("distributed")
+    import tempfile
+
     folder = tmb_run[0].parent
     target = three_output_target(tmb_run)
     out_dir = tmp_path / "out"
+    scratch = tmp_path / "tmpdir"          # $TMPDIR as this process sees it
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     result = cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--executor", "dask:local",
                  "--json")
     assert result.code == 0, result.err
     assert result.json()["ok"] is True
+    assert list(scratch.iterdir()) == []   # no dask-scratch-space/ left behind
     for planned in plan_run([folder], target_size=target).outputs:
         assert_output_matches_plan(out_dir / planned.name, planned, read_event_list)
 

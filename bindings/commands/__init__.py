@@ -13,4 +13,6 @@ COMMAND_MODULES = [
     "bindings.commands.merge",
     "bindings.commands.catalog",
     "bindings.commands.bench",
+    "bindings.commands.certify",
+    "bindings.commands.serve",
 ]

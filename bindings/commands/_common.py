@@ -5,6 +5,17 @@ from __future__ import annotations
 import os
 
 
+def add_verbosity(parser, quiet: str | None = "print only errors") -> None:
+    """``-v``/``--verbose`` (repeatable) and ``-q``/``--quiet``: how much the command says.
+
+    ``quiet`` is what ``-q`` silences besides log messages below errors (None: no ``-q``, the
+    command has nothing else to silence and ``-q`` only lowers the log level)."""
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what the engine does as it goes (-v: each step, -vv: details), on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help=f"{quiet}; log only errors" if quiet else "log only errors")
+
+
 def add_json_flag(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
 

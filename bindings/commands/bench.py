@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._common import add_json_flag, positive_int
+from ._common import add_json_flag, add_verbosity, positive_int
 
 SPEC_BENCH_SIZE = "256MiB"
 
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--rounds", type=int, default=None, help="rounds of measurements, median taken (default 3)")
     p.add_argument("--files", type=int, default=None, help="input files in the run (default: one per 32 MiB, 4-40)")
     p.add_argument("--jobs", type=positive_int, default=None, help="processes for the all-core figures (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress display, no summary")
+    add_verbosity(p, "no progress display, no summary")
     p.set_defaults(func=run_bench_command)
 
     p = subparsers.add_parser(
@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where the quick bench runs, without --bench")
     p.add_argument("--out", default=None, help="write the markdown report here (and, with a quick bench, "
                                                "its bench.json beside it)")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    add_verbosity(p, "no progress display")
     add_json_flag(p)
     p.set_defaults(func=run_spec_command)
 

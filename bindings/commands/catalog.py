@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from ._common import add_verbosity
+
 CATALOG_ENV = "TMBMERGE_CATALOG"
 
 
@@ -59,6 +61,7 @@ def register(subparsers) -> None:
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", metavar="URL", help=f"catalogue URL (default: ${CATALOG_ENV})")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    add_verbosity(parser, None)
 
 
 def _add_declare_options(parser: argparse.ArgumentParser) -> None:

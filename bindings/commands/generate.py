@@ -13,7 +13,7 @@ import time
 
 from engine.units import human_bytes, plural
 
-from ._common import add_json_flag, positive_int
+from ._common import add_json_flag, add_verbosity, positive_int
 
 
 def register(subparsers) -> None:
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--jobs", type=positive_int, default=None, metavar="J",
                    help="files written at once, in worker processes (default: number of cores)")
     p.add_argument("--force", action="store_true", help="replace existing files and sidecars")
-    p.add_argument("--quiet", action="store_true", help="print nothing")
+    add_verbosity(p, "print nothing")
     add_json_flag(p)
     p.set_defaults(func=run_generate)
 

@@ -18,7 +18,7 @@ from engine.errors import EXIT_OK, most_severe_exit_code
 
 from engine.units import plural
 
-from ._common import positive_int
+from ._common import add_verbosity, positive_int
 
 VERIFY_EPILOG = """\
 Exit status: 0 when every file passes; otherwise the code of the most serious failure among
@@ -43,6 +43,7 @@ def register(subparsers) -> None:
     dump.add_argument("--events", action="store_true", help="also list every event: run, event, size, "
                       "payload digest, block")
     dump.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_verbosity(dump, None)
     dump.set_defaults(func=run_dump)
 
     verify = subparsers.add_parser(
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
                         "(default: the usable cores)")
     verify.add_argument("--json", action="store_true", help="print a JSON list of per-file reports "
                         "instead of lines")
-    verify.add_argument("--quiet", action="store_true", help="print only failures")
+    add_verbosity(verify, "print only failures")
     verify.set_defaults(func=run_verify)
 
 

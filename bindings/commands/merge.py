@@ -15,7 +15,7 @@ import sys
 
 from engine.units import human_bytes, plural
 
-from ._common import add_json_flag, default_jobs, default_output_jobs, positive_int
+from ._common import add_json_flag, add_verbosity, default_jobs, default_output_jobs, positive_int
 
 
 def register(subparsers) -> None:
@@ -58,6 +58,7 @@ def register(subparsers) -> None:
     _add_plan_options(p)
     p.add_argument("--skip-bad", action="store_true", help="list unusable inputs instead of failing")
     add_json_flag(p)
+    add_verbosity(p, None)
     p.set_defaults(func=run_plan)
 
     p = subparsers.add_parser(
@@ -68,6 +69,7 @@ def register(subparsers) -> None:
                     "unfinished outputs.")
     p.add_argument("out_dir", metavar="OUT_DIR", help="the --out-dir of a merge-run")
     add_json_flag(p)
+    add_verbosity(p, None)
     p.set_defaults(func=run_status)
 
 
@@ -90,7 +92,7 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reproducible", action="store_true",
                    help="byte-reproducible outputs and sidecars: every timestamp is $SOURCE_DATE_EPOCH or, "
                         "unset, the newest input's creation time (file ids are always derived from content)")
-    p.add_argument("--quiet", action="store_true", help="no progress display, no summary lines")
+    add_verbosity(p, "no progress display, no summary lines")
     add_json_flag(p)
     g = p.add_argument_group("catalogue")
     g.add_argument("--catalog", default=os.environ.get("TMBMERGE_CATALOG"),
@@ -162,10 +164,14 @@ def run_merge_run(args) -> int:
     jobs = args.jobs or default_output_jobs()
     progress = make_progress(args.quiet or args.json)
     plan_kwargs = _plan_kwargs(args, parse_size)
+    # one line per output as it is published, and per failure as it happens (a log file follows the run)
+    streaming = not args.json
     try:   # the thread budget is all cores, shared by the outputs merged at once
         report = merge_run(args.inputs, args.out_dir, spec=_spec(args, max(jobs, default_jobs())), jobs=jobs,
                            executor=args.executor,
                            progress=progress, retire=args.retire_inputs, retire_dir=args.retire_dir,
+                           on_output=_print_run_output if streaming and not args.quiet else None,
+                           on_failure=_print_failure if streaming else None,
                            **plan_kwargs)
     finally:
         progress.finish()
@@ -173,20 +179,25 @@ def run_merge_run(args) -> int:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
     else:
-        if not args.quiet:
-            for output in report.outputs:
-                if output.status != "merged":
-                    print(f"{output.output}: {output.status}, {plural(output.event_count, 'event')}, {output.checksum}")
-                else:
-                    _print_merge(output)
         for skipped in report.skipped:
             print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
-        for failure in report.failures:
-            print(f"tmbmerge: error: {failure['text']}", file=sys.stderr)
         if not args.quiet:
             print(f"{plural(len(report.outputs), 'output')} ready, {plural(len(report.failures), 'failure')}, "
                   f"{report.seconds:.1f} s")
     return most_severe_exit_code(f.get("exit_code", 1) for f in report.failures)
+
+
+def _print_run_output(output) -> None:
+    if output.status != "merged":
+        print(f"{output.output}: {output.status}, {plural(output.event_count, 'event')}, {output.checksum}",
+              flush=True)
+    else:
+        _print_merge(output)
+        sys.stdout.flush()
+
+
+def _print_failure(failure: dict) -> None:
+    print(f"tmbmerge: error: {failure['text']}", file=sys.stderr, flush=True)
 
 
 def _plan_kwargs(args, parse_size) -> dict:

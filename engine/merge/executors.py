@@ -18,9 +18,11 @@ pipeline never knows where it runs.  A task's failure of any kind (an ``EngineEr
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
 import signal
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -28,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import EngineError, ExecutorUnavailable, Interrupted, UsageError, world_error
 
+log = logging.getLogger(__name__)
 _worker_queue = None
 PARENT_POLL_SECONDS = 0.1
 DASK_CONNECT_TIMEOUT = "10s"
@@ -169,10 +172,18 @@ class DaskExecutor:
             from distributed import Client, LocalCluster
         except ImportError:
             raise UsageError("the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])")
+        self._scratch = None
         if address in ("local", ""):
-            self._cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                         dashboard_address=None)
+            import dask
+
+            # Dask's scheduler and workers make "dask-scratch-space/" in $TMPDIR and leave it there:
+            # a folder of our own instead, removed by close()
+            self._scratch = tempfile.TemporaryDirectory(prefix="tmbmerge-dask-")
+            with dask.config.set({"temporary-directory": self._scratch.name}):
+                self._cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                             dashboard_address=None)
             self.client = Client(self._cluster)
+            log.info("Dask: a local cluster, scratch space in %s", self._scratch.name)
         else:
             self._cluster = None
             try:
@@ -182,6 +193,7 @@ class DaskExecutor:
                                           f"{str(exc) or type(exc).__name__}") from None
         self.jobs = max(1, sum(self.client.nthreads().values()))
         self.progress_queue = None
+        log.info("Dask: %d worker threads", self.jobs)
 
     def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
         from distributed import as_completed
@@ -204,6 +216,8 @@ class DaskExecutor:
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
 
 def make_executor(jobs: int, *, executor: str | None = None, progress_queue=None):

@@ -28,6 +28,7 @@ the merge's size.  Page cache: a few tens of MB of the output at a time.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import resource
@@ -54,6 +55,7 @@ from .report import InputOutcome, MergeReport
 from .reproducible import merge_clock, output_uuid
 from .spec import MergeSpec
 
+log = logging.getLogger(__name__)
 QUEUE_BLOCKS = 4   # blocks read ahead of the writer: enough slack, 5 MiB of buffer each
 LOOKAHEAD_INPUTS = 2
 _END = object()
@@ -82,6 +84,7 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
             bookkeeping = bookkeeping or catalog.metadata
             check_input = lambda path: catalog.check_not_merged(path, output_name=output.name)  # noqa: E731
         prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping, check_input=check_input)
+        log.debug("%s: merging %d inputs, %s mode", output, len(prepared), spec.mode)
         try:
             if spec.expect_complete:
                 catalog.check_complete(names_by_run((p.path.name, r) for p in prepared if p.error is None
@@ -90,6 +93,7 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
         finally:
             for item in prepared:
                 item.close()
+        log.info("%s: published, %d events from %d inputs", output, report.event_count, len(report.accepted))
         if spec.declare:
             declare_output(catalog, report)
         if catalog is not None:
@@ -187,6 +191,7 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
     """Declare a published output; a failure is recorded in the report, the output stays."""
     try:
         report.declared = catalog.declare(report.output).status
+        log.info("%s: %s in the catalogue", report.output, report.declared)
     except EngineError as exc:
         report.declared = "failed"
         report.declare_error = exc.with_path(report.output)
@@ -195,15 +200,23 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
 # -- streaming ---------------------------------------------------------------------------------
 
 def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted, progress) -> None:
-    """Write every block of every accepted input, in order; record what was left out."""
+    """Write every block of every accepted input, in order; record what was left out.
+
+    Progress counts each input's blocks as they are written, and the rest of its size (header,
+    index, trailer; all of it when it is left out) once it is done: the display ends at 100%."""
+    copied: dict[int, int] = {}
     for item, event in _stream(good, spec):
         if event == "rejected":
+            log.info("%s: left out (--skip-bad): %s", item.path, item.error)
             outcomes[id(item)] = InputOutcome(item.path, False, reason=item.error.to_dict())
+            progress.advance(files=1, bytes=item.reader.file_size - copied.pop(id(item), 0))
             item.close()
         elif event == "done":
             accepted.append(item)
-            progress.advance(files=1, events=item.reader.event_count)
+            progress.advance(files=1, events=item.reader.event_count,
+                             bytes=item.reader.file_size - copied.pop(id(item), 0))
         else:
+            copied[id(item)] = copied.get(id(item), 0) + event.size
             number = writer.block_count
             offset = writer.copy_block(event.header, event.stored, event.events, event.adler32)
             if event.lease is not None:

@@ -8,12 +8,15 @@ as it goes, so an interrupted retirement resumes where it stopped.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from ..errors import OutputExists, UsageError
 from ..metadata import sidecar_path
+
+log = logging.getLogger(__name__)
 
 MOVE, DELETE = "move", "delete"
 
@@ -43,6 +46,7 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record) -> li
             for item in items:
                 _move(item, folder / item.name)
         record(str(path), action, None if destination is None else str(destination))
+        log.info("retired %s (%s)", path, "deleted" if destination is None else f"moved to {destination}")
         done.append({"file": str(path), "action": action, "destination": None if destination is None
                      else str(destination)})
     return done

@@ -13,11 +13,12 @@ in that order.  One output failing does not stop the others; the report lists ev
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, stale_temporaries
@@ -36,6 +37,7 @@ from ..units import plural
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def clean_stale_files(out_dir: Path) -> list[Path]:
     """Remove temporary outputs, staged sidecars and lock files left by processes that died."""
     removed = stale_temporaries(out_dir)
     for path in removed:
+        log.info("removing %s, left by a merge that did not finish", path)
         remove_quietly(path)
     for entry in os.scandir(out_dir):
         if entry.name.startswith(".") and entry.name.endswith(".lock") and entry.name != f".{RUN_LOCK_NAME}.lock":
@@ -90,11 +93,15 @@ def clean_stale_files(out_dir: Path) -> list[Path]:
 def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
               max_events: int = DEFAULT_MAX_EVENTS, spec: MergeSpec = MergeSpec(), jobs: int = 1,
               executor: str | None = None, progress=None, retire: str | None = None,
-              retire_dir=None) -> RunReport:
+              retire_dir=None, on_output: Callable[[MergeReport], None] | None = None,
+              on_failure: Callable[[dict], None] | None = None) -> RunReport:
     """Plan and merge; see the module docstring.  Returns a ``RunReport`` (failures listed in it).
 
     With ``spec.declare`` each verified output is declared (in this process, in order); with
     ``retire`` ("move" or "delete") the inputs of each declared output are then retired.
+    ``on_output(report)`` is called with each output as soon as it is published and its
+    bookkeeping done (or found finished by an earlier run), ``on_failure(entry)`` with each
+    failure as it happens: a caller can stream them instead of waiting for the whole run.
     """
     global _current_progress
     if retire and not (spec.declare and spec.checks_bookkeeping):
@@ -108,6 +115,7 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         raise output_error(exc, out_dir, "create the output folder") from None
     progress = progress or NullProgress()
     report = RunReport(out_dir)
+    stream = _Stream(report, on_output, on_failure)
     with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"), \
             Journal(out_dir) as journal, open_bookkeeping(spec) as catalog:
         clean_stale_files(out_dir)
@@ -131,6 +139,8 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
             result = _report_from_journal(out_dir / entry.name, entry, spec)
             report.outputs.append(result)
             bookkeeping.after(result, entry.inputs, entry.state)
+            stream.emit(result)
+        stream.emit()
         for planned in outputs:
             journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode)
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
@@ -151,12 +161,17 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
                 if error is not None:
                     journal.set_state(task.name, "failed", error=str(error))
                     report.failures.append({"output": task.name, **error.to_dict()})
+                    log.info("%s: failed: %s", task.name, error)
+                    stream.emit()
                     continue
                 state = "verified" if result.verified else "merged"
                 journal.set_state(task.name, state, file_size=result.file_size, checksum=result.checksum,
                                   event_count=result.event_count)
                 report.outputs.append(result)
                 bookkeeping.after(result, list(task.inputs), state)
+                log.info("%s: %s, %s, %s", task.name, result.status if result.status != "merged" else state,
+                         plural(result.event_count, "event"), result.checksum)
+                stream.emit(result)
         finally:
             _current_progress = NullProgress()
             if relay is not None:
@@ -169,6 +184,23 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
     report.outputs.sort(key=lambda o: o.output.name)
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _Stream:
+    """Hands each finished output, and each failure recorded since the last call, to the caller's callbacks."""
+
+    def __init__(self, report: RunReport, on_output, on_failure):
+        self.report, self.on_output, self.on_failure = report, on_output, on_failure
+        self.shown_failures = 0
+
+    def emit(self, result: MergeReport | None = None) -> None:
+        if result is not None and self.on_output is not None:
+            self.on_output(result)
+        new = self.report.failures[self.shown_failures:]
+        self.shown_failures = len(self.report.failures)
+        if self.on_failure is not None:
+            for failure in new:
+                self.on_failure(failure)
 
 
 def _prefetch(catalog, arguments) -> None:

@@ -1,0 +1,73 @@
+"""A run's certification verdict, from the histograms ``tmbmerge certify`` stored.
+
+Two checks, each per quantity (``engine.certify.compare``):
+
+- **merge**: the merged files' histograms must equal the unmerged files' exactly, and hold
+  the same number of events.  Any difference fails certification: the merge changed events.
+- **reference** (when a reference run is chosen): the run's histograms (merged if certified,
+  else unmerged) against the reference run's, with the chi-square test; a run passes when
+  every quantity has p >= alpha.
+
+``status`` is ``certified`` (merge identical, and reference compatible if one was chosen),
+``failed``, or ``incomplete`` (a sample was never filled).
+"""
+
+from __future__ import annotations
+
+from engine.certify.compare import DEFAULT_ALPHA, chi2_test, identical
+from engine.certify.histograms import RunHistograms
+from engine.certify.quantities import QUANTITIES
+from engine.errors import UsageError
+
+
+def load_samples(store, run: int) -> dict[str, RunHistograms]:
+    return {sample: RunHistograms.from_record(record) for sample, record in store.histogram_records(run).items()}
+
+
+def certification(store, run: int, *, reference: int | None = None, alpha: float = DEFAULT_ALPHA) -> dict:
+    if not 0 < alpha < 1:
+        raise UsageError(f"alpha must be between 0 and 1, not {alpha}")
+    samples = load_samples(store, run)
+    result = {"run": run, "samples": {name: {"files": s.files, "events": s.events, "malformed": s.malformed}
+                                      for name, s in samples.items()},
+              "quantities": [{"name": q.name, "label": q.label} for q in QUANTITIES],
+              "merge": None, "reference": None, "alpha": alpha}
+    if not samples:
+        result["status"] = "not filled"
+        result["detail"] = f"no histograms of run {run}: run tmbmerge certify on its files"
+        return result
+    problems = []
+    if {"unmerged", "merged"} <= samples.keys():
+        unmerged, merged = samples["unmerged"], samples["merged"]
+        tests = [identical(q.name, unmerged.counts(q.name), merged.counts(q.name)) for q in QUANTITIES]
+        same_events = unmerged.events == merged.events
+        passed = all(t.passed for t in tests) and same_events
+        result["merge"] = {"passed": passed, "events": {"unmerged": unmerged.events, "merged": merged.events},
+                           "tests": [t.to_dict() for t in tests]}
+        if not passed:
+            problems.append("merged histograms differ from unmerged")
+    else:
+        missing = sorted({"unmerged", "merged"} - samples.keys())
+        problems.append(f"no {' or '.join(missing)} histograms")
+    if reference is not None:
+        theirs = load_samples(store, reference)
+        if not theirs:
+            raise UsageError(f"reference run {reference} has no histograms (run tmbmerge certify on it)")
+        mine, ref = _preferred(samples), _preferred(theirs)
+        tests = [chi2_test(q.name, mine.counts(q.name), ref.counts(q.name), alpha=alpha) for q in QUANTITIES]
+        passed = all(t.passed for t in tests)
+        result["reference"] = {"run": reference, "sample": mine.sample, "reference_sample": ref.sample,
+                               "passed": passed, "tests": [t.to_dict() for t in tests]}
+        if not passed:
+            failing = [t.quantity for t in tests if not t.passed]
+            problems.append(f"incompatible with run {reference}: {', '.join(failing)}")
+    failed = (result["merge"] is not None and not result["merge"]["passed"]) or \
+        (result["reference"] is not None and not result["reference"]["passed"])
+    result["status"] = "failed" if failed else "incomplete" if result["merge"] is None else "certified"
+    result["detail"] = "; ".join(problems) or "merged histograms identical to unmerged" + \
+        (f", compatible with run {reference}" if reference is not None else "")
+    return result
+
+
+def _preferred(samples: dict[str, RunHistograms]) -> RunHistograms:
+    return samples.get("merged") or samples["unmerged"]
