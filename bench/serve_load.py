@@ -13,7 +13,9 @@ threads of this process, each with its own HTTP session and its own site token:
   them through the plan's states (``POST .../claim`` and ``POST .../status``).
 
 Reads and writes are interleaved.  Any answer other than the expected status, any connection
-error or timeout counts as an error.  Prints per-kind latency percentiles (p50/p95/p99/max),
+error or timeout counts as an error.  First, as the baseline of the same run, the same clients
+make the same number of requests to ``GET /api/health`` (the framework, the server and the
+HTTP round trip, no store): what the machine gives any request at that moment.  Prints per-kind latency percentiles (p50/p95/p99/max),
 the throughput and the machine's load average before and after, as a Markdown table for
 bench/RESULTS.md; exits 1 if there was any error.
 """
@@ -153,26 +155,33 @@ def main() -> int:
         try:
             plans = [plan_client(i, args.reads // args.clients, args.writes // args.clients)
                      for i in range(args.clients)]
-            results, lock = [], threading.Lock()
-            load_before = os.getloadavg()
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                for future in [pool.submit(run_client, url, tokens[i], plans[i], results, lock)
-                               for i in range(args.clients)]:
-                    future.result()
-            wall = time.perf_counter() - started
-            load_after = os.getloadavg()
+            per_client = (args.reads + args.writes) // args.clients
+            baseline_plans = [[("baseline", "GET /api/health", "GET", "/api/health", None, 200)] * per_client
+                              for _ in range(args.clients)]
+            baseline, _, _, _ = load(url, tokens, baseline_plans)
+            results, wall, load_before, load_after = load(url, tokens, plans)
         finally:
             process.terminate()
             process.wait(timeout=30)
-        report(results, wall, load_before, load_after, args)
-        return 1 if any(not ok for *_, ok, _ in results) else 0
+        report(results, baseline, wall, load_before, load_after, args)
+        return 1 if any(not ok for *_, ok, _ in results + baseline) else 0
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def report(results, wall, load_before, load_after, args) -> None:
+def load(url: str, tokens: list[str], plans: list) -> tuple[list, float, tuple, tuple]:
+    """Run every client's plan at once; (results, wall seconds, load average before and after)."""
+    results, lock = [], threading.Lock()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(plans)) as pool:
+        for future in [pool.submit(run_client, url, tokens[i], plan, results, lock) for i, plan in enumerate(plans)]:
+            future.result()
+    return results, time.perf_counter() - started, load_before, os.getloadavg()
+
+
+def report(results, baseline, wall, load_before, load_after, args) -> None:
     def row(label, items):
         ms = np.array([elapsed for _, _, elapsed, _, _ in items]) * 1000
         errors = sum(1 for *_, ok, _ in items if not ok)
@@ -183,11 +192,12 @@ def report(results, wall, load_before, load_after, args) -> None:
           f"({len(results) / wall:.0f} requests/s); load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after; {os.cpu_count()} cores")
     print("\n| requests | count | errors | p50 ms | p95 ms | p99 ms | max ms |\n|---|--:|--:|--:|--:|--:|--:|")
+    row("baseline: GET /api/health", baseline)
     for kind in ("read", "write"):
         row(f"all {kind}s", [r for r in results if r[0] == kind])
         for label in sorted({r[1] for r in results if r[0] == kind}):
             row(label, [r for r in results if r[1] == label])
-    bad = [r for r in results if not r[3]]
+    bad = [r for r in results + baseline if not r[3]]
     for kind, endpoint, _, _, status in bad[:10]:
         print(f"error: {kind} {endpoint}: {status}")
 

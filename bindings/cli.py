@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         _print_error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        _print_error("interrupted; nothing was left at the destination")
+    except KeyboardInterrupt as exc:
+        _print_error(interrupted_message(exc))
         return Interrupted.exit_code
     except BrokenPipeError:
         # The reader of our output went away (e.g. `tmbmerge dump ... | head`).
@@ -124,6 +124,20 @@ def _show_logs(verbose: int, quiet: bool) -> _LogDisplay:
     else:
         level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     return _LogDisplay(level, detailed=verbose >= 2)
+
+
+def interrupted_message(exc: BaseException) -> str:
+    """What an interruption left: the outputs published before it (``exc.published``, set by the
+    merge commands) and those not published, or that nothing was."""
+    published = getattr(exc, "published", None) or []
+    missing = getattr(exc, "not_published", None) or []
+    if not published:
+        line = "interrupted; nothing was left at the destination"
+        return line + (f" (not published: {', '.join(missing)})" if missing else "")
+    line = f"interrupted; published and verified before it: {', '.join(published)}"
+    if missing:
+        line += f"; not published: {', '.join(missing)} (rerun the command to finish them)"
+    return line
 
 
 def _print_error(line: str) -> None:

@@ -209,6 +209,10 @@ class MetadataMismatch(ConsistencyError):
     """A file disagrees with its sidecar or catalogue record (size, adler32, event count, name)."""
 
 
+class MetadataMissing(ConsistencyError):
+    """A mode that crosschecks inputs with their bookkeeping found an input without any."""
+
+
 class DuplicateEvents(ConsistencyError):
     """The same (run, event) appears twice among the inputs of one merge."""
 
@@ -233,6 +237,10 @@ class OutputExists(OutputError, FileExistsError):
 
 class OutputLocked(OutputError):
     """Another merge is writing the same output right now."""
+
+
+class OutputIsInput(OutputError):
+    """The output names one of the inputs (or its sidecar): by name, symlink or hard link."""
 
 
 class CatalogError(EngineError):

@@ -70,12 +70,13 @@ def writer_alive(pid: int, last_written: float) -> bool:
         return pid_alive(pid)
 
 
-def stale_temporaries(folder: Path) -> list[Path]:
-    """Temporary files in ``folder`` whose writing process no longer exists."""
+def stale_temporaries(folder: Path, names=None) -> list[Path]:
+    """Temporary files in ``folder`` (of the final ``names`` only, if given) whose writing process
+    no longer exists."""
     found = []
     for entry in os.scandir(folder):
         parsed = parse_temporary_name(entry.name)
-        if parsed:
+        if parsed and (names is None or parsed[0] in names):
             try:
                 written = entry.stat().st_mtime
             except FileNotFoundError:
@@ -83,6 +84,26 @@ def stale_temporaries(folder: Path) -> list[Path]:
             if not writer_alive(parsed[1], written):
                 found.append(Path(entry.path))
     return found
+
+
+def remove_stale_temporaries(folder: Path, names=None) -> list[Path]:
+    """Remove what ``stale_temporaries`` finds; returns what was removed."""
+    found = stale_temporaries(folder, names)
+    for path in found:
+        remove_quietly(path)
+    return found
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two names are one file: the same resolved path, or (both existing) the same
+    (st_dev, st_ino), which a hard link shares."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:

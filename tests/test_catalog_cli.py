@@ -41,7 +41,10 @@ def run_cli(capsys, monkeypatch):
 
 @pytest.fixture
 def url(tmp_path) -> str:
-    return f"sqlite://{tmp_path}/catalog.db"
+    """An existing, empty catalogue: commands other than ``catalog import`` refuse a missing one."""
+    url = f"sqlite://{tmp_path}/catalog.db"
+    open_catalog(url).close()
+    return url
 
 
 def put_file(directory: Path, md: dict, *, size: int | None = None, data: bool = True) -> Path:

@@ -8,6 +8,7 @@
 4. The chi-square test: a histogram against itself passes with p = 1, two different shapes fail.
 5. ``tmbmerge certify`` on unmerged files and their real merge: certified, exit 0; on a merge
    that lost a file: fails with exit 6, naming the run; histograms are in the catalogue database.
+6. ``merge-run --certify`` fills both samples around a real merge and judges the run.
 """
 
 from __future__ import annotations
@@ -143,3 +144,28 @@ def test_certify_command_passes_a_merge_and_fails_one_that_lost_a_file(tmb_run, 
 def test_certify_refuses_a_non_sqlite_catalogue(tmb_run, cli):
     done = cli("certify", tmb_run[0], "--catalog", "exec:true")
     assert done.code == 2 and "sqlite catalogue" in done.err
+
+
+def test_merge_run_certify_fills_both_samples_and_judges(tmb_run, tmp_path, cli):
+    from bindings.serve.store import CampaignStore
+
+    catalog = f"sqlite:///{tmp_path / 'cat.db'}"
+    assert cli("catalog", "import", tmb_run[0].parent, "--catalog", catalog, "--declare-parents").code == 0
+    done = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", catalog,
+               "--declare", "--quiet")
+    assert done.code == 0, done.err
+    assert f"run {RUN}: certified (merged histograms identical to unmerged)" in done.out
+    records = CampaignStore(catalog).histogram_records(RUN)
+    assert records["unmerged"]["events"] == records["merged"]["events"] == 40 * len(tmb_run)
+    assert len(records["unmerged"]["files"]) == len(tmb_run)
+    as_json = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", catalog,
+                  "--declare", "--json")                                     # a rerun: outputs already there, judged again
+    assert as_json.code == 0, as_json.err
+    assert as_json.json()["certification"] == [{"run": RUN, "status": "certified",
+                                                "detail": "merged histograms identical to unmerged"}]
+
+
+def test_merge_run_certify_needs_a_catalogue(tmb_run, tmp_path, cli):
+    done = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", "")
+    assert done.code == 2 and "--certify keeps the histograms in the catalogue" in done.err
+    assert not (tmp_path / "out").exists()

@@ -259,6 +259,7 @@ class MergeCatalogTests:
 
     def test_inputs_unknown_to_the_catalogue_are_refused(self, cli, backend, tmb_run, tmp_path, leftovers):
         folder = tmb_run[0].parent
+        open_catalog(backend.url).close()   # a catalogue that exists (a missing one is another error)
         out = tmp_path / "out"
         result = merge_run(cli, backend, folder, out, "--declare")
         assert result.code == 8
@@ -274,6 +275,7 @@ class MergeCatalogTests:
     def test_declaring_an_output_whose_parents_are_unknown(self, cli, backend, tmb_run, tmp_path):
         output = tmp_path / "merged.tmb"
         assert cli("merge", *tmb_run, "-o", output, "--quiet").code == 0      # no catalogue involved
+        open_catalog(backend.url).close()   # a catalogue that exists (a missing one is another error)
         result = cli("declare", output, "--catalog", backend.url, "--json")
         assert result.code == 8
         [failed] = result.json()["failed"]
@@ -444,8 +446,9 @@ class MergeCatalogTests:
         catalog_import(cli, backend, folder)
         digests = {p.name: sha256_of(p) for p in tmb_run}
         out, retired = tmp_path / "out", tmp_path / "retired"
+        target = two_output_target(tmb_run)
         result = merge_run(cli, backend, folder, out, "--declare", f"--retire-inputs={action}", "--retire-dir",
-                           retired, "--target-size", two_output_target(tmb_run), "--json")
+                           retired, "--target-size", target, "--json")
         assert result.code == 0, result.err
         report = result.json()
         assert len(report["outputs"]) == 2
@@ -470,7 +473,7 @@ class MergeCatalogTests:
             assert not retired.exists()
 
         again = merge_run(cli, backend, folder, out, "--declare", f"--retire-inputs={action}", "--retire-dir",
-                          retired, "--json")
+                          retired, "--target-size", target, "--json")   # a rerun plans alike
         assert again.code == 0, again.err
         assert [o["status"] for o in again.json()["outputs"]] == ["already retired"] * 2
 

@@ -304,7 +304,7 @@ def test_failed_output_is_journaled_and_redone_on_rerun(cli, tmb_run, tmb_run_te
     for planned in plan.outputs:
         row = rows[planned.name]
         assert set(row) == {"name", "run", "inputs", "state", "mode", "file_size", "checksum", "event_count",
-                            "error", "updated"}
+                            "error", "updated", "identities", "accepted"}
         assert row["run"] == RUN and row["inputs"] == planned.input_paths and row["mode"] == "safe"
         if planned is broken:
             assert row["state"] == "failed"

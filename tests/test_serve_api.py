@@ -248,6 +248,10 @@ def test_bad_input_gets_a_4xx_json_error(server, dataset, method, path, body, st
     assert error["status"] == status and error["error"] and "Traceback" not in response.text
 
 
+def test_health_answers_without_the_store(server, campaign):
+    assert requests.get(f"{server.url}/api/health", timeout=30).json() == {"ok": True, "catalog": campaign.catalog}
+
+
 def test_no_request_left_a_traceback_in_the_server_log(server, campaign):
     requests.get(f"{server.url}/api/runs/1", timeout=30)
     assert "Traceback" not in (campaign.folder / "serve.log").read_text()

@@ -139,6 +139,11 @@ class Catalog(ABC):
     def from_url(cls, url: str, **options) -> "Catalog":
         """Open the catalogue that ``url`` names (options are backend-specific keywords)."""
 
+    @classmethod
+    def require_existing(cls, url: str) -> None:
+        """Raise ``CatalogError`` if the catalogue ``url`` names does not exist yet (backends that
+        would create one on opening say so here; others exist or fail on their own)."""
+
     @abstractmethod
     def get(self, file_name: str) -> dict:
         """The record of ``file_name``; ``FileNotDeclared`` if there is none."""

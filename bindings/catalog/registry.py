@@ -63,6 +63,14 @@ def url_scheme(url: str) -> str:
     return scheme.lower()
 
 
-def open_catalog(url: str, **options) -> Catalog:
-    """Open the catalogue named by ``url``; ``options`` go to the backend's ``from_url``."""
-    return backend_class(url_scheme(url)).from_url(url, **options)
+def open_catalog(url: str, *, create: bool = True, **options) -> Catalog:
+    """Open the catalogue named by ``url``; ``options`` go to the backend's ``from_url``.
+
+    With ``create=False`` a catalogue that does not exist yet is an error
+    (``Catalog.require_existing``): every command but ``catalog import``, and every merge, open
+    catalogues so, since a mistyped ``sqlite:///`` path must not become a new, empty catalogue.
+    """
+    cls = backend_class(url_scheme(url))
+    if not create:
+        cls.require_existing(url)
+    return cls.from_url(url, **options)

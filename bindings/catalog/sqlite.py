@@ -156,6 +156,13 @@ class SqliteCatalog(Catalog):
             raise
 
     @classmethod
+    def require_existing(cls, url: str) -> None:
+        path = path_from_url(url)
+        if not path.exists():
+            raise CatalogError("no catalogue here (a mistyped path?); `tmbmerge catalog import` creates one",
+                               path=path)
+
+    @classmethod
     def from_url(cls, url: str, *, busy_timeout: float = 60.0, deadline: float | None = None) -> "SqliteCatalog":
         return cls(path_from_url(url), url=url, busy_timeout=busy_timeout, deadline=deadline)
 

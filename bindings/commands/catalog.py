@@ -74,7 +74,8 @@ def _add_declare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--declarer", metavar="NAME", help="declarer plugin (entry point group tmbmerge.declarers)")
 
 
-def _open_catalog(args):
+def _open_catalog(args, *, create: bool = False):
+    """The catalogue of --catalog or $TMBMERGE_CATALOG; only ``catalog import`` may create one."""
     from engine.errors import UsageError
 
     from bindings.catalog import open_catalog
@@ -82,7 +83,7 @@ def _open_catalog(args):
     url = args.catalog or os.environ.get(CATALOG_ENV)
     if not url:
         raise UsageError(f"no catalogue: give --catalog URL or set {CATALOG_ENV}")
-    return open_catalog(url)
+    return open_catalog(url, create=create)
 
 
 def _print_json(value) -> None:
@@ -186,7 +187,7 @@ def run_import(args) -> int:
         if result.status == DECLARED:
             parents_declared.append(result.file_name)
 
-    with _open_catalog(args) as catalog:
+    with _open_catalog(args, create=True) as catalog:   # the one command that makes a new catalogue
         declarer = load_declarer(args.declarer, catalog)
         for data_path in data_paths:
             try:

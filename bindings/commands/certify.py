@@ -54,9 +54,33 @@ def classify(paths, forced: str) -> dict[tuple[int, str], list[str]]:
     return groups
 
 
-def run_certify(args) -> int:
+def fill_and_store(store, groups: dict[tuple[int, str], list[str]]) -> list[dict]:
+    """Fill and store the histograms of each (run, sample) group; what was filled, per group."""
     from engine.certify import fill_files
+
+    filled = []
+    for (run, sample), paths in sorted(groups.items()):
+        histograms = fill_files(paths, run=run, sample=sample)
+        store.store_histograms(histograms.to_record())
+        filled.append({"run": run, "sample": sample, "files": len(paths), "events": histograms.events,
+                       "malformed": histograms.malformed})
+    return filled
+
+
+def failure_of(verdicts: list[dict]):
+    """The ``CertificationFailed`` of the failed runs among ``verdicts`` (None if none failed)."""
     from engine.errors import CertificationFailed
+
+    failed = [v for v in verdicts if v["status"] == "failed"]
+    if not failed:
+        return None
+    differing = [t["quantity"] for t in failed[0]["merge"]["tests"] if not t["passed"]]
+    return CertificationFailed(f"run {failed[0]['run']}: merged histograms differ from unmerged "
+                               f"({', '.join(differing) or 'event counts'})"
+                               + (f"; {len(failed) - 1} more runs failed" if len(failed) > 1 else ""))
+
+
+def run_certify(args) -> int:
     from engine.merge.plan import discover_inputs
 
     from bindings.serve.certification import certification
@@ -65,12 +89,7 @@ def run_certify(args) -> int:
 
     store = _store(args)
     groups = classify(discover_inputs(args.inputs), args.sample)
-    filled = []
-    for (run, sample), paths in sorted(groups.items()):
-        histograms = fill_files(paths, run=run, sample=sample)
-        store.store_histograms(histograms.to_record())
-        filled.append({"run": run, "sample": sample, "files": len(paths), "events": histograms.events,
-                       "malformed": histograms.malformed})
+    filled = fill_and_store(store, groups)
     verdicts = [certification(store, run) for run in sorted({run for run, _ in groups})]
     if args.json:
         json.dump({"filled": filled, "runs": [{key: v[key] for key in ("run", "status", "detail", "merge")}
@@ -82,10 +101,51 @@ def run_certify(args) -> int:
                   + (f", {f['malformed']} malformed payloads" if f["malformed"] else ""))
         for v in verdicts:
             print(f"run {v['run']}: {v['status']} ({v['detail']})")
-    failed = [v for v in verdicts if v["status"] == "failed"]
-    if failed:
-        differing = [t["quantity"] for t in failed[0]["merge"]["tests"] if not t["passed"]]
-        raise CertificationFailed(f"run {failed[0]['run']}: merged histograms differ from unmerged "
-                                  f"({', '.join(differing) or 'event counts'})"
-                                  + (f"; {len(failed) - 1} more runs failed" if len(failed) > 1 else ""))
+    failure = failure_of(verdicts)
+    if failure is not None:
+        raise failure
     return 0
+
+
+class MergeCertifier:
+    """``merge-run --certify``: the inputs' histograms before the merge, the outputs' after.
+
+    The unmerged sample is filled first, so inputs that ``--retire-inputs`` moves or deletes are
+    histogrammed while they are there; an input that cannot be read is left out (a robust merge
+    leaves it out of the output too, and the merge itself reports it).
+    """
+
+    def __init__(self, catalog: str | None, inputs, *, run: int | None):
+        from engine.errors import EngineError, UsageError
+        from engine.merge.plan import discover_inputs
+
+        from bindings.serve.store import CampaignStore
+
+        if not catalog:
+            raise UsageError("--certify keeps the histograms in the catalogue: give --catalog sqlite:///path.db")
+        self.store = CampaignStore(catalog)
+        groups: dict[tuple[int, str], list[str]] = defaultdict(list)
+        for path in discover_inputs(inputs):
+            try:
+                for key, paths in classify([path], "unmerged").items():
+                    if run is None or key[0] == run:
+                        groups[key].extend(paths)
+            except EngineError:
+                continue
+        self.runs = sorted(r for r, _ in groups)
+        self.filled = fill_and_store(self.store, groups)
+
+    def finish(self, report) -> list[dict]:
+        """Fill the outputs' histograms and judge each run: verdicts, and a failure dict per failed run."""
+        from bindings.serve.certification import certification
+
+        if report.failures:
+            return [{"run": run, "status": "not certified", "detail": "the merge had failures"} for run in self.runs]
+        groups = {key: paths for key, paths in classify([o.output for o in report.outputs], "merged").items()
+                  if key[0] in self.runs}
+        self.filled += fill_and_store(self.store, groups)
+        verdicts = [certification(self.store, run) for run in self.runs]
+        failure = failure_of(verdicts)
+        if failure is not None:
+            report.failures.append(failure.to_dict())
+        return [{key: v[key] for key in ("run", "status", "detail")} for v in verdicts]

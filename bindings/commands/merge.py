@@ -46,6 +46,12 @@ def register(subparsers) -> None:
                    help="after an output is verified and declared, move its inputs (and sidecars) to "
                         "--retire-dir, or delete them with --retire-inputs=delete")
     p.add_argument("--retire-dir", default=None, help="where retired inputs go (default: retired/ beside them)")
+    p.add_argument("--certify", action="store_true",
+                   help="histogram the inputs before merging and the outputs after (tmbmerge certify), kept in "
+                        "the sqlite --catalog; a run whose merged histograms differ fails (exit 6)")
+    p.add_argument("--replan", action="store_true",
+                   help="a rerun with other --target-size/--max-events than the journal's: plan what is not "
+                        "finished with the new options (without it such a rerun is refused)")
     p.set_defaults(func=run_merge_run)
 
     p = subparsers.add_parser(
@@ -166,19 +172,31 @@ def run_merge_run(args) -> int:
     plan_kwargs = _plan_kwargs(args, parse_size)
     # one line per output as it is published, and per failure as it happens (a log file follows the run)
     streaming = not args.json
+    certifier = None
+    if args.certify:
+        from .certify import MergeCertifier
+
+        certifier = MergeCertifier(args.catalog, args.inputs, run=args.run)
     try:   # the thread budget is all cores, shared by the outputs merged at once
         report = merge_run(args.inputs, args.out_dir, spec=_spec(args, max(jobs, default_jobs())), jobs=jobs,
                            executor=args.executor,
                            progress=progress, retire=args.retire_inputs, retire_dir=args.retire_dir,
+                           replan=args.replan,
                            on_output=_print_run_output if streaming and not args.quiet else None,
                            on_failure=_print_failure if streaming else None,
                            **plan_kwargs)
     finally:
         progress.finish()
+    certified = certifier.finish(report) if certifier is not None else None
     if args.json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
+        json.dump({**report.to_dict(), **({"certification": certified} if certified is not None else {})},
+                  sys.stdout, indent=2)
         print()
     else:
+        for verdict in certified or ():
+            print(f"run {verdict['run']}: {verdict['status']} ({verdict['detail']})")
+        if any(verdict["status"] == "failed" for verdict in certified or ()):
+            _print_failure(report.failures[-1])
         for skipped in report.skipped:
             print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
         if not args.quiet:
@@ -223,6 +241,8 @@ def run_plan(args) -> int:
             print(f"    {item.path}")
     for path, exc in plan.rejected:
         print(f"rejected {path}: {exc.message}")
+    for path, why in plan.ignored:
+        print(f"ignored {path}: {why}")
     totals = plan.to_dict()["totals"]
     print(f"{plural(totals['outputs'], 'output')} from {plural(totals['inputs'], 'input')}, "
           f"{plural(totals['events'], 'event')}, "

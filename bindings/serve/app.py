@@ -85,31 +85,30 @@ class Campaign:
         return monitor.CatalogView(self.store.connection())
 
     # --- what pages and API share --------------------------------------------------------
-    def run_status(self, run: int, tier: str = monitor.UNMERGED_TIER) -> dict:
-        return monitor.run_status(self.view(), run, self.journals, tier=tier)
+    def run_status(self, run: int, tier: str = monitor.UNMERGED_TIER, outputs=None) -> dict:
+        return monitor.run_status(self.view(), run, self.journals, tier=tier, outputs=outputs)
 
     def dataset_view(self, name: str) -> dict:
         dataset = self.store.dataset(name)
         runs = monitor.dataset_runs(self.view(), dataset)
-        statuses = [self.run_status(run, dataset["data_tier"]) for run in runs]
+        outputs = monitor.journal_outputs(self.journals)       # read once for all the runs
+        statuses = [self.run_status(run, dataset["data_tier"], outputs) for run in runs]
         dataset["totals"] = monitor.dataset_totals(statuses)
         dataset["run_status"] = [monitor.public(s) for s in statuses]
         dataset["recovery"] = [item for s in statuses for item in recovery_items(s, self.catalog_url)]
         return dataset
 
-    def all_runs(self) -> list[tuple[int, str]]:
-        """(run, tier) of every dataset's runs and every journaled run, once each."""
-        view, seen = self.view(), {}
+    def recovery(self) -> list[dict]:
+        """The recovery items of every dataset's runs and every journaled run."""
+        view, runs = self.view(), {}
         for dataset in self.store.datasets():
             for run in monitor.dataset_runs(view, dataset):
-                seen.setdefault(run, dataset["data_tier"])
-        for output in monitor.journal_outputs(self.journals):
-            seen.setdefault(output.run, monitor.UNMERGED_TIER)
-        return sorted(seen.items())
-
-    def recovery(self) -> list[dict]:
-        return [item for run, tier in self.all_runs() for item in recovery_items(self.run_status(run, tier),
-                                                                                 self.catalog_url)]
+                runs.setdefault(run, dataset["data_tier"])
+        outputs = monitor.journal_outputs(self.journals)       # read once for all the runs
+        for output in outputs:
+            runs.setdefault(output.run, monitor.UNMERGED_TIER)
+        return [item for run, tier in sorted(runs.items())
+                for item in recovery_items(self.run_status(run, tier, outputs), self.catalog_url)]
 
     def authenticate(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -182,6 +181,11 @@ def _campaign(request: Request) -> Campaign:
 
 
 # --- API -------------------------------------------------------------------------------------
+async def api_health(request: Request):
+    """Liveness for production tools and load balancers: answers without touching the store."""
+    return JSONResponse({"ok": True, "catalog": _campaign(request).catalog_url})
+
+
 async def api_datasets(request: Request):
     return JSONResponse({"datasets": await run_in_threadpool(_campaign(request).store.datasets),
                          "states": list(STATES)})
@@ -371,6 +375,7 @@ def create_app(catalog_url: str, journals=()) -> Starlette:
         Route("/runs/{run}/merge.png", merge_png),
         Route("/runs/{run}/reference.png", reference_png),
         Route("/recovery", page_recovery),
+        Route("/api/health", api_health, methods=["GET"]),
         Route("/api/datasets", api_datasets, methods=["GET"]),
         Route("/api/datasets", api_dataset_add, methods=["POST"]),
         Route("/api/datasets/{name}", api_dataset, methods=["GET"]),

@@ -128,8 +128,9 @@ def _chunks(items: list, size: int):
         yield items[start:start + size]
 
 
-def run_status(view: CatalogView, run: int, journals, *, tier: str) -> dict:
-    """Everything monitoring knows of one run (see the module docstring)."""
+def run_status(view: CatalogView, run: int, journals, *, tier: str, outputs=None) -> dict:
+    """Everything monitoring knows of one run (see the module docstring).  ``outputs``: the
+    journals' rows if the caller read them already (one read for many runs), else they are read."""
     unmerged = view.files_of_run(run, tier)
     parents = view.parents_of([f["file_id"] for f in unmerged])
     raw_by_name = {f["file_name"]: f for f in view.files_of_run(run, RAW_TIER)}
@@ -147,7 +148,7 @@ def run_status(view: CatalogView, run: int, journals, *, tier: str) -> dict:
     expected = sum(raw_events) if raw and None not in raw_events else None
     produced = sum(f["event_count"] or 0 for f in unmerged)
 
-    outputs = journal_outputs(journals, run)
+    outputs = journal_outputs(journals, run) if outputs is None else [o for o in outputs if o.run == run]
     states = defaultdict(int)
     for o in outputs:
         states[o.state] += 1

@@ -331,11 +331,15 @@ class CampaignStore:
             db.execute("INSERT OR REPLACE INTO campaign_certification (run, sample, record, filled) VALUES (?, ?, ?, ?)",
                        (int(record["run"]), record["sample"], json.dumps(record, separators=(",", ":")), now()))
 
-    def histogram_records(self, run: int) -> dict[str, dict]:
-        """{sample: stored record (with ``filled``)} of one run."""
+    def histogram_texts(self, run: int) -> dict[str, str]:
+        """{sample: stored record, as the JSON text kept} of one run."""
         rows = self.connection().execute(
-            "SELECT sample, record, filled FROM campaign_certification WHERE run = ?", (int(run),)).fetchall()
-        return {sample: {**json.loads(record), "filled": filled} for sample, record, filled in rows}
+            "SELECT sample, record FROM campaign_certification WHERE run = ?", (int(run),)).fetchall()
+        return dict(rows)
+
+    def histogram_records(self, run: int) -> dict[str, dict]:
+        """{sample: stored record} of one run."""
+        return {sample: json.loads(text) for sample, text in self.histogram_texts(run).items()}
 
     def certified_runs(self) -> list[int]:
         return [r for (r,) in self.connection().execute(

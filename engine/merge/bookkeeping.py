@@ -47,7 +47,7 @@ class CatalogBookkeeping:
         self.url = url
         self.merged_tier = merged_tier
         self.grandparents = grandparents
-        self.catalog = open_catalog(url)
+        self.catalog = open_catalog(url, create=False)   # a mistyped path is an error, not a new catalogue
         self.declarer = load_declarer(declarer, self.catalog)
         self._merged: dict[str, list[str]] = {}   # input name -> its merged children (prefetched)
 

@@ -13,6 +13,12 @@ Inputs are opened one at a time and released once checked (``TmbReader.release``
 read stays (header, metadata, block table, runs), the file descriptor and the event table do
 not, so 5,000 inputs hold 5,000 small records and a handful of open files, and no event table
 is held whole; later steps read each input again, a slice at a time, as they reach it.
+
+With ``skip_bad``, duplicates (the same file content twice, shared events) are judged among
+inputs that passed validation: the inputs involved are read and checked whole first
+(``validate_whole``), so a damaged replica is left out as damaged and never shadows the good
+copy.  In safe and deep modes an input without bookkeeping (no sidecar) is refused: the modes
+promise a crosscheck, and ``--metadata none`` says to merge without one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import AllInputsRejected, DuplicateEvents, EngineError, InconsistentInputs, UsageError
+from ..checksums import RunningAdler32, adler32_hex
+from ..errors import (AllInputsRejected, DuplicateEvents, EngineError, InconsistentInputs, MetadataMismatch,
+                      MetadataMissing, UsageError)
+from ..pool import bounded_map
 from ..readers import open_file
 from ..verify.crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
 from .duplicates import find_duplicate_events
@@ -44,6 +53,7 @@ class PreparedInput:
     error: EngineError | None = None
     runs: list[int] | None = None     # the run numbers the input holds, sorted
     wide_events: bool = False         # some event number needs more than 32 bits
+    adler32: int | None = None        # once read whole
 
     def close(self) -> None:
         if self.reader is not None:
@@ -86,7 +96,7 @@ def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | N
                 item.reader.release()   # open files stay few; read again when its turn comes
         _check_runs(prepared, spec)
         _check_agreement(prepared, spec)
-        _check_duplicate_events(prepared, spec)
+        _check_duplicates(prepared, spec)
         if not any(p.error is None for p in prepared):
             raise AllInputsRejected([p.error for p in prepared])
     except BaseException:
@@ -111,10 +121,10 @@ def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
     seen_paths[real] = item.path
     item.reader = open_file(item.path)
     reader = item.reader
-    if reader.uuid in seen_uuids:
+    if reader.uuid in seen_uuids and not spec.skip_bad:   # with skip_bad, judged after validation
         raise InconsistentInputs(f"same file content as {seen_uuids[reader.uuid]} (file UUID {reader.uuid})",
                                  path=item.path)
-    seen_uuids[reader.uuid] = item.path
+    seen_uuids.setdefault(reader.uuid, item.path)
     if reader.event_count == 0:
         raise InconsistentInputs("input holds no events", path=item.path)
     runs: set[int] = set()
@@ -132,12 +142,40 @@ def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
                                expected=item.path.name, actual=embedded)
     if bookkeeping is not None:
         item.bookkeeping = bookkeeping(item.path)
-        if item.bookkeeping is not None:
-            item.expected = stated_facts(item.bookkeeping)
-            source = "catalogue" if spec.catalog else "sidecar"
-            # all but the adler32 now; it once the validation stage has read the file
-            partial = measured_facts(reader, item.expected.adler32, item.path.name, item.expected)
-            crosscheck_facts(item.path, partial, item.expected, source=source)
+        if item.bookkeeping is None:
+            from ..metadata import sidecar_path
+
+            where = "catalogue record" if spec.catalog else f"sidecar ({sidecar_path(item.path).name})"
+            raise MetadataMissing(f"no {where}: {spec.mode} mode crosschecks every input with its metadata "
+                                  "(use --metadata none to merge without crosschecks)", path=item.path)
+        item.expected = stated_facts(item.bookkeeping)
+        source = "catalogue" if spec.catalog else "sidecar"
+        # all but the adler32 now; it once the validation stage has read the file
+        partial = measured_facts(reader, item.expected.adler32, item.path.name, item.expected)
+        crosscheck_facts(item.path, partial, item.expected, source=source)
+
+
+def validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
+    """Read and check a whole input (block digests, adler32 against its bookkeeping; deep mode
+    decodes every block): what a robust merge proves before copying a byte of it."""
+    adler = RunningAdler32()
+    if spec.decodes_events:
+        for _ in bounded_map(item.reader.decode, item.reader.iter_blocks(adler), threads=max(1, spec.threads - 1)):
+            pass
+    else:
+        for _ in item.reader.check_blocks(adler, threads=1):
+            pass
+    item.reader.release()
+    check_adler(item, adler.value, spec)
+
+
+def check_adler(item: PreparedInput, value: int, spec: MergeSpec) -> None:
+    """Record an input's adler32, read whole; refuse it if its bookkeeping says otherwise."""
+    item.adler32 = value
+    if item.expected is not None and item.expected.adler32 is not None and item.expected.adler32 != value:
+        source = "catalogue" if spec.catalog else "sidecar"
+        raise MetadataMismatch(f"adler32 differs from the {source}", path=item.path,
+                               expected=adler32_hex(item.expected.adler32), actual=adler32_hex(value))
 
 
 def _good(prepared):
@@ -169,16 +207,48 @@ def _check_agreement(prepared, spec: MergeSpec) -> None:
         check_agreement(described)  # disagreement is about the set, not one input: never skipped
 
 
-def _check_duplicate_events(prepared, spec: MergeSpec) -> None:
-    if not spec.checks_bookkeeping:
-        return
-    good = _good(prepared)
-    offenders = find_duplicate_events([_ReadOnce(p.reader) for p in good], wide=any(p.wide_events for p in good))
-    for position, (run, event, original) in offenders.items():
-        item = good[position]
-        other = "itself" if original == position else good[original].path.name
-        _reject(item, DuplicateEvents(f"run {run} event {event} appears again (first in {other})",
-                                      path=item.path), spec)
+def _check_duplicates(prepared, spec: MergeSpec) -> None:
+    """Refuse the later of two inputs with the same content (file UUID) or shared events.
+
+    With ``skip_bad``, an input involved in a clash is first read whole: a damaged one is left
+    out as damaged, and only inputs that passed validation are judged against each other.
+    """
+    offenders = _duplicates(_good(prepared), spec)
+    if offenders and spec.skip_bad:
+        involved = {id(item): item for offender, original, _ in offenders for item in (offender, original)}
+        for item in involved.values():
+            try:
+                validate_whole(item, spec)
+            except EngineError as exc:
+                _reject(item, exc.with_path(item.path), spec)
+        offenders = _duplicates(_good(prepared), spec)
+    for item, _original, text in offenders:
+        kind = InconsistentInputs if text.startswith("same file content") else DuplicateEvents
+        _reject(item, kind(text, path=item.path), spec)
+
+
+def _duplicates(good: list[PreparedInput], spec: MergeSpec) -> list[tuple[PreparedInput, PreparedInput, str]]:
+    """(later input, the earlier one it repeats, why) for every clash, in input order."""
+    clashes: dict[int, tuple[PreparedInput, PreparedInput, str]] = {}
+    first_of_uuid: dict[Any, PreparedInput] = {}
+    for item in good:
+        uuid = item.reader.uuid
+        if uuid in first_of_uuid:
+            clashes[id(item)] = (item, first_of_uuid[uuid], f"same file content as {first_of_uuid[uuid].path} "
+                                                            f"(file UUID {uuid})")
+        else:
+            first_of_uuid[uuid] = item
+    if spec.checks_bookkeeping:
+        candidates = [p for p in good if id(p) not in clashes]
+        offenders = find_duplicate_events([_ReadOnce(p.reader) for p in candidates],
+                                          wide=any(p.wide_events for p in candidates))
+        for position, (run, event, original) in offenders.items():
+            item = candidates[position]
+            other = "itself" if original == position else candidates[original].path.name
+            clashes[id(item)] = (item, candidates[original], f"run {run} event {event} appears again (first in "
+                                                            f"{other})")
+    return [(item, original, text) for item, original, text in
+            sorted(clashes.values(), key=lambda clash: good.index(clash[0]))]
 
 
 class _ReadOnce:

@@ -6,10 +6,16 @@ One row per planned output, with its inputs and its state::
                        \\-> failed (with the error)
 
 A rerun of the same command reads it to skip outputs already finished (when their file is
-still there with the recorded size and checksum) and to redo anything else.  Retired inputs
-are recorded one row each (the catalogue hook moves or deletes inputs only after their output
-is verified and declared).  SQLite in WAL mode with a busy timeout, so several processes
-(parallel jobs, ``tmbmerge status``) can use it at once; every change is one transaction.
+still there with the recorded size and checksum) and to redo anything else.  Inputs are
+recorded by what they are, not how they were named: absolute, resolved paths, and for each
+its identity at planning (``identities``: st_dev, st_ino, size, mtime, the adler32 its
+bookkeeping gives) and, once merged, the inputs the output really holds (``accepted``, with
+the adler32 the merge computed); only those can ever be retired, and only while their identity
+still matches.  The options that shaped the plan (``settings``) are kept, so a rerun that would
+plan differently is noticed.  Retired inputs are recorded one row each (the catalogue hook
+moves or deletes inputs only after their output is verified and declared).  SQLite in WAL
+mode with a busy timeout, so several processes (parallel jobs, ``tmbmerge status``) can use it
+at once; every change is one transaction.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ CREATE TABLE IF NOT EXISTS outputs (
     updated     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outputs_run ON outputs(run);
+CREATE TABLE IF NOT EXISTS settings (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL           -- JSON
+);
 CREATE TABLE IF NOT EXISTS retired (
     input       TEXT PRIMARY KEY,
     output      TEXT NOT NULL REFERENCES outputs(name),
@@ -63,6 +73,8 @@ class JournalEntry:
     event_count: int | None
     error: str | None
     updated: str
+    identities: list[dict] | None = None   # per planned input: path, given, device, inode, size, mtime_ns, adler32
+    accepted: list[dict] | None = None     # per input the output holds: path, adler32 (None until merged)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -80,6 +92,10 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(outputs)")}
+        for column in ("identities", "accepted"):   # journals written before these were recorded
+            if column not in columns:
+                self._transaction(f"ALTER TABLE outputs ADD COLUMN {column} TEXT", ())
 
     @contextmanager
     def _errors(self, doing: str):
@@ -109,27 +125,44 @@ class Journal:
             self._db.execute(sql, params)
 
     def get(self, name: str) -> JournalEntry | None:
-        row = self._db.execute("SELECT * FROM outputs WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM outputs WHERE name = ?", (name,)).fetchone()
         return _entry(row) if row else None
 
     def entries(self) -> Iterator[JournalEntry]:
-        for row in self._db.execute("SELECT * FROM outputs ORDER BY run, name"):
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM outputs ORDER BY run, name").fetchall():
             yield _entry(row)
 
-    def record_plan(self, name: str, run: int, inputs: list[str], mode: str) -> None:
+    def record_plan(self, name: str, run: int, inputs: list[str], mode: str,
+                    identities: list[dict] | None = None) -> None:
         """Insert a planned output, or reset an unfinished one to ``planned`` with these inputs."""
         self._transaction(
-            "INSERT INTO outputs (name, run, inputs, state, mode, updated) VALUES (?, ?, ?, 'planned', ?, ?) "
+            "INSERT INTO outputs (name, run, inputs, state, mode, updated, identities) "
+            "VALUES (?, ?, ?, 'planned', ?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = excluded.inputs, state = 'planned', "
-            "mode = excluded.mode, error = NULL, updated = excluded.updated",
-            (name, run, json.dumps(inputs), mode, _now()))
+            "mode = excluded.mode, error = NULL, updated = excluded.updated, identities = excluded.identities, "
+            "accepted = NULL",
+            (name, run, json.dumps(inputs), mode, _now(), None if identities is None else json.dumps(identities)))
 
     def set_state(self, name: str, state: str, *, error: str | None = None, file_size: int | None = None,
-                  checksum: str | None = None, event_count: int | None = None) -> None:
+                  checksum: str | None = None, event_count: int | None = None,
+                  accepted: list[dict] | None = None) -> None:
         self._transaction(
             "UPDATE outputs SET state = ?, error = ?, file_size = COALESCE(?, file_size), "
-            "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), updated = ? WHERE name = ?",
-            (state, error, file_size, checksum, event_count, _now(), name))
+            "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), "
+            "accepted = COALESCE(?, accepted), updated = ? WHERE name = ?",
+            (state, error, file_size, checksum, event_count, None if accepted is None else json.dumps(accepted),
+             _now(), name))
+
+    def settings(self) -> dict[str, Any]:
+        """The options the journal's plan was made with (empty for a new journal)."""
+        return {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM settings")}
+
+    def record_settings(self, settings: dict[str, Any]) -> None:
+        with self._errors("write"), self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for key, value in settings.items():
+                self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                                 (key, json.dumps(value)))
 
     def forget(self, name: str) -> None:
         """Drop an unfinished output from the journal (it is planned afresh)."""
@@ -152,6 +185,11 @@ class Journal:
                 self._db.execute("SELECT state, COUNT(*) FROM outputs GROUP BY state ORDER BY state")}
 
 
+_COLUMNS = "name, run, inputs, state, mode, file_size, checksum, event_count, error, updated, identities, accepted"
+
+
 def _entry(row) -> JournalEntry:
-    name, run, inputs, state, mode, size, checksum, events, error, updated = row
-    return JournalEntry(name, run, json.loads(inputs), state, mode, size, checksum, events, error, updated)
+    name, run, inputs, state, mode, size, checksum, events, error, updated, identities, accepted = row
+    return JournalEntry(name, run, json.loads(inputs), state, mode, size, checksum, events, error, updated,
+                        None if identities is None else json.loads(identities),
+                        None if accepted is None else json.loads(accepted))

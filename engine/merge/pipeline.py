@@ -40,16 +40,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __version__
-from ..checksums import RunningAdler32, adler32_hex
-from ..errors import AllInputsRejected, EngineError, MetadataMismatch, OutputExists, UsageError
-from ..fsutil import remove_quietly, write_staged
-from ..pool import BufferPool, PoolClosed, bounded_map
+from ..checksums import RunningAdler32
+from ..errors import AllInputsRejected, EngineError, OutputExists, OutputIsInput, UsageError
+from ..fsutil import remove_quietly, remove_stale_temporaries, same_file, write_staged
+from ..pool import BufferPool, PoolClosed
 from ..progress import NullProgress
 from ..verify.merged import verify_merged_output
 from ..verify.readback import BlockReadback
 from ..writer import TmbWriter
+from ..metadata import sidecar_path
 from .bookkeeping import CatalogBookkeeping, names_by_run, open_bookkeeping
-from .inputs import PreparedInput, prepare_inputs
+from .inputs import PreparedInput, check_adler, prepare_inputs, validate_whole
 from .lock import ExclusiveLock
 from .report import InputOutcome, MergeReport
 from .reproducible import merge_clock, output_uuid
@@ -75,9 +76,12 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
     progress = progress or NullProgress()
     if not output.parent.is_dir():
         raise UsageError(f"output folder {output.parent} does not exist", path=output)
+    refuse_output_among_inputs(output, inputs)
     if output.exists() and not spec.force:
         raise OutputExists("output exists (use --force to replace it)", path=output)
     with ExclusiveLock(output), open_bookkeeping(None if catalog_checked else spec) as catalog:
+        # what a merge to this output killed earlier (kill -9, OOM) left: its owner is gone
+        remove_stale_temporaries(output.parent, names=(output.name, sidecar_path(output).name))
         check_input = None
         if catalog is not None and catalog.queryable:
             catalog.prefetch(inputs)
@@ -101,6 +105,21 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
     report.seconds = time.perf_counter() - started
     report.peak_rss_bytes = peak_rss_bytes()
     return report
+
+
+def refuse_output_among_inputs(output: Path, inputs) -> None:
+    """An output (or its sidecar) may never be one of the inputs (or their sidecars): not by name,
+    not through a symlink, not as a hard link, with or without --force."""
+    from ..remote import is_url
+
+    written = (output, sidecar_path(output))
+    for given in inputs:
+        if is_url(given) or is_url(str(given)):
+            continue     # a remote input is read where it is; the output is written here
+        for read in (Path(given), sidecar_path(Path(given))):
+            if any(same_file(read, item) for item in written):
+                raise OutputIsInput(f"the output is one of the inputs ({given}); a merge never writes over "
+                                    "what it reads, even with --force", path=output)
 
 
 def peak_rss_bytes() -> int:
@@ -165,6 +184,7 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
         metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
                                     spec, started_at, clock())
         sidecar = _StagedSidecar(output, metadata)
+        published = False
         try:
             with _signals_deferred():
                 # sidecar first: a kill in between leaves a sidecar that the next attempt replaces,
@@ -175,6 +195,11 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
                 except BaseException:
                     sidecar.withdraw()
                     raise
+                published = True
+        except KeyboardInterrupt as exc:   # a signal deferred while publishing arrives now
+            if published:
+                exc.published = [str(output)]
+            raise
         finally:
             sidecar.discard()
     for item in accepted:
@@ -286,7 +311,7 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPoo
                     nxt = next(upcoming, None)
                     if nxt is None:
                         break
-                    pending.append(pool.submit(_validate_whole, nxt, spec))
+                    pending.append(pool.submit(validate_whole, nxt, spec))
                 try:
                     pending.pop(0).result()
                 except EngineError as exc:
@@ -304,29 +329,8 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPoo
         for block in item.reader.iter_blocks(adler, pool=buffers):
             put((item, block))
         item.reader.release()   # one input open at a time (a few with --skip-bad)
-        _check_adler(item, adler.value, spec)
+        check_adler(item, adler.value, spec)
         put((item, "done"))
-
-
-def _validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
-    """Read and check a whole input before any of it is copied (robust merge)."""
-    adler = RunningAdler32()
-    if spec.decodes_events:
-        for _ in bounded_map(item.reader.decode, item.reader.iter_blocks(adler), threads=max(1, spec.threads - 1)):
-            pass
-    else:
-        for _ in item.reader.check_blocks(adler, threads=1):
-            pass
-    item.reader.release()
-    _check_adler(item, adler.value, spec)
-
-
-def _check_adler(item: PreparedInput, value: int, spec: MergeSpec) -> None:
-    item.adler32 = value
-    if item.expected is not None and item.expected.adler32 is not None and item.expected.adler32 != value:
-        source = "catalogue" if spec.catalog else "sidecar"
-        raise MetadataMismatch(f"adler32 differs from the {source}", path=item.path,
-                               expected=adler32_hex(item.expected.adler32), actual=adler32_hex(value))
 
 
 # -- the merged file's metadata ---------------------------------------------------------------

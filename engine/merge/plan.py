@@ -6,7 +6,14 @@ target (and under ``max_events``), and cuts are made as the running size passes 
 so outputs come out of similar size instead of full ones and a small remainder.  An input as
 large as the target on its own becomes its own output.  Two inputs of the same run and
 partition (a resubmitted job's output beside the original) are refused here, before anything
-is merged.
+is merged; with ``skip_bad`` both copies are first checked whole (``validate``), so a damaged
+replica is left out as damaged and the good copy is merged.
+
+Inputs are identified by what they are: the plan holds each input's resolved, absolute path
+(a symlink is followed: the file it names is merged, and later retired) and its identity at
+planning (st_dev, st_ino, size, mtime, and the adler32 its sidecar gives).  Files of the merged
+data tier are never inputs: named on the command line they are refused; found in a folder
+(a merge-run writing into its own input folder) they are left out and listed as ignored.
 
 Outputs are named after the run and the partition range they hold,
 ``tmb_0000178000_mrg_p000-p017.tmb`` (or, for inputs with no partition number, after their
@@ -16,16 +23,16 @@ first and last event: ``tmb_0000178000_mrg_e1-e51000.tmb``).
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from ..remote import location
 from typing import Any
 
 from ..errors import EngineError, InconsistentInputs, MetadataError, UsageError
 from ..readers import open_file
+from ..remote import is_url, location
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE
 
 _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
@@ -33,16 +40,27 @@ _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 @dataclass(frozen=True)
 class PlannedInput:
-    path: str
+    path: str                        # absolute, symlinks resolved
     run: int
     partition: int | None
     file_size: int
     event_count: int
     first_event: int
     last_event: int
+    given: str | None = None         # as named (absolute), when that differs from ``path`` (a symlink)
+    device: int | None = None        # (st_dev, st_ino, st_mtime_ns) at planning
+    inode: int | None = None
+    mtime_ns: int | None = None
+    adler32: int | None = None       # what the input's sidecar says, if it has one
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.path, "run": self.run, "partition": self.partition, "file_size": self.file_size,
+                "event_count": self.event_count}
+
+    def identity(self) -> dict[str, Any]:
+        """What the journal keeps to recognise this input later (see ``retire.check_identity``)."""
+        return {"path": self.path, "given": self.given, "device": self.device, "inode": self.inode,
+                "size": self.file_size, "mtime_ns": self.mtime_ns, "adler32": self.adler32,
                 "event_count": self.event_count}
 
 
@@ -73,10 +91,12 @@ class PlannedOutput:
 class Plan:
     outputs: list[PlannedOutput] = field(default_factory=list)
     rejected: list[tuple[str, EngineError]] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)   # (path, why): merged files in a folder
 
     def to_dict(self) -> dict[str, Any]:
         return {"outputs": [o.to_dict() for o in self.outputs],
                 "rejected": [{"file": p, "reason": e.to_dict()} for p, e in self.rejected],
+                "ignored": [{"file": p, "reason": why} for p, why in self.ignored],
                 "totals": {"outputs": len(self.outputs), "inputs": sum(len(o.inputs) for o in self.outputs),
                            "input_bytes": sum(o.file_size for o in self.outputs),
                            "events": sum(o.event_count for o in self.outputs)}}
@@ -84,13 +104,19 @@ class Plan:
 
 def discover_inputs(arguments) -> list[Path]:
     """Files named directly, and the ``*.tmb`` files (not hidden) of directories named."""
-    found: list[Path] = []
+    return [path for path, _ in _discover(arguments)]
+
+
+def _discover(arguments) -> list[tuple[Path, bool]]:
+    """(path, named directly) for every input."""
+    found: list[tuple[Path, bool]] = []
     for arg in arguments:
         path = location(arg)
         if path.is_dir():   # a remote folder is listed over its protocol
-            found.extend(sorted(p for p in path.iterdir() if p.name.endswith(".tmb") and not p.name.startswith(".")))
+            found.extend((p, False) for p in sorted(path.iterdir())
+                         if p.name.endswith(".tmb") and not p.name.startswith("."))
         else:
-            found.append(path)
+            found.append((path, True))
     if not found:
         raise UsageError(f"no TMB files found in {', '.join(map(str, arguments)) or 'the arguments'}")
     return found
@@ -111,17 +137,50 @@ def partition_of(path: Path, metadata: dict) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def describe_input(path: Path) -> PlannedInput:
-    """Run, partition, size and events of one input, from its header and index (a few reads)."""
-    with open_file(path) as reader:
+class MergedInput(InconsistentInputs):
+    """A file of the merged data tier offered to merge-run as an input."""
+
+
+def describe_input(path: Path, *, merged_tier: str = "thumbnail") -> PlannedInput:
+    """Run, partition, size, events and identity of one input, from its header and index (a few
+    reads); a file of ``merged_tier`` (or any tmbmerge output) is refused (``MergedInput``)."""
+    where = location(path)
+    remote = is_url(where)
+    given = where if remote else Path(os.path.abspath(where))
+    real = location(resolved_name(where))
+    with open_file(real) as reader:
+        if reader.metadata.get("data_tier") == merged_tier or "merge" in reader.metadata:
+            raise MergedInput(f"is a merged file (data tier {reader.metadata.get('data_tier')}): merge-run merges "
+                              "unmerged files only", path=path)
         runs = sorted({int(r) for r in set(reader.events.run.tolist())}) if reader.event_count else []
         if not runs:
             raise InconsistentInputs("input holds no events", path=path)
         if len(runs) > 1:
             raise InconsistentInputs(f"input holds several runs ({', '.join(map(str, runs))}); merge-run never "
                                      "mixes runs", path=path)
-        return PlannedInput(str(path), runs[0], partition_of(path, reader.metadata), reader.file_size,
-                            reader.event_count, int(reader.events.event.min()), int(reader.events.event.max()))
+        stat = None if remote else os.stat(real)   # a remote file is known by its URL and size alone
+        return PlannedInput(str(real), runs[0], partition_of(real, reader.metadata), reader.file_size,
+                            reader.event_count, int(reader.events.event.min()), int(reader.events.event.max()),
+                            given=str(given) if given != real else None, device=stat and stat.st_dev,
+                            inode=stat and stat.st_ino, mtime_ns=stat and stat.st_mtime_ns,
+                            adler32=None if remote else _sidecar_adler32(real))
+
+
+def resolved_name(name) -> str:
+    """How the journal and the plan name a file: absolute with symlinks resolved, or its URL."""
+    where = location(name)
+    return str(where) if is_url(where) else os.path.realpath(where)
+
+
+def _sidecar_adler32(path: Path) -> int | None:
+    from ..checksums import adler32_from_checksums
+    from ..metadata import read_sidecar
+
+    try:
+        md = read_sidecar(path)
+        return adler32_from_checksums(md.get("checksum") or []) if md else None
+    except EngineError:
+        return None      # a bad sidecar is the merge's to report, with the rest of its crosschecks
 
 
 def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
@@ -133,31 +192,42 @@ def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
 
 def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
              max_events: int = DEFAULT_MAX_EVENTS, skip_bad: bool = False, exclude=frozenset(),
-             check_input=None) -> Plan:
+             check_input=None, validate=None, merged_tier: str = "thumbnail") -> Plan:
     """Plan the outputs for the inputs named (files or directories); see the module docstring.
 
-    ``exclude`` holds resolved paths already merged (a resumed run): they are left out, and when
-    nothing else is left the plan is empty rather than an error.  ``check_input(path)`` may refuse
-    an input (the catalogue's not-merged-twice), so that outputs are named after what they hold.
+    ``exclude`` holds resolved paths already merged, or written, by this run (a resumed run's
+    inputs and outputs): they are left out, and when nothing else is left the plan is empty
+    rather than an error.  ``check_input(path)`` may refuse an input (the catalogue's
+    not-merged-twice), so that outputs are named after what they hold.  ``validate(path)``
+    checks a whole file (raising ``EngineError``); with ``skip_bad`` it decides between two
+    copies of a partition.
     """
     if target_size <= 0 or max_events <= 0:
         raise UsageError("--target-size and --max-events must be positive")
     plan = Plan()
     by_run: dict[int, list[PlannedInput]] = defaultdict(list)
     try:
-        paths = discover_inputs(arguments)
+        found = _discover(arguments)
     except UsageError:
         if exclude:
             return plan   # everything was merged (and perhaps retired) already
         raise
-    paths = [p for p in paths if str(p.resolve()) not in exclude]
-    if not paths and exclude:
+    found = [(p, named) for p, named in found if resolved_name(p) not in exclude]
+    if not found and exclude:
         return plan
-    for path in paths:
+    for path, named in found:
         try:
-            described = describe_input(path)
+            described = describe_input(path, merged_tier=merged_tier)
             if check_input is not None:
-                check_input(path)
+                check_input(location(described.path))
+        except MergedInput as exc:
+            if named and not skip_bad:
+                raise
+            if named:
+                plan.rejected.append((str(path), exc))
+            else:
+                plan.ignored.append((str(path), exc.message))
+            continue
         except EngineError as exc:
             if not skip_bad:
                 raise exc.with_path(path)
@@ -166,9 +236,11 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
         if run is None or described.run == run:
             by_run[described.run].append(described)
     if not by_run:
+        if exclude or plan.ignored:
+            return plan   # only this run's own inputs and outputs, or merged files, are left
         raise UsageError(f"no inputs of run {run}" if run is not None else "no usable inputs")
     for run_number in sorted(by_run):
-        inputs = _refuse_repeated_partitions(by_run[run_number], plan, skip_bad)
+        inputs = _refuse_repeated_partitions(by_run[run_number], plan, skip_bad, validate)
         inputs.sort(key=lambda i: (i.partition if i.partition is not None else -1, i.first_event))
         for group in split_by_size(inputs, target_size, max_events):
             plan.outputs.append(PlannedOutput(output_name(run_number, group), run_number, group))
@@ -178,7 +250,10 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
     return plan
 
 
-def _refuse_repeated_partitions(inputs: list[PlannedInput], plan: Plan, skip_bad: bool) -> list[PlannedInput]:
+def _refuse_repeated_partitions(inputs: list[PlannedInput], plan: Plan, skip_bad: bool,
+                                validate=None) -> list[PlannedInput]:
+    if skip_bad and validate is not None:
+        inputs = _validate_repeated(inputs, plan, validate)
     seen: dict[int, PlannedInput] = {}
     kept = []
     for item in inputs:   # in the order given: the later of two copies is the one refused
@@ -191,6 +266,24 @@ def _refuse_repeated_partitions(inputs: list[PlannedInput], plan: Plan, skip_bad
             continue
         if item.partition is not None:
             seen[item.partition] = item
+        kept.append(item)
+    return kept
+
+
+def _validate_repeated(inputs: list[PlannedInput], plan: Plan, validate) -> list[PlannedInput]:
+    """Check every copy of a partition given more than once; leave the damaged ones out."""
+    copies: dict[int, int] = defaultdict(int)
+    for item in inputs:
+        if item.partition is not None:
+            copies[item.partition] += 1
+    kept = []
+    for item in inputs:
+        if copies.get(item.partition, 0) > 1:
+            try:
+                validate(item.path)
+            except EngineError as exc:
+                plan.rejected.append((item.path, exc.with_path(item.path)))
+                continue
         kept.append(item)
     return kept
 

@@ -89,6 +89,7 @@ class RunReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)   # inputs --skip-bad left out at planning
     seconds: float = 0.0
+    planned: list[str] = field(default_factory=list)   # names of the outputs this run set out to merge
     catalog: dict[str, Any] | None = None   # the catalogue budget spent by the whole run
 
     @property

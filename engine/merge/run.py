@@ -1,14 +1,18 @@
 """``merge_run``: plan a run's (or many runs') merge and carry it out, resumably and in parallel.
 
 Strategy: take the output folder's lock (one merge-run per folder) and remove temporary files
-that dead processes left behind.  Then the journal comes first: an output it records as
-finished, whose file is still there as recorded, stands (and its inputs, perhaps retired
-already, are not planned again); an output found published but not recorded as finished (a
-kill between the two) is verified and adopted; unfinished entries are forgotten.  Only the
-remaining inputs are planned (``plan.plan_run``), so a rerun never remakes or renames what is
-done.  Tasks go to an executor (``executors``), several outputs at once.  This process alone
-writes the journal, and declares and retires (``_Bookkeeping``) as each output is verified,
-in that order.  One output failing does not stop the others; the report lists every failure.
+that dead processes left behind.  Then the journal comes first: a rerun whose plan options
+(--target-size, --max-events) differ from the journal's is refused unless ``replan`` is asked;
+an output it records as finished, whose file is still there as recorded, stands (and its
+inputs, perhaps retired already, are not planned again); an output found published but not
+recorded as finished (a kill between the two) is verified and adopted; unfinished entries are
+forgotten.  Only the remaining inputs are planned (``plan.plan_run``), never this run's own
+outputs nor any merged file, so a rerun never remakes or renames what is done.  Tasks go to an
+executor (``executors``), several outputs at once.  This process alone writes the journal, and
+declares and retires (``_Bookkeeping``) as each output is verified, in that order; an output
+finished by an earlier run is re-verified before anything is done with it, and retirement
+is earned as ``retire.check_retirable`` says.  One output failing does not stop the others;
+the report lists every failure.  An interruption says which outputs were published.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
-from ..fsutil import remove_quietly, stale_temporaries
+from ..fsutil import remove_quietly, remove_stale_temporaries
 from ..metadata import sidecar_path
 from ..remote import location
 from ..progress import NullProgress, QueueProgress
@@ -30,8 +34,8 @@ from .bookkeeping import names_by_run, open_bookkeeping
 from .journal import FINISHED, Journal, JournalEntry
 from .lock import ExclusiveLock
 from .pipeline import declare_output, merge_files
-from .plan import PlannedOutput, discover_inputs, plan_run
-from .retire import retire_inputs
+from .plan import PlannedOutput, discover_inputs, plan_run, resolved_name
+from .retire import check_retirable, retire_inputs, reverify_output
 from .report import MergeReport, RunReport
 from ..units import plural
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
@@ -74,10 +78,9 @@ class _RunLevelProgress(NullProgress):
 
 def clean_stale_files(out_dir: Path) -> list[Path]:
     """Remove temporary outputs, staged sidecars and lock files left by processes that died."""
-    removed = stale_temporaries(out_dir)
+    removed = remove_stale_temporaries(out_dir)
     for path in removed:
-        log.info("removing %s, left by a merge that did not finish", path)
-        remove_quietly(path)
+        log.info("removed %s, left by a merge that did not finish", path)
     for entry in os.scandir(out_dir):
         if entry.name.startswith(".") and entry.name.endswith(".lock") and entry.name != f".{RUN_LOCK_NAME}.lock":
             target = Path(entry.path).with_name(entry.name[1:-len(".lock")])
@@ -93,40 +96,62 @@ def clean_stale_files(out_dir: Path) -> list[Path]:
 def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
               max_events: int = DEFAULT_MAX_EVENTS, spec: MergeSpec = MergeSpec(), jobs: int = 1,
               executor: str | None = None, progress=None, retire: str | None = None,
-              retire_dir=None, on_output: Callable[[MergeReport], None] | None = None,
+              retire_dir=None, replan: bool = False, on_output: Callable[[MergeReport], None] | None = None,
               on_failure: Callable[[dict], None] | None = None) -> RunReport:
     """Plan and merge; see the module docstring.  Returns a ``RunReport`` (failures listed in it).
 
     With ``spec.declare`` each verified output is declared (in this process, in order); with
     ``retire`` ("move" or "delete") the inputs of each declared output are then retired.
+    ``replan`` lets a rerun plan the unfinished inputs with other options than the journal's.
     ``on_output(report)`` is called with each output as soon as it is published and its
     bookkeeping done (or found finished by an earlier run), ``on_failure(entry)`` with each
     failure as it happens: a caller can stream them instead of waiting for the whole run.
     """
-    global _current_progress
     if retire and not (spec.declare and spec.checks_bookkeeping):
         raise UsageError("--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
                          "--mode safe or deep")
-    started = time.perf_counter()
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:           # read-only place, a file in the way, no permission
         raise output_error(exc, out_dir, "create the output folder") from None
-    progress = progress or NullProgress()
     report = RunReport(out_dir)
-    stream = _Stream(report, on_output, on_failure)
+    try:
+        return _merge_run(arguments, out_dir, report, run=run, target_size=target_size, max_events=max_events,
+                          spec=spec, jobs=jobs, executor=executor, progress=progress or NullProgress(),
+                          retire=retire, retire_dir=retire_dir, replan=replan,
+                          stream=_Stream(report, on_output, on_failure))
+    except KeyboardInterrupt as exc:
+        # say exactly what is at the destination: outputs published before the interruption stand
+        planned = getattr(report, "planned", [])
+        exc.published = [str(out_dir / name) for name in planned if (out_dir / name).exists()]
+        exc.not_published = [str(out_dir / name) for name in planned if not (out_dir / name).exists()]
+        raise
+
+
+def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size, max_events, spec: MergeSpec,
+               jobs, executor, progress, retire, retire_dir, replan, stream) -> RunReport:
+    global _current_progress
+    started = time.perf_counter()
     with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"), \
             Journal(out_dir) as journal, open_bookkeeping(spec) as catalog:
+        if retire and not catalog.queryable:
+            raise UsageError(f"--retire-inputs needs a catalogue that can be read back ({spec.catalog} is "
+                             "declare-only): a declaration is confirmed before inputs are retired")
+        _check_plan_settings(journal, {"target_size": target_size, "max_events": max_events},
+                             replan=replan or spec.force)
         clean_stale_files(out_dir)
         finished = _reconcile(journal, out_dir, spec)
         not_merged = None
         if catalog is not None and catalog.queryable:
             _prefetch(catalog, arguments)
             not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
+        # never this run's own outputs (finished or not), nor the inputs of finished ones
+        exclude = {resolved_name(p) for entry in finished for p in entry.inputs}
+        exclude |= {resolved_name(out_dir / entry.name) for entry in journal.entries()}
         plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
-                        exclude={str(location(p).resolve()) for entry in finished for p in entry.inputs},
-                        check_input=not_merged)
+                        exclude=exclude, check_input=not_merged, validate=_validator(spec),
+                        merged_tier=spec.data_tier)
         # with --skip-bad, inputs refused at planning are reported and left out; the run goes on
         report.skipped.extend({"file": path, "reason": exc.to_dict()} for path, exc in plan.rejected)
         outputs = _refuse_incomplete_runs(plan.outputs, finished, catalog, spec, report)
@@ -134,15 +159,17 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         if clash:
             raise InconsistentInputs(f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
                                      "use --force to redo them", path=out_dir)
+        report.planned = [o.name for o in outputs]
         bookkeeping = _Bookkeeping(journal, catalog, spec, retire, retire_dir, report)
         for entry in finished:
             result = _report_from_journal(out_dir / entry.name, entry, spec)
             report.outputs.append(result)
-            bookkeeping.after(result, entry.inputs, entry.state)
+            bookkeeping.after(result, entry.state, reverify=True)
             stream.emit(result)
         stream.emit()
         for planned in outputs:
-            journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode)
+            journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode,
+                                identities=[i.identity() for i in planned.inputs])
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
         per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
                              expect_complete=False)
@@ -166,9 +193,10 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
                     continue
                 state = "verified" if result.verified else "merged"
                 journal.set_state(task.name, state, file_size=result.file_size, checksum=result.checksum,
-                                  event_count=result.event_count)
+                                  event_count=result.event_count,
+                                  accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted])
                 report.outputs.append(result)
-                bookkeeping.after(result, list(task.inputs), state)
+                bookkeeping.after(result, state)
                 log.info("%s: %s, %s, %s", task.name, result.status if result.status != "merged" else state,
                          plural(result.event_count, "event"), result.checksum)
                 stream.emit(result)
@@ -219,16 +247,28 @@ class _Bookkeeping:
         self.journal, self.catalog, self.spec = journal, catalog, spec
         self.retire, self.retire_dir, self.report = retire, Path(retire_dir) if retire_dir else None, report
 
-    def after(self, result: MergeReport, inputs: list[str], state: str) -> None:
+    def after(self, result: MergeReport, state: str, *, reverify: bool = False) -> None:
+        """``reverify``: the output was finished by an earlier run; re-read it before acting on it."""
         before = state
         try:
-            state = self._declare_and_retire(result, inputs, state)
+            state = self._declare_and_retire(result, state, reverify)
         finally:
             if result.status.startswith("already ") and state != before:
                 result.status = f"{result.status}, now {state}"   # e.g. "already verified, now retired"
 
-    def _declare_and_retire(self, result: MergeReport, inputs: list[str], state: str) -> str:
+    def _pending(self, state: str) -> bool:
+        # retiring re-verifies on its own, just before (check_retirable)
+        return self.spec.declare and state == "verified"
+
+    def _declare_and_retire(self, result: MergeReport, state: str, reverify: bool) -> str:
         name = result.output.name
+        if reverify and self._pending(state):
+            try:
+                reverify_output(result.output, self.journal.get(name))
+            except EngineError as exc:
+                self.journal.set_state(name, state, error=f"re-verification failed: {exc}")
+                self.report.failures.append({"output": name, **exc.to_dict()})
+                return state
         if self.spec.declare and state == "verified":
             declare_output(self.catalog, result)
             if result.declare_error is not None:
@@ -238,17 +278,48 @@ class _Bookkeeping:
             self.journal.set_state(name, "declared")
             state = "declared"
         if self.retire and state == "declared":
+            entry = self.journal.get(name)
+            recorded = {r["input"] for r in self.journal.retired(name)}
             try:
+                chosen = check_retirable(result.output, entry, self.catalog, action=self.retire,
+                                         retire_dir=self.retire_dir, already_retired=recorded)
                 result.retired = retire_inputs(
-                    inputs, action=self.retire, retire_dir=self.retire_dir,
+                    [i["path"] for i in chosen], action=self.retire, retire_dir=self.retire_dir,
+                    aliases={i["path"]: i["given"] for i in chosen if i.get("given")},
                     record=lambda path, action, dest: self.journal.record_retired(path, name, action, dest))
             except EngineError as exc:   # like a failed declaration: reported, the other outputs go on
                 self.journal.set_state(name, "declared", error=f"retirement failed: {exc}")
-                self.report.failures.append({"output": name, **exc.to_dict()})
+                self.report.failures.append({"output": name, **exc.with_path(result.output).to_dict()})
                 return state
             self.journal.set_state(name, "retired")
             state = "retired"
         return state
+
+
+def _validator(spec: MergeSpec):
+    """``validate(path)`` for the plan: read a whole file and raise what is wrong with it."""
+    from ..verify import verify_file
+
+    def validate(path) -> None:
+        check = verify_file(path, deep=spec.decodes_events,
+                            metadata=spec.metadata if spec.checks_bookkeeping else "none")
+        if not check.ok:
+            raise check.error
+
+    return validate
+
+
+def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> None:
+    """Refuse a rerun that would plan differently from the journal's plan, unless replanning."""
+    recorded = journal.settings()
+    if recorded and not replan:
+        changed = [key for key in settings if key in recorded and recorded[key] != settings[key]]
+        if changed:
+            said = ", ".join(f"--{k.replace('_', '-')} {recorded[k]} (now {settings[k]})" for k in changed)
+            raise UsageError(f"this folder's merge was planned with {said}: a rerun with other options would change "
+                             "the plan; rerun with the same options, or add --replan to plan what is not finished "
+                             "with the new ones (finished outputs stand)", path=journal.path.parent)
+    journal.record_settings(settings)
 
 
 def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[JournalEntry]:
@@ -271,7 +342,8 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
                                    path=final)
             state = "verified" if spec.checks_bookkeeping else "merged"
             journal.set_state(entry.name, state, file_size=adopted.file_size, checksum=adopted.checksum,
-                              event_count=adopted.event_count)
+                              event_count=adopted.event_count,
+                              accepted=[{"path": p, "adler32": None} for p in entry.inputs])
             finished.append(journal.get(entry.name))
         elif journal.retired(entry.name):
             raise InconsistentInputs("output is gone but its inputs were retired; restore it from the "
