@@ -11,7 +11,8 @@ nothing of that output.
 
 Then (``retire_inputs``) each input and its sidecar is moved into the retirement folder (never
 replacing a file already there) or deleted, one at a time, and each is recorded in the journal
-as it goes, so an interrupted retirement resumes where it stopped.  A symlinked input was
+as it goes (before it is moved or deleted), so an interrupted retirement resumes where it
+stopped and no input is ever gone without a record.  A symlinked input was
 resolved at planning: the file it names is retired, and the symlink, which then names nothing,
 is removed.
 """
@@ -33,11 +34,10 @@ log = logging.getLogger(__name__)
 MOVE, DELETE = "move", "delete"
 
 
-def check_retirable(output: Path, entry, catalog, *, action: str, retire_dir: Path | None,
-                    already_retired=frozenset()) -> list[dict]:
+def check_retirable(output: Path, entry, catalog, *, action: str, retire_dir: Path | None) -> list[dict]:
     """The identities of the inputs ``output`` (journal ``entry``) may retire, or an ``EngineError``
-    saying why none may; see the module docstring.  ``already_retired``: paths the journal
-    records as retired (an interrupted retirement), which are not looked for again."""
+    saying why none may; see the module docstring.  An input an interrupted retirement already
+    moved is checked where it went; one it deleted has nothing left to check."""
     from ..readers import open_file
 
     if not entry.accepted or not entry.identities:
@@ -55,9 +55,8 @@ def check_retirable(output: Path, entry, catalog, *, action: str, retire_dir: Pa
                 raise InconsistentInputs("an input the output holds was never planned: its inputs are not "
                                          "retired", path=item["path"])
             count = identity["event_count"]
-            if item["path"] not in already_retired:
-                _check_identity(identity, item, runs[start:start + count], events[start:start + count],
-                                action=action, retire_dir=retire_dir)
+            _check_identity(identity, item, runs[start:start + count], events[start:start + count],
+                            action=action, retire_dir=retire_dir)
             start += count
             chosen.append(identity)
         if start != len(events):
@@ -143,7 +142,11 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record, alias
         items = [item for item in (path, sidecar_path(path)) if item.exists()]
         if not items:
             continue   # retired by an earlier attempt
+        # recorded before anything is moved or deleted (once nothing can refuse it): a kill in
+        # between leaves a journaled retirement that the next attempt finishes, never an input
+        # gone without a record
         if action == DELETE:
+            record(str(path), action, None)
             for item in items:
                 item.unlink()
             destination = None
@@ -155,10 +158,10 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record, alias
                 if (folder / item.name).exists():
                     raise OutputExists("retirement folder already holds a file of this name",
                                        path=folder / item.name)
+            record(str(path), action, str(destination))
             for item in items:
                 _move(item, folder / item.name)
         _remove_dangling_alias(aliases.get(str(path)))
-        record(str(path), action, None if destination is None else str(destination))
         log.info("retired %s (%s)", path, "deleted" if destination is None else f"moved to {destination}")
         done.append({"file": str(path), "action": action, "destination": None if destination is None
                      else str(destination)})

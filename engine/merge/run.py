@@ -279,10 +279,9 @@ class _Bookkeeping:
             state = "declared"
         if self.retire and state == "declared":
             entry = self.journal.get(name)
-            recorded = {r["input"] for r in self.journal.retired(name)}
             try:
                 chosen = check_retirable(result.output, entry, self.catalog, action=self.retire,
-                                         retire_dir=self.retire_dir, already_retired=recorded)
+                                         retire_dir=self.retire_dir)
                 result.retired = retire_inputs(
                     [i["path"] for i in chosen], action=self.retire, retire_dir=self.retire_dir,
                     aliases={i["path"]: i["given"] for i in chosen if i.get("given")},
