@@ -15,9 +15,9 @@ threads of this process, each with its own HTTP session and its own site token:
 Reads and writes are interleaved.  Any answer other than the expected status, any connection
 error or timeout counts as an error.  First, as the baseline of the same run, the same clients
 make the same number of requests to ``GET /api/health`` (the framework, the server and the
-HTTP round trip, no store): what the machine gives any request at that moment.  Prints per-kind latency percentiles (p50/p95/p99/max),
-the throughput and the machine's load average before and after, as a Markdown table for
-bench/RESULTS.md; exits 1 if there was any error.
+HTTP round trip, no store): what the machine gives any request at that moment.  Prints per-kind
+latency percentiles (p50/p95/p99/max), the throughput and the machine's load average before
+and after, as a Markdown table for bench/RESULTS.md; exits 1 if there was any error.
 """
 
 from __future__ import annotations

@@ -61,6 +61,15 @@ class Campaign:
     spare_copy: Path
 
 
+def damage(path: Path) -> None:
+    """Flip a byte in the middle of the file: a block's data."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
 def declare_raw_files(catalog_url: str, run: int, events: dict[int, int]) -> None:
     from bindings.catalog import open_catalog
     from engine.generate import raw_parent_name
@@ -95,11 +104,7 @@ def build_campaign(folder: Path) -> Campaign:
     spare = folder / "spare" / damaged.name
     spare.parent.mkdir()
     shutil.copy2(damaged, spare)
-    with open(damaged, "r+b") as f:               # a byte in the middle of the file: a block's data
-        f.seek(damaged.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    damage(damaged)
     failed = cli_subprocess("merge-run", unmerged[DAMAGED_RUN], "--out-dir", merged[DAMAGED_RUN], "--catalog",
                             catalog, "--declare", "--quiet", check=False)
     assert failed.returncode != 0, "the damaged run was expected to fail"

@@ -159,7 +159,7 @@ def test_merge_run_certify_fills_both_samples_and_judges(tmb_run, tmp_path, cli)
     assert records["unmerged"]["events"] == records["merged"]["events"] == 40 * len(tmb_run)
     assert len(records["unmerged"]["files"]) == len(tmb_run)
     as_json = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", catalog,
-                  "--declare", "--json")                                     # a rerun: outputs already there, judged again
+                  "--declare", "--json")                      # a rerun: outputs already there, judged again
     assert as_json.code == 0, as_json.err
     assert as_json.json()["certification"] == [{"run": RUN, "status": "certified",
                                                 "detail": "merged histograms identical to unmerged"}]

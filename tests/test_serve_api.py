@@ -1,8 +1,8 @@
 """The campaign service's JSON API, against a real ``tmbmerge serve`` process on 127.0.0.1.
 
 One campaign (the ``campaign`` fixture, ``campaign_helpers.build_campaign``: real ``merge-run``s, a
-damaged run, real ``certify``) and one server (``campaign_server``) are shared with the browser test; tests that change datasets define their
-own.  What is covered (the issue's "Done means"):
+damaged run, real ``certify``) and one server (``campaign_server``) are shared with the browser
+test; tests that change datasets define their own.  What is covered (the issue's "Done means"):
 
 1. 50 concurrent claims of one dataset by 50 sites: exactly one winner, 49 refusals (409),
    and the database holds one assignment and one history row.
@@ -16,7 +16,8 @@ own.  What is covered (the issue's "Done means"):
    including the produced != expected flag and the missing partition.
 6. Certification: merged identical to unmerged; a reference run compared with a p-value; PNGs.
 7. Recovery: the failed output of the damaged run is listed (API and page alike) with a
-   command; executed after the input is repaired, it resumes the run.
+   command; executed after the input is repaired, it resumes the run.  An input a robust merge
+   skipped as bad is listed with its reason; its commands, run after the repair, merge it.
 """
 
 from __future__ import annotations
@@ -394,3 +395,40 @@ def test_executing_the_recovery_command_resumes_the_damaged_run(campaign, tmp_pa
         assert left == []
     finally:
         server.stop()
+
+
+def test_an_input_skipped_as_bad_is_listed_and_its_command_merges_it(tmp_path):
+    """A robust merge leaves a damaged input out: monitoring shows it with its reason, recovery gives
+    the command; once the input is repaired, the command merges it and the item is gone."""
+    from bindings.serve.app import Campaign
+    from bindings.serve.recovery import recovery_items
+    from campaign_helpers import damage
+    from conftest import generate_tmb_run
+
+    run, catalog = 178006, f"sqlite:///{tmp_path / 'cat.db'}"
+    generate_tmb_run(tmp_path / "unmerged", run=run, partitions=range(3), seed=13)
+    cli_subprocess("catalog", "import", tmp_path / "unmerged", "--catalog", catalog, "--declare-parents")
+    bad = tmp_path / "unmerged" / f"tmb_{run:010d}_p001.tmb"
+    spare = tmp_path / "spare.tmb"
+    shutil.copy2(bad, spare)
+    damage(bad)
+    cli_subprocess("merge-run", tmp_path / "unmerged", "--out-dir", tmp_path / "merged", "--catalog", catalog,
+                   "--declare", "--skip-bad", "--quiet")
+    campaign = Campaign(catalog, [tmp_path / "merged"])
+    status = campaign.run_status(run)
+    assert [s["file_name"] for s in status["skipped"]] == [bad.name] and status["skipped"][0]["reason"]
+    assert status["not_merged"] == [] and status["outputs"]["declared"] == 1
+    items = recovery_items(status, catalog)
+    assert [(i["kind"], i["subject"]) for i in items] == [("input-skipped", bad.name)]
+
+    shutil.copy2(spare, bad)                                            # the good copy is back
+    for command in items[0]["command"].split(" && "):
+        words = shlex.split(command)
+        assert words[0] == "tmbmerge"
+        done = subprocess.run([sys.executable, "-m", "bindings.cli", *words[1:]], env=cli_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    status = campaign.run_status(run)
+    assert status["skipped"] == [] and status["outputs"]["catalogued_merged_files"] == 2
+    assert status["outputs"]["catalogued_merged_events"] == status["unmerged"]["produced_events"]
+    assert recovery_items(status, catalog) == []

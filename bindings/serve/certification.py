@@ -52,6 +52,10 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def _digests(store, run: int) -> tuple:
+    return tuple(sorted((sample, _digest(text)) for sample, text in store.histogram_texts(run).items()))
+
+
 def load_samples(store, run: int) -> dict[str, RunHistograms]:
     """{sample: histograms} of a run, as stored (parsed once per stored record)."""
     return {sample: _cached(("samples", _digest(text)), lambda text=text: RunHistograms.from_record(json.loads(text)))
@@ -62,9 +66,8 @@ def certification(store, run: int, *, reference: int | None = None, alpha: float
     """The verdict (see the module docstring); a fresh copy the caller may change."""
     if not 0 < alpha < 1:
         raise UsageError(f"alpha must be between 0 and 1, not {alpha}")
-    key = ("verdict", run, reference, alpha, tuple(sorted((s, _digest(t)) for s, t in store.histogram_texts(run).items())),
-           tuple(sorted((s, _digest(t)) for s, t in store.histogram_texts(reference).items()))
-           if reference is not None else None)
+    key = ("verdict", run, reference, alpha, _digests(store, run),
+           _digests(store, reference) if reference is not None else None)
     return json.loads(_cached(key, lambda: json.dumps(_certification(store, run, reference, alpha))))
 
 

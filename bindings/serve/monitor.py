@@ -13,7 +13,7 @@ Per run (``run_status``):
   count the outputs that got at least that far; ``failed`` those whose last attempt failed),
   the events in finished outputs, and every error the journals hold;
 - **skipped**: inputs a robust merge left out (``Merge.skipped`` of the merged outputs'
-  sidecars and catalogue records), with their reasons;
+  sidecars and catalogue records), with their reasons, unless merged since;
 - **not_merged**: unmerged files of the run in no journal output and no merged file's parents;
 - **missing_partitions**: raw files with no unmerged child, and holes in the partition numbers.
 
@@ -164,6 +164,12 @@ def run_status(view: CatalogView, run: int, journals, *, tier: str, outputs=None
     in_outputs = {Path(p).name for o in outputs for p in o.inputs} | \
         {p["file_name"] for ps in merged_parents.values() for p in ps}
     skipped = _skipped_inputs(outputs, merged)
+    left_out = {(s["output"], s["file_name"]) for s in skipped}
+    merged_since = {Path(p).name for o in outputs if o.state in FINISHED_AT_LEAST["merged"] for p in o.inputs
+                    if (o.name, Path(p).name) not in left_out} | \
+        {p["file_name"] for ps in merged_parents.values() for p in ps}
+    # an input skipped once and merged since (its recovery command was run) is no longer missing
+    skipped = [s for s in skipped if s["file_name"] not in merged_since]
     skipped_names = {s["file_name"] for s in skipped}
     not_merged = [f["file_name"] for f in unmerged
                   if f["file_name"] not in in_outputs and f["file_name"] not in skipped_names]

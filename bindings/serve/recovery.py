@@ -9,7 +9,8 @@ the same list.  Kinds, and what resumes each:
 - ``declaration-failed`` / ``retirement-failed``: the output is verified but was not declared
   (or its inputs not retired): ``tmbmerge declare`` it (a rerun of ``merge-run`` also retries).
 - ``input-skipped``: a robust merge left a bad input out.  Once it is replaced by a good copy,
-  ``verify`` it and merge it into an output of its own.
+  ``verify`` it and ``merge`` it, declared, into an output of its own beside the others (not
+  ``merge-run``: its journal counts the input as done with the output that left it out).
 - ``input-not-merged``: a catalogued unmerged file in no output (it arrived after the merge):
   rerunning ``merge-run`` on the run's folder plans it.
 - ``missing-partition``: a partition was never produced.  Once reprocessed, import it into
@@ -28,6 +29,16 @@ from pathlib import Path
 
 def _join(*parts) -> str:
     return shlex.join(str(p) for p in parts)
+
+
+def _own_output(run: int, input_name: str) -> str:
+    """The merge-run style name of an output holding one input: ``tmb_0000178000_mrg_p003-p003.tmb``."""
+    from .monitor import partition_of
+
+    partition = partition_of(input_name)
+    if partition is None:
+        return f"tmb_{run:010d}_mrg_{Path(input_name).stem}.tmb"
+    return f"tmb_{run:010d}_mrg_p{partition:03d}-p{partition:03d}.tmb"
 
 
 def _input_folder(status: dict) -> str | None:
@@ -74,11 +85,12 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
     for s in status["skipped"]:
         path = s["input_path"] or str(Path(inputs) / s["file_name"])
         folder = s["folder"] or out
+        own = Path(folder) / _own_output(run, s["file_name"])
         items.append({"run": run, "kind": "input-skipped", "subject": s["file_name"],
                       "what": f"input {s['file_name']} was left out of {s['output']}: {s['reason']} "
                               "(replace it with a good copy first)",
                       "command": f"{_join('tmbmerge', 'verify', path)} && "
-                                 f"{_merge_run_command(path, folder, run, 'safe', catalog)}"})
+                                 f"{_join('tmbmerge', 'merge', path, '-o', own, '--catalog', catalog, '--declare')}"})
     for name in status["not_merged"]:
         items.append({"run": run, "kind": "input-not-merged", "subject": name,
                       "what": f"unmerged file {name} is catalogued but in no merged output",
@@ -87,6 +99,7 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
         label = f"p{m['partition']:03d}" if m["partition"] is not None else m["raw_file"]
         items.append({"run": run, "kind": "missing-partition", "subject": label,
                       "what": f"partition {label} was never produced ({m['evidence']}); reprocess it first",
-                      "command": f"{_join('tmbmerge', 'catalog', 'import', inputs, '--catalog', catalog, '--declare-parents')}"
-                                 f" && {_merge_run_command(inputs, out, run, 'safe', catalog)}"})
+                      "command": _join("tmbmerge", "catalog", "import", inputs, "--catalog", catalog,
+                                       "--declare-parents") + " && " + _merge_run_command(inputs, out, run, "safe",
+                                                                                          catalog)})
     return items

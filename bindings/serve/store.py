@@ -328,7 +328,8 @@ class CampaignStore:
         if record["sample"] not in SAMPLES:
             raise UsageError(f"sample must be one of {', '.join(SAMPLES)}")
         with self._transaction("IMMEDIATE") as db:
-            db.execute("INSERT OR REPLACE INTO campaign_certification (run, sample, record, filled) VALUES (?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO campaign_certification (run, sample, record, filled) "
+                       "VALUES (?, ?, ?, ?)",
                        (int(record["run"]), record["sample"], json.dumps(record, separators=(",", ":")), now()))
 
     def histogram_texts(self, run: int) -> dict[str, str]:
