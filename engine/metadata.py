@@ -26,7 +26,7 @@ import os
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
 from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
@@ -504,7 +504,7 @@ def merged_metadata(
     application: dict,
     start_time: str,
     end_time: str,
-    skipped: list[dict] = (),
+    skipped: Sequence[dict] = (),
     data_tier: str = "thumbnail",
 ) -> dict:
     """The SAM metadata of a merged file made from ``inputs`` ((name, metadata) pairs, in order).

@@ -16,14 +16,17 @@ from bindings.cli import main
 from engine.benchmark import figures as F
 
 
-def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):
+def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "report"
     data.mkdir()
     code = main(["bench", "--quick", "--size", "16MiB", "--files", "4", "--jobs", "2", "--dir", str(data),
-                 "--out", str(out), "--quiet"])
+                 "--out", str(out), "--json"])
     assert code == 0
     assert list(data.iterdir()) == []                     # the generated run and every output are gone
     report = json.loads((out / "bench.json").read_text())
+    printed = json.loads(capsys.readouterr().out)         # --json: the same report on stdout
+    assert printed.pop("written") == {kind: str(out / f"bench.{kind}") for kind in ("json", "md", "png")}
+    assert printed == report
     expected = {F.STORAGE_WRITE, F.STORAGE_READ, F.STORAGE_READ_CACHED, F.STORAGE_COPY, F.STORAGE_COPY_STREAMED,
                 F.REENCODE, F.XXH3,
                 F.ADLER_NG, F.ADLER_ZLIB, F.ZSTD_COMPRESS, F.ZSTD_DECOMPRESS, F.ZSTD_ALL_CORES}

@@ -170,8 +170,9 @@ def test_spec_on_a_canned_report(tmp_path, report_file, capsys):
 def test_spec_table_output(report_file, capsys):
     assert main(["spec", "--volume", "1PB", "--days", "10", "--bench", str(report_file), "--mode", "deep"]) == 0
     text = capsys.readouterr().out
-    assert "per-server merge throughput (bottleneck: merge)" in text
-    assert "figures['merge.deep.jobs2'].value" in text     # 2 jobs (250 MB/s) beat 1 (222 MB/s)
+    row = next(i for i, line in enumerate(text.splitlines()) if "per-server merge throughput" in line)
+    assert "(bottleneck: merge)" in text.splitlines()[row + 1]          # the cell wraps within 100 columns
+    assert "figures['merge.deep.jobs2']" in text     # 2 jobs (250 MB/s) beat 1 (222 MB/s)
 
 
 def test_spec_errors_have_exit_codes(tmp_path, report_file, capsys):
@@ -179,3 +180,31 @@ def test_spec_errors_have_exit_codes(tmp_path, report_file, capsys):
     assert main(["spec", "--volume", "forty", "--days", "30", "--bench", str(report_file)]) == 2
     assert main(["spec", "--volume", "40TB", "--days", "30", "--bench", str(report_file), "--link", "fast"]) == 2
     assert "tmbmerge: error:" in capsys.readouterr().err
+
+
+def test_spec_shows_the_range_of_the_rounds_in_100_columns(report_file, capsys):
+    assert main(["spec", "--volume", "40TB", "--days", "30", "--bench", str(report_file), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    lines = {line["key"]: line for line in result["lines"]}
+    assert result["rounds"] == 3
+    # disk write rounds of the canned report: 666.7 / 800 / 1000 MB/s -> disk-bound rate / 2
+    assert lines["limit.disk"]["slowest_rounds"] == pytest.approx(666.6666666e6 / 2)
+    assert lines["limit.disk"]["fastest_rounds"] == pytest.approx(500e6)
+    low, high = lines["capacity_margin"]["slowest_rounds"], lines["capacity_margin"]["fastest_rounds"]
+    assert low < lines["capacity_margin"]["value"] <= high
+    assert main(["spec", "--volume", "40TB", "--days", "30", "--bench", str(report_file)]) == 0
+    table = capsys.readouterr().out
+    assert max(len(row) for row in table.splitlines()) <= 100
+    assert "slowest-fastest" in table and "333.3-500.0 MB/s" in table and "3 bench rounds" in table
+
+
+def test_spec_on_one_round_says_there_is_no_range(tmp_path, capsys):
+    report = canned_report()
+    for figure in report["figures"].values():
+        figure["rounds"] = 1
+        figure["min"] = figure["max"] = figure["value"]
+    path = tmp_path / "one-round.json"
+    path.write_text(json.dumps(report))
+    assert main(["spec", "--volume", "40TB", "--days", "30", "--bench", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "slowest-fastest" not in table and "no range: the bench measured one round" in table

@@ -62,6 +62,32 @@ def test_plan_and_status_explain_themselves(cli):
         assert len(description) > 100, description     # a description, not only the usage line
 
 
+def test_hadd_form_target_first(cli, tmb_run, tmp_path, read_event_list):
+    target = tmp_path / "merged.tmb"
+    result = cli("hadd", target, *tmb_run)
+    assert result.code == 0, result.err
+    assert read_event_list(target) == [e for p in tmb_run for e in read_event_list(p)]
+    assert cli("hadd", target, *tmb_run).code == 7                    # exists: hadd's -f needed
+    for force in ("-f", "-ff", "-fk", "-f6"):
+        assert cli("hadd", force, target, *tmb_run[:2]).code == 0, force
+    # -fk is hadd's "overwrite, keep the compression": it does not also mean -k
+    data = bytearray(tmb_run[3].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tmb_run[3].write_bytes(bytes(data))
+    assert cli("hadd", "-fk", target, *tmb_run).code == 5
+    skipped = cli("hadd", "-f", "-k", "-j", "1", target, *tmb_run, "--json")
+    assert skipped.code == 0, skipped.err
+    assert [s["file"] for s in skipped.json()["skipped"]] == [str(tmb_run[3])]
+
+
+def test_short_flags_of_merge(cli, tmb_run, tmp_path):
+    output = tmp_path / "out.tmb"
+    assert cli("merge", "-j", "1", *tmb_run, "-o", output).code == 0
+    assert cli("merge", *tmb_run, "-o", output).code == 7
+    assert cli("merge", "-f", "-k", *tmb_run, "-o", output).code == 0
+    assert (ROOT / "docs" / "HADD.md").is_file()
+
+
 def test_campaign_page_templates_are_shipped():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "templates/*.html" in setuptools["package-data"]["bindings.serve"]

@@ -90,6 +90,21 @@ def test_2_merge_run_into_its_input_folder_twice_merges_nothing_again(cli, tmb_r
     assert run_events(read_event_list, outputs) == run_events(read_event_list, tmb_run)
 
 
+def test_2_a_merged_file_is_never_a_merge_run_input(cli, tmb_run, tmp_path):
+    folder = tmb_run[0].parent
+    merged = tmp_path / "merged.tmb"
+    assert cli("merge", *tmb_run, "-o", merged, "--quiet").code == 0
+    named = cli("merge-run", merged, *tmb_run, "--out-dir", tmp_path / "out", "--quiet")
+    assert named.code == 6, named.err
+    assert f"{merged}: is a merged file (data tier thumbnail)" in named.err
+    shutil.move(merged, folder / merged.name)                 # found in a folder: left out, and said so
+    shutil.move(sidecar_path(merged), sidecar_path(folder / merged.name))
+    plan = cli("plan", folder)
+    assert plan.code == 0, plan.err
+    assert f"ignored {folder / merged.name}: is a merged file" in plan.out
+    assert "1 output from 6 inputs" in plan.out
+
+
 # -- 3. a skipped input is retired ---------------------------------------------------------------
 
 def test_3_an_input_skipped_as_damaged_is_never_retired(cli, tmb_run, tmp_path, sha256_of):
@@ -264,6 +279,17 @@ def test_11_a_mistyped_sqlite_catalogue_is_an_error(cli, tmb_run, tmp_path):
     assert "cta.db" in result.err and "catalog import" in result.err
     assert not (tmp_path / "cta.db").exists() and not output.exists()
     assert cli("merge", *tmb_run, "-o", output, "--catalog", url, "--quiet").code == 0
+
+
+def test_11_only_catalog_import_creates_a_catalogue(cli, tmb_run, tmp_path):
+    missing = tmp_path / "nowhere.db"
+    for command in (("declare", tmb_run[0]), ("catalog", "show", tmb_run[0].name)):
+        result = cli(*command, "--catalog", f"sqlite://{missing}")
+        assert result.code == 8, result.err
+        assert f"{missing}: no catalogue here" in result.err and not missing.exists()
+    imported = cli("catalog", "import", tmb_run[0].parent, "--declare-parents", "--catalog", f"sqlite://{missing}")
+    assert imported.code == 0, imported.err
+    assert missing.exists()
 
 
 def test_11_a_rerun_with_another_target_size_refuses_unless_replanning(cli, tmb_run, tmp_path):

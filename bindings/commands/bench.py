@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="measure storage, checksums, codecs and every merge mode on this machine",
         description="Generate a run under --dir and measure, in one go and each against its baseline: "
-                    "sequential write and (cold) read, the plain copy of the run (the floor), xxh3/adler32/zstd "
+                    "sequential write and (cold) read, the plain copy of the run (the baseline), xxh3/adler32/zstd "
                     "per core, zstd on all cores, fast/safe/deep merges with 1 job and with all cores, and the "
                     "decode+re-encode (copyd0om) way. Writes bench.json, bench.md and bench.png to --out; the "
                     "generated data is removed afterwards.")
@@ -37,6 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--files", type=int, default=None, help="input files in the run (default: one per 32 MiB, 4-40)")
     p.add_argument("--jobs", type=positive_int, default=None, help="processes for the all-core figures (default: all cores)")
     add_verbosity(p, "no progress display, no summary")
+    add_json_flag(p)
     p.set_defaults(func=run_bench_command)
 
     p = subparsers.add_parser(
@@ -144,9 +145,12 @@ def run_bench_command(args) -> int:
     from engine.benchmark.report import write_report
 
     settings = _settings(args, args.size, args.quick)
-    report = _measure(settings, args.quiet, _bench_command_line(args))
+    report = _measure(settings, args.quiet or args.json, _bench_command_line(args))
     paths = write_report(report, args.out)
-    if not args.quiet:
+    if args.json:   # the report bench.json holds, and where the files went
+        json.dump({**report, "written": {kind: str(path) for kind, path in paths.items()}}, sys.stdout, indent=2)
+        print()
+    elif not args.quiet:
         _print_summary(report, paths)
     return 0
 
@@ -157,7 +161,7 @@ def _print_summary(report: dict, paths: dict) -> None:
           f"{report['elapsed_seconds']} s")
     copy = figures.get("storage.copy")
     if copy:
-        print(f"  plain copy (floor): {copy['value'] / 1e6:,.0f} MB/s")
+        print(f"  plain copy (the baseline): {copy['value'] / 1e6:,.0f} MB/s")
     for name, ratio in report["ratios"].items():
         if ratio["target"] is None or ratio["value"] is None:
             continue
@@ -171,7 +175,7 @@ def _print_summary(report: dict, paths: dict) -> None:
 
 def run_spec_command(args) -> int:
     from engine.benchmark.report import load_report
-    from engine.benchmark.sizing import Campaign, measured_from_report, size_campaign
+    from engine.benchmark.sizing import Campaign, size_campaign_range
     from engine.benchmark.sizing_report import render_markdown, render_table
     from engine.units import parse_size, parse_rate
 
@@ -190,7 +194,7 @@ def run_spec_command(args) -> int:
             saved = Path(args.out).with_suffix(".bench.json")
             saved.write_text(json.dumps(report, indent=2) + "\n")
             source += f", saved as `{saved}`"
-    sizing = size_campaign(campaign, measured_from_report(report, args.mode))
+    sizing = size_campaign_range(campaign, report, args.mode)
     if args.out:
         Path(args.out).write_text(render_markdown(sizing, report, bench_source=source))
     if args.json:

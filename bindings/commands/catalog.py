@@ -33,6 +33,8 @@ def register(subparsers) -> None:
 
     show = actions.add_parser("show", help="print the catalogue record of a file")
     show.add_argument("name", metavar="NAME", help="file name as declared")
+    show.add_argument("--samweb", action="store_true",
+                      help="print it as `samweb get-metadata` does (--json is SAM's JSON shape already)")
     _add_common_options(show)
     show.set_defaults(func=run_show)
 
@@ -102,6 +104,10 @@ def run_show(args) -> int:
         record = catalog.get(args.name)
     if args.json:
         _print_json(record)
+    elif args.samweb:
+        from bindings.catalog.samweb_format import samweb_text
+
+        print(samweb_text(record))
     else:
         width = max(len(key) for key in record)
         for key, value in record.items():
@@ -165,14 +171,13 @@ def run_declare(args) -> int:
 
 
 def run_import(args) -> int:
-    from pathlib import Path
-
     from engine.errors import EngineError, InputNotFound, UsageError
+    from engine.remote import location
 
     from bindings.catalog import ALREADY_DECLARED, DECLARED
     from bindings.catalog.hook import declare_file, load_declarer
 
-    directory = Path(args.directory)
+    directory = location(args.directory)   # a local folder, or a remote one listed over its protocol
     if not directory.is_dir():
         raise InputNotFound("not a directory", path=directory)
     failures: list[tuple[str, EngineError]] = []
@@ -236,7 +241,7 @@ def _parents_first(directory, failures: list) -> list:
 
     parents: dict[str, list[str]] = {}
     paths = {}
-    for sidecar in sorted(directory.glob("*.json")):
+    for sidecar in sorted(p for p in directory.iterdir() if p.name.endswith(".json")):
         data_path = sidecar.with_name(sidecar.name.removesuffix(".json"))
         try:
             md = normalize_metadata(read_sidecar(data_path))

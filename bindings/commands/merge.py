@@ -32,6 +32,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_merge)
 
     p = subparsers.add_parser(
+        "hadd", help="merge the way ROOT's hadd is typed: tmbmerge hadd [-f] [-k] [-j N] TARGET SOURCE...",
+        description="`tmbmerge merge -o TARGET SOURCE...` with hadd's argument order and flags: -f (and -ff, "
+                    "-fk, -f0..-f9) replace an existing TARGET, -k skips bad sources, -j N sets the threads. "
+                    "Blocks are always copied as stored (like hadd -fk: no recompression). The target is "
+                    "never one of the sources. docs/HADD.md maps every hadd option.")
+    p.add_argument("output", metavar="TARGET", help="the merged file to write")
+    p.add_argument("inputs", nargs="+", metavar="SOURCE", help="files to merge, in order")
+    _add_merge_options(p, hadd=True)
+    p.add_argument("--allow-mixed-runs", action="store_true", help="permit inputs of different runs")
+    p.set_defaults(func=run_merge)
+
+    p = subparsers.add_parser(
         "merge-run", help="plan and merge whole runs into outputs near a target size (resumable)",
         description="Group inputs by run (never mixing runs), order them by partition, split them into "
                     "outputs near --target-size named after run and partition range, and merge them, "
@@ -85,13 +97,19 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-events", type=positive_int, default=None, help="at most this many events per output")
 
 
-def _add_merge_options(p: argparse.ArgumentParser) -> None:
+# hadd's spellings of "replace the target": -ff and -fk (compression of the first source), -f0..-f9
+# (a compression level).  tmbmerge copies blocks as stored, so they all mean -f.
+HADD_FORCE_FLAGS = ("-ff", "-fk", *(f"-f{level}" for level in range(10)))
+
+
+def _add_merge_options(p: argparse.ArgumentParser, *, hadd: bool = False) -> None:
     p.add_argument("--mode", choices=("fast", "safe", "deep"), default="safe", help="checks to apply (default safe)")
-    p.add_argument("--jobs", type=positive_int, default=None,
+    p.add_argument("-j", "--jobs", type=positive_int, default=None,
                    help="merge: threads (default: number of cores); merge-run: outputs merged at once "
                         "(default: half the cores, at least 1)")
-    p.add_argument("--force", action="store_true", help="replace existing outputs")
-    p.add_argument("--skip-bad", action="store_true",
+    p.add_argument("-f", "--force", *(HADD_FORCE_FLAGS if hadd else ()), action="store_true",
+                   help="replace existing outputs")
+    p.add_argument("-k", "--skip-bad", action="store_true",
                    help="robust merge: leave out inputs that fail validation (fail only if all do)")
     p.add_argument("--metadata", choices=("auto", "none"), default="auto",
                    help="auto: crosscheck inputs with their <file>.json sidecars; none: ignore sidecars")
@@ -106,6 +124,9 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
                         "$TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already merged")
     g.add_argument("--declare", action="store_true", help="declare the verified output, with its parents")
     g.add_argument("--declarer", default=None, help="a plugin declarer (entry point group tmbmerge.declarers)")
+    g.add_argument("--register", metavar="rucio:RSE?scope=S&dataset=D", default=None,
+                   help="after declaring, register the output's replica in Rucio at RSE and attach it to the "
+                        "dataset (needs rucio-clients; docs/CATALOG.md)")
     g.add_argument("--grandparents", action="store_true",
                    help="declare the output with its inputs' parents as its parents (for catalogues that do "
                         "not keep unmerged files)")
@@ -120,7 +141,8 @@ def _spec(args, jobs: int):
                      allow_mixed_runs=getattr(args, "allow_mixed_runs", False), threads=jobs,
                      metadata=args.metadata, catalog=args.catalog or None, declare=args.declare,
                      declarer=args.declarer, expect_complete=args.expect_complete,
-                     reproducible=args.reproducible, grandparents=args.grandparents)
+                     reproducible=args.reproducible, grandparents=args.grandparents,
+                     register=args.register)
 
 
 def run_merge(args) -> int:
@@ -253,8 +275,9 @@ def run_plan(args) -> int:
 def run_status(args) -> int:
     from engine.errors import InputNotFound
     from engine.merge.journal import Journal
+    from engine.merge.run import journal_folder
 
-    journal = Journal.open_existing(args.out_dir)
+    journal = Journal.open_existing(journal_folder(args.out_dir))
     if journal is None:
         raise InputNotFound("no merge-run journal here (nothing was merged into this folder)", path=args.out_dir)
     with journal:

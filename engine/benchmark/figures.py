@@ -37,7 +37,7 @@ DESCRIPTIONS = {
     STORAGE_WRITE: "sequential write of incompressible data in 8 MiB calls, fsync included",
     STORAGE_READ: "sequential read right after evicting the file from the page cache",
     STORAGE_READ_CACHED: "sequential read of the same file from the page cache",
-    STORAGE_COPY: "plain copy: the run's files concatenated into one with read/write, fsync included (the floor)",
+    STORAGE_COPY: "plain copy: the run's files concatenated into one with read/write, fsync included (the baseline)",
     STORAGE_COPY_STREAMED: "the same copy written the way merges write: writeback started 32 MiB behind, pages "
                            "dropped from the page cache once on their way (sync_file_range, POSIX_FADV_DONTNEED)",
     REENCODE: "copyd0om way: every event decoded (iter_events) and re-encoded (TmbWriter.write_event), 1 thread",

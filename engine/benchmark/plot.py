@@ -1,9 +1,11 @@
-"""bench.png: merge throughput per mode and job count, against the copy floor and network links.
+"""bench.png: merge throughput per mode and job count, against the plain copy and network links.
 
 One bar chart a person can read at a glance: for fast, safe and deep merges (and the copyd0om
 re-encode), one bar per job count, in MB/s of input, with the spread over rounds as error bars
-and the value written on each bar; horizontal lines for the plain copy (the floor of writing a
-new file on this disk) and for what a 1 Gb/s and a 10 Gb/s link carry (125 and 1250 MB/s).
+and the value written on each bar; horizontal lines for the plain copy (the baseline: the inputs
+concatenated into a new file on this disk, median of its rounds; merges may run above it, since
+they write differently) and for what a 1 Gb/s and a 10 Gb/s link carry (125 and 1250 MB/s).
+Every line's legend entry says what it is and its rate.
 matplotlib is imported here only, with the Agg backend (no display needed).
 """
 
@@ -59,7 +61,7 @@ def plot_report(report: dict, path) -> Path:
 
     lines = []
     if F.STORAGE_COPY in figures:
-        lines.append((figures[F.STORAGE_COPY]["value"], "plain copy + fsync (floor)", "black", "--"))
+        lines.append((figures[F.STORAGE_COPY]["value"], "baseline: plain copy of the inputs + fsync, median", "black", "--"))
     lines += list(LINKS)
     for rate, label, colour, style in lines:
         ax.axhline(rate / 1e6, color=colour, linestyle=style, linewidth=1.5,

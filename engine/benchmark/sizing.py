@@ -24,12 +24,18 @@ The model, per merge server (one server of the kind that was benchmarked):
   disk reads of their own.
 - Buffer space: unmerged files wait up to ``wait_hours`` for their run to complete, so the
   buffer holds input rate * wait time (spread over the servers).
+
+Uncertainty: the bench measures each rate in several rounds and this machine's disk alone swings
+2-6x between them.  ``size_campaign_range`` sizes the campaign three times: with the median of
+the rounds (the answer), with every measured rate at its slowest round (the worst case) and at
+its fastest (the best case), and ``Sizing.spread`` gives each line's value in those two.  A
+bench of one round has no spread: the report says so rather than showing a range of zero.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import UsageError
 from . import figures as F
@@ -93,6 +99,8 @@ class Sizing:
     measured: Measured
     lines: tuple[Line, ...]
     bottleneck: str
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)   # key -> (slowest, fastest rounds)
+    rounds: int = 1                      # rounds of the bench the spread comes from
 
     def __getitem__(self, key: str) -> float:
         for line in self.lines:
@@ -101,8 +109,47 @@ class Sizing:
         raise KeyError(key)
 
     def to_dict(self) -> dict:
+        lines = []
+        for line in self.lines:
+            entry = asdict(line)
+            if line.key in self.spread:
+                entry["slowest_rounds"], entry["fastest_rounds"] = self.spread[line.key]
+            lines.append(entry)
         return {"campaign": asdict(self.campaign), "measured": asdict(self.measured), "bottleneck": self.bottleneck,
-                "lines": [asdict(line) for line in self.lines]}
+                "rounds": self.rounds, "lines": lines}
+
+
+ROUND_STATISTICS = ("value", "min", "max")   # bench.json: median, slowest and fastest round of a figure
+
+
+def size_campaign_range(campaign: Campaign, report: dict, mode: str) -> Sizing:
+    """``size_campaign`` on the rounds' medians, with each line's value on the slowest rounds and on
+    the fastest ones (``Sizing.spread``); see the module docstring."""
+    median = measured_from_report(report, mode)
+    sized = {statistic: size_campaign(campaign, _at_round(median, report, statistic))
+             for statistic in ROUND_STATISTICS}
+    result = sized["value"]
+    rounds = min(int(report["figures"][key].get("rounds", 1)) for key in _rate_keys(median))
+    if rounds < 2:
+        return replace(result, rounds=rounds)
+    spread = {line.key: (sized["min"][line.key], sized["max"][line.key]) for line in result.lines}
+    return replace(result, spread=spread, rounds=rounds)
+
+
+def _rate_keys(measured: Measured) -> dict[str, str]:
+    """The bench.json figure each measured rate was read from."""
+    return {key.split("'")[1]: name for name, key in
+            (("merge_rate", measured.merge_key), ("disk_write_rate", measured.disk_write_key),
+             ("disk_read_rate", measured.disk_read_key))}
+
+
+def _at_round(measured: Measured, report: dict, statistic: str) -> Measured:
+    """``measured`` with every rate taken at one statistic of its rounds (value, min or max)."""
+    figures = report["figures"]
+    rate = {name: float(figures[key].get(statistic, figures[key]["value"]))
+            for key, name in _rate_keys(measured).items()}
+    return replace(measured, merge_rate=rate["merge_rate"], disk_write_rate=rate["disk_write_rate"],
+                   disk_read_rate=rate["disk_read_rate"])
 
 
 def measured_from_report(report: dict, mode: str) -> Measured:
@@ -153,7 +200,7 @@ def size_campaign(campaign: Campaign, measured: Measured) -> Sizing:
         "link": add("limit.link", "link-bound input rate (full duplex)", c.link_rate / max(1.0, k), "B/s",
                     "--link / max(1, output_ratio)"),
     }
-    bottleneck = min(limits, key=limits.get)
+    bottleneck = min(limits, key=lambda name: limits[name])
     per_server = add("per_server_rate", f"per-server merge throughput (bottleneck: {bottleneck})",
                      limits[bottleneck], "B/s", "min(limit.merge, limit.disk, limit.link)")
     usable = add("usable_rate", "planned per-server rate", per_server * c.max_utilisation, "B/s",

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AlreadyMerged, FileNotDeclared, IncompleteRun, UsageError
+from ..remote import location
 
 UNMERGED_TIER = "unmerged-thumbnail"
 _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
@@ -40,13 +41,18 @@ _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 class CatalogBookkeeping:
     def __init__(self, url: str, *, declarer: str | None = None, merged_tier: str = "thumbnail",
-                 grandparents: bool = False):
+                 grandparents: bool = False, register: str | None = None):
         from bindings.catalog import open_catalog
         from bindings.catalog.hook import load_declarer
 
         self.url = url
         self.merged_tier = merged_tier
         self.grandparents = grandparents
+        self.registration = None
+        if register:
+            from bindings.catalog.rucio_register import RucioRegistration
+
+            self.registration = RucioRegistration(register)
         self.catalog = open_catalog(url, create=False)   # a mistyped path is an error, not a new catalogue
         self.declarer = load_declarer(declarer, self.catalog)
         self._merged: dict[str, list[str]] = {}   # input name -> its merged children (prefetched)
@@ -68,21 +74,21 @@ class CatalogBookkeeping:
         """Ask about all these inputs at once: their records and their merged children."""
         if not self.queryable:
             return
-        names = list(dict.fromkeys(Path(p).name for p in paths))
+        names = list(dict.fromkeys(location(p).name for p in paths))
         declared = self.catalog.records(names)
         self._merged.update(self.catalog.children_of([n for n in names if n in declared],
                                                      data_tier=self.merged_tier))
 
     def metadata(self, path: Path) -> dict:
         """The catalogue's record of an input (what its crosschecks compare against)."""
-        record = self.catalog.records([Path(path).name]).get(Path(path).name)
+        record = self.catalog.records([location(path).name]).get(location(path).name)
         if record is None:
             raise FileNotDeclared("input is not declared in the catalogue", path=path)
         return record
 
     def lookup(self, paths) -> "RecordLookup":
         """The records of ``paths`` (declared ones), to hand to a worker process."""
-        return RecordLookup(self.catalog.records(Path(p).name for p in paths))
+        return RecordLookup(self.catalog.records(location(p).name for p in paths))
 
     def check_not_merged(self, path: Path, *, output_name: str) -> None:
         """Refuse an input that already has a merged child (a child of the merged data tier; a
@@ -93,7 +99,7 @@ class CatalogBookkeeping:
         output with --force) makes that name again, with other bytes that can never be
         declared; only a finished output (the journal's) stands, and it is not merged again.
         """
-        name = Path(path).name
+        name = location(path).name
         self.metadata(path)    # declared, or FileNotDeclared
         if name not in self._merged:
             self._merged.update(self.catalog.children_of([name], data_tier=self.merged_tier))
@@ -120,6 +126,14 @@ class CatalogBookkeeping:
         return declare_file(output, self.catalog, declarer=self.declarer, exclusive_tier=self.merged_tier,
                             grandparents=self.grandparents)
 
+    def register(self, output: Path) -> str | None:
+        """With ``--register``: register the declared output's replica (None without it)."""
+        if self.registration is None:
+            return None
+        from bindings.catalog.hook import checked_sidecar
+
+        return self.registration.register(output, checked_sidecar(Path(output)))
+
     def close(self) -> None:
         self.catalog.close()
 
@@ -137,7 +151,7 @@ class RecordLookup:
         self.records = records
 
     def __call__(self, path) -> dict:
-        record = self.records.get(Path(path).name)
+        record = self.records.get(location(path).name)
         if record is None:
             raise FileNotDeclared("input is not declared in the catalogue", path=path)
         return record
@@ -150,7 +164,7 @@ def open_bookkeeping(spec):
         yield None
         return
     with CatalogBookkeeping(spec.catalog, declarer=spec.declarer, merged_tier=spec.data_tier,
-                            grandparents=getattr(spec, "grandparents", False)) as catalog:
+                            grandparents=spec.grandparents, register=spec.register) as catalog:
         yield catalog
 
 
