@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
-from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
+from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch, input_error
 from .fsutil import write_atomically
+from .host import iso_now
 from .remote import location
 from .safejson import parse_json
 
@@ -139,12 +140,12 @@ def _read_local_sidecar(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise InputError(f"cannot read sidecar: {exc.strerror or exc}", path=path) from None
+        raise input_error(exc, path, "read sidecar") from None
     try:
         _check_sidecar_stat(os.fstat(fd), path)
         data = _read_at_most(fd, MAX_SIDECAR_BYTES + 1)
     except OSError as exc:
-        raise InputError(f"cannot read sidecar: {exc.strerror or exc}", path=path) from None
+        raise input_error(exc, path, "read sidecar") from None
     finally:
         os.close(fd)
     if len(data) > MAX_SIDECAR_BYTES:      # it grew since fstat
@@ -420,7 +421,7 @@ def now_iso() -> str:
     epoch = source_date_epoch()
     if epoch is not None:
         return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+    return iso_now()
 
 
 # --- crosschecks --------------------------------------------------------------------------
