@@ -232,8 +232,10 @@ class CuttingProxy:
                     pass
                 s.close()
 
-    def url(self, path: str = "") -> str:
-        return f"root://127.0.0.1:{self.port}//{path.lstrip('/')}"
+    def url(self, path: str = "", scheme: str = "root") -> str:
+        """The URL of ``path`` through the proxy (forwarding the server's root or https port)."""
+        slashes = "//" if scheme == "root" else "/"
+        return f"{scheme}://127.0.0.1:{self.port}{slashes}{path.lstrip('/')}"
 
     def close(self) -> None:
         self._closed = True

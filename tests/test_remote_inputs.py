@@ -142,23 +142,25 @@ def test_file_growing_during_the_read_is_refused(served_run, tmb_run):
                 pass
 
 
-def test_server_killed_mid_read_is_exit_3_and_no_output(remote_env, tmb_big_run, tmp_path):
+@pytest.mark.parametrize("scheme", ["root", "https"])
+def test_server_killed_mid_read_is_exit_3_and_no_output(remote_env, tmb_big_run, tmp_path, scheme):
     """The server dies after ~3 MB have reached the merge: a bounded wait, exit 3 naming the URL."""
     server = XrootdServer(name="killed")
     try:
         files = sorted(tmb_big_run.glob("*.tmb"))[:4]
         for path in files:
             server.put(path, "big")
-        proxy = CuttingProxy(server.root_port, limit=3 << 20, direction="down", action=server.kill)
-        urls = [proxy.url(f"big/{p.name}") for p in files]
+        port = server.root_port if scheme == "root" else server.https_port
+        proxy = CuttingProxy(port, limit=3 << 20, direction="down", action=server.kill)
+        urls = [proxy.url(f"big/{p.name}", scheme) for p in files]
         env = {**os.environ, "PYTHONPATH": str(WORKTREE), "TMBMERGE_REMOTE_TIMEOUT": "5",
-               "TMBMERGE_REMOTE_RETRIES": "1", "TMBMERGE_REMOTE_BACKOFF": "0.1"}
+               "TMBMERGE_REMOTE_RETRIES": "1", "TMBMERGE_REMOTE_BACKOFF": "0.1", "X509_CERT_DIR": str(server.ca_dir)}
         started = time.monotonic()
         result = subprocess.run([sys.executable, "-m", "bindings.cli", "merge", *urls, "-o", str(tmp_path / "m.tmb"),
                                  "--quiet"], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 3, result.stderr
         assert proxy.cuts >= 1
-        assert "root://127.0.0.1" in result.stderr and "Traceback" not in result.stderr
+        assert f"{scheme}://127.0.0.1:{proxy.port}/" in result.stderr and "Traceback" not in result.stderr
         assert time.monotonic() - started < 60
         assert os.listdir(tmp_path) == []   # no output, no temporary left
     finally:

@@ -39,6 +39,7 @@ from typing import Protocol, runtime_checkable
 
 from engine.errors import InputError, InputNotFound, MetadataError, MetadataMismatch, UsageError
 from engine.metadata import normalize_metadata, read_sidecar, sidecar_path
+from engine.remote import location
 
 from .base import (
     Catalog,
@@ -104,8 +105,8 @@ def declare_file(
     absent (importing a directory of sidecars); when the file is present it is checked all
     the same.  ``on_parent`` is told about every parent declared on the way.
     """
-    data_path = Path(data_path)
-    parents_dir = Path(parents_dir) if parents_dir is not None else data_path.parent
+    data_path = location(data_path)
+    parents_dir = location(parents_dir) if parents_dir is not None else data_path.parent
     return _declare_with_parents(
         data_path,
         catalog,
@@ -137,7 +138,7 @@ def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
             actual=md["file_name"],
         )
     try:
-        size = os.stat(data_path).st_size
+        size = data_path.stat().st_size
     except FileNotFoundError:
         if require_data:
             raise InputNotFound("no such file", path=data_path) from None

@@ -165,14 +165,13 @@ def run_declare(args) -> int:
 
 
 def run_import(args) -> int:
-    from pathlib import Path
-
     from engine.errors import EngineError, InputNotFound, UsageError
+    from engine.remote import location
 
     from bindings.catalog import ALREADY_DECLARED, DECLARED
     from bindings.catalog.hook import declare_file, load_declarer
 
-    directory = Path(args.directory)
+    directory = location(args.directory)   # a local folder, or a remote one listed over its protocol
     if not directory.is_dir():
         raise InputNotFound("not a directory", path=directory)
     failures: list[tuple[str, EngineError]] = []
@@ -236,7 +235,7 @@ def _parents_first(directory, failures: list) -> list:
 
     parents: dict[str, list[str]] = {}
     paths = {}
-    for sidecar in sorted(directory.glob("*.json")):
+    for sidecar in sorted(p for p in directory.iterdir() if p.name.endswith(".json")):
         data_path = sidecar.with_name(sidecar.name.removesuffix(".json"))
         try:
             md = normalize_metadata(read_sidecar(data_path))

@@ -271,8 +271,9 @@ def run_plan(args) -> int:
 def run_status(args) -> int:
     from engine.errors import InputNotFound
     from engine.merge.journal import Journal
+    from engine.merge.run import journal_folder
 
-    journal = Journal.open_existing(args.out_dir)
+    journal = Journal.open_existing(journal_folder(args.out_dir))
     if journal is None:
         raise InputNotFound("no merge-run journal here (nothing was merged into this folder)", path=args.out_dir)
     with journal:

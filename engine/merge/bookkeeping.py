@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AlreadyMerged, FileNotDeclared, IncompleteRun, UsageError
+from ..remote import location
 
 UNMERGED_TIER = "unmerged-thumbnail"
 _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
@@ -68,21 +69,21 @@ class CatalogBookkeeping:
         """Ask about all these inputs at once: their records and their merged children."""
         if not self.queryable:
             return
-        names = list(dict.fromkeys(Path(p).name for p in paths))
+        names = list(dict.fromkeys(location(p).name for p in paths))
         declared = self.catalog.records(names)
         self._merged.update(self.catalog.children_of([n for n in names if n in declared],
                                                      data_tier=self.merged_tier))
 
     def metadata(self, path: Path) -> dict:
         """The catalogue's record of an input (what its crosschecks compare against)."""
-        record = self.catalog.records([Path(path).name]).get(Path(path).name)
+        record = self.catalog.records([location(path).name]).get(location(path).name)
         if record is None:
             raise FileNotDeclared("input is not declared in the catalogue", path=path)
         return record
 
     def lookup(self, paths) -> "RecordLookup":
         """The records of ``paths`` (declared ones), to hand to a worker process."""
-        return RecordLookup(self.catalog.records(Path(p).name for p in paths))
+        return RecordLookup(self.catalog.records(location(p).name for p in paths))
 
     def check_not_merged(self, path: Path, *, output_name: str) -> None:
         """Refuse an input that already has a merged child (a child of the merged data tier; a
@@ -93,7 +94,7 @@ class CatalogBookkeeping:
         output with --force) makes that name again, with other bytes that can never be
         declared; only a finished output (the journal's) stands, and it is not merged again.
         """
-        name = Path(path).name
+        name = location(path).name
         self.metadata(path)    # declared, or FileNotDeclared
         if name not in self._merged:
             self._merged.update(self.catalog.children_of([name], data_tier=self.merged_tier))
@@ -137,7 +138,7 @@ class RecordLookup:
         self.records = records
 
     def __call__(self, path) -> dict:
-        record = self.records.get(Path(path).name)
+        record = self.records.get(location(path).name)
         if record is None:
             raise FileNotDeclared("input is not declared in the catalogue", path=path)
         return record

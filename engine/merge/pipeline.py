@@ -45,6 +45,7 @@ from ..errors import AllInputsRejected, EngineError, OutputExists, OutputIsInput
 from ..fsutil import remove_quietly, remove_stale_temporaries, same_file, write_staged
 from ..pool import BufferPool, PoolClosed
 from ..progress import NullProgress
+from ..remote import is_url, location
 from ..verify.merged import verify_merged_output
 from ..verify.readback import BlockReadback
 from ..writer import TmbWriter
@@ -73,6 +74,11 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
     and nothing is published.  Returns a ``MergeReport``;
     raises an ``EngineError`` when nothing was published.
     """
+    if is_url(output):      # written and verified locally, then staged out (``remote.stageout``)
+        from ..remote.stageout import merge_to_remote
+
+        return merge_to_remote(inputs, location(output), spec, progress=progress, bookkeeping=bookkeeping,
+                               label=label)
     started = time.perf_counter()
     output = Path(output)
     progress = progress or NullProgress()

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import CatalogError, ChecksumMismatch, EngineError, InconsistentInputs, OutputExists, UsageError
 from ..metadata import sidecar_path
+from ..remote import is_url, location
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _check_declared(output: Path, entry, catalog) -> None:
                            "retired", path=output, expected=f"{entry.file_size} bytes, {entry.checksum}",
                            actual=f"{found[0]} bytes, {found[1]}")
     parents = catalog.catalog.parents(output.name)
-    names = [Path(item["path"]).name for item in entry.accepted]
+    names = [location(item["path"]).name for item in entry.accepted]
     if sorted(parents) != sorted(names):
         raise CatalogError("the catalogue's parents of the output are not its inputs: its inputs are not retired",
                            path=output, expected=", ".join(names), actual=", ".join(parents))
@@ -100,7 +101,7 @@ def _check_declared(output: Path, entry, catalog) -> None:
 def _check_identity(identity: dict, merged: dict, runs, events, *, action: str, retire_dir: Path | None) -> None:
     from ..readers import open_file
 
-    path = Path(identity["path"])
+    path = location(identity["path"])
     where = path
     if not path.exists() and action == MOVE:   # moved by an interrupted retirement, sidecar not yet
         where = (retire_dir or path.parent / "retired") / path.name
@@ -108,9 +109,12 @@ def _check_identity(identity: dict, merged: dict, runs, events, *, action: str, 
         if action == DELETE:
             return                             # deleted by an interrupted retirement
         raise InconsistentInputs("input is gone, and not in the retirement folder: nothing retired", path=path)
-    stat = os.stat(where)
-    now = {"device": stat.st_dev, "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if where != path:
+    if is_url(where):       # a remote file is known by its URL and size (its bytes are compared below)
+        now = {"size": where.stat().st_size}
+    else:
+        stat = os.stat(where)
+        now = {"device": stat.st_dev, "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if where != path and not is_url(where):
         now.update(device=identity["device"], inode=identity["inode"])   # another filesystem: a copy
     then = {key: identity.get(key) for key in now}
     if now != then:
@@ -137,7 +141,7 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record, alias
         raise UsageError(f"--retire-inputs takes move or delete, not {action!r}")
     done = []
     aliases = aliases or {}
-    for path in map(Path, inputs):
+    for path in map(location, inputs):     # local paths, or files on remote storage
         # an earlier, interrupted attempt may have retired the data file but not its sidecar
         items = [item for item in (path, sidecar_path(path)) if item.exists()]
         if not items:
@@ -151,7 +155,7 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record, alias
                 item.unlink()
             destination = None
         else:
-            folder = retire_dir or path.parent / "retired"
+            folder = location(retire_dir) if retire_dir else path.parent / "retired"
             folder.mkdir(parents=True, exist_ok=True)
             destination = folder / path.name
             for item in items:   # every target is checked before anything moves
@@ -178,6 +182,11 @@ def _remove_dangling_alias(alias) -> None:
 
 
 def _move(source: Path, target: Path) -> None:
+    if is_url(source) or is_url(target):
+        if not is_url(source):
+            raise UsageError("local inputs retire to a local folder", path=target)
+        source.rename_to(target)
+        return
     try:
         os.link(source, target)      # same filesystem: atomic, and never replaces
     except FileExistsError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Callable
 from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
 from ..fsutil import remove_quietly, remove_stale_temporaries
 from ..metadata import sidecar_path
-from ..remote import location
+from ..remote import is_url, location
 from ..progress import NullProgress, QueueProgress
 from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .bookkeeping import names_by_run, open_bookkeeping
@@ -80,6 +81,17 @@ class _RunLevelProgress(NullProgress):
         self.parent.advance(files=files, events=events, bytes=bytes)
 
 
+def journal_folder(out_dir) -> Path:
+    """Where a merge-run into ``out_dir`` keeps its journal and lock: the folder itself, or for
+    remote storage a local folder named after the URL under the staging directory."""
+    dest = location(out_dir)
+    if not is_url(dest):
+        return dest
+    from ..remote import staging_dir
+
+    return staging_dir() / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", str(dest).rstrip("/"))
+
+
 def clean_stale_files(out_dir: Path) -> list[Path]:
     """Remove temporary outputs, staged sidecars and lock files left by processes that died."""
     removed = remove_stale_temporaries(out_dir)
@@ -114,26 +126,27 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
     if retire and not (spec.declare and spec.checks_bookkeeping):
         raise UsageError("--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
                          "--mode safe or deep")
-    out_dir = Path(out_dir)
+    dest = location(out_dir)          # where outputs go; out_dir: where the journal and lock live
+    out_dir = journal_folder(dest)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:           # read-only place, a file in the way, no permission
         raise output_error(exc, out_dir, "create the output folder") from None
-    report = RunReport(out_dir)
+    report = RunReport(dest)
     try:
-        return _merge_run(arguments, out_dir, report, run=run, target_size=target_size, max_events=max_events,
+        return _merge_run(arguments, out_dir, dest, report, run=run, target_size=target_size, max_events=max_events,
                           spec=spec, jobs=jobs, executor=executor, progress=progress or NullProgress(),
                           retire=retire, retire_dir=retire_dir, replan=replan,
                           stream=_Stream(report, on_output, on_failure))
     except KeyboardInterrupt as exc:
         # say exactly what is at the destination: outputs published before the interruption stand
         planned = getattr(report, "planned", [])
-        exc.published = [str(out_dir / name) for name in planned if (out_dir / name).exists()]
-        exc.not_published = [str(out_dir / name) for name in planned if not (out_dir / name).exists()]
+        exc.published = [str(dest / name) for name in planned if (dest / name).exists()]
+        exc.not_published = [str(dest / name) for name in planned if not (dest / name).exists()]
         raise
 
 
-def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size, max_events, spec: MergeSpec,
+def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target_size, max_events, spec: MergeSpec,
                jobs, executor, progress, retire, retire_dir, replan, stream) -> RunReport:
     global _current_progress
     started = time.perf_counter()
@@ -145,14 +158,14 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
         _check_plan_settings(journal, {"run": run, "target_size": target_size, "max_events": max_events},
                              replan=replan or spec.force)
         clean_stale_files(out_dir)
-        finished = _reconcile(journal, out_dir, spec)
+        finished = _reconcile(journal, dest, spec)
         not_merged = None
         if catalog is not None and catalog.queryable:
             _prefetch(catalog, arguments)
             not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
         # never this run's own outputs (finished or not), nor the inputs of finished ones
         exclude = {resolved_name(p) for entry in finished for p in entry.inputs}
-        exclude |= {resolved_name(out_dir / entry.name) for entry in journal.entries()}
+        exclude |= {resolved_name(dest / entry.name) for entry in journal.entries()}
         plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
                         exclude=exclude, check_input=not_merged, validate=_validator(spec),
                         merged_tier=spec.data_tier)
@@ -162,11 +175,11 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
         clash = {o.name for o in outputs} & {e.name for e in finished}
         if clash:
             raise InconsistentInputs(f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
-                                     "use --force to redo them", path=out_dir)
+                                     "use --force to redo them", path=dest)
         report.planned = [o.name for o in outputs]
         bookkeeping = _Bookkeeping(journal, catalog, spec, retire, retire_dir, report)
         for entry in finished:
-            result = _report_from_journal(out_dir / entry.name, entry, spec)
+            result = _report_from_journal(dest / entry.name, entry, spec)
             report.outputs.append(result)
             bookkeeping.after(result, entry.state, reverify=True)
             stream.emit(result)
@@ -179,10 +192,10 @@ def _merge_run(arguments, out_dir: Path, report: RunReport, *, run, target_size,
         per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
                              expect_complete=False)
         fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
-        tasks = [MergeTask(p.name, str(out_dir / p.name), tuple(p.input_paths), per_output,
+        tasks = [MergeTask(p.name, str(dest / p.name), tuple(p.input_paths), per_output,
                            catalog.lookup(p.input_paths) if fetched else None,
                            identities=tuple(i.identity() for i in p.inputs)) for p in outputs]
-        progress.start(label=f"merge-run {out_dir.name}", files=sum(len(p.inputs) for p in outputs),
+        progress.start(label=f"merge-run {dest.name}", files=sum(len(p.inputs) for p in outputs),
                        events=sum(p.event_count for p in outputs), bytes=sum(p.file_size for p in outputs))
         relay = ProgressRelay(progress) if jobs > 1 and not executor else None
         chosen = make_executor(jobs, executor=executor, progress_queue=relay.queue if relay else None)
@@ -251,7 +264,7 @@ class _Bookkeeping:
 
     def __init__(self, journal: Journal, catalog, spec: MergeSpec, retire, retire_dir, report: RunReport):
         self.journal, self.catalog, self.spec = journal, catalog, spec
-        self.retire, self.retire_dir, self.report = retire, Path(retire_dir) if retire_dir else None, report
+        self.retire, self.retire_dir, self.report = retire, location(retire_dir) if retire_dir else None, report
 
     def after(self, result: MergeReport, state: str, *, reverify: bool = False) -> None:
         """``reverify``: the output was finished by an earlier run; re-read it before acting on it."""
@@ -361,7 +374,10 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
                                      "retirement folder or remove it from the journal", path=final)
         else:
             # unfinished: a sidecar without its data is what a kill between the two renames leaves
-            remove_quietly(sidecar_path(final))
+            if is_url(final):
+                final.protocol.remove(sidecar_path(final), quiet=True)
+            else:
+                remove_quietly(sidecar_path(final))
             journal.forget(entry.name)
     return finished
 

@@ -174,6 +174,31 @@ class RemotePath:
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
 
+    # -- changes (retiring inputs) -----------------------------------------------------------
+    def unlink(self) -> None:
+        from .retry import retrying
+
+        retrying(lambda: self.protocol.remove(self), self, "cannot delete", output=True)
+
+    def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
+        from .retry import retrying
+
+        retrying(lambda: self.protocol.mkdir(self), self, "cannot create folder", output=True)
+
+    def rename_to(self, target: "RemotePath") -> None:
+        """Server-side rename; never replaces ``target``, never crosses servers."""
+        from ..errors import OutputExists, UsageError
+        from .retry import RemoteFailure, as_engine_error
+
+        if not isinstance(target, RemotePath) or target.server != self.server:
+            raise UsageError(f"a remote file moves only within its server, not to {target}", path=self)
+        try:
+            self.protocol.rename(self, target, overwrite=False)
+        except RemoteFailure as failure:
+            if failure.message == "destination exists":
+                raise OutputExists("a file of this name is already there", path=target) from None
+            raise as_engine_error(failure, self, f"cannot move to {target}", output=True) from None
+
     def open_source(self):
         """A block source for reading this file (``engine.source`` interface), with prefetch."""
         from .prefetch import PrefetchingSource

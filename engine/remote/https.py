@@ -12,6 +12,7 @@ the prefetch threads, streamed uploads, timeouts.  The WebDAV steps are plain HT
 from __future__ import annotations
 
 import os
+import re
 import stat as statmod
 import threading
 import urllib.parse
@@ -61,7 +62,11 @@ def _request(method: str, rp, *, headers=None, ok=(200,), **kwargs):
                                       verify=credentials.ca_location(), cert=proxy, allow_redirects=True,
                                       **kwargs)
     except requests.exceptions.SSLError as exc:
-        raise RemoteFailure(FAILED, f"TLS failure: {_reason(exc)}") from None
+        found = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?) \(_ssl", str(exc))
+        reason = found.group(1) if found else _reason(exc)
+        if "certificate" not in reason:      # the connection broke under TLS: worth another try
+            raise RemoteFailure(TRANSIENT, f"TLS connection lost: {reason}") from None
+        raise RemoteFailure(FAILED, f"TLS failure: {reason} (is the server's CA in X509_CERT_DIR?)") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError) as exc:
         raise RemoteFailure(TRANSIENT, _reason(exc)) from None
@@ -214,6 +219,14 @@ def upload(local_path, rp) -> None:
 
 
 def rename(source, dest, *, overwrite: bool = False) -> None:
+    if not overwrite:
+        try:
+            _request("HEAD", dest)
+        except RemoteFailure as failure:
+            if failure.kind != MISSING:
+                raise
+        else:
+            raise RemoteFailure(FAILED, "destination exists")
     _request("MOVE", source, ok=(200, 201, 204),
              headers={"Destination": _http_url(dest), "Overwrite": "T" if overwrite else "F"})
 

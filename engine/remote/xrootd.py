@@ -209,7 +209,9 @@ def upload(local_path, rp) -> None:
     client = _client()
     handle = client.File()
     flags = client.flags.OpenFlags
-    status, _ = handle.open(rp.url, flags.NEW | flags.MAKEPATH | flags.POSC, timeout=timeout())
+    mode = client.flags.AccessMode
+    status, _ = handle.open(rp.url, flags.NEW | flags.MAKEPATH | flags.POSC,
+                            mode.UR | mode.UW | mode.GR | mode.OR, timeout=timeout())
     _check(status)
     try:
         with open(local_path, "rb") as source:
@@ -240,6 +242,13 @@ def rename(source, dest, *, overwrite: bool = False) -> None:
             raise RemoteFailure(FAILED, "destination exists")
     status, _ = fs.mv(source.path, dest.path, timeout=timeout())
     _check(status)
+
+
+def mkdir(rp) -> None:
+    client = _client()
+    status, _ = _fs(rp).mkdir(rp.path, client.flags.MkDirFlags.MAKEPATH, timeout=timeout())
+    if not status.ok and status.errno != 3018:     # kXR_ItExists
+        _check(status)
 
 
 def remove(rp, *, quiet: bool = False) -> None:
