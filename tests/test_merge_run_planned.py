@@ -146,3 +146,26 @@ def test_a_rerun_with_another_run_refuses_unless_replanning(cli, tmb_run, tmp_pa
     assert first[0] in published and len(published) == 2        # finished output stands, other run merged
     assert cli("merge-run", folder, "--out-dir", out, "--quiet").code == 0   # same options now: a no-op
     assert sorted(out.glob("*.tmb")) == published
+
+
+def test_the_campaign_recovery_command_repeats_the_plan_options(cli, tmb_run, tmp_path):
+    """The recovery list's merge-run command resumes a folder: it carries the options its journal
+    recorded (a rerun with others would be refused), and is accepted as it is."""
+    import shlex
+
+    from bindings.serve.recovery import _merge_run_command
+
+    folder, out = tmb_run[0].parent, tmp_path / "out"
+    target = three_outputs(tmb_run)
+    assert cli("merge-run", folder, "--out-dir", out, "--run", 178000, "--target-size", target, "--quiet").code == 0
+    with Journal.open_existing(out) as journal:
+        options = journal.settings()
+    command = _merge_run_command(str(folder), str(out), 178000, "safe", "sqlite:///unused.db", options=options)
+    assert f"--run 178000 --target-size {target}" in command and "--max-events" not in command
+    words = shlex.split(command)[1:]
+    catalog_at = words.index("--catalog")
+    rerun = cli(*words[:catalog_at], "--quiet")          # the plan options, without the catalogue
+    assert rerun.code == 0, rerun.err
+    unplanned = _merge_run_command(str(folder), str(out), 178000, "safe", "sqlite:///unused.db",
+                                   options={"run": None})
+    assert "--run" not in unplanned
