@@ -43,7 +43,7 @@ EXIT_INTERNAL = 1
 
 def _path_text(path) -> str:
     """A local path, or a URL (``engine.remote.RemotePath`` has no ``__fspath__``), as text."""
-    return os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    return os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
 
 
 class EngineError(Exception):

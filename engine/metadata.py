@@ -25,7 +25,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
 from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch
@@ -417,7 +417,7 @@ def merged_metadata(
     application: dict,
     start_time: str,
     end_time: str,
-    skipped: list[dict] = (),
+    skipped: Sequence[dict] = (),
     data_tier: str = "thumbnail",
 ) -> dict:
     """The SAM metadata of a merged file made from ``inputs`` ((name, metadata) pairs, in order).

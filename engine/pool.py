@@ -115,7 +115,7 @@ class Lease:
 
     def __init__(self, pool: BufferPool, buffer):
         self.buffer = buffer
-        self._pool = pool
+        self._pool: BufferPool | None = pool
 
     def release(self) -> None:
         pool, self._pool = self._pool, None

@@ -11,7 +11,8 @@ It answers on 127.0.0.1 at an ephemeral port, in a thread of the test process, u
 - ``GET /files/name/NAME/lineage/{parents,children}``: ``[{"file_name", "file_id"}, ...]``;
 - ``GET /files/list?dims=...``: a JSON list of names; dimensions are clauses joined by
   `` and ``: ``run_number N``, ``data_tier T``, ``file_name a, b``, ``ischildof: (file_name a, b)``
-  (children of those files), ``isparentof: (file_name a, b)`` (their parents).
+  (children of those files), ``isparentof: (file_name a, b)`` (their parents), and the two
+  nested once: ``ischildof: (isparentof: (file_name a))`` (the files sharing a parent with a).
 
 Errors are JSON ``{"error": Type, "message": ...}``.  Records are stored as posted (a test may
 also put legacy records, e.g. with ``enstore`` checksums, straight into ``store``).  Tests can
@@ -107,6 +108,12 @@ class SamWebServer:
         with self._lock:
             self._delays.extend([seconds] * count)
 
+    def clear_faults(self) -> None:
+        """Forget the failures and delays still queued."""
+        with self._lock:
+            self._failures.clear()
+            self._delays.clear()
+
     def put(self, metadata: dict) -> int:
         """Store a record directly, as a server-side import would."""
         with self._lock:
@@ -139,13 +146,21 @@ class SamWebServer:
                     time.sleep(delay)
                 return (status, *error)
             return (status, "application/json", json.dumps(error)) if error else (status, "text/plain", "Service Unavailable")
-        if self.token is not None and headers.get("Authorization") != f"Bearer {self.token}":
+        if self.token is not None and not self.authorized(headers):
             return _error(401, "AuthenticationError", "a valid bearer token is required")
         parts = urlsplit(raw_path)
         if not parts.path.startswith(self.prefix + "/"):
             return _error(404, "NotFound", f"no such API path {parts.path}")
-        path = parts.path[len(self.prefix):]
-        query = parse_qs(parts.query)
+        answer = self.route(method, parts.path[len(self.prefix):], parse_qs(parts.query), headers, body)
+        if delay:
+            time.sleep(delay)
+        return answer
+
+    def authorized(self, headers: dict) -> bool:
+        return headers.get("Authorization") == f"Bearer {self.token}"
+
+    def route(self, method: str, path: str, query: dict, headers: dict, body: bytes) -> tuple[int, str, str]:
+        """The API proper (a subclass serves another API with the same steering)."""
         if method == "POST" and path == "/files":
             answer = self._declare(headers, body)
         elif method == "POST" and path == "/files/metadata":
@@ -154,8 +169,6 @@ class SamWebServer:
             answer = self._get(path, query)
         else:
             answer = _error(405, "MethodNotAllowed", f"{method} {path}")
-        if delay:
-            time.sleep(delay)
         return answer
 
     def _declare(self, headers: dict, body: bytes) -> tuple[int, str, str]:
@@ -207,24 +220,35 @@ class SamWebServer:
             return _json([self.store[name] for name in names if name in self.store])
 
     def _list(self, dims: str) -> tuple[int, str, str]:
-        tests = []
-        for clause in dims.split(" and "):
-            test = self._clause(clause.strip())
-            if test is None:
-                return _error(400, "DimensionError", f"cannot parse dimensions {dims!r}")
-            tests.append(test)
         with self._lock:
+            tests = []
+            for clause in dims.split(" and "):
+                test = self._clause(clause.strip())
+                if test is None:
+                    return _error(400, "DimensionError", f"cannot parse dimensions {dims!r}")
+                tests.append(test)
             return _json(sorted(name for name, md in self.store.items() if all(test(md) for test in tests)))
+
+    def _selected(self, dims: str) -> set[str] | None:
+        """Names selected by ``file_name a, b`` or a lineage clause (None when not understood)."""
+        field, _, value = dims.partition(" ")
+        if field == "file_name" and value:
+            return {n.strip() for n in value.split(",")}
+        lineage = re.fullmatch(r"(ischildof|isparentof): \((.+)\)", dims)
+        if not lineage:
+            return None
+        names = self._selected(lineage.group(2))
+        if names is None:
+            return None
+        if lineage.group(1) == "ischildof":
+            return {n for n, md in self.store.items() if any(p["file_name"] in names for p in md.get("parents", []))}
+        return {p["file_name"] for n in names if n in self.store for p in self.store[n].get("parents", [])}
 
     def _clause(self, clause: str):
         """A test of a record for one dimension clause (None when it is not understood)."""
-        lineage = re.fullmatch(r"(ischildof|isparentof): \(file_name ([^()]+)\)", clause)
-        if lineage:
-            names = {n.strip() for n in lineage.group(2).split(",")}
-            if lineage.group(1) == "ischildof":
-                return lambda md: any(p["file_name"] in names for p in md.get("parents", []))
-            parents = {p["file_name"] for n in names if n in self.store for p in self.store[n].get("parents", [])}
-            return lambda md: md["file_name"] in parents
+        if clause.startswith(("ischildof:", "isparentof:")):
+            selected = self._selected(clause)
+            return None if selected is None else (lambda md: md["file_name"] in selected)
         field, _, value = clause.partition(" ")
         if field == "file_name" and value:
             names = {n.strip() for n in value.split(",")}
@@ -252,7 +276,7 @@ def _handler_for(server: SamWebServer):
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            status, content_type, text = server.handle(method, self.path, dict(self.headers), body)
+            status, content_type, text, *extra = server.handle(method, self.path, dict(self.headers), body)
             if status == 0:                  # DROP: no answer at all
                 self.close_connection = True
                 return
@@ -261,6 +285,8 @@ def _handler_for(server: SamWebServer):
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (extra[0] if extra else {}).items():   # a subclass's own headers
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (read timeout)

@@ -379,3 +379,27 @@ def test_bad_command_lines_exit_2(run_cli, args):
 def test_bad_catalogue_url_exits_2(run_cli):
     code, out, err = run_cli("catalog", "show", "x", "--catalog", "gopher://x")
     assert code == 2 and "unknown catalogue scheme 'gopher'" in err
+
+
+def test_show_prints_the_samweb_get_metadata_shape(cli, tmp_path):
+    from catalog_contract import raw, unmerged
+
+    url = f"sqlite://{tmp_path}/c.db"
+    from bindings.catalog import open_catalog
+
+    with open_catalog(url) as catalog:
+        catalog.declare(raw())
+        catalog.declare(unmerged(**{"Reco.pass": 2}))
+    result = cli("catalog", "show", "tmb_0000178000_p003.tmb", "--samweb", "--catalog", url)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == "     File Name: tmb_0000178000_p003.tmb"
+    assert lines[1].startswith("       File Id: ")
+    assert "     File Size: 51234570" in lines
+    assert "      Checksum: adler32:0a1b0003" in lines
+    assert "   Application: reco d0reco p17.09.03" in lines
+    assert "          Runs: 178000.0000 (physics)" in lines
+    assert "       Parents: raw_0000178000_p003.raw" in lines
+    assert lines[-1] == "Reco.pass: 2"
+    labels = [line.split(":")[0].strip() for line in lines[:-1]]
+    assert labels.index("File Size") < labels.index("Checksum") < labels.index("Data Tier") < labels.index("Runs")

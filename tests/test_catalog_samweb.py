@@ -19,7 +19,8 @@ from samweb_server import SamWebServer
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 2.0, "retries": 2, "backoff": 0.0}
 SAMWEB_ENV = ("TMBMERGE_SAMWEB_CERT", "TMBMERGE_SAMWEB_KEY", "TMBMERGE_SAMWEB_TOKEN", "BEARER_TOKEN_FILE",
-              "TMBMERGE_SAMWEB_CA", "X509_CERT_DIR", "TMBMERGE_SAMWEB_TIMEOUT", "TMBMERGE_SAMWEB_RETRIES")
+              "TMBMERGE_SAMWEB_CA", "X509_CERT_DIR", "TMBMERGE_SAMWEB_TIMEOUT", "TMBMERGE_SAMWEB_RETRIES",
+              "X509_USER_PROXY", "X509_USER_CERT", "X509_USER_KEY", "BEARER_TOKEN", "TMBMERGE_CATALOG_DEADLINE")
 
 
 @pytest.fixture(autouse=True)
@@ -330,3 +331,37 @@ def test_server_fixture_records_json_errors(server):
     answer = requests.get(server.base + "/files/name/none/metadata", timeout=2)
     assert answer.status_code == 404
     assert json.loads(answer.text) == {"error": "FileNotFound", "message": "File none not found"}
+
+
+def test_grid_proxy_from_x509_user_proxy(tls_server, certificates, monkeypatch, tmp_path):
+    # a grid proxy holds certificate and key in one file; samweb users have X509_USER_PROXY set
+    proxy = tmp_path / "x509up_u1000"
+    proxy.write_text((certificates / "client.pem").read_text() + (certificates / "client.key").read_text())
+    monkeypatch.setenv("X509_USER_PROXY", str(proxy))
+    monkeypatch.setenv("X509_CERT_DIR", str(certificates / "ca.pem"))
+    url = tls_server.url.removeprefix("samweb+")       # https://127.0.0.1:PORT/sam/test/api, as samweb users write it
+    with open_catalog(url, **FAST) as catalog:
+        assert isinstance(catalog, SamWebCatalog)
+        assert catalog.declare(raw()).status == DECLARED
+
+
+def test_samweb_environment_conventions(tmp_path):
+    proxy, cert, key = (tmp_path / name for name in ("proxy.pem", "usercert.pem", "userkey.pem"))
+    for path in (proxy, cert, key):
+        path.write_text("pem")
+    assert settings_from_environment({"X509_USER_PROXY": str(proxy), "X509_USER_CERT": str(cert)}) == \
+        {"cert": str(proxy)}
+    assert settings_from_environment({"X509_USER_CERT": str(cert), "X509_USER_KEY": str(key)}) == \
+        {"cert": str(cert), "key": str(key)}
+    assert settings_from_environment({"TMBMERGE_SAMWEB_CERT": "/c.pem", "X509_USER_PROXY": str(proxy)}) == \
+        {"cert": "/c.pem"}
+    assert settings_from_environment({"BEARER_TOKEN": " tok\n", "BEARER_TOKEN_FILE": "/nowhere"}) == {"token": "tok"}
+    assert settings_from_environment({"TMBMERGE_SAMWEB_TOKEN": "a", "BEARER_TOKEN": "b"}) == {"token": "a"}
+    with pytest.raises(UsageError, match="X509_USER_PROXY: cannot read"):
+        settings_from_environment({"X509_USER_PROXY": str(tmp_path / "gone")})
+
+
+@pytest.mark.parametrize("url", ["https://samweb.fnal.gov:8483/sam/dzero/api", "http://127.0.0.1:9/sam/dzero/api/"])
+def test_plain_http_urls_are_sam_web(url):
+    assert base_from_url(url) == url.rstrip("/")
+    assert isinstance(open_catalog(url), SamWebCatalog)

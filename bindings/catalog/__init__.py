@@ -4,6 +4,7 @@
 
 - ``sqlite:///abs/path.db`` or ``sqlite:relative.db``: the embedded catalogue (default);
 - ``samweb+https://HOST/sam/EXPERIMENT/api`` (or ``samweb+http``, or plain ``https://...``): a SAM web server;
+- ``metacat+https://HOST/PATH?namespace=NS&dataset=NS:NAME``: a MetaCat server;
 - ``exec:COMMAND``: a site's own declaration tool (declare-only).
 
 Backends are found through the ``tmbmerge.catalogs`` entry points (see ``registry``);

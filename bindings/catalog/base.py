@@ -213,6 +213,42 @@ class Catalog(ABC):
         by_parent = self.children_of(parent_names(metadata), data_tier=tier)
         return sorted({child for children in by_parent.values() for child in children if child != name})
 
+    def conflicts_after(self, metadata: dict, tier: str) -> list[str]:
+        """``exclusive_conflicts`` once ``metadata`` is declared (a backend may ask it more cheaply then)."""
+        return self.exclusive_conflicts(metadata, tier)
+
+    def declare_without_transactions(self, md: dict, exclusive_tier: str | None, post) -> DeclareResult:
+        """The declaration rules for a catalogue with no transactions (SAM web, MetaCat).
+
+        ``md`` is prepared; ``post(md)`` sends the declaration and returns the new file id, or
+        None when the catalogue says the name exists (then the idempotency rule decides).
+        Parents must be known; with ``exclusive_tier`` the not-merged-twice check is made
+        immediately before ``post`` and the lineage read again after it.
+        """
+        name = md["file_name"]
+        parents = parent_names(md)
+        known = self.records(parents)
+        missing = [parent for parent in parents if parent not in known]
+        if missing:
+            raise unknown_parent_error(name, missing)
+        if exclusive_tier is not None and parents:
+            others = self.exclusive_conflicts(md, exclusive_tier)
+            if others:
+                raise already_merged_error(name, others)
+        file_id = post(md)
+        if file_id is None:
+            existing = self.get(name)
+            check_redeclaration(existing, md)
+            result = DeclareResult(name, ALREADY_DECLARED, existing.get("file_id"))
+        else:
+            result = DeclareResult(name, DECLARED, file_id)
+        self.forget(name)
+        if exclusive_tier is not None and parents:
+            others = self.conflicts_after(md, exclusive_tier)
+            if others:
+                raise already_merged_error(name, others, after=True)
+        return result
+
     @abstractmethod
     def children(self, file_name: str) -> list[str]:
         """Names of the files that list ``file_name`` as a parent, sorted."""

@@ -25,6 +25,8 @@ BUILTIN_BACKENDS = {
     "samweb+http": "bindings.catalog.samweb:SamWebCatalog",
     "https": "bindings.catalog.samweb:SamWebCatalog",   # https://HOST/sam/EXP/api, as samweb users write it
     "http": "bindings.catalog.samweb:SamWebCatalog",
+    "metacat+https": "bindings.catalog.metacat:MetaCatCatalog",
+    "metacat+http": "bindings.catalog.metacat:MetaCatCatalog",
     "exec": "bindings.catalog.exec_tool:ExecCatalog",
 }
 

@@ -30,42 +30,36 @@ Authentication and transport come from the environment (see ``settings_from_envi
 an X.509 client certificate and key or proxy, or a bearer token, a CA bundle, timeouts,
 retries.
 
-Strategy: one ``_request`` does all I/O through a ``requests`` session whose adapter retries
-(urllib3 ``Retry``) connection failures, timeouts, dropped connections and 5xx answers with
-exponential backoff (1, 2, 4 ... s up to 60 s between attempts; by default for minutes),
-never a 4xx (an answer: retrying cannot change it), and never past the catalogue's total
-deadline (``CatalogBudget``).  When retries or the deadline run out it raises
-``CatalogUnavailable``.  Every attempt counts in the budget.
+Strategy: one ``_request`` does all I/O, through the shared ``http.HttpTransport``: retries
+with exponential backoff for minutes (urllib3 ``Retry``), never a 4xx, never past the
+catalogue's total deadline, every attempt counted in the budget.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ResponseError
-from urllib3.util.retry import Retry
 
-from engine import __version__
-from engine.errors import CatalogError, CatalogUnavailable, FileNotDeclared, UsageError
+from engine.errors import CatalogError, FileNotDeclared, UsageError
 from engine.metadata import normalize_metadata
 
+from .http import (
+    DEFAULT_BACKOFF,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RETRIES,
+    HttpTransport,
+    error_text,
+)
 from .base import (
-    ALREADY_DECLARED,
-    DECLARED,
     Catalog,
-    CatalogBudget,
     DeclareResult,
-    already_merged_error,
-    check_redeclaration,
     chunks,
     parent_names,
     prepare_declaration,
-    unknown_parent_error,
 )
 
 ENV_CERT = "TMBMERGE_SAMWEB_CERT"
@@ -81,11 +75,6 @@ ENV_CERT_DIR = "X509_CERT_DIR"
 ENV_TIMEOUT = "TMBMERGE_SAMWEB_TIMEOUT"
 ENV_RETRIES = "TMBMERGE_SAMWEB_RETRIES"
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 60.0
-DEFAULT_RETRIES = 10    # with the backoff below: about 5 minutes of trying before giving up
-DEFAULT_BACKOFF = 1.0   # seconds before the 2nd retry, doubling each time
-MAX_BACKOFF = 60.0
 SCHEMES = ("samweb+https", "samweb+http", "https", "http")
 
 
@@ -169,29 +158,6 @@ def base_from_url(url: str) -> str:
     return f"{scheme.lower().removeprefix('samweb+')}://{rest.rstrip('/')}"
 
 
-class _BudgetedRetry(Retry):
-    """urllib3's ``Retry``, counting every attempt in a ``CatalogBudget`` and stopping at its deadline."""
-
-    budget: CatalogBudget | None = None
-
-    def new(self, **kw) -> "_BudgetedRetry":
-        retry = super().new(**kw)
-        retry.budget = self.budget
-        return retry
-
-    def get_backoff_time(self) -> float:
-        backoff = super().get_backoff_time()
-        return backoff if self.budget is None else max(0.0, min(backoff, self.budget.remaining()))
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        if self.budget is not None:
-            self.budget.spend(0.0)          # the attempt that just failed; its time is counted by _request
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        if self.budget is not None and self.budget.remaining() <= 0:
-            raise MaxRetryError(_pool, url, error or ResponseError("the catalogue deadline is spent"))
-        return retry
-
-
 class SamWebCatalog(Catalog):
     """The catalogue behind a SAM web server (see the module docstring)."""
 
@@ -213,32 +179,13 @@ class SamWebCatalog(Catalog):
         super().__init__(url or f"samweb+{base_url}", deadline=deadline)
         if key and not cert:
             raise UsageError(f"{ENV_KEY} is set but {ENV_CERT} is not: a key needs its certificate")
-        if retries < 0:
-            raise UsageError(f"retries must be 0 or more, not {retries}")
         self.base = base_url.rstrip("/")
-        self.timeout = (connect_timeout, read_timeout)
-        self.retries = retries
-        self.backoff = backoff
-        retry = _BudgetedRetry(
-            total=retries, connect=retries, read=retries, status=retries, redirect=0,
-            other=0,                # TLS failures: configuration, not weather
-            allowed_methods=None,   # POST too: a repeated declaration is answered 409 and compared
-            status_forcelist=range(500, 600), backoff_factor=backoff, backoff_max=MAX_BACKOFF,
-            raise_on_status=False, respect_retry_after_header=True,
+        self.http = HttpTransport(
+            self.base, self.budget, name="samweb", url=self.url,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
+            cert=((cert, key) if key else cert) if cert else None, verify=verify,
+            connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries, backoff=backoff,
         )
-        retry.budget = self.budget
-        self._session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._session.headers["User-Agent"] = f"tmbmerge/{__version__}"
-        self._session.headers["Accept"] = "application/json"
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
-        # Given with every request, not as session attributes: requests lets REQUESTS_CA_BUNDLE
-        # override a session's verify, and a CA configured for tmbmerge must win.
-        self._cert = ((cert, key) if key else cert) if cert else None
-        self._verify = verify
 
     @classmethod
     def from_url(cls, url: str, **options) -> "SamWebCatalog":
@@ -247,38 +194,12 @@ class SamWebCatalog(Catalog):
         return cls(base_from_url(url), url=url, **settings)
 
     def close(self) -> None:
-        self._session.close()
+        self.http.close()
 
     # --- transport ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs) -> requests.Response:
-        """One API call, retried (see the module docstring); returns any answer but a 5xx."""
-        left = self.budget.check(self.url)
-        timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
-        started = time.monotonic()
-        before = self.budget.requests
-        try:
-            response = self._session.request(
-                method, self.base + path, timeout=timeout, verify=self._verify, cert=self._cert,
-                allow_redirects=False, **kwargs,
-            )
-        except requests.exceptions.SSLError as exc:  # configuration, not weather: do not retry
-            raise CatalogError(f"samweb: TLS failure talking to {self.base}: {_reason(exc)}") from None
-        except requests.RequestException as exc:
-            failure = f"{type(exc).__name__}: {_reason(exc)}"
-            response = None
-        finally:
-            self.budget.spend(time.monotonic() - started, requests=0)
-        attempts = self.budget.requests - before
-        if response is not None and response.status_code < 500:
-            self.budget.spend(0.0)            # the attempt that answered
-            return response
-        if response is not None:
-            failure = f"HTTP {response.status_code} {_error_text(response)}"
-        attempts = max(attempts, 1)
-        spent = " (the catalogue deadline is spent)" if self.budget.remaining() <= 0 else ""
-        raise CatalogUnavailable(f"samweb {method} {path.split('?')[0]} failed {attempts} times{spent}, "
-                                 f"last: {failure}")
+        return self.http.request(method, path, **kwargs)
 
     def _fail(self, response: requests.Response, file_name: str | None = None) -> CatalogError:
         """The error for an answer that is not the one asked for."""
@@ -287,17 +208,14 @@ class SamWebCatalog(Catalog):
             return FileNotDeclared("not declared in the catalogue", path=file_name)
         if status in (401, 403):
             return CatalogError(
-                f"samweb: HTTP {status} {_error_text(response)} (credentials come from {ENV_CERT}/{ENV_KEY}, "
+                f"samweb: HTTP {status} {error_text(response)} (credentials come from {ENV_CERT}/{ENV_KEY}, "
                 f"{ENV_PROXY}, {ENV_TOKEN}, {ENV_BEARER_TOKEN} or {ENV_TOKEN_FILE})",
                 path=file_name,
             )
-        return CatalogError(f"samweb: HTTP {status} {_error_text(response)}", path=file_name)
+        return CatalogError(f"samweb: HTTP {status} {error_text(response)}", path=file_name)
 
     def _json(self, response: requests.Response, what: str):
-        try:
-            return response.json()
-        except ValueError:
-            raise CatalogError(f"samweb: {what}: the answer is not JSON: {response.text[:80]!r}") from None
+        return self.http.json(response, what)
 
     def _get_json(self, path: str, *, file_name: str | None = None, params: dict | None = None):
         query = {"format": "json", **(params or {})}
@@ -373,42 +291,23 @@ class SamWebCatalog(Catalog):
         return self.list_dims(" and ".join(dims))
 
     def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
-        md = prepare_declaration(metadata)
-        name = md["file_name"]
-        parents = parent_names(md)
-        known = self.records(parents)
-        missing = [parent for parent in parents if parent not in known]
-        if missing:
-            raise unknown_parent_error(name, missing)
-        if exclusive_tier is not None and parents:
-            others = self._merged_siblings(md, exclusive_tier)   # immediately before the POST
-            if others:
-                raise already_merged_error(name, others)
+        return self.declare_without_transactions(prepare_declaration(metadata), exclusive_tier, self._post)
+
+    def _post(self, md: dict) -> int | None:
         response = self._request(
             "POST", "/files", data=json.dumps(md).encode("utf-8"), headers={"Content-Type": "application/json"}
         )
         if response.status_code == 409:
-            existing = self.get(name)
-            check_redeclaration(existing, md)
-            result = DeclareResult(name, ALREADY_DECLARED, existing.get("file_id"))
-        elif 200 <= response.status_code < 300:
-            result = DeclareResult(name, DECLARED, _file_id(response, name))
-        else:
+            return None
+        if not 200 <= response.status_code < 300:
             raise self._fail(response)
-        self.forget(name)
-        if exclusive_tier is not None and parents:
-            others = self._merged_siblings(md, exclusive_tier)   # and the lineage read after it
-            if others:
-                raise already_merged_error(name, others, after=True)
-        return result
+        return _file_id(response, md["file_name"])
 
-    def _merged_siblings(self, md: dict, tier: str) -> list[str]:
-        name = md["file_name"]
-        siblings: set[str] = set()
-        for batch in chunks(parent_names(md)):
-            siblings.update(self.list_dims(f"data_tier {tier} and ischildof: ({file_name_dims(batch)})"))
-        siblings.discard(name)
-        return sorted(siblings)
+    def conflicts_after(self, metadata: dict, tier: str) -> list[str]:
+        """One request: the files of ``tier`` sharing a parent with the file just declared."""
+        name = metadata["file_name"]
+        siblings = self.list_dims(f"data_tier {tier} and ischildof: (isparentof: ({file_name_dims([name])}))")
+        return sorted(set(siblings) - {name})
 
 
 def file_name_dims(names: list[str]) -> str:
@@ -450,21 +349,3 @@ def _names(entries, what: str) -> list[str]:
         else:
             raise CatalogError(f"samweb: {what}: unexpected entry {entry!r}")
     return names
-
-
-def _error_text(response: requests.Response) -> str:
-    """``Type: message`` from SAM's JSON error body, or the start of whatever came back."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "error" in body:
-        message = body.get("message")
-        return f"{body['error']}: {message}" if message else str(body["error"])
-    text = " ".join(response.text.split())
-    return text[:120] or response.reason or ""
-
-
-def _reason(exc: Exception) -> str:
-    """A requests exception on one line, short enough for an error message."""
-    return " ".join(str(exc).split())[:200]

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
 
     show = actions.add_parser("show", help="print the catalogue record of a file")
     show.add_argument("name", metavar="NAME", help="file name as declared")
+    show.add_argument("--samweb", action="store_true",
+                      help="print it as `samweb get-metadata` does (--json is SAM's JSON shape already)")
     _add_common_options(show)
     show.set_defaults(func=run_show)
 
@@ -102,6 +104,10 @@ def run_show(args) -> int:
         record = catalog.get(args.name)
     if args.json:
         _print_json(record)
+    elif args.samweb:
+        from bindings.catalog.samweb_format import samweb_text
+
+        print(samweb_text(record))
     else:
         width = max(len(key) for key in record)
         for key, value in record.items():

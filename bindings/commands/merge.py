@@ -124,6 +124,9 @@ def _add_merge_options(p: argparse.ArgumentParser, *, hadd: bool = False) -> Non
                         "$TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already merged")
     g.add_argument("--declare", action="store_true", help="declare the verified output, with its parents")
     g.add_argument("--declarer", default=None, help="a plugin declarer (entry point group tmbmerge.declarers)")
+    g.add_argument("--register", metavar="rucio:RSE?scope=S&dataset=D", default=None,
+                   help="after declaring, register the output's replica in Rucio at RSE and attach it to the "
+                        "dataset (needs rucio-clients; docs/CATALOG.md)")
     g.add_argument("--grandparents", action="store_true",
                    help="declare the output with its inputs' parents as its parents (for catalogues that do "
                         "not keep unmerged files)")
@@ -138,7 +141,8 @@ def _spec(args, jobs: int):
                      allow_mixed_runs=getattr(args, "allow_mixed_runs", False), threads=jobs,
                      metadata=args.metadata, catalog=args.catalog or None, declare=args.declare,
                      declarer=args.declarer, expect_complete=args.expect_complete,
-                     reproducible=args.reproducible, grandparents=args.grandparents)
+                     reproducible=args.reproducible, grandparents=args.grandparents,
+                     register=args.register)
 
 
 def run_merge(args) -> int:

@@ -146,9 +146,10 @@ def _rate_keys(measured: Measured) -> dict[str, str]:
 def _at_round(measured: Measured, report: dict, statistic: str) -> Measured:
     """``measured`` with every rate taken at one statistic of its rounds (value, min or max)."""
     figures = report["figures"]
-    changes = {name: float(figures[key].get(statistic, figures[key]["value"]))
-               for key, name in _rate_keys(measured).items()}
-    return replace(measured, **changes)
+    rate = {name: float(figures[key].get(statistic, figures[key]["value"]))
+            for key, name in _rate_keys(measured).items()}
+    return replace(measured, merge_rate=rate["merge_rate"], disk_write_rate=rate["disk_write_rate"],
+                   disk_read_rate=rate["disk_read_rate"])
 
 
 def measured_from_report(report: dict, mode: str) -> Measured:
@@ -199,7 +200,7 @@ def size_campaign(campaign: Campaign, measured: Measured) -> Sizing:
         "link": add("limit.link", "link-bound input rate (full duplex)", c.link_rate / max(1.0, k), "B/s",
                     "--link / max(1, output_ratio)"),
     }
-    bottleneck = min(limits, key=limits.get)
+    bottleneck = min(limits, key=lambda name: limits[name])
     per_server = add("per_server_rate", f"per-server merge throughput (bottleneck: {bottleneck})",
                      limits[bottleneck], "B/s", "min(limit.merge, limit.disk, limit.link)")
     usable = add("usable_rate", "planned per-server rate", per_server * c.max_utilisation, "B/s",

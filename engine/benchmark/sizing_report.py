@@ -63,10 +63,11 @@ def render_table(sizing: Sizing) -> str:
         if sizing.spread:
             cells.append(format_range(line.key, *sizing.spread[line.key], line.unit))
         table.add_row(*cells, line.source)
-    console = Console(file=io.StringIO(), width=TABLE_WIDTH, color_system=None, highlight=False)
+    drawn = io.StringIO()
+    console = Console(file=drawn, width=TABLE_WIDTH, color_system=None, highlight=False)
     console.print(table)
     console.print(spread_note(sizing))
-    text = console.file.getvalue()
+    text = drawn.getvalue()
     return "\n".join(row.rstrip() for row in text.splitlines()) + "\n"
 
 

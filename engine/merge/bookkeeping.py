@@ -41,13 +41,18 @@ _PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 class CatalogBookkeeping:
     def __init__(self, url: str, *, declarer: str | None = None, merged_tier: str = "thumbnail",
-                 grandparents: bool = False):
+                 grandparents: bool = False, register: str | None = None):
         from bindings.catalog import open_catalog
         from bindings.catalog.hook import load_declarer
 
         self.url = url
         self.merged_tier = merged_tier
         self.grandparents = grandparents
+        self.registration = None
+        if register:
+            from bindings.catalog.rucio_register import RucioRegistration
+
+            self.registration = RucioRegistration(register)
         self.catalog = open_catalog(url, create=False)   # a mistyped path is an error, not a new catalogue
         self.declarer = load_declarer(declarer, self.catalog)
         self._merged: dict[str, list[str]] = {}   # input name -> its merged children (prefetched)
@@ -121,6 +126,14 @@ class CatalogBookkeeping:
         return declare_file(output, self.catalog, declarer=self.declarer, exclusive_tier=self.merged_tier,
                             grandparents=self.grandparents)
 
+    def register(self, output: Path) -> str | None:
+        """With ``--register``: register the declared output's replica (None without it)."""
+        if self.registration is None:
+            return None
+        from bindings.catalog.hook import checked_sidecar
+
+        return self.registration.register(output, checked_sidecar(Path(output)))
+
     def close(self) -> None:
         self.catalog.close()
 
@@ -151,7 +164,7 @@ def open_bookkeeping(spec):
         yield None
         return
     with CatalogBookkeeping(spec.catalog, declarer=spec.declarer, merged_tier=spec.data_tier,
-                            grandparents=getattr(spec, "grandparents", False)) as catalog:
+                            grandparents=spec.grandparents, register=spec.register) as catalog:
         yield catalog
 
 

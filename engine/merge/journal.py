@@ -174,7 +174,8 @@ class Journal:
             (input_path, output, action, destination, _now()))
 
     def retired(self, output: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT input, output, action, destination, at FROM retired", ()
+        sql = "SELECT input, output, action, destination, at FROM retired"
+        params: tuple[str, ...] = ()
         if output is not None:
             sql, params = sql + " WHERE output = ?", (output,)
         return [dict(zip(("input", "output", "action", "destination", "at"), row))

@@ -228,6 +228,12 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
     except EngineError as exc:
         report.declared = "failed"
         report.declare_error = exc.with_path(report.output)
+        return
+    try:   # with --register: the replica too; until it is, the output counts as not declared
+        report.registered = catalog.register(report.output)
+    except EngineError as exc:
+        report.registered = "failed"
+        report.declare_error = exc.with_path(report.output)
 
 
 # -- streaming ---------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class MergeReport:
     retired: list[dict[str, Any]] = field(default_factory=list)   # inputs moved or deleted after declaring
     status: str = "merged"               # merged | already verified (resumed runs)
     catalog: dict[str, Any] | None = None   # the catalogue budget spent (requests, seconds_waiting)
+    registered: str | None = None        # "registered", "already registered" or "failed" with --register
 
     @property
     def checksum(self) -> str:
@@ -76,7 +77,7 @@ class MergeReport:
             "throughput_MBps": round(self.throughput / 1e6, 1), "verified": self.verified,
             "peak_rss_MB": round(self.peak_rss_bytes / 2**20, 1), "declared": self.declared,
             "declare_error": None if self.declare_error is None else self.declare_error.to_dict(),
-            "retired": self.retired, "catalog": self.catalog,
+            "retired": self.retired, "catalog": self.catalog, "registered": self.registered,
             "inputs": [i.to_dict() for i in self.inputs],
             "skipped": [i.to_dict() for i in self.skipped],
         }

@@ -190,6 +190,7 @@ def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target
         # a worker merges each input only if it is still the file planned (and journaled) here
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
         per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
+                             grandparents=False, register=None,
                              expect_complete=False)
         fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
         tasks = [MergeTask(p.name, str(dest / p.name), tuple(p.input_paths), per_output,

@@ -31,6 +31,7 @@ class MergeSpec:
     declarer: str | None = None        # a plugin declarer (entry point tmbmerge.declarers)
     expect_complete: bool = False      # refuse a run whose catalogued unmerged files are not all inputs
     grandparents: bool = False         # declare the output with its inputs' parents as parents
+    register: str | None = None        # rucio:RSE?scope=S&dataset=D: register the declared replica
     reproducible: bool = False         # timestamps from SOURCE_DATE_EPOCH or the inputs (see reproducible.py)
     data_tier: str = "thumbnail"
     fsync: bool = True
@@ -46,6 +47,8 @@ class MergeSpec:
             raise UsageError("--declare, --declarer and --expect-complete need --catalog URL")
         if self.grandparents and not self.declare:
             raise UsageError("--grandparents is about declaring: it needs --declare")
+        if self.register and not self.declare:
+            raise UsageError("--register registers a declared replica: it needs --declare")
         if self.declare and self.mode == FAST:
             raise UsageError("--declare needs a verified output: use --mode safe or deep")
 
