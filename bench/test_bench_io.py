@@ -308,10 +308,11 @@ def test_read_deep_decode(benchmark, source):
 
 
 def test_read_verify_deep(benchmark, source):
+    from engine.host import usable_cores
     from engine.verify import verify_file
 
     warm_baselines(source)
-    threads = len(os.sched_getaffinity(0))
+    threads = usable_cores()
 
     def verify():
         assert verify_file(source, deep=True, metadata="none", threads=threads).ok

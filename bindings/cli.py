@@ -25,6 +25,7 @@ from engine import __version__
 from engine.errors import EXIT_INTERNAL, EngineError, Interrupted, world_error
 
 from .commands import COMMAND_MODULES
+from .commands._common import print_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EngineError as exc:
-        _print_error(str(exc))
+        print_error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        _print_error(interrupted_message(exc))
+        print_error(interrupted_message(exc))
         return Interrupted.exit_code
     except BrokenPipeError:
         # The reader of our output went away (e.g. `tmbmerge dump ... | head`).
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         error = world_error(exc)      # a disk, a permission or a path, not a bug
         if error is not None:
-            _print_error(str(error))
+            print_error(str(error))
             return error.exit_code
-        _print_error(f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)")
+        print_error(f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)")
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -135,10 +136,6 @@ def interrupted_message(exc: BaseException) -> str:
     if missing:
         line += f"; not published: {', '.join(missing)} (rerun the command to finish them)"
     return line
-
-
-def _print_error(line: str) -> None:
-    print(f"tmbmerge: error: {line}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

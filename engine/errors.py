@@ -308,10 +308,29 @@ class ExecutorUnavailable(OutputError):
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+def os_reason(exc: OSError) -> str:
+    """What the operating system said about ``exc`` (``Permission denied``), for a one-line message."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 def output_error(exc: OSError, path, doing: str = "write") -> OutputError:
     """An ``OSError`` met writing an output (or its sidecar, journal, folder) as an ``OutputError``
     naming the file a user knows (the destination, not a hidden temporary name)."""
-    return OutputError(f"cannot {doing}: {exc.strerror or exc}", path=path)
+    return OutputError(f"cannot {doing}: {os_reason(exc)}", path=path)
+
+
+def input_error(exc: OSError, path, doing: str = "read", **where) -> InputError:
+    """An ``OSError`` met opening or reading an input (or its sidecar) as the ``InputError`` of
+    its kind, naming ``path``: a missing file is ``InputNotFound``; a directory and a file without
+    permission are said so; anything else is ``cannot <doing>: <what the system said>``.
+    ``where`` (``region``, ``offset``) says where in the file."""
+    if isinstance(exc, FileNotFoundError):
+        return InputNotFound("no such file", path=path, **where)
+    if isinstance(exc, IsADirectoryError):
+        return InputError("is a directory, not a file", path=path, **where)
+    if isinstance(exc, PermissionError):
+        return InputError("permission denied", path=path, **where)
+    return InputError(f"cannot {doing}: {os_reason(exc)}", path=path, **where)
 
 
 def world_error(exc: BaseException) -> EngineError | None:
@@ -326,7 +345,7 @@ def world_error(exc: BaseException) -> EngineError | None:
         return exc
     if isinstance(exc, OSError):
         where = exc.filename if exc.filename is not None else None
-        message = exc.strerror or str(exc) or type(exc).__name__
+        message = os_reason(exc)
         if exc.errno in WRITE_ERRNOS:
             return OutputError(f"cannot write: {message}", path=where)
         return InputError(f"cannot use this path: {message}", path=where)

@@ -34,7 +34,6 @@ numpy work that mostly holds the GIL, and threads measured ~35% slower on 2 core
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid as uuidlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -47,8 +46,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .checksums import format_adler32
-from .errors import OutputExists, UsageError
+from .errors import OutputExists, UsageError, os_reason
 from .format import DEFAULT_BLOCK_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_SIZE
+from .host import usable_cores
+from .metadata import sidecar_path
 
 # ---------------------------------------------------------------------------------------------
 # What a reconstruction job of the time declared
@@ -350,8 +351,8 @@ def generate_file(path, *, run: int, partition: int, first_event: int, n_events:
     check_file_arguments(run=run, partition=partition, first_event=first_event, n_events=n_events, seed=seed,
                          mean_event_kb=mean_event_kb)
     path = Path(path)
-    if sidecar and not overwrite and path.with_name(path.name + ".json").exists():
-        raise OutputExists("sidecar exists (use --force to replace it)", path=path.with_name(path.name + ".json"))
+    if sidecar and not overwrite and sidecar_path(path).exists():
+        raise OutputExists("sidecar exists (use --force to replace it)", path=sidecar_path(path))
     gaps = event_gaps(seed, run, partition, n_events)
     events = np.cumsum(gaps, dtype=np.uint64)
     events -= events[0]
@@ -455,13 +456,6 @@ def _run_job(job: FileJob) -> GeneratedFile:
     return generate_file(**asdict(job))
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: int = 0, first_partition: int = 0,
                  mean_event_kb: float = 15.0, gap_every: int = 0, codec: str = "zstd", level: int | None = None,
                  jobs: int | None = None, overwrite: bool = False, fsync: bool = True,
@@ -492,7 +486,7 @@ def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: in
     if not overwrite:
         _refuse_existing(paths)
     firsts = first_events(seed, run, partitions, events_per_file)
-    cores = available_cores()
+    cores = usable_cores()
     jobs = min(jobs or cores, files)
     threads = max(1, cores // jobs)
     specs = [FileJob(str(path), run, p, firsts[p], events_per_file, seed, mean_event_kb, codec, level, threads,
@@ -531,12 +525,12 @@ def _prepare_outdir(outdir: Path) -> Path:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create the output folder: {exc.strerror or exc}", path=outdir)
+        raise UsageError(f"cannot create the output folder: {os_reason(exc)}", path=outdir)
     return outdir
 
 
 def _refuse_existing(paths: list[Path]) -> None:
-    existing = [p for p in paths if p.exists() or p.with_name(p.name + ".json").exists()]
+    existing = [p for p in paths if p.exists() or sidecar_path(p).exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExists(f"output exists{more}; use --force to replace", path=existing[0])

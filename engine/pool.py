@@ -10,18 +10,19 @@ lends a few large buffers over and over (see its docstring for why).
 from __future__ import annotations
 
 import mmap
-import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from .host import usable_cores
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: Threads to use when a caller names none: the cores this process may run on (``engine.host``).
+default_threads = usable_cores
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, threads: int, in_flight: int | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import InputError, InputNotFound
+from .errors import input_error
 
 
 class LocalSource:
@@ -28,10 +28,8 @@ class LocalSource:
         check_regular_file(path)   # a FIFO would block the open below
         try:
             self._fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise InputNotFound("no such file", path=path)
         except OSError as exc:
-            raise InputError(f"cannot open: {exc.strerror or exc}", path=path)
+            raise input_error(exc, path, "open") from None
         st = os.fstat(self._fd)
         self.size = st.st_size
         self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)   # to recognise it when reopened
@@ -40,13 +38,13 @@ class LocalSource:
         try:
             return os.pread(self._fd, length, offset)
         except OSError as exc:
-            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
+            raise input_error(exc, self.path, offset=offset) from None
 
     def readinto(self, view: memoryview, offset: int) -> int:
         try:
             return os.preadv(self._fd, [view], offset)
         except OSError as exc:
-            raise InputError(f"read error at offset {offset}: {exc.strerror or exc}", path=self.path)
+            raise input_error(exc, self.path, offset=offset) from None
 
     def current_size(self) -> int:
         return os.fstat(self._fd).st_size

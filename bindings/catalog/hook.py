@@ -37,7 +37,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from engine.errors import InputError, InputNotFound, MetadataError, MetadataMismatch, UsageError
+from engine.errors import InputNotFound, MetadataError, MetadataMismatch, UsageError, input_error
 from engine.metadata import normalize_metadata, read_sidecar, sidecar_path
 from engine.remote import location
 
@@ -144,7 +144,7 @@ def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
             raise InputNotFound("no such file", path=data_path) from None
         return md
     except OSError as exc:
-        raise InputError(f"cannot stat: {exc.strerror}", path=data_path) from None
+        raise input_error(exc, data_path, "stat") from None
     if "file_size" not in md:
         raise MetadataError("file_size: missing", path=sidecar_path(data_path))
     if md["file_size"] != size:

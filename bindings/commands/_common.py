@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import sys
+
+from engine.host import usable_cores
+
+
+def print_error(line) -> None:
+    """``tmbmerge: error: <line>`` on stderr, flushed: how every command reports a failure."""
+    print(f"tmbmerge: error: {line}", file=sys.stderr, flush=True)
 
 
 def add_verbosity(parser, quiet: str | None = "print only errors") -> None:
@@ -33,9 +40,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def default_jobs() -> int:
-    """Threads a command may use: the cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: Threads a command may use: the cores this process may run on (``engine.host``).
+default_jobs = usable_cores
 
 
 def default_output_jobs() -> int:

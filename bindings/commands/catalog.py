@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-from ._common import add_verbosity
+from ._common import add_verbosity, print_error
 
 CATALOG_ENV = "TMBMERGE_CATALOG"
 
@@ -92,10 +91,6 @@ def _print_json(value) -> None:
     print(json.dumps(value, indent=2, sort_keys=False))
 
 
-def _print_failure(error) -> None:
-    print(f"tmbmerge: error: {error}", file=sys.stderr, flush=True)
-
-
 # --- look-ups -------------------------------------------------------------------------------
 
 
@@ -154,7 +149,7 @@ def run_declare(args) -> int:
                 result = declare_file(output, catalog, declare_parents=args.declare_parents, declarer=declarer)
             except EngineError as exc:
                 failures.append((output, exc))
-                _print_failure(exc)
+                print_error(exc)
                 continue
             results.append(result)
             if not args.json:
@@ -210,7 +205,7 @@ def run_import(args) -> int:
                 continue
             by_status[result.status].append(result.file_name)
     for _, exc in failures:
-        _print_failure(exc)
+        print_error(exc)
     if args.json:
         _print_json(
             {

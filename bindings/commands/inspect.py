@@ -18,7 +18,7 @@ from engine.errors import EXIT_OK, most_severe_exit_code
 
 from engine.units import plural
 
-from ._common import add_verbosity, positive_int
+from ._common import add_verbosity, positive_int, print_error
 
 VERIFY_EPILOG = """\
 Exit status: 0 when every file passes; otherwise the code of the most serious failure among
@@ -83,7 +83,7 @@ def run_dump(args) -> int:
 
 
 def run_verify(args) -> int:
-    from engine.checksums import adler32_hex
+    from engine.checksums import format_adler32
     from engine.verify import verify_files
 
     reports = verify_files(args.files, deep=args.deep, metadata=args.metadata, jobs=args.jobs)
@@ -95,9 +95,9 @@ def run_verify(args) -> int:
             if report.ok:
                 if not args.quiet:
                     print(f"OK {report.path} ({plural(report.event_count, 'event')}, "
-                          f"adler32:{adler32_hex(report.adler32)})", flush=False)
+                          f"{format_adler32(report.adler32)})", flush=False)
             else:
                 sys.stdout.flush()
-                print(f"tmbmerge: error: {report.error}", file=sys.stderr, flush=True)
+                print_error(report.error)
     sys.stdout.flush()
     return most_severe_exit_code(report.error.exit_code for report in reports if not report.ok)

@@ -15,7 +15,8 @@ import sys
 
 from engine.units import human_bytes, plural
 
-from ._common import add_json_flag, add_verbosity, default_jobs, default_output_jobs, positive_int
+from ._common import (add_json_flag, add_verbosity, default_jobs, default_output_jobs, positive_int,
+                      print_error)
 
 
 def register(subparsers) -> None:
@@ -162,8 +163,8 @@ def run_merge(args) -> int:
     elif not args.quiet:
         _print_merge(report)
     if report.declare_error is not None:
-        print(f"tmbmerge: error: declaration failed, the verified output is kept (retry with tmbmerge declare): "
-              f"{report.declare_error}", file=sys.stderr)
+        print_error("declaration failed, the verified output is kept (retry with tmbmerge declare): "
+                    f"{report.declare_error}")
         return report.declare_error.exit_code
     return 0
 
@@ -237,7 +238,7 @@ def _print_run_output(output) -> None:
 
 
 def _print_failure(failure: dict) -> None:
-    print(f"tmbmerge: error: {failure['text']}", file=sys.stderr, flush=True)
+    print_error(failure["text"])
 
 
 def _plan_kwargs(args, parse_size) -> dict:

@@ -121,7 +121,7 @@ def run_serve(args) -> int:
 
     import uvicorn
 
-    from engine.errors import UsageError
+    from engine.errors import UsageError, os_reason
 
     from bindings.serve.app import create_app
 
@@ -137,7 +137,7 @@ def run_serve(args) -> int:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(info[4])
     except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {os_reason(exc)}") from None
     host, port = sock.getsockname()[:2]
     print(f"serving {args.catalog} on http://{host}:{port}/", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)

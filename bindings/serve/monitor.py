@@ -26,28 +26,20 @@ page always shows what a merge-run running right now has recorded.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.merge.journal import JOURNAL_NAME, Journal
+from engine.merge.journal import JOURNAL_NAME, Journal, JournalState
+from engine.merge.plan import partition_in_name
+from engine.metadata import sidecar_path
 
 UNMERGED_TIER = "unmerged-thumbnail"
 RAW_TIER = "raw"
 MERGED_TIER = "thumbnail"
-_PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
-FINISHED_AT_LEAST = {
-    "merged": ("merged", "verified", "declared", "retired"),
-    "verified": ("verified", "declared", "retired"),
-    "declared": ("declared", "retired"),
-    "retired": ("retired",),
-}
-
-
-def partition_of(name: str) -> int | None:
-    m = _PARTITION_RE.search(name)
-    return int(m.group(1)) if m else None
+_PUBLISHED = (JournalState.MERGED, JournalState.VERIFIED, JournalState.DECLARED, JournalState.RETIRED)
+#: For each state an output reaches once published, the states at least that far along.
+FINISHED_AT_LEAST = {state: _PUBLISHED[i:] for i, state in enumerate(_PUBLISHED)}
 
 
 @dataclass
@@ -155,8 +147,9 @@ def run_status(view: CatalogView, run: int, journals, *, tier: str, outputs=None
         states[o.state] += 1
     figures = {"planned": len(outputs),
                **{name: sum(states[s] for s in among) for name, among in FINISHED_AT_LEAST.items()},
-               "failed": states["failed"], "in_progress": states["planned"] + states["merging"]}
-    finished_events = sum(o.event_count or 0 for o in outputs if o.state in FINISHED_AT_LEAST["merged"])
+               "failed": states[JournalState.FAILED],
+               "in_progress": states[JournalState.PLANNED] + states[JournalState.MERGING]}
+    finished_events = sum(o.event_count or 0 for o in outputs if o.state in _PUBLISHED)
     failures = [{"output": o.name, "folder": str(o.folder), "state": o.state, "reason": o.error}
                 for o in outputs if o.error]
 
@@ -166,7 +159,7 @@ def run_status(view: CatalogView, run: int, journals, *, tier: str, outputs=None
         {p["file_name"] for ps in merged_parents.values() for p in ps}
     skipped = _skipped_inputs(outputs, merged)
     left_out = {(s["output"], s["file_name"]) for s in skipped}
-    merged_since = {Path(p).name for o in outputs if o.state in FINISHED_AT_LEAST["merged"] for p in o.inputs
+    merged_since = {Path(p).name for o in outputs if o.state in _PUBLISHED for p in o.inputs
                     if (o.name, Path(p).name) not in left_out} | \
         {p["file_name"] for ps in merged_parents.values() for p in ps}
     # an input skipped once and merged since (its recovery command was run) is no longer missing
@@ -205,9 +198,9 @@ def _skipped_inputs(outputs: list[JournalOutput], merged: list[dict]) -> list[di
     """Inputs a robust merge left out, from the outputs' sidecars and merged catalogue records."""
     found: dict[str, dict] = {}
     for o in outputs:
-        if o.state not in FINISHED_AT_LEAST["merged"]:
+        if o.state not in _PUBLISHED:
             continue
-        sidecar = o.folder / f"{o.name}.json"
+        sidecar = sidecar_path(o.folder / o.name)
         try:
             skipped = json.loads(sidecar.read_text()).get("Merge.skipped") or []
         except (OSError, ValueError):
@@ -231,11 +224,11 @@ def _input_path(output: JournalOutput, name: str) -> str | None:
 
 def _missing_partitions(view: CatalogView, raw: list[dict], unmerged: list[dict], parents) -> list[dict]:
     produced_from = {p["file_name"] for ps in parents.values() for p in ps}
-    missing = [{"partition": partition_of(r["file_name"]), "raw_file": r["file_name"],
+    missing = [{"partition": partition_in_name(r["file_name"]), "raw_file": r["file_name"],
                 "evidence": f"raw file {r['file_name']} has no unmerged file"}
                for r in raw if r["file_name"] not in produced_from]
     known = {m["partition"] for m in missing}
-    numbers = sorted(p for p in (partition_of(f["file_name"]) for f in unmerged) if p is not None)
+    numbers = sorted(p for p in (partition_in_name(f["file_name"]) for f in unmerged) if p is not None)
     have = set(numbers)
     for p in range(numbers[0], numbers[-1]) if numbers else ():
         if p not in have and p not in known:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from engine.merge.journal import JournalState
+
 
 def _join(*parts) -> str:
     return shlex.join(str(p) for p in parts)
@@ -34,9 +36,9 @@ def _join(*parts) -> str:
 
 def _own_output(run: int, input_name: str) -> str:
     """The merge-run style name of an output holding one input: ``tmb_0000178000_mrg_p003-p003.tmb``."""
-    from .monitor import partition_of
+    from engine.merge.plan import partition_in_name
 
-    partition = partition_of(input_name)
+    partition = partition_in_name(input_name)
     if partition is None:
         return f"tmb_{run:010d}_mrg_{Path(input_name).stem}.tmb"
     return f"tmb_{run:010d}_mrg_p{partition:03d}-p{partition:03d}.tmb"
@@ -79,8 +81,8 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
     out_options = next((o.plan_options for o in status["_outputs"] if str(o.folder) == out), None)
     for o in status["_outputs"]:
         error = o.error or ""
-        if o.state == "failed" or o.state in ("planned", "merging"):
-            what = f"output {o.name} failed: {error}" if o.state == "failed" else \
+        if o.state in (JournalState.FAILED, JournalState.PLANNED, JournalState.MERGING):
+            what = f"output {o.name} failed: {error}" if o.state == JournalState.FAILED else \
                 f"output {o.name} left {o.state} (its merge-run stopped; rerun if none is running)"
             folder_in = str(Path(o.inputs[0]).parent) if o.inputs else inputs
             items.append({"run": run, "kind": "output-failed", "subject": o.name, "what": what,

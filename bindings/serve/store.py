@@ -26,7 +26,6 @@ import secrets
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.errors import (
@@ -37,6 +36,7 @@ from engine.errors import (
     UnknownDataset,
     UsageError,
 )
+from engine.host import iso_now
 
 #: The plan's states, in order: a dataset moves one step forward at a time.
 STATES = ("assigned", "copied-to-site", "processed", "merged", "declared", "copied-back")
@@ -92,10 +92,6 @@ CREATE TABLE IF NOT EXISTS campaign_certification (
     PRIMARY KEY (run, sample)
 );
 """
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def next_states(state: str | None) -> tuple[str, ...]:
@@ -201,7 +197,7 @@ class CampaignStore:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._transaction("IMMEDIATE") as db:
             db.execute("INSERT INTO campaign_tokens (token_hash, site, created) VALUES (?, ?, ?)",
-                       (hash_token(token), site, now()))
+                       (hash_token(token), site, iso_now(utc=True)))
         return token
 
     def site_of_token(self, token: str) -> str | None:
@@ -231,7 +227,7 @@ class CampaignStore:
                 raise CampaignError("dataset exists already", path=name)
             first, last = runs if runs is not None else (None, None)
             db.execute("INSERT INTO campaign_datasets (name, first_run, last_run, data_tier, created, created_by) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (name, first, last, data_tier, now(), created_by))
+                       "VALUES (?, ?, ?, ?, ?, ?)", (name, first, last, data_tier, iso_now(utc=True), created_by))
             if run_list is not None:
                 db.executemany("INSERT OR IGNORE INTO campaign_dataset_runs (dataset, run) VALUES (?, ?)",
                                [(name, r) for r in run_list])
@@ -283,7 +279,7 @@ class CampaignStore:
         note = _check_note(note)
         with self._transaction("IMMEDIATE") as db:
             self._dataset_row(db, name)
-            stamp = now()
+            stamp = iso_now(utc=True)
             try:
                 db.execute("INSERT INTO campaign_assignments (dataset, site, state, since, updated) "
                            "VALUES (?, ?, ?, ?, ?)", (name, site, STATES[0], stamp, stamp))
@@ -311,7 +307,7 @@ class CampaignStore:
                 allowed = " or ".join(next_states(current["state"])) or "nothing (the last state)"
                 raise IllegalTransition(f"cannot go from {current['state']} to {state} (next: {allowed})",
                                         path=name)
-            stamp = now()
+            stamp = iso_now(utc=True)
             if state == RELEASED:
                 db.execute("DELETE FROM campaign_assignments WHERE dataset = ?", (name,))
             else:
@@ -330,7 +326,7 @@ class CampaignStore:
         with self._transaction("IMMEDIATE") as db:
             db.execute("INSERT OR REPLACE INTO campaign_certification (run, sample, record, filled) "
                        "VALUES (?, ?, ?, ?)",
-                       (int(record["run"]), record["sample"], json.dumps(record, separators=(",", ":")), now()))
+                       (int(record["run"]), record["sample"], json.dumps(record, separators=(",", ":")), iso_now(utc=True)))
 
     def histogram_texts(self, run: int) -> dict[str, str]:
         """{sample: stored record, as the JSON text kept} of one run."""

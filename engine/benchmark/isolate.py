@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import EngineError
+from ..host import peak_rss_bytes
 
 POLL_SECONDS = 0.05
 
@@ -91,20 +92,12 @@ class TreePeaks:
             except psutil.Error:
                 continue
             if member.pid != pid:
-                self.worker_peak = max(self.worker_peak, vm_hwm(member.pid) or 0)
+                self.worker_peak = max(self.worker_peak, peak_rss_bytes(member.pid) or 0)
         self.sum_peak = max(self.sum_peak, total)
 
 
-def vm_hwm(pid: int | str = "self") -> int | None:
-    """Peak resident bytes of a process's current program (``VmHWM``), None without /proc."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+#: Peak resident bytes of a process's current program (``VmHWM``), None without /proc.
+vm_hwm = peak_rss_bytes
 
 
 def _reap(proc: subprocess.Popen, poll_tree: bool):

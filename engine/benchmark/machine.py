@@ -11,6 +11,8 @@ import os
 import platform
 from pathlib import Path
 
+from ..host import usable_cores
+
 
 def cpu_model() -> str | None:
     try:
@@ -22,11 +24,8 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def cores() -> int:
-    """Cores this process may run on (the affinity mask, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+#: Cores this process may run on (the affinity mask, not the host's count).
+cores = usable_cores
 
 
 def memory_bytes() -> int | None:

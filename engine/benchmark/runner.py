@@ -22,13 +22,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from ..host import iso_now, usable_cores
 from . import figures as F
 from .dataset import make_run
 from .isolate import run_isolated
-from .machine import cores as machine_cores
 from .machine import describe_machine
 from .report import REPORT_FORMAT
 
@@ -49,7 +48,7 @@ class BenchSettings:
     sample_bytes: int | None = None   # stored bytes of blocks for the per-core codec figures
 
     def resolved(self) -> BenchSettings:
-        cores = machine_cores()
+        cores = usable_cores()
         files = self.files or max(MIN_FILES, min(MAX_FILES, round(self.size / FILE_BYTES)))
         return BenchSettings(
             size=self.size, directory=os.path.realpath(self.directory), files=files,
@@ -111,7 +110,7 @@ def run_bench(settings: BenchSettings, *, progress: Progress | None = None, comm
         shutil.rmtree(workdir, ignore_errors=True)
     report = {
         "format": REPORT_FORMAT,
-        "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
+        "created": iso_now(),
         "command": command or " ".join(sys.argv),
         "settings": asdict(settings),
         "machine": machine,

@@ -145,9 +145,9 @@ def _zstd_all(task: dict) -> dict:
 
 
 def _cores() -> int:
-    from .machine import cores
+    from ..host import usable_cores
 
-    return cores()
+    return usable_cores()
 
 
 _TASKS = {"storage": _storage, "copy": _copy, "merge": _merge, "reencode": _reencode, "codecs": _codecs,

@@ -24,13 +24,13 @@ def _interrupted(signum, frame):
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupted)
     from ..merge.executors import stop_when_parent_dies
-    from .isolate import vm_hwm
+    from ..host import peak_rss_bytes
 
     stop_when_parent_dies(os.getppid())
     from .tasks import run_task
 
     result = run_task(json.loads(argv[0]))
-    result["self_peak_rss_bytes"] = vm_hwm()
+    result["self_peak_rss_bytes"] = peak_rss_bytes()
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

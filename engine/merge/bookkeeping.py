@@ -27,16 +27,15 @@ this module is the engine's only door to them, imported only when a catalogue is
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AlreadyMerged, FileNotDeclared, IncompleteRun, UsageError
 from ..remote import location
+from .plan import PARTITION_IN_NAME
 
 UNMERGED_TIER = "unmerged-thumbnail"
-_PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 
 class CatalogBookkeeping:
@@ -169,7 +168,7 @@ def open_bookkeeping(spec):
 
 
 def describe_missing(names: list[str]) -> str:
-    partitions = [m.group(1) for m in (_PARTITION_RE.search(n) for n in names) if m]
+    partitions = [m.group(1) for m in (PARTITION_IN_NAME.search(n) for n in names) if m]
     if len(partitions) == len(names):
         return "partitions " + ", ".join(f"p{p}" for p in partitions) + f" ({', '.join(names)})"
     return ", ".join(names)

@@ -1,6 +1,6 @@
 """The merge-run journal: a small SQLite file beside the outputs recording what each became.
 
-One row per planned output, with its inputs and its state::
+One row per planned output, with its inputs and its state (``JournalState``)::
 
     planned -> merging -> verified (safe/deep) | merged (fast) -> declared -> retired
                        \\-> failed (with the error)
@@ -24,14 +24,32 @@ import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import OutputError
+from ..host import iso_now
 
 JOURNAL_NAME = ".tmbmerge-journal.sqlite"
-FINISHED = ("verified", "merged", "declared", "retired")
+
+
+class JournalState(StrEnum):
+    """What a planned output has become (the ``state`` column).  The values are the strings the
+    journal stores, so journals written before this type existed read the same; being ``str``,
+    a state compares equal to its text."""
+
+    PLANNED = "planned"       # in the plan, not started (or reset for a rerun)
+    MERGING = "merging"       # handed to a worker
+    MERGED = "merged"         # published, not re-read (fast mode)
+    VERIFIED = "verified"     # published and verified (safe/deep mode)
+    DECLARED = "declared"     # declared to the catalogue
+    RETIRED = "retired"       # its inputs moved or deleted
+    FAILED = "failed"         # with the error in ``error``
+
+
+#: States of an output that is published and needs no merging on a rerun.
+FINISHED = (JournalState.VERIFIED, JournalState.MERGED, JournalState.DECLARED, JournalState.RETIRED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outputs (
@@ -66,7 +84,7 @@ class JournalEntry:
     name: str
     run: int
     inputs: list[str]
-    state: str
+    state: JournalState
     mode: str | None
     file_size: int | None
     checksum: str | None
@@ -78,10 +96,6 @@ class JournalEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 class Journal:
@@ -137,21 +151,22 @@ class Journal:
         """Insert a planned output, or reset an unfinished one to ``planned`` with these inputs."""
         self._transaction(
             "INSERT INTO outputs (name, run, inputs, state, mode, updated, identities) "
-            "VALUES (?, ?, ?, 'planned', ?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = excluded.inputs, state = 'planned', "
-            "mode = excluded.mode, error = NULL, updated = excluded.updated, identities = excluded.identities, "
-            "accepted = NULL",
-            (name, run, json.dumps(inputs), mode, _now(), None if identities is None else json.dumps(identities)))
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = excluded.inputs, "
+            "state = excluded.state, mode = excluded.mode, error = NULL, updated = excluded.updated, "
+            "identities = excluded.identities, accepted = NULL",
+            (name, run, json.dumps(inputs), JournalState.PLANNED, mode, iso_now(),
+             None if identities is None else json.dumps(identities)))
 
-    def set_state(self, name: str, state: str, *, error: str | None = None, file_size: int | None = None,
-                  checksum: str | None = None, event_count: int | None = None,
+    def set_state(self, name: str, state: JournalState, *, error: str | None = None,
+                  file_size: int | None = None, checksum: str | None = None, event_count: int | None = None,
                   accepted: list[dict] | None = None) -> None:
         self._transaction(
             "UPDATE outputs SET state = ?, error = ?, file_size = COALESCE(?, file_size), "
             "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), "
             "accepted = COALESCE(?, accepted), updated = ? WHERE name = ?",
             (state, error, file_size, checksum, event_count, None if accepted is None else json.dumps(accepted),
-             _now(), name))
+             iso_now(), name))
 
     def settings(self) -> dict[str, Any]:
         """The options the journal's plan was made with (empty for a new journal)."""
@@ -171,7 +186,7 @@ class Journal:
     def record_retired(self, input_path: str, output: str, action: str, destination: str | None) -> None:
         self._transaction(
             "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, ?, ?, ?, ?)",
-            (input_path, output, action, destination, _now()))
+            (input_path, output, action, destination, iso_now()))
 
     def retired(self, output: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT input, output, action, destination, at FROM retired"
@@ -191,6 +206,7 @@ _COLUMNS = "name, run, inputs, state, mode, file_size, checksum, event_count, er
 
 def _entry(row) -> JournalEntry:
     name, run, inputs, state, mode, size, checksum, events, error, updated, identities, accepted = row
-    return JournalEntry(name, run, json.loads(inputs), state, mode, size, checksum, events, error, updated,
+    return JournalEntry(name, run, json.loads(inputs), JournalState(state), mode, size, checksum, events, error,
+                        updated,
                         None if identities is None else json.loads(identities),
                         None if accepted is None else json.loads(accepted))

@@ -43,6 +43,7 @@ from .. import __version__
 from ..checksums import RunningAdler32
 from ..errors import AllInputsRejected, EngineError, OutputExists, OutputIsInput, UsageError
 from ..fsutil import remove_quietly, remove_stale_temporaries, same_file, write_staged
+from ..host import peak_rss_bytes as own_peak_rss
 from ..pool import BufferPool, PoolClosed
 from ..progress import NullProgress
 from ..remote import is_url, location
@@ -131,16 +132,8 @@ def refuse_output_among_inputs(output: Path, inputs) -> None:
 
 
 def peak_rss_bytes() -> int:
-    """This process's own peak resident size: ``VmHWM``, which starts afresh at exec, unlike
-    ``ru_maxrss``, which a spawned worker inherits from the parent it was forked from."""
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's own peak resident size (``engine.host``); ``ru_maxrss`` where there is no ``/proc``."""
+    return own_peak_rss() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec, progress, label) -> MergeReport:

@@ -35,7 +35,8 @@ from ..readers import open_file
 from ..remote import is_url, location
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE
 
-_PARTITION_RE = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
+#: The partition in a production file name (``..._p007.tmb``): its digits, as written.
+PARTITION_IN_NAME = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,12 @@ def partition_of(path: Path, metadata: dict) -> int | None:
     value = metadata.get("partition")
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    m = _PARTITION_RE.search(path.name)
+    return partition_in_name(path.name)
+
+
+def partition_in_name(name: str) -> int | None:
+    """The partition a file name gives (``..._p007.tmb`` -> 7), or None."""
+    m = PARTITION_IN_NAME.search(name)
     return int(m.group(1)) if m else None
 
 

@@ -34,7 +34,7 @@ from ..remote import is_url, location
 from ..progress import NullProgress, QueueProgress
 from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .bookkeeping import names_by_run, open_bookkeeping
-from .journal import FINISHED, Journal, JournalEntry
+from .journal import FINISHED, Journal, JournalEntry, JournalState
 from .lock import ExclusiveLock
 from .pipeline import declare_output, merge_files
 from .plan import PlannedOutput, discover_inputs, plan_run, resolved_name
@@ -203,15 +203,15 @@ def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target
         _current_progress = _RunLevelProgress(progress)
         try:
             for task in tasks:
-                journal.set_state(task.name, "merging")
+                journal.set_state(task.name, JournalState.MERGING)
             for task, result, error in chosen.map_unordered(run_merge_task, tasks):
                 if error is not None:
-                    journal.set_state(task.name, "failed", error=str(error))
+                    journal.set_state(task.name, JournalState.FAILED, error=str(error))
                     report.failures.append({"output": task.name, **error.to_dict()})
                     log.info("%s: failed: %s", task.name, error)
                     stream.emit()
                     continue
-                state = "verified" if result.verified else "merged"
+                state = JournalState.VERIFIED if result.verified else JournalState.MERGED
                 journal.set_state(task.name, state, file_size=result.file_size, checksum=result.checksum,
                                   event_count=result.event_count,
                                   accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted])
@@ -278,7 +278,7 @@ class _Bookkeeping:
 
     def _pending(self, state: str) -> bool:
         # retiring re-verifies on its own, just before (check_retirable)
-        return self.spec.declare and state == "verified"
+        return self.spec.declare and state == JournalState.VERIFIED
 
     def _declare_and_retire(self, result: MergeReport, state: str, reverify: bool) -> str:
         name = result.output.name
@@ -289,15 +289,16 @@ class _Bookkeeping:
                 self.journal.set_state(name, state, error=f"re-verification failed: {exc}")
                 self.report.failures.append({"output": name, **exc.to_dict()})
                 return state
-        if self.spec.declare and state == "verified":
+        if self.spec.declare and state == JournalState.VERIFIED:
             declare_output(self.catalog, result)
             if result.declare_error is not None:
-                self.journal.set_state(name, "verified", error=f"declaration failed: {result.declare_error}")
+                self.journal.set_state(name, JournalState.VERIFIED,
+                                       error=f"declaration failed: {result.declare_error}")
                 self.report.failures.append({"output": name, **result.declare_error.to_dict()})
                 return state
-            self.journal.set_state(name, "declared")
-            state = "declared"
-        if self.retire and state == "declared":
+            self.journal.set_state(name, JournalState.DECLARED)
+            state = JournalState.DECLARED
+        if self.retire and state == JournalState.DECLARED:
             entry = self.journal.get(name)
             try:
                 chosen = check_retirable(result.output, entry, self.catalog, action=self.retire,
@@ -307,11 +308,11 @@ class _Bookkeeping:
                     aliases={i["path"]: i["given"] for i in chosen if i.get("given")},
                     record=lambda path, action, dest: self.journal.record_retired(path, name, action, dest))
             except EngineError as exc:   # like a failed declaration: reported, the other outputs go on
-                self.journal.set_state(name, "declared", error=f"retirement failed: {exc}")
+                self.journal.set_state(name, JournalState.DECLARED, error=f"retirement failed: {exc}")
                 self.report.failures.append({"output": name, **exc.with_path(result.output).to_dict()})
                 return state
-            self.journal.set_state(name, "retired")
-            state = "retired"
+            self.journal.set_state(name, JournalState.RETIRED)
+            state = JournalState.RETIRED
         return state
 
 
@@ -365,7 +366,7 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
             if adopted is None:
                 raise OutputExists("exists but is not a finished output of this run (use --force to redo it)",
                                    path=final)
-            state = "verified" if spec.checks_bookkeeping else "merged"
+            state = JournalState.VERIFIED if spec.checks_bookkeeping else JournalState.MERGED
             journal.set_state(entry.name, state, file_size=adopted.file_size, checksum=adopted.checksum,
                               event_count=adopted.event_count,
                               accepted=[{"path": p, "adler32": None} for p in entry.inputs])
@@ -423,5 +424,5 @@ def _report_from_journal(final: Path, entry: JournalEntry, spec: MergeSpec) -> M
 
     return MergeReport(output=final, mode=entry.mode or spec.mode, file_size=entry.file_size or 0,
                        adler32=parse_checksum(entry.checksum) if entry.checksum else 0,
-                       event_count=entry.event_count or 0, verified=entry.state != "merged",
+                       event_count=entry.event_count or 0, verified=entry.state != JournalState.MERGED,
                        status=f"already {entry.state}")

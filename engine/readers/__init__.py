@@ -17,7 +17,7 @@ import pkgutil
 import stat
 from functools import lru_cache
 
-from ..errors import InputError, InputNotFound, NotATmbFile, TruncatedFile
+from ..errors import InputError, NotATmbFile, TruncatedFile, input_error
 
 PROBE_BYTES = 16
 
@@ -38,12 +38,8 @@ def check_regular_file(path) -> None:
     comes, and a device or socket is no event file.  Missing or unreadable paths: input errors."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise InputNotFound("no such file", path=path)
-    except PermissionError:
-        raise InputError("permission denied", path=path)
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", path=path)
+        raise input_error(exc, path) from None
     if stat.S_ISDIR(mode):
         raise InputError("is a directory, not a file", path=path)
     if not stat.S_ISREG(mode):
@@ -67,14 +63,8 @@ def read_probe(path) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read(PROBE_BYTES)
-    except FileNotFoundError:
-        raise InputNotFound("no such file", path=path)
-    except IsADirectoryError:
-        raise InputError("is a directory, not a file", path=path)
-    except PermissionError:
-        raise InputError("permission denied", path=path)
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", path=path)
+        raise input_error(exc, path) from None
 
 
 def detect(path):

@@ -18,9 +18,10 @@ from pathlib import Path
 from ..remote import location
 from typing import Any
 
-from ..checksums import RunningAdler32, adler32_hex
+from ..checksums import RunningAdler32, format_adler32
 from ..errors import EngineError, MetadataMismatch, UsageError
-from ..pool import bounded_map, default_threads
+from ..host import usable_cores
+from ..pool import bounded_map
 from ..readers import open_file
 from .crosscheck import FileFacts, crosscheck_facts
 
@@ -48,7 +49,7 @@ class FileReport:
         if self.file_size is not None:
             out["file_size"] = self.file_size
         if self.adler32 is not None:
-            out["checksum"] = f"adler32:{adler32_hex(self.adler32)}"
+            out["checksum"] = format_adler32(self.adler32)
         if self.event_count is not None:
             out["event_count"] = self.event_count
             out["block_count"] = self.block_count
@@ -109,7 +110,7 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
 def verify_files(paths, *, deep: bool = False, metadata: str = "auto", jobs: int | None = None) -> list[FileReport]:
     """Verify many files in parallel; reports come back in the order of ``paths``."""
     paths = [location(p) for p in paths]
-    jobs = jobs or default_threads()
+    jobs = jobs or usable_cores()
     file_threads = min(jobs, max(len(paths), 1))
     block_threads = max(1, jobs // file_threads) if deep else 1
     return list(bounded_map(lambda p: verify_file(p, deep=deep, metadata=metadata, threads=block_threads),

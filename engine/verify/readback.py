@@ -24,7 +24,7 @@ import numpy as np
 
 from ..blocks import check_stored_block, decode_block
 from ..checksums import RunningAdler32, adler32
-from ..errors import EngineError, LayoutError, OutputError
+from ..errors import EngineError, LayoutError, OutputError, os_reason
 from ..format import (
     BLOCK_HEADER_SIZE,
     BlockHeader,
@@ -142,7 +142,7 @@ class BlockReadback:
         try:
             got = os.preadv(self._fd, [memoryview(buffers[0])[:size]], offset)
         except OSError as exc:
-            raise OutputError(f"cannot read the output back: {exc.strerror or exc}", region=region,
+            raise OutputError(f"cannot read the output back: {os_reason(exc)}", region=region,
                               offset=offset) from None
         raw = memoryview(buffers[0])[:got]
         header = parse_block_header(raw, region=region, offset=offset)
