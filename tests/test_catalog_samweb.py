@@ -365,3 +365,22 @@ def test_samweb_environment_conventions(tmp_path):
 def test_plain_http_urls_are_sam_web(url):
     assert base_from_url(url) == url.rstrip("/")
     assert isinstance(open_catalog(url), SamWebCatalog)
+
+
+def test_unreachable_catalogue_is_named_with_the_whole_reason(monkeypatch):
+    """Issue 10: an unreachable SAM host gives its server and the system's reason, not a cut message."""
+    import socket
+
+    from bindings.catalog.registry import open_catalog
+    from engine.errors import CatalogUnavailable
+
+    with socket.socket() as probe:          # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("TMBMERGE_CATALOG_DEADLINE", "2")
+    catalog = open_catalog(f"samweb+http://127.0.0.1:{port}/sam/test/api")
+    with pytest.raises(CatalogUnavailable) as caught:
+        catalog.get("tmb_0000178000_p000.tmb")
+    message = str(caught.value)
+    assert message.endswith(f"last: ConnectionError: Connection refused (server http://127.0.0.1:{port}/sam/test/api)")
+    assert "HTTPConnection(" not in message

@@ -17,6 +17,7 @@ import time
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from engine import __version__
@@ -116,7 +117,7 @@ class HttpTransport:
             failure = f"HTTP {response.status_code} {error_text(response)}"
         spent = " (the catalogue deadline is spent)" if self.budget.remaining() <= 0 else ""
         raise CatalogUnavailable(f"{self.name} {method} {path.split('?')[0]} failed {max(attempts, 1)} times{spent}, "
-                                 f"last: {failure}")
+                                 f"last: {failure} (server {self.base})")
 
     def json(self, response: requests.Response, what: str):
         try:
@@ -143,6 +144,27 @@ def error_text(response: requests.Response) -> str:
     return text[:120] or response.reason or ""
 
 
-def reason(exc: Exception) -> str:
-    """A requests exception on one line, short enough for an error message."""
-    return " ".join(str(exc).split())[:200]
+def reason(exc: BaseException) -> str:
+    """What went wrong underneath a requests exception, on one line: the operating system's words
+    (``Connection refused``, ``Name or service not known``) or urllib3's (``read timed out``),
+    never a wrapper's text cut in the middle of a word."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    root: BaseException = exc
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(current, NewConnectionError):
+            return f"{type(current).__name__}: {str(current).rsplit(': ', 1)[-1]}"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        root = current
+        inner = [getattr(current, "reason", None), current.__cause__, current.__context__,
+                 *(arg for arg in current.args if isinstance(arg, BaseException))]
+        pending.extend(e for e in inner if isinstance(e, BaseException))
+    text = " ".join(str(root).split())
+    # urllib3 wraps its messages as "<connection object>: what happened"; keep what happened
+    text = text.rsplit(": ", 1)[-1] if ">: " in text or "): " in text else text
+    return text if len(text) <= 200 else text[:200].rsplit(" ", 1)[0] + " ..."
