@@ -163,6 +163,8 @@ def adler32_from_checksums(checksums, file_size: int | None = None) -> int | Non
         return None
     if isinstance(checksums, str):
         checksums = [checksums]
+    if not isinstance(checksums, (list, tuple)):
+        raise MetadataError(f"checksum {checksums!r} is not a list of strings")
     found = None
     for text in checksums:
         if not isinstance(text, str):

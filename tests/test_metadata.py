@@ -477,3 +477,13 @@ def test_now_iso_has_an_offset_and_is_now():
     assert moment.tzinfo is not None
     assert abs(datetime.now().astimezone() - moment) < timedelta(seconds=5)
     assert normalize_metadata({"file_name": "f", "start_time": text})["start_time"] == text
+
+
+@pytest.mark.parametrize("value", [7, {"adler32": "0000abcd"}, 1.5, True])
+def test_a_checksum_that_is_not_a_list_is_a_metadata_error(value):
+    """Found by the fuzzer: ``"checksum": 7`` in a sidecar made merge-run's planning raise TypeError."""
+    from engine.checksums import adler32_from_checksums
+    from engine.errors import MetadataError
+
+    with pytest.raises(MetadataError, match="is not a list"):
+        adler32_from_checksums(value)
