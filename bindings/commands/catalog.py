@@ -232,12 +232,12 @@ def _parents_first(directory, failures: list) -> list:
     Sidecars that cannot be read are added to ``failures`` and left out.
     """
     from engine.errors import EngineError
-    from engine.metadata import normalize_metadata, read_sidecar
+    from engine.metadata import SIDECAR_SUFFIX, normalize_metadata, read_sidecar
 
     parents: dict[str, list[str]] = {}
     paths = {}
-    for sidecar in sorted(p for p in directory.iterdir() if p.name.endswith(".json")):
-        data_path = sidecar.with_name(sidecar.name.removesuffix(".json"))
+    for sidecar in sorted(p for p in directory.iterdir() if p.name.endswith(SIDECAR_SUFFIX)):
+        data_path = sidecar.with_name(sidecar.name.removesuffix(SIDECAR_SUFFIX))
         try:
             md = normalize_metadata(read_sidecar(data_path))
         except EngineError as exc:
