@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print_error(f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)")
         return EXIT_INTERNAL
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # As the process's own command line (argv None), the work is done: a SIGTERM from now on
+        # (a scheduler stopping jobs as they end) must not turn a finished command into a kill
+        # (-15); the exit code stands.  Called from Python, restore the caller's handler.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
         logs.close()
 
 

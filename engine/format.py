@@ -67,6 +67,16 @@ def pack_header(file_uuid: uuidlib.UUID, metadata: bytes) -> bytes:
     return body[:56] + struct.pack("<Q", xxh3_64(body[:56]))
 
 
+def header_with_damaged_magic(buf: bytes) -> bool:
+    """Is ``buf`` a TMB header whose magic alone is damaged?  Its digest (over bytes 0..55, magic
+    included) then matches once the true magic is put back: the file is a damaged TMB file
+    (integrity, exit 5), not a foreign one (exit 4)."""
+    if len(buf) < HEADER_SIZE or bytes(buf[:8]) == HEADER_MAGIC:
+        return False
+    body = HEADER_MAGIC + bytes(buf[8:56])
+    return xxh3_64(body) == struct.unpack("<Q", bytes(buf[56:64]))[0]
+
+
 def parse_header(buf: bytes, file_size: int) -> FileHeader:
     """Validate the 64-byte file header (magic, version, digest, bounds)."""
     if len(buf) < HEADER_SIZE:
@@ -112,10 +122,12 @@ def parse_metadata(buf: bytes, header: FileHeader) -> dict:
     if computed != header.metadata_digest:
         raise ChecksumMismatch("metadata digest differs", region="metadata", offset=HEADER_SIZE,
                                expected=digest_hex(header.metadata_digest), actual=digest_hex(computed))
+    from .safejson import parse_json
+
     try:
-        value = json.loads(bytes(buf).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MetadataError(f"metadata is not valid JSON: {exc}", region="metadata", offset=HEADER_SIZE)
+        value = parse_json(buf, what="metadata")   # depth, number and string limits: see safejson
+    except MetadataError as exc:
+        raise MetadataError(exc.message, region="metadata", offset=HEADER_SIZE) from None
     if not isinstance(value, dict):
         raise MetadataError("metadata is not a JSON object", region="metadata", offset=HEADER_SIZE)
     return value

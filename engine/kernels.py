@@ -4,7 +4,9 @@ Strategy: Python handles blocks; anything that has to visit every event runs her
 mode with the GIL released, so threads can run these kernels on all cores.  Payload digests
 call the xxh3-64 function of the C library inside the ``xxhash`` package: loading it with
 llvmlite and declaring it as an external symbol (rather than a ctypes pointer) lets numba cache
-the compiled kernels on disk, so a new process pays no compilation.
+the compiled kernels on disk, so a new process pays no compilation.  Where numba cannot cache
+beside the package or in the user's cache folder (a read-only installation and no writable
+home), ``choose_cache_folder`` picks a private folder in the temporary folder, or no cache.
 
 ``zstd_frame_end`` walks the block headers of a zstd frame (never its contents) to find where
 the frame ends, so a block's stored bytes can be required to be exactly one frame before any
@@ -18,13 +20,64 @@ touched, never on the fast path.
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
-import numba
-import numpy as np
-import xxhash._xxhash
-from numba import types
+import os
+import stat
+import tempfile
+from pathlib import Path
 
-from .format import RECORD_HEADER_SIZE
+
+def _usable_folder(folder: Path, *, private: bool = False) -> bool:
+    """Can numba keep its cache in ``folder``?  (What numba itself tries: create it, create a file.)
+    A ``private`` folder (in the shared temporary folder) must also be ours and closed to others,
+    as a cache is code we load."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+        if private:
+            info = folder.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+                return False
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def choose_cache_folder(package: Path, user: Path, fallback: Path) -> tuple[bool, str | None]:
+    """Where numba caches compiled kernels: (cache at all, folder to set as ``NUMBA_CACHE_DIR``).
+
+    numba's own choice is the package's ``__pycache__``, then the user's cache folder; with
+    neither writable (a read-only installation, no writable home) it refuses to compile a
+    cached function at all.  Then a private folder under the temporary folder is used, and if
+    even that fails the kernels are compiled without a cache (each process compiles again).
+    ``NUMBA_CACHE_DIR`` set by the user always wins.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return True, None
+    if _usable_folder(package) or _usable_folder(user):
+        return True, None
+    if _usable_folder(fallback, private=True):
+        return True, str(fallback)
+    return False, None
+
+
+_CACHE, _CACHE_DIR = choose_cache_folder(
+    Path(__file__).parent / "__pycache__",
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "numba",
+    Path(tempfile.gettempdir()) / f"tmbmerge-numba-cache-{os.getuid()}")
+if _CACHE_DIR is not None:
+    os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR
+
+import llvmlite.binding as llvm  # noqa: E402  (after NUMBA_CACHE_DIR is settled)
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import xxhash._xxhash  # noqa: E402
+from numba import types  # noqa: E402
+
+from .format import RECORD_HEADER_SIZE  # noqa: E402
+
+if _CACHE_DIR is not None:
+    numba.config.CACHE_DIR = _CACHE_DIR    # numba may have been imported (and configured) before us
 
 llvm.load_library_permanently(xxhash._xxhash.__file__)
 _xxh3_64 = types.ExternalFunction("XXH3_64bits", types.uint64(types.voidptr, types.uintp))
@@ -40,7 +93,7 @@ WALK_MESSAGES = {
 }
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=_CACHE)
 def frame_records(runs, events, lengths, payloads, payload_starts, out):
     """Write records (16-byte header + payload) for events ``payloads[start:start+length]`` into ``out``.
 
@@ -67,7 +120,7 @@ def frame_records(runs, events, lengths, payloads, payload_starts, out):
     return digests
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=_CACHE)
 def walk_records(buf, expected_count):
     """Walk the records of a decompressed block.
 
@@ -116,7 +169,7 @@ FRAME_CUT_SHORT = -1       # a zstd block header or block runs past the end of t
 FRAME_BAD_BLOCK = -2       # a reserved block type, or a block over the 128 KiB maximum
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=_CACHE)
 def zstd_frame_end(buf, start):
     """Where the zstd frame whose first block header is at ``start`` ends (after its last block,
     before an optional content checksum), or ``FRAME_CUT_SHORT`` / ``FRAME_BAD_BLOCK``.

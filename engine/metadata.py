@@ -23,17 +23,24 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
-from .errors import InconsistentInputs, MetadataError, MetadataMismatch, input_error
+from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch, input_error
 from .fsutil import write_atomically
 from .host import iso_now
 from .remote import location
+from .safejson import parse_json
 
 SIDECAR_SUFFIX = ".json"
+#: A sidecar is a few kB (a merged file's lists its parents: ~60 bytes each); anything over
+#: this is refused before it is read.
+MAX_SIDECAR_BYTES = 4 << 20
+#: A file name is one path component: at most 255 bytes on every file system we write to.
+MAX_FILE_NAME_BYTES = 255
 
 #: Top-level SAM fields holding a plain string.
 STRING_FIELDS = (
@@ -94,26 +101,88 @@ def sidecar_path(data_path: str | os.PathLike) -> Path:
 def read_sidecar(data_path: str | os.PathLike) -> dict | None:
     """The sidecar of ``data_path`` as a dict, or None when there is none.
 
-    Malformed JSON (or JSON that is not an object) is a ``MetadataError`` naming the sidecar;
-    the content is not validated here (see ``normalize_metadata``).
+    The sidecar must be a regular file (a symlink to one is fine) of at most
+    ``MAX_SIDECAR_BYTES``: it is opened without blocking (a FIFO would hang every command),
+    checked with ``fstat`` (a device such as ``/dev/zero`` would be read for ever) and its size
+    bounded before a byte is read.  The JSON is parsed with limits (``safejson``).  Any problem
+    is a ``MetadataError`` or ``InputError`` naming the sidecar; the content is not validated
+    here (see ``load_sidecar`` and ``normalize_metadata``).
     """
     path = sidecar_path(data_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    data = _read_local_sidecar(path) if isinstance(path, Path) else _read_remote_sidecar(path)
+    if data is None:
         return None
-    except UnicodeDecodeError as exc:
-        raise MetadataError(f"sidecar is not UTF-8 text ({exc.reason})", path=path) from None
-    except OSError as exc:
-        raise input_error(exc, path, "read sidecar") from None
     try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        raise MetadataError(f"sidecar is not valid JSON: {exc.msg} at {where}", path=path) from None
+        metadata = parse_json(data, what="sidecar")
+    except MetadataError as exc:
+        raise exc.with_path(path) from None
     if not isinstance(metadata, dict):
         raise MetadataError(f"sidecar holds a JSON {type(metadata).__name__}, not an object", path=path)
     return metadata
+
+
+def load_sidecar(data_path: str | os.PathLike) -> dict | None:
+    """The sidecar of ``data_path`` validated and in canonical form (``normalize_metadata``,
+    unknown fields refused), or None when there is none: what ``verify`` and ``merge`` both use,
+    so they accept exactly the same sidecars.  Errors name the sidecar."""
+    md = read_sidecar(data_path)
+    if md is None:
+        return None
+    try:
+        return normalize_metadata(md)
+    except MetadataError as exc:
+        raise exc.with_path(sidecar_path(data_path)) from None
+
+
+def _read_local_sidecar(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise input_error(exc, path, "read sidecar") from None
+    try:
+        _check_sidecar_stat(os.fstat(fd), path)
+        data = _read_at_most(fd, MAX_SIDECAR_BYTES + 1)
+    except OSError as exc:
+        raise input_error(exc, path, "read sidecar") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SIDECAR_BYTES:      # it grew since fstat
+        raise MetadataError(f"sidecar is more than {MAX_SIDECAR_BYTES} bytes", path=path)
+    return data
+
+
+def _read_remote_sidecar(path) -> bytes | None:
+    """A sidecar named by URL: its size and kind asked of the server before it is read."""
+    try:
+        _check_sidecar_stat(path.stat(), path)
+    except FileNotFoundError:
+        return None
+    data = path.read_bytes()
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise MetadataError(f"sidecar is more than {MAX_SIDECAR_BYTES} bytes", path=path)
+    return data
+
+
+def _check_sidecar_stat(info, path) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("FIFO" if stat.S_ISFIFO(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode)
+                else "socket" if stat.S_ISSOCK(info.st_mode) else "device")
+        raise InputError(f"sidecar is a {kind}, not a regular file", path=path)
+    if info.st_size > MAX_SIDECAR_BYTES:
+        raise MetadataError(f"sidecar is {info.st_size} bytes, more than {MAX_SIDECAR_BYTES}", path=path)
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    parts, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, min(limit - size, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def write_sidecar(data_path: str | os.PathLike, metadata: dict) -> Path:
@@ -163,7 +232,9 @@ def normalize_metadata(md: Any, *, file_size: int | None = None, strict: bool = 
             out[key] = _string(out[key], key)
     for key in INTEGER_FIELDS:
         if key in out:
-            out[key] = _integer(out[key], key, minimum=0 if key in ("file_size", "event_count", "file_id") else None)
+            unsigned = key in ("first_event", "last_event")      # event numbers are u64 in a TMB file
+            out[key] = _integer(out[key], key, minimum=0 if key in ("file_size", "event_count", "file_id") else None,
+                                bits=64 if unsigned else 63)
     if file_size is not None:
         file_size = _integer(file_size, "file_size", minimum=0)
         if out.get("file_size", file_size) != file_size:
@@ -212,24 +283,40 @@ def _is_parameter_name(key: str) -> bool:
 
 def _string(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise MetadataError(f"{field}: must be a string, not {value!r}")
+        raise MetadataError(f"{field}: must be a string, not {_shown_value(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:        # a lone surrogate: no sidecar, catalogue row or name can hold it
+        raise MetadataError(f"{field}: holds a lone surrogate, not Unicode text") from None
     return value
+
+
+def _shown_value(value: Any) -> str:
+    """``repr(value)`` cut to one short line (an integer too long to print is described)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _file_name(value: Any, field: str) -> str:
     value = _string(value, field)
-    if not value or "/" in value or value in (".", ".."):
+    if not value or "/" in value or "\0" in value or value in (".", ".."):
         raise MetadataError(f"{field}: {value!r} is not a file name (a catalogue name has no directory)")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
+        raise MetadataError(f"{field}: a file name of {len(value)} characters (at most {MAX_FILE_NAME_BYTES} bytes)")
     return value
 
 
-def _integer(value: Any, field: str, *, minimum: int | None = None) -> int:
+def _integer(value: Any, field: str, *, minimum: int | None = None, bits: int = 63) -> int:
+    """An integer of at most ``bits`` bits and sign (63: a signed 64-bit value; 64: unsigned)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise MetadataError(f"{field}: must be an integer, not {value!r}")
+        raise MetadataError(f"{field}: must be an integer, not {_shown_value(value)}")
+    if not -(2**63) <= value < 2**bits:
+        raise MetadataError(f"{field}: {_shown_value(value)} does not fit in 64 bits")
     if minimum is not None and value < minimum:
         raise MetadataError(f"{field}: must be at least {minimum}, not {value}")
-    if not -(2**63) <= value < 2**63:
-        raise MetadataError(f"{field}: {value} does not fit in 64 bits")
     return value
 
 

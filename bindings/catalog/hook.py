@@ -151,7 +151,27 @@ def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
         raise MetadataMismatch(
             "file size differs from its sidecar's file_size", path=data_path, expected=md["file_size"], actual=size
         )
+    _check_against_index(data_path, md)
     return md
+
+
+def _check_against_index(data_path: Path, md: dict) -> None:
+    """What the file's own index knows (event count, runs, first and last event) must be what the
+    sidecar says: a sidecar claiming run 999 must not declare the file under run 999.  Opening
+    reads the header and index only (the adler32 would need the whole file: ``verify`` does it).
+    A data file of another format (no reader knows its magic bytes) is declared on its name and
+    size alone, as before."""
+    from engine.errors import NotATmbFile
+    from engine.readers import detect
+    from engine.verify.crosscheck import crosscheck_facts, measured_facts, stated_facts
+
+    try:
+        reader_class = detect(data_path)
+    except NotATmbFile:
+        return
+    stated = stated_facts(md)._replace(adler32=None)
+    with reader_class(data_path) as reader:
+        crosscheck_facts(data_path, measured_facts(reader, None, data_path.name, stated), stated, source="sidecar")
 
 
 def _declare_with_parents(

@@ -190,7 +190,7 @@ class SqliteCatalog(Catalog):
             raise self._error(exc) from None
         try:
             yield self._db
-        except (sqlite3.Error, UnicodeDecodeError) as exc:
+        except (sqlite3.Error, UnicodeDecodeError, OverflowError) as exc:   # OverflowError: over 2**63-1
             self._db.execute("ROLLBACK")
             raise self._error(exc) from None
         except BaseException:
@@ -203,7 +203,7 @@ class SqliteCatalog(Catalog):
                 self._db.execute("ROLLBACK")
             raise self._error(exc) from None
 
-    def _error(self, exc: sqlite3.Error | UnicodeDecodeError) -> CatalogError:
+    def _error(self, exc: Exception) -> CatalogError:
         text = str(exc)
         if "locked" in text or "busy" in text:
             return CatalogUnavailable(f"catalogue busy: {text}", path=self.path)

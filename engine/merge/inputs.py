@@ -37,7 +37,7 @@ from ..errors import (AllInputsRejected, DuplicateEvents, EngineError, Inconsist
                       MetadataMissing, UsageError)
 from ..pool import bounded_map
 from ..readers import open_file
-from ..verify.crosscheck import FileFacts, crosscheck_facts
+from ..verify.crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
 from .duplicates import find_duplicate_events
 from .spec import MergeSpec
 
@@ -64,17 +64,9 @@ BookkeepingSource = Callable[[Path], "dict | None"]
 
 
 def sidecar_bookkeeping(path: Path) -> dict | None:
-    from ..metadata import normalize_metadata, read_sidecar
+    from ..metadata import load_sidecar
 
-    md = read_sidecar(path)
-    return None if md is None else normalize_metadata(md)
-
-
-def facts_of(bookkeeping: dict) -> FileFacts:
-    from ..metadata import expected_facts
-
-    f = expected_facts(bookkeeping)
-    return FileFacts(f.file_size, f.adler32, f.event_count, bookkeeping.get("file_name"))
+    return load_sidecar(path)
 
 
 def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | None = None,
@@ -156,10 +148,10 @@ def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
             where = "catalogue record" if spec.catalog else f"sidecar ({sidecar_path(item.path).name})"
             raise MetadataMissing(f"no {where}: {spec.mode} mode crosschecks every input with its metadata "
                                   "(use --metadata none to merge without crosschecks)", path=item.path)
-        item.expected = facts_of(item.bookkeeping)
+        item.expected = stated_facts(item.bookkeeping)
         source = "catalogue" if spec.catalog else "sidecar"
-        # size, name and event count now; adler32 once the validation stage has read the file
-        partial = FileFacts(reader.file_size, item.expected.adler32, reader.event_count, item.path.name)
+        # all but the adler32 now; it once the validation stage has read the file
+        partial = measured_facts(reader, item.expected.adler32, item.path.name, item.expected)
         crosscheck_facts(item.path, partial, item.expected, source=source)
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError, InconsistentInputs, UsageError
+from ..errors import EngineError, InconsistentInputs, MetadataError, UsageError
 from ..readers import open_file
 from ..remote import is_url, location
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE
@@ -123,9 +123,16 @@ def _discover(arguments) -> list[tuple[Path, bool]]:
     return found
 
 
+#: Partition numbers go into output names (``p000-p017``): bounded so a name stays short.
+MAX_PARTITION = 10**9 - 1
+
+
 def partition_of(path: Path, metadata: dict) -> int | None:
     value = metadata.get("partition")
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if value > MAX_PARTITION:
+            raise MetadataError(f"partition: {value} is out of range (0..{MAX_PARTITION})", path=path,
+                                region="metadata")
         return value
     return partition_in_name(path.name)
 

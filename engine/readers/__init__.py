@@ -17,9 +17,9 @@ import pkgutil
 import stat
 from functools import lru_cache
 
-from ..errors import InputError, NotATmbFile, TruncatedFile, input_error
+from ..errors import ChecksumMismatch, InputError, NotATmbFile, TruncatedFile, input_error
 
-PROBE_BYTES = 16
+PROBE_BYTES = 64     # a whole TMB header: enough to tell a damaged magic from a foreign file
 
 
 @lru_cache(maxsize=1)
@@ -76,6 +76,11 @@ def detect(path):
             return reader
     if not probe:
         raise TruncatedFile("file is empty (0 bytes)", path=path, region="header", offset=0)
+    from ..format import HEADER_MAGIC, header_with_damaged_magic
+
+    if header_with_damaged_magic(probe):
+        raise ChecksumMismatch("damaged file magic (the header's digest proves a TMB header)", path=path,
+                               region="header", offset=0, expected=HEADER_MAGIC.hex(), actual=probe[:8].hex())
     for reader in registered_readers():
         if len(probe) < len(reader.MAGIC) and reader.MAGIC.startswith(probe):
             raise TruncatedFile(f"file is {len(probe)} bytes, cut inside the {reader.FORMAT} header",

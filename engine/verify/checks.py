@@ -5,7 +5,7 @@ every block's header and stored-bytes digest, reading each byte once and computi
 file's adler32 on the way.  Deep: also decompress every block (on all cores) and check its
 uncompressed digest, its record framing and every event's payload digest against the index.
 With ``metadata="auto"`` the file is also held against its sidecar ``<file>.json`` (size,
-adler32, event count, name) and its own embedded name.  Failures are returned in the report
+adler32, event count, name, run numbers, first and last event) and its own embedded name.  Failures are returned in the report
 (``verify_files`` checks many files in parallel and never stops at the first bad one).
 """
 
@@ -23,7 +23,7 @@ from ..errors import EngineError, MetadataMismatch, UsageError
 from ..host import usable_cores
 from ..pool import bounded_map
 from ..readers import open_file
-from .crosscheck import FileFacts, crosscheck_facts
+from .crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
 
 
 @dataclass
@@ -59,14 +59,12 @@ class FileReport:
 
 
 def sidecar_facts(path: Path) -> FileFacts | None:
-    """What the file's sidecar states, or None when it has none."""
-    from ..metadata import expected_facts, read_sidecar
+    """What the file's sidecar states, or None when it has none (validated as a merge validates
+    it: an unknown field is refused by both)."""
+    from ..metadata import load_sidecar
 
-    md = read_sidecar(path)
-    if md is None:
-        return None
-    facts = expected_facts(md)
-    return FileFacts(facts.file_size, facts.adler32, facts.event_count, md.get("file_name"))
+    md = load_sidecar(path)
+    return None if md is None else stated_facts(md)
 
 
 def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: FileFacts | None = None,
@@ -98,7 +96,7 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
                 if expected is None:
                     expected = sidecar_facts(path)
                 if expected is not None:
-                    actual = FileFacts(reader.file_size, adler.value, reader.event_count, path.name)
+                    actual = measured_facts(reader, adler.value, path.name, expected)
                     crosscheck_facts(path, actual, expected, source=source)
                     report.metadata_checked = source
     except EngineError as exc:

@@ -1,7 +1,7 @@
 """Crosschecks between a file and what others say about it.
 
 Two kinds: a file against its bookkeeping (the sidecar ``<file>.json`` or a catalogue record:
-name, size, adler32, event count), and a merged output against its inputs (exactly the inputs'
+name, size, adler32, event count, run numbers, first and last event), and a merged output against its inputs (exactly the inputs'
 events, in order, with the same payload digests).  Both raise ``ConsistencyError`` subclasses
 naming what differs and where; both are pure comparisons with no I/O of their own.
 """
@@ -24,6 +24,31 @@ class FileFacts(NamedTuple):
     adler32: int | None
     event_count: int | None
     file_name: str | None = None
+    runs: tuple[int, ...] | None = None      # the run numbers, sorted, each once
+    first_event: int | None = None           # the lowest event number
+    last_event: int | None = None            # the highest
+
+
+def stated_facts(md: dict) -> FileFacts:
+    """What metadata (a sidecar or a catalogue record) says of its file."""
+    from ..metadata import expected_facts, normalize_metadata
+
+    md = normalize_metadata(md, strict=False)   # records of a catalogue may know more fields
+    facts = expected_facts(md)
+    runs = tuple(sorted({int(entry[0]) for entry in md["runs"]})) if md.get("runs") else None
+    return FileFacts(facts.file_size, facts.adler32, facts.event_count, md.get("file_name"), runs,
+                     md.get("first_event"), md.get("last_event"))
+
+
+def measured_facts(reader, adler32: int | None, name: str, expected: FileFacts) -> FileFacts:
+    """The same facts of an open file, from its index (only those ``expected`` states are computed)."""
+    events = reader.events
+    runs = first = last = None
+    if expected.runs is not None:
+        runs = tuple(int(r) for r in np.unique(events.run))
+    if reader.event_count and (expected.first_event is not None or expected.last_event is not None):
+        first, last = int(events.event.min()), int(events.event.max())
+    return FileFacts(reader.file_size, adler32, reader.event_count, name, runs, first, last)
 
 
 def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: str) -> None:
@@ -40,6 +65,17 @@ def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: st
     if expected.event_count is not None and expected.event_count != actual.event_count:
         raise MetadataMismatch(f"event count differs from the {source}", path=path,
                                expected=expected.event_count, actual=actual.event_count)
+    if expected.runs is not None and actual.runs is not None and expected.runs != actual.runs:
+        raise MetadataMismatch(f"runs differ from the {source}", path=path, expected=_runs(expected.runs),
+                               actual=_runs(actual.runs))
+    for field in ("first_event", "last_event"):
+        stated, measured = getattr(expected, field), getattr(actual, field)
+        if stated is not None and measured is not None and stated != measured:
+            raise MetadataMismatch(f"{field} differs from the {source}", path=path, expected=stated, actual=measured)
+
+
+def _runs(runs: tuple[int, ...]) -> str:
+    return ", ".join(map(str, runs)) or "none"
 
 
 def crosscheck_events(path, output, expected) -> None:
