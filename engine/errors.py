@@ -146,6 +146,10 @@ class InputNotFound(InputError, FileNotFoundError):
     """An input path does not exist."""
 
 
+class InputChanged(InputError):
+    """An input is no longer the file that was planned (swapped, rewritten or gone since merge-run planned it)."""
+
+
 class FormatError(EngineError, ValueError):
     """The bytes are not a TMB file this version can read."""
 

@@ -17,8 +17,8 @@ After each command, ``assert_invariants`` requires:
 The matrix: ``kill -9`` of ``merge-run`` at random moments (seeded delays after the run begins,
 writes an output, publishes one, retires an input), ENOSPC while writing an
 output, a catalogue failing in the middle of declaring, a catalogue whose record of an output
-does not match it, and the mistakes of the issue's findings (an output folder that is the input
-folder, run twice; a damaged input with --skip-bad and retirement; a damaged published output
+does not match it, an input swapped between planning and merging, and the mistakes of the
+issue's findings (an output folder that is the input folder, run twice; a damaged input with --skip-bad and retirement; a damaged published output
 before a retiring rerun; an edited journal row).  Each fault is followed by a rerun without it,
 which must complete the run.  Small generated runs keep the whole file to a few tens of seconds.
 """
@@ -338,3 +338,33 @@ def test_edited_journal_row(catalogued_run, tmp_path, tmb_file_factory):
     assert report.failures
     ledger.assert_invariants(out)
     assert victim.exists() and all(p.exists() for p in inputs)
+
+
+def test_input_swapped_between_planning_and_merging_of_a_retiring_run(catalogued_run, tmp_path, monkeypatch):
+    """Another file (the same bytes, a new inode) takes an input's name after planning: its output
+    fails (exit 3), nothing of it is published or retired; the others go on; a rerun completes."""
+    from engine.merge import run as merge_run_module
+
+    inputs, url = catalogued_run
+    ledger = Ledger(inputs, url)
+    out = tmp_path / "out"
+    target = three_outputs(inputs)
+    victim = inputs[2]
+    real = merge_run_module.plan_run
+
+    def plan_then_swap(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        copy = victim.with_name(".swap")
+        copy.write_bytes(victim.read_bytes())
+        os.replace(copy, victim)
+        return plan
+
+    monkeypatch.setattr(merge_run_module, "plan_run", plan_then_swap)
+    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete")
+    assert [(f["exit_code"], f["path"]) for f in report.failures] == [(3, str(victim))]
+    ledger.assert_invariants(out)
+    assert [p for p in inputs if p.exists()] == inputs[2:4], "only the failed output's inputs stay"
+    monkeypatch.undo()
+    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete")
+    assert report.ok, report.failures
+    ledger.assert_invariants(out, complete=True)

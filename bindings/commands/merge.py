@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                    help="histogram the inputs before merging and the outputs after (tmbmerge certify), kept in "
                         "the sqlite --catalog; a run whose merged histograms differ fails (exit 6)")
     p.add_argument("--replan", action="store_true",
-                   help="a rerun with other --target-size/--max-events than the journal's: plan what is not "
+                   help="a rerun with other --run/--target-size/--max-events than the journal's: plan what is not "
                         "finished with the new options (without it such a rerun is refused)")
     p.set_defaults(func=run_merge_run)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.merge.journal import JOURNAL_NAME, Journal, JournalState
@@ -56,6 +56,7 @@ class JournalOutput:
     error: str | None
     updated: str
     retires: bool             # this folder's merge-run retires inputs
+    plan_options: dict = field(default_factory=dict)   # what its merge-run planned with (Journal.settings)
 
 
 def journal_outputs(folders, run: int | None = None) -> list[JournalOutput]:
@@ -66,11 +67,11 @@ def journal_outputs(folders, run: int | None = None) -> list[JournalOutput]:
         if not (folder / JOURNAL_NAME).exists():
             continue
         with Journal(folder) as journal:
-            retires = bool(journal.retired())
+            retires, options = bool(journal.retired()), journal.settings()
             for e in journal.entries():
                 if run is None or e.run == run:
                     found.append(JournalOutput(folder, e.name, e.run, e.inputs, e.state, e.mode, e.event_count,
-                                               e.error, e.updated, retires))
+                                               e.error, e.updated, retires, options))
     return found
 
 

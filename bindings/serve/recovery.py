@@ -17,7 +17,8 @@ the same list.  Kinds, and what resumes each:
   the catalogue and rerun ``merge-run``.
 
 Commands name the folders the journals recorded (the inputs' folder, the journal's folder),
-the catalogue this service serves and the journal's merge mode; arguments are shell-quoted,
+the catalogue this service serves and the journal's merge mode and plan options (--run,
+--target-size, --max-events: a rerun with others is refused); arguments are shell-quoted,
 so each command can be pasted into a shell as it is.
 """
 
@@ -52,9 +53,19 @@ def _input_folder(status: dict) -> str | None:
 
 
 def _merge_run_command(folder_in: str, folder_out: str, run: int, mode: str | None, catalog: str,
-                       retires: bool = False) -> str:
-    words = ["tmbmerge", "merge-run", folder_in, "--out-dir", folder_out, "--run", run,
-             "--mode", mode or "safe", "--catalog", catalog, "--declare"]
+                       retires: bool = False, options: dict | None = None) -> str:
+    """The merge-run that resumes ``run``; with the plan options (``options``, the journal's) of the
+    merge-run that wrote ``folder_out``, since a rerun with others is refused."""
+    from engine.merge.spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE
+
+    options = options or {}
+    words = ["tmbmerge", "merge-run", folder_in, "--out-dir", folder_out]
+    if options.get("run", run) is not None:
+        words += ["--run", options.get("run", run)]
+    for key, default in (("target_size", DEFAULT_TARGET_SIZE), ("max_events", DEFAULT_MAX_EVENTS)):
+        if options.get(key, default) != default:
+            words += [f"--{key.replace('_', '-')}", options[key]]
+    words += ["--mode", mode or "safe", "--catalog", catalog, "--declare"]
     if retires:
         words.append("--retire-inputs")
     return _join(*words)
@@ -67,6 +78,7 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
     inputs = _input_folder(status) or "UNMERGED_DIR"
     out_folders = sorted({str(o.folder) for o in status["_outputs"]})
     out = out_folders[0] if len(out_folders) == 1 else "MERGED_DIR"
+    out_options = next((o.plan_options for o in status["_outputs"] if str(o.folder) == out), None)
     for o in status["_outputs"]:
         error = o.error or ""
         if o.state in (JournalState.FAILED, JournalState.PLANNED, JournalState.MERGING):
@@ -74,7 +86,8 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
                 f"output {o.name} left {o.state} (its merge-run stopped; rerun if none is running)"
             folder_in = str(Path(o.inputs[0]).parent) if o.inputs else inputs
             items.append({"run": run, "kind": "output-failed", "subject": o.name, "what": what,
-                          "command": _merge_run_command(folder_in, str(o.folder), run, o.mode, catalog, o.retires)})
+                          "command": _merge_run_command(folder_in, str(o.folder), run, o.mode, catalog, o.retires,
+                                                       o.plan_options)})
         elif error.startswith("declaration failed"):
             items.append({"run": run, "kind": "declaration-failed", "subject": o.name,
                           "what": f"output {o.name} is verified but not declared: {error}",
@@ -83,7 +96,8 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
             folder_in = str(Path(o.inputs[0]).parent) if o.inputs else inputs
             items.append({"run": run, "kind": "retirement-failed", "subject": o.name,
                           "what": f"output {o.name} is declared but its inputs were not retired: {error}",
-                          "command": _merge_run_command(folder_in, str(o.folder), run, o.mode, catalog, True)})
+                          "command": _merge_run_command(folder_in, str(o.folder), run, o.mode, catalog, True,
+                                                       o.plan_options)})
     for s in status["skipped"]:
         path = s["input_path"] or str(Path(inputs) / s["file_name"])
         folder = s["folder"] or out
@@ -96,12 +110,13 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
     for name in status["not_merged"]:
         items.append({"run": run, "kind": "input-not-merged", "subject": name,
                       "what": f"unmerged file {name} is catalogued but in no merged output",
-                      "command": _merge_run_command(inputs, out, run, "safe", catalog)})
+                      "command": _merge_run_command(inputs, out, run, "safe", catalog, options=out_options)})
     for m in status["missing_partitions"]:
         label = f"p{m['partition']:03d}" if m["partition"] is not None else m["raw_file"]
         items.append({"run": run, "kind": "missing-partition", "subject": label,
                       "what": f"partition {label} was never produced ({m['evidence']}); reprocess it first",
                       "command": _join("tmbmerge", "catalog", "import", inputs, "--catalog", catalog,
                                        "--declare-parents") + " && " + _merge_run_command(inputs, out, run, "safe",
-                                                                                          catalog)})
+                                                                                          catalog,
+                                                                                          options=out_options)})
     return items

@@ -14,6 +14,10 @@ read stays (header, metadata, block table, runs), the file descriptor and the ev
 not, so 5,000 inputs hold 5,000 small records and a handful of open files, and no event table
 is held whole; later steps read each input again, a slice at a time, as they reach it.
 
+An input merge-run planned is re-identified as it is opened (``check_planned_identity``: by
+``stat`` before it is parsed, and on the open file): one swapped, changed or gone since planning
+fails the whole output, with or without ``skip_bad`` (the plan, and the output's name, hold it).
+
 With ``skip_bad``, duplicates (the same file content twice, shared events) are judged among
 inputs that passed validation: the inputs involved are read and checked whole first
 (``validate_whole``), so a damaged replica is left out as damaged and never shadows the good
@@ -33,8 +37,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..checksums import RunningAdler32, adler32_hex
-from ..errors import (AllInputsRejected, DuplicateEvents, EngineError, InconsistentInputs, MetadataMismatch,
-                      MetadataMissing, UsageError)
+from ..errors import (AllInputsRejected, DuplicateEvents, EngineError, InconsistentInputs, InputChanged,
+                      MetadataMismatch, MetadataMissing, UsageError)
 from ..pool import bounded_map
 from ..readers import open_file
 from ..verify.crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
@@ -70,10 +74,14 @@ def sidecar_bookkeeping(path: Path) -> dict | None:
 
 
 def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | None = None,
-                   check_input: Callable[[Path], None] | None = None) -> list[PreparedInput]:
+                   check_input: Callable[[Path], None] | None = None,
+                   planned: dict[str, dict] | None = None) -> list[PreparedInput]:
     """Open and pre-check every input.  Without ``skip_bad`` the first problem raises; with it,
     bad inputs come back with ``error`` set and the rest go on.  ``check_input(path)`` is one
-    more check per input (the catalogue's not-merged-twice)."""
+    more check per input (the catalogue's not-merged-twice).  ``planned``: {path: identity} as
+    merge-run journaled it at planning (``PlannedInput.identity``); an input that is no longer
+    that file raises ``InputChanged``, with or without ``skip_bad``: the output was planned with
+    it, so nothing of that output is merged."""
     paths = [location(p) for p in paths]
     if not paths:
         raise UsageError("no input files given")
@@ -87,9 +95,11 @@ def prepare_inputs(paths, spec: MergeSpec, *, bookkeeping: BookkeepingSource | N
             item = PreparedInput(path, None, None, None)
             prepared.append(item)
             try:
-                _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids)
+                _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids, (planned or {}).get(str(path)))
                 if check_input is not None:
                     check_input(path)
+            except InputChanged:
+                raise
             except EngineError as exc:
                 _reject(item, exc.with_path(path), spec)
             if item.reader is not None:
@@ -113,13 +123,21 @@ def _reject(item: PreparedInput, exc: EngineError, spec: MergeSpec) -> None:
     item.close()
 
 
-def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
+def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids, planned: dict | None = None) -> None:
     real = item.path if is_url(item.path) else Path(os.path.realpath(item.path))
     if real in seen_paths:
         same = "" if seen_paths[real] == item.path else f" (also as {seen_paths[real]})"
         raise InconsistentInputs(f"the same input is given twice{same}", path=item.path)
     seen_paths[real] = item.path
+    if planned is not None and not is_url(item.path):
+        try:   # before it is parsed: what another file holds now says nothing about the planned one
+            check_planned_identity(item.path, planned, os.stat(item.path))
+        except FileNotFoundError:
+            raise InputChanged("is gone since merge-run planned it: nothing of its output is merged",
+                               path=item.path) from None
     item.reader = open_file(item.path)
+    if planned is not None:   # and the file now open is that file (it may have been swapped meanwhile)
+        check_planned_identity(item.path, planned, item.reader.identity)
     reader = item.reader
     if reader.uuid in seen_uuids and not spec.skip_bad:   # with skip_bad, judged after validation
         raise InconsistentInputs(f"same file content as {seen_uuids[reader.uuid]} (file UUID {reader.uuid})",
@@ -153,6 +171,36 @@ def _prepare_one(item, spec, bookkeeping, seen_paths, seen_uuids) -> None:
         # all but the adler32 now; it once the validation stage has read the file
         partial = measured_facts(reader, item.expected.adler32, item.path.name, item.expected)
         crosscheck_facts(item.path, partial, item.expected, source=source)
+
+
+def check_planned_identity(path: Path, planned: dict, now) -> None:
+    """Raise ``InputChanged``, saying what changed, unless ``now`` (an ``os.stat_result``, a reader's
+    ``identity`` tuple, or a remote file's size) is the file merge-run planned (``planned``)."""
+    if isinstance(now, os.stat_result):   # (a tuple too, of other fields)
+        now = {"device": now.st_dev, "inode": now.st_ino, "size": now.st_size, "mtime_ns": now.st_mtime_ns}
+    elif isinstance(now, int):
+        now = {"size": now}
+    else:
+        now = dict(zip(("device", "inode", "size", "mtime_ns"), now))
+    changes = []
+    if (planned.get("device"), planned.get("inode")) != (now.get("device"), now.get("inode")) \
+            and planned.get("inode") is not None:
+        changes.append(f"another file now has its name (device:inode {planned['device']}:{planned['inode']} "
+                       f"planned, {now['device']}:{now['inode']} now)")
+    if planned.get("size") != now["size"]:
+        changes.append(f"size {planned.get('size')} bytes planned, {now['size']} now")
+    if planned.get("mtime_ns") is not None and planned["mtime_ns"] != now.get("mtime_ns"):
+        changes.append(f"modified since planning (mtime {_when(planned['mtime_ns'])} planned, "
+                       f"{_when(now['mtime_ns'])} now)")
+    if changes:
+        raise InputChanged(f"is not the file merge-run planned: {'; '.join(changes)}; nothing of its output is "
+                           "merged (rerun merge-run to plan it again)", path=path)
+
+
+def _when(ns: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def validate_whole(item: PreparedInput, spec: MergeSpec) -> None:

@@ -65,12 +65,14 @@ _END = object()
 
 
 def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None, bookkeeping=None,
-                label: str | None = None, catalog_checked: bool = False) -> MergeReport:
+                label: str | None = None, catalog_checked: bool = False, planned: dict | None = None) -> MergeReport:
     """Merge ``inputs`` (in order) into ``output``; see the module docstring.
 
     ``bookkeeping(path) -> metadata | None`` supplies each input's catalogue record (default: its
     sidecar).  ``catalog_checked``: the caller (merge-run) fetched the records (``bookkeeping``)
-    and checked the inputs not merged; no catalogue is opened here.  Returns a ``MergeReport``;
+    and checked the inputs not merged; no catalogue is opened here.  ``planned``: {input: identity}
+    as merge-run planned them; an input that is no longer that file is refused (``InputChanged``)
+    and nothing is published.  Returns a ``MergeReport``;
     raises an ``EngineError`` when nothing was published.
     """
     if is_url(output):      # written and verified locally, then staged out (``remote.stageout``)
@@ -94,7 +96,7 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
             catalog.prefetch(inputs)
             bookkeeping = bookkeeping or catalog.metadata
             check_input = lambda path: catalog.check_not_merged(path, output_name=output.name)  # noqa: E731
-        prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping, check_input=check_input)
+        prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping, check_input=check_input, planned=planned)
         log.debug("%s: merging %d inputs, %s mode", output, len(prepared), spec.mode)
         try:
             if spec.expect_complete:

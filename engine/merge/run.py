@@ -2,13 +2,15 @@
 
 Strategy: take the output folder's lock (one merge-run per folder) and remove temporary files
 that dead processes left behind.  Then the journal comes first: a rerun whose plan options
-(--target-size, --max-events) differ from the journal's is refused unless ``replan`` is asked;
+(--run, --target-size, --max-events) differ from the journal's is refused unless ``replan`` is asked;
 an output it records as finished, whose file is still there as recorded, stands (and its
 inputs, perhaps retired already, are not planned again); an output found published but not
 recorded as finished (a kill between the two) is verified and adopted; unfinished entries are
 forgotten.  Only the remaining inputs are planned (``plan.plan_run``), never this run's own
 outputs nor any merged file, so a rerun never remakes or renames what is done.  Tasks go to an
-executor (``executors``), several outputs at once.  This process alone writes the journal, and
+executor (``executors``), several outputs at once; a worker opens each input only while it is
+still the file planned (st_dev, st_ino, size, mtime as journaled), else that output fails
+(``InputChanged``) and nothing of it is published.  This process alone writes the journal, and
 declares and retires (``_Bookkeeping``) as each output is verified, in that order; an output
 finished by an earlier run is re-verified before anything is done with it, and retirement
 is earned as ``retire.check_retirable`` says.  One output failing does not stop the others;
@@ -54,6 +56,7 @@ class MergeTask:
     inputs: tuple[str, ...]
     spec: MergeSpec
     records: Any = None     # the inputs' catalogue records (bookkeeping.RecordLookup), fetched by the run
+    identities: tuple[dict, ...] = ()   # each input as planned (PlannedInput.identity): re-checked on opening
 
 
 def run_merge_task(task: MergeTask) -> MergeReport:
@@ -61,7 +64,8 @@ def run_merge_task(task: MergeTask) -> MergeReport:
     queue = worker_progress_queue()
     progress = QueueProgress(queue, task.name) if queue is not None else _current_progress
     return merge_files(list(task.inputs), task.output, task.spec, progress=progress, label=task.name,
-                       bookkeeping=task.records, catalog_checked=task.records is not None)
+                       bookkeeping=task.records, catalog_checked=task.records is not None,
+                       planned={identity["path"]: identity for identity in task.identities} or None)
 
 
 _current_progress = NullProgress()
@@ -151,7 +155,7 @@ def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target
         if retire and not catalog.queryable:
             raise UsageError(f"--retire-inputs needs a catalogue that can be read back ({spec.catalog} is "
                              "declare-only): a declaration is confirmed before inputs are retired")
-        _check_plan_settings(journal, {"target_size": target_size, "max_events": max_events},
+        _check_plan_settings(journal, {"run": run, "target_size": target_size, "max_events": max_events},
                              replan=replan or spec.force)
         clean_stale_files(out_dir)
         finished = _reconcile(journal, dest, spec)
@@ -183,13 +187,15 @@ def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target
         for planned in outputs:
             journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode,
                                 identities=[i.identity() for i in planned.inputs])
+        # a worker merges each input only if it is still the file planned (and journaled) here
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
         per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
                              grandparents=False, register=None,
                              expect_complete=False)
         fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
         tasks = [MergeTask(p.name, str(dest / p.name), tuple(p.input_paths), per_output,
-                           catalog.lookup(p.input_paths) if fetched else None) for p in outputs]
+                           catalog.lookup(p.input_paths) if fetched else None,
+                           identities=tuple(i.identity() for i in p.inputs)) for p in outputs]
         progress.start(label=f"merge-run {dest.name}", files=sum(len(p.inputs) for p in outputs),
                        events=sum(p.event_count for p in outputs), bytes=sum(p.file_size for p in outputs))
         relay = ProgressRelay(progress) if jobs > 1 and not executor else None
@@ -329,11 +335,17 @@ def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> N
     if recorded and not replan:
         changed = [key for key in settings if key in recorded and recorded[key] != settings[key]]
         if changed:
-            said = ", ".join(f"--{k.replace('_', '-')} {recorded[k]} (now {settings[k]})" for k in changed)
+            said = ", ".join(f"{_option(k, recorded[k])} (now {_option(k, settings[k])})" for k in changed)
             raise UsageError(f"this folder's merge was planned with {said}: a rerun with other options would change "
                              "the plan; rerun with the same options, or add --replan to plan what is not finished "
                              "with the new ones (finished outputs stand)", path=journal.path.parent)
     journal.record_settings(settings)
+
+
+def _option(key: str, value) -> str:
+    """How a plan option was given: ``--run 178000``, or ``no --run`` (every run)."""
+    flag = f"--{key.replace('_', '-')}"
+    return f"no {flag}" if value is None else f"{flag} {value}"
 
 
 def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[JournalEntry]:

@@ -171,6 +171,12 @@ class TmbReader:
 
     # -- what the file says about itself ---------------------------------------------------
     @property
+    def identity(self):
+        """What the file was when first opened: (st_dev, st_ino, size, mtime_ns) of the open file
+        for a local one, its size for a remote one."""
+        return self._identity
+
+    @property
     def uuid(self) -> uuidlib.UUID:
         return self.header.uuid
 
