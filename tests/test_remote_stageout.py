@@ -57,6 +57,23 @@ def test_merge_output_is_staged_out_verified(cli, remote_env, staging, tmb_run, 
     assert len(read_event_list(folder / "m.tmb")) == sum(len(read_event_list(p)) for p in tmb_run[:2])
 
 
+def test_default_staging_leaves_nothing_in_tmpdir(cli, remote_env, tmb_run, tmp_path, monkeypatch):
+    """Without $TMBMERGE_STAGING the staging folder is made under $TMPDIR, and removed with the
+    last staged output: a stage-out, successful or refused, leaves $TMPDIR as it found it."""
+    import tempfile
+
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.delenv("TMBMERGE_STAGING", raising=False)
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))     # gettempdir() caches $TMPDIR
+    url = f"{remote_env.root_url}/{server_folder(remote_env, 'tmpdir-out').name}/m.tmb"
+    assert cli("merge", *map(str, tmb_run[:2]), "-o", url, "--quiet").code == 0
+    assert list(scratch.iterdir()) == []
+    assert cli("merge", *map(str, tmb_run[:2]), "-o", url, "--quiet").code == 7    # exists: refused
+    assert list(scratch.iterdir()) == []
+
+
 def test_wrong_checksum_from_the_server_leaves_nothing(cli, remote_env, staging, tmb_run, monkeypatch):
     script = Path(os.environ.get("TMPDIR", "/tmp")) / f"tmbmerge-liar-{os.getpid()}.sh"
     script.write_text("#!/bin/sh\necho 00000001\n")

@@ -74,6 +74,27 @@ def test_1_an_output_that_is_an_input_is_refused_even_with_force(alias, cli, tmb
     assert digests(tmb_run, sha256_of) == before
 
 
+@pytest.mark.parametrize("form", ["hadd -f", "merge --force"])
+def test_1_a_merged_target_that_is_a_source_is_refused_before_any_metadata_check(form, cli, tmb_run, tmp_path,
+                                                                                   sha256_of):
+    """A merged file (data tier of merged files) among unmerged sources would fail the inputs'
+    agreement check (exit 6); the target-is-source refusal (exit 7) must come first."""
+    from engine.errors import OutputIsInput
+    from engine.merge import MergeSpec, merge_files
+
+    target = tmp_path / "out.tmb"
+    assert cli("merge", *tmb_run[:2], "-o", target, "--quiet").code == 0
+    args = (["hadd", "-f", target, target, tmb_run[2]] if form == "hadd -f"
+            else ["merge", target, tmb_run[2], "-o", target, "--force"])
+    before = digests([target, *tmb_run], sha256_of)
+    result = cli(*args)
+    assert result.code == OutputIsInput.exit_code == 7, result.err
+    assert "is one of the inputs" in result.err and "data_tier" not in result.err
+    with pytest.raises(OutputIsInput):
+        merge_files([target, tmb_run[2]], target, MergeSpec(force=True))
+    assert digests([target, *tmb_run], sha256_of) == before
+
+
 # -- 2. merge-run takes its own outputs as inputs ------------------------------------------------
 
 def test_2_merge_run_into_its_input_folder_twice_merges_nothing_again(cli, tmb_run, read_event_list, sha256_of):

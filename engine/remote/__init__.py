@@ -209,11 +209,26 @@ class RemotePath:
 def staging_dir() -> Path:
     """Where remote outputs are written and verified before upload: ``$TMBMERGE_STAGING`` or a
     folder under the system's temporary directory."""
-    import tempfile
-
-    folder = Path(os.environ.get("TMBMERGE_STAGING") or Path(tempfile.gettempdir()) / "tmbmerge-staging")
+    folder = Path(os.environ.get("TMBMERGE_STAGING") or _default_staging_dir())
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-__all__ = ["RemotePath", "is_url", "location", "protocol", "staging_dir"]
+def _default_staging_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "tmbmerge-staging"
+
+
+def release_staging_dir() -> None:
+    """Remove the default staging directory if nothing is left in it (nothing stays in ``$TMPDIR``);
+    a ``$TMBMERGE_STAGING`` the user chose is theirs and stays."""
+    if os.environ.get("TMBMERGE_STAGING"):
+        return
+    try:
+        os.rmdir(_default_staging_dir())
+    except OSError:
+        pass          # not empty (another command's staging, a merge-run's journal) or already gone
+
+
+__all__ = ["RemotePath", "is_url", "location", "protocol", "release_staging_dir", "staging_dir"]

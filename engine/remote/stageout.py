@@ -12,7 +12,8 @@ into place.  Sidecar first, as locally: a failure between the two withdraws it, 
 name never holds a data file without its metadata, nor a partial or unverified one.  A failed
 upload is retried whole (transient failures); whatever fails removes the temporary file.
 Only after the data file is in place is the output declared, and (merge-run) inputs retired.
-The staging folder is removed whatever happens.
+The staging folder is removed whatever happens, and the default staging directory with it
+once empty: a command leaves nothing in ``$TMPDIR``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError, OutputError, OutputExists
-from . import staging_dir
+from . import release_staging_dir, staging_dir
 from .retry import RemoteFailure, as_engine_error, retrying
 
 
@@ -52,6 +53,7 @@ def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, la
         return report
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        release_staging_dir()
 
 
 def _private_staging(inputs, output) -> Path:
@@ -65,12 +67,15 @@ def _private_staging(inputs, output) -> Path:
             needed += location(name).stat().st_size
         except OSError:
             pass          # the merge's pre-flight reports unreadable inputs
-    free = shutil.disk_usage(base).free
+    # made first (parents too: another command may just have removed an empty default base)
+    folder = base / f"{os.getpid()}-{secrets.token_hex(4)}"
+    folder.mkdir(parents=True)
+    free = shutil.disk_usage(folder).free
     if needed > free:
+        shutil.rmtree(folder, ignore_errors=True)
+        release_staging_dir()
         raise OutputError(f"staging folder {base} has {free:,} bytes free, the output needs up to {needed:,} "
                           f"(set TMBMERGE_STAGING)", path=output)
-    folder = base / f"{os.getpid()}-{secrets.token_hex(4)}"
-    folder.mkdir()
     return folder
 
 
