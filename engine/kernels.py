@@ -77,7 +77,9 @@ from numba import types  # noqa: E402
 from .format import RECORD_HEADER_SIZE  # noqa: E402
 
 if _CACHE_DIR is not None:
-    numba.config.CACHE_DIR = _CACHE_DIR    # numba may have been imported (and configured) before us
+    # numba may have been imported (and configured) before us; its config module sets its
+    # attributes at run time, so mypy cannot see CACHE_DIR
+    numba.config.CACHE_DIR = _CACHE_DIR  # type: ignore[attr-defined]
 
 llvm.load_library_permanently(xxhash._xxhash.__file__)
 _xxh3_64 = types.ExternalFunction("XXH3_64bits", types.uint64(types.voidptr, types.uintp))
