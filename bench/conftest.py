@@ -27,9 +27,16 @@ _BOOK = pytest.StashKey[list]()
 
 def pytest_addoption(parser):
     group = parser.getgroup("tmbmerge benchmarks")
-    group.addoption("--bench-dir", default=None, help="folder under which benchmark data is generated "
-                                                      "(default: pytest's temporary folder)")
-    group.addoption("--bench-ratios-json", default=None, help="also write every recorded ratio to this JSON file")
+    group.addoption(
+        "--bench-dir",
+        default=None,
+        help="folder under which benchmark data is generated (default: pytest's temporary folder)",
+    )
+    group.addoption(
+        "--bench-ratios-json",
+        default=None,
+        help="also write every recorded ratio to this JSON file",
+    )
 
 
 def pytest_configure(config):
@@ -39,7 +46,11 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def bench_dir(request, tmp_path_factory):
     base = request.config.getoption("--bench-dir")
-    path = Path(tempfile.mkdtemp(prefix="tmbmerge-bench-", dir=base)) if base else tmp_path_factory.mktemp("bench")
+    path = (
+        Path(tempfile.mkdtemp(prefix="tmbmerge-bench-", dir=base))
+        if base
+        else tmp_path_factory.mktemp("bench")
+    )
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -70,9 +81,19 @@ class _RatioBook:
     def __init__(self, records: list):
         self.records = records
 
-    def add(self, test: str, name: str, value: float, *, target: str | None = None, met: bool | None = None,
-            **details) -> None:
-        self.records.append({"test": test, "name": name, "value": value, "target": target, "met": met, **details})
+    def add(
+        self,
+        test: str,
+        name: str,
+        value: float,
+        *,
+        target: str | None = None,
+        met: bool | None = None,
+        **details,
+    ) -> None:
+        self.records.append(
+            {"test": test, "name": name, "value": value, "target": target, "met": met, **details}
+        )
 
 
 @pytest.fixture
@@ -89,7 +110,9 @@ def pytest_terminal_summary(terminalreporter, config):
         verdict = "" if r["met"] is None else ("  met" if r["met"] else "  MISSED")
         target = f"  (target {r['target']})" if r["target"] else ""
         best = f"  best rounds {r['best']:.3f}" if r.get("best") is not None else ""
-        terminalreporter.write_line(f"{r['name']:<34} {r['value']:8.3f}{best}{target}{verdict}   [{r['test']}]")
+        terminalreporter.write_line(
+            f"{r['name']:<34} {r['value']:8.3f}{best}{target}{verdict}   [{r['test']}]"
+        )
     path = config.getoption("--bench-ratios-json")
     if path:
         Path(path).write_text(json.dumps(records, indent=2) + "\n")

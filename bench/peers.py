@@ -91,18 +91,37 @@ def run_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def make_inputs(folder: Path, size_kb: float, volume: int, files: int, root_python: str | None) -> dict:
+def make_inputs(
+    folder: Path, size_kb: float, volume: int, files: int, root_python: str | None
+) -> dict:
     """TMB files (and, with PyROOT, TTree and RNTuple files of the same payloads) in ``folder``."""
     tmb = folder / "tmb"
     per_file = max(1, int(volume / (size_kb * 1000) / files))
     if not tmb.is_dir():
-        subprocess.run([*tmbmerge_cmd(), "generate", str(tmb), "--files", str(files), "--events-per-file",
-                        str(per_file), "--mean-event-kb", str(size_kb), "--quiet"], check=True, env=run_env())
+        subprocess.run(
+            [
+                *tmbmerge_cmd(),
+                "generate",
+                str(tmb),
+                "--files",
+                str(files),
+                "--events-per-file",
+                str(per_file),
+                "--mean-event-kb",
+                str(size_kb),
+                "--quiet",
+            ],
+            check=True,
+            env=run_env(),
+        )
     inputs = {"tmb": sorted(str(p) for p in tmb.glob("*.tmb"))}
     if root_python:
         trees, ntuples, jobs = [], [], []
         for number, path in enumerate(inputs["tmb"]):
-            tree, ntuple = folder / "tree" / (Path(path).stem + ".root"), folder / "ntuple" / (Path(path).stem + ".root")
+            tree, ntuple = (
+                folder / "tree" / (Path(path).stem + ".root"),
+                folder / "ntuple" / (Path(path).stem + ".root"),
+            )
             trees.append(str(tree))
             ntuples.append(str(ntuple))
             if tree.exists() and ntuple.exists():
@@ -165,7 +184,9 @@ def timed(argv, *, shell=False) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one whole command.  The RSS is GNU time's ``%M``: a
     child forked from this (large) Python would report this process's size as its own peak."""
     report = Path(os.environ.get("TMPDIR", "/tmp")) / f"peers-time-{os.getpid()}"
-    wrapped = ["/usr/bin/time", "-f", "%M", "-o", str(report)] + (["sh", "-c", argv] if shell else list(argv))
+    wrapped = ["/usr/bin/time", "-f", "%M", "-o", str(report)] + (
+        ["sh", "-c", argv] if shell else list(argv)
+    )
     start = time.perf_counter()
     done = subprocess.run(wrapped, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - start
@@ -179,7 +200,10 @@ def commands(inputs: dict, out: Path, hadd: str | None) -> dict:
     quoted = " ".join(f"'{p}'" for p in tmb)
     cmds = {"cat": (f"cat {quoted} > '{out}.cat' && sync '{out}.cat'", True)}
     for mode in ("fast", "safe", "deep"):
-        cmds[mode] = ([*tmbmerge_cmd(), "merge", *tmb, "-o", f"{out}.{mode}.tmb", "--mode", mode, "--quiet"], False)
+        cmds[mode] = (
+            [*tmbmerge_cmd(), "merge", *tmb, "-o", f"{out}.{mode}.tmb", "--mode", mode, "--quiet"],
+            False,
+        )
     if hadd and "tree" in inputs:
         cmds["hadd-tree"] = ([hadd, "-ff", f"{out}.tree.root", *inputs["tree"]], False)
         cmds["hadd-rntuple"] = ([hadd, f"{out}.ntuple.root", *inputs["ntuple"]], False)
@@ -195,11 +219,17 @@ def measure(inputs: dict, work: Path, rounds: int, hadd: str | None) -> dict:
     out = work / "out"
     cmds = commands(inputs, out, hadd)
     names = list(cmds)
-    sources = {"cat": inputs["tmb"], "fast": inputs["tmb"], "safe": inputs["tmb"], "deep": inputs["tmb"],
-               "hadd-tree": inputs.get("tree", []), "hadd-rntuple": inputs.get("ntuple", [])}
+    sources = {
+        "cat": inputs["tmb"],
+        "fast": inputs["tmb"],
+        "safe": inputs["tmb"],
+        "deep": inputs["tmb"],
+        "hadd-tree": inputs.get("tree", []),
+        "hadd-rntuple": inputs.get("ntuple", []),
+    }
     runs = {cache: {name: [] for name in names} for cache in ("cold", "warm")}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             argv, shell = cmds[name]
             for cache in ("cold", "warm"):
@@ -215,12 +245,20 @@ def summary(values) -> dict:
 
 
 def report(size_kb: float, inputs: dict, runs: dict) -> dict:
-    result = {"event_kb": size_kb, "events": inputs["events"], "bytes": inputs["bytes"], "tools": {}, "ratios": {}}
+    result = {
+        "event_kb": size_kb,
+        "events": inputs["events"],
+        "bytes": inputs["bytes"],
+        "tools": {},
+        "ratios": {},
+    }
     for cache, by_tool in runs.items():
         for name, values in by_tool.items():
             result["tools"].setdefault(name, {})[cache] = {
-                "seconds": summary([s for s, _ in values]), "peak_rss_MB": summary([m / 1e6 for _, m in values]),
-                "events_per_s": summary([inputs["events"] / s for s, _ in values])}
+                "seconds": summary([s for s, _ in values]),
+                "peak_rss_MB": summary([m / 1e6 for _, m in values]),
+                "events_per_s": summary([inputs["events"] / s for s, _ in values]),
+            }
         for name in by_tool:
             for base in ("cat", "hadd-tree", "hadd-rntuple"):
                 if name in ("fast", "safe", "deep") and base in by_tool:
@@ -233,8 +271,10 @@ def report(size_kb: float, inputs: dict, runs: dict) -> dict:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| event size | ratio (speed of A / speed of B, per round) | cold: median (range) | warm: median (range) |",
-             "|---|---|---|---|"]
+    lines = [
+        "| event size | ratio (speed of A / speed of B, per round) | cold: median (range) | warm: median (range) |",
+        "|---|---|---|---|",
+    ]
     for res in results:
         keys = sorted({k.rsplit(" ", 1)[0] for k in res["ratios"]})
         for key in keys:
@@ -243,14 +283,20 @@ def markdown(results: list[dict]) -> str:
                 r = res["ratios"].get(f"{key} {cache}")
                 cells.append(f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})" if r else "-")
             lines.append(f"| {res['event_kb']} kB | {key} | {cells[0]} | {cells[1]} |")
-    lines += ["", "| event size | tool | cold s | warm s | peak RSS MB | events/s (warm) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| event size | tool | cold s | warm s | peak RSS MB | events/s (warm) |",
+        "|---|---|---|---|---|---|",
+    ]
     for res in results:
         for name, t in res["tools"].items():
-            lines.append(f"| {res['event_kb']} kB | {name} | {t['cold']['seconds']['median']:.2f} "
-                         f"({t['cold']['seconds']['min']:.2f}-{t['cold']['seconds']['max']:.2f}) | "
-                         f"{t['warm']['seconds']['median']:.2f} ({t['warm']['seconds']['min']:.2f}-"
-                         f"{t['warm']['seconds']['max']:.2f}) | {t['warm']['peak_rss_MB']['max']:.0f} | "
-                         f"{t['warm']['events_per_s']['median']:,.0f} |")
+            lines.append(
+                f"| {res['event_kb']} kB | {name} | {t['cold']['seconds']['median']:.2f} "
+                f"({t['cold']['seconds']['min']:.2f}-{t['cold']['seconds']['max']:.2f}) | "
+                f"{t['warm']['seconds']['median']:.2f} ({t['warm']['seconds']['min']:.2f}-"
+                f"{t['warm']['seconds']['max']:.2f}) | {t['warm']['peak_rss_MB']['max']:.0f} | "
+                f"{t['warm']['events_per_s']['median']:,.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -258,9 +304,14 @@ def find_hadd(root_python: str | None) -> str | None:
     if shutil.which("hadd"):
         return shutil.which("hadd")
     if root_python:
-        out = subprocess.run([root_python, "-c", "import ROOT, os; print(os.path.dirname(ROOT.__file__))"],
-                             capture_output=True, text=True)
-        candidate = Path(out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "") / "bin" / "hadd"
+        out = subprocess.run(
+            [root_python, "-c", "import ROOT, os; print(os.path.dirname(ROOT.__file__))"],
+            capture_output=True,
+            text=True,
+        )
+        candidate = (
+            Path(out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "") / "bin" / "hadd"
+        )
         if candidate.is_file():
             return str(candidate)
     return None
@@ -269,11 +320,19 @@ def find_hadd(root_python: str | None) -> str | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", type=Path)
-    parser.add_argument("--volume", default="300MB", help="input volume per event size (default 300MB)")
-    parser.add_argument("--sizes", default="0.2,15,200", help="event sizes in kB (default 0.2,15,200)")
-    parser.add_argument("--files", type=int, default=20, help="input files per event size (default 20)")
+    parser.add_argument(
+        "--volume", default="300MB", help="input volume per event size (default 300MB)"
+    )
+    parser.add_argument(
+        "--sizes", default="0.2,15,200", help="event sizes in kB (default 0.2,15,200)"
+    )
+    parser.add_argument(
+        "--files", type=int, default=20, help="input files per event size (default 20)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--root-python", help="a Python that imports ROOT (for hadd and the ROOT files)")
+    parser.add_argument(
+        "--root-python", help="a Python that imports ROOT (for hadd and the ROOT files)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
@@ -288,7 +347,9 @@ def main(argv=None) -> int:
         print(markdown(results[-1:]), flush=True)
     text = markdown(results)
     if args.json:
-        args.json.write_text(json.dumps({"hadd": hadd, "rounds": args.rounds, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps({"hadd": hadd, "rounds": args.rounds, "results": results}, indent=1)
+        )
     if args.markdown:
         args.markdown.write_text(text)
     print(text)

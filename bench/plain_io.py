@@ -11,9 +11,9 @@ def write_plain(path, data) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for start in range(0, len(view), CHUNK):
-            piece = view[start:start + CHUNK]
+            piece = view[start : start + CHUNK]
             while piece.nbytes:
-                piece = piece[os.write(fd, piece):]
+                piece = piece[os.write(fd, piece) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -35,9 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from remote_servers import XrootdServer  # noqa: E402
+
 from engine.benchmark.dataset import make_run  # noqa: E402
 from engine.merge import parse_size  # noqa: E402
-from remote_servers import XrootdServer  # noqa: E402
 
 
 def timed(command: list[str], env: dict) -> float:
@@ -52,7 +53,9 @@ def main(argv=None) -> int:
     p.add_argument("--files", type=int, default=8)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--mode", default="safe", choices=("fast", "safe", "deep"))
-    p.add_argument("--dir", default=None, help="where the scratch outputs go (default: temporary folder)")
+    p.add_argument(
+        "--dir", default=None, help="where the scratch outputs go (default: temporary folder)"
+    )
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -64,13 +67,25 @@ def main(argv=None) -> int:
         urls = [f"{server.root_url}/run/{path.name}" for path in run.paths]
         total = sum(path.stat().st_size for path in run.paths)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        merge = [sys.executable, "-m", "bindings.cli", "merge", *urls, "-o", str(scratch / "out.tmb"),
-                 "--mode", args.mode, "--quiet"]
+        merge = [
+            sys.executable,
+            "-m",
+            "bindings.cli",
+            "merge",
+            *urls,
+            "-o",
+            str(scratch / "out.tmb"),
+            "--mode",
+            args.mode,
+            "--quiet",
+        ]
         copy_dir = scratch / "xrdcp"
         xrdcp = ["xrdcp", "-f", "--nopbar", *urls, f"{copy_dir}/"]
-        print(f"{len(urls)} files, {total / 1e6:.1f} MB on root://127.0.0.1 (loopback); merge --mode {args.mode}")
+        print(
+            f"{len(urls)} files, {total / 1e6:.1f} MB on root://127.0.0.1 (loopback); merge --mode {args.mode}"
+        )
         pairs = []
-        for round_number in range(args.rounds + 1):          # round 0 warms both up, not counted
+        for round_number in range(args.rounds + 1):  # round 0 warms both up, not counted
             copy_dir.mkdir(exist_ok=True)
             a = timed(merge, env)
             b = timed(xrdcp, env)
@@ -79,18 +94,26 @@ def main(argv=None) -> int:
             shutil.rmtree(copy_dir)
             if round_number:
                 pairs.append((a, b))
-                print(f"  round {round_number}: merge {a:.2f} s ({total / a / 1e6:.0f} MB/s), "
-                      f"xrdcp {b:.2f} s ({total / b / 1e6:.0f} MB/s), ratio {b / a:.2f}")
+                print(
+                    f"  round {round_number}: merge {a:.2f} s ({total / a / 1e6:.0f} MB/s), "
+                    f"xrdcp {b:.2f} s ({total / b / 1e6:.0f} MB/s), ratio {b / a:.2f}"
+                )
         figures = {
-            "files": len(urls), "bytes": total, "mode": args.mode, "rounds": args.rounds,
+            "files": len(urls),
+            "bytes": total,
+            "mode": args.mode,
+            "rounds": args.rounds,
             "merge_MBps_median": round(total / statistics.median(a for a, _ in pairs) / 1e6, 1),
             "xrdcp_MBps_median": round(total / statistics.median(b for _, b in pairs) / 1e6, 1),
             "ratio_median": round(statistics.median(b / a for a, b in pairs), 3),
-            "ratio_min": round(min(b / a for a, b in pairs), 3), "ratio_max": round(max(b / a for a, b in pairs), 3),
+            "ratio_min": round(min(b / a for a, b in pairs), 3),
+            "ratio_max": round(max(b / a for a, b in pairs), 3),
         }
-        print(f"median: merge {figures['merge_MBps_median']} MB/s, xrdcp {figures['xrdcp_MBps_median']} MB/s, "
-              f"merge/xrdcp throughput {figures['ratio_median']} (min {figures['ratio_min']}, "
-              f"max {figures['ratio_max']})")
+        print(
+            f"median: merge {figures['merge_MBps_median']} MB/s, xrdcp {figures['xrdcp_MBps_median']} MB/s, "
+            f"merge/xrdcp throughput {figures['ratio_median']} (min {figures['ratio_min']}, "
+            f"max {figures['ratio_max']})"
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     finally:

@@ -47,8 +47,12 @@ STATES = ("copied-to-site", "processed", "merged", "declared", "copied-back")
 
 def tmbmerge(*args) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "bindings.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bindings.cli", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise SystemExit(f"tmbmerge {' '.join(map(str, args))}: {done.stderr}")
     return done.stdout
@@ -60,18 +64,54 @@ def build(folder: Path) -> str:
     catalog = f"sqlite:///{folder / 'campaign.db'}"
     for seed, run in enumerate(RUNS):
         generate_tmb_run(folder / f"unmerged-{run}", run=run, partitions=range(8), seed=seed + 1)
-        tmbmerge("catalog", "import", folder / f"unmerged-{run}", "--catalog", catalog, "--declare-parents")
-        tmbmerge("merge-run", folder / f"unmerged-{run}", "--out-dir", folder / "merged", "--catalog", catalog,
-                 "--declare", "--quiet")
-    tmbmerge("certify", *[folder / f"unmerged-{run}" for run in RUNS], folder / "merged", "--catalog", catalog)
+        tmbmerge(
+            "catalog",
+            "import",
+            folder / f"unmerged-{run}",
+            "--catalog",
+            catalog,
+            "--declare-parents",
+        )
+        tmbmerge(
+            "merge-run",
+            folder / f"unmerged-{run}",
+            "--out-dir",
+            folder / "merged",
+            "--catalog",
+            catalog,
+            "--declare",
+            "--quiet",
+        )
+    tmbmerge(
+        "certify",
+        *[folder / f"unmerged-{run}" for run in RUNS],
+        folder / "merged",
+        "--catalog",
+        catalog,
+    )
     return catalog
 
 
 def start_server(catalog: str, journals: Path, log: Path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "bindings.cli", "serve", "--catalog", catalog, "--port", "0",
-                                "--journals", str(journals)], env=env, stdout=subprocess.PIPE,
-                               stderr=open(log, "w"), text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bindings.cli",
+            "serve",
+            "--catalog",
+            catalog,
+            "--port",
+            "0",
+            "--journals",
+            str(journals),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "w"),
+        text=True,
+    )
     line = process.stdout.readline()
     if not line.startswith("serving "):
         process.kill()
@@ -87,22 +127,39 @@ def start_server(catalog: str, journals: Path, log: Path):
     raise SystemExit("server not answering")
 
 
-def plan_client(index: int, reads: int, writes: int) -> list[tuple[str, str, str, str, dict | None, int]]:
+def plan_client(
+    index: int, reads: int, writes: int
+) -> list[tuple[str, str, str, str, dict | None, int]]:
     """(kind, label, method, path, body, expected status) of one client, reads and writes interleaved."""
     rng = random.Random(index)
-    read_paths = [("/api/datasets", "/api/datasets"), ("/api/datasets/{name}", "/api/datasets/load-{i}-a"),
-                  ("/api/runs/{run}", "/api/runs/{run}"), ("/api/recovery", "/api/recovery"),
-                  ("/api/certification/{run}", "/api/certification/{run}?reference=178002")]
+    read_paths = [
+        ("/api/datasets", "/api/datasets"),
+        ("/api/datasets/{name}", "/api/datasets/load-{i}-a"),
+        ("/api/runs/{run}", "/api/runs/{run}"),
+        ("/api/recovery", "/api/recovery"),
+        ("/api/certification/{run}", "/api/certification/{run}?reference=178002"),
+    ]
     steps = []
     for k in range(reads):
         label, path = read_paths[k % len(read_paths)]
-        steps.append(("read", f"GET {label}", "GET", path.format(i=index, run=RUNS[k % len(RUNS)]), None, 200))
+        steps.append(
+            (
+                "read",
+                f"GET {label}",
+                "GET",
+                path.format(i=index, run=RUNS[k % len(RUNS)]),
+                None,
+                200,
+            )
+        )
     chain = []
     for suffix in ("a", "b"):
         name = f"load-{index}-{suffix}"
         chain.append(("write", "POST .../claim", "POST", f"/api/datasets/{name}/claim", {}, 201))
-        chain += [("write", "POST .../status", "POST", f"/api/datasets/{name}/status", {"state": s}, 200)
-                  for s in STATES]
+        chain += [
+            ("write", "POST .../status", "POST", f"/api/datasets/{name}/status", {"state": s}, 200)
+            for s in STATES
+        ]
     chain = chain[:writes]
     # interleave: writes keep their order, reads go in between at random places
     slots = sorted(rng.sample(range(reads + len(chain)), len(chain)))
@@ -138,7 +195,9 @@ def main() -> int:
     parser.add_argument("--keep", help="build the campaign in this folder and keep it")
     args = parser.parse_args()
     if args.reads % args.clients or args.writes % args.clients or args.writes // args.clients > 12:
-        raise SystemExit("reads and writes must divide evenly among clients, at most 12 writes each")
+        raise SystemExit(
+            "reads and writes must divide evenly among clients, at most 12 writes each"
+        )
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="serve-load-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -153,11 +212,15 @@ def main() -> int:
             tokens.append(store.add_token(f"site-{i}"))
         process, url = start_server(catalog, folder / "merged", folder / "serve.log")
         try:
-            plans = [plan_client(i, args.reads // args.clients, args.writes // args.clients)
-                     for i in range(args.clients)]
+            plans = [
+                plan_client(i, args.reads // args.clients, args.writes // args.clients)
+                for i in range(args.clients)
+            ]
             per_client = (args.reads + args.writes) // args.clients
-            baseline_plans = [[("baseline", "GET /api/health", "GET", "/api/health", None, 200)] * per_client
-                              for _ in range(args.clients)]
+            baseline_plans = [
+                [("baseline", "GET /api/health", "GET", "/api/health", None, 200)] * per_client
+                for _ in range(args.clients)
+            ]
             baseline, _, _, _ = load(url, tokens, baseline_plans)
             results, wall, load_before, load_after = load(url, tokens, plans)
         finally:
@@ -176,7 +239,10 @@ def load(url: str, tokens: list[str], plans: list) -> tuple[list, float, tuple, 
     load_before = os.getloadavg()
     started = time.perf_counter()
     with ThreadPoolExecutor(len(plans)) as pool:
-        for future in [pool.submit(run_client, url, tokens[i], plan, results, lock) for i, plan in enumerate(plans)]:
+        for future in [
+            pool.submit(run_client, url, tokens[i], plan, results, lock)
+            for i, plan in enumerate(plans)
+        ]:
             future.result()
     return results, time.perf_counter() - started, load_before, os.getloadavg()
 
@@ -186,12 +252,18 @@ def report(results, baseline, wall, load_before, load_after, args) -> None:
         ms = np.array([elapsed for _, _, elapsed, _, _ in items]) * 1000
         errors = sum(1 for *_, ok, _ in items if not ok)
         p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-        print(f"| {label} | {len(items)} | {errors} | {p50:.0f} | {p95:.0f} | {p99:.0f} | {ms.max():.0f} |")
+        print(
+            f"| {label} | {len(items)} | {errors} | {p50:.0f} | {p95:.0f} | {p99:.0f} | {ms.max():.0f} |"
+        )
 
-    print(f"{args.clients} clients, {args.reads} reads + {args.writes} writes in {wall:.1f} s "
-          f"({len(results) / wall:.0f} requests/s); load average {load_before[0]:.1f} before, "
-          f"{load_after[0]:.1f} after; {os.cpu_count()} cores")
-    print("\n| requests | count | errors | p50 ms | p95 ms | p99 ms | max ms |\n|---|--:|--:|--:|--:|--:|--:|")
+    print(
+        f"{args.clients} clients, {args.reads} reads + {args.writes} writes in {wall:.1f} s "
+        f"({len(results) / wall:.0f} requests/s); load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after; {os.cpu_count()} cores"
+    )
+    print(
+        "\n| requests | count | errors | p50 ms | p95 ms | p99 ms | max ms |\n|---|--:|--:|--:|--:|--:|--:|"
+    )
     row("baseline: GET /api/health", baseline)
     for kind in ("read", "write"):
         row(f"all {kind}s", [r for r in results if r[0] == kind])

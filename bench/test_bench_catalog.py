@@ -39,8 +39,15 @@ def many_inputs(bench_dir) -> Path:
     folder.mkdir()
     firsts = first_events(0, RUN, list(range(INPUTS)), EVENTS)
     for partition in range(INPUTS):
-        generate_file(folder / file_name(RUN, partition), run=RUN, partition=partition,
-                      first_event=firsts[partition], n_events=EVENTS, mean_event_kb=1.0, fsync=False)
+        generate_file(
+            folder / file_name(RUN, partition),
+            run=RUN,
+            partition=partition,
+            first_event=firsts[partition],
+            n_events=EVENTS,
+            mean_event_kb=1.0,
+            fsync=False,
+        )
     return folder
 
 
@@ -64,12 +71,16 @@ def test_requests_of_a_declaring_merge_run(many_inputs, bench_scratch, bench_rat
             md = json.loads(sidecar.read_text())
             for parent in md.get("parents", []):
                 if parent["file_name"] not in server.store:
-                    server.put({"file_name": parent["file_name"], "file_size": 1, "data_tier": "raw"})
+                    server.put(
+                        {"file_name": parent["file_name"], "file_size": 1, "data_tier": "raw"}
+                    )
             server.put(md)
         server.requests.clear()
         spec = MergeSpec(catalog=server.url, declare=True, fsync=False)
         started = time.perf_counter()
-        report = merge_run([many_inputs], bench_scratch / "out", spec=spec, target_size=total // outputs + 1)
+        report = merge_run(
+            [many_inputs], bench_scratch / "out", spec=spec, target_size=total // outputs + 1
+        )
         seconds = time.perf_counter() - started
         requests = list(server.requests)
     assert report.ok, report.failures
@@ -77,8 +88,19 @@ def test_requests_of_a_declaring_merge_run(many_inputs, bench_scratch, bench_rat
     assert all(o.declared == "declared" for o in report.outputs)
     counts = Counter(kind(method, path) for method, path, _ in requests)
     budget = getattr(report, "catalog", None) or {}
-    print(f"\n{INPUTS} inputs -> {outputs} outputs: {len(requests)} catalogue requests "
-          f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); run {seconds:.1f} s"
-          + (f"; client counted {budget['requests']}, waiting {budget['seconds_waiting']:.2f} s" if budget else ""))
-    bench_ratios.add(f"catalog[{outputs}]", f"requests, {INPUTS} in -> {outputs} out", float(len(requests)),
-                     target="~30 for 1,000 inputs", met=len(requests) <= 30 + 3 * outputs)
+    print(
+        f"\n{INPUTS} inputs -> {outputs} outputs: {len(requests)} catalogue requests "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); run {seconds:.1f} s"
+        + (
+            f"; client counted {budget['requests']}, waiting {budget['seconds_waiting']:.2f} s"
+            if budget
+            else ""
+        )
+    )
+    bench_ratios.add(
+        f"catalog[{outputs}]",
+        f"requests, {INPUTS} in -> {outputs} out",
+        float(len(requests)),
+        target="~30 for 1,000 inputs",
+        met=len(requests) <= 30 + 3 * outputs,
+    )

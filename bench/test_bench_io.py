@@ -34,14 +34,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from plain_io import write_plain
 import pytest
+from plain_io import write_plain
 
 N_EVENTS = int(os.environ.get("TMB_BENCH_EVENTS", "24000"))
 RUN = 176852
 CHUNK = 4 << 20
-ROUNDS = 3         # writes: each round writes and fsyncs ~300 MB
-READ_ROUNDS = 7    # reads are cheap; more rounds make the best time robust to a busy machine
+ROUNDS = 3  # writes: each round writes and fsyncs ~300 MB
+READ_ROUNDS = 7  # reads are cheap; more rounds make the best time robust to a busy machine
 #: Plain sequential reads of the same file: into one reused 4 MiB buffer (the floor: a memcpy
 #: from the page cache into cache-hot memory), and ``read(4 MiB)`` returning a new bytes object
 #: per chunk (like for like with a reader whose blocks outlive the next read).
@@ -72,8 +72,16 @@ def source(workdir) -> Path:
     from engine.generate import generate_file
 
     path = workdir / "source.tmb"
-    generate_file(path, run=RUN, partition=0, first_event=1, n_events=N_EVENTS, seed=2005, sidecar=False,
-                  fsync=False)
+    generate_file(
+        path,
+        run=RUN,
+        partition=0,
+        first_event=1,
+        n_events=N_EVENTS,
+        seed=2005,
+        sidecar=False,
+        fsync=False,
+    )
     return path
 
 
@@ -83,14 +91,20 @@ def batch(source):
     from engine.readers import open_file
 
     with open_file(source) as reader:
-        runs, events, lengths = reader.events.run.copy(), reader.events.event.copy(), reader.events.length.copy()
+        runs, events, lengths = (
+            reader.events.run.copy(),
+            reader.events.event.copy(),
+            reader.events.length.copy(),
+        )
         payload = np.empty(int(lengths.sum(dtype=np.int64)), dtype=np.uint8)
         pos = 0
         for block in reader.iter_blocks():
             decoded = reader.decode(block)
             records = np.frombuffer(decoded.records, dtype=np.uint8)
-            for start, length in zip(decoded.payload_offsets.tolist(), decoded.events.length.tolist()):
-                payload[pos:pos + length] = records[start:start + length]
+            for start, length in zip(
+                decoded.payload_offsets.tolist(), decoded.events.length.tolist()
+            ):
+                payload[pos : pos + length] = records[start : start + length]
                 pos += length
     assert pos == len(payload)
     return runs, events, lengths, payload
@@ -104,13 +118,18 @@ def summary(request):
         return
     lines = [
         "",
-        (f"Container I/O: {N_EVENTS} events, {platform.machine()}, {os.cpu_count()} CPUs, "
-         f"load average {os.getloadavg()[0]:.2f} at the end"),
+        (
+            f"Container I/O: {N_EVENTS} events, {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f} at the end"
+        ),
         "| Measurement | Best s | MB/s | Speed relative to plain I/O (baseline time / this time) |",
         "|---|--:|--:|---|",
     ]
     for name, seconds, mb_s, ratios in ROWS:
-        shown = "; ".join(f"{ratio:.2f}x {baseline}" for baseline, ratio in ratios.items()) or "(baseline)"
+        shown = (
+            "; ".join(f"{ratio:.2f}x {baseline}" for baseline, ratio in ratios.items())
+            or "(baseline)"
+        )
         lines.append(f"| {name} | {seconds:.3f} | {mb_s:,.0f} | {shown} |")
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
@@ -155,8 +174,18 @@ def remove(path: Path) -> None:
         pass
 
 
-def measure(benchmark, name: str, fn, *, nbytes: int, baselines=(), setup=None, rounds: int = ROUNDS,
-            book=None, target: float | None = None):
+def measure(
+    benchmark,
+    name: str,
+    fn,
+    *,
+    nbytes: int,
+    baselines=(),
+    setup=None,
+    rounds: int = ROUNDS,
+    book=None,
+    target: float | None = None,
+):
     """Run ``fn`` under pytest-benchmark; record its best time, MB/s and ratio to each baseline.
 
     With ``book`` (the ``bench_ratios`` fixture) the ratios also go to the session's ratio list,
@@ -175,9 +204,13 @@ def measure(benchmark, name: str, fn, *, nbytes: int, baselines=(), setup=None, 
     ROWS.append((name, best, mb_s, ratios))
     if book is not None:
         for baseline, ratio in ratios.items():
-            book.add(benchmark.name, f"{name} / {baseline}", ratio,
-                     target=None if target is None else f">= {target}",
-                     met=None if target is None else ratio >= target)
+            book.add(
+                benchmark.name,
+                f"{name} / {baseline}",
+                ratio,
+                target=None if target is None else f">= {target}",
+                met=None if target is None else ratio >= target,
+            )
     return best
 
 
@@ -202,12 +235,20 @@ def ensure_baseline(name: str, fn, setup=None, rounds: int = ROUNDS) -> None:
 def test_write_plain(benchmark, workdir, batch):
     path = workdir / "plain.bin"
     payload = batch[3]
-    measure(benchmark, "write: os.write + fsync", lambda: write_plain(path, payload), nbytes=len(payload))
+    measure(
+        benchmark,
+        "write: os.write + fsync",
+        lambda: write_plain(path, payload),
+        nbytes=len(payload),
+    )
     remove(path)
 
 
-@pytest.mark.parametrize("codec, level, threads", [("zstd", 3, 1), ("zstd", 3, 2), ("zstd", 1, 1), ("none", None, 1)],
-                         ids=["zstd3-1thread", "zstd3-2threads", "zstd1-1thread", "none"])
+@pytest.mark.parametrize(
+    "codec, level, threads",
+    [("zstd", 3, 1), ("zstd", 3, 2), ("zstd", 1, 1), ("none", None, 1)],
+    ids=["zstd3-1thread", "zstd3-2threads", "zstd1-1thread", "none"],
+)
 def test_write_tmb(benchmark, bench_ratios, workdir, batch, codec, level, threads):
     from engine.writer import TmbWriter
 
@@ -218,12 +259,21 @@ def test_write_tmb(benchmark, bench_ratios, workdir, batch, codec, level, thread
     remove(plain)
 
     def write():
-        with TmbWriter(path, codec=codec, level=level, threads=threads, overwrite=True, fsync=True) as writer:
+        with TmbWriter(
+            path, codec=codec, level=level, threads=threads, overwrite=True, fsync=True
+        ) as writer:
             writer.write_batch(runs, events, lengths, payload)
 
     name = f"write: TmbWriter {codec}{'' if level is None else f'-{level}'}, {threads} thread(s)"
-    measure(benchmark, name, write, nbytes=len(payload), baselines=["write: os.write + fsync"],
-            setup=lambda: remove(path), book=bench_ratios)
+    measure(
+        benchmark,
+        name,
+        write,
+        nbytes=len(payload),
+        baselines=["write: os.write + fsync"],
+        setup=lambda: remove(path),
+        book=bench_ratios,
+    )
     benchmark.extra_info["file_bytes"] = path.stat().st_size
     remove(path)
 
@@ -233,15 +283,25 @@ def test_write_tmb(benchmark, bench_ratios, workdir, batch, codec, level, thread
 
 
 def test_read_plain(benchmark, source):
-    read_plain(source)   # warm the cache
-    measure(benchmark, "read: plain readinto", lambda: read_plain(source), nbytes=source.stat().st_size,
-            rounds=READ_ROUNDS)
+    read_plain(source)  # warm the cache
+    measure(
+        benchmark,
+        "read: plain readinto",
+        lambda: read_plain(source),
+        nbytes=source.stat().st_size,
+        rounds=READ_ROUNDS,
+    )
 
 
 def test_read_plain_new_buffers(benchmark, source):
     read_plain(source)
-    measure(benchmark, "read: plain read", lambda: read_new_buffers(source), nbytes=source.stat().st_size,
-            rounds=READ_ROUNDS)
+    measure(
+        benchmark,
+        "read: plain read",
+        lambda: read_new_buffers(source),
+        nbytes=source.stat().st_size,
+        rounds=READ_ROUNDS,
+    )
 
 
 def warm_baselines(source: Path) -> None:
@@ -261,8 +321,14 @@ def iter_blocks(path: Path) -> int:
 def test_read_iter_blocks(benchmark, bench_ratios, source):
     """Each block read into bytes of its own and checked in the calling thread."""
     warm_baselines(source)
-    measure(benchmark, "read: iter_blocks (digests)", lambda: iter_blocks(source), nbytes=source.stat().st_size,
-            baselines=READ_BASELINES, rounds=READ_ROUNDS)
+    measure(
+        benchmark,
+        "read: iter_blocks (digests)",
+        lambda: iter_blocks(source),
+        nbytes=source.stat().st_size,
+        baselines=READ_BASELINES,
+        rounds=READ_ROUNDS,
+    )
 
 
 def check_blocks(path: Path) -> int:
@@ -276,9 +342,16 @@ def test_read_check_blocks(benchmark, bench_ratios, source):
     """Verification reading (what verify and the post-merge check use): two threads each read a
     whole block into a reused buffer and check and hash it while it is still in the CPU cache."""
     warm_baselines(source)
-    measure(benchmark, "read: check_blocks (digests, 2 threads)", lambda: check_blocks(source),
-            nbytes=source.stat().st_size, baselines=READ_BASELINES, rounds=READ_ROUNDS, book=bench_ratios,
-            target=ITER_BLOCKS_TARGET)
+    measure(
+        benchmark,
+        "read: check_blocks (digests, 2 threads)",
+        lambda: check_blocks(source),
+        nbytes=source.stat().st_size,
+        baselines=READ_BASELINES,
+        rounds=READ_ROUNDS,
+        book=bench_ratios,
+        target=ITER_BLOCKS_TARGET,
+    )
 
 
 def test_read_verify_fast(benchmark, source):
@@ -289,8 +362,14 @@ def test_read_verify_fast(benchmark, source):
     def verify():
         assert verify_file(source, metadata="none").ok
 
-    measure(benchmark, "read: verify_file fast (digests + adler32)", verify, nbytes=source.stat().st_size,
-            baselines=READ_BASELINES, rounds=READ_ROUNDS)
+    measure(
+        benchmark,
+        "read: verify_file fast (digests + adler32)",
+        verify,
+        nbytes=source.stat().st_size,
+        baselines=READ_BASELINES,
+        rounds=READ_ROUNDS,
+    )
 
 
 def decode_all(path: Path) -> int:
@@ -302,9 +381,15 @@ def decode_all(path: Path) -> int:
 
 def test_read_deep_decode(benchmark, source):
     warm_baselines(source)
-    decode_all(source)   # numba kernels loaded and cached before timing
-    measure(benchmark, "read: decode every block, 1 thread", lambda: decode_all(source),
-            nbytes=source.stat().st_size, baselines=READ_BASELINES, rounds=READ_ROUNDS)
+    decode_all(source)  # numba kernels loaded and cached before timing
+    measure(
+        benchmark,
+        "read: decode every block, 1 thread",
+        lambda: decode_all(source),
+        nbytes=source.stat().st_size,
+        baselines=READ_BASELINES,
+        rounds=READ_ROUNDS,
+    )
 
 
 def test_read_verify_deep(benchmark, source):
@@ -317,8 +402,14 @@ def test_read_verify_deep(benchmark, source):
     def verify():
         assert verify_file(source, deep=True, metadata="none", threads=threads).ok
 
-    measure(benchmark, f"read: verify_file deep, {threads} threads", verify, nbytes=source.stat().st_size,
-            baselines=READ_BASELINES, rounds=READ_ROUNDS)
+    measure(
+        benchmark,
+        f"read: verify_file deep, {threads} threads",
+        verify,
+        nbytes=source.stat().st_size,
+        baselines=READ_BASELINES,
+        rounds=READ_ROUNDS,
+    )
 
 
 def test_read_iter_events(benchmark, source):
@@ -330,8 +421,14 @@ def test_read_iter_events(benchmark, source):
         with open_file(source) as reader:
             return sum(len(event.payload) for event in reader.iter_events())
 
-    measure(benchmark, "read: iter_events (Python object per event)", events, nbytes=source.stat().st_size,
-            baselines=READ_BASELINES, rounds=READ_ROUNDS)
+    measure(
+        benchmark,
+        "read: iter_events (Python object per event)",
+        events,
+        nbytes=source.stat().st_size,
+        baselines=READ_BASELINES,
+        rounds=READ_ROUNDS,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,13 +436,31 @@ def test_read_iter_events(benchmark, source):
 
 
 def test_read_plain_cold(benchmark, source):
-    measure(benchmark, "cold read: plain readinto", lambda: read_plain(source), nbytes=source.stat().st_size,
-            setup=lambda: drop_cache(source), rounds=READ_ROUNDS)
+    measure(
+        benchmark,
+        "cold read: plain readinto",
+        lambda: read_plain(source),
+        nbytes=source.stat().st_size,
+        setup=lambda: drop_cache(source),
+        rounds=READ_ROUNDS,
+    )
 
 
 def test_read_iter_blocks_cold(benchmark, bench_ratios, source):
-    ensure_baseline("cold read: plain readinto", lambda: read_plain(source), setup=lambda: drop_cache(source),
-                    rounds=READ_ROUNDS)
-    measure(benchmark, "cold read: iter_blocks (digests)", lambda: iter_blocks(source),
-            nbytes=source.stat().st_size, baselines=["cold read: plain readinto"], setup=lambda: drop_cache(source),
-            rounds=READ_ROUNDS, book=bench_ratios, target=ITER_BLOCKS_TARGET)
+    ensure_baseline(
+        "cold read: plain readinto",
+        lambda: read_plain(source),
+        setup=lambda: drop_cache(source),
+        rounds=READ_ROUNDS,
+    )
+    measure(
+        benchmark,
+        "cold read: iter_blocks (digests)",
+        lambda: iter_blocks(source),
+        nbytes=source.stat().st_size,
+        baselines=["cold read: plain readinto"],
+        setup=lambda: drop_cache(source),
+        rounds=READ_ROUNDS,
+        book=bench_ratios,
+        target=ITER_BLOCKS_TARGET,
+    )

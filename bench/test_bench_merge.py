@@ -40,8 +40,8 @@ from engine.benchmark.machine import cores
 from engine.benchmark.paired import record, run_paired
 from engine.benchmark.reencode import reencode_files
 from engine.benchmark.storage import concatenate
-from engine.units import parse_size
 from engine.merge import MergeSpec, merge_files, merge_run
+from engine.units import parse_size
 
 SIZE = parse_size(os.environ.get("TMBMERGE_BENCH_SIZE", "2GiB"))
 FILES = int(os.environ.get("TMBMERGE_BENCH_FILES", "40"))
@@ -64,6 +64,7 @@ def _emptied(folder):
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+
     return cleanup
 
 
@@ -73,31 +74,47 @@ def _copy(run, folder, *, streamed: bool = False):
 
 def _merge_one(run, folder, mode, reports):
     def merge():
-        reports.append(merge_files(run.paths, folder / "merged.tmb", MergeSpec(mode=mode, threads=cores())))
+        reports.append(
+            merge_files(run.paths, folder / "merged.tmb", MergeSpec(mode=mode, threads=cores()))
+        )
+
     return merge
 
 
 def _merge_jobs(run, folder, mode, jobs, reports):
     def merge():
-        report = merge_run(run.paths, folder / "outputs", target_size=int(run.bytes * 1.1 / jobs),
-                           spec=MergeSpec(mode=mode, threads=jobs), jobs=jobs)
+        report = merge_run(
+            run.paths,
+            folder / "outputs",
+            target_size=int(run.bytes * 1.1 / jobs),
+            spec=MergeSpec(mode=mode, threads=jobs),
+            jobs=jobs,
+        )
         assert not report.failures, report.failures
         reports.append(report)
+
     return merge
 
 
 def _note(bench_ratios, request, ratios, **details):
     for name, r in ratios.items():
         target = TARGETS.get(name)
-        bench_ratios.add(request.node.name, name, r["value"], target=f">= {target.minimum:g}" if target else None,
-                         met=r["met"], best=r["best"], **details)
+        bench_ratios.add(
+            request.node.name,
+            name,
+            r["value"],
+            target=f">= {target.minimum:g}" if target else None,
+            met=r["met"],
+            best=r["best"],
+            **details,
+        )
 
 
 def test_copy_baseline(benchmark, run, bench_scratch):
     """The floor itself: read every input, write one file, fsync."""
     cleanup = _emptied(bench_scratch)
 
-    def setup():   # pedantic treats a value returned by setup as the call's arguments: return nothing
+    def setup():  # pedantic treats a value returned by setup as the call's arguments: return nothing
         cleanup()
         os.sync()
 
@@ -109,13 +126,26 @@ def test_copy_baseline(benchmark, run, bench_scratch):
 @pytest.mark.parametrize("mode", ["fast", "safe"])
 def test_merge_vs_copy(benchmark, run, bench_scratch, bench_ratios, request, mode):
     reports = []
-    paired = run_paired(benchmark, _merge_one(run, bench_scratch, mode, reports), run.bytes,
-                        baselines={"copy": (_copy(run, bench_scratch), run.bytes),
-                                   "copy_streamed": (_copy(run, bench_scratch, streamed=True), run.bytes)},
-                        rounds=ROUNDS, cleanup=_emptied(bench_scratch))
+    paired = run_paired(
+        benchmark,
+        _merge_one(run, bench_scratch, mode, reports),
+        run.bytes,
+        baselines={
+            "copy": (_copy(run, bench_scratch), run.bytes),
+            "copy_streamed": (_copy(run, bench_scratch, streamed=True), run.bytes),
+        },
+        rounds=ROUNDS,
+        cleanup=_emptied(bench_scratch),
+    )
     name = f"{mode}_vs_copy"
-    ratios = record(benchmark, paired, targets={name: ("copy", TARGETS[name].minimum),
-                                                f"{mode}_vs_streamed_copy": ("copy_streamed", None)})
+    ratios = record(
+        benchmark,
+        paired,
+        targets={
+            name: ("copy", TARGETS[name].minimum),
+            f"{mode}_vs_streamed_copy": ("copy_streamed", None),
+        },
+    )
     _note(bench_ratios, request, ratios)
     assert all(r.event_count == run.events for r in reports)
 
@@ -125,13 +155,27 @@ def test_merge_deep(benchmark, run, bench_scratch, bench_ratios, request):
     stored = sum(len(b.data) for b in blocks)
     reports = []
     paired = run_paired(
-        benchmark, _merge_one(run, bench_scratch, "deep", reports), run.bytes,
-        baselines={"reencode": (lambda: reencode_files(run.paths, bench_scratch / "reencoded.tmb"), run.bytes),
-                   "zstd_all_cores": (lambda: decompress_blocks(blocks, threads=cores()), stored)},
-        rounds=ROUNDS, cleanup=_emptied(bench_scratch))
-    ratios = record(benchmark, paired, targets={
-        "deep_vs_reencode": ("reencode", TARGETS["deep_vs_reencode"].minimum),
-        "deep_vs_zstd_all_cores": ("zstd_all_cores", TARGETS["deep_vs_zstd_all_cores"].minimum)})
+        benchmark,
+        _merge_one(run, bench_scratch, "deep", reports),
+        run.bytes,
+        baselines={
+            "reencode": (
+                lambda: reencode_files(run.paths, bench_scratch / "reencoded.tmb"),
+                run.bytes,
+            ),
+            "zstd_all_cores": (lambda: decompress_blocks(blocks, threads=cores()), stored),
+        },
+        rounds=ROUNDS,
+        cleanup=_emptied(bench_scratch),
+    )
+    ratios = record(
+        benchmark,
+        paired,
+        targets={
+            "deep_vs_reencode": ("reencode", TARGETS["deep_vs_reencode"].minimum),
+            "deep_vs_zstd_all_cores": ("zstd_all_cores", TARGETS["deep_vs_zstd_all_cores"].minimum),
+        },
+    )
     _note(bench_ratios, request, ratios)
     assert all(r.event_count == run.events for r in reports)
 
@@ -139,12 +183,25 @@ def test_merge_deep(benchmark, run, bench_scratch, bench_ratios, request):
 @pytest.mark.parametrize("mode", F.MODES)
 def test_merge_run_jobs(benchmark, run, bench_scratch, bench_ratios, request, mode):
     reports, single = [], []
-    paired = run_paired(benchmark, _merge_jobs(run, bench_scratch, mode, JOBS, reports), run.bytes,
-                        baselines={"copy": (_copy(run, bench_scratch), run.bytes),
-                                   "jobs1": (_merge_one(run, bench_scratch, mode, single), run.bytes)},
-                        rounds=ROUNDS, cleanup=_emptied(bench_scratch))
-    ratios = record(benchmark, paired, targets={f"{mode}_jobs{JOBS}_vs_copy": ("copy", None),
-                                                f"{mode}_jobs{JOBS}_vs_jobs1": ("jobs1", None)})
+    paired = run_paired(
+        benchmark,
+        _merge_jobs(run, bench_scratch, mode, JOBS, reports),
+        run.bytes,
+        baselines={
+            "copy": (_copy(run, bench_scratch), run.bytes),
+            "jobs1": (_merge_one(run, bench_scratch, mode, single), run.bytes),
+        },
+        rounds=ROUNDS,
+        cleanup=_emptied(bench_scratch),
+    )
+    ratios = record(
+        benchmark,
+        paired,
+        targets={
+            f"{mode}_jobs{JOBS}_vs_copy": ("copy", None),
+            f"{mode}_jobs{JOBS}_vs_jobs1": ("jobs1", None),
+        },
+    )
     _note(bench_ratios, request, ratios)
     for report in reports:
         assert len(report.outputs) >= 2
@@ -163,8 +220,12 @@ MEMORY_CASES = {
 @pytest.mark.parametrize("case", list(MEMORY_CASES))
 def test_peak_rss(benchmark, run, bench_scratch, bench_ratios, request, case):
     """Each merge in a fresh process; its peak RSS from the kernel (wait4), the tree's by polling."""
-    task = dict(MEMORY_CASES[case], inputs=[str(p) for p in run.paths], out_dir=str(bench_scratch / "out"),
-                threads=cores() if MEMORY_CASES[case].get("jobs", 1) == 1 else JOBS)
+    task = dict(
+        MEMORY_CASES[case],
+        inputs=[str(p) for p in run.paths],
+        out_dir=str(bench_scratch / "out"),
+        threads=cores() if MEMORY_CASES[case].get("jobs", 1) == 1 else JOBS,
+    )
 
     def measure():
         (bench_scratch / "out").mkdir()
@@ -175,12 +236,23 @@ def test_peak_rss(benchmark, run, bench_scratch, bench_ratios, request, case):
 
     result = benchmark.pedantic(measure, setup=os.sync, rounds=1, iterations=1)
     peak_mb = result["peak_rss_bytes"] / 1e6
-    benchmark.extra_info.update({"peak_rss_MB": round(peak_mb, 1), "MB/s": round(result["bytes"] / result["seconds"] / 1e6, 1)})
+    benchmark.extra_info.update(
+        {
+            "peak_rss_MB": round(peak_mb, 1),
+            "MB/s": round(result["bytes"] / result["seconds"] / 1e6, 1),
+        }
+    )
     if result.get("tree_peak_rss_bytes"):
         benchmark.extra_info["tree_peak_rss_MB"] = round(result["tree_peak_rss_bytes"] / 1e6, 1)
     limited = case in F.MODES
-    bench_ratios.add(request.node.name, f"peak_rss_MB:{case}", peak_mb,
-                     target=f"< {F.PEAK_RSS_LIMIT / 1e6:.0f}" if limited else None,
-                     met=peak_mb * 1e6 < F.PEAK_RSS_LIMIT if limited else None)
+    bench_ratios.add(
+        request.node.name,
+        f"peak_rss_MB:{case}",
+        peak_mb,
+        target=f"< {F.PEAK_RSS_LIMIT / 1e6:.0f}" if limited else None,
+        met=peak_mb * 1e6 < F.PEAK_RSS_LIMIT if limited else None,
+    )
     if limited:
-        assert result["peak_rss_bytes"] < F.PEAK_RSS_LIMIT, f"{case} merge peaked at {peak_mb:.0f} MB"
+        assert result["peak_rss_bytes"] < F.PEAK_RSS_LIMIT, (
+            f"{case} merge peaked at {peak_mb:.0f} MB"
+        )

@@ -29,8 +29,8 @@ import os
 import shutil
 
 import numpy as np
-from plain_io import write_plain
 import pytest
+from plain_io import write_plain
 
 from engine.benchmark.paired import record, run_paired
 from engine.benchmark.storage import concatenate, read_sequential
@@ -57,6 +57,7 @@ def _emptied(folder):
     def cleanup():
         for entry in folder.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
     return cleanup
 
 
@@ -66,6 +67,7 @@ def _note(bench_ratios, request, ratios):
 
 
 # -- writer ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def payloads():
@@ -89,19 +91,32 @@ def test_writer_vs_plain_write(benchmark, payloads, bench_scratch, bench_ratios,
             writer.write_batch(runs, events, lengths, data)
         return writer.result
 
-    paired = run_paired(benchmark, write, len(data),
-                        baselines={"plain_write": (lambda: write_plain(bench_scratch / "plain.bin", data), len(data))},
-                        rounds=3, cleanup=_emptied(bench_scratch))
-    _note(bench_ratios, request, record(benchmark, paired, targets={"writer_vs_plain_write": ("plain_write", None)}))
+    paired = run_paired(
+        benchmark,
+        write,
+        len(data),
+        baselines={
+            "plain_write": (lambda: write_plain(bench_scratch / "plain.bin", data), len(data))
+        },
+        rounds=3,
+        cleanup=_emptied(bench_scratch),
+    )
+    _note(
+        bench_ratios,
+        request,
+        record(benchmark, paired, targets={"writer_vs_plain_write": ("plain_write", None)}),
+    )
     assert write().event_count == len(events)
 
 
 # -- reader ------------------------------------------------------------------------------------
 
+
 def _read_plain(paths):
     def read():
         for path in paths:
             read_sequential(path, chunk=CHUNK)
+
     return read
 
 
@@ -117,6 +132,7 @@ def _iter_blocks(paths):
                 for _ in reader.iter_blocks(adler):
                     blocks += 1
         return blocks
+
     return read
 
 
@@ -130,21 +146,32 @@ def _iter_events(paths):
                 for _ in reader.iter_events():
                     events += 1
         return events
+
     return read
 
 
 @pytest.mark.parametrize("how", ["iter_blocks", "iter_events"])
 def test_reader_vs_plain_read(benchmark, run, bench_ratios, request, how):
     candidate = _iter_blocks(run.paths) if how == "iter_blocks" else _iter_events(run.paths)
-    _read_plain(run.paths)()   # page cache warm for both sides
-    paired = run_paired(benchmark, candidate, run.bytes, baselines={"plain_read": (_read_plain(run.paths), run.bytes)},
-                        rounds=5)
-    _note(bench_ratios, request, record(benchmark, paired, targets={f"reader_{how}_vs_plain_read": ("plain_read", None)}))
+    _read_plain(run.paths)()  # page cache warm for both sides
+    paired = run_paired(
+        benchmark,
+        candidate,
+        run.bytes,
+        baselines={"plain_read": (_read_plain(run.paths), run.bytes)},
+        rounds=5,
+    )
+    _note(
+        bench_ratios,
+        request,
+        record(benchmark, paired, targets={f"reader_{how}_vs_plain_read": ("plain_read", None)}),
+    )
     if how == "iter_events":
         assert candidate() == run.events
 
 
 # -- block copy ----------------------------------------------------------------------------------
+
 
 def test_block_copy_vs_concatenate(benchmark, run, bench_scratch, bench_ratios, request):
     from engine.readers import open_file
@@ -158,14 +185,26 @@ def test_block_copy_vs_concatenate(benchmark, run, bench_scratch, bench_ratios, 
                         writer.copy_block(block.header, block.stored, block.events)
         return writer.result
 
-    paired = run_paired(benchmark, block_copy, run.bytes,
-                        baselines={"concatenate": (lambda: concatenate(run.paths, bench_scratch / "cat.bin"), run.bytes)},
-                        rounds=3, cleanup=_emptied(bench_scratch))
-    _note(bench_ratios, request, record(benchmark, paired, targets={"block_copy_vs_concatenate": ("concatenate", None)}))
+    paired = run_paired(
+        benchmark,
+        block_copy,
+        run.bytes,
+        baselines={
+            "concatenate": (lambda: concatenate(run.paths, bench_scratch / "cat.bin"), run.bytes)
+        },
+        rounds=3,
+        cleanup=_emptied(bench_scratch),
+    )
+    _note(
+        bench_ratios,
+        request,
+        record(benchmark, paired, targets={"block_copy_vs_concatenate": ("concatenate", None)}),
+    )
     assert block_copy().event_count == run.events
 
 
 # -- index loading -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def indexed_file(tmp_path_factory):
@@ -177,8 +216,12 @@ def indexed_file(tmp_path_factory):
     payload_bytes = 16
     payload = np.random.default_rng(3).integers(0, 256, n * payload_bytes, dtype=np.uint8)
     with TmbWriter(path, fsync=False) as writer:
-        writer.write_batch(np.full(n, RUN, dtype=np.uint32), np.arange(1, n + 1, dtype=np.uint64),
-                           np.full(n, payload_bytes, dtype=np.uint32), payload)
+        writer.write_batch(
+            np.full(n, RUN, dtype=np.uint32),
+            np.arange(1, n + 1, dtype=np.uint64),
+            np.full(n, payload_bytes, dtype=np.uint32),
+            payload,
+        )
     yield path
     shutil.rmtree(path.parent, ignore_errors=True)
 
@@ -188,8 +231,11 @@ def test_index_loading_vs_pread(benchmark, indexed_file, bench_ratios, request):
     from engine.readers import open_file
 
     with open_file(indexed_file) as reader:
-        regions = [(HEADER_SIZE + reader.header.metadata_length, 0), (TRAILER_SIZE, reader.file_size - TRAILER_SIZE),
-                   (reader.trailer.index_length, reader.trailer.index_offset)]
+        regions = [
+            (HEADER_SIZE + reader.header.metadata_length, 0),
+            (TRAILER_SIZE, reader.file_size - TRAILER_SIZE),
+            (reader.trailer.index_length, reader.trailer.index_offset),
+        ]
         index_bytes = reader.trailer.index_length
 
     def open_close():
@@ -203,14 +249,24 @@ def test_index_loading_vs_pread(benchmark, indexed_file, bench_ratios, request):
         finally:
             os.close(fd)
 
-    paired = run_paired(benchmark, open_close, index_bytes,
-                        baselines={"pread": (pread_same_bytes, index_bytes)}, rounds=7)
-    _note(bench_ratios, request, record(benchmark, paired, targets={"index_open_vs_pread": ("pread", None)}))
+    paired = run_paired(
+        benchmark,
+        open_close,
+        index_bytes,
+        baselines={"pread": (pread_same_bytes, index_bytes)},
+        rounds=7,
+    )
+    _note(
+        bench_ratios,
+        request,
+        record(benchmark, paired, targets={"index_open_vs_pread": ("pread", None)}),
+    )
     benchmark.extra_info["index_MB"] = round(index_bytes / 1e6, 1)
     assert open_close() == INDEX_EVENTS
 
 
 # -- duplicate detection ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def event_tables():
@@ -223,21 +279,39 @@ def event_tables():
     numbers[-1] = numbers[0]
     tables = []
     for i in range(DUPLICATE_TABLES):
-        ev = numbers[i * per:(i + 1) * per]
+        ev = numbers[i * per : (i + 1) * per]
         n = len(ev)
-        tables.append(EventTable(ev, np.zeros(n, np.uint64), np.full(n, RUN, np.uint32), np.full(n, 15000, np.uint32),
-                                 np.zeros(n, np.uint32)))
+        tables.append(
+            EventTable(
+                ev,
+                np.zeros(n, np.uint64),
+                np.full(n, RUN, np.uint32),
+                np.full(n, 15000, np.uint32),
+                np.zeros(n, np.uint32),
+            )
+        )
     return tables
 
 
 def test_duplicate_detection_vs_sort(benchmark, event_tables, bench_ratios, request):
     from engine.merge.inputs import find_duplicate_events
 
-    keys = np.concatenate([(t.run.astype(np.uint64) << np.uint64(32)) | t.event for t in event_tables])
+    keys = np.concatenate(
+        [(t.run.astype(np.uint64) << np.uint64(32)) | t.event for t in event_tables]
+    )
     found = {}
-    paired = run_paired(benchmark, lambda: found.update(find_duplicate_events(event_tables)), DUPLICATE_EVENTS,
-                        baselines={"np_sort": (lambda: np.sort(keys, kind="stable"), DUPLICATE_EVENTS)}, rounds=5)
-    _note(bench_ratios, request, record(benchmark, paired, targets={"find_duplicates_vs_sort": ("np_sort", None)}))
+    paired = run_paired(
+        benchmark,
+        lambda: found.update(find_duplicate_events(event_tables)),
+        DUPLICATE_EVENTS,
+        baselines={"np_sort": (lambda: np.sort(keys, kind="stable"), DUPLICATE_EVENTS)},
+        rounds=5,
+    )
+    _note(
+        bench_ratios,
+        request,
+        record(benchmark, paired, targets={"find_duplicates_vs_sort": ("np_sort", None)}),
+    )
     benchmark.extra_info["Mevents/s"] = round(paired.candidate.rate / 1e6, 2)
     first = int(event_tables[0].event[0])
     assert found == {DUPLICATE_TABLES - 1: (RUN, first, 0)}

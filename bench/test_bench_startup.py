@@ -24,7 +24,9 @@ def cpu_seconds(argv, runs: int = 5) -> float:
     best = float("inf")
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, check=True, timeout=60)
+        subprocess.run(
+            [sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, check=True, timeout=60
+        )
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         best = min(best, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return best
@@ -35,8 +37,15 @@ def one_megabyte(tmp_path_factory) -> Path:
     from engine.generate import generate_file
 
     folder = tmp_path_factory.mktemp("startup")
-    return generate_file(folder / "tmb_0000178000_p000.tmb", run=178000, partition=0, first_event=1, n_events=70,
-                         seed=1, fsync=False).path
+    return generate_file(
+        folder / "tmb_0000178000_p000.tmb",
+        run=178000,
+        partition=0,
+        first_event=1,
+        n_events=70,
+        seed=1,
+        fsync=False,
+    ).path
 
 
 def test_startup(bench_ratios, one_megabyte, tmp_path):
@@ -44,14 +53,41 @@ def test_startup(bench_ratios, one_megabyte, tmp_path):
     figures = {
         "help": cpu_seconds(["-m", "bindings.cli", "--help"]),
         "verify": cpu_seconds(["-m", "bindings.cli", "verify", one_megabyte]),
-        "merge fast": cpu_seconds(["-m", "bindings.cli", "merge", one_megabyte, "-o", tmp_path / "f.tmb", "--mode",
-                                   "fast", "--force", "--quiet"]),
-        "merge safe": cpu_seconds(["-m", "bindings.cli", "merge", one_megabyte, "-o", tmp_path / "s.tmb", "--force",
-                                   "--quiet"]),
+        "merge fast": cpu_seconds(
+            [
+                "-m",
+                "bindings.cli",
+                "merge",
+                one_megabyte,
+                "-o",
+                tmp_path / "f.tmb",
+                "--mode",
+                "fast",
+                "--force",
+                "--quiet",
+            ]
+        ),
+        "merge safe": cpu_seconds(
+            [
+                "-m",
+                "bindings.cli",
+                "merge",
+                one_megabyte,
+                "-o",
+                tmp_path / "s.tmb",
+                "--force",
+                "--quiet",
+            ]
+        ),
     }
     for name, seconds in figures.items():
         met = seconds <= 0.1 if name.startswith("merge") else seconds <= 0.5
-        bench_ratios.add("test_startup", f"{name}: CPU seconds of the whole command", seconds,
-                         target="<= 0.1 s" if name.startswith("merge") else "<= 0.5 s", met=met,
-                         bare_python_seconds=bare)
-    assert figures["help"] < figures["merge fast"] + 1   # measured something
+        bench_ratios.add(
+            "test_startup",
+            f"{name}: CPU seconds of the whole command",
+            seconds,
+            target="<= 0.1 s" if name.startswith("merge") else "<= 0.5 s",
+            met=met,
+            bare_python_seconds=bare,
+        )
+    assert figures["help"] < figures["merge fast"] + 1  # measured something

@@ -70,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, unless asked for the traceback
         if os.environ.get("TMBMERGE_DEBUG"):
             raise
-        error = world_error(exc)      # a disk, a permission or a path, not a bug
+        error = world_error(exc)  # a disk, a permission or a path, not a bug
         if error is not None:
             print_error(str(error))
             return error.exit_code
-        print_error(f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)")
+        print_error(
+            f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)"
+        )
         return EXIT_INTERNAL
     finally:
         # As the process's own command line (argv None), the work is done: a SIGTERM from now on

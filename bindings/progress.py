@@ -30,16 +30,29 @@ LABEL_WIDTH = 20
 class RichProgress(NullProgress):
     def __init__(self, console=None):
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
         from rich.table import Column
 
         label = Column(max_width=LABEL_WIDTH, no_wrap=True, overflow="ellipsis")
         self._progress = Progress(
-            TextColumn("[bold]{task.description}", table_column=label), BarColumn(bar_width=None),
-            TaskProgressColumn(), DownloadColumn(), TransferSpeedColumn(), TextColumn("{task.fields[files]} files"),
+            TextColumn("[bold]{task.description}", table_column=label),
+            BarColumn(bar_width=None),
+            TaskProgressColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[files]} files"),
             TimeRemainingColumn(compact=True),
-            console=console or Console(stderr=True), transient=False, expand=True,
+            console=console or Console(stderr=True),
+            transient=False,
+            expand=True,
         )
         self._task = None
         self._lock = threading.Lock()
@@ -52,7 +65,9 @@ class RichProgress(NullProgress):
             if self._task is None:
                 self._progress.start()
                 self._totals = (files, events)
-                self._task = self._progress.add_task(label, total=bytes or None, files=f"0/{files}", events=0)
+                self._task = self._progress.add_task(
+                    label, total=bytes or None, files=f"0/{files}", events=0
+                )
 
     def advance(self, *, files: int = 0, events: int = 0, bytes: int = 0) -> None:
         with self._lock:
@@ -60,8 +75,12 @@ class RichProgress(NullProgress):
                 return
             self._files += files
             self._events += events
-            self._progress.update(self._task, advance=bytes, files=f"{self._files}/{self._totals[0]}",
-                                  events=self._events)
+            self._progress.update(
+                self._task,
+                advance=bytes,
+                files=f"{self._files}/{self._totals[0]}",
+                events=self._events,
+            )
 
     def finish(self, *, label: str = "") -> None:
         with self._lock:

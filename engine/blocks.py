@@ -34,22 +34,28 @@ from .format import (
 class BuiltBlock(NamedTuple):
     header: BlockHeader
     header_bytes: bytes
-    data: bytes            # stored (compressed) bytes
-    events: EventTable     # block column zero: the writer renumbers
+    data: bytes  # stored (compressed) bytes
+    events: EventTable  # block column zero: the writer renumbers
 
 
 class DecodedBlock(NamedTuple):
-    records: bytes         # the uncompressed record bytes
-    events: EventTable     # block column zero
+    records: bytes  # the uncompressed record bytes
+    events: EventTable  # block column zero
     payload_offsets: np.ndarray  # u8, offset of each payload inside ``records``
 
     def payload(self, i: int) -> memoryview:
         start = int(self.payload_offsets[i])
-        return memoryview(self.records)[start:start + int(self.events.length[i])]
+        return memoryview(self.records)[start : start + int(self.events.length[i])]
 
 
-def build_block(runs: np.ndarray, events: np.ndarray, lengths: np.ndarray, payloads: np.ndarray,
-                payload_starts: np.ndarray, codec) -> BuiltBlock:
+def build_block(
+    runs: np.ndarray,
+    events: np.ndarray,
+    lengths: np.ndarray,
+    payloads: np.ndarray,
+    payload_starts: np.ndarray,
+    codec,
+) -> BuiltBlock:
     """Frame, digest and compress one block of events (payload i is payloads[start_i : start_i + len_i])."""
     from .kernels import frame_records
 
@@ -59,30 +65,53 @@ def build_block(runs: np.ndarray, events: np.ndarray, lengths: np.ndarray, paylo
     digests = frame_records(runs, events, lengths, payloads, payload_starts, records)
     stored = codec.compress(records)
     header = BlockHeader(codec.codec_id, len(stored), size, n, xxh3_64(stored), xxh3_64(records))
-    table = EventTable(events.astype(np.uint64, copy=False), digests, runs.astype(np.uint32, copy=False),
-                       lengths.astype(np.uint32, copy=False), np.zeros(n, dtype=np.uint32))
+    table = EventTable(
+        events.astype(np.uint64, copy=False),
+        digests,
+        runs.astype(np.uint32, copy=False),
+        lengths.astype(np.uint32, copy=False),
+        np.zeros(n, dtype=np.uint32),
+    )
     return BuiltBlock(header, pack_block_header(header), stored, table)
 
 
 def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset: int) -> None:
     """Fast check of one stored block against its index entry; no decompression."""
-    if (header.codec != entry["codec"] or header.compressed_length != entry["compressed_length"]
-            or header.uncompressed_length != entry["uncompressed_length"]
-            or header.event_count != entry["event_count"]
-            or header.compressed_digest != entry["compressed_digest"]
-            or header.uncompressed_digest != entry["uncompressed_digest"]):
+    if (
+        header.codec != entry["codec"]
+        or header.compressed_length != entry["compressed_length"]
+        or header.uncompressed_length != entry["uncompressed_length"]
+        or header.event_count != entry["event_count"]
+        or header.compressed_digest != entry["compressed_digest"]
+        or header.uncompressed_digest != entry["uncompressed_digest"]
+    ):
         raise LayoutError("block header disagrees with the index", region=region, offset=offset)
     if len(data) != header.compressed_length:
-        raise IntegrityError(f"block bytes cut short ({len(data)} of {header.compressed_length})",
-                             region=region, offset=offset + BLOCK_HEADER_SIZE)
+        raise IntegrityError(
+            f"block bytes cut short ({len(data)} of {header.compressed_length})",
+            region=region,
+            offset=offset + BLOCK_HEADER_SIZE,
+        )
     computed = xxh3_64(data)
     if computed != header.compressed_digest:
-        raise ChecksumMismatch("block data digest differs", region=region, offset=offset + BLOCK_HEADER_SIZE,
-                               expected=digest_hex(header.compressed_digest), actual=digest_hex(computed))
+        raise ChecksumMismatch(
+            "block data digest differs",
+            region=region,
+            offset=offset + BLOCK_HEADER_SIZE,
+            expected=digest_hex(header.compressed_digest),
+            actual=digest_hex(computed),
+        )
 
 
-def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=None,
-                 expected: EventTable | None = None) -> DecodedBlock:
+def decode_block(
+    header: BlockHeader,
+    data,
+    *,
+    region: str,
+    offset: int,
+    out=None,
+    expected: EventTable | None = None,
+) -> DecodedBlock:
     """Decompress a (digest-checked) block, check its uncompressed digest, walk its records.
 
     Every caller that decodes a block comes here (the merge's read-back, ``verify --deep``,
@@ -100,7 +129,7 @@ def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=Non
     codec = codec_for_id(header.codec)
     try:
         if out is not None:
-            records = memoryview(out)[:header.uncompressed_length]
+            records = memoryview(out)[: header.uncompressed_length]
             codec.decompress_into(data, records)
         else:
             records = codec.decompress(data, header.uncompressed_length)
@@ -110,13 +139,19 @@ def decode_block(header: BlockHeader, data, *, region: str, offset: int, out=Non
         raise
     computed = xxh3_64(records)
     if computed != header.uncompressed_digest:
-        raise ChecksumMismatch("decompressed block digest differs", region=region, offset=data_offset,
-                               expected=digest_hex(header.uncompressed_digest), actual=digest_hex(computed))
+        raise ChecksumMismatch(
+            "decompressed block digest differs",
+            region=region,
+            offset=data_offset,
+            expected=digest_hex(header.uncompressed_digest),
+            actual=digest_hex(computed),
+        )
     buf = np.frombuffer(records, dtype=np.uint8)
     status, where, runs, events, offsets, lengths, digests = walk_records(buf, header.event_count)
     if status != WALK_OK:
-        raise FramingError(f"{WALK_MESSAGES[status]} (at record byte {where})", region=region,
-                           offset=data_offset)
+        raise FramingError(
+            f"{WALK_MESSAGES[status]} (at record byte {where})", region=region, offset=data_offset
+        )
     table = EventTable(events, digests, runs, lengths, np.zeros(len(runs), dtype=np.uint32))
     if expected is not None:
         compare_events(table, expected, region=region, offset=offset)
@@ -135,6 +170,10 @@ def compare_events(decoded: EventTable, indexed: EventTable, *, region: str, off
             if name == "digest":
                 exp = digest_hex(int(exp)) if exp is not None else None
                 act = digest_hex(int(act)) if act is not None else None
-            raise ChecksumMismatch(f"event {i} of the block: {what} differs from the index", region=region,
-                                   offset=offset, expected=None if exp is None else str(exp),
-                                   actual=None if act is None else str(act))
+            raise ChecksumMismatch(
+                f"event {i} of the block: {what} differs from the index",
+                region=region,
+                offset=offset,
+                expected=None if exp is None else str(exp),
+                actual=None if act is None else str(act),
+            )

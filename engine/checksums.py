@@ -27,21 +27,27 @@ from .errors import MetadataError
 
 ADLER_MOD = 65521
 ADLER32_INITIAL = 1
-NOGIL_MIN_BYTES = 1 << 16   # below this, the ctypes call costs more than holding the GIL
+NOGIL_MIN_BYTES = 1 << 16  # below this, the ctypes call costs more than holding the GIL
 
 
 def _c_function(library: str, name: str, restype, argtypes):
     try:
         function = getattr(ctypes.CDLL(library), name)
     except (OSError, AttributeError):
-        return None   # an extension built without the symbol: the module call serves, GIL held
+        return None  # an extension built without the symbol: the module call serves, GIL held
     function.restype, function.argtypes = restype, argtypes
     return function
 
 
-_c_xxh3_64 = _c_function(xxhash._xxhash.__file__, "XXH3_64bits", ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_size_t])
-_c_adler32 = _c_function(zlib_ng.__file__, "zng_adler32_z", ctypes.c_uint32,
-                         [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t])
+_c_xxh3_64 = _c_function(
+    xxhash._xxhash.__file__, "XXH3_64bits", ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_size_t]
+)
+_c_adler32 = _c_function(
+    zlib_ng.__file__,
+    "zng_adler32_z",
+    ctypes.c_uint32,
+    [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t],
+)
 
 
 def xxh3_64(data) -> int:
@@ -154,7 +160,9 @@ def parse_checksum(text: str, file_size: int | None = None) -> int:
         if file_size is None:
             raise MetadataError("an enstore checksum needs the file size to convert to adler32")
         return enstore_to_adler32(value, file_size)
-    raise MetadataError(f"unrecognised checksum {text!r} (want adler32:<8 hex> or enstore:<decimal>)")
+    raise MetadataError(
+        f"unrecognised checksum {text!r} (want adler32:<8 hex> or enstore:<decimal>)"
+    )
 
 
 def adler32_from_checksums(checksums, file_size: int | None = None) -> int | None:

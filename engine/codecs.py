@@ -61,7 +61,9 @@ class ZstdCodec:
         cache = _local.__dict__.setdefault("compressors", {})
         comp = cache.get(self.level)
         if comp is None:
-            comp = cache[self.level] = zstandard.ZstdCompressor(level=self.level, write_checksum=False)
+            comp = cache[self.level] = zstandard.ZstdCompressor(
+                level=self.level, write_checksum=False
+            )
         return comp
 
     def compress(self, data) -> bytes:
@@ -69,7 +71,7 @@ class ZstdCodec:
 
     def decompress(self, data, length: int) -> np.ndarray:
         """The decoded bytes, in a new buffer of exactly ``length`` bytes (see ``decompress_into``)."""
-        check_zstd_frame(data, length)    # before the buffer is allocated
+        check_zstd_frame(data, length)  # before the buffer is allocated
         out = np.empty(length, dtype=np.uint8)
         self.decompress_into(data, memoryview(out), checked=True)
         return out
@@ -95,8 +97,10 @@ class ZstdCodec:
         except zstandard.ZstdError as exc:
             raise DecompressionError(f"zstd cannot decode the block: {exc}")
         if filled != len(out) or extra:
-            raise DecompressionError(f"block decodes to {'more than ' if extra else ''}{filled} bytes, "
-                                     f"header says {len(out)}")
+            raise DecompressionError(
+                f"block decodes to {'more than ' if extra else ''}{filled} bytes, "
+                f"header says {len(out)}"
+            )
 
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -111,8 +115,11 @@ def check_zstd_frame(data, length: int) -> None:
     """
     head = bytes(memoryview(data)[:18])
     if head[:4] != ZSTD_FRAME_MAGIC:
-        what = ("a skippable zstd frame" if len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
-                else f"bytes {head[:4].hex()}")
+        what = (
+            "a skippable zstd frame"
+            if len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
+            else f"bytes {head[:4].hex()}"
+        )
         raise DecompressionError(f"stored bytes start with {what}, not a zstd frame")
     try:
         params = zstandard.get_frame_parameters(head)
@@ -120,9 +127,13 @@ def check_zstd_frame(data, length: int) -> None:
     except zstandard.ZstdError as exc:
         raise DecompressionError(f"zstd frame header is invalid: {exc}")
     if params.content_size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
-        raise DecompressionError(f"zstd frame does not declare its content size (the header says {length})")
+        raise DecompressionError(
+            f"zstd frame does not declare its content size (the header says {length})"
+        )
     if params.content_size != length:
-        raise DecompressionError(f"zstd frame declares {params.content_size} bytes, the header says {length}")
+        raise DecompressionError(
+            f"zstd frame declares {params.content_size} bytes, the header says {length}"
+        )
     from .kernels import FRAME_BAD_BLOCK, zstd_frame_end
 
     end = zstd_frame_end(np.frombuffer(data, dtype=np.uint8), header_size)
@@ -131,9 +142,13 @@ def check_zstd_frame(data, length: int) -> None:
     if end >= 0 and params.has_checksum:
         end += ZSTD_CHECKSUM_BYTES
     if end < 0 or end > len(data):
-        raise DecompressionError(f"zstd frame runs past the end of the block's {len(data)} stored bytes")
+        raise DecompressionError(
+            f"zstd frame runs past the end of the block's {len(data)} stored bytes"
+        )
     if end != len(data):
-        raise DecompressionError(f"{len(data) - end} bytes follow the zstd frame in the block's stored bytes")
+        raise DecompressionError(
+            f"{len(data) - end} bytes follow the zstd frame in the block's stored bytes"
+        )
 
 
 def codec_for_id(codec_id: int, level: int = DEFAULT_ZSTD_LEVEL):

@@ -71,8 +71,19 @@ class EngineError(Exception):
 
     def __reduce__(self):
         # Keep path, region, offset, values (and an exit code set on the instance) across processes.
-        return (_rebuild, (type(self), self.message, self.path, self.region, self.offset, self.expected,
-                           self.actual), self.__dict__)
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                self.path,
+                self.region,
+                self.offset,
+                self.expected,
+                self.actual,
+            ),
+            self.__dict__,
+        )
 
     @property
     def kind(self) -> str:
@@ -93,15 +104,19 @@ class EngineError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description, for ``--json`` reports and merged-file metadata."""
-        out: dict[str, Any] = {"error": self.kind, "message": self.message, "text": str(self),
-                               "exit_code": self.exit_code}
+        out: dict[str, Any] = {
+            "error": self.kind,
+            "message": self.message,
+            "text": str(self),
+            "exit_code": self.exit_code,
+        }
         for key in ("path", "region", "offset", "expected", "actual"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value if isinstance(value, (int, str, float, bool)) else str(value)
         return out
 
-    def with_path(self, path: str | os.PathLike) -> "EngineError":
+    def with_path(self, path: str | os.PathLike) -> EngineError:
         """Return this error naming ``path`` (used when a parser saw bytes, not a file)."""
         if self.path is None:
             self.path = _path_text(path)
@@ -124,9 +139,10 @@ def most_severe_exit_code(codes) -> int:
 
 
 def _rebuild(cls, message, path, region, offset, expected, actual):
-    error = cls.__new__(cls)   # subclasses may take other constructor arguments
-    EngineError.__init__(error, message, path=path, region=region, offset=offset, expected=expected,
-                         actual=actual)
+    error = cls.__new__(cls)  # subclasses may take other constructor arguments
+    EngineError.__init__(
+        error, message, path=path, region=region, offset=offset, expected=expected, actual=actual
+    )
     return error
 
 

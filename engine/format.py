@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import struct
 import uuid as uuidlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import xxhash
@@ -41,9 +42,9 @@ FORMAT_VERSION = 1
 
 # Bounds on lengths read from a file, checked before anything is allocated.
 MAX_METADATA_BYTES = 16 << 20
-MAX_BLOCK_BYTES = 256 << 20          # uncompressed (and compressed) size of one block
-DEFAULT_BLOCK_BYTES = 4 << 20        # target uncompressed size at which the writer cuts blocks
-MAX_COMPRESSED_OVERHEAD = (MAX_BLOCK_BYTES >> 8) + (1 << 17)   # above ZSTD_compressBound's margin
+MAX_BLOCK_BYTES = 256 << 20  # uncompressed (and compressed) size of one block
+DEFAULT_BLOCK_BYTES = 4 << 20  # target uncompressed size at which the writer cuts blocks
+MAX_COMPRESSED_OVERHEAD = (MAX_BLOCK_BYTES >> 8) + (1 << 17)  # above ZSTD_compressBound's margin
 
 # ---------------------------------------------------------------------------------------------
 # File header: 64 bytes at offset 0
@@ -62,8 +63,18 @@ class FileHeader(NamedTuple):
 
 
 def pack_header(file_uuid: uuidlib.UUID, metadata: bytes) -> bytes:
-    body = HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, HEADER_SIZE, 0, file_uuid.bytes, len(metadata), 0,
-                       xxh3_64(metadata), 0, 0)
+    body = HEADER.pack(
+        HEADER_MAGIC,
+        FORMAT_VERSION,
+        HEADER_SIZE,
+        0,
+        file_uuid.bytes,
+        len(metadata),
+        0,
+        xxh3_64(metadata),
+        0,
+        0,
+    )
     return body[:56] + struct.pack("<Q", xxh3_64(body[:56]))
 
 
@@ -81,28 +92,48 @@ def parse_header(buf: bytes, file_size: int) -> FileHeader:
     """Validate the 64-byte file header (magic, version, digest, bounds)."""
     if len(buf) < HEADER_SIZE:
         if HEADER_MAGIC.startswith(bytes(buf[: len(HEADER_MAGIC)])) and len(buf) > 0:
-            raise TruncatedFile(f"file is {file_size} bytes, shorter than a TMB header", region="header",
-                                offset=0)
+            raise TruncatedFile(
+                f"file is {file_size} bytes, shorter than a TMB header", region="header", offset=0
+            )
         raise NotATmbFile("not a TMB file (too short for a header)", region="header", offset=0)
-    magic, version, hsize, flags, raw_uuid, mlen, reserved1, mdigest, reserved2, digest = HEADER.unpack(
-        bytes(buf[:HEADER_SIZE]))
+    magic, version, hsize, flags, raw_uuid, mlen, reserved1, mdigest, reserved2, digest = (
+        HEADER.unpack(bytes(buf[:HEADER_SIZE]))
+    )
     if magic != HEADER_MAGIC:
         if magic[:4] == HEADER_MAGIC[:4]:
-            raise ChecksumMismatch("damaged file magic", region="header", offset=0,
-                                   expected=HEADER_MAGIC.hex(), actual=magic.hex())
+            raise ChecksumMismatch(
+                "damaged file magic",
+                region="header",
+                offset=0,
+                expected=HEADER_MAGIC.hex(),
+                actual=magic.hex(),
+            )
         raise NotATmbFile("not a TMB file (unknown magic bytes)", region="header", offset=0)
     computed = xxh3_64(bytes(buf[:56]))
     if computed != digest:
-        raise ChecksumMismatch("header digest differs", region="header", offset=56,
-                               expected=digest_hex(digest), actual=digest_hex(computed))
+        raise ChecksumMismatch(
+            "header digest differs",
+            region="header",
+            offset=56,
+            expected=digest_hex(digest),
+            actual=digest_hex(computed),
+        )
     if version != FORMAT_VERSION:
-        raise UnsupportedVersion(f"format version {version} is not supported (this reads {FORMAT_VERSION})",
-                                 region="header", offset=8)
+        raise UnsupportedVersion(
+            f"format version {version} is not supported (this reads {FORMAT_VERSION})",
+            region="header",
+            offset=8,
+        )
     if hsize != HEADER_SIZE or flags != 0 or reserved1 != 0 or reserved2 != 0:
-        raise LayoutError("header has non-zero reserved fields or a wrong size", region="header", offset=10)
+        raise LayoutError(
+            "header has non-zero reserved fields or a wrong size", region="header", offset=10
+        )
     if mlen > MAX_METADATA_BYTES or HEADER_SIZE + mlen + TRAILER_SIZE > file_size:
-        raise LayoutError(f"metadata length {mlen} is impossible for a {file_size}-byte file",
-                          region="header", offset=32)
+        raise LayoutError(
+            f"metadata length {mlen} is impossible for a {file_size}-byte file",
+            region="header",
+            offset=32,
+        )
     return FileHeader(version, flags, uuidlib.UUID(bytes=raw_uuid), mlen, mdigest)
 
 
@@ -120,12 +151,17 @@ def pack_metadata(metadata: dict) -> bytes:
 def parse_metadata(buf: bytes, header: FileHeader) -> dict:
     computed = xxh3_64(buf)
     if computed != header.metadata_digest:
-        raise ChecksumMismatch("metadata digest differs", region="metadata", offset=HEADER_SIZE,
-                               expected=digest_hex(header.metadata_digest), actual=digest_hex(computed))
+        raise ChecksumMismatch(
+            "metadata digest differs",
+            region="metadata",
+            offset=HEADER_SIZE,
+            expected=digest_hex(header.metadata_digest),
+            actual=digest_hex(computed),
+        )
     from .safejson import parse_json
 
     try:
-        value = parse_json(buf, what="metadata")   # depth, number and string limits: see safejson
+        value = parse_json(buf, what="metadata")  # depth, number and string limits: see safejson
     except MetadataError as exc:
         raise MetadataError(exc.message, region="metadata", offset=HEADER_SIZE) from None
     if not isinstance(value, dict):
@@ -156,8 +192,19 @@ class BlockHeader(NamedTuple):
 
 
 def pack_block_header(h: BlockHeader) -> bytes:
-    body = BLOCK_HEADER.pack(BLOCK_MAGIC, h.codec, 0, 0, h.compressed_length, h.uncompressed_length,
-                             h.event_count, 0, h.compressed_digest, h.uncompressed_digest, 0)
+    body = BLOCK_HEADER.pack(
+        BLOCK_MAGIC,
+        h.codec,
+        0,
+        0,
+        h.compressed_length,
+        h.uncompressed_length,
+        h.event_count,
+        0,
+        h.compressed_digest,
+        h.uncompressed_digest,
+        0,
+    )
     return body[:40] + struct.pack("<Q", xxh3_64(body[:40]))
 
 
@@ -165,15 +212,26 @@ def parse_block_header(buf: bytes, *, region: str, offset: int) -> BlockHeader:
     """Validate a block header; the block's bytes are not touched."""
     if len(buf) < BLOCK_HEADER_SIZE:
         raise TruncatedFile("block header cut short", region=region, offset=offset)
-    magic, codec, flags, reserved1, clen, ulen, nev, reserved2, cdig, udig, digest = BLOCK_HEADER.unpack(
-        bytes(buf[:BLOCK_HEADER_SIZE]))
+    magic, codec, flags, reserved1, clen, ulen, nev, reserved2, cdig, udig, digest = (
+        BLOCK_HEADER.unpack(bytes(buf[:BLOCK_HEADER_SIZE]))
+    )
     computed = xxh3_64(bytes(buf[:40]))
     if magic != BLOCK_MAGIC:
-        raise LayoutError("no block magic where a block should start", region=region, offset=offset,
-                          expected=BLOCK_MAGIC.hex(), actual=magic.hex())
+        raise LayoutError(
+            "no block magic where a block should start",
+            region=region,
+            offset=offset,
+            expected=BLOCK_MAGIC.hex(),
+            actual=magic.hex(),
+        )
     if computed != digest:
-        raise ChecksumMismatch("block header digest differs", region=region, offset=offset + 40,
-                               expected=digest_hex(digest), actual=digest_hex(computed))
+        raise ChecksumMismatch(
+            "block header digest differs",
+            region=region,
+            offset=offset + 40,
+            expected=digest_hex(digest),
+            actual=digest_hex(computed),
+        )
     if flags or reserved1 or reserved2:
         raise LayoutError("block header has non-zero reserved fields", region=region, offset=offset)
     header = BlockHeader(codec, clen, ulen, nev, cdig, udig)
@@ -184,20 +242,35 @@ def parse_block_header(buf: bytes, *, region: str, offset: int) -> BlockHeader:
 def check_block_bounds(h: BlockHeader, *, region: str, offset: int) -> None:
     if h.codec not in CODEC_NAMES:
         raise FormatError(f"unknown codec id {h.codec}", region=region, offset=offset + 4)
-    if h.uncompressed_length > MAX_BLOCK_BYTES or h.compressed_length > MAX_BLOCK_BYTES + MAX_COMPRESSED_OVERHEAD:
-        raise LayoutError(f"block lengths {h.compressed_length}/{h.uncompressed_length} exceed the "
-                          f"{MAX_BLOCK_BYTES}-byte bound", region=region, offset=offset + 8)
+    if (
+        h.uncompressed_length > MAX_BLOCK_BYTES
+        or h.compressed_length > MAX_BLOCK_BYTES + MAX_COMPRESSED_OVERHEAD
+    ):
+        raise LayoutError(
+            f"block lengths {h.compressed_length}/{h.uncompressed_length} exceed the "
+            f"{MAX_BLOCK_BYTES}-byte bound",
+            region=region,
+            offset=offset + 8,
+        )
     if h.codec == CODEC_NONE and h.compressed_length != h.uncompressed_length:
-        raise LayoutError("uncompressed block with differing lengths", region=region, offset=offset + 8,
-                          expected=h.uncompressed_length, actual=h.compressed_length)
+        raise LayoutError(
+            "uncompressed block with differing lengths",
+            region=region,
+            offset=offset + 8,
+            expected=h.uncompressed_length,
+            actual=h.compressed_length,
+        )
     if h.event_count == 0 or h.event_count * RECORD_HEADER_SIZE > h.uncompressed_length:
-        raise LayoutError(f"block claims {h.event_count} events in {h.uncompressed_length} bytes",
-                          region=region, offset=offset + 16)
+        raise LayoutError(
+            f"block claims {h.event_count} events in {h.uncompressed_length} bytes",
+            region=region,
+            offset=offset + 16,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Event records inside a decompressed block: 16-byte header then the payload, back to back
-RECORD_HEADER = struct.Struct("<IQI")   # run, event number, payload length
+RECORD_HEADER = struct.Struct("<IQI")  # run, event number, payload length
 RECORD_HEADER_SIZE = RECORD_HEADER.size  # 16
 assert RECORD_HEADER_SIZE == 16
 MAX_PAYLOAD_BYTES = MAX_BLOCK_BYTES - RECORD_HEADER_SIZE
@@ -209,17 +282,19 @@ INDEX_HEADER = struct.Struct("<4sIQQQ")
 INDEX_HEADER_SIZE = INDEX_HEADER.size  # 32
 assert INDEX_HEADER_SIZE == 32
 
-BLOCK_DTYPE = np.dtype([
-    ("offset", "<u8"),              # file offset of the block header
-    ("compressed_length", "<u4"),
-    ("uncompressed_length", "<u4"),
-    ("event_count", "<u4"),
-    ("codec", "u1"),
-    ("pad", "V3"),
-    ("first_event", "<u8"),         # position in the event table of the block's first event
-    ("compressed_digest", "<u8"),
-    ("uncompressed_digest", "<u8"),
-])
+BLOCK_DTYPE = np.dtype(
+    [
+        ("offset", "<u8"),  # file offset of the block header
+        ("compressed_length", "<u4"),
+        ("uncompressed_length", "<u4"),
+        ("event_count", "<u4"),
+        ("codec", "u1"),
+        ("pad", "V3"),
+        ("first_event", "<u8"),  # position in the event table of the block's first event
+        ("compressed_digest", "<u8"),
+        ("uncompressed_digest", "<u8"),
+    ]
+)
 assert BLOCK_DTYPE.itemsize == 48
 BLOCK_COLUMNS = tuple(name for name in BLOCK_DTYPE.names if name != "pad")
 
@@ -234,8 +309,15 @@ def block_table(entries) -> np.ndarray:
             table[name] = [getattr(header, name) for _, _, header in entries]
     return table
 
+
 # Event table columns, in file order (8-byte columns first).
-EVENT_COLUMNS = (("event", "<u8"), ("digest", "<u8"), ("run", "<u4"), ("length", "<u4"), ("block", "<u4"))
+EVENT_COLUMNS = (
+    ("event", "<u8"),
+    ("digest", "<u8"),
+    ("run", "<u4"),
+    ("length", "<u4"),
+    ("block", "<u4"),
+)
 EVENT_BYTES = sum(np.dtype(t).itemsize for _, t in EVENT_COLUMNS)  # 28
 
 
@@ -243,11 +325,11 @@ EVENT_BYTES = sum(np.dtype(t).itemsize for _, t in EVENT_COLUMNS)  # 28
 class EventTable:
     """One file's (or block's) events as numpy columns; read-only views of the index when loaded."""
 
-    event: np.ndarray   # u8 event number
+    event: np.ndarray  # u8 event number
     digest: np.ndarray  # u8 xxh3-64 of the payload
-    run: np.ndarray     # u4
+    run: np.ndarray  # u4
     length: np.ndarray  # u4 payload length
-    block: np.ndarray   # u4 block number in the file
+    block: np.ndarray  # u4 block number in the file
 
     def __len__(self) -> int:
         return len(self.event)
@@ -255,10 +337,10 @@ class EventTable:
     def columns(self) -> tuple[np.ndarray, ...]:
         return (self.event, self.digest, self.run, self.length, self.block)
 
-    def replace(self, **columns) -> "EventTable":
+    def replace(self, **columns) -> EventTable:
         return replace(self, **columns)
 
-    def slice(self, start: int, stop: int) -> "EventTable":
+    def slice(self, start: int, stop: int) -> EventTable:
         return EventTable(*(col[start:stop] for col in self.columns()))
 
     def runs(self) -> list[int]:
@@ -271,7 +353,7 @@ class EventTable:
 
 
 class Index(NamedTuple):
-    blocks: np.ndarray   # BLOCK_DTYPE
+    blocks: np.ndarray  # BLOCK_DTYPE
     events: EventTable
 
 
@@ -283,7 +365,9 @@ def iter_index_parts(blocks: np.ndarray, tables) -> Iterator[memoryview]:
     """The index's bytes, in order, for events given as several tables (one per block, say):
     each column is written table after table, so the index is never built whole in memory."""
     tables = list(tables)
-    return index_parts(blocks, sum(len(t) for t in tables), lambda column: (t.columns()[column] for t in tables))
+    return index_parts(
+        blocks, sum(len(t) for t in tables), lambda column: (t.columns()[column] for t in tables)
+    )
 
 
 def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator[memoryview]:
@@ -306,8 +390,13 @@ def parse_index(buf, *, offset: int, digest: int, data_start: int) -> Index:
     ``buf`` must be exactly the index region; arrays are read-only views on it.
     """
     view = memoryview(buf)
-    blocks, nevents = check_index(lambda at, n: view[at - offset:at - offset + n], offset=offset, length=len(buf),
-                                  digest=digest, data_start=data_start)
+    blocks, nevents = check_index(
+        lambda at, n: view[at - offset : at - offset + n],
+        offset=offset,
+        length=len(buf),
+        digest=digest,
+        data_start=data_start,
+    )
     pos = INDEX_HEADER_SIZE + blocks.nbytes
     columns = []
     for _, dtype in EVENT_COLUMNS:
@@ -331,8 +420,15 @@ def event_column_offsets(index_offset: int, nblocks: int, nevents: int) -> list[
     return offsets
 
 
-def check_index(read, *, offset: int, length: int, digest: int, data_start: int,
-                chunk_events: int = INDEX_CHUNK_EVENTS) -> tuple[np.ndarray, int]:
+def check_index(
+    read,
+    *,
+    offset: int,
+    length: int,
+    digest: int,
+    data_start: int,
+    chunk_events: int = INDEX_CHUNK_EVENTS,
+) -> tuple[np.ndarray, int]:
     """Validate an index region of ``length`` bytes at file ``offset``, read piece by piece with
     ``read(file_offset, n) -> bytes``: its digest, header, block tiling and the agreement of every
     event with its block.  Returns (block table, event count).
@@ -346,15 +442,22 @@ def check_index(read, *, offset: int, length: int, digest: int, data_start: int,
     def take(at: int, n: int) -> bytes:
         piece = read(at, n)
         if len(piece) != n:
-            raise TruncatedFile("file ends inside the index", region="index", offset=at + len(piece))
+            raise TruncatedFile(
+                "file ends inside the index", region="index", offset=at + len(piece)
+            )
         hasher.update(piece)
         return piece
 
     def digest_or_raise() -> None:
         computed = hasher.intdigest()
         if computed != digest:
-            raise ChecksumMismatch("index digest differs", region="index", offset=offset,
-                                   expected=digest_hex(digest), actual=digest_hex(computed))
+            raise ChecksumMismatch(
+                "index digest differs",
+                region="index",
+                offset=offset,
+                expected=digest_hex(digest),
+                actual=digest_hex(computed),
+            )
 
     def hash_rest(start: int) -> None:
         for at in range(start, offset + length, INDEX_CHUNK_EVENTS * 8):
@@ -370,8 +473,11 @@ def check_index(read, *, offset: int, length: int, digest: int, data_start: int,
         digest_or_raise()
         if magic != INDEX_MAGIC or reserved1 or reserved2:
             raise LayoutError("bad index header", region="index", offset=offset)
-        raise LayoutError(f"index of {length} bytes cannot hold {nblocks} blocks and {nevents} events",
-                          region="index", offset=offset)
+        raise LayoutError(
+            f"index of {length} bytes cannot hold {nblocks} blocks and {nevents} events",
+            region="index",
+            offset=offset,
+        )
     table_bytes = take(offset + INDEX_HEADER_SIZE, nblocks * BLOCK_DTYPE.itemsize)
     blocks = np.frombuffer(table_bytes, dtype=BLOCK_DTYPE, count=nblocks)
     counts = blocks["event_count"].astype(np.int64)
@@ -390,20 +496,24 @@ def check_index(read, *, offset: int, length: int, digest: int, data_start: int,
             owner = np.searchsorted(ends, np.arange(start, stop, dtype=np.int64), side="right")
             if name == "block":
                 blocks_agree = blocks_agree and np.array_equal(column, owner)
-            else:   # summed per block as float64 (exact below 2**53) with no per-event int64 copy
+            else:  # summed per block as float64 (exact below 2**53) with no per-event int64 copy
                 first = int(owner[0])
                 sums = np.bincount(owner - first, weights=column)
-                record_bytes[first:first + len(sums)] += sums.astype(np.int64)
+                record_bytes[first : first + len(sums)] += sums.astype(np.int64)
     digest_or_raise()
     check_block_table(blocks, nevents, data_start=data_start, data_end=offset)
     if not blocks_agree:
-        raise LayoutError("event table's block numbers disagree with the block table", region="index",
-                          offset=offset)
+        raise LayoutError(
+            "event table's block numbers disagree with the block table",
+            region="index",
+            offset=offset,
+        )
     record_bytes += RECORD_HEADER_SIZE * counts
     if not np.array_equal(record_bytes, blocks["uncompressed_length"].astype(np.int64)):
         bad = _first_false(record_bytes == blocks["uncompressed_length"])
-        raise LayoutError(f"event lengths do not add up to block {bad}'s size", region="index",
-                          offset=offset)
+        raise LayoutError(
+            f"event lengths do not add up to block {bad}'s size", region="index", offset=offset
+        )
     return blocks, nevents
 
 
@@ -412,22 +522,35 @@ def check_block_table(blocks: np.ndarray, nevents: int, *, data_start: int, data
     nblocks = len(blocks)
     if nblocks == 0:
         if data_start != data_end or nevents:
-            raise LayoutError("index lists no blocks but the file has block bytes or events", region="index",
-                              offset=data_end)
+            raise LayoutError(
+                "index lists no blocks but the file has block bytes or events",
+                region="index",
+                offset=data_end,
+            )
         return
     ends = blocks["offset"] + BLOCK_HEADER_SIZE + blocks["compressed_length"].astype(np.uint64)
-    starts_ok = blocks["offset"][0] == data_start and np.array_equal(blocks["offset"][1:], ends[:-1])
+    starts_ok = blocks["offset"][0] == data_start and np.array_equal(
+        blocks["offset"][1:], ends[:-1]
+    )
     if not starts_ok or ends[-1] != data_end:
-        bad = _first_false(np.concatenate([[blocks["offset"][0] == data_start],
-                                           blocks["offset"][1:] == ends[:-1]]))
-        raise LayoutError(f"block table does not tile the file (block {bad})", region="index", offset=data_end)
+        bad = _first_false(
+            np.concatenate([[blocks["offset"][0] == data_start], blocks["offset"][1:] == ends[:-1]])
+        )
+        raise LayoutError(
+            f"block table does not tile the file (block {bad})", region="index", offset=data_end
+        )
     counts = blocks["event_count"].astype(np.int64)
     firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    if counts.sum() != nevents or not np.array_equal(blocks["first_event"], firsts.astype(np.uint64)):
-        raise LayoutError("block event counts do not add up to the event table", region="index",
-                          offset=data_end)
+    if counts.sum() != nevents or not np.array_equal(
+        blocks["first_event"], firsts.astype(np.uint64)
+    ):
+        raise LayoutError(
+            "block event counts do not add up to the event table", region="index", offset=data_end
+        )
     if np.any(counts == 0) or np.any(blocks["uncompressed_length"] > MAX_BLOCK_BYTES):
-        raise LayoutError("index lists an empty or oversized block", region="index", offset=data_end)
+        raise LayoutError(
+            "index lists an empty or oversized block", region="index", offset=data_end
+        )
 
 
 def _first_false(mask) -> int:
@@ -452,8 +575,18 @@ class Trailer(NamedTuple):
 
 
 def pack_trailer(t: Trailer) -> bytes:
-    body = TRAILER.pack(TRAILER_MAGIC, FORMAT_VERSION, 0, t.index_offset, t.index_length, t.index_digest,
-                        t.event_count, t.block_count, 0, END_MAGIC)
+    body = TRAILER.pack(
+        TRAILER_MAGIC,
+        FORMAT_VERSION,
+        0,
+        t.index_offset,
+        t.index_length,
+        t.index_digest,
+        t.event_count,
+        t.block_count,
+        0,
+        END_MAGIC,
+    )
     return body[:48] + struct.pack("<Q", xxh3_64(body[:48])) + END_MAGIC
 
 
@@ -461,25 +594,47 @@ def parse_trailer(buf: bytes, file_size: int, data_start: int) -> Trailer:
     """Validate the trailer (the file's last 64 bytes). No valid trailer means a truncated file."""
     offset = file_size - TRAILER_SIZE
     if len(buf) < TRAILER_SIZE or file_size < HEADER_SIZE + TRAILER_SIZE:
-        raise TruncatedFile(f"file of {file_size} bytes has no room for a trailer", region="trailer",
-                            offset=max(offset, 0))
-    magic, version, reserved, ioff, ilen, idig, nev, nblk, digest, end = TRAILER.unpack(bytes(buf[-TRAILER_SIZE:]))
+        raise TruncatedFile(
+            f"file of {file_size} bytes has no room for a trailer",
+            region="trailer",
+            offset=max(offset, 0),
+        )
+    magic, version, reserved, ioff, ilen, idig, nev, nblk, digest, end = TRAILER.unpack(
+        bytes(buf[-TRAILER_SIZE:])
+    )
     if end != END_MAGIC or magic != TRAILER_MAGIC:
-        raise TruncatedFile("no valid trailer at the end of the file (truncated or damaged)", region="trailer",
-                            offset=offset)
+        raise TruncatedFile(
+            "no valid trailer at the end of the file (truncated or damaged)",
+            region="trailer",
+            offset=offset,
+        )
     computed = xxh3_64(bytes(buf[-TRAILER_SIZE:][:48]))
     if computed != digest:
-        raise ChecksumMismatch("trailer digest differs", region="trailer", offset=offset + 48,
-                               expected=digest_hex(digest), actual=digest_hex(computed))
+        raise ChecksumMismatch(
+            "trailer digest differs",
+            region="trailer",
+            offset=offset + 48,
+            expected=digest_hex(digest),
+            actual=digest_hex(computed),
+        )
     if version != FORMAT_VERSION or reserved:
-        raise UnsupportedVersion(f"trailer format version {version} is not supported", region="trailer",
-                                 offset=offset + 4)
+        raise UnsupportedVersion(
+            f"trailer format version {version} is not supported",
+            region="trailer",
+            offset=offset + 4,
+        )
     if ioff + ilen != offset or ioff < data_start:
-        raise LayoutError(f"index at {ioff}+{ilen} does not end where the trailer starts", region="trailer",
-                          offset=offset + 8)
+        raise LayoutError(
+            f"index at {ioff}+{ilen} does not end where the trailer starts",
+            region="trailer",
+            offset=offset + 8,
+        )
     if index_length(nblk, nev) != ilen:
-        raise LayoutError(f"index length {ilen} does not fit {nblk} blocks and {nev} events",
-                          region="trailer", offset=offset + 16)
+        raise LayoutError(
+            f"index length {ilen} does not fit {nblk} blocks and {nev} events",
+            region="trailer",
+            offset=offset + 16,
+        )
     return Trailer(ioff, ilen, idig, nev, nblk)
 
 
@@ -487,8 +642,14 @@ def parse_trailer(buf: bytes, file_size: int, data_start: int) -> Trailer:
 # Regions, for messages: which named part of a file holds a byte offset
 
 
-def region_at(offset: int, *, metadata_length: int, blocks: np.ndarray | None, index_offset: int,
-              file_size: int) -> str:
+def region_at(
+    offset: int,
+    *,
+    metadata_length: int,
+    blocks: np.ndarray | None,
+    index_offset: int,
+    file_size: int,
+) -> str:
     if offset < HEADER_SIZE:
         return "header"
     if offset < HEADER_SIZE + metadata_length:

@@ -29,7 +29,9 @@ _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmbpart-(?P<pid>\d+)-[0-9a-f]+$")
 
 def temporary_path(final: Path) -> Path:
     """A unique hidden name beside ``final`` for writing it."""
-    return final.with_name(f"{TEMP_PREFIX}{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    return final.with_name(
+        f"{TEMP_PREFIX}{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    )
 
 
 def parse_temporary_name(name: str) -> tuple[str, int] | None:
@@ -51,7 +53,7 @@ def pid_alive(pid: int) -> bool:
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return True          # no /proc (not Linux): the process exists
+        return True  # no /proc (not Linux): the process exists
     return state not in (b"Z", b"X")
 
 
@@ -66,7 +68,7 @@ def writer_alive(pid: int, last_written: float) -> bool:
         import psutil
 
         return psutil.Process(pid).create_time() <= last_written + 1.0
-    except Exception:   # psutil cannot tell (gone meanwhile, no access): trust the pid
+    except Exception:  # psutil cannot tell (gone meanwhile, no access): trust the pid
         return pid_alive(pid)
 
 
@@ -134,13 +136,13 @@ def write_staged(final: Path, data: bytes) -> Path:
         try:
             view = memoryview(data)
             while view.nbytes:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException as exc:
         remove_quietly(tmp)
-        if isinstance(exc, OSError):   # full, read-only, no permission: named after the destination
+        if isinstance(exc, OSError):  # full, read-only, no permission: named after the destination
             raise output_error(exc, final) from None
         raise
     return tmp
@@ -174,7 +176,7 @@ def _sync_file_range():
 
 
 _SYNC_FILE_RANGE = _sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2        # start writeback of the range's dirty pages; do not wait
+_SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
 
 
 class Writeback:
@@ -204,17 +206,21 @@ class Writeback:
     off for the file.
     """
 
-    window = 32 << 20     # the newest bytes, left alone
-    step = 32 << 20       # at least this much is handed over (or dropped) at a time: few, large requests
+    window = 32 << 20  # the newest bytes, left alone
+    step = 32 << 20  # at least this much is handed over (or dropped) at a time: few, large requests
 
     def __init__(self, fd: int, *, drop_behind: bool = False):
         self.fd = fd
         self.enabled = _SYNC_FILE_RANGE is not None
         self.drop_behind = drop_behind and self.enabled
-        self.needed_from = None   # callable: the lowest offset still to be read through the cache here
-        self.started = 0          # bytes [0, started) have been handed to writeback
-        self.dropped = 0          # bytes [0, dropped) have been dropped from the page cache
-        self._previous = 0        # ``started`` one request ago: those bytes have had a step to reach the disk
+        self.needed_from = (
+            None  # callable: the lowest offset still to be read through the cache here
+        )
+        self.started = 0  # bytes [0, started) have been handed to writeback
+        self.dropped = 0  # bytes [0, dropped) have been dropped from the page cache
+        self._previous = (
+            0  # ``started`` one request ago: those bytes have had a step to reach the disk
+        )
 
     def written(self, size: int) -> None:
         """The file now holds ``size`` bytes."""
@@ -222,11 +228,17 @@ class Writeback:
         if not self.enabled or end - self.started < self.step:
             return
         if _SYNC_FILE_RANGE(self.fd, self.started, end - self.started, _SYNC_FILE_RANGE_WRITE) != 0:
-            self.enabled = self.drop_behind = False   # e.g. a filesystem that refuses it: the fsync does it all
+            self.enabled = self.drop_behind = (
+                False  # e.g. a filesystem that refuses it: the fsync does it all
+            )
             return
         self._previous, self.started = self.started, end
         if self.drop_behind:
-            limit = self._previous if self.needed_from is None else min(self._previous, self.needed_from())
+            limit = (
+                self._previous
+                if self.needed_from is None
+                else min(self._previous, self.needed_from())
+            )
             if limit - self.dropped >= self.step:
                 self._drop(self.dropped, limit)
 

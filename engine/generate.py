@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid as uuidlib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -65,9 +66,9 @@ PAYLOAD_MODEL = "d0-tmb-synthetic-1"
 CAMPAIGN_START = datetime(2005, 3, 1, 8, 0, 0, tzinfo=timezone(timedelta(hours=-6)))
 CAMPAIGN_DAYS = 90
 
-MAX_PARTITION = 999          # three digits in the file name
-MAX_RUN = 0xFFFFFFFF         # runs are uint32 in every record
-BATCH_BYTES = 8 << 20        # uncompressed bytes handed to the writer at once (whole blocks)
+MAX_PARTITION = 999  # three digits in the file name
+MAX_RUN = 0xFFFFFFFF  # runs are uint32 in every record
+BATCH_BYTES = 8 << 20  # uncompressed bytes handed to the writer at once (whole blocks)
 
 # ---------------------------------------------------------------------------------------------
 # Naming and planning
@@ -92,7 +93,9 @@ def partition_numbers(first_partition: int, files: int, gap_every: int = 0) -> l
 
 def _rng(seed: int, run: int, partition: int, stream: int) -> np.random.Generator:
     """An independent random stream for one purpose of one partition."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(run, partition, stream))))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(run, partition, stream)))
+    )
 
 
 STREAM_EVENT_GAPS, STREAM_SIZES, STREAM_PAYLOADS, STREAM_JOB_TIMES = range(4)
@@ -103,7 +106,9 @@ def event_gaps(seed: int, run: int, partition: int, n_events: int) -> np.ndarray
     return _rng(seed, run, partition, STREAM_EVENT_GAPS).geometric(0.8, n_events).astype(np.uint64)
 
 
-def first_events(seed: int, run: int, partitions: list[int], events_per_file: int) -> dict[int, int]:
+def first_events(
+    seed: int, run: int, partitions: list[int], events_per_file: int
+) -> dict[int, int]:
     """The first event number of each partition, counting the events of every partition before it.
 
     Event k of partition p is number ``sum(gaps of partitions < p) + sum(gaps_p[0..k])``, so
@@ -120,7 +125,9 @@ def first_events(seed: int, run: int, partitions: list[int], events_per_file: in
     return firsts
 
 
-def event_sizes(seed: int, run: int, partition: int, n_events: int, mean_event_kb: float) -> np.ndarray:
+def event_sizes(
+    seed: int, run: int, partition: int, n_events: int, mean_event_kb: float
+) -> np.ndarray:
     """Payload sizes in bytes: log-normal (sigma 0.4) with 0.3% noisy events 3-8 times larger.
 
     The mean is ``mean_event_kb`` (1 kB = 1000 bytes); sizes are clipped to [mean/3, mean*40/3],
@@ -129,7 +136,9 @@ def event_sizes(seed: int, run: int, partition: int, n_events: int, mean_event_k
     rng = _rng(seed, run, partition, STREAM_SIZES)
     mean = mean_event_kb * 1000.0
     sigma, noisy_fraction, noisy_low, noisy_high = 0.4, 0.003, 3.0, 8.0
-    median = mean / (np.exp(sigma**2 / 2) * (1 + noisy_fraction * ((noisy_low + noisy_high) / 2 - 1)))
+    median = mean / (
+        np.exp(sigma**2 / 2) * (1 + noisy_fraction * ((noisy_low + noisy_high) / 2 - 1))
+    )
     sizes = rng.lognormal(np.log(median), sigma, n_events)
     noisy = rng.random(n_events) < noisy_fraction
     sizes[noisy] *= rng.uniform(noisy_low, noisy_high, int(noisy.sum()))
@@ -140,20 +149,35 @@ def event_sizes(seed: int, run: int, partition: int, n_events: int, mean_event_k
 # ---------------------------------------------------------------------------------------------
 # Payload model: structured records, vectorized over a batch of events
 
-EVENT_HEADER = np.dtype([("magic", "<u2"), ("version", "<u2"), ("run", "<u4"), ("event", "<u8"),
-                         ("trigger", "<u4"), ("hits", "<u2"), ("tracks", "<u2"), ("clusters", "<u2"),
-                         ("flags", "<u2"), ("crossing", "<u4")])
+EVENT_HEADER = np.dtype(
+    [
+        ("magic", "<u2"),
+        ("version", "<u2"),
+        ("run", "<u4"),
+        ("event", "<u8"),
+        ("trigger", "<u4"),
+        ("hits", "<u2"),
+        ("tracks", "<u2"),
+        ("clusters", "<u2"),
+        ("flags", "<u2"),
+        ("crossing", "<u4"),
+    ]
+)
 HIT = np.dtype([("channel", "<u2"), ("adc", "<u2"), ("time", "<f4")])
-TRACK = np.dtype([("pt", "<f4"), ("eta", "<f4"), ("phi", "<f4"), ("d0", "<f4"), ("z0", "<f4"), ("chi2", "<f4")])
-CLUSTER = np.dtype([("cells", "<u2"), ("layer", "<u2"), ("energy", "<f4"), ("eta", "<f4"), ("phi", "<f4")])
-UNIT = 8                                   # every record is a whole number of 8-byte units
+TRACK = np.dtype(
+    [("pt", "<f4"), ("eta", "<f4"), ("phi", "<f4"), ("d0", "<f4"), ("z0", "<f4"), ("chi2", "<f4")]
+)
+CLUSTER = np.dtype(
+    [("cells", "<u2"), ("layer", "<u2"), ("energy", "<f4"), ("eta", "<f4"), ("phi", "<f4")]
+)
+UNIT = 8  # every record is a whole number of 8-byte units
 HEADER_UNITS = EVENT_HEADER.itemsize // UNIT
 TRACK_UNITS = TRACK.itemsize // UNIT
 CLUSTER_UNITS = CLUSTER.itemsize // UNIT
 assert (EVENT_HEADER.itemsize, HIT.itemsize, TRACK.itemsize, CLUSTER.itemsize) == (32, 8, 24, 16)
 MIN_EVENT_BYTES = (HEADER_UNITS + 2) * UNIT  # header, one hit, trailer
 EVENT_MAGIC, EVENT_VERSION = 0xD0E5, 3
-TRACK_SHARE, CLUSTER_SHARE = 0.12, 0.18     # of an event's record units; hits take the rest
+TRACK_SHARE, CLUSTER_SHARE = 0.12, 0.18  # of an event's record units; hits take the rest
 MANTISSA_BITS = 11
 
 
@@ -169,18 +193,22 @@ def _tables() -> dict[str, np.ndarray]:
     rng = np.random.Generator(np.random.PCG64(0xD0))
     n = 1 << 16
     return {
-        "adc": np.clip(np.rint(6 + rng.exponential(30.0, n) + rng.normal(0, 2.0, n)), 0, 4095).astype(np.uint16),
-        "time": _quantize(rng.normal(0.0, 12.0, n)),                    # ns
-        "pt": _quantize(0.5 + rng.exponential(2.5, n)),                 # GeV
+        "adc": np.clip(
+            np.rint(6 + rng.exponential(30.0, n) + rng.normal(0, 2.0, n)), 0, 4095
+        ).astype(np.uint16),
+        "time": _quantize(rng.normal(0.0, 12.0, n)),  # ns
+        "pt": _quantize(0.5 + rng.exponential(2.5, n)),  # GeV
         "eta": _quantize(rng.uniform(-2.5, 2.5, n)),
         "phi": _quantize(rng.uniform(-np.pi, np.pi, n)),
-        "d0": _quantize(rng.normal(0.0, 0.02, n)),                      # cm
-        "z0": _quantize(rng.normal(0.0, 25.0, n)),                      # cm
+        "d0": _quantize(rng.normal(0.0, 0.02, n)),  # cm
+        "z0": _quantize(rng.normal(0.0, 25.0, n)),  # cm
         "chi2": _quantize(rng.chisquare(3.0, n) / 3.0),
         "cells": (1 + rng.geometric(0.15, n)).clip(1, 400).astype(np.uint16),
         "layer": rng.integers(0, 96, n).astype(np.uint16),
-        "energy": _quantize(rng.exponential(3.0, n)),                   # GeV
-        "trigger": rng.choice(np.array([0x1, 0x3, 0x11, 0x101, 0x1001, 0x8003, 0x40, 0x2041], np.uint32), n),
+        "energy": _quantize(rng.exponential(3.0, n)),  # GeV
+        "trigger": rng.choice(
+            np.array([0x1, 0x3, 0x11, 0x101, 0x1001, 0x8003, 0x40, 0x2041], np.uint32), n
+        ),
     }
 
 
@@ -194,17 +222,24 @@ def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _event_headers(bitgen, run: int, events: np.ndarray, n_hits, n_tracks, n_clusters) -> np.ndarray:
+def _event_headers(
+    bitgen, run: int, events: np.ndarray, n_hits, n_tracks, n_clusters
+) -> np.ndarray:
     n = len(events)
     r = _random_u16(bitgen, 3 * n)
     header = np.empty(n, dtype=EVENT_HEADER)
-    header["magic"], header["version"], header["run"], header["event"] = EVENT_MAGIC, EVENT_VERSION, run, events
+    header["magic"], header["version"], header["run"], header["event"] = (
+        EVENT_MAGIC,
+        EVENT_VERSION,
+        run,
+        events,
+    )
     header["trigger"] = _tables()["trigger"][r[:n]]
     header["hits"] = np.minimum(n_hits, 0xFFFF)
     header["tracks"] = np.minimum(n_tracks, 0xFFFF)
     header["clusters"] = np.minimum(n_clusters, 0xFFFF)
-    header["flags"] = r[n:2 * n] & 0x7
-    header["crossing"] = r[2 * n:].astype(np.uint32) * 3 + 1
+    header["flags"] = r[n : 2 * n] & 0x7
+    header["crossing"] = r[2 * n :].astype(np.uint32) * 3 + 1
     return header
 
 
@@ -215,11 +250,11 @@ def _hits(bitgen, n_hits: np.ndarray) -> np.ndarray:
     r = _random_u16(bitgen, 3 * total + n)
     steps = np.cumsum(1 + (r[:total] & 0x3F), dtype=np.uint32)
     before = np.concatenate([np.zeros(1, np.uint32), steps])[_exclusive_cumsum(n_hits)]
-    offset = before - r[3 * total:].astype(np.uint32)
+    offset = before - r[3 * total :].astype(np.uint32)
     hits = np.empty(total, dtype=HIT)
     hits["channel"] = (steps - np.repeat(offset, n_hits)).astype(np.uint16)
-    hits["adc"] = t["adc"][r[total:2 * total]]
-    hits["time"] = t["time"][r[2 * total:3 * total]]
+    hits["adc"] = t["adc"][r[total : 2 * total]]
+    hits["time"] = t["time"][r[2 * total : 3 * total]]
     return hits
 
 
@@ -229,14 +264,16 @@ def _records_from_tables(bitgen, dtype: np.dtype, count: int) -> np.ndarray:
     r = _random_u16(bitgen, len(dtype.names) * count)
     records = np.empty(count, dtype=dtype)
     for k, name in enumerate(dtype.names):
-        records[name] = t[name][r[k * count:(k + 1) * count]]
+        records[name] = t[name][r[k * count : (k + 1) * count]]
     return records
 
 
 SECTION_HEADER, SECTION_HITS, SECTION_TRACKS, SECTION_CLUSTERS, SECTION_TRAILER = range(5)
 
 
-def build_payloads(bitgen: np.random.BitGenerator, run: int, events: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def build_payloads(
+    bitgen: np.random.BitGenerator, run: int, events: np.ndarray, lengths: np.ndarray
+) -> np.ndarray:
     """The payload bytes of a batch of events, back to back (event i is ``lengths[i]`` bytes).
 
     Each event is laid out in 8-byte units: header, hits, tracks, clusters, trailer.  A label
@@ -251,21 +288,35 @@ def build_payloads(bitgen: np.random.BitGenerator, run: int, events: np.ndarray,
     n_tracks = (body * TRACK_SHARE).astype(np.int64) // TRACK_UNITS
     n_clusters = (body * CLUSTER_SHARE).astype(np.int64) // CLUSTER_UNITS
     n_hits = body - n_tracks * TRACK_UNITS - n_clusters * CLUSTER_UNITS
-    section_units = np.stack([np.full(n, HEADER_UNITS), n_hits, n_tracks * TRACK_UNITS,
-                              n_clusters * CLUSTER_UNITS, np.ones(n, dtype=np.int64)], axis=1)
+    section_units = np.stack(
+        [
+            np.full(n, HEADER_UNITS),
+            n_hits,
+            n_tracks * TRACK_UNITS,
+            n_clusters * CLUSTER_UNITS,
+            np.ones(n, dtype=np.int64),
+        ],
+        axis=1,
+    )
     section = np.repeat(np.tile(np.arange(5, dtype=np.uint8), n), section_units.ravel())
     units = np.empty(len(section), dtype=np.uint64)
-    units[section == SECTION_HEADER] = _event_headers(bitgen, run, events, n_hits, n_tracks,
-                                                      n_clusters).view(np.uint64)
+    units[section == SECTION_HEADER] = _event_headers(
+        bitgen, run, events, n_hits, n_tracks, n_clusters
+    ).view(np.uint64)
     units[section == SECTION_HITS] = _hits(bitgen, n_hits).view(np.uint64)
-    units[section == SECTION_TRACKS] = _records_from_tables(bitgen, TRACK, int(n_tracks.sum())).view(np.uint64)
-    units[section == SECTION_CLUSTERS] = _records_from_tables(bitgen, CLUSTER,
-                                                              int(n_clusters.sum())).view(np.uint64)
-    units[section == SECTION_TRAILER] = bitgen.random_raw(n)   # a checksum word, say
+    units[section == SECTION_TRACKS] = _records_from_tables(
+        bitgen, TRACK, int(n_tracks.sum())
+    ).view(np.uint64)
+    units[section == SECTION_CLUSTERS] = _records_from_tables(
+        bitgen, CLUSTER, int(n_clusters.sum())
+    ).view(np.uint64)
+    units[section == SECTION_TRAILER] = bitgen.random_raw(n)  # a checksum word, say
     return _cut_to_lengths(units.view(np.uint8), event_units * UNIT, length)
 
 
-def _cut_to_lengths(padded: np.ndarray, padded_lengths: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _cut_to_lengths(
+    padded: np.ndarray, padded_lengths: np.ndarray, lengths: np.ndarray
+) -> np.ndarray:
     """Drop the bytes past each event's length from the end of its last unit."""
     excess = padded_lengths - lengths
     if not excess.any():
@@ -282,7 +333,9 @@ def _cut_to_lengths(padded: np.ndarray, padded_lengths: np.ndarray, lengths: np.
 # One file
 
 
-def block_batches(lengths: np.ndarray, block_bytes: int, batch_bytes: int = BATCH_BYTES) -> list[tuple[int, int]]:
+def block_batches(
+    lengths: np.ndarray, block_bytes: int, batch_bytes: int = BATCH_BYTES
+) -> list[tuple[int, int]]:
     """Event ranges [start, stop) made of whole writer blocks, about ``batch_bytes`` each.
 
     Blocks are cut by the writer's rule (``TmbWriter.write_batch``): as many records as fit in
@@ -318,9 +371,16 @@ class GeneratedFile(NamedTuple):
         return format_adler32(self.adler32)
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "partition": self.partition, "events": self.events, "size": self.size,
-                "checksum": self.checksum, "first_event": self.first_event, "last_event": self.last_event,
-                "sidecar": str(self.sidecar) if self.sidecar else None}
+        return {
+            "path": str(self.path),
+            "partition": self.partition,
+            "events": self.events,
+            "size": self.size,
+            "checksum": self.checksum,
+            "first_event": self.first_event,
+            "last_event": self.last_event,
+            "sidecar": str(self.sidecar) if self.sidecar else None,
+        }
 
 
 def job_times(seed: int, run: int, partition: int, n_events: int) -> tuple[str, str]:
@@ -337,10 +397,23 @@ def file_uuid(**parameters) -> uuidlib.UUID:
     return uuidlib.UUID(bytes=hashlib.blake2b(text.encode(), digest_size=16).digest(), version=4)
 
 
-def generate_file(path, *, run: int, partition: int, first_event: int, n_events: int, seed: int = 0,
-                  mean_event_kb: float = 15.0, codec: str = "zstd", level: int | None = None, threads: int = 1,
-                  overwrite: bool = False, sidecar: bool = True, fsync: bool = True,
-                  block_bytes: int = DEFAULT_BLOCK_BYTES) -> GeneratedFile:
+def generate_file(
+    path,
+    *,
+    run: int,
+    partition: int,
+    first_event: int,
+    n_events: int,
+    seed: int = 0,
+    mean_event_kb: float = 15.0,
+    codec: str = "zstd",
+    level: int | None = None,
+    threads: int = 1,
+    overwrite: bool = False,
+    sidecar: bool = True,
+    fsync: bool = True,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> GeneratedFile:
     """Write one unmerged TMB file (and, with ``sidecar``, its ``<file>.json``) and describe it.
 
     Event numbers start at ``first_event`` and rise by this partition's gaps; sizes and
@@ -348,8 +421,14 @@ def generate_file(path, *, run: int, partition: int, first_event: int, n_events:
     """
     from .writer import TmbWriter
 
-    check_file_arguments(run=run, partition=partition, first_event=first_event, n_events=n_events, seed=seed,
-                         mean_event_kb=mean_event_kb)
+    check_file_arguments(
+        run=run,
+        partition=partition,
+        first_event=first_event,
+        n_events=n_events,
+        seed=seed,
+        mean_event_kb=mean_event_kb,
+    )
     path = Path(path)
     if sidecar and not overwrite and sidecar_path(path).exists():
         raise OutputExists("sidecar exists (use --force to replace it)", path=sidecar_path(path))
@@ -360,22 +439,57 @@ def generate_file(path, *, run: int, partition: int, first_event: int, n_events:
     del gaps
     lengths = event_sizes(seed, run, partition, n_events, mean_event_kb)
     start_time, end_time = job_times(seed, run, partition, n_events)
-    generator = {"name": GENERATOR_NAME, "payload_model": PAYLOAD_MODEL, "seed": seed, "run": run,
-                 "partition": partition, "first_event": first_event, "events": n_events,
-                 "mean_event_kb": mean_event_kb}
-    header = {"application": APPLICATION, "data_tier": DATA_TIER, "runs": [[run, 0, RUN_TYPE]],
-              "partition": partition, "data_stream": DATA_STREAM, "generator": generator, "created": end_time}
+    generator = {
+        "name": GENERATOR_NAME,
+        "payload_model": PAYLOAD_MODEL,
+        "seed": seed,
+        "run": run,
+        "partition": partition,
+        "first_event": first_event,
+        "events": n_events,
+        "mean_event_kb": mean_event_kb,
+    }
+    header = {
+        "application": APPLICATION,
+        "data_tier": DATA_TIER,
+        "runs": [[run, 0, RUN_TYPE]],
+        "partition": partition,
+        "data_stream": DATA_STREAM,
+        "generator": generator,
+        "created": end_time,
+    }
     uuid = file_uuid(codec=codec, level=level, block_bytes=block_bytes, **generator)
     bitgen = _rng(seed, run, partition, STREAM_PAYLOADS).bit_generator
-    with TmbWriter(path, metadata=header, codec=codec, level=level, block_bytes=block_bytes, threads=threads,
-                   overwrite=overwrite, file_uuid=uuid, fsync=fsync) as writer:
+    with TmbWriter(
+        path,
+        metadata=header,
+        codec=codec,
+        level=level,
+        block_bytes=block_bytes,
+        threads=threads,
+        overwrite=overwrite,
+        file_uuid=uuid,
+        fsync=fsync,
+    ) as writer:
         for begin, end in block_batches(lengths, block_bytes):
             payloads = build_payloads(bitgen, run, events[begin:end], lengths[begin:end])
-            writer.write_batch(np.full(end - begin, run, dtype=np.uint32), events[begin:end], lengths[begin:end],
-                               payloads)
+            writer.write_batch(
+                np.full(end - begin, run, dtype=np.uint32),
+                events[begin:end],
+                lengths[begin:end],
+                payloads,
+            )
     result = writer.result
-    written = GeneratedFile(path, partition, result.event_count, result.file_size, result.adler32,
-                            int(events[0]), int(events[-1]), None)
+    written = GeneratedFile(
+        path,
+        partition,
+        result.event_count,
+        result.file_size,
+        result.adler32,
+        int(events[0]),
+        int(events[-1]),
+        None,
+    )
     if not sidecar:
         return written
     md = sidecar_metadata(written, run=run, start_time=start_time, end_time=end_time)
@@ -410,15 +524,20 @@ def _write_sidecar(path: Path, md: dict) -> Path:
     return write_sidecar(path, normalize_metadata(md))
 
 
-MAX_MEAN_EVENT_KB = MAX_PAYLOAD_BYTES * 3 / 40 / 1000   # the largest events (40/3 of the mean) still fit
+MAX_MEAN_EVENT_KB = (
+    MAX_PAYLOAD_BYTES * 3 / 40 / 1000
+)  # the largest events (40/3 of the mean) still fit
 
 
-def check_file_arguments(*, run: int, partition: int, first_event: int, n_events: int, seed: int,
-                         mean_event_kb: float) -> None:
+def check_file_arguments(
+    *, run: int, partition: int, first_event: int, n_events: int, seed: int, mean_event_kb: float
+) -> None:
     if not 0 <= run <= MAX_RUN:
         raise UsageError(f"run {run} out of range 0..{MAX_RUN}")
     if not 0 <= partition <= MAX_PARTITION:
-        raise UsageError(f"partition {partition} out of range 0..{MAX_PARTITION} (three digits in the file name)")
+        raise UsageError(
+            f"partition {partition} out of range 0..{MAX_PARTITION} (three digits in the file name)"
+        )
     if n_events < 1:
         raise UsageError(f"events per file must be at least 1, not {n_events}")
     if first_event < 1:
@@ -426,8 +545,10 @@ def check_file_arguments(*, run: int, partition: int, first_event: int, n_events
     if seed < 0:
         raise UsageError(f"seed must be a non-negative integer, not {seed}")
     if not MIN_EVENT_BYTES / 1000 <= mean_event_kb <= MAX_MEAN_EVENT_KB:
-        raise UsageError(f"mean event size {mean_event_kb} kB out of range "
-                         f"{MIN_EVENT_BYTES / 1000:g}..{MAX_MEAN_EVENT_KB:g} kB")
+        raise UsageError(
+            f"mean event size {mean_event_kb} kB out of range "
+            f"{MIN_EVENT_BYTES / 1000:g}..{MAX_MEAN_EVENT_KB:g} kB"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,10 +577,23 @@ def _run_job(job: FileJob) -> GeneratedFile:
     return generate_file(**asdict(job))
 
 
-def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: int = 0, first_partition: int = 0,
-                 mean_event_kb: float = 15.0, gap_every: int = 0, codec: str = "zstd", level: int | None = None,
-                 jobs: int | None = None, overwrite: bool = False, fsync: bool = True,
-                 progress: Callable[[GeneratedFile], None] | None = None) -> list[GeneratedFile]:
+def generate_run(
+    outdir,
+    *,
+    run: int,
+    files: int,
+    events_per_file: int,
+    seed: int = 0,
+    first_partition: int = 0,
+    mean_event_kb: float = 15.0,
+    gap_every: int = 0,
+    codec: str = "zstd",
+    level: int | None = None,
+    jobs: int | None = None,
+    overwrite: bool = False,
+    fsync: bool = True,
+    progress: Callable[[GeneratedFile], None] | None = None,
+) -> list[GeneratedFile]:
     """Write ``files`` unmerged TMB files of ``run`` into ``outdir`` (created if missing), with sidecars.
 
     ``jobs`` files are written at once in worker processes (default: one per core); each
@@ -479,8 +613,14 @@ def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: in
         raise UsageError(f"jobs must be at least 1, not {jobs}")
     codec_by_name(codec, level)
     partitions = partition_numbers(first_partition, files, gap_every)
-    check_file_arguments(run=run, partition=partitions[-1], first_event=1, n_events=events_per_file, seed=seed,
-                         mean_event_kb=mean_event_kb)
+    check_file_arguments(
+        run=run,
+        partition=partitions[-1],
+        first_event=1,
+        n_events=events_per_file,
+        seed=seed,
+        mean_event_kb=mean_event_kb,
+    )
     outdir = _prepare_outdir(Path(outdir))
     paths = [outdir / file_name(run, p) for p in partitions]
     if not overwrite:
@@ -489,8 +629,23 @@ def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: in
     cores = usable_cores()
     jobs = min(jobs or cores, files)
     threads = max(1, cores // jobs)
-    specs = [FileJob(str(path), run, p, firsts[p], events_per_file, seed, mean_event_kb, codec, level, threads,
-                     overwrite, fsync) for path, p in zip(paths, partitions)]
+    specs = [
+        FileJob(
+            str(path),
+            run,
+            p,
+            firsts[p],
+            events_per_file,
+            seed,
+            mean_event_kb,
+            codec,
+            level,
+            threads,
+            overwrite,
+            fsync,
+        )
+        for path, p in zip(paths, partitions)
+    ]
     done: list[GeneratedFile] = []
     if jobs == 1:
         for spec in specs:
@@ -501,7 +656,7 @@ def generate_run(outdir, *, run: int, files: int, events_per_file: int, seed: in
         with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
             futures = [pool.submit(_run_job, spec) for spec in specs]
             position = {future: index for index, future in enumerate(futures)}
-            waiting: dict[int, GeneratedFile] = {}   # finished before an earlier partition
+            waiting: dict[int, GeneratedFile] = {}  # finished before an earlier partition
             shown = 0
             try:
                 for future in as_completed(futures):

@@ -10,7 +10,7 @@ memory" is always ``VmHWM``, which starts afresh at ``exec``.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def usable_cores() -> int:
@@ -39,5 +39,5 @@ def peak_rss_bytes(pid: int | str = "self") -> int | None:
 def iso_now(*, utc: bool = False) -> str:
     """The current time in ISO 8601, to the second: with the local UTC offset, or in UTC
     (``+00:00``) when ``utc``."""
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     return (moment if utc else moment.astimezone()).isoformat(timespec="seconds")

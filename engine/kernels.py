@@ -64,7 +64,8 @@ def choose_cache_folder(package: Path, user: Path, fallback: Path) -> tuple[bool
 _CACHE, _CACHE_DIR = choose_cache_folder(
     Path(__file__).parent / "__pycache__",
     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "numba",
-    Path(tempfile.gettempdir()) / f"tmbmerge-numba-cache-{os.getuid()}")
+    Path(tempfile.gettempdir()) / f"tmbmerge-numba-cache-{os.getuid()}",
+)
 if _CACHE_DIR is not None:
     os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR
 
@@ -85,9 +86,9 @@ llvm.load_library_permanently(xxhash._xxhash.__file__)
 _xxh3_64 = types.ExternalFunction("XXH3_64bits", types.uint64(types.voidptr, types.uintp))
 
 WALK_OK = 0
-WALK_SHORT_HEADER = 1      # a record header runs past the end of the block
-WALK_SHORT_PAYLOAD = 2     # a payload runs past the end of the block
-WALK_COUNT_MISMATCH = 3    # the records do not number what the header says
+WALK_SHORT_HEADER = 1  # a record header runs past the end of the block
+WALK_SHORT_PAYLOAD = 2  # a payload runs past the end of the block
+WALK_COUNT_MISMATCH = 3  # the records do not number what the header says
 WALK_MESSAGES = {
     WALK_SHORT_HEADER: "record header runs past the end of the block",
     WALK_SHORT_PAYLOAD: "record payload runs past the end of the block",
@@ -116,7 +117,7 @@ def frame_records(runs, events, lengths, payloads, payload_starts, out):
             out[pos + 12 + k] = (ln >> (8 * k)) & 0xFF
         pos += 16
         start = payload_starts[i]
-        out[pos:pos + ln] = payloads[start:start + ln]
+        out[pos : pos + ln] = payloads[start : start + ln]
         digests[i] = _xxh3_64(out[pos:].ctypes.data, ln)
         pos += ln
     return digests
@@ -158,7 +159,7 @@ def walk_records(buf, expected_count):
         events[i] = ev
         lengths[i] = ln
         offsets[i] = pos + 16
-        digests[i] = _xxh3_64(buf[pos + 16:].ctypes.data, ln)
+        digests[i] = _xxh3_64(buf[pos + 16 :].ctypes.data, ln)
         pos += 16 + ln
         i += 1
     if i != n:
@@ -166,9 +167,9 @@ def walk_records(buf, expected_count):
     return WALK_OK, pos, runs, events, offsets, lengths, digests
 
 
-ZSTD_BLOCK_MAX = 1 << 17   # no zstd block holds more than 128 KiB (RFC 8878, Block_Maximum_Size)
-FRAME_CUT_SHORT = -1       # a zstd block header or block runs past the end of the bytes
-FRAME_BAD_BLOCK = -2       # a reserved block type, or a block over the 128 KiB maximum
+ZSTD_BLOCK_MAX = 1 << 17  # no zstd block holds more than 128 KiB (RFC 8878, Block_Maximum_Size)
+FRAME_CUT_SHORT = -1  # a zstd block header or block runs past the end of the bytes
+FRAME_BAD_BLOCK = -2  # a reserved block type, or a block over the 128 KiB maximum
 
 
 @numba.njit(nogil=True, cache=_CACHE)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from .checksums import ADLER_MOD, adler32_from_checksums, format_adler32
 from .errors import InconsistentInputs, InputError, MetadataError, MetadataMismatch, input_error
@@ -61,7 +62,15 @@ STRING_FIELDS = (
 #: Top-level SAM fields holding an integer.
 INTEGER_FIELDS = ("file_id", "file_size", "event_count", "first_event", "last_event")
 #: Top-level SAM fields with a structure of their own.
-STRUCTURED_FIELDS = ("file_name", "checksum", "runs", "parents", "application", "start_time", "end_time")
+STRUCTURED_FIELDS = (
+    "file_name",
+    "checksum",
+    "runs",
+    "parents",
+    "application",
+    "start_time",
+    "end_time",
+)
 KNOWN_FIELDS = frozenset(STRING_FIELDS + INTEGER_FIELDS + STRUCTURED_FIELDS)
 APPLICATION_FIELDS = ("family", "name", "version")
 
@@ -117,7 +126,9 @@ def read_sidecar(data_path: str | os.PathLike) -> dict | None:
     except MetadataError as exc:
         raise exc.with_path(path) from None
     if not isinstance(metadata, dict):
-        raise MetadataError(f"sidecar holds a JSON {type(metadata).__name__}, not an object", path=path)
+        raise MetadataError(
+            f"sidecar holds a JSON {type(metadata).__name__}, not an object", path=path
+        )
     return metadata
 
 
@@ -148,7 +159,7 @@ def _read_local_sidecar(path: Path) -> bytes | None:
         raise input_error(exc, path, "read sidecar") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_SIDECAR_BYTES:      # it grew since fstat
+    if len(data) > MAX_SIDECAR_BYTES:  # it grew since fstat
         raise MetadataError(f"sidecar is more than {MAX_SIDECAR_BYTES} bytes", path=path)
     return data
 
@@ -167,11 +178,20 @@ def _read_remote_sidecar(path) -> bytes | None:
 
 def _check_sidecar_stat(info, path) -> None:
     if not stat.S_ISREG(info.st_mode):
-        kind = ("FIFO" if stat.S_ISFIFO(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode)
-                else "socket" if stat.S_ISSOCK(info.st_mode) else "device")
+        kind = (
+            "FIFO"
+            if stat.S_ISFIFO(info.st_mode)
+            else "directory"
+            if stat.S_ISDIR(info.st_mode)
+            else "socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "device"
+        )
         raise InputError(f"sidecar is a {kind}, not a regular file", path=path)
     if info.st_size > MAX_SIDECAR_BYTES:
-        raise MetadataError(f"sidecar is {info.st_size} bytes, more than {MAX_SIDECAR_BYTES}", path=path)
+        raise MetadataError(
+            f"sidecar is {info.st_size} bytes, more than {MAX_SIDECAR_BYTES}", path=path
+        )
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:
@@ -221,7 +241,9 @@ def normalize_metadata(md: Any, *, file_size: int | None = None, strict: bool = 
         if not isinstance(key, str):
             raise MetadataError(f"metadata key {key!r} is not a string")
         if strict and key not in KNOWN_FIELDS and not _is_parameter_name(key):
-            raise MetadataError(f"{key}: not a SAM metadata field (free-form parameters are named Category.name)")
+            raise MetadataError(
+                f"{key}: not a SAM metadata field (free-form parameters are named Category.name)"
+            )
         out[key] = value
 
     if "file_name" not in out:
@@ -232,9 +254,13 @@ def normalize_metadata(md: Any, *, file_size: int | None = None, strict: bool = 
             out[key] = _string(out[key], key)
     for key in INTEGER_FIELDS:
         if key in out:
-            unsigned = key in ("first_event", "last_event")      # event numbers are u64 in a TMB file
-            out[key] = _integer(out[key], key, minimum=0 if key in ("file_size", "event_count", "file_id") else None,
-                                bits=64 if unsigned else 63)
+            unsigned = key in ("first_event", "last_event")  # event numbers are u64 in a TMB file
+            out[key] = _integer(
+                out[key],
+                key,
+                minimum=0 if key in ("file_size", "event_count", "file_id") else None,
+                bits=64 if unsigned else 63,
+            )
     if file_size is not None:
         file_size = _integer(file_size, "file_size", minimum=0)
         if out.get("file_size", file_size) != file_size:
@@ -244,7 +270,9 @@ def normalize_metadata(md: Any, *, file_size: int | None = None, strict: bool = 
                 actual=file_size,
             )
     if "first_event" in out and "last_event" in out and out["first_event"] > out["last_event"]:
-        raise MetadataError(f"first_event: {out['first_event']} is after last_event {out['last_event']}")
+        raise MetadataError(
+            f"first_event: {out['first_event']} is after last_event {out['last_event']}"
+        )
     if "checksum" in out:
         out["checksum"] = _checksums(out["checksum"], out.get("file_size", file_size))
     if "runs" in out:
@@ -258,21 +286,31 @@ def normalize_metadata(md: Any, *, file_size: int | None = None, strict: bool = 
             out[key] = _iso_time(out[key], key)
     if "start_time" in out and "end_time" in out:
         if datetime.fromisoformat(out["start_time"]) > datetime.fromisoformat(out["end_time"]):
-            raise MetadataError(f"start_time: {out['start_time']} is after end_time {out['end_time']}")
+            raise MetadataError(
+                f"start_time: {out['start_time']} is after end_time {out['end_time']}"
+            )
     return out
 
 
 def normalize_runs(runs: Any) -> list[list]:
     """Validate a SAM ``runs`` list and return it as a list of ``[run, subrun, run_type]`` lists."""
     if not isinstance(runs, (list, tuple)):
-        raise MetadataError(f"runs: must be a list of [run, subrun, run_type], not {type(runs).__name__}")
+        raise MetadataError(
+            f"runs: must be a list of [run, subrun, run_type], not {type(runs).__name__}"
+        )
     out = []
     for index, entry in enumerate(runs):
         where = f"runs[{index}]"
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
             raise MetadataError(f"{where}: must be [run, subrun, run_type], not {entry!r}")
         run, subrun, run_type = entry
-        out.append([_integer(run, where, minimum=0), _integer(subrun, where, minimum=0), _string(run_type, where)])
+        out.append(
+            [
+                _integer(run, where, minimum=0),
+                _integer(subrun, where, minimum=0),
+                _string(run_type, where),
+            ]
+        )
     return out
 
 
@@ -286,7 +324,7 @@ def _string(value: Any, field: str) -> str:
         raise MetadataError(f"{field}: must be a string, not {_shown_value(value)}")
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:        # a lone surrogate: no sidecar, catalogue row or name can hold it
+    except UnicodeEncodeError:  # a lone surrogate: no sidecar, catalogue row or name can hold it
         raise MetadataError(f"{field}: holds a lone surrogate, not Unicode text") from None
     return value
 
@@ -303,9 +341,13 @@ def _shown_value(value: Any) -> str:
 def _file_name(value: Any, field: str) -> str:
     value = _string(value, field)
     if not value or "/" in value or "\0" in value or value in (".", ".."):
-        raise MetadataError(f"{field}: {value!r} is not a file name (a catalogue name has no directory)")
+        raise MetadataError(
+            f"{field}: {value!r} is not a file name (a catalogue name has no directory)"
+        )
     if len(value.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
-        raise MetadataError(f"{field}: a file name of {len(value)} characters (at most {MAX_FILE_NAME_BYTES} bytes)")
+        raise MetadataError(
+            f"{field}: a file name of {len(value)} characters (at most {MAX_FILE_NAME_BYTES} bytes)"
+        )
     return value
 
 
@@ -354,7 +396,9 @@ def _checksums(value: Any, file_size: int | None) -> list[str]:
 def _check_representable(value: int, field: str, text: str) -> None:
     """Both 16-bit halves of an adler32 (or enstore) value are sums modulo 65521."""
     if value > 0xFFFFFFFF or (value & 0xFFFF) >= ADLER_MOD or (value >> 16) >= ADLER_MOD:
-        raise MetadataError(f"{field}: {text} is not a possible adler32 value (each half must be below {ADLER_MOD})")
+        raise MetadataError(
+            f"{field}: {text} is not a possible adler32 value (each half must be below {ADLER_MOD})"
+        )
 
 
 def _unique(items: list[str]) -> list[str]:
@@ -363,14 +407,16 @@ def _unique(items: list[str]) -> list[str]:
 
 def _parents(value: Any) -> list[dict]:
     if not isinstance(value, (list, tuple)):
-        raise MetadataError(f"parents: must be a list of {{\"file_name\": ...}}, not {type(value).__name__}")
+        raise MetadataError(
+            f'parents: must be a list of {{"file_name": ...}}, not {type(value).__name__}'
+        )
     out = []
     for index, entry in enumerate(value):
         where = f"parents[{index}]"
         if isinstance(entry, str):  # SAM also accepts bare names
             entry = {"file_name": entry}
         if not isinstance(entry, dict) or "file_name" not in entry:
-            raise MetadataError(f"{where}: must be {{\"file_name\": ...}}, not {entry!r}")
+            raise MetadataError(f'{where}: must be {{"file_name": ...}}, not {entry!r}')
         out.append({"file_name": _file_name(entry["file_name"], f"{where}.file_name")})
     names = [entry["file_name"] for entry in out]
     if len(set(names)) != len(names):
@@ -384,7 +430,9 @@ def _application(value: Any) -> dict:
         raise MetadataError(f"application: must be {{family, name, version}}, not {value!r}")
     extra = set(value) - set(APPLICATION_FIELDS)
     if extra:
-        raise MetadataError(f"application: unknown field {sorted(extra)[0]!r} (want family, name, version)")
+        raise MetadataError(
+            f"application: unknown field {sorted(extra)[0]!r} (want family, name, version)"
+        )
     out = {}
     for key in APPLICATION_FIELDS:
         if key not in value:
@@ -420,7 +468,7 @@ def now_iso() -> str:
     ``SOURCE_DATE_EPOCH`` set, that moment instead, in UTC (so outputs can be byte-reproducible)."""
     epoch = source_date_epoch()
     if epoch is not None:
-        return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
     return iso_now()
 
 
@@ -474,7 +522,8 @@ def _agreeing_values(name: str, md: dict) -> dict[str, Any]:
     run_types = list(dict.fromkeys(run[2] for run in md.get("runs", [])))
     if len(run_types) > 1:
         raise InconsistentInputs(
-            f"runs of one input disagree on run_type: {_shown(run_types[0])} and {_shown(run_types[1])}", path=name
+            f"runs of one input disagree on run_type: {_shown(run_types[0])} and {_shown(run_types[1])}",
+            path=name,
         )
     return {
         "data_tier": md.get("data_tier"),
@@ -546,7 +595,7 @@ def merged_metadata(
 def _skipped_entry(entry: Any, index: int) -> dict:
     where = f"Merge.skipped[{index}]"
     if not isinstance(entry, dict) or set(entry) != {"file_name", "reason"}:
-        raise MetadataError(f"{where}: must be {{\"file_name\", \"reason\"}}, not {entry!r}")
+        raise MetadataError(f'{where}: must be {{"file_name", "reason"}}, not {entry!r}')
     return {
         "file_name": _string(entry["file_name"], f"{where}.file_name"),
         "reason": _string(entry["reason"], f"{where}.reason"),

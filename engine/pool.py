@@ -12,7 +12,8 @@ from __future__ import annotations
 import mmap
 import threading
 from collections import deque
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from .host import usable_cores
 
@@ -24,8 +25,14 @@ R = TypeVar("R")
 default_threads = usable_cores
 
 
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, threads: int, in_flight: int | None = None,
-                pool_always: bool = False) -> Iterator[R]:
+def bounded_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    threads: int,
+    in_flight: int | None = None,
+    pool_always: bool = False,
+) -> Iterator[R]:
     """``fn`` over ``items`` on ``threads`` threads, results in order, at most ``in_flight`` pending.
 
     One thread runs inline unless ``pool_always`` (work that should run beside the caller).
@@ -36,7 +43,7 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, threads: int, in_fl
         return
     limit = in_flight or 2 * threads
     pending: deque = deque()
-    from concurrent.futures import ThreadPoolExecutor   # imports logging: off a merge's start-up
+    from concurrent.futures import ThreadPoolExecutor  # imports logging: off a merge's start-up
 
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="tmb-work") as pool:
         try:
@@ -55,7 +62,7 @@ class PoolClosed(Exception):
     """The buffer pool was closed while waiting for a buffer (the work is being abandoned)."""
 
 
-MIN_BUFFER_BYTES = 5 << 20   # a 4 MiB block compressed, with its header and zstd's worst case
+MIN_BUFFER_BYTES = 5 << 20  # a 4 MiB block compressed, with its header and zstd's worst case
 
 
 def anonymous_buffer(size: int):
@@ -82,7 +89,7 @@ class BufferPool:
         self._cond = threading.Condition()
         self._closed = False
 
-    def lease(self, size: int) -> "Lease":
+    def lease(self, size: int) -> Lease:
         with self._cond:
             while not self._free and self._made >= self._count:
                 if self._closed:
@@ -95,7 +102,7 @@ class BufferPool:
             else:
                 self._made += 1
                 buffer = b""
-        if len(buffer) < size:   # grow once, with room: block sizes vary from file to file
+        if len(buffer) < size:  # grow once, with room: block sizes vary from file to file
             buffer = anonymous_buffer(max(MIN_BUFFER_BYTES, -(-size * 5 // 4 // (1 << 20)) << 20))
         return Lease(self, buffer)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from .errors import MetadataError
 
-MAX_DEPTH = 32            # objects and arrays nested in each other (SAM metadata needs 3)
-MAX_NUMBER_DIGITS = 40    # digits of one number: every integer field is 64-bit
+MAX_DEPTH = 32  # objects and arrays nested in each other (SAM metadata needs 3)
+MAX_NUMBER_DIGITS = 40  # digits of one number: every integer field is 64-bit
 MAX_STRING_CHARS = 1 << 16
 
 
@@ -28,11 +28,15 @@ def parse_json(data: bytes | str, *, what: str) -> Any:
         try:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise MetadataError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise MetadataError(
+                f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
     try:
         value = json.loads(data, parse_int=_integer, parse_float=_float, parse_constant=_constant)
     except json.JSONDecodeError as exc:
-        raise MetadataError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise MetadataError(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise MetadataError(f"{what} nests objects or arrays more than {MAX_DEPTH} deep") from None
     except _Refused as exc:
@@ -84,12 +88,16 @@ def _check_tree(value: Any, what: str) -> None:
 
 def _check_string(text: str, what: str) -> None:
     if len(text) > MAX_STRING_CHARS:
-        raise MetadataError(f"{what} holds a string of {len(text)} characters (at most {MAX_STRING_CHARS})")
+        raise MetadataError(
+            f"{what} holds a string of {len(text)} characters (at most {MAX_STRING_CHARS})"
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise MetadataError(f"{what} holds a lone surrogate (\\u{ord(text[_surrogate(text)]):04x}), not Unicode "
-                            "text") from None
+        raise MetadataError(
+            f"{what} holds a lone surrogate (\\u{ord(text[_surrogate(text)]):04x}), not Unicode "
+            "text"
+        ) from None
 
 
 def _surrogate(text: str) -> int:

@@ -25,14 +25,19 @@ class LocalSource:
 
         self.path = path
         self._fd = -1
-        check_regular_file(path)   # a FIFO would block the open below
+        check_regular_file(path)  # a FIFO would block the open below
         try:
             self._fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise input_error(exc, path, "open") from None
         st = os.fstat(self._fd)
         self.size = st.st_size
-        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)   # to recognise it when reopened
+        self.identity = (
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+        )  # to recognise it when reopened
 
     def pread(self, length: int, offset: int) -> bytes:
         try:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from .format import EVENT_COLUMNS, EventTable
 
-SPOOL_MEMORY_EVENTS = 1 << 16     # 1.8 MiB of entries in memory before they go to the spool file
+SPOOL_MEMORY_EVENTS = 1 << 16  # 1.8 MiB of entries in memory before they go to the spool file
 
 
 class EventSpool:
@@ -29,7 +29,7 @@ class EventSpool:
         self.directory = directory
         self._pending: list[EventTable] = []
         self._pending_count = 0
-        self._segments: list[list[tuple[int, int]]] = [[] for _ in EVENT_COLUMNS]   # (offset, bytes)
+        self._segments: list[list[tuple[int, int]]] = [[] for _ in EVENT_COLUMNS]  # (offset, bytes)
         self._file = None
         self.count = 0
 
@@ -45,11 +45,13 @@ class EventSpool:
             self._file = tempfile.TemporaryFile(prefix=".tmbmerge-index-", dir=self.directory)
         fd = self._file.fileno()
         for column, (_, dtype) in enumerate(EVENT_COLUMNS):
-            data = np.concatenate([np.ascontiguousarray(t.columns()[column], dtype=dtype) for t in self._pending])
+            data = np.concatenate(
+                [np.ascontiguousarray(t.columns()[column], dtype=dtype) for t in self._pending]
+            )
             offset = os.lseek(fd, 0, os.SEEK_END)
             view = memoryview(data).cast("B")
             while view.nbytes:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             self._segments[column].append((offset, data.nbytes))
         self._pending, self._pending_count = [], 0
 

@@ -20,11 +20,26 @@ import re
 
 from .errors import UsageError
 
-_PREFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15,
-           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
+_PREFIX = {
+    "": 1,
+    "k": 1e3,
+    "m": 1e6,
+    "g": 1e9,
+    "t": 1e12,
+    "p": 1e15,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+    "pi": 2**50,
+}
 
-_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]i?)?\s*(b(?:ytes?)?)?\s*$", re.IGNORECASE)
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtTpP]i?)?\s*(bits?|bps|b|Bps|B|bytes?)\s*(/\s*s)?\s*$")
+_BYTES_RE = re.compile(
+    r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]i?)?\s*(b(?:ytes?)?)?\s*$", re.IGNORECASE
+)
+_RATE_RE = re.compile(
+    r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtTpP]i?)?\s*(bits?|bps|b|Bps|B|bytes?)\s*(/\s*s)?\s*$"
+)
 
 
 def parse_size(text: str | float) -> int:
@@ -35,7 +50,9 @@ def parse_size(text: str | float) -> int:
     else:
         m = _BYTES_RE.match(str(text))
         if not m:
-            raise UsageError(f"cannot read size {text!r} (try 2GiB, 500MB, 40TB or a number of bytes)")
+            raise UsageError(
+                f"cannot read size {text!r} (try 2GiB, 500MB, 40TB or a number of bytes)"
+            )
         value = round(float(m.group(1)) * _PREFIX[(m.group(2) or "").lower()])
     if value <= 0:
         raise UsageError(f"size {text!r} must be positive")

@@ -89,9 +89,20 @@ def _starts(lengths: np.ndarray) -> np.ndarray:
 class TmbWriter:
     """Write one TMB file.  Use as a context manager; see the module docstring."""
 
-    def __init__(self, path, *, metadata: dict | None = None, codec: str = "zstd", level: int | None = None,
-                 block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1, overwrite: bool = False,
-                 file_uuid: uuidlib.UUID | None = None, fsync: bool = True, drop_behind: bool = False):
+    def __init__(
+        self,
+        path,
+        *,
+        metadata: dict | None = None,
+        codec: str = "zstd",
+        level: int | None = None,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        threads: int = 1,
+        overwrite: bool = False,
+        file_uuid: uuidlib.UUID | None = None,
+        fsync: bool = True,
+        drop_behind: bool = False,
+    ):
         self.path = Path(path)
         if not (RECORD_HEADER_SIZE < block_bytes <= MAX_BLOCK_BYTES):
             raise UsageError(f"block size {block_bytes} out of range 17..{MAX_BLOCK_BYTES}")
@@ -106,35 +117,37 @@ class TmbWriter:
         self.uuid = file_uuid or uuidlib.uuid4()
         meta = dict(metadata or {})
         meta.setdefault("file_name", self.path.name)
-        meta.setdefault("created", now_iso())          # honours SOURCE_DATE_EPOCH
+        meta.setdefault("created", now_iso())  # honours SOURCE_DATE_EPOCH
         meta["format_version"] = FORMAT_VERSION
         self.metadata = meta
         self._adler = RunningAdler32()
-        self._blocks: list[tuple] = []   # (offset, first_event, BlockHeader) of each block written
+        self._blocks: list[tuple] = []  # (offset, first_event, BlockHeader) of each block written
         self._spool = EventSpool(directory=self.path.parent)
         self._event_count = 0
-        self._event_range: tuple[int, int] | None = None   # smallest and largest event number
+        self._event_range: tuple[int, int] | None = None  # smallest and largest event number
         self._runs: set[int] = set()
         self._pending_runs: list[int] = []
         self._pending_events: list[int] = []
         self._pending_payloads: list[bytes] = []
-        self._pending_batch = None      # (runs, events, lengths, payloads) left over by write_batch
+        self._pending_batch = None  # (runs, events, lengths, payloads) left over by write_batch
         self._pending_bytes = 0
         self._pool = None
         if threads > 1:
-            from concurrent.futures import ThreadPoolExecutor   # imports logging: off a merge's start-up
+            from concurrent.futures import (
+                ThreadPoolExecutor,
+            )  # imports logging: off a merge's start-up
 
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tmb-compress")
         self._in_flight: deque = deque()
-        self._coalescing: list[tuple] = []   # (header, stored copy, decode, events, adler32, origin)
+        self._coalescing: list[tuple] = []  # (header, stored copy, decode, events, adler32, origin)
         self._coalescing_bytes = 0
         self._max_in_flight = 2 * threads
-        self._state = "open"   # open -> finished -> published, or aborted
+        self._state = "open"  # open -> finished -> published, or aborted
         self.result: WriteResult | None = None
         self.tmp_path = temporary_path(self.path)
         self._fd = -1
         self._writeback = None
-        try:   # from here on, anything (a signal included) removes the temporary file by name
+        try:  # from here on, anything (a signal included) removes the temporary file by name
             self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             self._writeback = Writeback(self._fd, drop_behind=drop_behind) if fsync else None
             metadata_bytes = pack_metadata(meta)
@@ -153,7 +166,10 @@ class TmbWriter:
         payload = bytes(payload)
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise UsageError(f"event payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-        if self._pending_bytes and self._pending_bytes + RECORD_HEADER_SIZE + len(payload) > self.block_bytes:
+        if (
+            self._pending_bytes
+            and self._pending_bytes + RECORD_HEADER_SIZE + len(payload) > self.block_bytes
+        ):
             self._cut_pending()
         self._pending_runs.append(run)
         self._pending_events.append(event)
@@ -170,7 +186,11 @@ class TmbWriter:
         runs = np.asarray(runs, dtype=np.uint32)
         events = np.asarray(events, dtype=np.uint64)
         lengths = np.asarray(lengths, dtype=np.uint32)
-        payloads = np.frombuffer(payloads, dtype=np.uint8) if not isinstance(payloads, np.ndarray) else payloads
+        payloads = (
+            np.frombuffer(payloads, dtype=np.uint8)
+            if not isinstance(payloads, np.ndarray)
+            else payloads
+        )
         if not (len(runs) == len(events) == len(lengths)):
             raise UsageError("write_batch needs runs, events and lengths of one length")
         if int(lengths.sum(dtype=np.int64)) != len(payloads):
@@ -179,8 +199,9 @@ class TmbWriter:
             raise UsageError(f"event payload exceeds {MAX_PAYLOAD_BYTES} bytes")
         pending = self._take_pending()
         if pending is not None:
-            runs, events, lengths, payloads = (np.concatenate([a, b]) for a, b in
-                                               zip(pending, (runs, events, lengths, payloads)))
+            runs, events, lengths, payloads = (
+                np.concatenate([a, b]) for a, b in zip(pending, (runs, events, lengths, payloads))
+            )
         starts = _starts(lengths)
         record_ends = np.cumsum(lengths.astype(np.int64) + RECORD_HEADER_SIZE)
         begin = 0
@@ -190,11 +211,17 @@ class TmbWriter:
             end = max(end, begin + 1)  # an event larger than the target is a block of its own
             if end == len(lengths) and record_ends[-1] - base < self.block_bytes:
                 first = int(starts[begin])
-                self._pending_batch = (runs[begin:].copy(), events[begin:].copy(), lengths[begin:].copy(),
-                                       payloads[first:].copy())
+                self._pending_batch = (
+                    runs[begin:].copy(),
+                    events[begin:].copy(),
+                    lengths[begin:].copy(),
+                    payloads[first:].copy(),
+                )
                 self._pending_bytes = int(record_ends[-1] - base)
                 return
-            self._submit(runs[begin:end], events[begin:end], lengths[begin:end], payloads, starts[begin:end])
+            self._submit(
+                runs[begin:end], events[begin:end], lengths[begin:end], payloads, starts[begin:end]
+            )
             begin = end
 
     def _take_pending(self):
@@ -203,11 +230,18 @@ class TmbWriter:
         if self._pending_batch is not None:
             parts.append(self._pending_batch)
         if self._pending_runs:
-            parts.append((np.array(self._pending_runs, dtype=np.uint32),
-                          np.array(self._pending_events, dtype=np.uint64),
-                          np.fromiter((len(p) for p in self._pending_payloads), dtype=np.uint32,
-                                      count=len(self._pending_payloads)),
-                          np.frombuffer(b"".join(self._pending_payloads), dtype=np.uint8)))
+            parts.append(
+                (
+                    np.array(self._pending_runs, dtype=np.uint32),
+                    np.array(self._pending_events, dtype=np.uint64),
+                    np.fromiter(
+                        (len(p) for p in self._pending_payloads),
+                        dtype=np.uint32,
+                        count=len(self._pending_payloads),
+                    ),
+                    np.frombuffer(b"".join(self._pending_payloads), dtype=np.uint8),
+                )
+            )
         self._pending_batch = None
         self._pending_runs, self._pending_events, self._pending_payloads = [], [], []
         self._pending_bytes = 0
@@ -227,8 +261,9 @@ class TmbWriter:
         if self._pool is None:
             self._append_built(build_block(runs, events, lengths, payloads, starts, self.codec))
             return
-        self._in_flight.append(self._pool.submit(build_block, runs, events, lengths, payloads, starts,
-                                                 self.codec))
+        self._in_flight.append(
+            self._pool.submit(build_block, runs, events, lengths, payloads, starts, self.codec)
+        )
         while len(self._in_flight) > self._max_in_flight:
             self._append_built(self._in_flight.popleft().result())
 
@@ -243,7 +278,9 @@ class TmbWriter:
         self._record_block(offset, built.header, built.events)
 
     # -- verbatim blocks (merge fast path) -------------------------------------------------
-    def copy_block(self, header: BlockHeader, stored, events: EventTable, adler32: int | None = None) -> int:
+    def copy_block(
+        self, header: BlockHeader, stored, events: EventTable, adler32: int | None = None
+    ) -> int:
         """Append a block exactly as stored elsewhere (block header and data, contiguous), with
         its events' index columns; returns its offset in the file.
 
@@ -260,8 +297,15 @@ class TmbWriter:
         return offset
 
     # -- small blocks, coalesced ------------------------------------------------------------
-    def coalesce_block(self, header: BlockHeader, stored, events: EventTable, decode, adler32: int | None = None,
-                       origin=None) -> list[WrittenBlock]:
+    def coalesce_block(
+        self,
+        header: BlockHeader,
+        stored,
+        events: EventTable,
+        decode,
+        adler32: int | None = None,
+        origin=None,
+    ) -> list[WrittenBlock]:
         """Take a small block (checked by the caller) to be written together with the small blocks
         next to it.  ``decode()`` gives its uncompressed record bytes, proven against ``events``
         (the caller's decoder, which raises naming the block's file); it is called only if the
@@ -273,7 +317,10 @@ class TmbWriter:
         rest): a merge of a thousand 4 KB inputs gives a few 4 MiB blocks, not a thousand tiny ones.
         """
         written = []
-        if self._coalescing and self._coalescing_bytes + header.uncompressed_length > self.block_bytes:
+        if (
+            self._coalescing
+            and self._coalescing_bytes + header.uncompressed_length > self.block_bytes
+        ):
             written = self.flush_coalesced()
         self._coalescing.append((header, bytes(stored), decode, events, adler32, origin))
         self._coalescing_bytes += header.uncompressed_length
@@ -289,15 +336,26 @@ class TmbWriter:
         number = self.block_count
         if len(pending) == 1:
             header, stored, _, events, adler32, origin = pending[0]
-            return [WrittenBlock(number, self.copy_block(header, stored, events, adler32), header, events, origin)]
+            return [
+                WrittenBlock(
+                    number, self.copy_block(header, stored, events, adler32), header, events, origin
+                )
+            ]
         self._cut_pending()
         self._drain()
         records = b"".join(memoryview(part[2]()).cast("B") for part in pending)
-        events = EventTable(*(np.concatenate(columns) for columns in
-                              zip(*(part[3].columns() for part in pending))))
+        events = EventTable(
+            *(np.concatenate(columns) for columns in zip(*(part[3].columns() for part in pending)))
+        )
         data = self.codec.compress(records)
-        header = BlockHeader(self.codec.codec_id, len(data), len(records), len(events), xxh3_64(data),
-                             xxh3_64(records))
+        header = BlockHeader(
+            self.codec.codec_id,
+            len(data),
+            len(records),
+            len(events),
+            xxh3_64(data),
+            xxh3_64(records),
+        )
         offset = self._adler.size
         self._write(pack_block_header(header))
         self._write(data)
@@ -347,8 +405,17 @@ class TmbWriter:
                 index_digest.update(part)
                 self._write(part)
             index_length = self._adler.size - index_offset
-            self._write(pack_trailer(Trailer(index_offset, index_length, index_digest.intdigest(),
-                                             self._event_count, len(table))))
+            self._write(
+                pack_trailer(
+                    Trailer(
+                        index_offset,
+                        index_length,
+                        index_digest.intdigest(),
+                        self._event_count,
+                        len(table),
+                    )
+                )
+            )
             if self.fsync:
                 os.fsync(self._fd)
                 self._writeback.finished(self._adler.size)
@@ -365,8 +432,17 @@ class TmbWriter:
             self._spool.close()
         self._state = "finished"
         low, high = self._event_range if self._event_range is not None else (None, None)
-        self.result = WriteResult(self.tmp_path, self._adler.size, self._adler.value, self._event_count, len(table),
-                                  self.uuid, low, high, sorted(self._runs))
+        self.result = WriteResult(
+            self.tmp_path,
+            self._adler.size,
+            self._adler.value,
+            self._event_count,
+            len(table),
+            self.uuid,
+            low,
+            high,
+            sorted(self._runs),
+        )
         return self.result
 
     def publish(self) -> WriteResult:
@@ -382,7 +458,9 @@ class TmbWriter:
             if self.fsync:
                 fsync_dir(self.path.parent)
         except BaseException as exc:
-            if placed:   # named but not made durable (e.g. EIO from the folder's fsync): take it back
+            if (
+                placed
+            ):  # named but not made durable (e.g. EIO from the folder's fsync): take it back
                 remove_quietly(self.path)
             self.abort()
             if isinstance(exc, OSError):
@@ -433,7 +511,7 @@ class TmbWriter:
             while view.nbytes:
                 written = os.write(self._fd, view)
                 view = view[written:]
-        except OSError as exc:       # a full disk, a quota, an I/O error: the output's fault, not ours
+        except OSError as exc:  # a full disk, a quota, an I/O error: the output's fault, not ours
             raise output_error(exc, self.path) from None
         if self._writeback is not None:
             self._writeback.written(self._adler.size)
@@ -443,7 +521,7 @@ class TmbWriter:
         batch = 0 if self._pending_batch is None else len(self._pending_batch[0])
         return self._event_count + len(self._pending_runs) + batch
 
-    def __enter__(self) -> "TmbWriter":
+    def __enter__(self) -> TmbWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -455,4 +533,3 @@ class TmbWriter:
     def __del__(self):
         if getattr(self, "_state", "aborted") in ("open", "finished"):
             self.abort()
-

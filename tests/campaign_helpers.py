@@ -26,27 +26,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-
 from conftest import generate_tmb_run
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_RUN, REFERENCE_RUN, DAMAGED_RUN = 178000, 178002, 178004
-RAW_EVENT_SURPLUS_PARTITION = 1        # its raw file claims one event more than was produced
-MISSING_PARTITION = 6                  # a raw file never reconstructed
+RAW_EVENT_SURPLUS_PARTITION = 1  # its raw file claims one event more than was produced
+MISSING_PARTITION = 6  # a raw file never reconstructed
 
 
 def cli_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.pop("TMBMERGE_CATALOG", None)
     return env
 
 
 def cli_subprocess(*args, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "bindings.cli", *map(str, args)], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "bindings.cli", *map(str, args)],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and done.returncode != 0:
-        raise AssertionError(f"tmbmerge {' '.join(map(str, args))} exited {done.returncode}: {done.stderr}")
+        raise AssertionError(
+            f"tmbmerge {' '.join(map(str, args))} exited {done.returncode}: {done.stderr}"
+        )
     return done
 
 
@@ -76,8 +85,15 @@ def declare_raw_files(catalog_url: str, run: int, events: dict[int, int]) -> Non
 
     with open_catalog(catalog_url) as catalog:
         for partition, count in events.items():
-            catalog.declare({"file_name": raw_parent_name(run, partition), "file_size": 1000 + partition,
-                             "event_count": count, "runs": [[run, 0, "physics"]], "data_tier": "raw"})
+            catalog.declare(
+                {
+                    "file_name": raw_parent_name(run, partition),
+                    "file_size": 1000 + partition,
+                    "event_count": count,
+                    "runs": [[run, 0, "physics"]],
+                    "data_tier": "raw",
+                }
+            )
 
 
 def build_campaign(folder: Path) -> Campaign:
@@ -93,23 +109,60 @@ def build_campaign(folder: Path) -> Campaign:
     declare_raw_files(catalog, GOOD_RUN, raw)
     for run, path in unmerged.items():
         cli_subprocess("catalog", "import", path, "--catalog", catalog, "--declare-parents")
-    merged = {GOOD_RUN: folder / "merged-good", REFERENCE_RUN: folder / "merged-reference",
-              DAMAGED_RUN: folder / "merged-damaged"}
+    merged = {
+        GOOD_RUN: folder / "merged-good",
+        REFERENCE_RUN: folder / "merged-reference",
+        DAMAGED_RUN: folder / "merged-damaged",
+    }
     total = sum(p.stat().st_size for p in unmerged[GOOD_RUN].glob("*.tmb"))
-    cli_subprocess("merge-run", unmerged[GOOD_RUN], "--out-dir", merged[GOOD_RUN], "--catalog", catalog,
-                   "--declare", "--quiet", "--target-size", str(total // 2 + 1))
-    cli_subprocess("merge-run", unmerged[REFERENCE_RUN], "--out-dir", merged[REFERENCE_RUN], "--catalog", catalog,
-                   "--declare", "--quiet")
+    cli_subprocess(
+        "merge-run",
+        unmerged[GOOD_RUN],
+        "--out-dir",
+        merged[GOOD_RUN],
+        "--catalog",
+        catalog,
+        "--declare",
+        "--quiet",
+        "--target-size",
+        str(total // 2 + 1),
+    )
+    cli_subprocess(
+        "merge-run",
+        unmerged[REFERENCE_RUN],
+        "--out-dir",
+        merged[REFERENCE_RUN],
+        "--catalog",
+        catalog,
+        "--declare",
+        "--quiet",
+    )
     damaged = sorted(unmerged[DAMAGED_RUN].glob("*.tmb"))[2]
     spare = folder / "spare" / damaged.name
     spare.parent.mkdir()
     shutil.copy2(damaged, spare)
     damage(damaged)
-    failed = cli_subprocess("merge-run", unmerged[DAMAGED_RUN], "--out-dir", merged[DAMAGED_RUN], "--catalog",
-                            catalog, "--declare", "--quiet", check=False)
+    failed = cli_subprocess(
+        "merge-run",
+        unmerged[DAMAGED_RUN],
+        "--out-dir",
+        merged[DAMAGED_RUN],
+        "--catalog",
+        catalog,
+        "--declare",
+        "--quiet",
+        check=False,
+    )
     assert failed.returncode != 0, "the damaged run was expected to fail"
-    cli_subprocess("certify", unmerged[GOOD_RUN], merged[GOOD_RUN], unmerged[REFERENCE_RUN], merged[REFERENCE_RUN],
-                   "--catalog", catalog)
+    cli_subprocess(
+        "certify",
+        unmerged[GOOD_RUN],
+        merged[GOOD_RUN],
+        unmerged[REFERENCE_RUN],
+        merged[REFERENCE_RUN],
+        "--catalog",
+        catalog,
+    )
     return Campaign(folder, catalog, list(merged.values()), unmerged, merged, damaged, spare)
 
 
@@ -119,9 +172,26 @@ class CampaignServer:
     def __init__(self, catalog: str, journals, *, log: Path):
         self.log = open(log, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bindings.cli", "serve", "--catalog", catalog, "--host", "127.0.0.1", "--port", "0",
-             "--journals", *map(str, journals)],
-            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=self.log, text=True)
+            [
+                sys.executable,
+                "-m",
+                "bindings.cli",
+                "serve",
+                "--catalog",
+                catalog,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--journals",
+                *map(str, journals),
+            ],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         line = self.process.stdout.readline()
         if not line.startswith("serving "):
             self.stop()

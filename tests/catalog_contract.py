@@ -13,8 +13,14 @@ from bindings.catalog import ALREADY_DECLARED, DECLARED
 from bindings.catalog.base import placeholder_metadata
 from engine.errors import DeclarationConflict, FileNotDeclared, MetadataError, UnknownParent
 
-RAW = {"file_name": "raw_0000178000_p003.raw", "file_size": 750000000, "checksum": ["adler32:11112222"],
-       "runs": [[178000, 0, "physics"]], "data_tier": "raw", "file_format": "raw"}
+RAW = {
+    "file_name": "raw_0000178000_p003.raw",
+    "file_size": 750000000,
+    "checksum": ["adler32:11112222"],
+    "runs": [[178000, 0, "physics"]],
+    "data_tier": "raw",
+    "file_format": "raw",
+}
 
 
 def unmerged(number: int = 3, *, run: int = 178000, **changes) -> dict:
@@ -61,7 +67,9 @@ class CatalogContract:
         assert record["file_id"] == result.file_id
 
     def test_enstore_on_input_is_stored_as_adler32(self, catalog):
-        catalog.declare({"file_name": "big.raw", "file_size": 3690769125, "checksum": ["enstore:1952172898"]})
+        catalog.declare(
+            {"file_name": "big.raw", "file_size": 3690769125, "checksum": ["enstore:1952172898"]}
+        )
         assert catalog.get("big.raw")["checksum"] == ["adler32:03d6cb63"]
 
     def test_same_name_size_and_adler32_is_already_declared(self, catalog):
@@ -76,7 +84,10 @@ class CatalogContract:
         "change, difference",
         [
             ({"file_size": 51234571}, "file_size (expected 51234570, found 51234571)"),
-            ({"checksum": ["adler32:0a1b0004"]}, "adler32 (expected adler32:0a1b0003, found adler32:0a1b0004)"),
+            (
+                {"checksum": ["adler32:0a1b0004"]},
+                "adler32 (expected adler32:0a1b0003, found adler32:0a1b0004)",
+            ),
             ({"checksum": []}, "adler32 (expected adler32:0a1b0003, found none)"),
         ],
     )
@@ -85,12 +96,21 @@ class CatalogContract:
         catalog.declare(unmerged())
         with pytest.raises(DeclarationConflict) as caught:
             catalog.declare(unmerged(**change))
-        assert str(caught.value) == f"tmb_0000178000_p003.tmb: declared already with a different {difference}"
+        assert (
+            str(caught.value)
+            == f"tmb_0000178000_p003.tmb: declared already with a different {difference}"
+        )
         assert caught.value.exit_code == 8
         assert catalog.get("tmb_0000178000_p003.tmb")["file_size"] == 51234570
 
     def test_unknown_parents_are_named_and_nothing_is_declared(self, catalog):
-        md = unmerged(parents=[{"file_name": "raw_a.raw"}, {"file_name": "raw_b.raw"}, {"file_name": "known.raw"}])
+        md = unmerged(
+            parents=[
+                {"file_name": "raw_a.raw"},
+                {"file_name": "raw_b.raw"},
+                {"file_name": "known.raw"},
+            ]
+        )
         catalog.declare(dict(RAW, file_name="known.raw"))
         with pytest.raises(UnknownParent) as caught:
             catalog.declare(md)
@@ -138,13 +158,25 @@ class CatalogContract:
             for n in (2, 1):
                 catalog.declare(raw(n, run=run))
                 catalog.declare(unmerged(n, run=run))
-        catalog.declare({"file_name": "two_runs.tmb", "file_size": 1, "data_tier": "thumbnail",
-                         "runs": [[178001, 0, "physics"], [178002, 0, "physics"]]})
+        catalog.declare(
+            {
+                "file_name": "two_runs.tmb",
+                "file_size": 1,
+                "data_tier": "thumbnail",
+                "runs": [[178001, 0, "physics"], [178002, 0, "physics"]],
+            }
+        )
         assert catalog.files(run=178000, data_tier="unmerged-thumbnail") == [
-            "tmb_0000178000_p001.tmb", "tmb_0000178000_p002.tmb"]
+            "tmb_0000178000_p001.tmb",
+            "tmb_0000178000_p002.tmb",
+        ]
         assert catalog.files(run=178001) == [
-            "raw_0000178001_p001.raw", "raw_0000178001_p002.raw", "tmb_0000178001_p001.tmb",
-            "tmb_0000178001_p002.tmb", "two_runs.tmb"]
+            "raw_0000178001_p001.raw",
+            "raw_0000178001_p002.raw",
+            "tmb_0000178001_p001.tmb",
+            "tmb_0000178001_p002.tmb",
+            "two_runs.tmb",
+        ]
         assert catalog.files(run=178002) == ["two_runs.tmb"]
         assert catalog.files(data_tier="thumbnail") == ["two_runs.tmb"]
         assert catalog.files(run=999) == []

@@ -31,25 +31,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from remote_servers import remote_env, xrootd_server  # noqa: F401  (remote-file fixtures)
 
 SMALL_RUN = 178000
 SMALL_PARTITIONS = tuple(range(6))
 SMALL_EVENTS_PER_FILE = 40
 SMALL_MEAN_EVENT_KB = 5.0
-SMALL_BLOCK_BYTES = 64 << 10          # ~4 blocks per small file
+SMALL_BLOCK_BYTES = 64 << 10  # ~4 blocks per small file
 SMALL_SEED = 11
 
 BIG_RUN = 178100
 BIG_FILES = 12
-BIG_EVENTS_PER_FILE = 170             # ~2 MB per file at the default 15 kB events: ~25 MB in all
+BIG_EVENTS_PER_FILE = 170  # ~2 MB per file at the default 15 kB events: ~25 MB in all
 BIG_SEED = 7
 
 
-def generate_tmb_run(outdir, *, run: int = SMALL_RUN, partitions=SMALL_PARTITIONS,
-                     events_per_file: int = SMALL_EVENTS_PER_FILE, seed: int = SMALL_SEED,
-                     mean_event_kb: float = SMALL_MEAN_EVENT_KB, block_bytes: int = SMALL_BLOCK_BYTES):
+def generate_tmb_run(
+    outdir,
+    *,
+    run: int = SMALL_RUN,
+    partitions=SMALL_PARTITIONS,
+    events_per_file: int = SMALL_EVENTS_PER_FILE,
+    seed: int = SMALL_SEED,
+    mean_event_kb: float = SMALL_MEAN_EVENT_KB,
+    block_bytes: int = SMALL_BLOCK_BYTES,
+):
     """Like ``engine.generate.generate_run`` (same event numbering across partitions), but with a
     chosen block size and no fsync.  Returns the ``GeneratedFile``s in partition order."""
     from engine.generate import file_name, first_events, generate_file
@@ -58,10 +64,20 @@ def generate_tmb_run(outdir, *, run: int = SMALL_RUN, partitions=SMALL_PARTITION
     outdir.mkdir(parents=True, exist_ok=True)
     partitions = list(partitions)
     firsts = first_events(seed, run, partitions, events_per_file)
-    return [generate_file(outdir / file_name(run, p), run=run, partition=p, first_event=firsts[p],
-                          n_events=events_per_file, seed=seed, mean_event_kb=mean_event_kb,
-                          block_bytes=block_bytes, fsync=False)
-            for p in partitions]
+    return [
+        generate_file(
+            outdir / file_name(run, p),
+            run=run,
+            partition=p,
+            first_event=firsts[p],
+            n_events=events_per_file,
+            seed=seed,
+            mean_event_kb=mean_event_kb,
+            block_bytes=block_bytes,
+            fsync=False,
+        )
+        for p in partitions
+    ]
 
 
 def read_event_list(path) -> list[tuple[int, int, bytes]]:
@@ -80,8 +96,13 @@ def leftovers(folder) -> list[str]:
     """Names in ``folder`` that a finished or failed merge must not leave behind: temporary
     outputs and staged sidecars (``.<name>.tmbpart-*``), lock files (``.<name>.lock``) and
     temporary sidecars (``.<name>.json.*.tmp``)."""
-    return sorted(name for name in os.listdir(folder)
-                  if ".tmbpart-" in name or name.endswith(".lock") or (name.startswith(".") and name.endswith(".tmp")))
+    return sorted(
+        name
+        for name in os.listdir(folder)
+        if ".tmbpart-" in name
+        or name.endswith(".lock")
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
 
 
 @dataclass
@@ -112,13 +133,33 @@ def tmb_run(tmb_run_template, tmp_path) -> list[Path]:
 def tmb_file_factory():
     from engine.generate import generate_file
 
-    def make(path, *, run: int = SMALL_RUN, partition: int, first_event: int,
-             n_events: int = SMALL_EVENTS_PER_FILE, seed: int = SMALL_SEED, sidecar: bool = True,
-             mean_event_kb: float = SMALL_MEAN_EVENT_KB, block_bytes: int = SMALL_BLOCK_BYTES, **kwargs):
+    def make(
+        path,
+        *,
+        run: int = SMALL_RUN,
+        partition: int,
+        first_event: int,
+        n_events: int = SMALL_EVENTS_PER_FILE,
+        seed: int = SMALL_SEED,
+        sidecar: bool = True,
+        mean_event_kb: float = SMALL_MEAN_EVENT_KB,
+        block_bytes: int = SMALL_BLOCK_BYTES,
+        **kwargs,
+    ):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return generate_file(path, run=run, partition=partition, first_event=first_event, n_events=n_events,
-                             seed=seed, sidecar=sidecar, mean_event_kb=mean_event_kb, block_bytes=block_bytes,
-                             fsync=False, **kwargs)
+        return generate_file(
+            path,
+            run=run,
+            partition=partition,
+            first_event=first_event,
+            n_events=n_events,
+            seed=seed,
+            sidecar=sidecar,
+            mean_event_kb=mean_event_kb,
+            block_bytes=block_bytes,
+            fsync=False,
+            **kwargs,
+        )
 
     return make
 
@@ -128,8 +169,15 @@ def tmb_big_run(tmp_path_factory) -> Path:
     from engine.generate import generate_run
 
     folder = tmp_path_factory.mktemp("tmb-big-run")
-    generate_run(folder, run=BIG_RUN, files=BIG_FILES, events_per_file=BIG_EVENTS_PER_FILE, seed=BIG_SEED,
-                 jobs=2, fsync=False)
+    generate_run(
+        folder,
+        run=BIG_RUN,
+        files=BIG_FILES,
+        events_per_file=BIG_EVENTS_PER_FILE,
+        seed=BIG_SEED,
+        jobs=2,
+        fsync=False,
+    )
     return folder
 
 
@@ -149,7 +197,7 @@ def cli(capsys):
         capsys.readouterr()
         try:
             code = main([str(a) for a in args])
-        except SystemExit as exc:        # argparse refusing the command line
+        except SystemExit as exc:  # argparse refusing the command line
             code = exc.code if isinstance(exc.code, int) else 2
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)

@@ -37,7 +37,9 @@ def assert_nothing_written(out, leftovers):
     assert sorted(os.listdir(out.parent)) == [], "the destination folder must stay empty"
 
 
-def wait_for(condition, *, deadline: float = 60.0, interval: float = 0.002, what: str = "condition"):
+def wait_for(
+    condition, *, deadline: float = 60.0, interval: float = 0.002, what: str = "condition"
+):
     """Poll ``condition`` until it returns something true (returned), or fail after ``deadline`` s."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:

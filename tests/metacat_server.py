@@ -41,7 +41,7 @@ class MetaCatServer(SamWebServer):
         super().__init__(**options)
         self.prefix = "/app"
         self.datasets = {name: [] for name in datasets}
-        self.files: dict[tuple[str, str], dict] = {}     # (namespace, name) -> record
+        self.files: dict[tuple[str, str], dict] = {}  # (namespace, name) -> record
         self._next_fid = 1000
 
     def catalog_url(self, namespace: str = "tmb", dataset: str | None = "tmb:merged") -> str:
@@ -65,7 +65,11 @@ class MetaCatServer(SamWebServer):
         if method == "GET" and path == "/data/file":
             with self._lock:
                 record = self.files.get((one.get("namespace"), one.get("name")))
-                return _json(self._shown(record)) if record else _error(404, "NotFoundError", "file not found")
+                return (
+                    _json(self._shown(record))
+                    if record
+                    else _error(404, "NotFoundError", "file not found")
+                )
         if method == "POST" and path == "/data/files":
             return self._many(body)
         if method == "POST" and path == "/data/query":
@@ -85,15 +89,23 @@ class MetaCatServer(SamWebServer):
             return _error(404, "NotFoundError", f"dataset {dataset} not found")
         for info in files:
             if not isinstance(info.get("size"), int) or info["size"] < 0:
-                return _error(400, "BadRequestError", f"file size is invalid for {info.get('name')}")
+                return _error(
+                    400, "BadRequestError", f"file size is invalid for {info.get('name')}"
+                )
             bad = [key for key in info.get("metadata", {}) if "." not in key]
             if bad:
-                return _error(400, "InvalidMetadataError", f"metadata keys must contain a dot: {bad}")
+                return _error(
+                    400, "InvalidMetadataError", f"metadata keys must contain a dot: {bad}"
+                )
         if self.before_declare is not None:
             for info in files:
                 self.before_declare(info)
         with self._lock:
-            existing = [f"{i['namespace']}:{i['name']}" for i in files if (i["namespace"], i["name"]) in self.files]
+            existing = [
+                f"{i['namespace']}:{i['name']}"
+                for i in files
+                if (i["namespace"], i["name"]) in self.files
+            ]
             if existing:
                 return _error(409, "AlreadyExistsError", "\n".join(["Already exist:"] + existing))
             answers = []
@@ -102,7 +114,11 @@ class MetaCatServer(SamWebServer):
                 for parent in info.get("parents", []):
                     record = self.files.get((parent["namespace"], parent["name"]))
                     if record is None:
-                        return _error(404, "NotFoundError", f"parent {parent['namespace']}:{parent['name']} not found")
+                        return _error(
+                            404,
+                            "NotFoundError",
+                            f"parent {parent['namespace']}:{parent['name']} not found",
+                        )
                     parents.append(record["fid"])
                 answers.append(self._store(info, parents, dataset))
         return _json(answers)
@@ -111,9 +127,15 @@ class MetaCatServer(SamWebServer):
         self._next_fid += 1
         fid = str(self._next_fid)
         self.files[(info["namespace"], info["name"])] = {
-            "fid": fid, "namespace": info["namespace"], "name": info["name"], "size": info["size"],
-            "checksums": dict(info.get("checksums", {})), "metadata": dict(info.get("metadata", {})),
-            "parents": parents, "creator": "tmbmerge-test"}
+            "fid": fid,
+            "namespace": info["namespace"],
+            "name": info["name"],
+            "size": info["size"],
+            "checksums": dict(info.get("checksums", {})),
+            "metadata": dict(info.get("metadata", {})),
+            "parents": parents,
+            "creator": "tmbmerge-test",
+        }
         if dataset:
             self.datasets[dataset].append(fid)
         return {"fid": fid, "namespace": info["namespace"], "name": info["name"]}
@@ -121,7 +143,9 @@ class MetaCatServer(SamWebServer):
     def put(self, info: dict) -> str:
         """Store a file directly (parents by name, in its namespace), as an import would."""
         with self._lock:
-            parents = [self.files[(info["namespace"], p["name"])]["fid"] for p in info.get("parents", [])]
+            parents = [
+                self.files[(info["namespace"], p["name"])]["fid"] for p in info.get("parents", [])
+            ]
             return self._store(info, parents)["fid"]
 
     def _many(self, body: bytes):
@@ -132,8 +156,11 @@ class MetaCatServer(SamWebServer):
         found = []
         with self._lock:
             for item in lookups:
-                record = self.by_fid(str(item["fid"])) if "fid" in item else self.files.get(
-                    (item.get("namespace"), item.get("name")))
+                record = (
+                    self.by_fid(str(item["fid"]))
+                    if "fid" in item
+                    else self.files.get((item.get("namespace"), item.get("name")))
+                )
                 if record is not None:
                     found.append(self._shown(record))
         return _json(found)
@@ -153,6 +180,11 @@ class MetaCatServer(SamWebServer):
             else:
                 return _error(400, "MQLSyntaxError", f"cannot parse {clause!r}")
         with self._lock:
-            return _json([{"fid": r["fid"], "namespace": r["namespace"], "name": r["name"]}
-                          for r in self.files.values()
-                          if (namespace is None or r["namespace"] == namespace) and all(t(r) for t in tests)])
+            return _json(
+                [
+                    {"fid": r["fid"], "namespace": r["namespace"], "name": r["name"]}
+                    for r in self.files.values()
+                    if (namespace is None or r["namespace"] == namespace)
+                    and all(t(r) for t in tests)
+                ]
+            )

@@ -68,10 +68,28 @@ def wait_for_port(port: int, deadline: float) -> bool:
 def make_certificate(folder: Path) -> tuple[Path, Path, Path]:
     """A self-signed certificate for 127.0.0.1 and a CA folder (hashed) that trusts it."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ca_dir = folder / "ca"
     ca_dir.mkdir()
     shutil.copy(cert, ca_dir / "tmbmerge-test.pem")
@@ -105,7 +123,7 @@ class XrootdServer:
         ]
         (self.folder / "xrootd.cfg").write_text("\n".join(config) + "\n")
         self.as_user = []
-        if os.geteuid() == 0:                 # xrootd refuses to run as root
+        if os.geteuid() == 0:  # xrootd refuses to run as root
             nobody = pwd.getpwnam("nobody")
             for path in [self.folder, *self.folder.rglob("*")]:
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
@@ -124,12 +142,27 @@ class XrootdServer:
     def start(self) -> None:
         log = open(self.folder / "xrootd.out", "ab")
         self.process = subprocess.Popen(
-            [XROOTD, "-c", str(self.folder / "xrootd.cfg"), "-n", self.name, "-l", str(self.folder / "xrootd.log"),
-             "-a", str(self.folder), *self.as_user],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                XROOTD,
+                "-c",
+                str(self.folder / "xrootd.cfg"),
+                "-n",
+                self.name,
+                "-l",
+                str(self.folder / "xrootd.log"),
+                "-a",
+                str(self.folder),
+                *self.as_user,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
-        if not (wait_for_port(self.root_port, deadline) and wait_for_port(self.https_port, deadline)):
+        if not (
+            wait_for_port(self.root_port, deadline) and wait_for_port(self.https_port, deadline)
+        ):
             self.stop()
             raise RuntimeError(f"xrootd did not start: {self.log_tail()}")
 
@@ -180,7 +213,12 @@ class CuttingProxy:
     ``action`` (default: drop the connection) and drop it."""
 
     def __init__(self, target_port: int, *, limit: int, direction: str, action=None):
-        self.target_port, self.limit, self.direction, self.action = target_port, limit, direction, action
+        self.target_port, self.limit, self.direction, self.action = (
+            target_port,
+            limit,
+            direction,
+            action,
+        )
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -204,8 +242,11 @@ class CuttingProxy:
             server.settimeout(None)
             state = {"passed": 0, "cut": False}
             for src, dst, direction in ((client, server, "up"), (server, client, "down")):
-                threading.Thread(target=self._pump, args=(src, dst, direction, state, client, server),
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._pump,
+                    args=(src, dst, direction, state, client, server),
+                    daemon=True,
+                ).start()
 
     def _pump(self, src, dst, direction, state, client, server) -> None:
         try:

@@ -28,14 +28,18 @@ USER, PASSWORD, TOKEN = "tmbmerge", "secret", "rucio-token-1"
 
 
 def _error(status: int, kind: str, message: str):
-    return status, "application/json", json.dumps({"ExceptionClass": kind, "ExceptionMessage": message})
+    return (
+        status,
+        "application/json",
+        json.dumps({"ExceptionClass": kind, "ExceptionMessage": message}),
+    )
 
 
 class RucioServer(SamWebServer):
     def __init__(self, rses=("FNAL_DCACHE",), datasets=("tmb:merged_178000",)) -> None:
         super().__init__()
         self.prefix = ""
-        self.rses = {rse: {} for rse in rses}                 # rse -> {(scope, name): pfn}
+        self.rses = {rse: {} for rse in rses}  # rse -> {(scope, name): pfn}
         self.dids: dict[tuple[str, str], dict] = {}
         self.datasets = {tuple(d.split(":", 1)): [] for d in datasets}
 
@@ -46,18 +50,30 @@ class RucioServer(SamWebServer):
     def config(self, folder) -> str:
         """A rucio.cfg for this server (the token file kept in ``folder``); returns its path."""
         path = folder / "rucio.cfg"
-        path.write_text(f"[client]\nrucio_host = {self.host}\nauth_host = {self.host}\nauth_type = userpass\n"
-                        f"username = {USER}\npassword = {PASSWORD}\naccount = {USER}\n"
-                        f"auth_token_file_path = {folder}/rucio-token\nrequest_retries = 0\n")
+        path.write_text(
+            f"[client]\nrucio_host = {self.host}\nauth_host = {self.host}\nauth_type = userpass\n"
+            f"username = {USER}\npassword = {PASSWORD}\naccount = {USER}\n"
+            f"auth_token_file_path = {folder}/rucio-token\nrequest_retries = 0\n"
+        )
         return str(path)
 
     def handle(self, method, raw_path, headers, body):
         if raw_path.startswith("/auth/userpass"):
             self.requests.append((method, raw_path, headers))
-            if (headers.get("X-Rucio-Username"), headers.get("X-Rucio-Password")) != (USER, PASSWORD):
+            if (headers.get("X-Rucio-Username"), headers.get("X-Rucio-Password")) != (
+                USER,
+                PASSWORD,
+            ):
                 return _error(401, "CannotAuthenticate", "wrong credentials")
-            return 200, "application/octet-stream", "", {"X-Rucio-Auth-Token": TOKEN,
-                                                         "X-Rucio-Auth-Token-Expires": "Mon, 30 Nov 2026 23:00:00 UTC"}
+            return (
+                200,
+                "application/octet-stream",
+                "",
+                {
+                    "X-Rucio-Auth-Token": TOKEN,
+                    "X-Rucio-Auth-Token-Expires": "Mon, 30 Nov 2026 23:00:00 UTC",
+                },
+            )
         return super().handle(method, raw_path, headers, body)
 
     def authorized(self, headers):
@@ -87,19 +103,31 @@ class RucioServer(SamWebServer):
             key = (f["scope"], f["name"])
             known = self.dids.get(key)
             if known and (known["bytes"], known["adler32"]) != (f["bytes"], f["adler32"]):
-                return _error(409, "FileConsistencyMismatch", f"{key[0]}:{key[1]}: bytes or adler32 differ")
+                return _error(
+                    409, "FileConsistencyMismatch", f"{key[0]}:{key[1]}: bytes or adler32 differ"
+                )
             if key in self.rses[rse]:
                 return _error(409, "Duplicate", f"replica {key[0]}:{key[1]} exists at {rse}")
         for f in data["files"]:
             key = (f["scope"], f["name"])
-            self.dids.setdefault(key, {"scope": key[0], "name": key[1], "type": "FILE", "bytes": f["bytes"],
-                                       "adler32": f["adler32"]})
+            self.dids.setdefault(
+                key,
+                {
+                    "scope": key[0],
+                    "name": key[1],
+                    "type": "FILE",
+                    "bytes": f["bytes"],
+                    "adler32": f["adler32"],
+                },
+            )
             self.rses[rse][key] = f.get("pfn")
         return 201, "text/plain", "Created"
 
     def _attach(self, dataset, data):
         if dataset not in self.datasets:
-            return _error(404, "DataIdentifierNotFound", f"dataset {dataset[0]}:{dataset[1]} not found")
+            return _error(
+                404, "DataIdentifierNotFound", f"dataset {dataset[0]}:{dataset[1]} not found"
+            )
         for did in data["dids"]:
             key = (did["scope"], did["name"])
             if key in self.datasets[dataset]:

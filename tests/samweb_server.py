@@ -38,7 +38,9 @@ DROP = (0, "", "")
 
 
 class SamWebServer:
-    def __init__(self, experiment: str = "test", *, token: str | None = None, ssl_context=None) -> None:
+    def __init__(
+        self, experiment: str = "test", *, token: str | None = None, ssl_context=None
+    ) -> None:
         self.prefix = f"/sam/{experiment}/api"
         self.token = token
         self.store: dict[str, dict] = {}
@@ -47,17 +49,19 @@ class SamWebServer:
         self._next_id = 1
         self._failures: list[tuple[int, dict | None]] = []
         self._delays: list[float] = []
-        self.before_declare = None   # called with the metadata just before a declaration is stored
+        self.before_declare = None  # called with the metadata just before a declaration is stored
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         if ssl_context is not None:
             self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self.scheme = "https" if ssl_context is not None else "http"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # --- lifetime -----------------------------------------------------------------------
 
-    def start(self) -> "SamWebServer":
+    def start(self) -> SamWebServer:
         self._thread.start()
         return self
 
@@ -66,7 +70,7 @@ class SamWebServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "SamWebServer":
+    def __enter__(self) -> SamWebServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -87,13 +91,17 @@ class SamWebServer:
 
     # --- steering -----------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 503, error: str | None = None, message: str = "") -> None:
+    def fail_next(
+        self, count: int, status: int = 503, error: str | None = None, message: str = ""
+    ) -> None:
         """Answer the next ``count`` requests with ``status`` (JSON error body when ``error``)."""
         body = {"error": error, "message": message} if error else None
         with self._lock:
             self._failures.extend([(status, body)] * count)
 
-    def answer_next(self, count: int, status: int, body: str, content_type: str = "text/html") -> None:
+    def answer_next(
+        self, count: int, status: int, body: str, content_type: str = "text/html"
+    ) -> None:
         """Answer the next ``count`` requests with exactly this, whatever they ask."""
         with self._lock:
             self._failures.extend([(status, (content_type, body))] * count)
@@ -132,7 +140,9 @@ class SamWebServer:
 
     # --- the API ------------------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str, headers: dict, body: bytes) -> tuple[int, str, str]:
+    def handle(
+        self, method: str, raw_path: str, headers: dict, body: bytes
+    ) -> tuple[int, str, str]:
         """(status, content type, body) for one request."""
         self.requests.append((method, raw_path, headers))
         delay = self._take(self._delays)
@@ -145,13 +155,19 @@ class SamWebServer:
                 if delay:
                     time.sleep(delay)
                 return (status, *error)
-            return (status, "application/json", json.dumps(error)) if error else (status, "text/plain", "Service Unavailable")
+            return (
+                (status, "application/json", json.dumps(error))
+                if error
+                else (status, "text/plain", "Service Unavailable")
+            )
         if self.token is not None and not self.authorized(headers):
             return _error(401, "AuthenticationError", "a valid bearer token is required")
         parts = urlsplit(raw_path)
         if not parts.path.startswith(self.prefix + "/"):
             return _error(404, "NotFound", f"no such API path {parts.path}")
-        answer = self.route(method, parts.path[len(self.prefix):], parse_qs(parts.query), headers, body)
+        answer = self.route(
+            method, parts.path[len(self.prefix) :], parse_qs(parts.query), headers, body
+        )
         if delay:
             time.sleep(delay)
         return answer
@@ -159,7 +175,9 @@ class SamWebServer:
     def authorized(self, headers: dict) -> bool:
         return headers.get("Authorization") == f"Bearer {self.token}"
 
-    def route(self, method: str, path: str, query: dict, headers: dict, body: bytes) -> tuple[int, str, str]:
+    def route(
+        self, method: str, path: str, query: dict, headers: dict, body: bytes
+    ) -> tuple[int, str, str]:
         """The API proper (a subclass serves another API with the same steering)."""
         if method == "POST" and path == "/files":
             answer = self._declare(headers, body)
@@ -186,7 +204,9 @@ class SamWebServer:
                 return _error(409, "FileAlreadyExists", f"File {name} already exists")
             for parent in metadata.get("parents", []):
                 if parent["file_name"] not in self.store:
-                    return _error(404, "FileNotFound", f"Parent file {parent['file_name']} not found")
+                    return _error(
+                        404, "FileNotFound", f"Parent file {parent['file_name']} not found"
+                    )
         if self.before_declare is not None:
             self.before_declare(metadata)
         with self._lock:
@@ -196,7 +216,9 @@ class SamWebServer:
         return 200, "text/plain", f"{file_id}\n"
 
     def _get(self, path: str, query: dict) -> tuple[int, str, str]:
-        match = re.fullmatch(r"/files/name/([^/]+)/(metadata|lineage/parents|lineage/children)", path)
+        match = re.fullmatch(
+            r"/files/name/([^/]+)/(metadata|lineage/parents|lineage/children)", path
+        )
         if match:
             name, what = unquote(match.group(1)), match.group(2)
             with self._lock:
@@ -207,8 +229,11 @@ class SamWebServer:
                 if what == "lineage/parents":
                     names = [parent["file_name"] for parent in self.store[name].get("parents", [])]
                 else:
-                    names = sorted(child for child, md in self.store.items()
-                                   if any(p["file_name"] == name for p in md.get("parents", [])))
+                    names = sorted(
+                        child
+                        for child, md in self.store.items()
+                        if any(p["file_name"] == name for p in md.get("parents", []))
+                    )
                 return _json([{"file_name": n, "file_id": self.store[n]["file_id"]} for n in names])
         if path == "/files/list":
             return self._list(query.get("dims", [""])[0])
@@ -227,7 +252,9 @@ class SamWebServer:
                 if test is None:
                     return _error(400, "DimensionError", f"cannot parse dimensions {dims!r}")
                 tests.append(test)
-            return _json(sorted(name for name, md in self.store.items() if all(test(md) for test in tests)))
+            return _json(
+                sorted(name for name, md in self.store.items() if all(test(md) for test in tests))
+            )
 
     def _selected(self, dims: str) -> set[str] | None:
         """Names selected by ``file_name a, b`` or a lineage clause (None when not understood)."""
@@ -241,8 +268,17 @@ class SamWebServer:
         if names is None:
             return None
         if lineage.group(1) == "ischildof":
-            return {n for n, md in self.store.items() if any(p["file_name"] in names for p in md.get("parents", []))}
-        return {p["file_name"] for n in names if n in self.store for p in self.store[n].get("parents", [])}
+            return {
+                n
+                for n, md in self.store.items()
+                if any(p["file_name"] in names for p in md.get("parents", []))
+            }
+        return {
+            p["file_name"]
+            for n in names
+            if n in self.store
+            for p in self.store[n].get("parents", [])
+        }
 
     def _clause(self, clause: str):
         """A test of a record for one dimension clause (None when it is not understood)."""
@@ -276,8 +312,10 @@ def _handler_for(server: SamWebServer):
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            status, content_type, text, *extra = server.handle(method, self.path, dict(self.headers), body)
-            if status == 0:                  # DROP: no answer at all
+            status, content_type, text, *extra = server.handle(
+                method, self.path, dict(self.headers), body
+            )
+            if status == 0:  # DROP: no answer at all
                 self.close_connection = True
                 return
             data = text.encode("utf-8")
@@ -285,7 +323,7 @@ def _handler_for(server: SamWebServer):
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
-                for name, value in (extra[0] if extra else {}).items():   # a subclass's own headers
+                for name, value in (extra[0] if extra else {}).items():  # a subclass's own headers
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)

@@ -14,7 +14,7 @@ EXAMPLE = ROOT / "docs" / "examples" / "api_example.py"
 
 def test_readme_shows_the_example_file_verbatim():
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Python API"):]
+    section = readme[readme.index("## Python API") :]
     shown = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     assert shown == EXAMPLE.read_text()
 
@@ -22,8 +22,14 @@ def test_readme_shows_the_example_file_verbatim():
 def test_example_runs_as_written(tmp_path):
     # as a script, in a fresh interpreter: worker processes re-import it (the __main__ guard matters)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "work")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path / "work")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.splitlines()
     assert first.startswith("400 adler32:") and first.endswith(" []")

@@ -26,20 +26,28 @@ def small_run(tmp_path_factory):
 
 
 def test_peak_rss_is_the_child_own_even_from_a_large_parent(tmp_path):
-    ballast = np.ones(400 * 10**6, dtype=np.uint8)       # this process: > 400 MB resident
+    ballast = np.ones(400 * 10**6, dtype=np.uint8)  # this process: > 400 MB resident
     assert vm_hwm() > 400 * 10**6
-    result = run_isolated({"task": "storage", "size": 1 << 20, "out_dir": str(tmp_path)}, scratch=tmp_path)
+    result = run_isolated(
+        {"task": "storage", "size": 1 << 20, "out_dir": str(tmp_path)}, scratch=tmp_path
+    )
     assert 5 * 10**6 < result["peak_rss_bytes"] < 250 * 10**6
     assert result["write"]["bytes"] == 1 << 20
-    assert [p.name for p in tmp_path.iterdir()] == []     # its output and log files are gone
+    assert [p.name for p in tmp_path.iterdir()] == []  # its output and log files are gone
     del ballast
 
 
 def test_multi_process_task_reports_its_tree(small_run, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    task = {"task": "merge", "mode": "fast", "jobs": 2, "threads": 2, "inputs": [str(p) for p in small_run.paths],
-            "out_dir": str(out)}
+    task = {
+        "task": "merge",
+        "mode": "fast",
+        "jobs": 2,
+        "threads": 2,
+        "inputs": [str(p) for p in small_run.paths],
+        "out_dir": str(out),
+    }
     result = run_isolated(task, scratch=tmp_path, poll_tree=True)
     assert result["outputs"] >= 2 and result["events"] == small_run.events
     assert result["tree_peak_rss_bytes"] is not None and result["peak_rss_bytes"] > 0
@@ -61,7 +69,7 @@ def test_cold_means_out_of_the_page_cache(tmp_path):
     state = pagecache.make_cold(path)
     assert state["cold"] is True and state["resident_fraction"] <= pagecache.COLD_THRESHOLD
     assert storage.read_sequential(path)["bytes"] == 4 << 20
-    assert pagecache.resident_fraction(path) == 1.0          # the read brought it back
+    assert pagecache.resident_fraction(path) == 1.0  # the read brought it back
 
 
 def test_concatenate_copies_every_byte_in_order(small_run, tmp_path):
@@ -72,7 +80,9 @@ def test_concatenate_copies_every_byte_in_order(small_run, tmp_path):
     assert out.read_bytes() == expected
 
 
-def test_streamed_concatenate_copies_every_byte_and_drops_the_copy(small_run, tmp_path, monkeypatch):
+def test_streamed_concatenate_copies_every_byte_and_drops_the_copy(
+    small_run, tmp_path, monkeypatch
+):
     """The copy written the merges' way: same bytes, writeback started behind it, pages dropped."""
     from engine import fsutil
 
@@ -80,8 +90,14 @@ def test_streamed_concatenate_copies_every_byte_and_drops_the_copy(small_run, tm
     monkeypatch.setattr(fsutil.Writeback, "window", 1 << 16)
     monkeypatch.setattr(fsutil.Writeback, "step", 1 << 16)
     real = os.posix_fadvise
-    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: (calls.append((offset, length)),
-                                                                                  real(fd, offset, length, advice)))
+    monkeypatch.setattr(
+        os,
+        "posix_fadvise",
+        lambda fd, offset, length, advice: (
+            calls.append((offset, length)),
+            real(fd, offset, length, advice),
+        ),
+    )
     out = tmp_path / "cat.bin"
     result = storage.concatenate(small_run.paths, out, chunk=1 << 16, streamed=True)
     expected = b"".join(p.read_bytes() for p in small_run.paths)
@@ -94,7 +110,11 @@ def test_reencode_writes_the_same_events(small_run, tmp_path):
     result = reencode_files(small_run.paths, tmp_path / "re.tmb")
     assert result["events"] == small_run.events and result["bytes"] == small_run.bytes
     with open_file(tmp_path / "re.tmb") as merged:
-        got = (merged.events.run.tolist(), merged.events.event.tolist(), merged.events.digest.tolist())
+        got = (
+            merged.events.run.tolist(),
+            merged.events.event.tolist(),
+            merged.events.digest.tolist(),
+        )
     runs, events, digests = [], [], []
     for path in small_run.paths:
         with open_file(path) as reader:
@@ -109,12 +129,22 @@ def test_codec_figures_cover_their_sample(small_run):
     stored = sum(len(b.data) for b in blocks)
     assert blocks and stored < small_run.bytes
     figures = cpu.per_core(blocks, min_seconds=0.01)
-    assert set(figures) == {"xxh3", "adler32_zlib_ng", "adler32_zlib", "zstd_compress", "zstd_decompress"}
+    assert set(figures) == {
+        "xxh3",
+        "adler32_zlib_ng",
+        "adler32_zlib",
+        "zstd_compress",
+        "zstd_decompress",
+    }
     records = sum(b.length for b in blocks)
     assert figures["xxh3"]["bytes"] == records * figures["xxh3"]["passes"]
     assert figures["zstd_decompress"]["bytes"] == stored * figures["zstd_decompress"]["passes"]
     result = cpu.decompress_blocks(blocks, threads=2)
-    assert (result["bytes"], result["uncompressed_bytes"], result["blocks"]) == (stored, records, len(blocks))
+    assert (result["bytes"], result["uncompressed_bytes"], result["blocks"]) == (
+        stored,
+        records,
+        len(blocks),
+    )
     assert len(cpu.load_blocks(small_run.paths, limit_bytes=1)) == 1
 
 

@@ -16,10 +16,10 @@ def test_buffers_are_reused_and_grow_with_room():
     buffer = first.buffer
     first.release()
     again = pool.lease(200)
-    assert again.buffer is buffer                      # the same memory, lent again
+    assert again.buffer is buffer  # the same memory, lent again
     again.release()
     big = pool.lease(MIN_BUFFER_BYTES + 1)
-    assert len(big.buffer) >= MIN_BUFFER_BYTES + 1     # grown for the larger block
+    assert len(big.buffer) >= MIN_BUFFER_BYTES + 1  # grown for the larger block
 
 
 def test_a_waiter_gets_the_buffer_released_and_a_second_release_is_harmless():
@@ -29,16 +29,16 @@ def test_a_waiter_gets_the_buffer_released_and_a_second_release_is_harmless():
     waiter = threading.Thread(target=lambda: got.append(pool.lease(10)))
     waiter.start()
     time.sleep(0.2)
-    assert not got                                     # every buffer is out: the waiter waits
+    assert not got  # every buffer is out: the waiter waits
     lease.release()
     waiter.join(timeout=5)
     assert got and got[0].buffer is lease.buffer
-    lease.release()                                    # released twice: the pool is not given it twice
+    lease.release()  # released twice: the pool is not given it twice
     other = []
     late = threading.Thread(target=lambda: other.append(pool.lease(10)))
     late.start()
     time.sleep(0.2)
-    assert not other                                   # the only buffer is still lent to the waiter
+    assert not other  # the only buffer is still lent to the waiter
     got[0].release()
     late.join(timeout=5)
     assert other

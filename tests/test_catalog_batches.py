@@ -10,13 +10,13 @@ was asked, a dropped connection.
 from __future__ import annotations
 
 import pytest
+from catalog_contract import raw, unmerged
+from samweb_server import SamWebServer
+from test_merge_catalog import catalog_import
 
 from bindings.catalog import open_catalog
 from bindings.catalog.base import BATCH_SIZE
-from catalog_contract import raw, unmerged
 from engine.errors import CatalogError, CatalogUnavailable, UsageError
-from samweb_server import SamWebServer
-from test_merge_catalog import catalog_import
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 2.0, "retries": 2, "backoff": 0.0}
 COUNT = 2 * BATCH_SIZE + 5
@@ -50,37 +50,54 @@ def test_records_come_a_batch_per_request_then_from_the_cache(server):
         found = catalog.records(names() + ["nothing.tmb"])
         assert sorted(found) == sorted(names())
         assert found[names()[7]]["file_size"] == unmerged(7)["file_size"]
-        assert [(m, p.split("?")[0]) for m, p, _ in server.requests] == [("POST", "/sam/dzero/api/files/metadata")] * 3
+        assert [(m, p.split("?")[0]) for m, p, _ in server.requests] == [
+            ("POST", "/sam/dzero/api/files/metadata")
+        ] * 3
         assert catalog.records(names()[:10]) == {n: found[n] for n in names()[:10]}
-        assert len(server.requests) == 3                       # the cache answered
+        assert len(server.requests) == 3  # the cache answered
         assert catalog.budget.requests == 3 and catalog.budget.seconds > 0
 
 
 def test_children_of_many_files_in_one_query_per_batch(server):
-    server.put({"file_name": "merged.tmb", "file_size": 9, "data_tier": "thumbnail",
-                "parents": [{"file_name": n} for n in names(3)]})
+    server.put(
+        {
+            "file_name": "merged.tmb",
+            "file_size": 9,
+            "data_tier": "thumbnail",
+            "parents": [{"file_name": n} for n in names(3)],
+        }
+    )
     with open_catalog(server.url, **FAST) as catalog:
         children = catalog.children_of(names(), data_tier="thumbnail")
         assert children == {n: (["merged.tmb"] if n in names(3) else []) for n in names()}
         dims = [p for m, p, _ in server.requests if p.split("?")[0].endswith("/files/list")]
         assert len(dims) == 3 and "ischildof" in dims[0]
-        assert len(server.requests) == 4                       # and the one child's record
+        assert len(server.requests) == 4  # and the one child's record
         raws = catalog.children_of([raw(1)["file_name"]])
         assert raws == {raw(1)["file_name"]: [unmerged(1)["file_name"]]}
 
 
 def test_sqlite_batches_agree_with_single_look_ups(sqlite_url):
     with open_catalog(sqlite_url) as catalog:
-        catalog.declare({"file_name": "merged.tmb", "file_size": 9, "data_tier": "thumbnail",
-                         "parents": [{"file_name": n} for n in names(3)]})
+        catalog.declare(
+            {
+                "file_name": "merged.tmb",
+                "file_size": 9,
+                "data_tier": "thumbnail",
+                "parents": [{"file_name": n} for n in names(3)],
+            }
+        )
         before = catalog.budget.requests
         found = catalog.records(names() + ["nothing.tmb"])
-        assert catalog.budget.requests - before == 3           # a transaction per batch of 100
+        assert catalog.budget.requests - before == 3  # a transaction per batch of 100
         for n in (names()[0], names()[-1]):
             assert found[n] == catalog.get(n)
         assert catalog.children_of(names(4), data_tier="thumbnail") == {
-            n: (["merged.tmb"] if n in names(3) else []) for n in names(4)}
-        assert catalog.children_of([raw(2)["file_name"]]) == {raw(2)["file_name"]: [unmerged(2)["file_name"]]}
+            n: (["merged.tmb"] if n in names(3) else []) for n in names(4)
+        }
+        assert catalog.children_of([raw(2)["file_name"]]) == {
+            raw(2)["file_name"]: [unmerged(2)["file_name"]]
+        }
 
 
 @pytest.mark.parametrize("fault", ["503", "drop"])
@@ -94,15 +111,18 @@ def test_a_batch_call_is_retried_after_a_5xx_or_a_dropped_connection(server, fau
 @pytest.mark.parametrize("body", ["<html>login</html>", '{"file_name": "x"}', '[{"no_name": 1}]'])
 def test_a_batch_answer_that_is_not_a_list_of_records_is_an_error(server, body):
     with open_catalog(server.url, **FAST) as catalog:
-        server.answer_next(1, 200, body, "text/html" if body.startswith("<") else "application/json")
+        server.answer_next(
+            1, 200, body, "text/html" if body.startswith("<") else "application/json"
+        )
         with pytest.raises(CatalogError, match="POST /files/metadata"):
             catalog.records(names(5))
 
 
 def test_a_hanging_catalogue_costs_the_deadline_not_hours(server):
     # every request hangs longer than its timeout; retries go on until the total deadline
-    with open_catalog(server.url, connect_timeout=0.3, read_timeout=0.3, retries=50, backoff=0.05,
-                      deadline=1.5) as catalog:
+    with open_catalog(
+        server.url, connect_timeout=0.3, read_timeout=0.3, retries=50, backoff=0.05, deadline=1.5
+    ) as catalog:
         server.delay_next(100, 1.0)
         with pytest.raises(CatalogUnavailable) as caught:
             catalog.records(names(5))
@@ -112,7 +132,7 @@ def test_a_hanging_catalogue_costs_the_deadline_not_hours(server):
     assert f"failed {attempts} times (the catalogue deadline is spent)" in str(caught.value)
     assert caught.value.exit_code == 8
     with pytest.raises(CatalogUnavailable, match="catalogue deadline of 1.5 s spent"):
-        catalog.records(names(10))                     # no more requests once it is spent
+        catalog.records(names(10))  # no more requests once it is spent
 
 
 def test_the_deadline_comes_from_the_environment(monkeypatch, tmp_path):
@@ -127,14 +147,29 @@ def test_the_deadline_comes_from_the_environment(monkeypatch, tmp_path):
 # --- through merge-run --------------------------------------------------------------------
 
 
-def test_merge_run_reports_its_budget_and_asks_per_batch_not_per_input(cli, tmb_run, tmp_path, monkeypatch):
-    for name in ("TMBMERGE_SAMWEB_RETRIES", "TMBMERGE_SAMWEB_TOKEN", "BEARER_TOKEN", "BEARER_TOKEN_FILE"):
+def test_merge_run_reports_its_budget_and_asks_per_batch_not_per_input(
+    cli, tmb_run, tmp_path, monkeypatch
+):
+    for name in (
+        "TMBMERGE_SAMWEB_RETRIES",
+        "TMBMERGE_SAMWEB_TOKEN",
+        "BEARER_TOKEN",
+        "BEARER_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     with SamWebServer("dzero") as sam:
         catalog_import(cli, sam, tmb_run[0].parent)
         sam.requests.clear()
-        result = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--catalog", sam.url,
-                     "--declare", "--json")
+        result = cli(
+            "merge-run",
+            tmb_run[0].parent,
+            "--out-dir",
+            tmp_path / "out",
+            "--catalog",
+            sam.url,
+            "--declare",
+            "--json",
+        )
         assert result.code == 0, result.err
         report = result.json()
         kinds = sorted({(m, p.split("?")[0].rsplit("/api", 1)[1]) for m, p, _ in sam.requests})
@@ -149,8 +184,17 @@ def test_merge_run_reports_its_budget_and_asks_per_batch_not_per_input(cli, tmb_
 def test_grandparents_are_declared_as_the_outputs_parents(cli, tmb_run, tmp_path):
     url = f"sqlite://{tmp_path}/catalog.db"
     catalog_import(cli, type("Backend", (), {"url": url}), tmb_run[0].parent)
-    result = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--catalog", url,
-                 "--declare", "--grandparents", "--json")
+    result = cli(
+        "merge-run",
+        tmb_run[0].parent,
+        "--out-dir",
+        tmp_path / "out",
+        "--catalog",
+        url,
+        "--declare",
+        "--grandparents",
+        "--json",
+    )
     assert result.code == 0, result.err
     [output] = result.json()["outputs"]
     with open_catalog(url) as catalog:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from catalog_contract import raw, unmerged
 
 import bindings.cli
 from bindings.catalog import ALREADY_DECLARED, DECLARED, open_catalog
@@ -14,7 +15,6 @@ from bindings.catalog.hook import declare_file, load_declarer
 from bindings.commands import COMMAND_MODULES
 from engine.errors import MetadataError, UnknownParent, UsageError
 from engine.metadata import write_sidecar
-from catalog_contract import raw, unmerged
 
 
 @pytest.fixture
@@ -98,8 +98,10 @@ def test_unknown_parent_fails_loudly_in_one_line(run_cli, url, tmp_path):
     code, out, err = run_cli("declare", output, "--catalog", url)
     assert code == 8
     assert out == ""
-    assert err == (f"tmbmerge: error: {output.name}: parents not declared: raw_0000178000_p003.raw "
-                   "(declare them first, or use --declare-parents)\n")
+    assert err == (
+        f"tmbmerge: error: {output.name}: parents not declared: raw_0000178000_p003.raw "
+        "(declare them first, or use --declare-parents)\n"
+    )
 
 
 def test_declare_parents_from_their_sidecars_or_as_placeholders(run_cli, url, tmp_path):
@@ -108,7 +110,10 @@ def test_declare_parents_from_their_sidecars_or_as_placeholders(run_cli, url, tm
     second = put_file(tmp_path, small(unmerged(4)))  # its raw parent has no sidecar
     code, out, err = run_cli("declare", first, second, "--catalog", url, "--declare-parents")
     assert (code, err) == (0, "")
-    assert out.splitlines() == [f"{first.name}: declared (file id 2)", f"{second.name}: declared (file id 4)"]
+    assert out.splitlines() == [
+        f"{first.name}: declared (file id 2)",
+        f"{second.name}: declared (file id 4)",
+    ]
     with open_catalog(url) as catalog:
         assert catalog.get(raw()["file_name"])["file_size"] == 100
         placeholder = catalog.get(raw(4)["file_name"])
@@ -159,7 +164,9 @@ def test_declare_goes_on_after_a_failure_and_exits_with_the_first_code(run_cli, 
     report = json.loads(out)
     assert report["declared"] == [{"file_name": good.name, "status": DECLARED, "file_id": 1}]
     assert [(f["file"], f["error"], f["exit_code"]) for f in report["failed"]] == [
-        (str(orphan), "UnknownParent", 8), (str(missing), "InputNotFound", 3)]
+        (str(orphan), "UnknownParent", 8),
+        (str(missing), "InputNotFound", 3),
+    ]
     assert len(err.splitlines()) == 2
 
 
@@ -176,7 +183,10 @@ def test_hook_reports_parents_it_declared(url, tmp_path):
         assert seen == [(raw()["file_name"], DECLARED, 1)]
         # nothing left to declare the second time
         seen.clear()
-        assert declare_file(output, catalog, declare_parents=True, on_parent=seen.append).status == ALREADY_DECLARED
+        assert (
+            declare_file(output, catalog, declare_parents=True, on_parent=seen.append).status
+            == ALREADY_DECLARED
+        )
         assert seen == []
 
 
@@ -198,13 +208,15 @@ def test_hook_refuses_a_lineage_loop(url, tmp_path):
 
 
 def test_hook_without_declare_parents_names_the_missing(url, tmp_path):
-    output = put_file(tmp_path, small(unmerged(parents=[{"file_name": "r1.raw"}, {"file_name": "r2.raw"}])))
+    output = put_file(
+        tmp_path, small(unmerged(parents=[{"file_name": "r1.raw"}, {"file_name": "r2.raw"}]))
+    )
     with open_catalog(url) as catalog:
         with pytest.raises(UnknownParent, match="parents not declared: r1.raw, r2.raw"):
             declare_file(output, catalog)
 
 
-SITE_PLUGIN = '''
+SITE_PLUGIN = """
 class SiteDeclarer:
     def __init__(self, catalog):
         self.catalog = catalog
@@ -219,7 +231,7 @@ def make(catalog):
 
 def broken(catalog):
     return object()
-'''
+"""
 
 
 @pytest.fixture
@@ -241,7 +253,9 @@ def site_plugin(tmp_path, monkeypatch):
 def test_declarer_plugin_from_an_entry_point(run_cli, url, tmp_path, site_plugin):
     put_file(tmp_path, small(raw(), 10))
     output = put_file(tmp_path, small(unmerged()))
-    code, out, err = run_cli("declare", output, "--catalog", url, "--declare-parents", "--declarer", "site")
+    code, out, err = run_cli(
+        "declare", output, "--catalog", url, "--declare-parents", "--declarer", "site"
+    )
     assert (code, err) == (0, "")
     with open_catalog(url) as catalog:
         assert catalog.get(output.name)["Site.name"] == "GridKa"
@@ -251,7 +265,9 @@ def test_declarer_plugin_from_an_entry_point(run_cli, url, tmp_path, site_plugin
 def test_unusable_declarers(url, site_plugin):
     with open_catalog(url) as catalog:
         assert load_declarer(None, catalog) is catalog
-        with pytest.raises(UsageError, match=r"unknown declarer 'nope' \(known: catalog, broken, site\)"):
+        with pytest.raises(
+            UsageError, match=r"unknown declarer 'nope' \(known: catalog, broken, site\)"
+        ):
             load_declarer("nope", catalog)
         with pytest.raises(UsageError, match="has no declare"):
             load_declarer("broken", catalog)
@@ -267,12 +283,25 @@ def lineage_folder(folder: Path) -> list[str]:
     put_file(folder, small(raw(2), 10), data=False)
     put_file(folder, small(unmerged(1)))
     put_file(folder, small(unmerged(2)))
-    merged = {"file_name": "a_merged_001-002.tmb", "file_size": 128, "checksum": ["adler32:00010001"],
-              "runs": [[178000, 0, "physics"]], "data_tier": "thumbnail",
-              "parents": [{"file_name": unmerged(2)["file_name"]}, {"file_name": unmerged(1)["file_name"]}]}
+    merged = {
+        "file_name": "a_merged_001-002.tmb",
+        "file_size": 128,
+        "checksum": ["adler32:00010001"],
+        "runs": [[178000, 0, "physics"]],
+        "data_tier": "thumbnail",
+        "parents": [
+            {"file_name": unmerged(2)["file_name"]},
+            {"file_name": unmerged(1)["file_name"]},
+        ],
+    }
     put_file(folder, merged)
-    return [raw(1)["file_name"], raw(2)["file_name"], unmerged(1)["file_name"], unmerged(2)["file_name"],
-            "a_merged_001-002.tmb"]
+    return [
+        raw(1)["file_name"],
+        raw(2)["file_name"],
+        unmerged(1)["file_name"],
+        unmerged(2)["file_name"],
+        "a_merged_001-002.tmb",
+    ]
 
 
 def test_import_declares_parents_first(run_cli, url, tmp_path):
@@ -281,7 +310,10 @@ def test_import_declares_parents_first(run_cli, url, tmp_path):
     assert (code, out, err) == (0, "declared 5, already declared 0, failed 0\n", "")
     with open_catalog(url) as catalog:
         assert sorted(catalog.files()) == sorted(names)
-        assert catalog.parents("a_merged_001-002.tmb") == [unmerged(2)["file_name"], unmerged(1)["file_name"]]
+        assert catalog.parents("a_merged_001-002.tmb") == [
+            unmerged(2)["file_name"],
+            unmerged(1)["file_name"],
+        ]
     code, out, err = run_cli("catalog", "import", tmp_path / "in", "--catalog", url)
     assert (code, out) == (0, "declared 0, already declared 5, failed 0\n")
 
@@ -295,27 +327,38 @@ def test_import_reports_failures_and_goes_on(run_cli, url, tmp_path):
     assert code == 4  # the first failure: notes.json is not metadata
     assert len(report["declared"]) == 5 and report["already_declared"] == []
     assert [(f["file"], f["error"]) for f in report["failed"]] == [
-        ("notes.json", "MetadataError"), (unmerged(7)["file_name"], "UnknownParent")]
+        ("notes.json", "MetadataError"),
+        (unmerged(7)["file_name"], "UnknownParent"),
+    ]
     assert len(err.splitlines()) == 2 and "notes.json: comment: not a SAM metadata field" in err
 
 
 def test_import_with_declare_parents_makes_placeholders(run_cli, url, tmp_path):
     put_file(tmp_path / "in", small(unmerged(1)))
     put_file(tmp_path / "in", small(unmerged(2)))
-    code, out, err = run_cli("catalog", "import", tmp_path / "in", "--catalog", url, "--declare-parents")
+    code, out, err = run_cli(
+        "catalog", "import", tmp_path / "in", "--catalog", url, "--declare-parents"
+    )
     assert code == 0
-    assert out == f"declared 2, already declared 0, failed 0; 2 parents without sidecars in {tmp_path / 'in'} declared first\n"
+    assert (
+        out
+        == f"declared 2, already declared 0, failed 0; 2 parents without sidecars in {tmp_path / 'in'} declared first\n"
+    )
 
 
 def test_import_of_a_generated_run(run_cli, url, tmb_run):
     """The sidecars the generator writes import as they are (their raw parents as placeholders)."""
     folder = tmb_run[0].parent
-    code, out, err = run_cli("catalog", "import", folder, "--catalog", url, "--declare-parents", "--json")
+    code, out, err = run_cli(
+        "catalog", "import", folder, "--catalog", url, "--declare-parents", "--json"
+    )
     assert (code, err) == (0, "")
     report = json.loads(out)
     assert sorted(report["declared"]) == sorted(path.name for path in tmb_run)
     assert len(report["parents_declared"]) == len(tmb_run)
-    code, out, _ = run_cli("catalog", "run", 178000, "--data-tier", "unmerged-thumbnail", "--catalog", url)
+    code, out, _ = run_cli(
+        "catalog", "run", 178000, "--data-tier", "unmerged-thumbnail", "--catalog", url
+    )
     assert out.split() == sorted(path.name for path in tmb_run)
 
 
@@ -343,19 +386,24 @@ def test_show(run_cli, filled):
     code, out, err = run_cli("catalog", "show", name, "--catalog", filled)
     lines = dict(line.split(None, 1) for line in out.splitlines())
     assert lines["file_name"] == name
-    assert lines["runs"] == "[[178000, 0, \"physics\"]]"
+    assert lines["runs"] == '[[178000, 0, "physics"]]'
     assert lines["event_count"] == "3000"
 
 
 def test_show_of_an_unknown_file(run_cli, filled):
     assert run_cli("catalog", "show", "nope.tmb", "--catalog", filled) == (
-        8, "", "tmbmerge: error: nope.tmb: not declared in the catalogue\n")
+        8,
+        "",
+        "tmbmerge: error: nope.tmb: not declared in the catalogue\n",
+    )
 
 
 def test_run_listing(run_cli, filled):
     code, out, _ = run_cli("catalog", "run", 178000, "--catalog", filled, "--json")
     assert code == 0 and len(json.loads(out)) == 5
-    code, out, _ = run_cli("catalog", "run", 178000, "--data-tier", "unmerged-thumbnail", "--catalog", filled)
+    code, out, _ = run_cli(
+        "catalog", "run", 178000, "--data-tier", "unmerged-thumbnail", "--catalog", filled
+    )
     assert out == f"{unmerged(1)['file_name']}\n{unmerged(2)['file_name']}\n"
     assert run_cli("catalog", "run", 1, "--catalog", filled)[:2] == (0, "")
 
@@ -363,7 +411,9 @@ def test_run_listing(run_cli, filled):
 def test_lineage_listings(run_cli, filled):
     code, out, _ = run_cli("catalog", "parents", "a_merged_001-002.tmb", "--catalog", filled)
     assert out == f"{unmerged(2)['file_name']}\n{unmerged(1)['file_name']}\n"
-    code, out, _ = run_cli("catalog", "children", unmerged(1)["file_name"], "--catalog", filled, "--json")
+    code, out, _ = run_cli(
+        "catalog", "children", unmerged(1)["file_name"], "--catalog", filled, "--json"
+    )
     assert json.loads(out) == ["a_merged_001-002.tmb"]
     assert run_cli("catalog", "children", "nope", "--catalog", filled)[0] == 8
 
@@ -402,4 +452,9 @@ def test_show_prints_the_samweb_get_metadata_shape(cli, tmp_path):
     assert "       Parents: raw_0000178000_p003.raw" in lines
     assert lines[-1] == "Reco.pass: 2"
     labels = [line.split(":")[0].strip() for line in lines[:-1]]
-    assert labels.index("File Size") < labels.index("Checksum") < labels.index("Data Tier") < labels.index("Runs")
+    assert (
+        labels.index("File Size")
+        < labels.index("Checksum")
+        < labels.index("Data Tier")
+        < labels.index("Runs")
+    )

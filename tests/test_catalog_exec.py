@@ -7,13 +7,13 @@ import shlex
 import sys
 
 import pytest
+from catalog_contract import raw, unmerged
 
 from bindings.catalog import DECLARED, open_catalog
 from bindings.catalog.exec_tool import ExecCatalog
 from bindings.catalog.hook import declare_file
 from engine.errors import CatalogError, MetadataError, UsageError
 from engine.metadata import write_sidecar
-from catalog_contract import raw, unmerged
 
 TOOL = r"""
 import json, os, sys
@@ -52,7 +52,9 @@ def tool(tmp_path):
 
         @staticmethod
         def calls() -> list[dict]:
-            return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+            return (
+                [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+            )
 
     return Tool
 
@@ -103,7 +105,9 @@ def test_bad_metadata_never_reaches_the_tool(tool):
     assert tool.calls() == []
 
 
-@pytest.mark.parametrize("url, words", [("exec:   ", "names no command"), ("exec:'unbalanced", "cannot split")])
+@pytest.mark.parametrize(
+    "url, words", [("exec:   ", "names no command"), ("exec:'unbalanced", "cannot split")]
+)
 def test_bad_exec_urls(url, words):
     with pytest.raises(UsageError, match=words):
         open_catalog(url)
@@ -144,7 +148,9 @@ def test_hook_cannot_declare_parents_through_exec(tool, tmp_path):
     data = tmp_path / unmerged()["file_name"]
     data.write_bytes(b"x" * 10)
     write_sidecar(data, unmerged(file_size=10))
-    with pytest.raises(UsageError, match="declare-only catalogue cannot check or declare parents") as caught:
+    with pytest.raises(
+        UsageError, match="declare-only catalogue cannot check or declare parents"
+    ) as caught:
         declare_file(data, open_catalog(tool.url("ok")), declare_parents=True)
     assert caught.value.exit_code == 2
     assert tool.calls() == []

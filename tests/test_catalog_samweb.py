@@ -10,17 +10,35 @@ import subprocess
 import time
 
 import pytest
-
-from bindings.catalog import ALREADY_DECLARED, DECLARED, open_catalog
-from bindings.catalog.samweb import SamWebCatalog, base_from_url, settings_from_environment
-from engine.errors import CatalogError, CatalogUnavailable, DeclarationConflict, FileNotDeclared, UsageError
 from catalog_contract import CatalogContract, raw, unmerged
 from samweb_server import SamWebServer
 
+from bindings.catalog import ALREADY_DECLARED, DECLARED, open_catalog
+from bindings.catalog.samweb import SamWebCatalog, base_from_url, settings_from_environment
+from engine.errors import (
+    CatalogError,
+    CatalogUnavailable,
+    DeclarationConflict,
+    FileNotDeclared,
+    UsageError,
+)
+
 FAST = {"connect_timeout": 2.0, "read_timeout": 2.0, "retries": 2, "backoff": 0.0}
-SAMWEB_ENV = ("TMBMERGE_SAMWEB_CERT", "TMBMERGE_SAMWEB_KEY", "TMBMERGE_SAMWEB_TOKEN", "BEARER_TOKEN_FILE",
-              "TMBMERGE_SAMWEB_CA", "X509_CERT_DIR", "TMBMERGE_SAMWEB_TIMEOUT", "TMBMERGE_SAMWEB_RETRIES",
-              "X509_USER_PROXY", "X509_USER_CERT", "X509_USER_KEY", "BEARER_TOKEN", "TMBMERGE_CATALOG_DEADLINE")
+SAMWEB_ENV = (
+    "TMBMERGE_SAMWEB_CERT",
+    "TMBMERGE_SAMWEB_KEY",
+    "TMBMERGE_SAMWEB_TOKEN",
+    "BEARER_TOKEN_FILE",
+    "TMBMERGE_SAMWEB_CA",
+    "X509_CERT_DIR",
+    "TMBMERGE_SAMWEB_TIMEOUT",
+    "TMBMERGE_SAMWEB_RETRIES",
+    "X509_USER_PROXY",
+    "X509_USER_CERT",
+    "X509_USER_KEY",
+    "BEARER_TOKEN",
+    "TMBMERGE_CATALOG_DEADLINE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +73,10 @@ def posts(server) -> list:
 @pytest.mark.parametrize(
     "url, base",
     [
-        ("samweb+https://samweb.fnal.gov:8483/sam/dzero/api", "https://samweb.fnal.gov:8483/sam/dzero/api"),
+        (
+            "samweb+https://samweb.fnal.gov:8483/sam/dzero/api",
+            "https://samweb.fnal.gov:8483/sam/dzero/api",
+        ),
         ("samweb+http://127.0.0.1:9/sam/dzero/api/", "http://127.0.0.1:9/sam/dzero/api"),
         ("SAMWEB+HTTPS://host/sam/x/api", "https://host/sam/x/api"),
     ],
@@ -80,13 +101,21 @@ def test_declare_posts_json_and_reads_the_id(server, catalog):
 
 
 def test_declare_sends_enstore_converted(server, catalog):
-    catalog.declare({"file_name": "big.raw", "file_size": 3690769125, "checksum": ["enstore:1952172898"]})
+    catalog.declare(
+        {"file_name": "big.raw", "file_size": 3690769125, "checksum": ["enstore:1952172898"]}
+    )
     assert server.store["big.raw"]["checksum"] == ["adler32:03d6cb63"]
 
 
 def test_get_uses_the_metadata_endpoint_and_converts_legacy_checksums(server, catalog):
-    server.put({"file_name": "old.raw", "file_size": 3690769125, "checksum": ["enstore:1952172898"],
-                "lum_block_ranges": [[1, 5]]})
+    server.put(
+        {
+            "file_name": "old.raw",
+            "file_size": 3690769125,
+            "checksum": ["enstore:1952172898"],
+            "lum_block_ranges": [[1, 5]],
+        }
+    )
     record = catalog.get("old.raw")
     assert record["checksum"] == ["adler32:03d6cb63"]
     assert record["lum_block_ranges"] == [[1, 5]]  # fields this module does not know are kept
@@ -107,7 +136,10 @@ def test_lineage_and_list_endpoints(server, catalog):
     assert catalog.parents(unmerged()["file_name"]) == [raw()["file_name"]]
     assert server.requests[-1][1].endswith("/lineage/parents?format=json")
     assert catalog.files(run=178000, data_tier="unmerged-thumbnail") == [unmerged()["file_name"]]
-    assert server.requests[-1][1] == "/sam/dzero/api/files/list?format=json&dims=run_number+178000+and+data_tier+unmerged-thumbnail"
+    assert (
+        server.requests[-1][1]
+        == "/sam/dzero/api/files/list?format=json&dims=run_number+178000+and+data_tier+unmerged-thumbnail"
+    )
 
 
 def test_listing_everything_is_refused(catalog):
@@ -119,7 +151,9 @@ def test_unknown_parent_found_by_the_server_is_reported(server, catalog, monkeyp
     # Another process may retire a parent between our check and the POST: the server's 4xx is shown.
     catalog.declare(raw())
     monkeypatch.setattr(SamWebCatalog, "records", lambda self, names: {name: {} for name in names})
-    with pytest.raises(CatalogError, match=r"HTTP 404 FileNotFound: Parent file raw_x.raw not found"):
+    with pytest.raises(
+        CatalogError, match=r"HTTP 404 FileNotFound: Parent file raw_x.raw not found"
+    ):
         catalog.declare(unmerged(parents=[{"file_name": "raw_x.raw"}]))
 
 
@@ -140,7 +174,9 @@ def test_503_is_retried_with_backoff(server):
         elapsed = time.monotonic() - start
     assert result.status == DECLARED
     assert len(posts(server)) == 3
-    assert elapsed >= 0.10   # urllib3's schedule: the first retry at once, the second after 2 x backoff
+    assert (
+        elapsed >= 0.10
+    )  # urllib3's schedule: the first retry at once, the second after 2 x backoff
 
 
 def test_retries_run_out(server, catalog):
@@ -152,7 +188,9 @@ def test_retries_run_out(server, catalog):
     assert len(server.requests) == 3
 
 
-@pytest.mark.parametrize("status, error", [(400, "InvalidMetadata"), (403, "Forbidden"), (422, "ValidationError")])
+@pytest.mark.parametrize(
+    "status, error", [(400, "InvalidMetadata"), (403, "Forbidden"), (422, "ValidationError")]
+)
 def test_4xx_is_never_retried(server, catalog, status, error):
     server.fail_next(5, status=status, error=error, message="no, because")
     with pytest.raises(CatalogError) as caught:
@@ -226,7 +264,9 @@ def test_bearer_token_file(monkeypatch, tmp_path):
 def test_wrong_token_says_where_credentials_come_from(monkeypatch):
     monkeypatch.setenv("TMBMERGE_SAMWEB_TOKEN", "wrong")
     with SamWebServer(token="right") as server, open_catalog(server.url, **FAST) as catalog:
-        with pytest.raises(CatalogError, match="HTTP 401 AuthenticationError.*TMBMERGE_SAMWEB_TOKEN"):
+        with pytest.raises(
+            CatalogError, match="HTTP 401 AuthenticationError.*TMBMERGE_SAMWEB_TOKEN"
+        ):
             catalog.declare(raw())
         assert len(server.requests) == 1
 
@@ -242,18 +282,39 @@ def test_unusable_token_file(monkeypatch, tmp_path, content):
 
 def test_settings_from_environment():
     settings = settings_from_environment(
-        {"TMBMERGE_SAMWEB_CERT": "/c.pem", "TMBMERGE_SAMWEB_KEY": "/k.pem", "X509_CERT_DIR": "/etc/grid-security/certificates",
-         "TMBMERGE_SAMWEB_TIMEOUT": "5,30", "TMBMERGE_SAMWEB_RETRIES": "7"}
+        {
+            "TMBMERGE_SAMWEB_CERT": "/c.pem",
+            "TMBMERGE_SAMWEB_KEY": "/k.pem",
+            "X509_CERT_DIR": "/etc/grid-security/certificates",
+            "TMBMERGE_SAMWEB_TIMEOUT": "5,30",
+            "TMBMERGE_SAMWEB_RETRIES": "7",
+        }
     )
-    assert settings == {"cert": "/c.pem", "key": "/k.pem", "verify": "/etc/grid-security/certificates",
-                        "connect_timeout": 5.0, "read_timeout": 30.0, "retries": 7}
-    assert settings_from_environment({"TMBMERGE_SAMWEB_CA": "/ca.pem", "X509_CERT_DIR": "/d",
-                                      "TMBMERGE_SAMWEB_TIMEOUT": "3"})["verify"] == "/ca.pem"
+    assert settings == {
+        "cert": "/c.pem",
+        "key": "/k.pem",
+        "verify": "/etc/grid-security/certificates",
+        "connect_timeout": 5.0,
+        "read_timeout": 30.0,
+        "retries": 7,
+    }
+    assert (
+        settings_from_environment(
+            {"TMBMERGE_SAMWEB_CA": "/ca.pem", "X509_CERT_DIR": "/d", "TMBMERGE_SAMWEB_TIMEOUT": "3"}
+        )["verify"]
+        == "/ca.pem"
+    )
     assert settings_from_environment({"TMBMERGE_SAMWEB_TIMEOUT": "3"})["read_timeout"] == 3.0
 
 
-@pytest.mark.parametrize("name, value", [("TMBMERGE_SAMWEB_TIMEOUT", "soon"), ("TMBMERGE_SAMWEB_TIMEOUT", "0,5"),
-                                         ("TMBMERGE_SAMWEB_RETRIES", "many")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("TMBMERGE_SAMWEB_TIMEOUT", "soon"),
+        ("TMBMERGE_SAMWEB_TIMEOUT", "0,5"),
+        ("TMBMERGE_SAMWEB_RETRIES", "many"),
+    ],
+)
 def test_bad_settings(name, value):
     with pytest.raises(UsageError, match=name):
         settings_from_environment({name: value})
@@ -276,12 +337,42 @@ def certificates(tmp_path_factory):
         subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
 
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=tmbmerge test CA")
-    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tmbmerge test CA",
+    )
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
         (where / f"{name}.ext").write_text(extension + "\n")
         openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
     return where
 
 
@@ -305,7 +396,9 @@ def test_client_certificate_over_tls(tls_server, certificates, monkeypatch):
         assert catalog.get(raw()["file_name"])["file_size"] == raw()["file_size"]
 
 
-def test_tls_without_client_certificate_fails_without_retrying(tls_server, certificates, monkeypatch):
+def test_tls_without_client_certificate_fails_without_retrying(
+    tls_server, certificates, monkeypatch
+):
     monkeypatch.setenv("TMBMERGE_SAMWEB_CA", str(certificates / "ca.pem"))
     with open_catalog(tls_server.url, **dict(FAST, retries=3, backoff=1.0)) as catalog:
         start = time.monotonic()
@@ -319,7 +412,9 @@ def test_tls_without_client_certificate_fails_without_retrying(tls_server, certi
 def test_unknown_server_certificate_is_refused(tls_server, certificates, monkeypatch):
     monkeypatch.setenv("TMBMERGE_SAMWEB_CERT", str(certificates / "client.pem"))
     monkeypatch.setenv("TMBMERGE_SAMWEB_KEY", str(certificates / "client.key"))
-    with open_catalog(tls_server.url, **FAST) as catalog:  # requests' own CA bundle: our test CA is not in it
+    with open_catalog(
+        tls_server.url, **FAST
+    ) as catalog:  # requests' own CA bundle: our test CA is not in it
         with pytest.raises(CatalogError, match="TLS failure"):
             catalog.get("anything")
 
@@ -336,10 +431,14 @@ def test_server_fixture_records_json_errors(server):
 def test_grid_proxy_from_x509_user_proxy(tls_server, certificates, monkeypatch, tmp_path):
     # a grid proxy holds certificate and key in one file; samweb users have X509_USER_PROXY set
     proxy = tmp_path / "x509up_u1000"
-    proxy.write_text((certificates / "client.pem").read_text() + (certificates / "client.key").read_text())
+    proxy.write_text(
+        (certificates / "client.pem").read_text() + (certificates / "client.key").read_text()
+    )
     monkeypatch.setenv("X509_USER_PROXY", str(proxy))
     monkeypatch.setenv("X509_CERT_DIR", str(certificates / "ca.pem"))
-    url = tls_server.url.removeprefix("samweb+")       # https://127.0.0.1:PORT/sam/test/api, as samweb users write it
+    url = tls_server.url.removeprefix(
+        "samweb+"
+    )  # https://127.0.0.1:PORT/sam/test/api, as samweb users write it
     with open_catalog(url, **FAST) as catalog:
         assert isinstance(catalog, SamWebCatalog)
         assert catalog.declare(raw()).status == DECLARED
@@ -349,19 +448,29 @@ def test_samweb_environment_conventions(tmp_path):
     proxy, cert, key = (tmp_path / name for name in ("proxy.pem", "usercert.pem", "userkey.pem"))
     for path in (proxy, cert, key):
         path.write_text("pem")
-    assert settings_from_environment({"X509_USER_PROXY": str(proxy), "X509_USER_CERT": str(cert)}) == \
-        {"cert": str(proxy)}
-    assert settings_from_environment({"X509_USER_CERT": str(cert), "X509_USER_KEY": str(key)}) == \
-        {"cert": str(cert), "key": str(key)}
-    assert settings_from_environment({"TMBMERGE_SAMWEB_CERT": "/c.pem", "X509_USER_PROXY": str(proxy)}) == \
-        {"cert": "/c.pem"}
-    assert settings_from_environment({"BEARER_TOKEN": " tok\n", "BEARER_TOKEN_FILE": "/nowhere"}) == {"token": "tok"}
-    assert settings_from_environment({"TMBMERGE_SAMWEB_TOKEN": "a", "BEARER_TOKEN": "b"}) == {"token": "a"}
+    assert settings_from_environment(
+        {"X509_USER_PROXY": str(proxy), "X509_USER_CERT": str(cert)}
+    ) == {"cert": str(proxy)}
+    assert settings_from_environment({"X509_USER_CERT": str(cert), "X509_USER_KEY": str(key)}) == {
+        "cert": str(cert),
+        "key": str(key),
+    }
+    assert settings_from_environment(
+        {"TMBMERGE_SAMWEB_CERT": "/c.pem", "X509_USER_PROXY": str(proxy)}
+    ) == {"cert": "/c.pem"}
+    assert settings_from_environment(
+        {"BEARER_TOKEN": " tok\n", "BEARER_TOKEN_FILE": "/nowhere"}
+    ) == {"token": "tok"}
+    assert settings_from_environment({"TMBMERGE_SAMWEB_TOKEN": "a", "BEARER_TOKEN": "b"}) == {
+        "token": "a"
+    }
     with pytest.raises(UsageError, match="X509_USER_PROXY: cannot read"):
         settings_from_environment({"X509_USER_PROXY": str(tmp_path / "gone")})
 
 
-@pytest.mark.parametrize("url", ["https://samweb.fnal.gov:8483/sam/dzero/api", "http://127.0.0.1:9/sam/dzero/api/"])
+@pytest.mark.parametrize(
+    "url", ["https://samweb.fnal.gov:8483/sam/dzero/api", "http://127.0.0.1:9/sam/dzero/api/"]
+)
 def test_plain_http_urls_are_sam_web(url):
     assert base_from_url(url) == url.rstrip("/")
     assert isinstance(open_catalog(url), SamWebCatalog)
@@ -374,7 +483,7 @@ def test_unreachable_catalogue_is_named_with_the_whole_reason(monkeypatch):
     from bindings.catalog.registry import open_catalog
     from engine.errors import CatalogUnavailable
 
-    with socket.socket() as probe:          # a port nothing listens on
+    with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("TMBMERGE_CATALOG_DEADLINE", "2")
@@ -382,5 +491,7 @@ def test_unreachable_catalogue_is_named_with_the_whole_reason(monkeypatch):
     with pytest.raises(CatalogUnavailable) as caught:
         catalog.get("tmb_0000178000_p000.tmb")
     message = str(caught.value)
-    assert message.endswith(f"last: ConnectionError: Connection refused (server http://127.0.0.1:{port}/sam/test/api)")
+    assert message.endswith(
+        f"last: ConnectionError: Connection refused (server http://127.0.0.1:{port}/sam/test/api)"
+    )
     assert "HTTPConnection(" not in message

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from catalog_contract import CatalogContract, raw, unmerged
 
 from bindings.catalog import ALREADY_DECLARED, DECLARED, open_catalog
 from bindings.catalog.registry import BUILTIN_BACKENDS, backend_class, backend_targets
 from bindings.catalog.sqlite import SCHEMA_VERSION, SqliteCatalog, path_from_url
 from engine.errors import CatalogError, DeclarationConflict, EngineError, UsageError
-from catalog_contract import CatalogContract, raw, unmerged
 
 
 class TestSqliteCatalog(CatalogContract):
@@ -58,7 +58,10 @@ def test_relative_url_is_relative_to_the_working_directory(tmp_path, monkeypatch
     assert (tmp_path / "rel.db").is_file()
 
 
-@pytest.mark.parametrize("url, words", [("nocolon", "not a catalogue URL"), ("ftp://x/y", "unknown catalogue scheme 'ftp'")])
+@pytest.mark.parametrize(
+    "url, words",
+    [("nocolon", "not a catalogue URL"), ("ftp://x/y", "unknown catalogue scheme 'ftp'")],
+)
 def test_open_catalog_refuses_unknown_urls(url, words):
     with pytest.raises(UsageError, match=words) as caught:
         open_catalog(url)
@@ -72,13 +75,17 @@ def test_builtin_schemes_are_registered_when_uninstalled_too():
         assert backend_class(scheme).__name__ == target.rsplit(":", 1)[1]
 
 
-def _install_plugin(directory: Path, monkeypatch, group: str, name: str, target: str, module_text: str) -> None:
+def _install_plugin(
+    directory: Path, monkeypatch, group: str, name: str, target: str, module_text: str
+) -> None:
     """A distribution installed only on sys.path: a module and a .dist-info declaring one entry point."""
     module = target.split(":")[0]
     (directory / f"{module}.py").write_text(module_text)
     info = directory / "tmbmerge_test_plugin-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tmbmerge-test-plugin\nVersion: 1.0\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tmbmerge-test-plugin\nVersion: 1.0\n"
+    )
     (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {target}\n")
     monkeypatch.syspath_prepend(str(directory))
     monkeypatch.delitem(sys.modules, module, raising=False)
@@ -105,7 +112,9 @@ def test_a_backend_plugs_in_through_an_entry_point(tmp_path, monkeypatch):
 
 
 def test_an_entry_point_that_is_not_a_catalog_is_refused(tmp_path, monkeypatch):
-    _install_plugin(tmp_path, monkeypatch, "tmbmerge.catalogs", "odd", "odd_catalog:thing", "thing = 42\n")
+    _install_plugin(
+        tmp_path, monkeypatch, "tmbmerge.catalogs", "odd", "odd_catalog:thing", "thing = 42\n"
+    )
     with pytest.raises(UsageError, match="odd_catalog:thing, which is not a Catalog"):
         open_catalog("odd:x")
 
@@ -117,13 +126,30 @@ def test_schema_tables_indexes_and_pragmas(tmp_path):
     with open_catalog(f"sqlite://{tmp_path}/c.db") as catalog:
         catalog.declare(raw())
     db = sqlite3.connect(tmp_path / "c.db")
-    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-    assert {"files", "checksums", "runs", "parents", "files_by_tier", "runs_by_run", "parents_by_parent"} <= names
+    names = {
+        name
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
+    }
+    assert {
+        "files",
+        "checksums",
+        "runs",
+        "parents",
+        "files_by_tier",
+        "runs_by_run",
+        "parents_by_parent",
+    } <= names
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN SELECT file_id FROM runs WHERE run_number = 5"))
+    plan = " ".join(
+        row[3]
+        for row in db.execute("EXPLAIN QUERY PLAN SELECT file_id FROM runs WHERE run_number = 5")
+    )
     assert "runs_by_run" in plan
-    plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN SELECT child_id FROM parents WHERE parent_id = 5"))
+    plan = " ".join(
+        row[3]
+        for row in db.execute("EXPLAIN QUERY PLAN SELECT child_id FROM parents WHERE parent_id = 5")
+    )
     assert "parents_by_parent" in plan
     db.close()
 
@@ -137,7 +163,9 @@ def test_records_survive_reopening_and_params_are_json(tmp_path):
         record = catalog.get("tmb_0000178000_p003.tmb")
     assert record["Merge.skipped"] == [{"file_name": "x", "reason": "y"}]
     db = sqlite3.connect(tmp_path / "c.db")
-    (params,) = db.execute("SELECT params FROM files WHERE file_name = 'tmb_0000178000_p003.tmb'").fetchone()
+    (params,) = db.execute(
+        "SELECT params FROM files WHERE file_name = 'tmb_0000178000_p003.tmb'"
+    ).fetchone()
     assert params == '{"Merge.skipped": [{"file_name": "x", "reason": "y"}]}'
     db.close()
 
@@ -161,7 +189,10 @@ def test_a_failed_declaration_leaves_nothing_behind(tmp_path):
         failing.declare(raw())
     failing.close()
     db = sqlite3.connect(tmp_path / "c.db")
-    counts = [db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("files", "checksums", "runs", "parents")]
+    counts = [
+        db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("files", "checksums", "runs", "parents")
+    ]
     db.close()
     assert counts == [0, 0, 0, 0]
     with SqliteCatalog(tmp_path / "c.db") as catalog:
@@ -178,7 +209,9 @@ def test_not_a_catalogue(tmp_path):
         open_catalog(f"sqlite://{other}")
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(CatalogError, match="garbage.db: catalogue database error: file is not a database"):
+    with pytest.raises(
+        CatalogError, match="garbage.db: catalogue database error: file is not a database"
+    ):
         open_catalog(f"sqlite://{garbage}")
 
 
@@ -207,8 +240,12 @@ def _declare_concurrently(path: str, index: int, barrier, results) -> None:
     outcomes = []
     with SqliteCatalog(path, busy_timeout=30) as catalog:
         barrier.wait()
-        for md in (raw(), unmerged(3), unmerged(100 + index, parents=[{"file_name": raw()["file_name"]}]),
-                   dict(raw(9), file_size=1000 + index)):
+        for md in (
+            raw(),
+            unmerged(3),
+            unmerged(100 + index, parents=[{"file_name": raw()["file_name"]}]),
+            dict(raw(9), file_size=1000 + index),
+        ):
             try:
                 result = catalog.declare(md)
                 outcomes.append((md["file_name"], result.status, result.file_id))
@@ -224,7 +261,10 @@ def test_processes_declaring_at_once(tmp_path):
     barrier = context.Barrier(WORKERS)
     results = context.Queue()
     path = str(tmp_path / "shared.db")
-    workers = [context.Process(target=_declare_concurrently, args=(path, i, barrier, results)) for i in range(WORKERS)]
+    workers = [
+        context.Process(target=_declare_concurrently, args=(path, i, barrier, results))
+        for i in range(WORKERS)
+    ]
     for worker in workers:
         worker.start()
     outcomes = [entry for _ in workers for entry in results.get(timeout=60)]

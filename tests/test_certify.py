@@ -21,17 +21,23 @@ import pytest
 from engine.certify import QUANTITIES, RunHistograms, chi2_test, fill_files, identical
 from engine.certify.histograms import new_histogram
 from engine.certify.quantities import BY_NAME, block_quantities
-from engine.generate import CLUSTER, EVENT_HEADER, HIT, TRACK
+from engine.generate import EVENT_HEADER, HIT, TRACK
 
 RUN = 178000
 
 
 def parse_event(payload: bytes) -> dict[str, list]:
     """The quantities of one payload, read record by record with struct (the reference)."""
-    (magic, version, run, event, trigger, hits, tracks, clusters, flags,
-     crossing) = struct.unpack_from("<HHIQIHHHHI", payload, 0)
-    out = {"event_kb": [len(payload) / 1000.0], "n_hits": [hits], "n_tracks": [tracks], "n_clusters": [clusters],
-           "trigger_bit": [bit for bit in range(32) if trigger >> bit & 1]}
+    (magic, version, run, event, trigger, hits, tracks, clusters, flags, crossing) = (
+        struct.unpack_from("<HHIQIHHHHI", payload, 0)
+    )
+    out = {
+        "event_kb": [len(payload) / 1000.0],
+        "n_hits": [hits],
+        "n_tracks": [tracks],
+        "n_clusters": [clusters],
+        "trigger_bit": [bit for bit in range(32) if trigger >> bit & 1],
+    }
     at = EVENT_HEADER.itemsize
     hit_rows = [struct.unpack_from("<HHf", payload, at + 8 * i) for i in range(hits)]
     at += HIT.itemsize * hits
@@ -55,11 +61,13 @@ def test_read_out_equals_a_per_event_parse(tmb_run, read_event_list):
         for _, _, payload in read_event_list(path):
             events += 1
             for name, values in parse_event(payload).items():
-                reference[name].fill(np.asarray(values, dtype=np.float64 if name != "trigger_bit" else np.int64))
+                reference[name].fill(
+                    np.asarray(values, dtype=np.float64 if name != "trigger_bit" else np.int64)
+                )
     assert filled.events == events and filled.malformed == 0
     for q in QUANTITIES:
         assert np.array_equal(filled.counts(q.name), reference[q.name].values(flow=True)), q.name
-    assert filled.histograms["track_pt"].sum(flow=True) > events     # several tracks per event
+    assert filled.histograms["track_pt"].sum(flow=True) > events  # several tracks per event
     assert filled.files == [p.name for p in tmb_run[:2]]
 
 
@@ -76,12 +84,12 @@ def _records(payloads: list[bytes]) -> tuple[bytes, np.ndarray, np.ndarray]:
 def test_a_payload_that_breaks_its_layout_is_counted_as_malformed(tmb_run, read_event_list):
     good = read_event_list(tmb_run[0])[0][2]
     wrong_counts = bytearray(good)
-    wrong_counts[20:22] = struct.pack("<H", 60000)          # hits: more than the payload holds
+    wrong_counts[20:22] = struct.pack("<H", 60000)  # hits: more than the payload holds
     wrong_magic = b"\x00\x00" + good[2:]
     records, offsets, lengths = _records([good, bytes(wrong_counts), wrong_magic, b"short"])
     found = block_quantities(records, offsets, lengths)
     assert found.events == 4 and found.malformed == 3
-    assert len(found.values["event_kb"]) == 4               # the size of every event is still known
+    assert len(found.values["event_kb"]) == 4  # the size of every event is still known
     assert list(found.values["n_hits"]) == parse_event(good)["n_hits"]
     assert len(found.values["track_pt"]) == len(parse_event(good)["track_pt"])
 
@@ -89,11 +97,16 @@ def test_a_payload_that_breaks_its_layout_is_counted_as_malformed(tmb_run, read_
 def test_stored_form_round_trips(tmb_run):
     filled = fill_files(tmb_run[:1], run=RUN, sample="merged")
     again = RunHistograms.from_record(filled.to_record())
-    assert (again.run, again.sample, again.files, again.events) == (RUN, "merged", filled.files, filled.events)
+    assert (again.run, again.sample, again.files, again.events) == (
+        RUN,
+        "merged",
+        filled.files,
+        filled.events,
+    )
     for q in QUANTITIES:
         assert np.array_equal(again.counts(q.name), filled.counts(q.name))
     record = filled.to_record()
-    record["histograms"]["track_pt"]["binning"]["bins"] = 7          # stored by an older binning
+    record["histograms"]["track_pt"]["binning"]["bins"] = 7  # stored by an older binning
     assert "track_pt" not in RunHistograms.from_record(record).histograms
 
 
@@ -127,17 +140,21 @@ def test_certify_command_passes_a_merge_and_fails_one_that_lost_a_file(tmb_run, 
     done = cli("certify", tmb_run[0].parent, merged, "--catalog", catalog, "--json")
     assert done.code == 0, done.err
     report = done.json()
-    assert {(f["run"], f["sample"], f["files"]) for f in report["filled"]} == \
-        {(RUN, "unmerged", len(tmb_run)), (RUN, "merged", 1)}
+    assert {(f["run"], f["sample"], f["files"]) for f in report["filled"]} == {
+        (RUN, "unmerged", len(tmb_run)),
+        (RUN, "merged", 1),
+    }
     assert report["runs"][0]["status"] == "certified"
     assert set(CampaignStore(catalog).histogram_records(RUN)) == {"unmerged", "merged"}
 
     lossy = tmp_path / "lossy"
     lossy.mkdir()
     assert cli("merge", *tmb_run[:-1], "-o", lossy / "tmb_0000178000_mrg.tmb", "--quiet").code == 0
-    failed = cli("certify", lossy, "--catalog", catalog)       # replaces the stored merged sample
+    failed = cli("certify", lossy, "--catalog", catalog)  # replaces the stored merged sample
     assert failed.code == 6
-    assert failed.err.startswith(f"tmbmerge: error: run {RUN}: merged histograms differ from unmerged (")
+    assert failed.err.startswith(
+        f"tmbmerge: error: run {RUN}: merged histograms differ from unmerged ("
+    )
     assert "Traceback" not in failed.err
 
 
@@ -150,22 +167,46 @@ def test_merge_run_certify_fills_both_samples_and_judges(tmb_run, tmp_path, cli)
     from bindings.serve.store import CampaignStore
 
     catalog = f"sqlite:///{tmp_path / 'cat.db'}"
-    assert cli("catalog", "import", tmb_run[0].parent, "--catalog", catalog, "--declare-parents").code == 0
-    done = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", catalog,
-               "--declare", "--quiet")
+    assert (
+        cli("catalog", "import", tmb_run[0].parent, "--catalog", catalog, "--declare-parents").code
+        == 0
+    )
+    done = cli(
+        "merge-run",
+        tmb_run[0].parent,
+        "--out-dir",
+        tmp_path / "out",
+        "--certify",
+        "--catalog",
+        catalog,
+        "--declare",
+        "--quiet",
+    )
     assert done.code == 0, done.err
     assert f"run {RUN}: certified (merged histograms identical to unmerged)" in done.out
     records = CampaignStore(catalog).histogram_records(RUN)
     assert records["unmerged"]["events"] == records["merged"]["events"] == 40 * len(tmb_run)
     assert len(records["unmerged"]["files"]) == len(tmb_run)
-    as_json = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", catalog,
-                  "--declare", "--json")                      # a rerun: outputs already there, judged again
+    as_json = cli(
+        "merge-run",
+        tmb_run[0].parent,
+        "--out-dir",
+        tmp_path / "out",
+        "--certify",
+        "--catalog",
+        catalog,
+        "--declare",
+        "--json",
+    )  # a rerun: outputs already there, judged again
     assert as_json.code == 0, as_json.err
-    assert as_json.json()["certification"] == [{"run": RUN, "status": "certified",
-                                                "detail": "merged histograms identical to unmerged"}]
+    assert as_json.json()["certification"] == [
+        {"run": RUN, "status": "certified", "detail": "merged histograms identical to unmerged"}
+    ]
 
 
 def test_merge_run_certify_needs_a_catalogue(tmb_run, tmp_path, cli):
-    done = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", "")
+    done = cli(
+        "merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--certify", "--catalog", ""
+    )
     assert done.code == 2 and "--certify keeps the histograms in the catalogue" in done.err
     assert not (tmp_path / "out").exists()

@@ -27,7 +27,7 @@ from engine.verify.dump import iter_event_rows
 from engine.writer import TmbWriter
 
 REPO = Path(__file__).resolve().parent.parent
-EVENTS = [(176852, 100 + i, bytes([i]) * (7 * i)) for i in range(10)]   # first payload is empty
+EVENTS = [(176852, 100 + i, bytes([i]) * (7 * i)) for i in range(10)]  # first payload is empty
 
 
 def write_tmb(path: Path, events=EVENTS, *, codec="zstd", block_bytes=200) -> Path:
@@ -88,10 +88,13 @@ def test_dump_text(capsys, good):
     assert '"file_name": "good.tmb"' in out
     assert f"blocks ({len(blocks)})" in out and len(blocks) >= 2
     for number, entry in enumerate(blocks):
-        row = re.search(rf"^\s+{number}\s+{entry['offset']}\s+zstd\s+{entry['compressed_length']}\s+"
-                        rf"{entry['uncompressed_length']}\s+[\d.]+\s+{entry['event_count']}\s+"
-                        rf"{int(entry['compressed_digest']):016x}\s+{int(entry['uncompressed_digest']):016x}$",
-                        out, re.MULTILINE)
+        row = re.search(
+            rf"^\s+{number}\s+{entry['offset']}\s+zstd\s+{entry['compressed_length']}\s+"
+            rf"{entry['uncompressed_length']}\s+[\d.]+\s+{entry['event_count']}\s+"
+            rf"{int(entry['compressed_digest']):016x}\s+{int(entry['uncompressed_digest']):016x}$",
+            out,
+            re.MULTILINE,
+        )
         assert row, f"block {number} row missing"
     assert f"file size      {good.stat().st_size} bytes" in out
     assert "events         10" in out
@@ -109,8 +112,10 @@ def test_dump_text_events(capsys, good):
     rows = [line.split() for line in lines[start:]]
     with open_file(good) as reader:
         blocks = reader.events.block.tolist()
-    assert rows == [[str(r), str(e), str(len(p)), f"{xxh3_64(p):016x}", str(b)]
-                    for (r, e, p), b in zip(EVENTS, blocks)]
+    assert rows == [
+        [str(r), str(e), str(len(p)), f"{xxh3_64(p):016x}", str(b)]
+        for (r, e, p), b in zip(EVENTS, blocks)
+    ]
 
 
 def test_dump_json(capsys, good):
@@ -118,16 +123,27 @@ def test_dump_json(capsys, good):
     assert code == 0
     doc = json.loads(out)
     assert set(doc) == {"file", "header", "metadata", "blocks", "index", "totals"}
-    assert doc["header"] == {"magic": HEADER_MAGIC.hex(), "version": 1, "uuid": doc["header"]["uuid"],
-                             "metadata_length": doc["header"]["metadata_length"]}
+    assert doc["header"] == {
+        "magic": HEADER_MAGIC.hex(),
+        "version": 1,
+        "uuid": doc["header"]["uuid"],
+        "metadata_length": doc["header"]["metadata_length"],
+    }
     assert doc["metadata"]["file_name"] == "good.tmb"
     totals = doc["totals"]
     assert totals["file_size"] == good.stat().st_size
     assert totals["adler32"] == adler_of(good)
-    assert (totals["events"], totals["first_event"], totals["last_event"], totals["runs"]) == (10, 100, 109, [176852])
+    assert (totals["events"], totals["first_event"], totals["last_event"], totals["runs"]) == (
+        10,
+        100,
+        109,
+        [176852],
+    )
     assert totals["blocks"] == len(doc["blocks"]) >= 2
     assert totals["uncompressed_bytes"] == sum(16 + len(p) for _, _, p in EVENTS)
-    assert totals["compression_ratio"] == round(totals["uncompressed_bytes"] / totals["stored_bytes"], 3)
+    assert totals["compression_ratio"] == round(
+        totals["uncompressed_bytes"] / totals["stored_bytes"], 3
+    )
     offsets = [b["offset"] for b in doc["blocks"]]
     assert offsets[0] == 64 + doc["header"]["metadata_length"]
     for block in doc["blocks"]:
@@ -143,7 +159,8 @@ def test_dump_json_events(capsys, good):
     assert code == 0
     doc = json.loads(out)
     assert [(e["run"], e["event"], e["size"], e["digest"]) for e in doc["events"]] == [
-        (r, e, len(p), f"{xxh3_64(p):016x}") for r, e, p in EVENTS]
+        (r, e, len(p), f"{xxh3_64(p):016x}") for r, e, p in EVENTS
+    ]
     assert [e["block"] for e in doc["events"]] == sorted(e["block"] for e in doc["events"])
     assert doc["events"][-1]["block"] == len(doc["blocks"]) - 1
 
@@ -175,7 +192,7 @@ def test_dump_errors(capsys, tmp_path, good):
     code, _, err = run(capsys, "dump", tmp_path / "missing.tmb")
     assert code == 3 and "no such file" in err
     data = bytearray(good.read_bytes())
-    data[-70] ^= 0xFF   # inside the index
+    data[-70] ^= 0xFF  # inside the index
     good.write_bytes(bytes(data))
     code, out, err = run(capsys, "dump", good)
     assert code == 5 and out == ""
@@ -188,8 +205,13 @@ def test_event_rows_are_produced_lazily_a_chunk_at_a_time():
 
     from engine.format import EventTable
 
-    table = EventTable(np.arange(10, dtype=np.uint64), np.arange(10, dtype=np.uint64) * 2**60,
-                       np.full(10, 7, dtype=np.uint32), np.arange(10, dtype=np.uint32), np.zeros(10, dtype=np.uint32))
+    table = EventTable(
+        np.arange(10, dtype=np.uint64),
+        np.arange(10, dtype=np.uint64) * 2**60,
+        np.full(10, 7, dtype=np.uint32),
+        np.arange(10, dtype=np.uint32),
+        np.zeros(10, dtype=np.uint32),
+    )
     slices = []
 
     class Recording:
@@ -227,18 +249,21 @@ def test_verify_quiet(capsys, good, bad):
 def test_verify_bad(capsys, bad):
     code, out, err = run(capsys, "verify", bad)
     assert code == 5 and out == ""
-    line, = err.splitlines()
+    (line,) = err.splitlines()
     assert line.startswith(f"tmbmerge: error: {bad}: block 0, offset ")
     assert "block data digest differs" in line and "expected" in line and "found" in line
 
 
-@pytest.mark.parametrize("kind, exit_code, text", [
-    ("missing", 3, "no such file"),
-    ("directory", 3, "is a directory"),
-    ("not-tmb", 4, "not a TMB file"),
-    ("empty", 5, "file is empty"),
-    ("truncated", 5, "trailer"),
-])
+@pytest.mark.parametrize(
+    "kind, exit_code, text",
+    [
+        ("missing", 3, "no such file"),
+        ("directory", 3, "is a directory"),
+        ("not-tmb", 4, "not a TMB file"),
+        ("empty", 5, "file is empty"),
+        ("truncated", 5, "trailer"),
+    ],
+)
 def test_verify_unusable_inputs(capsys, tmp_path, good, kind, exit_code, text):
     path = tmp_path / f"{kind}.tmb"
     if kind == "directory":
@@ -260,11 +285,15 @@ def test_verify_many_files_exits_with_the_most_serious_failure(capsys, tmp_path,
     foreign = tmp_path / "foreign.tmb"
     foreign.write_bytes(b"PK\x03\x04 not a tmb file at all")
     code, out, err = run(capsys, "verify", good, missing, bad, foreign)
-    assert code == 5                                    # integrity beats format and input
+    assert code == 5  # integrity beats format and input
     assert out == f"OK {good} (10 events, adler32:{adler_of(good)})\n"
-    assert [line.split(": ")[2] for line in err.splitlines()] == [str(missing), str(bad), str(foreign)]
+    assert [line.split(": ")[2] for line in err.splitlines()] == [
+        str(missing),
+        str(bad),
+        str(foreign),
+    ]
     assert all(line.startswith("tmbmerge: error: ") for line in err.splitlines())
-    assert run(capsys, "verify", missing, foreign, good)[0] == 4    # format beats input
+    assert run(capsys, "verify", missing, foreign, good)[0] == 4  # format beats input
     assert run(capsys, "verify", missing, good)[0] == 3
 
 
@@ -295,7 +324,11 @@ def test_verify_deep_and_jobs(capsys, tmp_path, good, bad):
 
 
 def test_verify_rejects_bad_options(capsys, good):
-    for argv in (["verify", "--jobs", "0", good], ["verify", "--metadata", "sometimes", good], ["verify"]):
+    for argv in (
+        ["verify", "--jobs", "0", good],
+        ["verify", "--metadata", "sometimes", good],
+        ["verify"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main([str(a) for a in argv])
         assert exc.value.code == 2
@@ -307,8 +340,12 @@ def test_verify_rejects_bad_options(capsys, good):
 
 
 def sidecar_for(path: Path, **changes) -> None:
-    md = {"file_name": path.name, "file_size": path.stat().st_size,
-          "checksum": [f"adler32:{adler_of(path)}"], "event_count": 10}
+    md = {
+        "file_name": path.name,
+        "file_size": path.stat().st_size,
+        "checksum": [f"adler32:{adler_of(path)}"],
+        "event_count": 10,
+    }
     md.update(changes)
     write_sidecar(path, md)
 
@@ -319,11 +356,14 @@ def test_verify_against_a_matching_sidecar(capsys, good):
     assert code == 0 and json.loads(out)[0]["metadata_checked"] == "sidecar"
 
 
-@pytest.mark.parametrize("changes, text", [
-    ({"event_count": 11}, "event count differs from the sidecar"),
-    ({"file_size": 1}, "file size differs from the sidecar"),
-    ({"checksum": ["adler32:00000001"]}, "adler32 differs from the sidecar"),
-])
+@pytest.mark.parametrize(
+    "changes, text",
+    [
+        ({"event_count": 11}, "event count differs from the sidecar"),
+        ({"file_size": 1}, "file size differs from the sidecar"),
+        ({"checksum": ["adler32:00000001"]}, "adler32 differs from the sidecar"),
+    ],
+)
 def test_verify_sidecar_mismatch(capsys, good, changes, text):
     sidecar_for(good, **changes)
     code, out, err = run(capsys, "verify", good)
@@ -364,14 +404,21 @@ print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
 
 def probe(*argv) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", PROBE, *map(str, argv)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, argv)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     return json.loads(done.stderr.strip().splitlines()[-1])
 
 
 def test_fast_verify_does_not_import_numba(good):
     assert probe("verify", good) == {"code": 0, "loaded": ["numpy", "zstandard"]}
-    assert "numba" in probe("verify", "--deep", good)["loaded"]   # the probe can tell
+    assert "numba" in probe("verify", "--deep", good)["loaded"]  # the probe can tell
 
 
 def test_help_imports_neither_numpy_nor_numba():
@@ -382,10 +429,34 @@ def test_help_imports_neither_numpy_nor_numba():
 def test_merge_imports_what_its_mode_needs(tmp_path):
     """A fast or safe merge of normal blocks never loads numba (nor the live display's rich, with
     --quiet); deep does.  (How long start-up takes is measured in bench/test_bench_startup.py.)"""
-    good = write_tmb(tmp_path / "normal.tmb", [(176852, i, bytes([i]) * 4000) for i in range(20)],
-                     block_bytes=1 << 20)   # one 80 kB block: copied verbatim, never decoded
+    good = write_tmb(
+        tmp_path / "normal.tmb",
+        [(176852, i, bytes([i]) * 4000) for i in range(20)],
+        block_bytes=1 << 20,
+    )  # one 80 kB block: copied verbatim, never decoded
     for mode in ("fast", "safe"):
-        assert probe("merge", good, "-o", tmp_path / f"{mode}.tmb", "--mode", mode, "--metadata", "none",
-                     "--quiet") == {"code": 0, "loaded": ["numpy", "zstandard"]}
-    assert "numba" in probe("merge", good, "-o", tmp_path / "deep.tmb", "--mode", "deep", "--metadata", "none",
-                            "--quiet")["loaded"]
+        assert probe(
+            "merge",
+            good,
+            "-o",
+            tmp_path / f"{mode}.tmb",
+            "--mode",
+            mode,
+            "--metadata",
+            "none",
+            "--quiet",
+        ) == {"code": 0, "loaded": ["numpy", "zstandard"]}
+    assert (
+        "numba"
+        in probe(
+            "merge",
+            good,
+            "-o",
+            tmp_path / "deep.tmb",
+            "--mode",
+            "deep",
+            "--metadata",
+            "none",
+            "--quiet",
+        )["loaded"]
+    )

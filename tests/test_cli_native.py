@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _python_m(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "tmbmerge", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tmbmerge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_python_m_tmbmerge_is_the_command():
@@ -59,7 +64,7 @@ def test_plan_and_status_explain_themselves(cli):
         shown = cli(command, "--help")
         assert shown.code == 0
         description = shown.out.split("\n\n")[1]
-        assert len(description) > 100, description     # a description, not only the usage line
+        assert len(description) > 100, description  # a description, not only the usage line
 
 
 def test_hadd_form_target_first(cli, tmb_run, tmp_path, read_event_list):
@@ -67,7 +72,7 @@ def test_hadd_form_target_first(cli, tmb_run, tmp_path, read_event_list):
     result = cli("hadd", target, *tmb_run)
     assert result.code == 0, result.err
     assert read_event_list(target) == [e for p in tmb_run for e in read_event_list(p)]
-    assert cli("hadd", target, *tmb_run).code == 7                    # exists: hadd's -f needed
+    assert cli("hadd", target, *tmb_run).code == 7  # exists: hadd's -f needed
     for force in ("-f", "-ff", "-fk", "-f6"):
         assert cli("hadd", force, target, *tmb_run[:2]).code == 0, force
     # -fk is hadd's "overwrite, keep the compression": it does not also mean -k

@@ -61,8 +61,8 @@ class Layout(NamedTuple):
     size: int
     metadata_length: int
     block_offsets: list[int]
-    block_events: list[tuple[int, int]]   # (first event index, count) per block
-    lengths: list[int]                    # payload length per event
+    block_events: list[tuple[int, int]]  # (first event index, count) per block
+    lengths: list[int]  # payload length per event
     index_offset: int
     blocks: np.ndarray
 
@@ -94,14 +94,22 @@ class Layout(NamedTuple):
 
 def write_sample(path: Path, codec: str) -> Layout:
     payloads = [bytes([i % 7]) * (5 + 6 * i) for i in range(9)]
-    with TmbWriter(path, codec=codec, block_bytes=200, fsync=False, metadata={"created": "2004-01-01"}) as w:
+    with TmbWriter(
+        path, codec=codec, block_bytes=200, fsync=False, metadata={"created": "2004-01-01"}
+    ) as w:
         for i, payload in enumerate(payloads):
             w.write_event(176852, 1000 + i, payload)
     with open_file(path) as r:
         blocks = np.array(r.blocks)
-        return Layout(r.file_size, r.header.metadata_length, blocks["offset"].tolist(),
-                      list(zip(blocks["first_event"].tolist(), blocks["event_count"].tolist())),
-                      r.events.length.tolist(), r.index_offset, blocks)
+        return Layout(
+            r.file_size,
+            r.header.metadata_length,
+            blocks["offset"].tolist(),
+            list(zip(blocks["first_event"].tolist(), blocks["event_count"].tolist())),
+            r.events.length.tolist(),
+            r.index_offset,
+            blocks,
+        )
 
 
 @pytest.fixture(scope="module", params=["zstd", "none"])
@@ -129,9 +137,13 @@ def check_failure(path: Path, data: bytes, *, deep: bool = False):
 def test_layout_regions_agree_with_format_region_at(sample):
     layout = sample[2]
     for offset in range(layout.size):
-        assert layout.region(offset) == region_at(offset, metadata_length=layout.metadata_length,
-                                                  blocks=layout.blocks, index_offset=layout.index_offset,
-                                                  file_size=layout.size)
+        assert layout.region(offset) == region_at(
+            offset,
+            metadata_length=layout.metadata_length,
+            blocks=layout.blocks,
+            index_offset=layout.index_offset,
+            file_size=layout.size,
+        )
 
 
 def test_every_flipped_byte_is_caught_naming_its_region(sample):
@@ -152,8 +164,10 @@ def test_every_flipped_byte_is_caught_naming_its_region(sample):
                 assert error.region == expected_region, f"{where}: {error!r}"
                 assert str(path) in str(error) and expected_region in str(error), where
                 # the magic included: the header's digest proves a TMB header, so damage is integrity
-                assert isinstance(error, IntegrityError) and error.exit_code == 5, f"{where}: {error!r}"
-            os.pwrite(fd, data[offset:offset + 1], offset)
+                assert isinstance(error, IntegrityError) and error.exit_code == 5, (
+                    f"{where}: {error!r}"
+                )
+            os.pwrite(fd, data[offset : offset + 1], offset)
     finally:
         os.close(fd)
     assert seen_regions == {"header", "metadata", "block", "index", "trailer"}
@@ -196,7 +210,9 @@ def test_every_truncation_is_caught(sample):
         assert str(path) in str(error)
         if length >= HEADER_SIZE + layout.metadata_length + TRAILER_SIZE:
             # O(1): the last 64 bytes are not a valid trailer; nothing else is read.
-            assert isinstance(error, TruncatedFile) and error.region == "trailer", f"cut at {length}: {error!r}"
+            assert isinstance(error, TruncatedFile) and error.region == "trailer", (
+                f"cut at {length}: {error!r}"
+            )
     assert path.stat().st_size == 0 and isinstance(error, TruncatedFile)
 
 
@@ -222,21 +238,21 @@ def reseal_header(buf: bytearray) -> None:
 
 
 def reseal_block_header(buf: bytearray, offset: int) -> None:
-    put(buf, offset + 40, "Q", xxh3_64(bytes(buf[offset:offset + 40])))
+    put(buf, offset + 40, "Q", xxh3_64(bytes(buf[offset : offset + 40])))
 
 
 def reseal_tail(buf: bytearray, layout: Layout) -> None:
     """Recompute the index digest (stored in the trailer) and the trailer's own digest."""
     trailer = len(buf) - TRAILER_SIZE
-    put(buf, trailer + 24, "Q", xxh3_64(bytes(buf[layout.index_offset:trailer])))
-    put(buf, trailer + 48, "Q", xxh3_64(bytes(buf[trailer:trailer + 48])))
+    put(buf, trailer + 24, "Q", xxh3_64(bytes(buf[layout.index_offset : trailer])))
+    put(buf, trailer + 48, "Q", xxh3_64(bytes(buf[trailer : trailer + 48])))
 
 
 def reseal_block_data(buf: bytearray, layout: Layout, block: int) -> None:
     """After editing a ``none`` block's bytes: new digests in its header and index entry, resealed."""
     start = layout.block_offsets[block]
     length = int(layout.blocks["compressed_length"][block])
-    digest = xxh3_64(bytes(buf[start + BLOCK_HEADER_SIZE:start + BLOCK_HEADER_SIZE + length]))
+    digest = xxh3_64(bytes(buf[start + BLOCK_HEADER_SIZE : start + BLOCK_HEADER_SIZE + length]))
     put(buf, start + 24, "Q", digest)
     put(buf, start + 32, "Q", digest)
     reseal_block_header(buf, start)
@@ -249,6 +265,7 @@ def hostile_header(field_offset, value, fmt="I"):
     def craft(buf, layout):
         put(buf, field_offset, fmt, value)
         reseal_header(buf)
+
     return craft
 
 
@@ -256,7 +273,8 @@ def hostile_trailer(field_offset, value):
     def craft(buf, layout):
         trailer = len(buf) - TRAILER_SIZE
         put(buf, trailer + field_offset, "Q", value)
-        put(buf, trailer + 48, "Q", xxh3_64(bytes(buf[trailer:trailer + 48])))
+        put(buf, trailer + 48, "Q", xxh3_64(bytes(buf[trailer : trailer + 48])))
+
     return craft
 
 
@@ -264,6 +282,7 @@ def hostile_index(where, fmt, value):
     def craft(buf, layout):
         put(buf, where(layout), fmt, value)
         reseal_tail(buf, layout)
+
     return craft
 
 
@@ -272,6 +291,7 @@ def hostile_block_header(field_offset, value):
         start = layout.block_offsets[0]
         put(buf, start + field_offset, "I", value)
         reseal_block_header(buf, start)
+
     return craft
 
 
@@ -279,7 +299,7 @@ def longer_metadata(buf, layout):
     """Metadata length covering 100 bytes of block 0, with the metadata digest made to match."""
     new_length = layout.metadata_length + 100
     put(buf, 32, "I", new_length)
-    put(buf, 40, "Q", xxh3_64(bytes(buf[HEADER_SIZE:HEADER_SIZE + new_length])))
+    put(buf, 40, "Q", xxh3_64(bytes(buf[HEADER_SIZE : HEADER_SIZE + new_length])))
     reseal_header(buf)
 
 
@@ -292,20 +312,54 @@ HOSTILE = [
     ("trailer index length 2**63", hostile_trailer(16, 2**63), LayoutError, "trailer"),
     ("trailer event count u64 max", hostile_trailer(32, U64_MAX), LayoutError, "trailer"),
     ("trailer block count 2**40", hostile_trailer(40, 2**40), LayoutError, "trailer"),
-    ("index block count u64 max", hostile_index(lambda l: l.index_offset + 8, "Q", U64_MAX), LayoutError, "index"),
-    ("index event count 2**40", hostile_index(lambda l: l.index_offset + 16, "Q", 2**40), LayoutError, "index"),
-    ("index entry stored length", hostile_index(lambda l: l.entry_offset(0) + 8, "I", U32_MAX), LayoutError,
-     "index"),
-    ("index entry uncompressed length", hostile_index(lambda l: l.entry_offset(0) + 12, "I", U32_MAX),
-     LayoutError, "index"),
-    ("index entry event count", hostile_index(lambda l: l.entry_offset(0) + 16, "I", U32_MAX), LayoutError,
-     "index"),
-    ("index entry first event", hostile_index(lambda l: l.entry_offset(1) + 24, "Q", U64_MAX), LayoutError,
-     "index"),
-    ("index event length", hostile_index(lambda l: l.column_offset("length"), "I", U32_MAX), LayoutError,
-     "index"),
-    ("index event block number", hostile_index(lambda l: l.column_offset("block"), "I", U32_MAX),
-     LayoutError, "index"),
+    (
+        "index block count u64 max",
+        hostile_index(lambda l: l.index_offset + 8, "Q", U64_MAX),
+        LayoutError,
+        "index",
+    ),
+    (
+        "index event count 2**40",
+        hostile_index(lambda l: l.index_offset + 16, "Q", 2**40),
+        LayoutError,
+        "index",
+    ),
+    (
+        "index entry stored length",
+        hostile_index(lambda l: l.entry_offset(0) + 8, "I", U32_MAX),
+        LayoutError,
+        "index",
+    ),
+    (
+        "index entry uncompressed length",
+        hostile_index(lambda l: l.entry_offset(0) + 12, "I", U32_MAX),
+        LayoutError,
+        "index",
+    ),
+    (
+        "index entry event count",
+        hostile_index(lambda l: l.entry_offset(0) + 16, "I", U32_MAX),
+        LayoutError,
+        "index",
+    ),
+    (
+        "index entry first event",
+        hostile_index(lambda l: l.entry_offset(1) + 24, "Q", U64_MAX),
+        LayoutError,
+        "index",
+    ),
+    (
+        "index event length",
+        hostile_index(lambda l: l.column_offset("length"), "I", U32_MAX),
+        LayoutError,
+        "index",
+    ),
+    (
+        "index event block number",
+        hostile_index(lambda l: l.column_offset("block"), "I", U32_MAX),
+        LayoutError,
+        "index",
+    ),
     ("block header stored length", hostile_block_header(8, U32_MAX), LayoutError, "block 0"),
     ("block header uncompressed length", hostile_block_header(12, U32_MAX), LayoutError, "block 0"),
     ("block header event count", hostile_block_header(16, U32_MAX), LayoutError, "block 0"),
@@ -356,7 +410,7 @@ def record_offsets(layout: Layout, block: int) -> list[int]:
     first, count = layout.block_events[block]
     pos = layout.block_offsets[block] + BLOCK_HEADER_SIZE
     offsets = []
-    for length in layout.lengths[first:first + count]:
+    for length in layout.lengths[first : first + count]:
         offsets.append(pos)
         pos += RECORD_HEADER_SIZE + length
     return offsets
@@ -433,12 +487,16 @@ def test_uncompressed_digest_is_checked_even_when_the_events_prove_the_block(non
     buf, layout, _ = none_sample
     start = layout.block_offsets[0]
     end = start + BLOCK_HEADER_SIZE + int(layout.blocks["compressed_length"][0])
-    header = parse_block_header(bytes(buf[start:start + BLOCK_HEADER_SIZE]), region="block 0", offset=start)
-    data = bytes(buf[start + BLOCK_HEADER_SIZE:end])
+    header = parse_block_header(
+        bytes(buf[start : start + BLOCK_HEADER_SIZE]), region="block 0", offset=start
+    )
+    data = bytes(buf[start + BLOCK_HEADER_SIZE : end])
     with open_file(_written(none_sample)) as reader:
         events = reader.events.slice(0, header.event_count)
     wrong = header._replace(uncompressed_digest=header.uncompressed_digest ^ 1)
-    assert len(decode_block(header, data, region="block 0", offset=start).events) == header.event_count
+    assert (
+        len(decode_block(header, data, region="block 0", offset=start).events) == header.event_count
+    )
     for kwargs in ({}, {"expected": events}, {"expected": events, "out": bytearray(len(data))}):
         with pytest.raises(ChecksumMismatch, match="decompressed block digest differs"):
             decode_block(wrong, data, region="block 0", offset=start, **kwargs)
@@ -455,7 +513,7 @@ def test_verify_deep_refuses_a_wrong_uncompressed_digest_field(none_sample):
     reseal_tail(buf, layout)
     path = folder / "digest-field.tmb"
     path.write_bytes(bytes(buf))
-    assert verify_file(path, metadata="none").ok      # nothing for the fast check to see
+    assert verify_file(path, metadata="none").ok  # nothing for the fast check to see
     error = verify_failure(path, deep=True)
     assert isinstance(error, ChecksumMismatch), repr(error)
     assert error.region == "block 2" and "decompressed block digest differs" in str(error)
@@ -469,8 +527,12 @@ def _written(none_sample):
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("extra_blocks, extra_events", [(7, -12), (-7, 12)], ids=["more-blocks", "fewer-blocks"])
-def test_trailer_counts_that_fit_the_index_length_but_not_the_index(tmp_path, extra_blocks, extra_events):
+@pytest.mark.parametrize(
+    "extra_blocks, extra_events", [(7, -12), (-7, 12)], ids=["more-blocks", "fewer-blocks"]
+)
+def test_trailer_counts_that_fit_the_index_length_but_not_the_index(
+    tmp_path, extra_blocks, extra_events
+):
     """48 x 7 == 28 x 12: a trailer can claim other counts with the same index length.
 
     Its digest recomputed, only the comparison with the index's own counts can refuse it (it
@@ -479,13 +541,13 @@ def test_trailer_counts_that_fit_the_index_length_but_not_the_index(tmp_path, ex
     path = tmp_path / "sound.tmb"
     with TmbWriter(path, codec="zstd", block_bytes=40, fsync=False) as writer:
         for i in range(30):
-            writer.write_event(5, i, bytes([i]) * 20)   # one event per block
+            writer.write_event(5, i, bytes([i]) * 20)  # one event per block
     buf = bytearray(path.read_bytes())
     trailer = len(buf) - TRAILER_SIZE
     assert struct.unpack_from("<QQ", buf, trailer + 32) == (30, 30)
     put(buf, trailer + 32, "Q", 30 + extra_events)
     put(buf, trailer + 40, "Q", 30 + extra_blocks)
-    put(buf, trailer + 48, "Q", xxh3_64(bytes(buf[trailer:trailer + 48])))
+    put(buf, trailer + 48, "Q", xxh3_64(bytes(buf[trailer : trailer + 48])))
     for deep in (False, True):
         error = check_failure(tmp_path / "counts.tmb", bytes(buf), deep=deep)
         assert isinstance(error, LayoutError), repr(error)

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from fuzz.run import CRASH_DIR, fuzz, make_seeds, replay
 
 FUZZ_SECONDS = float(os.environ.get("TMB_FUZZ_SECONDS", 45))
@@ -24,9 +23,13 @@ CRASHERS = sorted(p for p in CRASH_DIR.iterdir() if p.is_dir()) if CRASH_DIR.is_
 
 def test_short_fuzzing_run_finds_nothing(tmp_path):
     seed = int(os.environ.get("TMB_FUZZ_SEED", 1))
-    summary = fuzz(seconds=FUZZ_SECONDS, seed=seed, crash_dir=tmp_path / "crashes", max_seconds=None)
+    summary = fuzz(
+        seconds=FUZZ_SECONDS, seed=seed, crash_dir=tmp_path / "crashes", max_seconds=None
+    )
     assert summary.files >= 20, summary.line()
-    assert summary.refused > 0 and summary.refused < summary.files, summary.line()   # it reaches both verdicts
+    assert summary.refused > 0 and summary.refused < summary.files, (
+        summary.line()
+    )  # it reaches both verdicts
     assert summary.crashes == [], "\n".join(f"{c['case']}: {c['problem']}" for c in summary.crashes)
 
 

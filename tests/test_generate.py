@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,10 +42,19 @@ def read_events(path):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """Five files of run 178000, partitions from 3 with a gap after every 2 files."""
-    outdir = tmp_path_factory.mktemp("gen") / "nested" / "out"   # missing folders are created
+    outdir = tmp_path_factory.mktemp("gen") / "nested" / "out"  # missing folders are created
     seen = []
-    files = generate_run(outdir, run=RUN, files=5, events_per_file=120, seed=11, first_partition=3, gap_every=2,
-                         jobs=2, progress=seen.append)
+    files = generate_run(
+        outdir,
+        run=RUN,
+        files=5,
+        events_per_file=120,
+        seed=11,
+        first_partition=3,
+        gap_every=2,
+        jobs=2,
+        progress=seen.append,
+    )
     return outdir, files, seen
 
 
@@ -54,8 +63,9 @@ def test_names_follow_run_and_partition_with_gaps(small_run):
     assert [f.partition for f in files] == [3, 4, 6, 7, 9]
     assert sorted(os.listdir(outdir)) == sorted(
         [f"tmb_0000178000_p{p:03d}.tmb" for p in (3, 4, 6, 7, 9)]
-        + [f"tmb_0000178000_p{p:03d}.tmb.json" for p in (3, 4, 6, 7, 9)])   # and no temporaries
-    assert [f.partition for f in seen] == [3, 4, 6, 7, 9]      # reported in partition order
+        + [f"tmb_0000178000_p{p:03d}.tmb.json" for p in (3, 4, 6, 7, 9)]
+    )  # and no temporaries
+    assert [f.partition for f in seen] == [3, 4, 6, 7, 9]  # reported in partition order
     assert partition_numbers(0, 7, 3) == [0, 1, 2, 4, 5, 6, 8]
     assert partition_numbers(5, 3) == [5, 6, 7]
 
@@ -75,12 +85,20 @@ def test_sidecar_matches_the_file(small_run):
         assert md["runs"] == [[RUN, 0, "physics"]]
         assert md["parents"] == [{"file_name": f"raw_0000178000_p{f.partition:03d}.raw"}]
         assert md["application"] == {"family": "reco", "name": "d0reco", "version": "p17.09.03"}
-        assert (md["data_tier"], md["file_format"], md["file_type"], md["data_stream"], md["group"]) == (
-            "unmerged-thumbnail", "tmb", "importedDetector", "physics", "dzero")
-        start, end = datetime.fromisoformat(md["start_time"]), datetime.fromisoformat(md["end_time"])
+        assert (
+            md["data_tier"],
+            md["file_format"],
+            md["file_type"],
+            md["data_stream"],
+            md["group"],
+        ) == ("unmerged-thumbnail", "tmb", "importedDetector", "physics", "dzero")
+        start, end = (
+            datetime.fromisoformat(md["start_time"]),
+            datetime.fromisoformat(md["end_time"]),
+        )
         assert start.tzinfo is not None and start < end
         assert 120 * 1.2 <= (end - start).total_seconds() <= 120 + 120 * 2.8
-        assert normalize_metadata(md, file_size=len(data)) == md   # canonical and catalogue-valid
+        assert normalize_metadata(md, file_size=len(data)) == md  # canonical and catalogue-valid
 
 
 def test_tmb_header_metadata(small_run):
@@ -88,7 +106,11 @@ def test_tmb_header_metadata(small_run):
     with TmbReader(files[2].path) as reader:
         md = reader.metadata
     assert md["application"]["name"] == "d0reco" and md["data_tier"] == "unmerged-thumbnail"
-    assert md["runs"] == [[RUN, 0, "physics"]] and md["partition"] == 6 and md["data_stream"] == "physics"
+    assert (
+        md["runs"] == [[RUN, 0, "physics"]]
+        and md["partition"] == 6
+        and md["data_stream"] == "physics"
+    )
     assert md["generator"]["seed"] == 11 and md["generator"]["events"] == 120
     assert md["file_name"] == files[2].path.name
 
@@ -100,7 +122,7 @@ def test_event_numbers_rise_across_partitions(small_run):
     steps = np.diff(numbers)
     assert runs == {RUN}
     assert numbers[0] >= 1 and np.all(steps >= 1)
-    assert 0.05 < np.mean(steps > 1) < 0.5   # triggers skip a few numbers
+    assert 0.05 < np.mean(steps > 1) < 0.5  # triggers skip a few numbers
     # a skipped partition leaves a hole of about one file's events (p4 -> p6)
     hole = files[2].first_event - files[1].last_event
     assert hole > 100
@@ -108,7 +130,9 @@ def test_event_numbers_rise_across_partitions(small_run):
 
 def test_split_run_gives_the_same_files(small_run, tmp_path):
     _, files, _ = small_run
-    again = generate_run(tmp_path, run=RUN, files=2, events_per_file=120, seed=11, first_partition=6, jobs=1)
+    again = generate_run(
+        tmp_path, run=RUN, files=2, events_per_file=120, seed=11, first_partition=6, jobs=1
+    )
     assert [f.partition for f in again] == [6, 7]
     for original, other in zip(files[2:4], again):
         assert other.path.read_bytes() == original.path.read_bytes()
@@ -119,32 +143,38 @@ def test_event_sizes_distribution():
     sizes = event_sizes(5, RUN, 0, 5000, 15.0).astype(np.int64)
     assert sizes.min() >= 5000 and sizes.max() <= 200_000
     assert np.mean((sizes >= 5000) & (sizes <= 60_000)) >= 0.99
-    assert np.any(sizes > 60_000)                      # a thin tail of noisy events
+    assert np.any(sizes > 60_000)  # a thin tail of noisy events
     assert abs(sizes.mean() - 15_000) < 0.05 * 15_000
-    assert 12_000 < np.median(sizes) < 15_000          # log-normal: median below mean
-    assert len(np.unique(sizes)) > 3000                # odd sizes, not multiples of anything
+    assert 12_000 < np.median(sizes) < 15_000  # log-normal: median below mean
+    assert len(np.unique(sizes)) > 3000  # odd sizes, not multiples of anything
     small = event_sizes(5, RUN, 0, 2000, 2.0)
     assert abs(small.mean() - 2000) < 100 and small.min() >= 666
 
 
 def test_payloads_are_structured_and_compress_like_physics_data(tmp_path):
-    f = generate_file(tmp_path / "one.tmb", run=RUN, partition=1, first_event=1000, n_events=600, seed=3)
+    f = generate_file(
+        tmp_path / "one.tmb", run=RUN, partition=1, first_event=1000, n_events=600, seed=3
+    )
     with TmbReader(f.path) as reader:
         blocks = reader.blocks
         ratio = blocks["uncompressed_length"].sum() / blocks["compressed_length"].sum()
         lengths = reader.events.length.astype(np.int64)
-    assert 1.1 <= ratio <= 1.5, ratio                  # measured 1.33 with zstd level 3
+    assert 1.1 <= ratio <= 1.5, ratio  # measured 1.33 with zstd level 3
     assert np.array_equal(lengths, event_sizes(3, RUN, 1, 600, 15.0))
     for run, number, payload in read_events(f.path):
-        header = np.frombuffer(payload[:EVENT_HEADER.itemsize], dtype=EVENT_HEADER)[0]
+        header = np.frombuffer(payload[: EVENT_HEADER.itemsize], dtype=EVENT_HEADER)[0]
         assert header["magic"] == EVENT_MAGIC and header["run"] == run and header["event"] == number
-        units = 4 + int(header["hits"]) + 3 * int(header["tracks"]) + 2 * int(header["clusters"]) + 1
+        units = (
+            4 + int(header["hits"]) + 3 * int(header["tracks"]) + 2 * int(header["clusters"]) + 1
+        )
         assert (units - 1) * 8 < len(payload) <= units * 8
         assert int(header["hits"]) > int(header["clusters"]) > int(header["tracks"]) > 0
-        hits = np.frombuffer(payload[32:32 + 8 * int(header["hits"])], dtype=[("channel", "<u2"), ("adc", "<u2"),
-                                                                            ("time", "<f4")])
+        hits = np.frombuffer(
+            payload[32 : 32 + 8 * int(header["hits"])],
+            dtype=[("channel", "<u2"), ("adc", "<u2"), ("time", "<f4")],
+        )
         assert hits["adc"].max() < 4096 and np.all(np.abs(hits["time"]) < 200)
-        assert np.all(hits["time"].view(np.uint32) & 0xFFF == 0)   # limited precision
+        assert np.all(hits["time"].view(np.uint32) & 0xFFF == 0)  # limited precision
 
 
 def test_batches_end_where_the_writer_cuts_blocks(tmp_path):
@@ -152,8 +182,15 @@ def test_batches_end_where_the_writer_cuts_blocks(tmp_path):
     batches = block_batches(lengths, 256 << 10, batch_bytes=1 << 20)
     assert batches[0][0] == 0 and batches[-1][1] == 2000
     assert all(a[1] == b[0] for a, b in zip(batches, batches[1:]))
-    f = generate_file(tmp_path / "blocks.tmb", run=RUN, partition=2, first_event=1, n_events=700, seed=9,
-                      block_bytes=1 << 20)   # 8 blocks per batch: the file spans two batches
+    f = generate_file(
+        tmp_path / "blocks.tmb",
+        run=RUN,
+        partition=2,
+        first_event=1,
+        n_events=700,
+        seed=9,
+        block_bytes=1 << 20,
+    )  # 8 blocks per batch: the file spans two batches
     with TmbReader(f.path) as reader:
         blocks = reader.blocks
         lengths = reader.events.length.astype(np.int64)
@@ -161,7 +198,7 @@ def test_batches_end_where_the_writer_cuts_blocks(tmp_path):
     records = lengths + 16
     firsts = blocks["first_event"].astype(np.int64)
     for size, nxt in zip(blocks["uncompressed_length"][:-1], firsts[1:]):
-        assert size + records[nxt] > 1 << 20            # every block but the last is full
+        assert size + records[nxt] > 1 << 20  # every block but the last is full
 
 
 def test_same_seed_gives_identical_bytes(tmp_path):
@@ -191,38 +228,63 @@ def test_bad_arguments_are_refused(tmp_path):
     (tmp_path / "plain").write_text("x")
     with pytest.raises(UsageError, match="not a directory"):
         generate_run(tmp_path / "plain", run=RUN, files=1, events_per_file=10)
-    assert os.listdir(tmp_path) == ["plain"]           # nothing was written
+    assert os.listdir(tmp_path) == ["plain"]  # nothing was written
 
 
 def test_existing_outputs_need_overwrite(tmp_path):
     first = generate_run(tmp_path, run=RUN, files=2, events_per_file=10, seed=1, jobs=1)
     with pytest.raises(OutputExists, match="output exists"):
         generate_run(tmp_path, run=RUN, files=3, events_per_file=10, seed=2, jobs=1)
-    assert sorted(os.listdir(tmp_path)) == sorted([f.path.name for f in first] + [f.sidecar.name for f in first])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f.path.name for f in first] + [f.sidecar.name for f in first]
+    )
     (tmp_path / "lone.tmb.json").write_text("{}")
     with pytest.raises(OutputExists, match="sidecar exists"):
         generate_file(tmp_path / "lone.tmb", run=RUN, partition=5, first_event=1, n_events=5)
     assert not (tmp_path / "lone.tmb").exists()
-    replaced = generate_run(tmp_path, run=RUN, files=2, events_per_file=10, seed=2, jobs=1, overwrite=True)
+    replaced = generate_run(
+        tmp_path, run=RUN, files=2, events_per_file=10, seed=2, jobs=1, overwrite=True
+    )
     assert replaced[0].adler32 != first[0].adler32
     assert zlib.adler32(replaced[0].path.read_bytes()) == replaced[0].adler32
 
 
 def test_cli_generate(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["generate", str(out), "--run", "178001", "--files", "3", "--events-per-file", "25", "--seed", "4",
-            "--gap-every", "1", "--mean-event-kb", "8", "--jobs", "2"]
+    args = [
+        "generate",
+        str(out),
+        "--run",
+        "178001",
+        "--files",
+        "3",
+        "--events-per-file",
+        "25",
+        "--seed",
+        "4",
+        "--gap-every",
+        "1",
+        "--mean-event-kb",
+        "8",
+        "--jobs",
+        "2",
+    ]
     assert main(args + ["--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [entry["partition"] for entry in listed] == [0, 2, 4]
     assert [os.path.basename(entry["path"]) for entry in listed] == [
-        "tmb_0000178001_p000.tmb", "tmb_0000178001_p002.tmb", "tmb_0000178001_p004.tmb"]
+        "tmb_0000178001_p000.tmb",
+        "tmb_0000178001_p002.tmb",
+        "tmb_0000178001_p004.tmb",
+    ]
     for entry in listed:
         data = open(entry["path"], "rb").read()
-        assert entry["size"] == len(data) and entry["checksum"] == f"adler32:{zlib.adler32(data):08x}"
+        assert (
+            entry["size"] == len(data) and entry["checksum"] == f"adler32:{zlib.adler32(data):08x}"
+        )
         assert entry["events"] == 25
 
-    assert main(args) == 7                            # exists: the output error's exit code
+    assert main(args) == 7  # exists: the output error's exit code
     assert "output exists" in capsys.readouterr().err
 
     assert main(args + ["--force"]) == 0
@@ -244,7 +306,9 @@ def _job_finishing_in_reverse(job):
     from engine.generate import GeneratedFile
 
     time.sleep(0.05 * (10 - job.partition))
-    return GeneratedFile(Path(job.path), job.partition, job.n_events, 0, 0, job.first_event, job.first_event, None)
+    return GeneratedFile(
+        Path(job.path), job.partition, job.n_events, 0, 0, job.first_event, job.first_event, None
+    )
 
 
 def test_progress_comes_in_partition_order_when_files_finish_out_of_order(tmp_path, monkeypatch):
@@ -252,5 +316,7 @@ def test_progress_comes_in_partition_order_when_files_finish_out_of_order(tmp_pa
 
     monkeypatch.setattr(engine.generate, "_run_job", _job_finishing_in_reverse)
     seen = []
-    files = generate_run(tmp_path, run=RUN, files=4, events_per_file=10, jobs=4, progress=seen.append)
+    files = generate_run(
+        tmp_path, run=RUN, files=4, events_per_file=10, jobs=4, progress=seen.append
+    )
     assert [f.partition for f in seen] == [0, 1, 2, 3] == [f.partition for f in files]

@@ -82,10 +82,14 @@ def test_writer_reproduces_the_mixed_file_under_the_same_libzstd(tmp_path):
     with open_file(MIXED) as reader:
         made_with = reader.metadata["zstd_version"]
     if made_with != golden.libzstd_version():
-        pytest.skip(f"{MIXED.name} was compressed by libzstd {made_with}, this is {golden.libzstd_version()}")
+        pytest.skip(
+            f"{MIXED.name} was compressed by libzstd {made_with}, this is {golden.libzstd_version()}"
+        )
     result = golden.write_mixed(tmp_path)
     assert result.path.read_bytes() == MIXED.read_bytes()
-    assert golden.sidecar_metadata(result) == __import__("json").loads((DATA / (MIXED.name + ".json")).read_text())
+    assert golden.sidecar_metadata(result) == __import__("json").loads(
+        (DATA / (MIXED.name + ".json")).read_text()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,16 +138,23 @@ def struct_fields(s: struct.Struct) -> list[tuple[int, int, str]]:
 
 
 def doc_fields(heading: str) -> list[tuple[int, int, str]]:
-    return [(int(r["Offset"]), int(r["Size"]), r["Type"]) for r in TABLES[heading] if r["Size"].isdigit()]
+    return [
+        (int(r["Offset"]), int(r["Size"]), r["Type"])
+        for r in TABLES[heading]
+        if r["Size"].isdigit()
+    ]
 
 
-@pytest.mark.parametrize("heading, layout", [
-    ("File header", fmt.HEADER),
-    ("Block header", fmt.BLOCK_HEADER),
-    ("Event record", fmt.RECORD_HEADER),
-    ("Index header", fmt.INDEX_HEADER),
-    ("Trailer", fmt.TRAILER),
-])
+@pytest.mark.parametrize(
+    "heading, layout",
+    [
+        ("File header", fmt.HEADER),
+        ("Block header", fmt.BLOCK_HEADER),
+        ("Event record", fmt.RECORD_HEADER),
+        ("Index header", fmt.INDEX_HEADER),
+        ("Trailer", fmt.TRAILER),
+    ],
+)
 def test_doc_struct_tables_match_format_py(heading, layout):
     assert doc_fields(heading) == struct_fields(layout)
     assert f'struct.Struct("{layout.format}")' in DOC.read_text()
@@ -163,7 +174,8 @@ def test_doc_block_table_matches_block_dtype():
 def test_doc_event_columns_match_format_py():
     rows = TABLES["Event columns"]
     assert [(r["Field"], r["Type"]) for r in rows] == [
-        (name, f"u{np.dtype(t).itemsize * 8}") for name, t in fmt.EVENT_COLUMNS]
+        (name, f"u{np.dtype(t).itemsize * 8}") for name, t in fmt.EVENT_COLUMNS
+    ]
     assert sum(int(r["Size"]) for r in rows) == fmt.EVENT_BYTES == 28
     assert fmt.index_length(2, 7) == 32 + 48 * 2 + 28 * 7
 
@@ -190,7 +202,7 @@ NONE_LAYOUT = {  # absolute offsets in golden_v1_none.tmb
 
 def unpack_doc_row(data: bytes, base: int, row: dict[str, str]):
     offset, size, kind = base + int(row["Offset"]), int(row["Size"]), row["Type"]
-    raw = data[offset:offset + size]
+    raw = data[offset : offset + size]
     if kind == "bytes":
         return raw
     return int.from_bytes(raw, "little")
@@ -200,7 +212,9 @@ def check_doc_table(data: bytes, heading: str, base: int, expected: dict) -> Non
     rows = [r for r in TABLES[heading] if r["Size"].isdigit()]
     assert {r["Field"] for r in rows} == set(expected), heading
     for row in rows:
-        assert unpack_doc_row(data, base, row) == expected[row["Field"]], f"{heading}: {row['Field']}"
+        assert unpack_doc_row(data, base, row) == expected[row["Field"]], (
+            f"{heading}: {row['Field']}"
+        )
 
 
 def test_none_file_fields_at_documented_offsets():
@@ -208,43 +222,86 @@ def test_none_file_fields_at_documented_offsets():
     L = NONE_LAYOUT
     assert len(data) == L["size"]
     meta_end = 64 + L["metadata_length"]
-    check_doc_table(data, "File header", 0, {
-        "magic": b"\x89TMB\r\n\x1a\n", "version": 1, "header_size": 64, "flags": 0,
-        "uuid": golden.NONE_UUID.bytes, "metadata_length": L["metadata_length"], "reserved1": 0,
-        "metadata_digest": xxh3_64(data[64:meta_end]), "reserved2": 0, "header_digest": xxh3_64(data[:56]),
-    })
-    assert data[64:meta_end] == (b'{"created":"2004-06-15T12:00:00+00:00","file_name":"golden_v1_none.tmb",'
-                                 b'"format_version":1}')
+    check_doc_table(
+        data,
+        "File header",
+        0,
+        {
+            "magic": b"\x89TMB\r\n\x1a\n",
+            "version": 1,
+            "header_size": 64,
+            "flags": 0,
+            "uuid": golden.NONE_UUID.bytes,
+            "metadata_length": L["metadata_length"],
+            "reserved1": 0,
+            "metadata_digest": xxh3_64(data[64:meta_end]),
+            "reserved2": 0,
+            "header_digest": xxh3_64(data[:56]),
+        },
+    )
+    assert data[64:meta_end] == (
+        b'{"created":"2004-06-15T12:00:00+00:00","file_name":"golden_v1_none.tmb",'
+        b'"format_version":1}'
+    )
     assert L["blocks"][0] == meta_end
     block_ends = L["blocks"][1:] + [L["index_offset"]]
     first = 0
     for number, (start, end) in enumerate(zip(L["blocks"], block_ends)):
-        stored = data[start + 48:end]
+        stored = data[start + 48 : end]
         count = 4 if number == 0 else 3
-        check_doc_table(data, "Block header", start, {
-            "magic": b"TMBK", "codec": 0, "flags": 0, "reserved1": 0, "compressed_length": len(stored),
-            "uncompressed_length": len(stored), "event_count": count, "reserved2": 0,
-            "compressed_digest": xxh3_64(stored), "uncompressed_digest": xxh3_64(stored),
-            "header_digest": xxh3_64(data[start:start + 40]),
-        })
+        check_doc_table(
+            data,
+            "Block header",
+            start,
+            {
+                "magic": b"TMBK",
+                "codec": 0,
+                "flags": 0,
+                "reserved1": 0,
+                "compressed_length": len(stored),
+                "uncompressed_length": len(stored),
+                "event_count": count,
+                "reserved2": 0,
+                "compressed_digest": xxh3_64(stored),
+                "uncompressed_digest": xxh3_64(stored),
+                "header_digest": xxh3_64(data[start : start + 40]),
+            },
+        )
         # The none codec stores the records themselves: walk them with the doc's record table.
         pos = start + 48
-        for run, event, payload in golden.EVENTS[first:first + count]:
-            check_doc_table(data, "Event record", pos, {"run": run, "event": event, "length": len(payload)})
-            assert data[pos + 16:pos + 16 + len(payload)] == payload
+        for run, event, payload in golden.EVENTS[first : first + count]:
+            check_doc_table(
+                data, "Event record", pos, {"run": run, "event": event, "length": len(payload)}
+            )
+            assert data[pos + 16 : pos + 16 + len(payload)] == payload
             pos += 16 + len(payload)
         assert pos == end
         entry = L["index_offset"] + 32 + 48 * number
-        check_doc_table(data, "Block table entry", entry, {
-            "offset": start, "compressed_length": len(stored), "uncompressed_length": len(stored),
-            "event_count": count, "codec": 0, "pad": b"\x00\x00\x00", "first_event": first,
-            "compressed_digest": xxh3_64(stored), "uncompressed_digest": xxh3_64(stored),
-        })
+        check_doc_table(
+            data,
+            "Block table entry",
+            entry,
+            {
+                "offset": start,
+                "compressed_length": len(stored),
+                "uncompressed_length": len(stored),
+                "event_count": count,
+                "codec": 0,
+                "pad": b"\x00\x00\x00",
+                "first_event": first,
+                "compressed_digest": xxh3_64(stored),
+                "uncompressed_digest": xxh3_64(stored),
+            },
+        )
         first += count
 
     index = L["index_offset"]
-    check_doc_table(data, "Index header", index, {
-        "magic": b"TMBI", "reserved1": 0, "block_count": 2, "event_count": 7, "reserved2": 0})
+    check_doc_table(
+        data,
+        "Index header",
+        index,
+        {"magic": b"TMBI", "reserved1": 0, "block_count": 2, "event_count": 7, "reserved2": 0},
+    )
     column = index + 32 + 48 * 2
     values = {
         "event": [e for _, e, _ in golden.EVENTS],
@@ -255,16 +312,31 @@ def test_none_file_fields_at_documented_offsets():
     }
     for row in TABLES["Event columns"]:
         size = int(row["Size"])
-        got = [int.from_bytes(data[column + i * size:column + (i + 1) * size], "little") for i in range(7)]
+        got = [
+            int.from_bytes(data[column + i * size : column + (i + 1) * size], "little")
+            for i in range(7)
+        ]
         assert got == values[row["Field"]], row["Field"]
         column += 7 * size
     assert column == L["trailer"] == index + L["index_length"]
 
-    check_doc_table(data, "Trailer", L["trailer"], {
-        "magic": b"TMBT", "version": 1, "reserved": 0, "index_offset": index, "index_length": L["index_length"],
-        "index_digest": xxh3_64(data[index:L["trailer"]]), "event_count": 7, "block_count": 2,
-        "trailer_digest": xxh3_64(data[L["trailer"]:L["trailer"] + 48]), "end_magic": b"TMB:END\n",
-    })
+    check_doc_table(
+        data,
+        "Trailer",
+        L["trailer"],
+        {
+            "magic": b"TMBT",
+            "version": 1,
+            "reserved": 0,
+            "index_offset": index,
+            "index_length": L["index_length"],
+            "index_digest": xxh3_64(data[index : L["trailer"]]),
+            "event_count": 7,
+            "block_count": 2,
+            "trailer_digest": xxh3_64(data[L["trailer"] : L["trailer"] + 48]),
+            "end_magic": b"TMB:END\n",
+        },
+    )
 
 
 def test_mixed_file_literal_offsets():
@@ -275,15 +347,15 @@ def test_mixed_file_literal_offsets():
     assert data[16:32] == golden.MIXED_UUID.bytes
     (mlen,) = struct.unpack_from("<I", data, 32)
     block0 = 64 + mlen
-    assert data[block0:block0 + 4] == b"TMBK" and data[block0 + 4] == fmt.CODEC_ZSTD
+    assert data[block0 : block0 + 4] == b"TMBK" and data[block0 + 4] == fmt.CODEC_ZSTD
     clen0, ulen0, count0 = struct.unpack_from("<III", data, block0 + 8)
     assert (ulen0, count0) == (236, 4)
-    assert data[block0 + 48:block0 + 52] == b"\x28\xb5\x2f\xfd"   # a zstd frame
+    assert data[block0 + 48 : block0 + 52] == b"\x28\xb5\x2f\xfd"  # a zstd frame
     block1 = block0 + 48 + clen0
-    assert data[block1:block1 + 4] == b"TMBK" and data[block1 + 4] == fmt.CODEC_NONE
-    assert struct.unpack_from("<IQI", data, block1 + 48) == (176853, 3, 0)   # the empty event
+    assert data[block1 : block1 + 4] == b"TMBK" and data[block1 + 4] == fmt.CODEC_NONE
+    assert struct.unpack_from("<IQI", data, block1 + 48) == (176853, 3, 0)  # the empty event
     trailer = len(data) - 64
-    assert data[trailer:trailer + 4] == b"TMBT" and data[-8:] == b"TMB:END\n"
+    assert data[trailer : trailer + 4] == b"TMBT" and data[-8:] == b"TMB:END\n"
     index_offset, index_length = struct.unpack_from("<QQ", data, trailer + 8)
     assert index_offset == block1 + 48 + 68 and index_offset + index_length == trailer
-    assert data[index_offset:index_offset + 4] == b"TMBI"
+    assert data[index_offset : index_offset + 4] == b"TMBI"

@@ -15,11 +15,11 @@ import os
 import shutil
 
 import pytest
+from fuzz.forge import assemble, dissect
 
 from engine.errors import MetadataError
 from engine.metadata import MAX_SIDECAR_BYTES, read_sidecar, sidecar_path
 from engine.readers import open_file
-from fuzz.forge import assemble, dissect
 
 HOSTILE_JSON = {
     "nested 1000 deep": "[" * 1000 + "]" * 1000,
@@ -68,7 +68,10 @@ def test_hostile_embedded_metadata(cli, one, tmp_path, name):
     for command, args in {**_commands(one, tmp_path), "dump": ("dump", one)}.items():
         result = cli(*args)
         assert result.code == 4, (command, result.err)
-        assert f"{one}: metadata" in result.err and "internal error" not in result.err, (command, result.err)
+        assert f"{one}: metadata" in result.err and "internal error" not in result.err, (
+            command,
+            result.err,
+        )
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_JSON))
@@ -77,12 +80,17 @@ def test_hostile_sidecar_json(cli, one, tmp_path, name, url):
     sidecar.write_bytes(_text(HOSTILE_JSON[name]))
     with pytest.raises(MetadataError):
         read_sidecar(one)
-    commands = {k: v for k, v in _commands(one, tmp_path).items() if k != "plan"}   # plan reads no sidecar
+    commands = {
+        k: v for k, v in _commands(one, tmp_path).items() if k != "plan"
+    }  # plan reads no sidecar
     commands["catalog import"] = ("catalog", "import", one.parent, "--catalog", url)
     for command, args in commands.items():
         result = cli(*args)
         assert result.code == 4, (command, result.err)
-        assert str(sidecar) in result.err and "internal error" not in result.err, (command, result.err)
+        assert str(sidecar) in result.err and "internal error" not in result.err, (
+            command,
+            result.err,
+        )
 
 
 @pytest.fixture
@@ -93,13 +101,13 @@ def url(tmp_path) -> str:
 def test_huge_partition_in_the_metadata_is_refused(cli, one, tmp_path):
     parts = dissect(one)
     md = json.loads(parts.metadata)
-    md["partition"] = 10 ** 39
+    md["partition"] = 10**39
     parts.metadata = json.dumps(md).encode()
     one.write_bytes(assemble(parts))
     for args in (("plan", one.parent), ("merge-run", one.parent, "--out-dir", tmp_path / "out")):
         result = cli(*args)
         assert result.code == 4, result.err
-        assert f"{one}: metadata: partition: {10 ** 39} is out of range" in result.err
+        assert f"{one}: metadata: partition: {10**39} is out of range" in result.err
 
 
 @pytest.mark.timeout(60)
@@ -133,16 +141,28 @@ def test_oversized_sidecar_is_refused_before_it_is_read(cli, one, monkeypatch):
     monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
     result = cli("verify", one)
     assert result.code == 4, result.err
-    assert f"{sidecar}: sidecar is {MAX_SIDECAR_BYTES + len(json.dumps(md))} bytes, more than" in result.err
+    assert (
+        f"{sidecar}: sidecar is {MAX_SIDECAR_BYTES + len(json.dumps(md))} bytes, more than"
+        in result.err
+    )
     assert reads == []
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("runs", [[999, 0, "physics"]], "runs differ from the sidecar (expected 999, found 178000)"),
-    ("first_event", "+1", "first_event differs from the sidecar (expected 2, found 1)"),
-    ("last_event", 10 ** 12, "last_event differs from the sidecar"),
-])
-def test_sidecar_facts_the_file_also_knows_are_compared(cli, one, tmp_path, url, field, value, message):
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (
+            "runs",
+            [[999, 0, "physics"]],
+            "runs differ from the sidecar (expected 999, found 178000)",
+        ),
+        ("first_event", "+1", "first_event differs from the sidecar (expected 2, found 1)"),
+        ("last_event", 10**12, "last_event differs from the sidecar"),
+    ],
+)
+def test_sidecar_facts_the_file_also_knows_are_compared(
+    cli, one, tmp_path, url, field, value, message
+):
     sidecar = sidecar_path(one)
     md = json.loads(sidecar.read_text())
     md[field] = md[field] + 1 if value == "+1" else value
@@ -165,4 +185,7 @@ def test_unknown_sidecar_field_is_refused_by_verify_and_merge_alike(cli, one, tm
             continue
         result = cli(*args)
         assert result.code == 4, (command, result.err)
-        assert f"{sidecar}: event_cout: not a SAM metadata field" in result.err, (command, result.err)
+        assert f"{sidecar}: event_cout: not a SAM metadata field" in result.err, (
+            command,
+            result.err,
+        )

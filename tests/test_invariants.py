@@ -56,6 +56,7 @@ KILLS = 4
 
 # -- the invariants --------------------------------------------------------------------------------
 
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -72,7 +73,9 @@ class Ledger:
 
     def __init__(self, inputs, catalog_url: str | None = None):
         self.inputs = [Path(p) for p in inputs]
-        self.digests = {item: _sha(item) for p in self.inputs for item in (p, sidecar_path(p)) if item.exists()}
+        self.digests = {
+            item: _sha(item) for p in self.inputs for item in (p, sidecar_path(p)) if item.exists()
+        }
         self.events = {str(p): _keys(p) for p in self.inputs}
         self.events_by_name = {p.name: self.events[str(p)] for p in self.inputs}
         self.catalog_url = catalog_url
@@ -86,8 +89,11 @@ class Ledger:
         self._inputs_intact_unless_retired(out_dir, entries, retired)
         self._outputs_verified_each_event_once(out_dir, entries, complete, skipped)
         if complete:
-            names = sorted(n for n in os.listdir(out_dir) if ".tmbpart-" in n or
-                           (n.endswith(".lock") and n != ".merge-run.lock"))
+            names = sorted(
+                n
+                for n in os.listdir(out_dir)
+                if ".tmbpart-" in n or (n.endswith(".lock") and n != ".merge-run.lock")
+            )
             assert names == [], f"left behind: {names}"
 
     def _inputs_intact_unless_retired(self, out_dir, entries, retired) -> None:
@@ -95,12 +101,16 @@ class Ledger:
             if path.exists():
                 assert _sha(path) == digest, f"{path} was modified"
                 continue
-            data = path if path in self.inputs else path.with_name(path.name[:-len(".json")])
+            data = path if path in self.inputs else path.with_name(path.name[: -len(".json")])
             row = retired.get(str(data))
             assert row is not None, f"{path} is gone but was never retired"
             entry = entries[row["output"]]
-            assert entry.state in ("declared", "retired"), f"{path} retired by an output that is {entry.state}"
-            assert str(data) in [a["path"] for a in entry.accepted], f"{path} retired by an output not holding it"
+            assert entry.state in ("declared", "retired"), (
+                f"{path} retired by an output that is {entry.state}"
+            )
+            assert str(data) in [a["path"] for a in entry.accepted], (
+                f"{path} retired by an output not holding it"
+            )
             output = out_dir / entry.name
             check = verify_file(output, metadata="auto")
             assert check.ok, f"{path} retired but its output does not verify: {check.error}"
@@ -113,7 +123,11 @@ class Ledger:
                 assert _sha(moved) == digest, f"{path} was changed on its way to {moved}"
 
     def _outputs_verified_each_event_once(self, out_dir, entries, complete, skipped) -> None:
-        published = sorted(p for p in out_dir.glob("*.tmb") if not p.name.startswith(".")) if out_dir.is_dir() else []
+        published = (
+            sorted(p for p in out_dir.glob("*.tmb") if not p.name.startswith("."))
+            if out_dir.is_dir()
+            else []
+        )
         seen: Counter = Counter()
         for output in published:
             check = verify_file(output, metadata="auto")
@@ -126,12 +140,17 @@ class Ledger:
         twice = [key for key, count in seen.items() if count > 1]
         assert not twice, f"events published twice: {twice[:5]}"
         if complete:
-            expected = Counter(key for path, keys in self.events.items() if path not in map(str, skipped)
-                               for key in keys)
+            expected = Counter(
+                key
+                for path, keys in self.events.items()
+                if path not in map(str, skipped)
+                for key in keys
+            )
             assert seen == expected, "the complete run does not hold every input event exactly once"
 
 
 # -- fixtures --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(autouse=True)
 def no_catalogue_from_the_environment(monkeypatch):
@@ -158,14 +177,32 @@ def retiring_spec(url: str, **kwargs) -> MergeSpec:
 
 # -- faults ----------------------------------------------------------------------------------------
 
+
 def test_kill_9_at_random_moments_of_a_retiring_merge_run(catalogued_run, tmp_path):
     inputs, url = catalogued_run
     ledger = Ledger(inputs, url)
     out, retired = tmp_path / "out", tmp_path / "retired"
     target = three_outputs(inputs)
-    command = [sys.executable, "-m", "bindings.cli", "merge-run", str(inputs[0].parent), "--out-dir", str(out),
-               "--catalog", url, "--declare", "--retire-inputs", "--retire-dir", str(retired), "--jobs", "1",
-               "--target-size", str(target), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "bindings.cli",
+        "merge-run",
+        str(inputs[0].parent),
+        "--out-dir",
+        str(out),
+        "--catalog",
+        url,
+        "--declare",
+        "--retire-inputs",
+        "--retire-dir",
+        str(retired),
+        "--jobs",
+        "1",
+        "--target-size",
+        str(target),
+        "--quiet",
+    ]
     moments = random.Random(KILL_SEED)
     states = []
 
@@ -176,19 +213,30 @@ def test_kill_9_at_random_moments_of_a_retiring_merge_run(catalogued_run, tmp_pa
         began = time.time()
         # the moments: a few ms (drawn from a seeded generator) after the run has begun, while it
         # writes a temporary output, after it published one, after it retired an input
-        reached = [lambda: (out / JOURNAL_NAME).exists(),
-                   lambda: out.is_dir() and any(".tmbpart-" in n for n in os.listdir(out)),
-                   published_since(began),
-                   lambda: retired.is_dir() and any(retired.iterdir())][stage]
+        reached = [
+            lambda: (out / JOURNAL_NAME).exists(),
+            lambda: out.is_dir() and any(".tmbpart-" in n for n in os.listdir(out)),
+            published_since(began),
+            lambda: retired.is_dir() and any(retired.iterdir()),
+        ][stage]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: process.poll() is not None or reached(), interval=0.001, what="the moment to kill")
+            wait_for(
+                lambda: process.poll() is not None or reached(),
+                interval=0.001,
+                what="the moment to kill",
+            )
             time.sleep(moments.uniform(0.0, 0.03))
             process.send_signal(signal.SIGKILL)
         finally:
             process.wait(timeout=60)
         ledger.assert_invariants(out)
-        states.append((sorted(n for n in os.listdir(out) if n.endswith(".tmb")), sum(p.exists() for p in inputs)))
+        states.append(
+            (
+                sorted(n for n in os.listdir(out) if n.endswith(".tmb")),
+                sum(p.exists() for p in inputs),
+            )
+        )
     assert len(set(map(repr, states))) > 1, f"every kill came at the same point: {states}"
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
@@ -219,13 +267,25 @@ def test_enospc_while_writing_an_output(catalogued_run, tmp_path, monkeypatch):
             return os.write(fd, data)
 
     monkeypatch.setattr(writer, "os", FullDisk())
-    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="move",
-                       retire_dir=tmp_path / "retired")
+    report = merge_run(
+        [inputs[0].parent],
+        out,
+        target_size=target,
+        spec=retiring_spec(url),
+        retire="move",
+        retire_dir=tmp_path / "retired",
+    )
     assert report.failures, "the full disk is reported"
     ledger.assert_invariants(out)
     monkeypatch.undo()
-    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="move",
-                       retire_dir=tmp_path / "retired")
+    report = merge_run(
+        [inputs[0].parent],
+        out,
+        target_size=target,
+        spec=retiring_spec(url),
+        retire="move",
+        retire_dir=tmp_path / "retired",
+    )
     assert report.ok, report.failures
     ledger.assert_invariants(out, complete=True)
 
@@ -247,25 +307,33 @@ def test_catalogue_failing_in_the_middle_of_declaring(catalogued_run, tmp_path, 
         return real(self, output)
 
     monkeypatch.setattr(CatalogBookkeeping, "declare", declare)
-    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete")
+    report = merge_run(
+        [inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete"
+    )
     assert [f["exit_code"] for f in report.failures] == [8]
     ledger.assert_invariants(out)
     assert sum(p.exists() for p in inputs) == 2, "the inputs of the undeclared output stay"
     monkeypatch.undo()
-    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete")
+    report = merge_run(
+        [inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete"
+    )
     assert report.ok, report.failures
     ledger.assert_invariants(out, complete=True)
 
 
-def test_a_catalogue_record_that_does_not_match_the_output_retires_nothing(catalogued_run, tmp_path):
+def test_a_catalogue_record_that_does_not_match_the_output_retires_nothing(
+    catalogued_run, tmp_path
+):
     inputs, url = catalogued_run
     ledger = Ledger(inputs, url)
     out = tmp_path / "out"
     report = merge_run([inputs[0].parent], out, spec=retiring_spec(url))
     assert report.ok, report.failures
     [output] = report.outputs
-    with sqlite3.connect(tmp_path / "cat.db") as db:   # the catalogue now says another size
-        db.execute("UPDATE files SET file_size = file_size + 1 WHERE file_name = ?", (output.output.name,))
+    with sqlite3.connect(tmp_path / "cat.db") as db:  # the catalogue now says another size
+        db.execute(
+            "UPDATE files SET file_size = file_size + 1 WHERE file_name = ?", (output.output.name,)
+        )
     report = merge_run([inputs[0].parent], out, spec=retiring_spec(url), retire="delete")
     assert [f["exit_code"] for f in report.failures] == [8]
     assert all(p.exists() for p in inputs)
@@ -274,16 +342,19 @@ def test_a_catalogue_record_that_does_not_match_the_output_retires_nothing(catal
 
 # -- mistakes --------------------------------------------------------------------------------------
 
+
 def test_output_folder_is_the_input_folder_run_twice(tmb_run, cli):
     folder = tmb_run[0].parent
     ledger = Ledger(tmb_run)
     for _ in range(2):
         result = cli("merge-run", folder, "--out-dir", folder, "--quiet")
         assert result.code == 0, result.err
-        ledger._inputs_intact_unless_retired(folder, {}, {})   # nothing retires here: all intact
+        ledger._inputs_intact_unless_retired(folder, {}, {})  # nothing retires here: all intact
     published = [p for p in folder.glob("*.tmb") if p not in tmb_run]
     assert len(published) == 1
-    assert Counter(_keys(published[0])) == Counter(k for keys in ledger.events.values() for k in keys)
+    assert Counter(_keys(published[0])) == Counter(
+        k for keys in ledger.events.values() for k in keys
+    )
 
 
 def test_merge_onto_an_input_with_force(tmb_run, cli, tmp_path):
@@ -301,7 +372,9 @@ def test_damaged_input_skipped_and_retiring(catalogued_run, tmp_path):
     flip_payload_byte(damaged, block=1)
     ledger = Ledger(inputs, url)
     out = tmp_path / "out"
-    report = merge_run([inputs[0].parent], out, spec=retiring_spec(url, skip_bad=True), retire="delete")
+    report = merge_run(
+        [inputs[0].parent], out, spec=retiring_spec(url, skip_bad=True), retire="delete"
+    )
     assert report.ok, report.failures
     assert damaged.exists()
     ledger.assert_invariants(out, complete=True, skipped=[damaged])
@@ -315,10 +388,12 @@ def test_damaged_output_before_a_retiring_rerun(catalogued_run, tmp_path):
     assert merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url)).ok
     victim = sorted(out.glob("*.tmb"))[1]
     flip_payload_byte(victim, block=1)
-    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete")
+    report = merge_run(
+        [inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete"
+    )
     assert [f["output"] for f in report.failures] == [victim.name]
     assert [f["exit_code"] for f in report.failures] == [5]
-    victim.unlink()                       # the damaged output is not counted as published
+    victim.unlink()  # the damaged output is not counted as published
     sidecar_path(victim).unlink()
     ledger.assert_invariants(out)
     assert sum(p.exists() for p in inputs) == 2, "only the damaged output's inputs stay"
@@ -333,14 +408,19 @@ def test_edited_journal_row(catalogued_run, tmp_path, tmb_file_factory):
     assert merge_run([inputs[0].parent], out, spec=retiring_spec(url)).ok
     with sqlite3.connect(out / JOURNAL_NAME) as db:
         for column in ("inputs", "identities", "accepted"):
-            db.execute(f"UPDATE outputs SET {column} = replace({column}, ?, ?)", (str(inputs[0]), str(victim)))
+            db.execute(
+                f"UPDATE outputs SET {column} = replace({column}, ?, ?)",
+                (str(inputs[0]), str(victim)),
+            )
     report = merge_run(inputs[1:], out, spec=retiring_spec(url), retire="delete")
     assert report.failures
     ledger.assert_invariants(out)
     assert victim.exists() and all(p.exists() for p in inputs)
 
 
-def test_input_swapped_between_planning_and_merging_of_a_retiring_run(catalogued_run, tmp_path, monkeypatch):
+def test_input_swapped_between_planning_and_merging_of_a_retiring_run(
+    catalogued_run, tmp_path, monkeypatch
+):
     """Another file (the same bytes, a new inode) takes an input's name after planning: its output
     fails (exit 3), nothing of it is published or retired; the others go on; a rerun completes."""
     from engine.merge import run as merge_run_module
@@ -360,11 +440,15 @@ def test_input_swapped_between_planning_and_merging_of_a_retiring_run(catalogued
         return plan
 
     monkeypatch.setattr(merge_run_module, "plan_run", plan_then_swap)
-    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete")
+    report = merge_run(
+        [inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete"
+    )
     assert [(f["exit_code"], f["path"]) for f in report.failures] == [(3, str(victim))]
     ledger.assert_invariants(out)
     assert [p for p in inputs if p.exists()] == inputs[2:4], "only the failed output's inputs stay"
     monkeypatch.undo()
-    report = merge_run([inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete")
+    report = merge_run(
+        [inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete"
+    )
     assert report.ok, report.failures
     ledger.assert_invariants(out, complete=True)

@@ -20,8 +20,12 @@ def test_the_library_never_configures_logging():
     for module in pkgutil.walk_packages(engine.__path__, "engine."):
         importlib.import_module(module.name)
     assert {name: list(logging.getLogger(name).handlers) for name in ("", "engine")} == before
-    for path in list((ROOT / "engine").rglob("*.py")) + list((ROOT / "bindings" / "catalog").rglob("*.py")):
-        assert not re.search(r"basicConfig|addHandler|setLevel|logging\.config", path.read_text()), path
+    for path in list((ROOT / "engine").rglob("*.py")) + list(
+        (ROOT / "bindings" / "catalog").rglob("*.py")
+    ):
+        assert not re.search(
+            r"basicConfig|addHandler|setLevel|logging\.config", path.read_text()
+        ), path
 
 
 def test_merge_run_logs_each_output_and_streams_it(tmb_run, tmp_path, caplog):
@@ -34,11 +38,17 @@ def test_merge_run_logs_each_output_and_streams_it(tmb_run, tmp_path, caplog):
         seen.append((report.output.name, sorted(p.name for p in out_dir.glob("*.tmb"))))
 
     total = sum(p.stat().st_size for p in tmb_run)
-    run = merge_run([tmb_run[0].parent], out_dir, target_size=total // 2, spec=MergeSpec(mode="fast"), jobs=1,
-                    on_output=on_output)
+    run = merge_run(
+        [tmb_run[0].parent],
+        out_dir,
+        target_size=total // 2,
+        spec=MergeSpec(mode="fast"),
+        jobs=1,
+        on_output=on_output,
+    )
     names = sorted(o.output.name for o in run.outputs)
     assert run.ok and len(names) >= 2
-    assert seen == [(name, names[:i + 1]) for i, name in enumerate(names)]
+    assert seen == [(name, names[: i + 1]) for i, name in enumerate(names)]
     logged = [r.getMessage() for r in caplog.records if r.name == "engine.merge.run"]
     assert [m.split(":")[0] for m in logged] == names
     assert all(r.name.startswith("engine.") for r in caplog.records)
@@ -46,11 +56,16 @@ def test_merge_run_logs_each_output_and_streams_it(tmb_run, tmp_path, caplog):
 
 def test_merge_run_streams_failures_as_they_happen(tmb_run, tmp_path):
     data = bytearray(tmb_run[1].read_bytes())
-    data[len(data) // 2] ^= 0xFF                       # a block's bytes: found while merging
+    data[len(data) // 2] ^= 0xFF  # a block's bytes: found while merging
     tmb_run[1].write_bytes(bytes(data))
     failures = []
-    run = merge_run([tmb_run[0].parent], tmp_path / "out", spec=MergeSpec(mode="fast"), jobs=1,
-                    on_failure=failures.append)
+    run = merge_run(
+        [tmb_run[0].parent],
+        tmp_path / "out",
+        spec=MergeSpec(mode="fast"),
+        jobs=1,
+        on_failure=failures.append,
+    )
     assert failures == run.failures and len(failures) == 1
 
 
@@ -59,17 +74,24 @@ def test_cli_verbosity_maps_onto_logging(cli, tmb_run, tmp_path):
     assert quiet_by_default.code == 0 and quiet_by_default.err == ""
     verbose = cli("merge", *tmb_run, "-o", tmp_path / "b.tmb", "-v")
     assert verbose.code == 0
-    assert f"tmbmerge: info: {tmp_path / 'b.tmb'}: published, 240 events from 6 inputs\n" in verbose.err
+    assert (
+        f"tmbmerge: info: {tmp_path / 'b.tmb'}: published, 240 events from 6 inputs\n"
+        in verbose.err
+    )
     assert "tmbmerge: debug:" not in verbose.err
     details = cli("merge", *tmb_run, "-o", tmp_path / "c.tmb", "-vv")
-    assert re.search(r"tmbmerge: debug: \S+ \S+ engine\.merge\.pipeline: .*c\.tmb: merging 6 inputs", details.err)
+    assert re.search(
+        r"tmbmerge: debug: \S+ \S+ engine\.merge\.pipeline: .*c\.tmb: merging 6 inputs", details.err
+    )
     silent = cli("merge", *tmb_run, "-o", tmp_path / "d.tmb", "-q")
     assert (silent.code, silent.out, silent.err) == (0, "", "")
     # the command leaves logging as it found it
     assert logging.getLogger("engine").handlers == [] and logging.getLogger("engine").propagate
 
 
-def test_merge_run_prints_a_line_per_output_before_the_run_ends(cli, capsys, tmb_run, tmp_path, monkeypatch):
+def test_merge_run_prints_a_line_per_output_before_the_run_ends(
+    cli, capsys, tmb_run, tmp_path, monkeypatch
+):
     """The lines come while the run goes on, so a log file follows it: the first output's line is out
     before the second output is merged."""
     import engine.merge.run as run_module
@@ -83,8 +105,18 @@ def test_merge_run_prints_a_line_per_output_before_the_run_ends(cli, capsys, tmb
 
     monkeypatch.setattr(run_module, "merge_files", look_then_merge)
     total = sum(p.stat().st_size for p in tmb_run)
-    result = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--target-size", total // 2,
-                 "--jobs", "1", "--mode", "fast")
+    result = cli(
+        "merge-run",
+        tmb_run[0].parent,
+        "--out-dir",
+        tmp_path / "out",
+        "--target-size",
+        total // 2,
+        "--jobs",
+        "1",
+        "--mode",
+        "fast",
+    )
     assert result.code == 0, result.err
     assert printed_before[0] == ""
     assert "_mrg_p000-p" in printed_before[1] and "inputs," in printed_before[1]

@@ -51,20 +51,23 @@ OTHER_RUN = 178001
 
 # -- backends ----------------------------------------------------------------------------------
 
+
 class SqliteBackend:
     """An embedded catalogue in the test's folder.  Refusing declarations: a trigger aborts every
     insert of a merged (``thumbnail``) file, as a catalogue refusing writes would."""
 
     def __init__(self, folder: Path):
         self.path = folder / "cat.db"
-        self.url = f"sqlite://{self.path}"          # sqlite:///<tmp>/cat.db
+        self.url = f"sqlite://{self.path}"  # sqlite:///<tmp>/cat.db
 
     def refuse_declarations(self) -> None:
         with open_catalog(self.url):
-            pass                                     # make sure the schema exists
+            pass  # make sure the schema exists
         with sqlite3.connect(self.path) as db:
-            db.execute("CREATE TRIGGER refuse_merged BEFORE INSERT ON files WHEN NEW.data_tier = 'thumbnail' "
-                       "BEGIN SELECT RAISE(ABORT, 'the catalogue refuses merged files today'); END")
+            db.execute(
+                "CREATE TRIGGER refuse_merged BEFORE INSERT ON files WHEN NEW.data_tier = 'thumbnail' "
+                "BEGIN SELECT RAISE(ABORT, 'the catalogue refuses merged files today'); END"
+            )
 
     def accept_declarations(self) -> None:
         with sqlite3.connect(self.path) as db:
@@ -73,14 +76,25 @@ class SqliteBackend:
 
 # -- helpers -----------------------------------------------------------------------------------
 
+
 def catalog_import(cli, backend, folder) -> None:
     result = cli("catalog", "import", folder, "--declare-parents", "--catalog", backend.url)
     assert result.code == 0, result.err
 
 
 def merge_run(cli, backend, folder, out_dir, *options):
-    return cli("merge-run", folder, "--out-dir", out_dir, "--catalog", backend.url, "--jobs", 1, "--quiet",
-               *options)
+    return cli(
+        "merge-run",
+        folder,
+        "--out-dir",
+        out_dir,
+        "--catalog",
+        backend.url,
+        "--jobs",
+        1,
+        "--quiet",
+        *options,
+    )
 
 
 def status(cli, out_dir) -> dict:
@@ -146,6 +160,7 @@ def make(catalog):
 
 # -- the scenarios, for every backend ------------------------------------------------------------
 
+
 class MergeCatalogTests:
     """Subclasses run these against the ``backend`` fixture of their module."""
 
@@ -161,8 +176,12 @@ class MergeCatalogTests:
         (where / "merge_catalog_plugin.py").write_text(PLUGIN)
         info = where / "merge_catalog_plugin-1.0.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: merge-catalog-plugin\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text("[tmbmerge.declarers]\ngridka = merge_catalog_plugin:make\n")
+        (info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: merge-catalog-plugin\nVersion: 1.0\n"
+        )
+        (info / "entry_points.txt").write_text(
+            "[tmbmerge.declarers]\ngridka = merge_catalog_plugin:make\n"
+        )
         monkeypatch.syspath_prepend(str(where))
         monkeypatch.delitem(sys.modules, "merge_catalog_plugin", raising=False)
         log = tmp_path / "declared.jsonl"
@@ -171,13 +190,22 @@ class MergeCatalogTests:
 
     # 1. declare ---------------------------------------------------------------------------------
 
-    def test_merge_run_declares_every_output_with_metadata_and_lineage(self, cli, backend, tmb_run, tmp_path,
-                                                                       read_event_list):
+    def test_merge_run_declares_every_output_with_metadata_and_lineage(
+        self, cli, backend, tmb_run, tmp_path, read_event_list
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         out = tmp_path / "out"
-        result = merge_run(cli, backend, folder, out, "--declare", "--target-size", two_output_target(tmb_run),
-                           "--json")
+        result = merge_run(
+            cli,
+            backend,
+            folder,
+            out,
+            "--declare",
+            "--target-size",
+            two_output_target(tmb_run),
+            "--json",
+        )
         assert result.code == 0, result.err
         report = result.json()
         assert len(report["outputs"]) == 2
@@ -198,7 +226,7 @@ class MergeCatalogTests:
                 assert catalog.parents(path.name) == parents
                 for parent in parents:
                     assert catalog.children(parent) == [path.name]
-        assert merged_from == [p.name for p in tmb_run]       # every input, in partition order
+        assert merged_from == [p.name for p in tmb_run]  # every input, in partition order
 
         first = report["outputs"][0]
         name = Path(first["output"]).name
@@ -210,8 +238,9 @@ class MergeCatalogTests:
 
     # 2 and 3. declaring again ------------------------------------------------------------------
 
-    def test_declaring_the_same_output_again_and_with_another_checksum(self, cli, backend, tmb_run, tmp_path,
-                                                                       sha256_of):
+    def test_declaring_the_same_output_again_and_with_another_checksum(
+        self, cli, backend, tmb_run, tmp_path, sha256_of
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         result = merge_run(cli, backend, folder, tmp_path / "out", "--declare", "--json")
@@ -234,13 +263,22 @@ class MergeCatalogTests:
         with open_catalog(backend.url) as catalog:
             assert catalog.get(output.name)["checksum"] == [checksum]
 
-    def test_another_file_declared_under_the_output_name_is_a_conflict(self, cli, backend, tmb_run, tmp_path):
+    def test_another_file_declared_under_the_output_name_is_a_conflict(
+        self, cli, backend, tmb_run, tmp_path
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         name = f"tmb_{RUN:010d}_mrg_p000-p005.tmb"
         with open_catalog(backend.url) as catalog:
-            catalog.declare({"file_name": name, "file_size": 12345, "checksum": ["adler32:00010001"],
-                             "data_tier": "thumbnail", "runs": [[RUN, 0, "physics"]]})
+            catalog.declare(
+                {
+                    "file_name": name,
+                    "file_size": 12345,
+                    "checksum": ["adler32:00010001"],
+                    "data_tier": "thumbnail",
+                    "runs": [[RUN, 0, "physics"]],
+                }
+            )
         out = tmp_path / "out"
         result = merge_run(cli, backend, folder, out, "--declare", "--json")
         assert result.code == 8
@@ -249,17 +287,21 @@ class MergeCatalogTests:
         assert (failure["error"], failure["output"]) == ("DeclarationConflict", name)
         assert "different file_size" in failure["message"]
         output = out / name
-        assert output.is_file() and sidecar_path(output).is_file()       # the verified output stays
+        assert output.is_file() and sidecar_path(output).is_file()  # the verified output stays
         assert verify_file(output, metadata="auto").ok
         assert states(cli, out) == {name: "verified"}
         with open_catalog(backend.url) as catalog:
-            assert catalog.get(name)["file_size"] == 12345                # the first record is kept
+            assert catalog.get(name)["file_size"] == 12345  # the first record is kept
 
     # 4. unknown inputs and parents -------------------------------------------------------------
 
-    def test_inputs_unknown_to_the_catalogue_are_refused(self, cli, backend, tmb_run, tmp_path, leftovers):
+    def test_inputs_unknown_to_the_catalogue_are_refused(
+        self, cli, backend, tmb_run, tmp_path, leftovers
+    ):
         folder = tmb_run[0].parent
-        open_catalog(backend.url).close()   # a catalogue that exists (a missing one is another error)
+        open_catalog(
+            backend.url
+        ).close()  # a catalogue that exists (a missing one is another error)
         out = tmp_path / "out"
         result = merge_run(cli, backend, folder, out, "--declare")
         assert result.code == 8
@@ -274,8 +316,10 @@ class MergeCatalogTests:
 
     def test_declaring_an_output_whose_parents_are_unknown(self, cli, backend, tmb_run, tmp_path):
         output = tmp_path / "merged.tmb"
-        assert cli("merge", *tmb_run, "-o", output, "--quiet").code == 0      # no catalogue involved
-        open_catalog(backend.url).close()   # a catalogue that exists (a missing one is another error)
+        assert cli("merge", *tmb_run, "-o", output, "--quiet").code == 0  # no catalogue involved
+        open_catalog(
+            backend.url
+        ).close()  # a catalogue that exists (a missing one is another error)
         result = cli("declare", output, "--catalog", backend.url, "--json")
         assert result.code == 8
         [failed] = result.json()["failed"]
@@ -286,8 +330,9 @@ class MergeCatalogTests:
 
     # 5. merged twice ---------------------------------------------------------------------------
 
-    def test_inputs_merged_once_are_refused_elsewhere_but_the_same_run_resumes(self, cli, backend, tmb_run,
-                                                                                tmp_path, sha256_of, leftovers):
+    def test_inputs_merged_once_are_refused_elsewhere_but_the_same_run_resumes(
+        self, cli, backend, tmb_run, tmp_path, sha256_of, leftovers
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         out = tmp_path / "out"
@@ -308,7 +353,7 @@ class MergeCatalogTests:
         assert f"{tmb_run[2]}: already merged into {output.name}" in result.err
         assert not single.exists() and leftovers(tmp_path) == []
 
-        same = merge_run(cli, backend, folder, out, "--declare", "--json")       # the same command again
+        same = merge_run(cli, backend, folder, out, "--declare", "--json")  # the same command again
         assert same.code == 0, same.err
         [again] = same.json()["outputs"]
         assert (again["output"], again["status"]) == (str(output), "already declared")
@@ -316,23 +361,43 @@ class MergeCatalogTests:
         with open_catalog(backend.url) as catalog:
             assert catalog.children(tmb_run[0].name) == [output.name]
 
-    def test_skip_bad_leaves_already_merged_inputs_out(self, cli, backend, tmb_run, tmp_path, read_event_list):
+    def test_skip_bad_leaves_already_merged_inputs_out(
+        self, cli, backend, tmb_run, tmp_path, read_event_list
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         earlier = tmp_path / "earlier.tmb"
-        result = cli("merge", tmb_run[0], tmb_run[1], "-o", earlier, "--catalog", backend.url, "--declare",
-                     "--quiet")
+        result = cli(
+            "merge",
+            tmb_run[0],
+            tmb_run[1],
+            "-o",
+            earlier,
+            "--catalog",
+            backend.url,
+            "--declare",
+            "--quiet",
+        )
         assert result.code == 0, result.err
 
-        result = merge_run(cli, backend, folder, tmp_path / "out", "--declare", "--skip-bad", "--json")
+        result = merge_run(
+            cli, backend, folder, tmp_path / "out", "--declare", "--skip-bad", "--json"
+        )
         assert result.code == 0, result.err
         report = result.json()
         [output] = report["outputs"]
         # refused at planning, so the output is named after the partitions it really holds
         assert [(Path(s["file"]).name, s["reason"]["error"]) for s in report["skipped"]] == [
-            (tmb_run[0].name, "AlreadyMerged"), (tmb_run[1].name, "AlreadyMerged")]
-        assert all(f"already merged into {earlier.name}" in s["reason"]["message"] for s in report["skipped"])
-        first, last = (p.stem.rsplit("_", 1)[1] for p in (tmb_run[2], tmb_run[-1]))   # "p002", "p005"
+            (tmb_run[0].name, "AlreadyMerged"),
+            (tmb_run[1].name, "AlreadyMerged"),
+        ]
+        assert all(
+            f"already merged into {earlier.name}" in s["reason"]["message"]
+            for s in report["skipped"]
+        )
+        first, last = (
+            p.stem.rsplit("_", 1)[1] for p in (tmb_run[2], tmb_run[-1])
+        )  # "p002", "p005"
         assert Path(output["output"]).name == f"tmb_{RUN:010d}_mrg_{first}-{last}.tmb"
         rest = [p.name for p in tmb_run[2:]]
         assert input_names(output) == rest
@@ -344,15 +409,23 @@ class MergeCatalogTests:
 
     # 6. incomplete runs ------------------------------------------------------------------------
 
-    def test_expect_complete_refuses_a_run_missing_a_catalogued_partition(self, cli, backend, tmb_run,
-                                                                          tmb_file_factory, tmp_path):
+    def test_expect_complete_refuses_a_run_missing_a_catalogued_partition(
+        self, cli, backend, tmb_run, tmb_file_factory, tmp_path
+    ):
         folder = tmb_run[0].parent
-        others = [tmb_file_factory(folder / file_name(OTHER_RUN, p), run=OTHER_RUN, partition=p,
-                                   first_event=1 + 100 * p).path for p in range(3)]
+        others = [
+            tmb_file_factory(
+                folder / file_name(OTHER_RUN, p),
+                run=OTHER_RUN,
+                partition=p,
+                first_event=1 + 100 * p,
+            ).path
+            for p in range(3)
+        ]
         catalog_import(cli, backend, folder)
         aside = tmp_path / "aside"
         aside.mkdir()
-        missing = tmb_run[3]                                   # catalogued, but not among the inputs
+        missing = tmb_run[3]  # catalogued, but not among the inputs
         for item in (missing, sidecar_path(missing)):
             shutil.move(item, aside / item.name)
 
@@ -364,10 +437,10 @@ class MergeCatalogTests:
         assert (failure["error"], failure["run"]) == ("IncompleteRun", RUN)
         assert "p003" in failure["message"] and missing.name in failure["message"]
         other_output = f"tmb_{OTHER_RUN:010d}_mrg_p000-p002.tmb"
-        assert tmb_files(out) == [other_output]                 # the complete run is merged...
+        assert tmb_files(out) == [other_output]  # the complete run is merged...
         assert [o["declared"] for o in report["outputs"]] == ["declared"]
         assert states(cli, out) == {other_output: "declared"}
-        assert catalogued_thumbnails(backend) == []            # ...and nothing of the incomplete one
+        assert catalogued_thumbnails(backend) == []  # ...and nothing of the incomplete one
         with open_catalog(backend.url) as catalog:
             assert catalog.parents(other_output) == [p.name for p in others]
 
@@ -377,15 +450,25 @@ class MergeCatalogTests:
         assert result.code == 8
         assert "run 178000 is not complete" in result.err and "p003" in result.err
         assert not single.exists()
-        for item in (missing, sidecar_path(missing)):            # with it back, the same merge is fine
+        for item in (missing, sidecar_path(missing)):  # with it back, the same merge is fine
             shutil.move(aside / item.name, item)
-        result = cli("merge", *tmb_run, "-o", single, "--catalog", backend.url, "--expect-complete", "--quiet")
+        result = cli(
+            "merge",
+            *tmb_run,
+            "-o",
+            single,
+            "--catalog",
+            backend.url,
+            "--expect-complete",
+            "--quiet",
+        )
         assert result.code == 0, result.err
 
     # 7. a failed declaration -------------------------------------------------------------------
 
-    def test_failed_declaration_keeps_the_output_then_declare_and_rerun_retire(self, cli, backend, tmb_run,
-                                                                                 tmp_path):
+    def test_failed_declaration_keeps_the_output_then_declare_and_rerun_retire(
+        self, cli, backend, tmb_run, tmp_path
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         out, retired = tmp_path / "out", tmp_path / "retired"
@@ -422,15 +505,24 @@ class MergeCatalogTests:
         journal = status(cli, out)
         assert [e["state"] for e in journal["outputs"]] == ["retired"]
         assert [r["input"] for r in journal["retired"]] == [str(p) for p in tmb_run]
-        assert sorted(os.listdir(retired)) == sorted([p.name for p in tmb_run] + [p.name + ".json" for p in tmb_run])
+        assert sorted(os.listdir(retired)) == sorted(
+            [p.name for p in tmb_run] + [p.name + ".json" for p in tmb_run]
+        )
 
-    def test_failed_declaration_of_a_single_merge_keeps_the_output(self, cli, backend, tmb_run, tmp_path):
+    def test_failed_declaration_of_a_single_merge_keeps_the_output(
+        self, cli, backend, tmb_run, tmp_path
+    ):
         catalog_import(cli, backend, tmb_run[0].parent)
         output = tmp_path / "single.tmb"
         backend.refuse_declarations()
-        result = cli("merge", *tmb_run, "-o", output, "--catalog", backend.url, "--declare", "--quiet")
+        result = cli(
+            "merge", *tmb_run, "-o", output, "--catalog", backend.url, "--declare", "--quiet"
+        )
         assert result.code == 8
-        assert "declaration failed, the verified output is kept (retry with tmbmerge declare)" in result.err
+        assert (
+            "declaration failed, the verified output is kept (retry with tmbmerge declare)"
+            in result.err
+        )
         assert output.is_file() and verify_file(output, metadata="auto").ok
         backend.accept_declarations()
         assert cli("declare", output, "--catalog", backend.url).code == 0
@@ -440,15 +532,27 @@ class MergeCatalogTests:
     # 8. retiring inputs ------------------------------------------------------------------------
 
     @pytest.mark.parametrize("action", ["move", "delete"])
-    def test_inputs_are_retired_after_their_output_is_declared(self, cli, backend, tmb_run, tmp_path, action,
-                                                              sha256_of):
+    def test_inputs_are_retired_after_their_output_is_declared(
+        self, cli, backend, tmb_run, tmp_path, action, sha256_of
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         digests = {p.name: sha256_of(p) for p in tmb_run}
         out, retired = tmp_path / "out", tmp_path / "retired"
         target = two_output_target(tmb_run)
-        result = merge_run(cli, backend, folder, out, "--declare", f"--retire-inputs={action}", "--retire-dir",
-                           retired, "--target-size", target, "--json")
+        result = merge_run(
+            cli,
+            backend,
+            folder,
+            out,
+            "--declare",
+            f"--retire-inputs={action}",
+            "--retire-dir",
+            retired,
+            "--target-size",
+            target,
+            "--json",
+        )
         assert result.code == 0, result.err
         report = result.json()
         assert len(report["outputs"]) == 2
@@ -462,9 +566,12 @@ class MergeCatalogTests:
         journal = status(cli, out)
         assert {e["state"] for e in journal["outputs"]} == {"retired"}
         assert [(r["input"], r["output"], r["action"]) for r in journal["retired"]] == [
-            (str(p), owner[p.name], action) for p in tmb_run]
+            (str(p), owner[p.name], action) for p in tmb_run
+        ]
         if action == "move":
-            assert [r["destination"] for r in journal["retired"]] == [str(retired / p.name) for p in tmb_run]
+            assert [r["destination"] for r in journal["retired"]] == [
+                str(retired / p.name) for p in tmb_run
+            ]
             for path in tmb_run:
                 assert sha256_of(retired / path.name) == digests[path.name]
                 assert read_sidecar(retired / path.name)["file_name"] == path.name
@@ -472,41 +579,63 @@ class MergeCatalogTests:
             assert [r["destination"] for r in journal["retired"]] == [None] * len(tmb_run)
             assert not retired.exists()
 
-        again = merge_run(cli, backend, folder, out, "--declare", f"--retire-inputs={action}", "--retire-dir",
-                          retired, "--target-size", target, "--json")   # a rerun plans alike
+        again = merge_run(
+            cli,
+            backend,
+            folder,
+            out,
+            "--declare",
+            f"--retire-inputs={action}",
+            "--retire-dir",
+            retired,
+            "--target-size",
+            target,
+            "--json",
+        )  # a rerun plans alike
         assert again.code == 0, again.err
         assert [o["status"] for o in again.json()["outputs"]] == ["already retired"] * 2
 
-    @pytest.mark.parametrize("options", [
-        ("--retire-inputs",),                                   # no --declare
-        ("--retire-inputs", "--mode", "fast"),
-        ("--retire-inputs", "--declare", "--mode", "fast"),
-        ("--retire-inputs=delete", "--mode", "fast"),
-    ])
-    def test_retiring_needs_a_verified_declared_output(self, cli, backend, tmb_run, tmp_path, options):
+    @pytest.mark.parametrize(
+        "options",
+        [
+            ("--retire-inputs",),  # no --declare
+            ("--retire-inputs", "--mode", "fast"),
+            ("--retire-inputs", "--declare", "--mode", "fast"),
+            ("--retire-inputs=delete", "--mode", "fast"),
+        ],
+    )
+    def test_retiring_needs_a_verified_declared_output(
+        self, cli, backend, tmb_run, tmp_path, options
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         out = tmp_path / "out"
         result = merge_run(cli, backend, folder, out, *options)
         assert result.code == 2
-        assert "tmbmerge: error:" in result.err and ("--retire-inputs" in result.err or "--declare" in result.err)
+        assert "tmbmerge: error:" in result.err and (
+            "--retire-inputs" in result.err or "--declare" in result.err
+        )
         assert not out.exists()
         assert_in_place(tmb_run)
         assert catalogued_thumbnails(backend) == []
 
     @pytest.mark.parametrize("clash", ["data", "sidecar"])
-    def test_retirement_folder_already_holding_the_name(self, cli, backend, tmb_run, tmp_path, clash):
+    def test_retirement_folder_already_holding_the_name(
+        self, cli, backend, tmb_run, tmp_path, clash
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         out, retired = tmp_path / "out", tmp_path / "retired"
         retired.mkdir()
         taken = retired / (tmb_run[0].name if clash == "data" else tmb_run[0].name + ".json")
         taken.write_bytes(b"an older file of the same name")
-        result = merge_run(cli, backend, folder, out, "--declare", "--retire-inputs", "--retire-dir", retired)
+        result = merge_run(
+            cli, backend, folder, out, "--declare", "--retire-inputs", "--retire-dir", retired
+        )
         assert result.code == 7
         assert f"{taken}: retirement folder already holds a file of this name" in result.err
         assert taken.read_bytes() == b"an older file of the same name"
-        assert_in_place(tmb_run)                       # the input, data and sidecar, stays where it was
+        assert_in_place(tmb_run)  # the input, data and sidecar, stays where it was
         assert sorted(os.listdir(retired)) == [taken.name]
         name = f"tmb_{RUN:010d}_mrg_p000-p005.tmb"
         [entry] = status(cli, out)["outputs"]
@@ -514,21 +643,36 @@ class MergeCatalogTests:
         assert entry["error"].startswith("retirement failed:")
         assert status(cli, out)["retired"] == []
 
-        taken.unlink()                                 # the operator clears the name: the rerun retires
-        result = merge_run(cli, backend, folder, out, "--declare", "--retire-inputs", "--retire-dir", retired)
+        taken.unlink()  # the operator clears the name: the rerun retires
+        result = merge_run(
+            cli, backend, folder, out, "--declare", "--retire-inputs", "--retire-dir", retired
+        )
         assert result.code == 0, result.err
         assert states(cli, out) == {name: "retired"}
         assert [r["input"] for r in status(cli, out)["retired"]] == [str(p) for p in tmb_run]
         assert all(not p.exists() and (retired / p.name).is_file() for p in tmb_run)
 
-    def test_a_retirement_failure_does_not_stop_the_other_outputs(self, cli, backend, tmb_run, tmp_path):
+    def test_a_retirement_failure_does_not_stop_the_other_outputs(
+        self, cli, backend, tmb_run, tmp_path
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
         out, retired = tmp_path / "out", tmp_path / "retired"
         retired.mkdir()
         (retired / tmb_run[0].name).write_bytes(b"an older file of the same name")
-        result = merge_run(cli, backend, folder, out, "--declare", "--retire-inputs", "--retire-dir", retired,
-                           "--target-size", two_output_target(tmb_run), "--json")
+        result = merge_run(
+            cli,
+            backend,
+            folder,
+            out,
+            "--declare",
+            "--retire-inputs",
+            "--retire-dir",
+            retired,
+            "--target-size",
+            two_output_target(tmb_run),
+            "--json",
+        )
         assert result.code == 7
         report = result.json()
         [failure] = report["failures"]
@@ -537,16 +681,22 @@ class MergeCatalogTests:
         assert failure["output"] == Path(first["output"]).name
         assert first["retired"] == []
         assert [Path(r["file"]).name for r in second["retired"]] == input_names(second)
-        assert states(cli, out) == {Path(first["output"]).name: "declared", Path(second["output"]).name: "retired"}
+        assert states(cli, out) == {
+            Path(first["output"]).name: "declared",
+            Path(second["output"]).name: "retired",
+        }
         assert_in_place([folder / name for name in input_names(first)])
 
     # 9. a declarer plugin ----------------------------------------------------------------------
 
-    def test_a_declarer_plugin_receives_the_merged_metadata(self, cli, backend, tmb_run, tmp_path,
-                                                           declarer_plugin):
+    def test_a_declarer_plugin_receives_the_merged_metadata(
+        self, cli, backend, tmb_run, tmp_path, declarer_plugin
+    ):
         folder = tmb_run[0].parent
         catalog_import(cli, backend, folder)
-        result = merge_run(cli, backend, folder, tmp_path / "out", "--declare", "--declarer", "gridka", "--json")
+        result = merge_run(
+            cli, backend, folder, tmp_path / "out", "--declare", "--declarer", "gridka", "--json"
+        )
         assert result.code == 0, result.err
         [output] = result.json()["outputs"]
         path = Path(output["output"])
@@ -559,19 +709,23 @@ class MergeCatalogTests:
         with open_catalog(backend.url) as catalog:
             assert catalog.get(path.name)["Site.name"] == "GridKa"
 
-        unknown = merge_run(cli, backend, folder, tmp_path / "other", "--declare", "--declarer", "nope")
+        unknown = merge_run(
+            cli, backend, folder, tmp_path / "other", "--declare", "--declarer", "nope"
+        )
         assert unknown.code == 2 and "unknown declarer 'nope'" in unknown.err
         assert tmb_files(tmp_path / "other") == []
 
     # 10. crosschecks from the catalogue ----------------------------------------------------------
 
-    def test_inputs_are_crosschecked_against_the_catalogue_not_the_sidecar(self, cli, backend, tmb_run, tmp_path):
+    def test_inputs_are_crosschecked_against_the_catalogue_not_the_sidecar(
+        self, cli, backend, tmb_run, tmp_path
+    ):
         folder = tmb_run[0].parent
         victim = tmb_run[1]
         right = read_sidecar(victim)
         write_sidecar(victim, dict(right, checksum=["adler32:00010001"]))
-        catalog_import(cli, backend, folder)                  # the catalogue gets the wrong adler32
-        write_sidecar(victim, right)                          # the sidecar is right again
+        catalog_import(cli, backend, folder)  # the catalogue gets the wrong adler32
+        write_sidecar(victim, right)  # the sidecar is right again
 
         output = tmp_path / "single.tmb"
         result = cli("merge", *tmb_run, "-o", output, "--catalog", backend.url)
@@ -582,7 +736,9 @@ class MergeCatalogTests:
         result = merge_run(cli, backend, folder, out)
         assert result.code == 6 and "differs from the catalogue" in result.err
         assert tmb_files(out) == []
-        assert cli("merge", *tmb_run, "-o", output, "--quiet").code == 0     # the sidecars alone are fine
+        assert (
+            cli("merge", *tmb_run, "-o", output, "--quiet").code == 0
+        )  # the sidecars alone are fine
 
     def test_sidecars_are_not_needed_with_a_catalogue(self, cli, backend, tmb_run, tmp_path):
         folder = tmb_run[0].parent
@@ -606,6 +762,7 @@ class TestMergeWithSqlite(MergeCatalogTests):
 
 # -- retiring, without a catalogue ----------------------------------------------------------------
 
+
 def test_an_interrupted_retirement_finishes_a_half_moved_input(tmb_run, tmp_path):
     """A kill between moving a data file and its sidecar: the next attempt moves the sidecar
     and records the input, instead of skipping it because its data file is gone."""
@@ -614,10 +771,14 @@ def test_an_interrupted_retirement_finishes_a_half_moved_input(tmb_run, tmp_path
     retired = tmp_path / "retired"
     retired.mkdir()
     half = tmb_run[0]
-    shutil.move(half, retired / half.name)                  # the data went, the sidecar did not
+    shutil.move(half, retired / half.name)  # the data went, the sidecar did not
     recorded = []
-    done = retire_inputs(tmb_run[:2], action="move", retire_dir=retired,
-                         record=lambda path, action, destination: recorded.append((path, action, destination)))
+    done = retire_inputs(
+        tmb_run[:2],
+        action="move",
+        retire_dir=retired,
+        record=lambda path, action, destination: recorded.append((path, action, destination)),
+    )
     assert recorded == [(str(p), "move", str(retired / p.name)) for p in tmb_run[:2]]
     assert [d["file"] for d in done] == [str(p) for p in tmb_run[:2]]
     for path in tmb_run[:2]:

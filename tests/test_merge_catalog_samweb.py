@@ -17,9 +17,21 @@ from samweb_server import SamWebServer
 from test_merge_catalog import RUN, MergeCatalogTests, catalog_import, merge_run, status
 
 RETRIES = 1
-SAMWEB_ENV = ("TMBMERGE_SAMWEB_CERT", "TMBMERGE_SAMWEB_KEY", "TMBMERGE_SAMWEB_TOKEN", "BEARER_TOKEN_FILE",
-              "TMBMERGE_SAMWEB_CA", "X509_CERT_DIR", "TMBMERGE_SAMWEB_TIMEOUT", "TMBMERGE_SAMWEB_RETRIES",
-              "X509_USER_PROXY", "X509_USER_CERT", "X509_USER_KEY", "BEARER_TOKEN", "TMBMERGE_CATALOG_DEADLINE")
+SAMWEB_ENV = (
+    "TMBMERGE_SAMWEB_CERT",
+    "TMBMERGE_SAMWEB_KEY",
+    "TMBMERGE_SAMWEB_TOKEN",
+    "BEARER_TOKEN_FILE",
+    "TMBMERGE_SAMWEB_CA",
+    "X509_CERT_DIR",
+    "TMBMERGE_SAMWEB_TIMEOUT",
+    "TMBMERGE_SAMWEB_RETRIES",
+    "X509_USER_PROXY",
+    "X509_USER_CERT",
+    "X509_USER_KEY",
+    "BEARER_TOKEN",
+    "TMBMERGE_CATALOG_DEADLINE",
+)
 
 
 class RefusingSamWebServer(SamWebServer):
@@ -46,7 +58,11 @@ class SamWebBackend:
         self.server.refusing = False
 
     def posts(self) -> list[str]:
-        return [path for method, path, _ in self.server.requests if method == "POST" and path.endswith("/files")]
+        return [
+            path
+            for method, path, _ in self.server.requests
+            if method == "POST" and path.endswith("/files")
+        ]
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +85,9 @@ class TestMergeWithSamWeb(MergeCatalogTests):
         return SamWebBackend(server)
 
 
-def test_a_declaration_is_retried_then_reported_and_the_server_holds_the_output(cli, server, tmb_run, tmp_path):
+def test_a_declaration_is_retried_then_reported_and_the_server_holds_the_output(
+    cli, server, tmb_run, tmp_path
+):
     backend = SamWebBackend(server)
     folder = tmb_run[0].parent
     catalog_import(cli, backend, folder)
@@ -87,7 +105,7 @@ def test_a_declaration_is_retried_then_reported_and_the_server_holds_the_output(
     assert [(e["name"], e["state"]) for e in status(cli, out)["outputs"]] == [(name, "verified")]
 
     backend.accept_declarations()
-    result = merge_run(cli, backend, folder, out, "--declare", "--json")   # the rerun declares it
+    result = merge_run(cli, backend, folder, out, "--declare", "--json")  # the rerun declares it
     assert result.code == 0, result.err
     [output] = result.json()["outputs"]
     assert output["declared"] == "declared"

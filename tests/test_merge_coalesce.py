@@ -18,8 +18,16 @@ from engine.verify import verify_file
 
 
 def _tiny_inputs(folder, factory, count):
-    return [factory(folder / f"tmb_0000178000_p{i:03d}.tmb", partition=i, first_event=1000 * i + 1, n_events=4,
-                    mean_event_kb=0.5) for i in range(count)]
+    return [
+        factory(
+            folder / f"tmb_0000178000_p{i:03d}.tmb",
+            partition=i,
+            first_event=1000 * i + 1,
+            n_events=4,
+            mean_event_kb=0.5,
+        )
+        for i in range(count)
+    ]
 
 
 @pytest.mark.parametrize("mode", ["fast", "safe", "deep"])
@@ -48,7 +56,9 @@ def test_normal_blocks_stay_verbatim(tmb_run, out_dir):
         assert merged.blocks["compressed_digest"].tolist() == expected
 
 
-def test_a_damaged_small_block_is_refused_before_it_is_joined(tmp_path, tmb_file_factory, leftovers):
+def test_a_damaged_small_block_is_refused_before_it_is_joined(
+    tmp_path, tmb_file_factory, leftovers
+):
     inputs = [f.path for f in _tiny_inputs(tmp_path / "in", tmb_file_factory, 5)]
     with open_file(inputs[2]) as reader:
         where = int(reader.blocks["offset"][0]) + BLOCK_HEADER_SIZE + 10

@@ -39,17 +39,24 @@ from engine.metadata import read_sidecar, sidecar_path
 from engine.verify import verify_file
 from engine.writer import TmbWriter
 
-pytestmark = pytest.mark.timeout(120)      # a hang fails here, not at the global limit
+pytestmark = pytest.mark.timeout(120)  # a hang fails here, not at the global limit
 
 ADLER_RE = re.compile(r"^adler32:[0-9a-f]{8}$")
 
 
 # -- what a merge produces --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
-def test_output_holds_exactly_the_inputs_events_in_the_given_order(mode, tmb_run, out_dir, read_event_list,
-                                                                   leftovers, sha256_of):
-    inputs = [tmb_run[2], tmb_run[0], tmb_run[1], tmb_run[5]]     # not partition order: order given wins
+def test_output_holds_exactly_the_inputs_events_in_the_given_order(
+    mode, tmb_run, out_dir, read_event_list, leftovers, sha256_of
+):
+    inputs = [
+        tmb_run[2],
+        tmb_run[0],
+        tmb_run[1],
+        tmb_run[5],
+    ]  # not partition order: order given wins
     before = {p: sha256_of(p) for p in tmb_run}
     out = out_dir / "merged.tmb"
 
@@ -57,7 +64,9 @@ def test_output_holds_exactly_the_inputs_events_in_the_given_order(mode, tmb_run
 
     expected = concat_events(read_event_list, inputs)
     assert read_event_list(out) == expected
-    assert report.event_count == len(expected) == sum(engine.open_file(p).event_count for p in inputs)
+    assert (
+        report.event_count == len(expected) == sum(engine.open_file(p).event_count for p in inputs)
+    )
     assert report.verified is (mode != "fast")
     assert [i.path for i in report.inputs] == inputs and all(i.accepted for i in report.inputs)
     assert report.skipped == []
@@ -88,7 +97,11 @@ def test_merged_sidecar_describes_the_output(mode, tmb_run, out_dir, read_event_
     assert md["data_tier"] == "thumbnail"
     assert md["file_format"] == "tmb"
     assert md["parents"] == [{"file_name": p.name} for p in inputs]
-    assert md["application"] == {"family": "tmbmerge", "name": "tmbmerge", "version": engine.__version__}
+    assert md["application"] == {
+        "family": "tmbmerge",
+        "name": "tmbmerge",
+        "version": engine.__version__,
+    }
     start, end = datetime.fromisoformat(md["start_time"]), datetime.fromisoformat(md["end_time"])
     assert start.utcoffset() is not None and end.utcoffset() is not None
     assert before <= start <= end
@@ -136,13 +149,14 @@ def test_merge_text_report_and_api_reports_serialize(cli, tmb_run, out_dir):
 
 # -- inputs that must be refused ---------------------------------------------------------------
 
+
 def test_empty_input_list(cli, out_dir, leftovers):
     out = out_dir / "m.tmb"
     with pytest.raises(UsageError):
         merge_files([], out)
     assert_nothing_written(out, leftovers)
     result = cli("merge", "-o", out)
-    assert result.code == 2          # argparse: INPUT is required
+    assert result.code == 2  # argparse: INPUT is required
     assert_nothing_written(out, leftovers)
 
 
@@ -229,15 +243,21 @@ def test_same_input_twice_by_path_and_by_symlink(cli, tmb_run, out_dir, tmp_path
         assert_nothing_written(out, leftovers)
 
 
-def test_mixed_runs_need_allow_mixed_runs(cli, tmb_run, tmb_file_factory, out_dir, tmp_path, read_event_list,
-                                          leftovers):
-    other = tmb_file_factory(tmp_path / "other" / "tmb_0000178001_p000.tmb", run=178001, partition=0,
-                             first_event=1).path
+def test_mixed_runs_need_allow_mixed_runs(
+    cli, tmb_run, tmb_file_factory, out_dir, tmp_path, read_event_list, leftovers
+):
+    other = tmb_file_factory(
+        tmp_path / "other" / "tmb_0000178001_p000.tmb", run=178001, partition=0, first_event=1
+    ).path
     out = out_dir / "m.tmb"
     for mode in MODES:
         result = cli("merge", tmb_run[0], other, "-o", out, "--mode", mode)
         assert result.code == 6, result.err
-        assert str(other) in result.err and "178001" in result.err and "--allow-mixed-runs" in result.err
+        assert (
+            str(other) in result.err
+            and "178001" in result.err
+            and "--allow-mixed-runs" in result.err
+        )
         assert_nothing_written(out, leftovers)
 
     result = cli("merge", tmb_run[0], other, "-o", out, "--allow-mixed-runs")
@@ -250,8 +270,10 @@ def test_mixed_runs_need_allow_mixed_runs(cli, tmb_run, tmb_file_factory, out_di
 
 # -- the destination ---------------------------------------------------------------------------
 
-def test_existing_output_is_kept_without_force_and_replaced_with_it(cli, tmb_run, out_dir, read_event_list,
-                                                                    sha256_of, leftovers):
+
+def test_existing_output_is_kept_without_force_and_replaced_with_it(
+    cli, tmb_run, out_dir, read_event_list, sha256_of, leftovers
+):
     out = out_dir / "m.tmb"
     assert cli("merge", *tmb_run[:2], "-o", out).code == 0
     kept = (sha256_of(out), sha256_of(sidecar_path(out)), out.stat().st_ino)
@@ -286,13 +308,17 @@ def test_a_second_merge_of_a_locked_output_fails_at_once(cli, tmb_run, out_dir, 
         result = cli("merge", *tmb_run[:2], "-o", out)
         assert time.monotonic() - started < 5, "the second merge must not wait for the lock"
         assert result.code == 7, result.err
-        assert "another merge" in result.err and str(out) in result.err and str(os.getpid()) in result.err
+        assert (
+            "another merge" in result.err
+            and str(out) in result.err
+            and str(os.getpid()) in result.err
+        )
         with pytest.raises(OutputLocked):
             merge_files(tmb_run[:2], out, MergeSpec(mode="fast"))
         assert not out.exists() and not sidecar_path(out).exists()
-        assert leftovers(out_dir) == [f".{out.name}.lock"]      # ours, still held
+        assert leftovers(out_dir) == [f".{out.name}.lock"]  # ours, still held
     assert leftovers(out_dir) == []
-    assert cli("merge", *tmb_run[:2], "-o", out).code == 0       # free again
+    assert cli("merge", *tmb_run[:2], "-o", out).code == 0  # free again
 
 
 @pytest.mark.parametrize("command", ["merge", "verify"])
@@ -307,7 +333,9 @@ def test_a_fifo_is_refused_at_once_not_waited_on(cli, tmb_run, tmp_path, command
     assert not (tmp_path / "out.tmb").exists()
 
 
-@pytest.mark.parametrize("option", [["--jobs", "0"], ["--jobs", "-1"], ["--max-events", "0"], ["--jobs", "two"]])
+@pytest.mark.parametrize(
+    "option", [["--jobs", "0"], ["--jobs", "-1"], ["--max-events", "0"], ["--jobs", "two"]]
+)
 def test_counts_must_be_positive_whole_numbers(cli, tmb_run, tmp_path, option):
     result = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", *option)
     assert result.code == 2

@@ -52,12 +52,13 @@ from engine.metadata import read_sidecar, sidecar_path
 from engine.verify import verify_file
 from engine.writer import TmbWriter
 
-pytestmark = pytest.mark.timeout(120)      # a hang fails here, not at the global limit
+pytestmark = pytest.mark.timeout(120)  # a hang fails here, not at the global limit
 
 RUN = 178000
 
 
 # -- a flipped byte ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_flipped_payload_byte_fails_every_mode(mode, cli, tmb_run, out_dir, leftovers, sha256_of):
@@ -79,8 +80,9 @@ def test_flipped_payload_byte_fails_every_mode(mode, cli, tmb_run, out_dir, left
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_skip_bad_leaves_the_damaged_input_out(mode, cli, tmb_run, out_dir, read_event_list, leftovers,
-                                               sha256_of):
+def test_skip_bad_leaves_the_damaged_input_out(
+    mode, cli, tmb_run, out_dir, read_event_list, leftovers, sha256_of
+):
     damaged = tmb_run[1]
     flip_payload_byte(damaged, block=1)
     before = {p: sha256_of(p) for p in tmb_run}
@@ -93,7 +95,11 @@ def test_skip_bad_leaves_the_damaged_input_out(mode, cli, tmb_run, out_dir, read
     report = result.json()
     assert [s["file"] for s in report["skipped"]] == [str(damaged)]
     reason = report["skipped"][0]["reason"]
-    assert reason["exit_code"] == 5 and reason["region"] == "block 1" and reason["path"] == str(damaged)
+    assert (
+        reason["exit_code"] == 5
+        and reason["region"] == "block 1"
+        and reason["path"] == str(damaged)
+    )
     assert [i["accepted"] for i in report["inputs"]] == [p != damaged for p in tmb_run]
     assert read_event_list(out) == concat_events(read_event_list, good)
     md = read_sidecar(out)
@@ -114,11 +120,14 @@ def test_skip_bad_with_every_input_damaged_writes_nothing(mode, cli, tmb_run, ou
     result = cli("merge", *tmb_run[:2], "-o", out, "--skip-bad", "--mode", mode)
     assert result.code != 0
     # the message must say which files are damaged and where, not only that digests differ
-    assert f"{tmb_run[0]}: block 0" in result.err and f"{tmb_run[1]}: block 2" in result.err, result.err
+    assert f"{tmb_run[0]}: block 0" in result.err and f"{tmb_run[1]}: block 2" in result.err, (
+        result.err
+    )
     assert_nothing_written(out, leftovers)
 
 
 # -- truncation --------------------------------------------------------------------------------
+
 
 def _cut_points(path) -> dict[str, int]:
     with engine.open_file(path) as reader:
@@ -135,10 +144,23 @@ def _cut_points(path) -> dict[str, int]:
         }
 
 
-@pytest.mark.parametrize("where", ["inside-header", "header-only", "inside-metadata", "mid-block",
-                                   "between-blocks", "inside-index", "inside-trailer", "last-byte-missing"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "inside-header",
+        "header-only",
+        "inside-metadata",
+        "mid-block",
+        "between-blocks",
+        "inside-index",
+        "inside-trailer",
+        "last-byte-missing",
+    ],
+)
 @pytest.mark.parametrize("mode", ["fast", "safe"])
-def test_truncated_input_is_an_integrity_error(where, mode, cli, tmb_run, out_dir, leftovers, sha256_of):
+def test_truncated_input_is_an_integrity_error(
+    where, mode, cli, tmb_run, out_dir, leftovers, sha256_of
+):
     cut = tmb_run[2]
     length = _cut_points(cut)[where]
     with open(cut, "r+b") as f:
@@ -155,6 +177,7 @@ def test_truncated_input_is_an_integrity_error(where, mode, cli, tmb_run, out_di
 
 
 # -- sidecars that disagree with their file ----------------------------------------------------
+
 
 def _edit_sidecar(path, **changes):
     sidecar = sidecar_path(path)
@@ -188,7 +211,11 @@ def test_sidecar_disagreement(field, cli, tmb_run, out_dir, read_event_list, lef
     assert_nothing_written(out, leftovers)
 
     # fast mode does not read sidecars; --metadata none tells safe and deep not to
-    for options in (["--mode", "fast"], ["--metadata", "none"], ["--mode", "deep", "--metadata", "none"]):
+    for options in (
+        ["--mode", "fast"],
+        ["--metadata", "none"],
+        ["--mode", "deep", "--metadata", "none"],
+    ):
         result = cli("merge", *tmb_run, "-o", out, *options, "--force")
         assert result.code == 0, (options, result.err)
         assert read_event_list(out) == concat_events(read_event_list, tmb_run)
@@ -198,16 +225,20 @@ def test_sidecar_disagreement(field, cli, tmb_run, out_dir, read_event_list, lef
     assert result.code == 0, result.err
     assert [s["file"] for s in result.json()["skipped"]] == [str(lying)]
     assert result.json()["skipped"][0]["reason"]["exit_code"] == 6
-    assert read_event_list(out) == concat_events(read_event_list, [p for p in tmb_run if p != lying])
+    assert read_event_list(out) == concat_events(
+        read_event_list, [p for p in tmb_run if p != lying]
+    )
 
 
 # -- duplicate events ----------------------------------------------------------------------------
 
+
 def test_inputs_sharing_events(cli, tmb_run, tmb_file_factory, out_dir, read_event_list, leftovers):
     """A resubmitted job's output: another partition whose event numbers overlap partition 2's."""
     first_of_p2 = read_event_list(tmb_run[2])[0][1]
-    overlap = tmb_file_factory(tmb_run[0].parent / file_name(RUN, 10), partition=10, first_event=first_of_p2,
-                               n_events=10).path
+    overlap = tmb_file_factory(
+        tmb_run[0].parent / file_name(RUN, 10), partition=10, first_event=first_of_p2, n_events=10
+    ).path
     shared = {e for _, e, _ in read_event_list(overlap)}
     assert shared & {e for _, e, _ in read_event_list(tmb_run[2])}
     assert not shared & {e for p in tmb_run if p != tmb_run[2] for _, e, _ in read_event_list(p)}
@@ -216,7 +247,11 @@ def test_inputs_sharing_events(cli, tmb_run, tmb_file_factory, out_dir, read_eve
     for mode in ("safe", "deep"):
         result = cli("merge", *tmb_run, overlap, "-o", out, "--mode", mode)
         assert result.code == 6, result.err
-        assert str(overlap) in result.err and tmb_run[2].name in result.err and "appears again" in result.err
+        assert (
+            str(overlap) in result.err
+            and tmb_run[2].name in result.err
+            and "appears again" in result.err
+        )
         assert_nothing_written(out, leftovers)
     with pytest.raises(DuplicateEvents):
         merge_files([*tmb_run, overlap], out)
@@ -232,7 +267,9 @@ def test_inputs_sharing_events(cli, tmb_run, tmb_file_factory, out_dir, read_eve
     result = cli("merge", *reordered, "-o", out, "--skip-bad", "--force", "--json")
     assert result.code == 0, result.err
     assert [s["file"] for s in result.json()["skipped"]] == [str(tmb_run[2])]
-    assert read_event_list(out) == concat_events(read_event_list, [p for p in reordered if p != tmb_run[2]])
+    assert read_event_list(out) == concat_events(
+        read_event_list, [p for p in reordered if p != tmb_run[2]]
+    )
 
 
 def test_byte_copy_under_another_name(cli, tmb_run, out_dir, read_event_list, leftovers):
@@ -243,7 +280,11 @@ def test_byte_copy_under_another_name(cli, tmb_run, out_dir, read_event_list, le
     for mode in MODES:
         result = cli("merge", *tmb_run, copy, "-o", out, "--mode", mode)
         assert result.code == 6, result.err
-        assert str(copy) in result.err and str(tmb_run[1]) in result.err and "same file content" in result.err
+        assert (
+            str(copy) in result.err
+            and str(tmb_run[1]) in result.err
+            and "same file content" in result.err
+        )
         assert_nothing_written(out, leftovers)
     result = cli("merge", *tmb_run, copy, "-o", out, "--skip-bad", "--json")
     assert result.code == 0, result.err
@@ -251,7 +292,9 @@ def test_byte_copy_under_another_name(cli, tmb_run, out_dir, read_event_list, le
     assert read_event_list(out) == concat_events(read_event_list, tmb_run)
 
 
-def test_duplicate_event_inside_one_input(cli, tmb_run, out_dir, tmp_path, read_event_list, leftovers):
+def test_duplicate_event_inside_one_input(
+    cli, tmb_run, out_dir, tmp_path, read_event_list, leftovers
+):
     doubled = tmp_path / "doubled.tmb"
     with TmbWriter(doubled, metadata={"runs": [[RUN, 0, "physics"]]}, fsync=False) as writer:
         for event in (10**6, 10**6 + 1, 10**6 + 2, 10**6 + 1, 10**6 + 3):
@@ -260,7 +303,9 @@ def test_duplicate_event_inside_one_input(cli, tmb_run, out_dir, tmp_path, read_
     # doubled.tmb has no sidecar: safe mode would refuse it for that, so crosschecks are off
     result = cli("merge", tmb_run[0], doubled, "-o", out, "--metadata", "none")
     assert result.code == 6, result.err
-    assert str(doubled) in result.err and f"event {10**6 + 1}" in result.err and "itself" in result.err
+    assert (
+        str(doubled) in result.err and f"event {10**6 + 1}" in result.err and "itself" in result.err
+    )
     assert_nothing_written(out, leftovers)
     result = cli("merge", tmb_run[0], doubled, "-o", out, "--skip-bad", "--metadata", "none")
     assert result.code == 0, result.err
@@ -268,6 +313,7 @@ def test_duplicate_event_inside_one_input(cli, tmb_run, out_dir, tmp_path, read_
 
 
 # -- deep mode decodes what the digests cannot see ------------------------------------------------
+
 
 def _rewrite_payload_with_valid_digests(path, block: int) -> None:
     """Change one payload byte of an uncompressed (codec none) block, then recompute the block's
@@ -281,31 +327,51 @@ def _rewrite_payload_with_valid_digests(path, block: int) -> None:
         offset, length = int(entry["offset"]), int(entry["compressed_length"])
         data = bytearray(path.read_bytes())
         start = offset + BLOCK_HEADER_SIZE
-        data[start + RECORD_HEADER_SIZE + 7] ^= 0x5A          # inside the block's first payload
-        digest = xxh3_64(bytes(data[start:start + length]))
-        header = BlockHeader(int(entry["codec"]), length, int(entry["uncompressed_length"]),
-                             int(entry["event_count"]), digest, digest)
+        data[start + RECORD_HEADER_SIZE + 7] ^= 0x5A  # inside the block's first payload
+        digest = xxh3_64(bytes(data[start : start + length]))
+        header = BlockHeader(
+            int(entry["codec"]),
+            length,
+            int(entry["uncompressed_length"]),
+            int(entry["event_count"]),
+            digest,
+            digest,
+        )
         data[offset:start] = pack_block_header(header)
         blocks[block]["compressed_digest"] = digest
         blocks[block]["uncompressed_digest"] = digest
         index = pack_index(blocks, events)
     assert len(index) == trailer.index_length
-    data[trailer.index_offset:trailer.index_offset + len(index)] = index
-    data[-TRAILER_SIZE:] = pack_trailer(Trailer(trailer.index_offset, len(index), xxh3_64(index),
-                                                trailer.event_count, trailer.block_count))
+    data[trailer.index_offset : trailer.index_offset + len(index)] = index
+    data[-TRAILER_SIZE:] = pack_trailer(
+        Trailer(
+            trailer.index_offset,
+            len(index),
+            xxh3_64(index),
+            trailer.event_count,
+            trailer.block_count,
+        )
+    )
     path.write_bytes(bytes(data))
 
 
 def test_only_deep_mode_decodes_events(tmb_file_factory, tmb_run, tmp_path, out_dir, leftovers):
-    forged = tmb_file_factory(tmp_path / "forged" / file_name(RUN, 30), partition=30, first_event=10**7,
-                              codec="none", sidecar=False).path
+    forged = tmb_file_factory(
+        tmp_path / "forged" / file_name(RUN, 30),
+        partition=30,
+        first_event=10**7,
+        codec="none",
+        sidecar=False,
+    ).path
     _rewrite_payload_with_valid_digests(forged, block=1)
     assert verify_file(forged, metadata="none").ok
     assert not verify_file(forged, deep=True, metadata="none").ok
 
     out = out_dir / "m.tmb"
     with pytest.raises(ChecksumMismatch) as caught:
-        merge_files([tmb_run[0], forged], out, MergeSpec(mode="deep", metadata="none"))   # forged has no sidecar
+        merge_files(
+            [tmb_run[0], forged], out, MergeSpec(mode="deep", metadata="none")
+        )  # forged has no sidecar
     assert caught.value.path == str(forged) and caught.value.region == "block 1"
     assert "payload digest" in str(caught.value)
     assert_nothing_written(out, leftovers)
@@ -317,8 +383,11 @@ def test_only_deep_mode_decodes_events(tmb_file_factory, tmb_run, tmp_path, out_
 
 # -- the output's checksum is proven from its own bytes -----------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["safe", "deep"])
-def test_output_adler32_is_recomputed_from_the_bytes_read_back(mode, tmb_run, out_dir, leftovers, monkeypatch):
+def test_output_adler32_is_recomputed_from_the_bytes_read_back(
+    mode, tmb_run, out_dir, leftovers, monkeypatch
+):
     """The writer combines the per-block adler32s the reader computed instead of hashing the bytes
     again; if one ever disagreed with the bytes written, the post-merge check, which hashes the
     output as read back, must refuse the output."""
@@ -340,8 +409,9 @@ def test_output_adler32_is_recomputed_from_the_bytes_read_back(mode, tmb_run, ou
 
 
 @pytest.mark.parametrize("mode", ["safe", "deep"])
-def test_damage_to_the_output_after_writing_is_caught_by_the_read_back(mode, tmb_run, out_dir, leftovers,
-                                                                       monkeypatch):
+def test_damage_to_the_output_after_writing_is_caught_by_the_read_back(
+    mode, tmb_run, out_dir, leftovers, monkeypatch
+):
     """Safe and deep modes read every block back from the output file as it is written: a byte
     changed on its way to the file (here: rewritten just after the block) is refused, reported
     against the input the block came from, and nothing is published."""
@@ -372,7 +442,9 @@ def test_damage_to_the_output_after_writing_is_caught_by_the_read_back(mode, tmb
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", ["safe", "deep"])
-def test_a_read_error_while_reading_back_fails_cleanly(mode, tmb_run, out_dir, leftovers, monkeypatch):
+def test_a_read_error_while_reading_back_fails_cleanly(
+    mode, tmb_run, out_dir, leftovers, monkeypatch
+):
     """An I/O error reading the output back (EIO) is an output error naming the block, not a hang
     of the writer on a read-back that died, and nothing is published."""
     import errno
@@ -382,13 +454,17 @@ def test_a_read_error_while_reading_back_fails_cleanly(mode, tmb_run, out_dir, l
 
     real_preadv, real_copy, written = os.preadv, TmbWriter.copy_block, []
 
-    def copy_block(self, *args, **kwargs):   # where each block of the output went
+    def copy_block(self, *args, **kwargs):  # where each block of the output went
         written.append(real_copy(self, *args, **kwargs))
         return written[-1]
 
     def failing(fd, buffers, offset):
         # the output's block 1, read back (decoder threads read in any order: choose it by offset)
-        if ".tmbpart-" in os.readlink(f"/proc/self/fd/{fd}") and len(written) > 1 and offset == written[1]:
+        if (
+            ".tmbpart-" in os.readlink(f"/proc/self/fd/{fd}")
+            and len(written) > 1
+            and offset == written[1]
+        ):
             raise OSError(errno.EIO, "Input/output error")
         return real_preadv(fd, buffers, offset)
 
@@ -404,8 +480,9 @@ def test_a_read_error_while_reading_back_fails_cleanly(mode, tmb_run, out_dir, l
 
 @pytest.mark.parametrize("mode", ["safe", "deep"])
 @pytest.mark.parametrize("column", ["compressed_digest", "codec", "offset"])
-def test_an_index_entry_that_disagrees_with_its_block_is_refused(mode, column, tmb_run, out_dir, leftovers,
-                                                                 monkeypatch):
+def test_an_index_entry_that_disagrees_with_its_block_is_refused(
+    mode, column, tmb_run, out_dir, leftovers, monkeypatch
+):
     """The output's index is checked against the blocks read back, field by field: a writer that
     listed a block wrongly would not get its output published."""
     real = TmbWriter._record_block

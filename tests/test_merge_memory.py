@@ -29,25 +29,43 @@ from engine.readers import open_file
 from engine.writer import TmbWriter
 
 PAYLOAD = 32
-BLOCK_BYTES = 256 << 10    # ~5,000 events a block in both merges: the blocks in flight weigh the same
+BLOCK_BYTES = 256 << 10  # ~5,000 events a block in both merges: the blocks in flight weigh the same
 MARGIN_BYTES = 3 << 20
 
 
-def write_tiny_file(path: Path, *, first_event: int, n_events: int, run: int = 178000, seed: int = 0) -> Path:
+def write_tiny_file(
+    path: Path, *, first_event: int, n_events: int, run: int = 178000, seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
-    with TmbWriter(path, codec="none", fsync=False, block_bytes=BLOCK_BYTES,
-                   metadata={"runs": [[run, 0, "physics"]]}) as writer:
+    with TmbWriter(
+        path,
+        codec="none",
+        fsync=False,
+        block_bytes=BLOCK_BYTES,
+        metadata={"runs": [[run, 0, "physics"]]},
+    ) as writer:
         for start in range(0, n_events, 1 << 18):
             n = min(1 << 18, n_events - start)
-            writer.write_batch(np.full(n, run), np.arange(first_event + start, first_event + start + n),
-                               np.full(n, PAYLOAD), rng.integers(0, 256, n * PAYLOAD, dtype=np.uint8))
+            writer.write_batch(
+                np.full(n, run),
+                np.arange(first_event + start, first_event + start + n),
+                np.full(n, PAYLOAD),
+                rng.integers(0, 256, n * PAYLOAD, dtype=np.uint8),
+            )
     return path
 
 
 def tiny_run(folder: Path, *, files: int, events_per_file: int) -> list[Path]:
     folder.mkdir()
-    return [write_tiny_file(folder / f"tmb_0000178000_p{i:03d}.tmb", first_event=i * events_per_file,
-                            n_events=events_per_file, seed=i) for i in range(files)]
+    return [
+        write_tiny_file(
+            folder / f"tmb_0000178000_p{i:03d}.tmb",
+            first_event=i * events_per_file,
+            n_events=events_per_file,
+            seed=i,
+        )
+        for i in range(files)
+    ]
 
 
 def traced_peak(inputs, output, mode) -> int:
@@ -65,14 +83,16 @@ def traced_peak(inputs, output, mode) -> int:
 @pytest.fixture(scope="module")
 def small_and_large(tmp_path_factory):
     folder = tmp_path_factory.mktemp("memory")
-    return (tiny_run(folder / "small", files=3, events_per_file=50_000),
-            tiny_run(folder / "large", files=3, events_per_file=400_000))
+    return (
+        tiny_run(folder / "small", files=3, events_per_file=50_000),
+        tiny_run(folder / "large", files=3, events_per_file=400_000),
+    )
 
 
 @pytest.mark.parametrize("mode", ["fast", "safe"])
 def test_merge_memory_does_not_grow_with_events(tmp_path, small_and_large, mode):
     small, large = small_and_large
-    traced_peak(small, tmp_path / "warm.tmb", mode)          # imports and caches, outside the measure
+    traced_peak(small, tmp_path / "warm.tmb", mode)  # imports and caches, outside the measure
     peak_small = traced_peak(small, tmp_path / "small.tmb", mode)
     peak_large = traced_peak(large, tmp_path / "large.tmb", mode)
     assert peak_large < peak_small + MARGIN_BYTES, (peak_small, peak_large)
@@ -81,16 +101,20 @@ def test_merge_memory_does_not_grow_with_events(tmp_path, small_and_large, mode)
 def test_merge_with_few_open_files(tmp_path):
     """300 inputs merge under a limit of 48 open files (every input used to be open at once)."""
     inputs = tiny_run(tmp_path / "many", files=300, events_per_file=20)
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
         from engine.merge import merge_files, MergeSpec
         report = merge_files(sys.argv[2:], sys.argv[1], MergeSpec(mode="safe", metadata="none", fsync=False))
         print(report.event_count)
     """)
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.tmb"), *map(str, inputs)],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "out.tmb"), *map(str, inputs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == 300 * 20
 
@@ -108,8 +132,13 @@ def test_released_reader_refuses_a_file_changed_meanwhile(tmp_path):
 def _table(runs, events) -> EventTable:
     n = len(events)
     zeros = np.zeros(n, dtype=np.uint32)
-    return EventTable(np.asarray(events, dtype=np.uint64), np.zeros(n, dtype=np.uint64),
-                      np.asarray(runs, dtype=np.uint32), zeros, zeros)
+    return EventTable(
+        np.asarray(events, dtype=np.uint64),
+        np.zeros(n, dtype=np.uint64),
+        np.asarray(runs, dtype=np.uint32),
+        zeros,
+        zeros,
+    )
 
 
 def _reference(tables) -> dict:
@@ -143,4 +172,7 @@ def test_external_duplicate_search_agrees_with_a_plain_one(monkeypatch, wide):
             tables.append(_table(rng.integers(1, 3, n), events))
         expected = _reference(tables)
         for run_events in (1, 3, 7, 10_000):
-            assert find_duplicate_events(tables, run_events=run_events, wide=wide) == expected, (trial, run_events)
+            assert find_duplicate_events(tables, run_events=run_events, wide=wide) == expected, (
+                trial,
+                run_events,
+            )

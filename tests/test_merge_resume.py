@@ -32,9 +32,9 @@ from engine.metadata import sidecar_path
 from engine.verify import verify_file
 
 DEADLINE = 60.0
-WORKER_EXIT_DEADLINE = 10.0     # a worker told (SIGTERM) that its parent died cleans up and exits
+WORKER_EXIT_DEADLINE = 10.0  # a worker told (SIGTERM) that its parent died cleans up and exits
 OUTPUTS = 6
-pytestmark = pytest.mark.timeout(180)      # a hang fails here, not at the global limit
+pytestmark = pytest.mark.timeout(180)  # a hang fails here, not at the global limit
 
 
 def live_members(pgid: int) -> list[int]:
@@ -48,7 +48,7 @@ def live_members(pgid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()      # after "pid (comm) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         state, group = fields[0], int(fields[2])
         if group == pgid and state not in ("Z", "X"):
             pids.append(int(entry))
@@ -59,7 +59,12 @@ def describe(pids) -> str:
     lines = []
     for pid in pids:
         try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            cmd = (
+                open(f"/proc/{pid}/cmdline", "rb")
+                .read()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
             wchan = open(f"/proc/{pid}/wchan").read()
         except OSError:
             continue
@@ -76,7 +81,9 @@ def planned_target(folder) -> int:
     return int(total / (OUTPUTS - 0.5))
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to see the killed run's processes")
+@pytest.mark.skipif(
+    not os.path.isdir("/proc"), reason="needs /proc to see the killed run's processes"
+)
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_killed_merge_run_resumes(jobs, cli, tmb_big_run, tmp_path, read_event_list, leftovers):
     target = planned_target(tmb_big_run)
@@ -84,28 +91,49 @@ def test_killed_merge_run_resumes(jobs, cli, tmb_big_run, tmp_path, read_event_l
     names = [o.name for o in plan.outputs]
     assert len(names) == OUTPUTS
     out_dir = tmp_path / "out"
-    command = ["merge-run", str(tmb_big_run), "--out-dir", str(out_dir), "--target-size", str(target),
-               "--jobs", str(jobs)]
+    command = [
+        "merge-run",
+        str(tmb_big_run),
+        "--out-dir",
+        str(out_dir),
+        "--target-size",
+        str(target),
+        "--jobs",
+        str(jobs),
+    ]
 
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "bindings.cli", *command, "--quiet"],
-                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bindings.cli", *command, "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     try:
+
         def first_published():
             if process.poll() is not None:
-                raise AssertionError(f"merge-run ended before it was killed ({process.returncode}): "
-                                     f"{(tmp_path / 'stderr.txt').read_text()}")
+                raise AssertionError(
+                    f"merge-run ended before it was killed ({process.returncode}): "
+                    f"{(tmp_path / 'stderr.txt').read_text()}"
+                )
             # published: the data file and its sidecar (the window between the two renames has a test
             # of its own below; landing in it here would make this test fail for that reason)
-            return any((out_dir / name).exists() and sidecar_path(out_dir / name).exists() for name in names)
+            return any(
+                (out_dir / name).exists() and sidecar_path(out_dir / name).exists()
+                for name in names
+            )
 
         wait_for(first_published, what="the first published output")
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=DEADLINE)
         # worker processes must notice their parent's death and stop (they clean up as they go)
         try:
-            wait_for(lambda: not live_members(process.pid), deadline=WORKER_EXIT_DEADLINE,
-                     what="the killed run's worker processes to exit")
+            wait_for(
+                lambda: not live_members(process.pid),
+                deadline=WORKER_EXIT_DEADLINE,
+                what="the killed run's worker processes to exit",
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {describe(live_members(process.pid))}") from None
     finally:
@@ -133,7 +161,9 @@ def test_killed_merge_run_resumes(jobs, cli, tmb_big_run, tmp_path, read_event_l
     assert statuses == {n: ("already verified" if n in finished else "merged") for n in names}
     for name, stat in before.items():
         now = (out_dir / name).stat()
-        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), f"{name} was redone"
+        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), (
+            f"{name} was redone"
+        )
     assert sorted(p.name for p in out_dir.glob("*.tmb")) == sorted(names)
     for planned in plan.outputs:
         out = out_dir / planned.name
@@ -142,11 +172,15 @@ def test_killed_merge_run_resumes(jobs, cli, tmb_big_run, tmp_path, read_event_l
         assert check.metadata_checked == "sidecar"
         assert read_event_list(out) == concat_events(read_event_list, planned.input_paths)
     assert leftovers(out_dir) == []
-    assert sorted(os.listdir(out_dir)) == sorted([JOURNAL_NAME, *names, *(f"{n}.json" for n in names)])
+    assert sorted(os.listdir(out_dir)) == sorted(
+        [JOURNAL_NAME, *names, *(f"{n}.json" for n in names)]
+    )
 
     status = cli("status", out_dir, "--json")
     assert status.code == 0, status.err
-    assert {row["name"]: row["state"] for row in status.json()["outputs"]} == {n: "verified" for n in names}
+    assert {row["name"]: row["state"] for row in status.json()["outputs"]} == {
+        n: "verified" for n in names
+    }
     assert status.json()["summary"] == {"verified": len(names)}
 
 
@@ -182,7 +216,7 @@ sys.exit("the run finished without reaching the second rename of " + victim)
 
 def small_run_target(tmb_run) -> int:
     sizes = sorted(p.stat().st_size for p in tmb_run)
-    return sizes[-1] + sizes[-2] + sizes[0] // 2        # 3 outputs of 2 inputs
+    return sizes[-1] + sizes[-2] + sizes[0] // 2  # 3 outputs of 2 inputs
 
 
 def test_kill_between_the_two_renames_resumes(tmb_run, tmp_path, read_event_list, leftovers):
@@ -191,24 +225,40 @@ def test_kill_between_the_two_renames_resumes(tmb_run, tmp_path, read_event_list
     plan = plan_run([folder], target_size=target)
     victim = plan.outputs[1].name
     out_dir = tmp_path / "out"
-    killed = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(folder), str(out_dir), str(target),
-                             victim], capture_output=True, text=True, timeout=DEADLINE)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_BETWEEN_RENAMES,
+            str(folder),
+            str(out_dir),
+            str(target),
+            victim,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
     assert killed.returncode == 137, killed.stderr
     # the kill landed between the renames: exactly one of the two names exists
     assert (out_dir / victim).exists() != sidecar_path(out_dir / victim).exists()
 
-    report = merge_run([folder], out_dir, target_size=target)      # the rerun
+    report = merge_run([folder], out_dir, target_size=target)  # the rerun
 
     assert report.ok, report.failures
     assert sorted(o.output.name for o in report.outputs) == [o.name for o in plan.outputs]
     for planned in plan.outputs:
         check = verify_file(out_dir / planned.name, metadata="auto")
         assert check.ok and check.metadata_checked == "sidecar", check.error
-        assert read_event_list(out_dir / planned.name) == concat_events(read_event_list, planned.input_paths)
+        assert read_event_list(out_dir / planned.name) == concat_events(
+            read_event_list, planned.input_paths
+        )
     assert leftovers(out_dir) == []
 
 
-def test_failure_after_the_data_file_is_named_leaves_both_or_neither(monkeypatch, tmb_run, tmp_path, leftovers):
+def test_failure_after_the_data_file_is_named_leaves_both_or_neither(
+    monkeypatch, tmb_run, tmp_path, leftovers
+):
     """The last step of publishing the data file (fsync of the folder) fails, e.g. EIO on NFS."""
     import errno
 
@@ -224,11 +274,15 @@ def test_failure_after_the_data_file_is_named_leaves_both_or_neither(monkeypatch
     out = out_dir / "m.tmb"
     with pytest.raises(OutputError, match="Input/output error"):
         merge_files(tmb_run[:2], out)
-    assert out.exists() == sidecar_path(out).exists(), f"data and sidecar parted: {sorted(os.listdir(out_dir))}"
+    assert out.exists() == sidecar_path(out).exists(), (
+        f"data and sidecar parted: {sorted(os.listdir(out_dir))}"
+    )
     assert leftovers(out_dir) == []
 
 
-def test_a_signal_while_publishing_waits_until_both_are_published(monkeypatch, tmb_run, tmp_path, leftovers):
+def test_a_signal_while_publishing_waits_until_both_are_published(
+    monkeypatch, tmb_run, tmp_path, leftovers
+):
     """SIGTERM (turned into ``Interrupted`` as the command line does) arrives between the two renames.
     The kernel hands a process-directed signal to any thread that does not block it, and the
     process has other threads (a live progress display, a queue feeder, a thread pool): here a
@@ -236,9 +290,9 @@ def test_a_signal_while_publishing_waits_until_both_are_published(monkeypatch, t
     import threading
 
     from bindings.cli import _raise_interrupted
+    from engine import writer as writer_module
     from engine.errors import Interrupted
     from engine.fsutil import publish as real_fs_publish
-    from engine import writer as writer_module
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -275,7 +329,7 @@ def test_a_signal_while_publishing_waits_until_both_are_published(monkeypatch, t
         monkeypatch.setattr(writer_module, "publish", fs_publish)
         try:
             merge_files(tmb_run[:2], out)
-            time.sleep(0.05)           # let a pending signal be handled here, if it was not earlier
+            time.sleep(0.05)  # let a pending signal be handled here, if it was not earlier
         except Interrupted:
             pass
     finally:
@@ -283,12 +337,17 @@ def test_a_signal_while_publishing_waits_until_both_are_published(monkeypatch, t
         done.set()
         helper.join()
     assert seen, "publishing was not observed"
-    assert out.exists() == sidecar_path(out).exists(), f"data and sidecar parted: {sorted(os.listdir(out_dir))}"
+    assert out.exists() == sidecar_path(out).exists(), (
+        f"data and sidecar parted: {sorted(os.listdir(out_dir))}"
+    )
     assert leftovers(out_dir) == []
 
 
-def test_interrupted_while_staging_the_sidecar_leaves_no_temporary(monkeypatch, tmb_run, tmp_path, leftovers):
+def test_interrupted_while_staging_the_sidecar_leaves_no_temporary(
+    monkeypatch, tmb_run, tmp_path, leftovers
+):
     """SIGINT/SIGTERM while the merged sidecar is being written (its fsync can take a while)."""
+
     class OsDyingInFsync:
         def __getattr__(self, name):
             return getattr(os, name)
@@ -311,7 +370,9 @@ def test_interrupted_while_staging_the_sidecar_leaves_no_temporary(monkeypatch, 
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to see process states")
-def test_temporaries_of_a_killed_writer_are_removed_before_it_is_reaped(cli, tmb_run, tmp_path, leftovers):
+def test_temporaries_of_a_killed_writer_are_removed_before_it_is_reaped(
+    cli, tmb_run, tmp_path, leftovers
+):
     """A merge killed with its whole process group (a batch system's kill, the OOM killer) leaves its
     temporary output and staged sidecar, named after its pid.  Until its parent (init, in a
     container often a process that reaps late or never) reaps it, that pid is a zombie: dead,
@@ -325,12 +386,16 @@ def test_temporaries_of_a_killed_writer_are_removed_before_it_is_reaped(cli, tmb
     (out_dir / gone).unlink()
     sidecar_path(out_dir / gone).unlink()
 
-    writer = subprocess.Popen([sys.executable, "-c", "pass"])       # exits at once and is not reaped yet
+    writer = subprocess.Popen([sys.executable, "-c", "pass"])  # exits at once and is not reaped yet
     try:
-        wait_for(lambda: open(f"/proc/{writer.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
-                 what="the writer to be a zombie")
-        stale = [out_dir / f".{gone}.tmbpart-{writer.pid}-0badc0de",
-                 out_dir / f".{gone}.json.tmbpart-{writer.pid}-0badc0de"]
+        wait_for(
+            lambda: open(f"/proc/{writer.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+            what="the writer to be a zombie",
+        )
+        stale = [
+            out_dir / f".{gone}.tmbpart-{writer.pid}-0badc0de",
+            out_dir / f".{gone}.json.tmbpart-{writer.pid}-0badc0de",
+        ]
         for path in stale:
             path.write_bytes(b"half a file")
 
@@ -355,7 +420,7 @@ def test_a_temporary_whose_pid_was_reused_is_stale(tmp_path):
         for path in (old, ours):
             path.write_bytes(b"partial")
         long_ago = time.time() - 3600
-        os.utime(old, (long_ago, long_ago))       # written an hour before the stranger started
+        os.utime(old, (long_ago, long_ago))  # written an hour before the stranger started
         assert stale_temporaries(tmp_path) == [old]
     finally:
         stranger.kill()

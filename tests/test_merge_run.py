@@ -30,7 +30,7 @@ from engine.merge.journal import JOURNAL_NAME
 from engine.metadata import read_sidecar, sidecar_path
 from engine.verify import verify_file
 
-pytestmark = pytest.mark.timeout(120)      # a hang fails here, not at the global limit
+pytestmark = pytest.mark.timeout(120)  # a hang fails here, not at the global limit
 
 RUN = 178000
 OTHER_RUN = 178001
@@ -76,10 +76,15 @@ def assert_output_matches_plan(out, planned, read_event_list):
 
 # -- planning ------------------------------------------------------------------------------------
 
+
 def test_plan_never_mixes_runs_and_orders_by_partition(tmb_run, tmb_file_factory):
     folder = tmb_run[0].parent
-    others = [tmb_file_factory(folder / file_name(OTHER_RUN, p), run=OTHER_RUN, partition=p,
-                               first_event=1 + 100 * p).path for p in (4, 7, 9)]
+    others = [
+        tmb_file_factory(
+            folder / file_name(OTHER_RUN, p), run=OTHER_RUN, partition=p, first_event=1 + 100 * p
+        ).path
+        for p in (4, 7, 9)
+    ]
     target = three_output_target(tmb_run)
 
     plan = plan_run([folder], target_size=target)
@@ -91,20 +96,39 @@ def test_plan_never_mixes_runs_and_orders_by_partition(tmb_run, tmb_file_factory
         assert parts == sorted(parts)
         m = NAME_RE.match(output.name)
         assert m, output.name
-        assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (output.run, parts[0], parts[-1])
+        assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (
+            output.run,
+            parts[0],
+            parts[-1],
+        )
     by_run = {}
     for output in plan.outputs:
         by_run.setdefault(output.run, []).extend(output.input_paths)
     assert by_run == {RUN: [str(p) for p in tmb_run], OTHER_RUN: [str(p) for p in others]}
 
     # the order of the arguments does not matter: partition order does
-    shuffled = [str(p) for p in (tmb_run[3], others[2], tmb_run[0], tmb_run[5], others[0], tmb_run[1],
-                                 tmb_run[4], others[1], tmb_run[2])]
+    shuffled = [
+        str(p)
+        for p in (
+            tmb_run[3],
+            others[2],
+            tmb_run[0],
+            tmb_run[5],
+            others[0],
+            tmb_run[1],
+            tmb_run[4],
+            others[1],
+            tmb_run[2],
+        )
+    ]
     again = plan_run(shuffled, target_size=target)
-    assert [(o.name, [os.path.basename(p) for p in o.input_paths]) for o in again.outputs] == \
-           [(o.name, [os.path.basename(p) for p in o.input_paths]) for o in plan.outputs]
+    assert [(o.name, [os.path.basename(p) for p in o.input_paths]) for o in again.outputs] == [
+        (o.name, [os.path.basename(p) for p in o.input_paths]) for o in plan.outputs
+    ]
     # and --run picks one run
-    assert {o.run for o in plan_run([folder], run=OTHER_RUN, target_size=target).outputs} == {OTHER_RUN}
+    assert {o.run for o in plan_run([folder], run=OTHER_RUN, target_size=target).outputs} == {
+        OTHER_RUN
+    }
 
 
 @pytest.mark.parametrize("share", [0.3, 0.45, 0.7, 1.5])
@@ -119,14 +143,18 @@ def test_plan_outputs_near_the_target_size(share, tmb_run):
     assert len(plan.outputs) == fewest_outputs([p.stat().st_size for p in tmb_run], target)
     assert len(plan.outputs) >= math.ceil(total / target)
     assert all(size <= target for size in sizes)
-    assert max(sizes) - min(sizes) <= biggest                            # similar sizes, no tiny remainder
+    assert max(sizes) - min(sizes) <= biggest  # similar sizes, no tiny remainder
     assert [i for o in plan.outputs for i in o.input_paths] == [str(p) for p in tmb_run]
 
 
-def test_an_input_larger_than_the_target_is_an_output_of_its_own(tmb_run, tmb_file_factory, read_event_list):
+def test_an_input_larger_than_the_target_is_an_output_of_its_own(
+    tmb_run, tmb_file_factory, read_event_list
+):
     folder = tmb_run[0].parent
     last = read_event_list(tmb_run[-1])[-1][1]
-    big = tmb_file_factory(folder / file_name(RUN, 6), partition=6, first_event=last + 1, n_events=200).path
+    big = tmb_file_factory(
+        folder / file_name(RUN, 6), partition=6, first_event=last + 1, n_events=200
+    ).path
     small = max(p.stat().st_size for p in tmb_run)
     target = 2 * small + small // 2
     assert big.stat().st_size > target
@@ -145,11 +173,14 @@ def test_an_input_larger_than_the_target_is_an_output_of_its_own(tmb_run, tmb_fi
 
 
 def test_plan_max_events(tmb_run):
-    plan = plan_run([tmb_run[0].parent], max_events=80)       # 40 events per input
+    plan = plan_run([tmb_run[0].parent], max_events=80)  # 40 events per input
     assert [[partition(p) for p in o.input_paths] for o in plan.outputs] == [[0, 1], [2, 3], [4, 5]]
     assert all(o.event_count <= 80 for o in plan.outputs)
-    assert [o.name for o in plan.outputs] == [f"tmb_{RUN:010d}_mrg_p000-p001.tmb", f"tmb_{RUN:010d}_mrg_p002-p003.tmb",
-                                              f"tmb_{RUN:010d}_mrg_p004-p005.tmb"]
+    assert [o.name for o in plan.outputs] == [
+        f"tmb_{RUN:010d}_mrg_p000-p001.tmb",
+        f"tmb_{RUN:010d}_mrg_p002-p003.tmb",
+        f"tmb_{RUN:010d}_mrg_p004-p005.tmb",
+    ]
 
 
 def test_plan_json(cli, tmb_run):
@@ -161,8 +192,12 @@ def test_plan_json(cli, tmb_run):
     plan = plan_run([folder], target_size=target)
     assert data == json.loads(json.dumps(plan.to_dict()))
     assert [o["output"] for o in data["outputs"]] == [o.name for o in plan.outputs]
-    assert data["totals"] == {"outputs": 3, "inputs": 6, "input_bytes": sum(p.stat().st_size for p in tmb_run),
-                              "events": 240}
+    assert data["totals"] == {
+        "outputs": 3,
+        "inputs": 6,
+        "input_bytes": sum(p.stat().st_size for p in tmb_run),
+        "events": 240,
+    }
     assert data["rejected"] == []
     for output in data["outputs"]:
         assert output["input_count"] == len(output["inputs"]) == 2
@@ -193,16 +228,31 @@ def test_same_partition_twice_is_refused(cli, tmb_run, tmp_path):
 
 # -- merging a run -------------------------------------------------------------------------------
 
-def test_merge_run_inline_and_processes_give_the_same_outputs(cli, tmb_run, tmp_path, read_event_list, leftovers):
+
+def test_merge_run_inline_and_processes_give_the_same_outputs(
+    cli, tmb_run, tmp_path, read_event_list, leftovers
+):
     folder = tmb_run[0].parent
     target = three_output_target(tmb_run)
     plan = plan_run([folder], target_size=target)
-    assert isinstance(make_executor(1), InlineExecutor) and isinstance(make_executor(2), ProcessExecutor)
+    assert isinstance(make_executor(1), InlineExecutor) and isinstance(
+        make_executor(2), ProcessExecutor
+    )
 
     reports = {}
     for jobs in (1, 2):
         out_dir = tmp_path / f"jobs{jobs}"
-        result = cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--jobs", jobs, "--json")
+        result = cli(
+            "merge-run",
+            folder,
+            "--out-dir",
+            out_dir,
+            "--target-size",
+            target,
+            "--jobs",
+            jobs,
+            "--json",
+        )
         assert result.code == 0, result.err
         reports[jobs] = result.json()
         assert sorted(p.name for p in out_dir.glob("*.tmb")) == [o.name for o in plan.outputs]
@@ -212,7 +262,9 @@ def test_merge_run_inline_and_processes_give_the_same_outputs(cli, tmb_run, tmp_
 
     for jobs, report in reports.items():
         assert report["ok"] is True and report["failures"] == []
-        assert [os.path.basename(o["output"]) for o in report["outputs"]] == [o.name for o in plan.outputs]
+        assert [os.path.basename(o["output"]) for o in report["outputs"]] == [
+            o.name for o in plan.outputs
+        ]
         for output in report["outputs"]:
             path = tmp_path / f"jobs{jobs}" / os.path.basename(output["output"])
             assert output["status"] == "merged" and output["verified"] is True
@@ -221,8 +273,10 @@ def test_merge_run_inline_and_processes_give_the_same_outputs(cli, tmb_run, tmp_
             assert output["file_size"] == path.stat().st_size
         assert report["totals"]["outputs"] == 3 and report["totals"]["events"] == 240
         assert report["totals"]["bytes_in"] == sum(p.stat().st_size for p in tmb_run)
-    for planned in plan.outputs:       # same events; checksums may differ (UUIDs, times in headers)
-        assert read_event_list(tmp_path / "jobs1" / planned.name) == read_event_list(tmp_path / "jobs2" / planned.name)
+    for planned in plan.outputs:  # same events; checksums may differ (UUIDs, times in headers)
+        assert read_event_list(tmp_path / "jobs1" / planned.name) == read_event_list(
+            tmp_path / "jobs2" / planned.name
+        )
 
 
 def test_python_api_reports_are_json(tmb_run, tmp_path):
@@ -244,19 +298,29 @@ def test_dask_executor(cli, tmb_run, tmp_path, read_event_list, monkeypatch):
     folder = tmb_run[0].parent
     target = three_output_target(tmb_run)
     out_dir = tmp_path / "out"
-    scratch = tmp_path / "tmpdir"          # $TMPDIR as this process sees it
+    scratch = tmp_path / "tmpdir"  # $TMPDIR as this process sees it
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    result = cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--executor", "dask:local",
-                 "--json")
+    result = cli(
+        "merge-run",
+        folder,
+        "--out-dir",
+        out_dir,
+        "--target-size",
+        target,
+        "--executor",
+        "dask:local",
+        "--json",
+    )
     assert result.code == 0, result.err
     assert result.json()["ok"] is True
-    assert list(scratch.iterdir()) == []   # no dask-scratch-space/ left behind
+    assert list(scratch.iterdir()) == []  # no dask-scratch-space/ left behind
     for planned in plan_run([folder], target_size=target).outputs:
         assert_output_matches_plan(out_dir / planned.name, planned, read_event_list)
 
 
 # -- the journal ---------------------------------------------------------------------------------
+
 
 def _flip_byte_in_block(path, block):
     import engine
@@ -272,8 +336,9 @@ def _flip_byte_in_block(path, block):
         f.write(bytes([value ^ 0x10]))
 
 
-def test_failed_output_is_journaled_and_redone_on_rerun(cli, tmb_run, tmb_run_template, tmp_path, read_event_list,
-                                                        leftovers):
+def test_failed_output_is_journaled_and_redone_on_rerun(
+    cli, tmb_run, tmb_run_template, tmp_path, read_event_list, leftovers
+):
     folder = tmb_run[0].parent
     target = three_output_target(tmb_run)
     plan = plan_run([folder], target_size=target)
@@ -289,8 +354,12 @@ def test_failed_output_is_journaled_and_redone_on_rerun(cli, tmb_run, tmb_run_te
     assert report["ok"] is False
     assert [f["output"] for f in report["failures"]] == [broken.name]
     failure = report["failures"][0]
-    assert failure["exit_code"] == 5 and failure["path"] == damaged and failure["region"] == "block 1"
-    assert sorted(p.name for p in out_dir.glob("*.tmb")) == sorted(o.name for o in plan.outputs if o is not broken)
+    assert (
+        failure["exit_code"] == 5 and failure["path"] == damaged and failure["region"] == "block 1"
+    )
+    assert sorted(p.name for p in out_dir.glob("*.tmb")) == sorted(
+        o.name for o in plan.outputs if o is not broken
+    )
     assert leftovers(out_dir) == []
 
     status = cli("status", out_dir, "--json")
@@ -303,8 +372,20 @@ def test_failed_output_is_journaled_and_redone_on_rerun(cli, tmb_run, tmb_run_te
     assert sorted(rows) == sorted(o.name for o in plan.outputs)
     for planned in plan.outputs:
         row = rows[planned.name]
-        assert set(row) == {"name", "run", "inputs", "state", "mode", "file_size", "checksum", "event_count",
-                            "error", "updated", "identities", "accepted"}
+        assert set(row) == {
+            "name",
+            "run",
+            "inputs",
+            "state",
+            "mode",
+            "file_size",
+            "checksum",
+            "event_count",
+            "error",
+            "updated",
+            "identities",
+            "accepted",
+        }
         assert row["run"] == RUN and row["inputs"] == planned.input_paths and row["mode"] == "safe"
         if planned is broken:
             assert row["state"] == "failed"
@@ -324,7 +405,9 @@ def test_failed_output_is_journaled_and_redone_on_rerun(cli, tmb_run, tmb_run_te
     result = cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--json")
     assert result.code == 0, result.err
     statuses = {os.path.basename(o["output"]): o["status"] for o in result.json()["outputs"]}
-    assert statuses == {o.name: ("merged" if o is broken else "already verified") for o in plan.outputs}
+    assert statuses == {
+        o.name: ("merged" if o is broken else "already verified") for o in plan.outputs
+    }
     assert {name: (out_dir / name).stat().st_ino for name in before} == before
     for planned in plan.outputs:
         assert_output_matches_plan(out_dir / planned.name, planned, read_event_list)
@@ -332,7 +415,9 @@ def test_failed_output_is_journaled_and_redone_on_rerun(cli, tmb_run, tmb_run_te
     assert leftovers(out_dir) == []
 
 
-def test_output_deleted_after_a_finished_run_is_redone(cli, tmb_run, tmp_path, read_event_list, leftovers):
+def test_output_deleted_after_a_finished_run_is_redone(
+    cli, tmb_run, tmp_path, read_event_list, leftovers
+):
     folder = tmb_run[0].parent
     target = three_output_target(tmb_run)
     plan = plan_run([folder], target_size=target)
@@ -347,7 +432,9 @@ def test_output_deleted_after_a_finished_run_is_redone(cli, tmb_run, tmp_path, r
 
     assert result.code == 0, result.err
     statuses = {os.path.basename(o["output"]): o["status"] for o in result.json()["outputs"]}
-    assert statuses == {o.name: ("merged" if o is gone else "already verified") for o in plan.outputs}
+    assert statuses == {
+        o.name: ("merged" if o is gone else "already verified") for o in plan.outputs
+    }
     for name, stat in kept.items():
         now = (out_dir / name).stat()
         assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)

@@ -48,7 +48,7 @@ def _grow(path: Path) -> None:
         f.write(b"\0" * 100)
 
 
-CHANGES = {   # how the input is changed after planning, and what the refusal must say
+CHANGES = {  # how the input is changed after planning, and what the refusal must say
     "swapped": (_swap, "another file now has its name"),
     "touched": (_touch, "modified since planning"),
     "grown": (_grow, "size"),
@@ -74,12 +74,16 @@ def three_outputs(paths) -> int:
 
 
 @pytest.mark.parametrize("kind", sorted(CHANGES))
-def test_an_input_changed_between_planning_and_merging_fails_its_output(kind, cli, tmb_run, tmp_path, monkeypatch):
+def test_an_input_changed_between_planning_and_merging_fails_its_output(
+    kind, cli, tmb_run, tmp_path, monkeypatch
+):
     folder, out = tmb_run[0].parent, tmp_path / "out"
     victim = tmb_run[2]
     change, said = CHANGES[kind]
     change_after_planning(monkeypatch, victim, change)
-    result = cli("merge-run", folder, "--out-dir", out, "--target-size", three_outputs(tmb_run), "--jobs", 1)
+    result = cli(
+        "merge-run", folder, "--out-dir", out, "--target-size", three_outputs(tmb_run), "--jobs", 1
+    )
     assert result.code == 3, result.err
     assert "Traceback" not in result.err
     [line] = [line for line in result.err.splitlines() if str(victim) in line]
@@ -91,23 +95,44 @@ def test_an_input_changed_between_planning_and_merging_fails_its_output(kind, cl
     assert not (out / failed.name).exists() and not sidecar_path(out / failed.name).exists()
     assert not [n for n in os.listdir(out) if ".tmbpart-" in n], "no temporary output left"
     published = sorted(p.name for p in out.glob("*.tmb"))
-    assert published == sorted(n for n, e in entries.items() if e.state != "failed") and len(published) == 2
+    assert (
+        published == sorted(n for n, e in entries.items() if e.state != "failed")
+        and len(published) == 2
+    )
 
 
 def test_the_failure_is_in_the_json_summary(cli, tmb_run, tmp_path, monkeypatch):
     folder, out = tmb_run[0].parent, tmp_path / "out"
     victim = tmb_run[4]
     change_after_planning(monkeypatch, victim, _swap)
-    result = cli("merge-run", folder, "--out-dir", out, "--target-size", three_outputs(tmb_run), "--jobs", 1,
-                 "--json")
+    result = cli(
+        "merge-run",
+        folder,
+        "--out-dir",
+        out,
+        "--target-size",
+        three_outputs(tmb_run),
+        "--jobs",
+        1,
+        "--json",
+    )
     assert result.code == 3, result.err
     [failure] = result.json()["failures"]
     assert failure["error"] == InputChanged.__name__ and failure["exit_code"] == 3
     assert failure["path"] == str(victim)
     # the rerun plans the input as it is now and finishes the run
     monkeypatch.undo()
-    again = cli("merge-run", folder, "--out-dir", out, "--target-size", three_outputs(tmb_run), "--jobs", 1,
-                "--quiet")
+    again = cli(
+        "merge-run",
+        folder,
+        "--out-dir",
+        out,
+        "--target-size",
+        three_outputs(tmb_run),
+        "--jobs",
+        1,
+        "--quiet",
+    )
     assert again.code == 0, again.err
     assert len(list(out.glob("*.tmb"))) == 3
 
@@ -116,8 +141,17 @@ def test_an_unchanged_input_merges_as_planned(cli, tmb_run, tmp_path, monkeypatc
     """The check refuses only a change: re-reading the same file (a no-op 'change') merges."""
     folder, out = tmb_run[0].parent, tmp_path / "out"
     change_after_planning(monkeypatch, tmb_run[2], lambda path: path.read_bytes())
-    result = cli("merge-run", folder, "--out-dir", out, "--target-size", three_outputs(tmb_run), "--jobs", 1,
-                 "--quiet")
+    result = cli(
+        "merge-run",
+        folder,
+        "--out-dir",
+        out,
+        "--target-size",
+        three_outputs(tmb_run),
+        "--jobs",
+        1,
+        "--quiet",
+    )
     assert result.code == 0, result.err
 
 
@@ -126,16 +160,20 @@ def test_an_unchanged_input_merges_as_planned(cli, tmb_run, tmp_path, monkeypatc
 OTHER_RUN = 179000
 
 
-def test_a_rerun_with_another_run_refuses_unless_replanning(cli, tmb_run, tmp_path, tmb_file_factory):
+def test_a_rerun_with_another_run_refuses_unless_replanning(
+    cli, tmb_run, tmp_path, tmb_file_factory
+):
     folder, out = tmb_run[0].parent, tmp_path / "out"
     other = folder / f"tmb_{OTHER_RUN:010d}_p000.tmb"
     tmb_file_factory(other, run=OTHER_RUN, partition=0, first_event=1)
-    run = 178000                       # the small run's (conftest.SMALL_RUN)
+    run = 178000  # the small run's (conftest.SMALL_RUN)
     assert cli("merge-run", folder, "--out-dir", out, "--run", run, "--quiet").code == 0
     first = sorted(out.glob("*.tmb"))
     assert len(first) == 1
-    for changed, said in ((("--run", OTHER_RUN), f"--run {run} (now --run {OTHER_RUN})"),
-                          ((), f"--run {run} (now no --run)")):
+    for changed, said in (
+        (("--run", OTHER_RUN), f"--run {run} (now --run {OTHER_RUN})"),
+        ((), f"--run {run} (now no --run)"),
+    ):
         result = cli("merge-run", folder, "--out-dir", out, *changed, "--quiet")
         assert result.code == 2, result.err
         assert said in result.err and "--replan" in result.err and len(result.err.splitlines()) == 1
@@ -143,8 +181,10 @@ def test_a_rerun_with_another_run_refuses_unless_replanning(cli, tmb_run, tmp_pa
     replanned = cli("merge-run", folder, "--out-dir", out, "--replan", "--quiet")
     assert replanned.code == 0, replanned.err
     published = sorted(out.glob("*.tmb"))
-    assert first[0] in published and len(published) == 2        # finished output stands, other run merged
-    assert cli("merge-run", folder, "--out-dir", out, "--quiet").code == 0   # same options now: a no-op
+    assert first[0] in published and len(published) == 2  # finished output stands, other run merged
+    assert (
+        cli("merge-run", folder, "--out-dir", out, "--quiet").code == 0
+    )  # same options now: a no-op
     assert sorted(out.glob("*.tmb")) == published
 
 
@@ -157,15 +197,31 @@ def test_the_campaign_recovery_command_repeats_the_plan_options(cli, tmb_run, tm
 
     folder, out = tmb_run[0].parent, tmp_path / "out"
     target = three_outputs(tmb_run)
-    assert cli("merge-run", folder, "--out-dir", out, "--run", 178000, "--target-size", target, "--quiet").code == 0
+    assert (
+        cli(
+            "merge-run",
+            folder,
+            "--out-dir",
+            out,
+            "--run",
+            178000,
+            "--target-size",
+            target,
+            "--quiet",
+        ).code
+        == 0
+    )
     with Journal.open_existing(out) as journal:
         options = journal.settings()
-    command = _merge_run_command(str(folder), str(out), 178000, "safe", "sqlite:///unused.db", options=options)
+    command = _merge_run_command(
+        str(folder), str(out), 178000, "safe", "sqlite:///unused.db", options=options
+    )
     assert f"--run 178000 --target-size {target}" in command and "--max-events" not in command
     words = shlex.split(command)[1:]
     catalog_at = words.index("--catalog")
-    rerun = cli(*words[:catalog_at], "--quiet")          # the plan options, without the catalogue
+    rerun = cli(*words[:catalog_at], "--quiet")  # the plan options, without the catalogue
     assert rerun.code == 0, rerun.err
-    unplanned = _merge_run_command(str(folder), str(out), 178000, "safe", "sqlite:///unused.db",
-                                   options={"run": None})
+    unplanned = _merge_run_command(
+        str(folder), str(out), 178000, "safe", "sqlite:///unused.db", options={"run": None}
+    )
     assert "--run" not in unplanned

@@ -20,20 +20,31 @@ from engine.fsutil import parse_temporary_name
 from engine.metadata import sidecar_path
 
 DEADLINE = 60.0
-pytestmark = pytest.mark.timeout(120)      # an interruption that hangs fails here, not at the global limit
+pytestmark = pytest.mark.timeout(
+    120
+)  # an interruption that hangs fails here, not at the global limit
 
 
 def _interrupt_while_writing(args, out_dir, signum, *, output=None) -> tuple[int, str]:
     """Run ``tmbmerge ARGS --quiet``; as soon as a temporary output (of ``output``, or any) is
     in ``out_dir``, send ``signum``.  Returns the exit code and stderr."""
-    process = subprocess.Popen([sys.executable, "-m", "bindings.cli", *args, "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bindings.cli", *args, "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def temporary_present():
             if process.poll() is not None:
-                raise AssertionError(f"{args[0]} ended before it could be interrupted: {process.returncode}, "
-                                     f"{process.stderr.read()}")
-            names = [parse_temporary_name(n) for n in os.listdir(out_dir)] if out_dir.is_dir() else []
+                raise AssertionError(
+                    f"{args[0]} ended before it could be interrupted: {process.returncode}, "
+                    f"{process.stderr.read()}"
+                )
+            names = (
+                [parse_temporary_name(n) for n in os.listdir(out_dir)] if out_dir.is_dir() else []
+            )
             return [n for n in names if n is not None and output in (None, n[0])]
 
         wait_for(temporary_present, what="a temporary output")
@@ -48,7 +59,9 @@ def _interrupt_while_writing(args, out_dir, signum, *, output=None) -> tuple[int
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("mode", ["safe", "deep"])
-def test_interrupted_merge_leaves_nothing(signum, mode, tmb_big_run, tmp_path, leftovers, sha256_of):
+def test_interrupted_merge_leaves_nothing(
+    signum, mode, tmb_big_run, tmp_path, leftovers, sha256_of
+):
     inputs = sorted(tmb_big_run.glob("*.tmb"))
     before = {p: sha256_of(p) for p in inputs}
     out_dir = tmp_path / "out"
@@ -57,8 +70,12 @@ def test_interrupted_merge_leaves_nothing(signum, mode, tmb_big_run, tmp_path, l
     # safe mode reads and writes everything once, reading the output back as it goes: a few
     # tenths of a second here, so it is interrupted as soon as it has started writing; deep mode
     # lasts longer.
-    returncode, err = _interrupt_while_writing(["merge", *map(str, inputs), "-o", str(out), "--mode", mode,
-                                                "--jobs", "1"], out_dir, signum, output=out.name)
+    returncode, err = _interrupt_while_writing(
+        ["merge", *map(str, inputs), "-o", str(out), "--mode", mode, "--jobs", "1"],
+        out_dir,
+        signum,
+        output=out.name,
+    )
     assert returncode == 130, err
     assert "interrupted" in err
     assert not out.exists() and not sidecar_path(out).exists()
@@ -74,9 +91,22 @@ def test_interrupted_merge_run_stops(signum, jobs, tmb_big_run, tmp_path, leftov
     being merged), inline (``--jobs 1``) or in worker processes (``--jobs 2``)."""
     out_dir = tmp_path / "out"
     total = sum(p.stat().st_size for p in tmb_big_run.glob("*.tmb"))
-    returncode, err = _interrupt_while_writing(["merge-run", str(tmb_big_run), "--out-dir", str(out_dir),
-                                                "--target-size", str(total // 4), "--jobs", str(jobs),
-                                                "--mode", "deep"], out_dir, signum)
+    returncode, err = _interrupt_while_writing(
+        [
+            "merge-run",
+            str(tmb_big_run),
+            "--out-dir",
+            str(out_dir),
+            "--target-size",
+            str(total // 4),
+            "--jobs",
+            str(jobs),
+            "--mode",
+            "deep",
+        ],
+        out_dir,
+        signum,
+    )
     assert returncode == 130, err
     published = sorted(p.name for p in out_dir.glob("*.tmb"))
     assert published == [], f"outputs merged after the signal: {published}"

@@ -153,12 +153,16 @@ def test_normalize_returns_a_copy():
 
 
 def test_enstore_converts_with_the_size_in_the_dict():
-    md = normalize_metadata({"file_name": "f", "file_size": 3690769125, "checksum": ["enstore:1952172898"]})
+    md = normalize_metadata(
+        {"file_name": "f", "file_size": 3690769125, "checksum": ["enstore:1952172898"]}
+    )
     assert md["checksum"] == ["adler32:03d6cb63"]
 
 
 def test_enstore_converts_with_the_size_as_argument():
-    md = normalize_metadata({"file_name": "f", "checksum": ["enstore:1952172898"]}, file_size=3690769125)
+    md = normalize_metadata(
+        {"file_name": "f", "checksum": ["enstore:1952172898"]}, file_size=3690769125
+    )
     assert md["checksum"] == ["adler32:03d6cb63"]
     assert "file_size" not in md
 
@@ -170,14 +174,24 @@ def test_enstore_without_size_is_an_error():
 
 def test_adler32_is_zero_padded_and_lowercased_and_deduplicated():
     md = normalize_metadata(
-        {"file_name": "f", "file_size": 3690769125, "checksum": ["adler32:3D6CB63", "enstore:1952172898", "md5:ab"]}
+        {
+            "file_name": "f",
+            "file_size": 3690769125,
+            "checksum": ["adler32:3D6CB63", "enstore:1952172898", "md5:ab"],
+        }
     )
     assert md["checksum"] == ["adler32:03d6cb63", "md5:ab"]
 
 
 @pytest.mark.parametrize(
     "checksum",
-    ["adler32:fff10000", "adler32:0000fff1", "adler32:ffffffff", "enstore:4294967295", "enstore:65521"],
+    [
+        "adler32:fff10000",
+        "adler32:0000fff1",
+        "adler32:ffffffff",
+        "enstore:4294967295",
+        "enstore:65521",
+    ],
 )
 def test_unrepresentable_adler32_is_rejected(checksum):
     with pytest.raises(MetadataError, match=r"^checksum: .*not a possible adler32"):
@@ -191,7 +205,13 @@ def test_largest_representable_adler32_is_accepted():
 
 def test_checksums_that_disagree_are_rejected():
     with pytest.raises(MetadataError, match="^checksum: .*disagrees"):
-        normalize_metadata({"file_name": "f", "file_size": 3690769125, "checksum": ["adler32:03d6cb64", "enstore:1952172898"]})
+        normalize_metadata(
+            {
+                "file_name": "f",
+                "file_size": 3690769125,
+                "checksum": ["adler32:03d6cb64", "enstore:1952172898"],
+            }
+        )
 
 
 @given(
@@ -202,7 +222,9 @@ def test_checksums_that_disagree_are_rejected():
 def test_enstore_form_normalizes_to_the_same_adler32(s1, s2, size):
     adler = (s2 << 16) | s1
     enstore = adler32_to_enstore(adler, size)
-    md = normalize_metadata({"file_name": "f", "file_size": size, "checksum": [f"enstore:{enstore}"]})
+    md = normalize_metadata(
+        {"file_name": "f", "file_size": size, "checksum": [f"enstore:{enstore}"]}
+    )
     assert md["checksum"] == [f"adler32:{adler:08x}"]
 
 
@@ -304,12 +326,25 @@ def test_size_argument_disagreeing_with_the_dict_is_a_mismatch():
 @given(
     st.fixed_dictionaries(
         {
-            "file_name": st.from_regex(r"\A[a-z0-9_.]{1,20}\Z").filter(lambda s: s not in (".", "..")),
+            "file_name": st.from_regex(r"\A[a-z0-9_.]{1,20}\Z").filter(
+                lambda s: s not in (".", "..")
+            ),
             "file_size": st.integers(0, 2**40),
-            "checksum": st.builds(lambda a, b: [f"adler32:{a << 16 | b:x}"], st.integers(0, ADLER_MOD - 1), st.integers(0, ADLER_MOD - 1)),
-            "runs": st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 99), st.sampled_from(["physics", "test"])), max_size=3),
+            "checksum": st.builds(
+                lambda a, b: [f"adler32:{a << 16 | b:x}"],
+                st.integers(0, ADLER_MOD - 1),
+                st.integers(0, ADLER_MOD - 1),
+            ),
+            "runs": st.lists(
+                st.tuples(
+                    st.integers(0, 10**7), st.integers(0, 99), st.sampled_from(["physics", "test"])
+                ),
+                max_size=3,
+            ),
             "parents": st.lists(st.from_regex(r"\Araw_[0-9]{1,6}\.raw\Z"), unique=True, max_size=4),
-            "start_time": st.datetimes(timezones=st.just(datetime.now().astimezone().tzinfo)).map(datetime.isoformat),
+            "start_time": st.datetimes(timezones=st.just(datetime.now().astimezone().tzinfo)).map(
+                datetime.isoformat
+            ),
         }
     )
 )
@@ -327,7 +362,14 @@ def test_expected_facts_of_the_sample():
 
 
 def test_expected_facts_converts_enstore():
-    facts = expected_facts({"file_name": "f", "file_size": 3690769125, "event_count": 7, "checksum": ["enstore:1952172898"]})
+    facts = expected_facts(
+        {
+            "file_name": "f",
+            "file_size": 3690769125,
+            "event_count": 7,
+            "checksum": ["enstore:1952172898"],
+        }
+    )
     assert facts == FileFacts(3690769125, 0x03D6CB63, 7)
 
 
@@ -367,8 +409,18 @@ def test_agreeing_inputs_give_the_shared_values():
 @pytest.mark.parametrize(
     "key, change, first, second",
     [
-        ("application.version", {"application": {"family": "reco", "name": "d0reco", "version": "p17.09.04"}}, "'p17.09.03'", "'p17.09.04'"),
-        ("application.name", {"application": {"family": "reco", "name": "d0reco2", "version": "p17.09.03"}}, "'d0reco'", "'d0reco2'"),
+        (
+            "application.version",
+            {"application": {"family": "reco", "name": "d0reco", "version": "p17.09.04"}},
+            "'p17.09.03'",
+            "'p17.09.04'",
+        ),
+        (
+            "application.name",
+            {"application": {"family": "reco", "name": "d0reco2", "version": "p17.09.03"}},
+            "'d0reco'",
+            "'d0reco2'",
+        ),
         ("data_tier", {"data_tier": "thumbnail"}, "'unmerged-thumbnail'", "'thumbnail'"),
         ("run_type", {"runs": [[178000, 0, "test"]]}, "'physics'", "'test'"),
         ("file_format", {"file_format": "root"}, "'tmb'", "'root'"),
@@ -391,7 +443,9 @@ def test_keys_absent_everywhere_are_left_out():
 
 def test_an_input_with_two_run_types_disagrees_with_itself():
     with pytest.raises(InconsistentInputs, match="^a.tmb: runs of one input disagree on run_type"):
-        check_agreement([("a.tmb", partition(1, runs=[[178000, 0, "physics"], [178000, 1, "test"]]))])
+        check_agreement(
+            [("a.tmb", partition(1, runs=[[178000, 0, "physics"], [178000, 1, "test"]]))]
+        )
 
 
 def test_no_inputs_is_inconsistent():
@@ -421,7 +475,11 @@ MERGE_ARGS = dict(
 
 def test_merged_metadata_has_every_sam_field():
     inputs = [(f"/data/in/tmb_0000178000_p{n:03d}.tmb", partition(n)) for n in (1, 2, 3)]
-    md = merged_metadata(inputs, skipped=[{"file_name": "tmb_0000178000_p004.tmb", "reason": "truncated"}], **MERGE_ARGS)
+    md = merged_metadata(
+        inputs,
+        skipped=[{"file_name": "tmb_0000178000_p004.tmb", "reason": "truncated"}],
+        **MERGE_ARGS,
+    )
     assert md == {
         "file_name": "tmb_0000178000_mrg_001-003.tmb",
         "file_size": 153000000,

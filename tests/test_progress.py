@@ -32,8 +32,12 @@ class Recording(NullProgress):
 def test_the_line_fits_80_columns_and_shows_100_percent_at_the_end():
     console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
     progress = RichProgress(console=console)
-    progress.start(label="merge-run tmb_0000178000_a_long_folder_name", files=40, events=1_234_567,
-                   bytes=2_234_567_890)
+    progress.start(
+        label="merge-run tmb_0000178000_a_long_folder_name",
+        files=40,
+        events=1_234_567,
+        bytes=2_234_567_890,
+    )
     progress.advance(files=40, events=1_234_567, bytes=2_234_567_890)
     progress.finish()
     drawn = re.sub(r"\x1b\[[?0-9;]*[A-Za-z]", "", console.file.getvalue())
@@ -50,7 +54,9 @@ def test_merge_advances_every_byte_of_its_inputs(tmb_run, tmp_path, skip_bad):
         data[len(data) // 2] ^= 0xFF
         tmb_run[2].write_bytes(bytes(data))
     progress = Recording()
-    merge_files(tmb_run, tmp_path / "out.tmb", MergeSpec(mode="fast", skip_bad=skip_bad), progress=progress)
+    merge_files(
+        tmb_run, tmp_path / "out.tmb", MergeSpec(mode="fast", skip_bad=skip_bad), progress=progress
+    )
     assert progress.started == [(6, sum(p.stat().st_size for p in tmb_run))]
     assert (progress.files, progress.bytes) == progress.started[0]
 
@@ -59,7 +65,13 @@ def test_merge_advances_every_byte_of_its_inputs(tmb_run, tmp_path, skip_bad):
 def test_merge_run_advances_every_byte_of_its_inputs(tmb_run, tmp_path, jobs):
     progress = Recording()
     total = sum(p.stat().st_size for p in tmb_run)
-    merge_run([tmb_run[0].parent], tmp_path / "out", target_size=total // 2, spec=MergeSpec(mode="fast"),
-              jobs=jobs, progress=progress)
+    merge_run(
+        [tmb_run[0].parent],
+        tmp_path / "out",
+        target_size=total // 2,
+        spec=MergeSpec(mode="fast"),
+        jobs=jobs,
+        progress=progress,
+    )
     assert progress.started == [(6, total)]
     assert (progress.files, progress.bytes) == (6, total)

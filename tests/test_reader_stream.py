@@ -70,7 +70,7 @@ def test_iter_blocks_gives_each_block_its_adler32(many_blocks):
     with engine.open_file(many_blocks) as reader:
         adler = RunningAdler32()
         blocks = [(b.adler32, zlib.adler32(bytes(b.stored))) for b in reader.iter_blocks(adler)]
-        assert all(b.adler32 is None for b in reader.iter_blocks())   # nothing computed unasked
+        assert all(b.adler32 is None for b in reader.iter_blocks())  # nothing computed unasked
     assert len(blocks) > 20 and all(carried == computed for carried, computed in blocks)
     data = many_blocks.read_bytes()
     assert (adler.value, adler.size) == (zlib.adler32(data), len(data))

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import read_event_list
 from remote_servers import CuttingProxy, XrootdServer
 
@@ -25,24 +24,43 @@ def served_run(remote_env, tmb_run, request):
     folder = f"run-{request.node.name}"[:60].replace("[", "-").replace("]", "")
     for path in tmb_run:
         remote_env.put(path, folder)
-    return (f"{remote_env.root_url}/{folder}", f"{remote_env.https_url}/{folder}", remote_env.data / folder)
+    return (
+        f"{remote_env.root_url}/{folder}",
+        f"{remote_env.https_url}/{folder}",
+        remote_env.data / folder,
+    )
 
 
 def names(tmb_run):
     return [p.name for p in tmb_run]
 
 
-def test_merge_of_remote_and_local_inputs_equals_the_local_merge(cli, served_run, tmb_run, tmp_path):
+def test_merge_of_remote_and_local_inputs_equals_the_local_merge(
+    cli, served_run, tmb_run, tmp_path
+):
     root, https, _ = served_run
     n = names(tmb_run)
     local = cli("merge", *map(str, tmb_run[:3]), "-o", str(tmp_path / "local.tmb"))
     assert local.code == 0, local.err
-    mixed = cli("merge", f"{root}/{n[0]}", f"{https}/{n[1]}", str(tmb_run[2]), "-o", str(tmp_path / "mixed.tmb"),
-                "--mode", "deep", "--json")
+    mixed = cli(
+        "merge",
+        f"{root}/{n[0]}",
+        f"{https}/{n[1]}",
+        str(tmb_run[2]),
+        "-o",
+        str(tmp_path / "mixed.tmb"),
+        "--mode",
+        "deep",
+        "--json",
+    )
     assert mixed.code == 0, mixed.err
     assert read_event_list(tmp_path / "mixed.tmb") == read_event_list(tmp_path / "local.tmb")
     report = mixed.json()
-    assert [i["file"] for i in report["inputs"]] == [f"{root}/{n[0]}", f"{https}/{n[1]}", str(tmb_run[2])]
+    assert [i["file"] for i in report["inputs"]] == [
+        f"{root}/{n[0]}",
+        f"{https}/{n[1]}",
+        str(tmb_run[2]),
+    ]
     sidecar = json.loads((tmp_path / "mixed.tmb.json").read_text())
     assert [p["file_name"] for p in sidecar["parents"]] == n[:3]
 
@@ -53,7 +71,9 @@ def test_remote_sidecar_is_fetched_and_checked(cli, served_run, tmb_run, tmp_pat
     record = json.loads((data / f"{name}.json").read_text())
     record["event_count"] += 1
     (data / f"{name}.json").write_text(json.dumps(record))
-    result = cli("merge", f"{root}/{name}", f"{root}/{tmb_run[1].name}", "-o", str(tmp_path / "m.tmb"))
+    result = cli(
+        "merge", f"{root}/{name}", f"{root}/{tmb_run[1].name}", "-o", str(tmp_path / "m.tmb")
+    )
     assert result.code == 6, result.err
     assert f"{root}/{name}" in result.err and "event" in result.err
     assert not (tmp_path / "m.tmb").exists()
@@ -102,7 +122,9 @@ def test_damaged_remote_block_is_refused_like_a_local_one(cli, served_run, tmb_r
         byte = f.read(1)
         f.seek(offset)
         f.write(bytes([byte[0] ^ 0xFF]))
-    result = cli("merge", f"{root}/{tmb_run[0].name}", f"{root}/{name}", "-o", str(tmp_path / "m.tmb"))
+    result = cli(
+        "merge", f"{root}/{tmb_run[0].name}", f"{root}/{name}", "-o", str(tmp_path / "m.tmb")
+    )
     assert result.code == 5, result.err
     assert f"{root}/{name}" in result.err and "block 1" in result.err
     assert not (tmp_path / "m.tmb").exists()
@@ -153,25 +175,54 @@ def test_server_killed_mid_read_is_exit_3_and_no_output(remote_env, tmb_big_run,
         port = server.root_port if scheme == "root" else server.https_port
         proxy = CuttingProxy(port, limit=3 << 20, direction="down", action=server.kill)
         urls = [proxy.url(f"big/{p.name}", scheme) for p in files]
-        env = {**os.environ, "PYTHONPATH": str(WORKTREE), "TMBMERGE_REMOTE_TIMEOUT": "5",
-               "TMBMERGE_REMOTE_RETRIES": "1", "TMBMERGE_REMOTE_BACKOFF": "0.1", "X509_CERT_DIR": str(server.ca_dir)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(WORKTREE),
+            "TMBMERGE_REMOTE_TIMEOUT": "5",
+            "TMBMERGE_REMOTE_RETRIES": "1",
+            "TMBMERGE_REMOTE_BACKOFF": "0.1",
+            "X509_CERT_DIR": str(server.ca_dir),
+        }
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "bindings.cli", "merge", *urls, "-o", str(tmp_path / "m.tmb"),
-                                 "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bindings.cli",
+                "merge",
+                *urls,
+                "-o",
+                str(tmp_path / "m.tmb"),
+                "--quiet",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 3, result.stderr
         assert proxy.cuts >= 1
-        assert f"{scheme}://127.0.0.1:{proxy.port}/" in result.stderr and "Traceback" not in result.stderr
+        assert (
+            f"{scheme}://127.0.0.1:{proxy.port}/" in result.stderr
+            and "Traceback" not in result.stderr
+        )
         assert time.monotonic() - started < 60
-        assert os.listdir(tmp_path) == []   # no output, no temporary left
+        assert os.listdir(tmp_path) == []  # no output, no temporary left
     finally:
         server.remove()
 
 
 def test_local_merge_does_not_load_remote_clients(tmb_run, tmp_path):
-    code = ("import sys; from engine.merge import merge_files; "
-            f"merge_files({[str(p) for p in tmb_run[:2]]!r}, {str(tmp_path / 'm.tmb')!r}); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('XRootD', 'pyxrootd', 'requests')))")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(WORKTREE)},
-                         capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys; from engine.merge import merge_files; "
+        f"merge_files({[str(p) for p in tmb_run[:2]]!r}, {str(tmp_path / 'm.tmb')!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('XRootD', 'pyxrootd', 'requests')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(WORKTREE)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip() == "[]"
-

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import read_event_list
 from remote_servers import CuttingProxy, XrootdServer
 
@@ -40,21 +39,27 @@ def all_files(folder: Path) -> list[str]:
 @pytest.mark.parametrize("scheme", ["root", "https"])
 def test_merge_output_is_staged_out_verified(cli, remote_env, staging, tmb_run, tmp_path, scheme):
     folder = server_folder(remote_env, f"out-{scheme}")
-    base = f"{remote_env.root_url}/out-{scheme}" if scheme == "root" else f"{remote_env.https_url}/out-{scheme}"
+    base = (
+        f"{remote_env.root_url}/out-{scheme}"
+        if scheme == "root"
+        else f"{remote_env.https_url}/out-{scheme}"
+    )
     result = cli("merge", *map(str, tmb_run[:3]), "-o", f"{base}/m.tmb", "--json")
     assert result.code == 0, result.err
     report = result.json()
     assert report["output"] == f"{base}/m.tmb" and report["verified"]
-    assert all_files(folder) == ["m.tmb", "m.tmb.json"]          # no temporary left beside it
+    assert all_files(folder) == ["m.tmb", "m.tmb.json"]  # no temporary left beside it
     assert read_event_list(folder / "m.tmb") == [e for p in tmb_run[:3] for e in read_event_list(p)]
     sidecar = json.loads((folder / "m.tmb.json").read_text())
     assert sidecar["file_name"] == "m.tmb" and sidecar["checksum"] == [report["checksum"]]
-    assert list(staging.rglob("*.tmb*")) == []                     # the staging copy is gone
+    assert list(staging.rglob("*.tmb*")) == []  # the staging copy is gone
     again = cli("merge", *map(str, tmb_run[:3]), "-o", f"{base}/m.tmb")
     assert again.code == 7 and "exists" in again.err and f"{base}/m.tmb" in again.err
     replaced = cli("merge", *map(str, tmb_run[:2]), "-o", f"{base}/m.tmb", "--force")
     assert replaced.code == 0, replaced.err
-    assert len(read_event_list(folder / "m.tmb")) == sum(len(read_event_list(p)) for p in tmb_run[:2])
+    assert len(read_event_list(folder / "m.tmb")) == sum(
+        len(read_event_list(p)) for p in tmb_run[:2]
+    )
 
 
 def test_default_staging_leaves_nothing_in_tmpdir(cli, remote_env, tmb_run, tmp_path, monkeypatch):
@@ -66,15 +71,17 @@ def test_default_staging_leaves_nothing_in_tmpdir(cli, remote_env, tmb_run, tmp_
     scratch.mkdir()
     monkeypatch.delenv("TMBMERGE_STAGING", raising=False)
     monkeypatch.setenv("TMPDIR", str(scratch))
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))     # gettempdir() caches $TMPDIR
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # gettempdir() caches $TMPDIR
     url = f"{remote_env.root_url}/{server_folder(remote_env, 'tmpdir-out').name}/m.tmb"
     assert cli("merge", *map(str, tmb_run[:2]), "-o", url, "--quiet").code == 0
     assert list(scratch.iterdir()) == []
-    assert cli("merge", *map(str, tmb_run[:2]), "-o", url, "--quiet").code == 7    # exists: refused
+    assert cli("merge", *map(str, tmb_run[:2]), "-o", url, "--quiet").code == 7  # exists: refused
     assert list(scratch.iterdir()) == []
 
 
-def test_wrong_checksum_from_the_server_leaves_nothing(cli, remote_env, staging, tmb_run, monkeypatch):
+def test_wrong_checksum_from_the_server_leaves_nothing(
+    cli, remote_env, staging, tmb_run, monkeypatch
+):
     script = Path(os.environ.get("TMPDIR", "/tmp")) / f"tmbmerge-liar-{os.getpid()}.sh"
     script.write_text("#!/bin/sh\necho 00000001\n")
     script.chmod(0o755)
@@ -100,15 +107,26 @@ def test_connection_dropped_mid_upload_leaves_nothing(remote_env, staging, tmb_b
         port = server.root_port if scheme == "root" else server.https_port
         proxy = CuttingProxy(port, limit=4 << 20, direction="up")
         inputs = [str(p) for p in sorted(tmb_big_run.glob("*.tmb"))[:4]]
-        env = {**os.environ, "PYTHONPATH": str(WORKTREE), "TMBMERGE_REMOTE_TIMEOUT": "5",
-               "TMBMERGE_REMOTE_RETRIES": "1", "TMBMERGE_REMOTE_BACKOFF": "0.1", "X509_CERT_DIR": str(server.ca_dir)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(WORKTREE),
+            "TMBMERGE_REMOTE_TIMEOUT": "5",
+            "TMBMERGE_REMOTE_RETRIES": "1",
+            "TMBMERGE_REMOTE_BACKOFF": "0.1",
+            "X509_CERT_DIR": str(server.ca_dir),
+        }
         url = proxy.url("out/m.tmb", scheme)
-        result = subprocess.run([sys.executable, "-m", "bindings.cli", "merge", *inputs, "-o", url, "--quiet"],
-                                env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "bindings.cli", "merge", *inputs, "-o", url, "--quiet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 7, result.stderr
-        assert proxy.cuts >= 2                     # the upload was tried again, and cut again
+        assert proxy.cuts >= 2  # the upload was tried again, and cut again
         assert url in result.stderr and "upload failed" in result.stderr
-        deadline = time.monotonic() + 15           # the server drops an unfinished upload (POSC)
+        deadline = time.monotonic() + 15  # the server drops an unfinished upload (POSC)
         while all_files(folder) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert all_files(folder) == []
@@ -121,8 +139,10 @@ def test_permission_denied_on_the_output_folder_is_exit_7(cli, remote_env, stagi
     folder = remote_env.data / "locked"
     folder.mkdir(exist_ok=True)
     if os.geteuid() == 0:
-        os.chown(folder, 0, 0)          # the server runs as nobody: not its folder
-    folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        os.chown(folder, 0, 0)  # the server runs as nobody: not its folder
+    folder.chmod(
+        stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+    )
     for url in (f"{remote_env.root_url}/locked/m.tmb", f"{remote_env.https_url}/locked/m.tmb"):
         result = cli("merge", *map(str, tmb_run[:2]), "-o", url)
         assert result.code == 7, result.err
@@ -130,8 +150,9 @@ def test_permission_denied_on_the_output_folder_is_exit_7(cli, remote_env, stagi
     assert all_files(folder) == []
 
 
-def test_merge_run_to_remote_storage_declares_and_retires_after_stage_out(cli, remote_env, staging, tmb_run,
-                                                                         tmp_path):
+def test_merge_run_to_remote_storage_declares_and_retires_after_stage_out(
+    cli, remote_env, staging, tmb_run, tmp_path
+):
     for path in tmb_run:
         remote_env.put(path, "run-retire")
     inputs = f"{remote_env.root_url}/run-retire/"
@@ -139,15 +160,30 @@ def test_merge_run_to_remote_storage_declares_and_retires_after_stage_out(cli, r
     catalog = f"sqlite:///{tmp_path / 'cat.db'}"
     imported = cli("catalog", "import", inputs, "--catalog", catalog, "--declare-parents")
     assert imported.code == 0, imported.err
-    result = cli("merge-run", inputs, "--out-dir", out, "--catalog", catalog, "--declare",
-                 "--retire-inputs", "--json")
+    result = cli(
+        "merge-run",
+        inputs,
+        "--out-dir",
+        out,
+        "--catalog",
+        catalog,
+        "--declare",
+        "--retire-inputs",
+        "--json",
+    )
     assert result.code == 0, result.err
     [output] = result.json()["outputs"]
     assert output["declared"] == "declared" and len(output["retired"]) == len(tmb_run)
     merged = remote_env.data / "merged-retire"
-    assert all_files(merged) == [output["output"].rsplit("/", 1)[1], output["output"].rsplit("/", 1)[1] + ".json"]
-    assert read_event_list(next(merged.glob("*.tmb"))) == [e for p in tmb_run for e in read_event_list(p)]
+    assert all_files(merged) == [
+        output["output"].rsplit("/", 1)[1],
+        output["output"].rsplit("/", 1)[1] + ".json",
+    ]
+    assert read_event_list(next(merged.glob("*.tmb"))) == [
+        e for p in tmb_run for e in read_event_list(p)
+    ]
     assert all_files(remote_env.data / "run-retire") == sorted(
-        f"retired/{p.name}{s}" for p in tmb_run for s in ("", ".json"))
+        f"retired/{p.name}{s}" for p in tmb_run for s in ("", ".json")
+    )
     status = cli("status", out)
     assert status.code == 0 and "retired" in status.out

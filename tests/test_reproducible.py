@@ -24,7 +24,10 @@ def test_reproducible_merges_are_byte_identical(cli, tmb_run, tmp_path, monkeypa
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     first, second = _merge_twice(cli, tmb_run, tmp_path, "--reproducible", "--mode", mode)
     assert first.read_bytes() == second.read_bytes()
-    assert first.with_name(first.name + ".json").read_bytes() == second.with_name(second.name + ".json").read_bytes()
+    assert (
+        first.with_name(first.name + ".json").read_bytes()
+        == second.with_name(second.name + ".json").read_bytes()
+    )
     with open_file(first) as reader, open_file(tmb_run[-1]) as newest:
         # the timestamp is the inputs' own (the newest input's creation time), not the clock's
         assert reader.metadata["created"] == newest.metadata["created"]
@@ -46,7 +49,12 @@ def test_file_id_follows_content(cli, tmb_run, tmp_path, monkeypatch):
     or other inputs another (without SOURCE_DATE_EPOCH or --reproducible, the clock's time decides)."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     ids = {}
-    for name, options in {"safe": [], "safe again": [], "fast": ["--mode", "fast"], "fewer": []}.items():
+    for name, options in {
+        "safe": [],
+        "safe again": [],
+        "fast": ["--mode", "fast"],
+        "fewer": [],
+    }.items():
         output = tmp_path / name.replace(" ", "_") / "out.tmb"
         output.parent.mkdir()
         inputs = tmb_run[:-1] if name == "fewer" else tmb_run

@@ -24,33 +24,43 @@ from engine.verify import verify_file
 from engine.writer import TmbWriter
 
 EVENT = st.tuples(
-    st.integers(0, 2**32 - 1),                # run
-    st.integers(0, 2**64 - 1),                # event number
-    st.binary(min_size=0, max_size=80),       # payload (empty ones included)
+    st.integers(0, 2**32 - 1),  # run
+    st.integers(0, 2**64 - 1),  # event number
+    st.binary(min_size=0, max_size=80),  # payload (empty ones included)
 )
 
 # How the events are handed to the writer: each chunk goes through one path.
-WRITE_PLAN = st.lists(st.tuples(st.sampled_from(["event", "batch"]), st.integers(1, 12)), min_size=1, max_size=6)
+WRITE_PLAN = st.lists(
+    st.tuples(st.sampled_from(["event", "batch"]), st.integers(1, 12)), min_size=1, max_size=6
+)
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 _names = itertools.count()
 
 
 def write_file(path, events, *, codec, block_bytes, threads, plan):
     """Write ``events`` following ``plan`` (path, chunk size) pairs, cycling until all are written."""
-    with TmbWriter(path, codec=codec, block_bytes=block_bytes, threads=threads, fsync=False) as writer:
+    with TmbWriter(
+        path, codec=codec, block_bytes=block_bytes, threads=threads, fsync=False
+    ) as writer:
         pos = 0
         for how, size in itertools.cycle(plan):
             if pos >= len(events):
                 break
-            chunk = events[pos:pos + size]
+            chunk = events[pos : pos + size]
             pos += len(chunk)
             if how == "event":
                 for run, event, payload in chunk:
                     writer.write_event(run, event, payload)
             else:
-                writer.write_batch([r for r, _, _ in chunk], [e for _, e, _ in chunk],
-                                   [len(p) for _, _, p in chunk], b"".join(p for _, _, p in chunk))
+                writer.write_batch(
+                    [r for r, _, _ in chunk],
+                    [e for _, e, _ in chunk],
+                    [len(p) for _, _, p in chunk],
+                    b"".join(p for _, _, p in chunk),
+                )
     return writer.result
 
 
@@ -73,7 +83,9 @@ def assert_reads_back(path, events, block_bytes):
         over = blocks["uncompressed_length"] > block_bytes
         assert np.all(blocks["event_count"][over] == 1)
         if len(events):
-            assert int(blocks["uncompressed_length"].sum()) == sum(len(p) + RECORD_HEADER_SIZE for _, _, p in events)
+            assert int(blocks["uncompressed_length"].sum()) == sum(
+                len(p) + RECORD_HEADER_SIZE for _, _, p in events
+            )
 
 
 @SETTINGS
@@ -86,7 +98,9 @@ def assert_reads_back(path, events, block_bytes):
 )
 def test_events_round_trip(tmp_path, events, block_bytes, codec, threads, plan):
     path = tmp_path / f"rt{next(_names)}.tmb"
-    result = write_file(path, events, codec=codec, block_bytes=block_bytes, threads=threads, plan=plan)
+    result = write_file(
+        path, events, codec=codec, block_bytes=block_bytes, threads=threads, plan=plan
+    )
 
     data = path.read_bytes()
     assert result.file_size == len(data)
@@ -103,10 +117,17 @@ def test_events_round_trip(tmp_path, events, block_bytes, codec, threads, plan):
     path.unlink()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 3000), max_len=st.integers(0, 300), seed=st.integers(0, 2**32 - 1),
-       codec=st.sampled_from(["none", "zstd"]), threads=st.sampled_from([1, 2]),
-       block_bytes=st.integers(64, 8192))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 3000),
+    max_len=st.integers(0, 300),
+    seed=st.integers(0, 2**32 - 1),
+    codec=st.sampled_from(["none", "zstd"]),
+    threads=st.sampled_from([1, 2]),
+    block_bytes=st.integers(64, 8192),
+)
 def test_large_batch_round_trip(tmp_path, n, max_len, seed, codec, threads, block_bytes):
     """Thousands of events in one ``write_batch``: many blocks, cut with no per-event Python loop."""
     rng = np.random.default_rng(seed)
@@ -115,10 +136,15 @@ def test_large_batch_round_trip(tmp_path, n, max_len, seed, codec, threads, bloc
     lengths = rng.integers(0, max_len + 1, n, dtype=np.uint32)
     payload = rng.integers(0, 4, int(lengths.sum()), dtype=np.uint8)  # compressible
     path = tmp_path / f"big{next(_names)}.tmb"
-    with TmbWriter(path, codec=codec, block_bytes=block_bytes, threads=threads, fsync=False) as writer:
+    with TmbWriter(
+        path, codec=codec, block_bytes=block_bytes, threads=threads, fsync=False
+    ) as writer:
         writer.write_batch(runs, numbers, lengths, payload.tobytes())
     starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    expected = [(int(runs[i]), int(numbers[i]), payload[starts[i]:starts[i + 1]].tobytes()) for i in range(n)]
+    expected = [
+        (int(runs[i]), int(numbers[i]), payload[starts[i] : starts[i + 1]].tobytes())
+        for i in range(n)
+    ]
 
     assert writer.result.adler32 == zlib.adler32(path.read_bytes())
     assert_reads_back(path, expected, block_bytes)
@@ -132,8 +158,13 @@ def test_empty_file_round_trip(tmp_path, codec):
         pass
     result = writer.result
     data = path.read_bytes()
-    assert (result.event_count, result.block_count, result.first_event, result.last_event, result.runs) == (
-        0, 0, None, None, [])
+    assert (
+        result.event_count,
+        result.block_count,
+        result.first_event,
+        result.last_event,
+        result.runs,
+    ) == (0, 0, None, None, [])
     assert result.file_size == len(data)
     assert result.adler32 == zlib.adler32(data)
 

@@ -13,16 +13,22 @@ import os
 import shutil
 
 import pytest
-
 from campaign_helpers import GOOD_RUN, REFERENCE_RUN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def _missing(reason: str):
-    if os.environ.get("TMBMERGE_REQUIRE_SERVERS"):          # CI installs them: absence is a failure there
+    if os.environ.get("TMBMERGE_REQUIRE_SERVERS"):  # CI installs them: absence is a failure there
         pytest.fail(reason)
     pytest.skip(reason)
 
@@ -45,7 +51,9 @@ def browser_page():
             browser.close()
 
 
-def test_claim_a_dataset_and_open_a_certification_overlay(browser_page, campaign, campaign_server, tmp_path):
+def test_claim_a_dataset_and_open_a_certification_overlay(
+    browser_page, campaign, campaign_server, tmp_path
+):
     from bindings.serve.store import CampaignStore
 
     store = CampaignStore(campaign.catalog)
@@ -58,17 +66,23 @@ def test_claim_a_dataset_and_open_a_certification_overlay(browser_page, campaign
     assert row.locator(".state").inner_text() == "open"
     page.fill("#token", token)
     row.get_by_role("button", name="claim").click()
-    page.wait_for_function("document.querySelector('tr[data-dataset=\"browser-spring\"] .state')"
-                           ".textContent === 'assigned'")
+    page.wait_for_function(
+        "document.querySelector('tr[data-dataset=\"browser-spring\"] .state')"
+        ".textContent === 'assigned'"
+    )
     assert row.locator(".site").inner_text() == "lyon"
     assert "assigned to lyon" in page.locator("#message").inner_text()
     row.get_by_role("button", name="copied-to-site").click()
-    page.wait_for_function("document.querySelector('tr[data-dataset=\"browser-spring\"] .state')"
-                           ".textContent === 'copied-to-site'")
+    page.wait_for_function(
+        "document.querySelector('tr[data-dataset=\"browser-spring\"] .state')"
+        ".textContent === 'copied-to-site'"
+    )
     page.screenshot(path=str(tmp_path / "page.png"))
-    assert store.dataset("browser-spring")["state"] == "copied-to-site"      # the page changed the database
+    assert (
+        store.dataset("browser-spring")["state"] == "copied-to-site"
+    )  # the page changed the database
 
-    page.reload()                                    # the state is the server's, not the page's
+    page.reload()  # the state is the server's, not the page's
     assert page.locator('tr[data-dataset="browser-spring"] .state').inner_text() == "copied-to-site"
 
     page.click("text=browser-spring")
@@ -78,15 +92,22 @@ def test_claim_a_dataset_and_open_a_certification_overlay(browser_page, campaign
     assert page.locator("#cert-status").inner_text() == "certified"
     overlay = page.locator("#merge-plot")
     overlay.wait_for()
-    page.wait_for_function("document.getElementById('merge-plot').complete && "
-                           "document.getElementById('merge-plot').naturalWidth > 0")
+    page.wait_for_function(
+        "document.getElementById('merge-plot').complete && "
+        "document.getElementById('merge-plot').naturalWidth > 0"
+    )
     assert overlay.evaluate("img => img.naturalWidth") > 800
 
     page.select_option("#reference", str(REFERENCE_RUN))
     page.click("#compare")
     page.wait_for_url(f"**/runs/{GOOD_RUN}?reference={REFERENCE_RUN}*")
-    page.wait_for_function("document.getElementById('reference-plot') && "
-                           "document.getElementById('reference-plot').complete && "
-                           "document.getElementById('reference-plot').naturalWidth > 0", timeout=120_000)
+    page.wait_for_function(
+        "document.getElementById('reference-plot') && "
+        "document.getElementById('reference-plot').complete && "
+        "document.getElementById('reference-plot').naturalWidth > 0",
+        timeout=120_000,
+    )
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
-    assert (tmp_path / "page.png").stat().st_size > 10_000 and (tmp_path / "run.png").stat().st_size > 50_000
+    assert (tmp_path / "page.png").stat().st_size > 10_000 and (
+        tmp_path / "run.png"
+    ).stat().st_size > 50_000

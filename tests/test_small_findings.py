@@ -18,7 +18,6 @@ import sys
 import pytest
 
 
-
 @pytest.mark.parametrize("hit", [0, 3, 4, 7])
 def test_damaged_magic_is_an_integrity_error_wherever_it_is_hit(cli, tmb_run, hit):
     path = tmb_run[0]
@@ -40,12 +39,19 @@ def test_a_foreign_file_is_not_a_tmb_file(cli, tmp_path):
 
 def test_sigterm_after_the_work_is_done_keeps_the_exit_code(tmb_run):
     """The process sends itself SIGTERM from an exit hook, after the command returned."""
-    code = ("import atexit, os, signal, sys\n"
-            "from bindings.cli import main\n"
-            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
-            "sys.exit(main())\n")
+    code = (
+        "import atexit, os, signal, sys\n"
+        "from bindings.cli import main\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+        "sys.exit(main())\n"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    result = subprocess.run([sys.executable, "-c", code, "verify", str(tmb_run[0])], env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "verify", str(tmb_run[0])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, (result.returncode, result.stderr)
     assert result.returncode != -signal.SIGTERM

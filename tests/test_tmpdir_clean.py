@@ -16,8 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 def run(*args, tmpdir: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(REPO))
     env.pop("TMBMERGE_STAGING", None)
-    return subprocess.run([sys.executable, "-m", "bindings.cli", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bindings.cli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_commands_leave_nothing_in_tmpdir(tmp_path):
@@ -25,7 +31,8 @@ def test_commands_leave_nothing_in_tmpdir(tmp_path):
     scratch.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    def inputs():          # the inputs exist only once generate has run
+
+    def inputs():  # the inputs exist only once generate has run
         return sorted((work / "run").glob("*.tmb"))[:2]
 
     steps = [
@@ -41,6 +48,15 @@ def test_commands_leave_nothing_in_tmpdir(tmp_path):
         result = run(*step, tmpdir=scratch, cwd=work)
         assert result.returncode == 0, (step[0], result.stderr)
         assert sorted(p.name for p in scratch.iterdir()) == [], step[0]
-    refused = run("merge", work / "a.tmb", work / "b.tmb", "-o", work / "a.tmb", "--force", tmpdir=scratch, cwd=work)
+    refused = run(
+        "merge",
+        work / "a.tmb",
+        work / "b.tmb",
+        "-o",
+        work / "a.tmb",
+        "--force",
+        tmpdir=scratch,
+        cwd=work,
+    )
     assert refused.returncode == 7, refused.stderr
     assert list(scratch.iterdir()) == []

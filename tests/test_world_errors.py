@@ -23,7 +23,7 @@ TARGET_OUTPUTS = 3
 
 def _target(paths) -> int:
     sizes = sorted(p.stat().st_size for p in paths)
-    return sizes[-1] + sizes[-2] + sizes[0] // 2          # 3 outputs of 2 inputs
+    return sizes[-1] + sizes[-2] + sizes[0] // 2  # 3 outputs of 2 inputs
 
 
 def _fd_path(fd: int) -> str:
@@ -43,11 +43,15 @@ def full_disk_for(monkeypatch):
             if marker in _fd_path(fd):
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_write(fd, data)
+
         monkeypatch.setattr(os, "write", write)
+
     return install
 
 
-def test_full_disk_writing_a_merge_output_is_an_output_error(cli, tmb_run, tmp_path, full_disk_for, leftovers):
+def test_full_disk_writing_a_merge_output_is_an_output_error(
+    cli, tmb_run, tmp_path, full_disk_for, leftovers
+):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     full_disk_for(str(out_dir))
@@ -58,8 +62,9 @@ def test_full_disk_writing_a_merge_output_is_an_output_error(cli, tmb_run, tmp_p
     assert sorted(os.listdir(out_dir)) == []
 
 
-def test_one_output_failing_of_a_full_disk_does_not_stop_merge_run(cli, tmb_run, tmp_path, full_disk_for,
-                                                                    leftovers):
+def test_one_output_failing_of_a_full_disk_does_not_stop_merge_run(
+    cli, tmb_run, tmp_path, full_disk_for, leftovers
+):
     folder = tmb_run[0].parent
     target = _target(tmb_run)
     plan = plan_run([folder], target_size=target)
@@ -67,12 +72,16 @@ def test_one_output_failing_of_a_full_disk_does_not_stop_merge_run(cli, tmb_run,
     broken = plan.outputs[1].name
     full_disk_for(broken)
     out_dir = tmp_path / "out"
-    result = cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--jobs", 1, "--json")
+    result = cli(
+        "merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--jobs", 1, "--json"
+    )
     assert result.code == 7, result.err
     report = result.json()
     assert [f["output"] for f in report["failures"]] == [broken]
     assert "No space left on device" in report["failures"][0]["message"]
-    assert sorted(p.name for p in out_dir.glob("*.tmb")) == sorted(o.name for o in plan.outputs if o.name != broken)
+    assert sorted(p.name for p in out_dir.glob("*.tmb")) == sorted(
+        o.name for o in plan.outputs if o.name != broken
+    )
     summary = cli("status", out_dir, "--json").json()["summary"]
     assert summary == {"failed": 1, "verified": 2}
     assert leftovers(out_dir) == []
@@ -94,7 +103,9 @@ def test_a_bug_in_one_output_is_recorded_and_the_others_go_on(cli, tmb_run, tmp_
 
     monkeypatch.setattr(run_module, "merge_files", merge_files)
     out_dir = tmp_path / "out"
-    result = cli("merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--jobs", 1, "--json")
+    result = cli(
+        "merge-run", folder, "--out-dir", out_dir, "--target-size", target, "--jobs", 1, "--json"
+    )
     assert result.code == 1, result.err
     failures = result.json()["failures"]
     assert [f["output"] for f in failures] == [broken]
@@ -107,7 +118,9 @@ def test_output_folder_that_cannot_be_created(cli, tmb_run, tmp_path):
     in_the_way.write_text("")
     result = cli("merge-run", tmb_run[0].parent, "--out-dir", in_the_way / "merged")
     assert result.code == 7, result.err
-    assert f"{in_the_way / 'merged'}: cannot create the output folder: Not a directory" in result.err
+    assert (
+        f"{in_the_way / 'merged'}: cannot create the output folder: Not a directory" in result.err
+    )
 
 
 def test_read_only_output_folder(cli, tmb_run, tmp_path, monkeypatch):
@@ -121,7 +134,10 @@ def test_read_only_output_folder(cli, tmb_run, tmp_path, monkeypatch):
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", read_only)
-    for args in (("merge", *tmb_run[:2], "-o", out_dir / "m.tmb"), ("merge-run", tmb_run[0].parent, "--out-dir", out_dir)):
+    for args in (
+        ("merge", *tmb_run[:2], "-o", out_dir / "m.tmb"),
+        ("merge-run", tmb_run[0].parent, "--out-dir", out_dir),
+    ):
         result = cli(*args)
         assert result.code == 7, result.err
         assert "Read-only file system" in result.err and str(out_dir) in result.err
@@ -151,12 +167,16 @@ def test_full_disk_writing_the_journal(cli, tmb_run, tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return self._db.__exit__(*exc)
 
-    monkeypatch.setattr(journal_module.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    monkeypatch.setattr(
+        journal_module.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k))
+    )
     out_dir = tmp_path / "out"
     result = cli("merge-run", tmb_run[0].parent, "--out-dir", out_dir)
     assert result.code == 7, result.err
-    assert f"{out_dir / '.tmbmerge-journal.sqlite'}: cannot write the merge-run journal: database or disk is full" \
+    assert (
+        f"{out_dir / '.tmbmerge-journal.sqlite'}: cannot write the merge-run journal: database or disk is full"
         in result.err
+    )
 
 
 def test_unreachable_dask_scheduler(cli, tmb_run, tmp_path, monkeypatch):
@@ -164,7 +184,14 @@ def test_unreachable_dask_scheduler(cli, tmb_run, tmp_path, monkeypatch):
     from engine.merge import executors
 
     monkeypatch.setattr(executors, "DASK_CONNECT_TIMEOUT", "1s")
-    result = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--executor", "dask://127.0.0.1:9")
+    result = cli(
+        "merge-run",
+        tmb_run[0].parent,
+        "--out-dir",
+        tmp_path / "out",
+        "--executor",
+        "dask://127.0.0.1:9",
+    )
     assert result.code == 7, result.err
     assert "cannot reach the Dask scheduler at 127.0.0.1:9" in result.err
 
@@ -176,7 +203,7 @@ def test_damaged_sqlite_catalogue_schema(cli, tmp_path):
     SqliteCatalog(path).close()
     data = bytearray(path.read_bytes())
     at = data.find(b"CREATE TABLE")
-    data[at + 7:at + 9] = b"\xff\xfe"            # undecodable text in the schema
+    data[at + 7 : at + 9] = b"\xff\xfe"  # undecodable text in the schema
     path.write_bytes(bytes(data))
     result = cli("catalog", "run", "1", "--catalog", f"sqlite:///{path}")
     assert result.code == 8, result.err

@@ -53,9 +53,9 @@ def test_hands_over_everything_but_the_window_once_in_order(recorded):
         wb.written(size)
     covered = 0
     for fd, offset, length, flags in recorded:
-        assert fd == 7 and flags == 2           # SYNC_FILE_RANGE_WRITE: start, never wait
-        assert offset == covered                # contiguous, each byte once
-        assert length >= Writeback.step         # few, large requests
+        assert fd == 7 and flags == 2  # SYNC_FILE_RANGE_WRITE: start, never wait
+        assert offset == covered  # contiguous, each byte once
+        assert length >= Writeback.step  # few, large requests
         covered += length
     assert 10_000 - 37 - Writeback.window - Writeback.step < covered <= 9_990 - Writeback.window
     assert wb.started == covered
@@ -94,7 +94,7 @@ def test_real_call_on_a_growing_file(tmp_path):
         wb = Writeback(fd)
         wb.window, wb.step = 1 << 20, 1 << 19
         for start in range(0, len(data), 1 << 18):
-            os.write(fd, data[start:start + (1 << 18)])
+            os.write(fd, data[start : start + (1 << 18)])
             wb.written(start + (1 << 18))
         if fsutil._SYNC_FILE_RANGE is not None:
             assert wb.enabled and wb.started == len(data) - wb.window
@@ -109,10 +109,15 @@ def test_writer_hands_over_its_file_as_it_grows(recorded, tmp_path):
     n = 400
     lengths = np.full(n, 100, dtype=np.uint32)
     with TmbWriter(path, codec="none", block_bytes=4000) as writer:
-        writer.write_batch(np.full(n, 5), np.arange(n), lengths, np.zeros(int(lengths.sum()), dtype=np.uint8))
+        writer.write_batch(
+            np.full(n, 5), np.arange(n), lengths, np.zeros(int(lengths.sum()), dtype=np.uint8)
+        )
         fd = writer._fd
     assert recorded and all(call[0] == fd for call in recorded)
-    assert sum(call[2] for call in recorded) > os.path.getsize(path) - Writeback.window - Writeback.step - 4000
+    assert (
+        sum(call[2] for call in recorded)
+        > os.path.getsize(path) - Writeback.window - Writeback.step - 4000
+    )
     assert verify_file(path, metadata="none").ok
 
 
@@ -120,7 +125,9 @@ def test_writer_without_fsync_leaves_writeback_alone(recorded, tmp_path):
     n = 400
     lengths = np.full(n, 100, dtype=np.uint32)
     with TmbWriter(tmp_path / "w.tmb", codec="none", block_bytes=4000, fsync=False) as writer:
-        writer.write_batch(np.full(n, 5), np.arange(n), lengths, np.zeros(int(lengths.sum()), dtype=np.uint8))
+        writer.write_batch(
+            np.full(n, 5), np.arange(n), lengths, np.zeros(int(lengths.sum()), dtype=np.uint8)
+        )
     assert recorded == []
 
 
@@ -137,7 +144,7 @@ def test_drop_behind_trails_the_writeback_by_a_request(recorded, dropped):
         covered += length
     assert covered == wb.dropped > 20_000 - 4 * (Writeback.window + Writeback.step)
     wb.finished(20_000)
-    assert dropped[-1] == (7, 0, 20_000)     # the finished file goes whole
+    assert dropped[-1] == (7, 0, 20_000)  # the finished file goes whole
 
 
 def test_drop_behind_waits_for_the_reader(recorded, dropped):
@@ -146,7 +153,7 @@ def test_drop_behind_waits_for_the_reader(recorded, dropped):
     wb.needed_from = lambda: reader["at"]
     for size in range(0, 10_000, 100):
         wb.written(size)
-    assert dropped == []                      # the reader has read nothing: nothing may go
+    assert dropped == []  # the reader has read nothing: nothing may go
     reader["at"] = 2_600
     for size in range(10_000, 12_000, 100):
         wb.written(size)
@@ -173,21 +180,24 @@ def test_a_refused_drop_turns_dropping_off(recorded, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["fast", "safe", "deep"])
-def test_merge_drops_its_output_behind_the_read_back(mode, recorded, tmb_run, tmp_path, monkeypatch):
+def test_merge_drops_its_output_behind_the_read_back(
+    mode, recorded, tmb_run, tmp_path, monkeypatch
+):
     """A merge drops its output from the page cache as it goes, never ahead of the read-back
     (safe, deep), and all of it once finished."""
     from engine.merge import MergeSpec, merge_files
 
-    drops, answers = [], []     # answers: what the read-back said it still needed, as the writer asked
+    drops, answers = [], []  # answers: what the read-back said it still needed, as the writer asked
     real_drop, real_keep = Writeback._drop, TmbWriter.keep_cached_from
 
     def keep_cached_from(self, needed_from):
         def asked():
             answers.append(needed_from())
             return answers[-1]
+
         real_keep(self, asked)
 
-    def checked(self, start, end):   # called right after the writer asked (if it has a reader)
+    def checked(self, start, end):  # called right after the writer asked (if it has a reader)
         drops.append((start, end, answers[-1] if self.needed_from is not None else None))
         real_drop(self, start, end)
 

@@ -100,8 +100,10 @@ class CatalogBudget:
         self.start()
         left = self.remaining()
         if left <= 0:
-            raise CatalogUnavailable(f"{url}: catalogue deadline of {self.deadline:g} s spent "
-                                     f"({self.requests} requests); the catalogue is too slow or down")
+            raise CatalogUnavailable(
+                f"{url}: catalogue deadline of {self.deadline:g} s spent "
+                f"({self.requests} requests); the catalogue is too slow or down"
+            )
         return left
 
     def spend(self, seconds: float, requests: int = 1) -> None:
@@ -109,7 +111,11 @@ class CatalogBudget:
         self.seconds += seconds
 
     def to_dict(self) -> dict:
-        return {"requests": self.requests, "seconds_waiting": round(self.seconds, 3), "deadline": self.deadline}
+        return {
+            "requests": self.requests,
+            "seconds_waiting": round(self.seconds, 3),
+            "deadline": self.deadline,
+        }
 
 
 class DeclareResult(NamedTuple):
@@ -131,12 +137,14 @@ class Catalog(ABC):
 
     def __init__(self, url: str, *, deadline: float | None = None) -> None:
         self.url = url
-        self.budget = CatalogBudget(deadline if deadline is not None else deadline_from_environment())
+        self.budget = CatalogBudget(
+            deadline if deadline is not None else deadline_from_environment()
+        )
         self._cache: dict[str, dict] = {}
 
     @classmethod
     @abstractmethod
-    def from_url(cls, url: str, **options) -> "Catalog":
+    def from_url(cls, url: str, **options) -> Catalog:
         """Open the catalogue that ``url`` names (options are backend-specific keywords)."""
 
     @classmethod
@@ -171,7 +179,7 @@ class Catalog(ABC):
         names = list(dict.fromkeys(names))
         missing = [name for name in names if name not in self._cache]
         for start in range(0, len(missing), BATCH_SIZE):
-            self._cache.update(self.fetch_records(missing[start:start + BATCH_SIZE]))
+            self._cache.update(self.fetch_records(missing[start : start + BATCH_SIZE]))
         return {name: self._cache[name] for name in names if name in self._cache}
 
     def fetch_records(self, names: list[str]) -> dict[str, dict]:
@@ -211,13 +219,17 @@ class Catalog(ABC):
         """Other files of data tier ``tier`` that are children of the parents of ``metadata``."""
         name = metadata["file_name"]
         by_parent = self.children_of(parent_names(metadata), data_tier=tier)
-        return sorted({child for children in by_parent.values() for child in children if child != name})
+        return sorted(
+            {child for children in by_parent.values() for child in children if child != name}
+        )
 
     def conflicts_after(self, metadata: dict, tier: str) -> list[str]:
         """``exclusive_conflicts`` once ``metadata`` is declared (a backend may ask it more cheaply then)."""
         return self.exclusive_conflicts(metadata, tier)
 
-    def declare_without_transactions(self, md: dict, exclusive_tier: str | None, post) -> DeclareResult:
+    def declare_without_transactions(
+        self, md: dict, exclusive_tier: str | None, post
+    ) -> DeclareResult:
         """The declaration rules for a catalogue with no transactions (SAM web, MetaCat).
 
         ``md`` is prepared; ``post(md)`` sends the declaration and returns the new file id, or
@@ -264,7 +276,7 @@ class Catalog(ABC):
     def close(self) -> None:
         """Release connections; the catalogue cannot be used afterwards."""
 
-    def __enter__(self) -> "Catalog":
+    def __enter__(self) -> Catalog:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -290,7 +302,9 @@ def prepare_declaration(metadata: dict) -> dict:
     """Validate metadata to declare and return it normalized (checksums as ``adler32:``)."""
     md = normalize_metadata(metadata)
     if "file_size" not in md and not is_placeholder(md):
-        raise MetadataError("file_size: missing (a declaration needs the size in bytes)", path=md["file_name"])
+        raise MetadataError(
+            "file_size: missing (a declaration needs the size in bytes)", path=md["file_name"]
+        )
     return md
 
 
@@ -311,7 +325,8 @@ def check_redeclaration(existing: dict, new: dict) -> None:
         return
     if is_placeholder(existing):
         raise DeclarationConflict(
-            "declared already as a placeholder (name only); its metadata cannot be added here", path=name
+            "declared already as a placeholder (name only); its metadata cannot be added here",
+            path=name,
         )
     if existing.get("file_size") != new.get("file_size"):
         raise DeclarationConflict(
@@ -338,18 +353,24 @@ def unknown_parent_error(file_name: str, missing: list[str]) -> UnknownParent:
     )
 
 
-def already_merged_error(file_name: str, others: list[str], *, after: bool = False) -> AlreadyMerged:
+def already_merged_error(
+    file_name: str, others: list[str], *, after: bool = False
+) -> AlreadyMerged:
     """The refusal of a declaration whose inputs are merged already (``exclusive_tier``)."""
     if after:
         return AlreadyMerged(
             f"declared, but its inputs were declared merged into {', '.join(others)} at the same time: "
-            "the same events are now in the catalogue twice; retract one of them", path=file_name)
-    return AlreadyMerged(f"not declared: its inputs are merged already into {', '.join(others)}", path=file_name)
+            "the same events are now in the catalogue twice; retract one of them",
+            path=file_name,
+        )
+    return AlreadyMerged(
+        f"not declared: its inputs are merged already into {', '.join(others)}", path=file_name
+    )
 
 
 def chunks(names: list[str], size: int = BATCH_SIZE):
     for start in range(0, len(names), size):
-        yield names[start:start + size]
+        yield names[start : start + size]
 
 
 def not_available(backend: str, operation: str) -> CatalogError:

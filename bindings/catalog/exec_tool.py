@@ -29,7 +29,9 @@ class ExecCatalog(Catalog):
 
     queryable = False
 
-    def __init__(self, command: list[str], *, url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, command: list[str], *, url: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         if not command:
             raise UsageError("exec: catalogue URL names no command (exec:COMMAND ARGS...)")
         super().__init__(url or "exec:" + shlex.join(command))
@@ -37,7 +39,7 @@ class ExecCatalog(Catalog):
         self.timeout = timeout
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> "ExecCatalog":
+    def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> ExecCatalog:
         scheme, _, command = url.partition(":")
         try:
             argv = shlex.split(command)
@@ -62,13 +64,21 @@ class ExecCatalog(Catalog):
         except FileNotFoundError:
             raise CatalogError(f"exec: command not found: {self.command[0]}", path=name) from None
         except PermissionError:
-            raise CatalogError(f"exec: command not executable: {self.command[0]}", path=name) from None
+            raise CatalogError(
+                f"exec: command not executable: {self.command[0]}", path=name
+            ) from None
         except subprocess.TimeoutExpired:
-            raise CatalogError(f"exec: `{shown}` did not finish within {self.timeout:g} s", path=name) from None
+            raise CatalogError(
+                f"exec: `{shown}` did not finish within {self.timeout:g} s", path=name
+            ) from None
         if done.returncode != 0:
             lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
             why = lines[-1].strip() if lines else "no message on stderr"
-            status = f"exit status {done.returncode}" if done.returncode > 0 else f"signal {-done.returncode}"
+            status = (
+                f"exit status {done.returncode}"
+                if done.returncode > 0
+                else f"signal {-done.returncode}"
+            )
             raise CatalogError(f"exec: `{shown}` failed ({status}): {why}", path=name)
         first = done.stdout.decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
         return DeclareResult(name, DECLARED, int(first) if first.isdigit() else None)

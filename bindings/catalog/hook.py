@@ -83,7 +83,9 @@ def load_declarer(name: str | None, catalog: Catalog) -> Declarer:
         raise UsageError(f"declarer {name!r}: cannot load {matches[0].value}: {exc}") from None
     declarer = factory(catalog)
     if not isinstance(declarer, Declarer):
-        raise UsageError(f"declarer {name!r} ({matches[0].value}) made {declarer!r}, which has no declare(metadata)")
+        raise UsageError(
+            f"declarer {name!r} ({matches[0].value}) made {declarer!r}, which has no declare(metadata)"
+        )
     return declarer
 
 
@@ -149,7 +151,10 @@ def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
         raise MetadataError("file_size: missing", path=sidecar_path(data_path))
     if md["file_size"] != size:
         raise MetadataMismatch(
-            "file size differs from its sidecar's file_size", path=data_path, expected=md["file_size"], actual=size
+            "file size differs from its sidecar's file_size",
+            path=data_path,
+            expected=md["file_size"],
+            actual=size,
         )
     _check_against_index(data_path, md)
     return md
@@ -171,7 +176,12 @@ def _check_against_index(data_path: Path, md: dict) -> None:
         return
     stated = stated_facts(md)._replace(adler32=None)
     with reader_class(data_path) as reader:
-        crosscheck_facts(data_path, measured_facts(reader, None, data_path.name, stated), stated, source="sidecar")
+        crosscheck_facts(
+            data_path,
+            measured_facts(reader, None, data_path.name, stated),
+            stated,
+            source="sidecar",
+        )
 
 
 def _declare_with_parents(
@@ -194,7 +204,9 @@ def _declare_with_parents(
         raise MetadataError(f"parents: lineage loop ({loop})", path=sidecar_path(data_path))
     if not catalog.queryable:
         if declare_parents or grandparents:
-            raise UsageError(f"{catalog.url}: a declare-only catalogue cannot check or declare parents (nor look them up for --grandparents)")
+            raise UsageError(
+                f"{catalog.url}: a declare-only catalogue cannot check or declare parents (nor look them up for --grandparents)"
+            )
         return declarer.declare(md)
     if grandparents:
         md = with_grandparents(md, catalog)
@@ -222,7 +234,9 @@ def _declare_with_parents(
     return _declare(md, catalog, declarer, exclusive_tier)
 
 
-def _declare(md: dict, catalog: Catalog, declarer: Declarer, exclusive_tier: str | None) -> DeclareResult:
+def _declare(
+    md: dict, catalog: Catalog, declarer: Declarer, exclusive_tier: str | None
+) -> DeclareResult:
     if exclusive_tier is None:
         return declarer.declare(md)
     if declarer is catalog:
@@ -249,10 +263,18 @@ def with_grandparents(md: dict, catalog: Catalog) -> dict:
     out = dict(md)
     out["parents"] = [{"file_name": name} for name in names]
     if not out["parents"]:
-        raise MetadataError("--grandparents: the parents have no parents of their own in the catalogue",
-                            path=md["file_name"])
+        raise MetadataError(
+            "--grandparents: the parents have no parents of their own in the catalogue",
+            path=md["file_name"],
+        )
     return out
 
 
-__all__ = ["Declarer", "DECLARER_GROUP", "checked_sidecar", "declare_file", "declarer_names", "load_declarer"]
-
+__all__ = [
+    "Declarer",
+    "DECLARER_GROUP",
+    "checked_sidecar",
+    "declare_file",
+    "declarer_names",
+    "load_declarer",
+]

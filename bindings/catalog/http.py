@@ -16,8 +16,13 @@ import time
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ResponseError
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+    ResponseError,
+)
 from urllib3.util.retry import Retry
 
 from engine import __version__
@@ -27,8 +32,8 @@ from .base import CatalogBudget
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
-DEFAULT_RETRIES = 10    # with the backoff below: about 5 minutes of trying before giving up
-DEFAULT_BACKOFF = 1.0   # seconds before the 2nd retry, doubling each time
+DEFAULT_RETRIES = 10  # with the backoff below: about 5 minutes of trying before giving up
+DEFAULT_BACKOFF = 1.0  # seconds before the 2nd retry, doubling each time
 MAX_BACKOFF = 60.0
 
 
@@ -37,7 +42,7 @@ class BudgetedRetry(Retry):
 
     budget: CatalogBudget | None = None
 
-    def new(self, **kw) -> "BudgetedRetry":
+    def new(self, **kw) -> BudgetedRetry:
         retry = super().new(**kw)
         retry.budget = self.budget
         return retry
@@ -46,36 +51,58 @@ class BudgetedRetry(Retry):
         backoff = super().get_backoff_time()
         return backoff if self.budget is None else max(0.0, min(backoff, self.budget.remaining()))
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+    def increment(
+        self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None
+    ):
         if self.budget is not None:
-            self.budget.spend(0.0)          # the attempt that just failed; its time is counted by request()
+            self.budget.spend(0.0)  # the attempt that just failed; its time is counted by request()
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
         if self.budget is not None and self.budget.remaining() <= 0:
-            raise MaxRetryError(_pool, url, error or ResponseError("the catalogue deadline is spent"))
+            raise MaxRetryError(
+                _pool, url, error or ResponseError("the catalogue deadline is spent")
+            )
         return retry
 
 
 class HttpTransport:
     """One catalogue's HTTP session: ``request(method, path)`` against ``base`` (see the module docstring)."""
 
-    def __init__(self, base: str, budget: CatalogBudget, *, name: str, headers: dict | None = None,
-                 cert=None, verify: bool | str = True, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 read_timeout: float = DEFAULT_READ_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 backoff: float = DEFAULT_BACKOFF, url: str | None = None) -> None:
+    def __init__(
+        self,
+        base: str,
+        budget: CatalogBudget,
+        *,
+        name: str,
+        headers: dict | None = None,
+        cert=None,
+        verify: bool | str = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        url: str | None = None,
+    ) -> None:
         if retries < 0:
             raise UsageError(f"retries must be 0 or more, not {retries}")
         self.base = base.rstrip("/")
         self.budget = budget
-        self.name = name                    # "samweb", "metacat": how errors start
+        self.name = name  # "samweb", "metacat": how errors start
         self.url = url or base
         self.timeout = (connect_timeout, read_timeout)
         self.retries = retries
         retry = BudgetedRetry(
-            total=retries, connect=retries, read=retries, status=retries, redirect=0,
-            other=0,                # TLS failures: configuration, not weather
-            allowed_methods=None,   # POST too: the backends make a repeated declaration harmless
-            status_forcelist=range(500, 600), backoff_factor=backoff, backoff_max=MAX_BACKOFF,
-            raise_on_status=False, respect_retry_after_header=True,
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            redirect=0,
+            other=0,  # TLS failures: configuration, not weather
+            allowed_methods=None,  # POST too: the backends make a repeated declaration harmless
+            status_forcelist=range(500, 600),
+            backoff_factor=backoff,
+            backoff_max=MAX_BACKOFF,
+            raise_on_status=False,
+            respect_retry_after_header=True,
         )
         retry.budget = budget
         self.session = requests.Session()
@@ -100,10 +127,19 @@ class HttpTransport:
         started = time.monotonic()
         before = self.budget.requests
         try:
-            response = self.session.request(method, self.base + path, timeout=timeout, verify=self.verify,
-                                            cert=self.cert, allow_redirects=False, **kwargs)
+            response = self.session.request(
+                method,
+                self.base + path,
+                timeout=timeout,
+                verify=self.verify,
+                cert=self.cert,
+                allow_redirects=False,
+                **kwargs,
+            )
         except requests.exceptions.SSLError as exc:
-            raise CatalogError(f"{self.name}: TLS failure talking to {self.base}: {reason(exc)}") from None
+            raise CatalogError(
+                f"{self.name}: TLS failure talking to {self.base}: {reason(exc)}"
+            ) from None
         except requests.RequestException as exc:
             failure = f"{type(exc).__name__}: {reason(exc)}"
             response = None
@@ -111,19 +147,23 @@ class HttpTransport:
             self.budget.spend(time.monotonic() - started, requests=0)
         attempts = self.budget.requests - before
         if response is not None and response.status_code < 500:
-            self.budget.spend(0.0)            # the attempt that answered
+            self.budget.spend(0.0)  # the attempt that answered
             return response
         if response is not None:
             failure = f"HTTP {response.status_code} {error_text(response)}"
         spent = " (the catalogue deadline is spent)" if self.budget.remaining() <= 0 else ""
-        raise CatalogUnavailable(f"{self.name} {method} {path.split('?')[0]} failed {max(attempts, 1)} times{spent}, "
-                                 f"last: {failure} (server {self.base})")
+        raise CatalogUnavailable(
+            f"{self.name} {method} {path.split('?')[0]} failed {max(attempts, 1)} times{spent}, "
+            f"last: {failure} (server {self.base})"
+        )
 
     def json(self, response: requests.Response, what: str):
         try:
             return response.json()
         except ValueError:
-            raise CatalogError(f"{self.name}: {what}: the answer is not JSON: {response.text[:80]!r}") from None
+            raise CatalogError(
+                f"{self.name}: {what}: the answer is not JSON: {response.text[:80]!r}"
+            ) from None
 
 
 def error_text(response: requests.Response) -> str:
@@ -156,13 +196,19 @@ def reason(exc: BaseException) -> str:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(current, NewConnectionError):
+        if isinstance(current, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(
+            current, NewConnectionError
+        ):
             return f"{type(current).__name__}: {str(current).rsplit(': ', 1)[-1]}"
         if isinstance(current, OSError) and current.strerror:
             return current.strerror
         root = current
-        inner = [getattr(current, "reason", None), current.__cause__, current.__context__,
-                 *(arg for arg in current.args if isinstance(arg, BaseException))]
+        inner = [
+            getattr(current, "reason", None),
+            current.__cause__,
+            current.__context__,
+            *(arg for arg in current.args if isinstance(arg, BaseException)),
+        ]
         pending.extend(e for e in inner if isinstance(e, BaseException))
     text = " ".join(str(root).split())
     # urllib3 wraps its messages as "<connection object>: what happened"; keep what happened

@@ -51,7 +51,14 @@ from .base import (
     parent_names,
     prepare_declaration,
 )
-from .http import DEFAULT_BACKOFF, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_RETRIES, HttpTransport, error_text
+from .http import (
+    DEFAULT_BACKOFF,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RETRIES,
+    HttpTransport,
+    error_text,
+)
 
 ENV_TOKEN = "TMBMERGE_METACAT_TOKEN"
 ENV_TOKEN_FILE = "TMBMERGE_METACAT_TOKEN_FILE"
@@ -59,8 +66,20 @@ ENV_CA = "TMBMERGE_METACAT_CA"
 SCHEMES = ("metacat+https", "metacat+http")
 
 #: SAM fields kept in MetaCat metadata as ``core.<field>``.
-CORE_FIELDS = ("file_type", "file_format", "data_tier", "data_stream", "content_status", "group", "user",
-               "event_count", "first_event", "last_event", "start_time", "end_time")
+CORE_FIELDS = (
+    "file_type",
+    "file_format",
+    "data_tier",
+    "data_stream",
+    "content_status",
+    "group",
+    "user",
+    "event_count",
+    "first_event",
+    "last_event",
+    "start_time",
+    "end_time",
+)
 SUBRUNS = 100000
 
 
@@ -68,13 +87,17 @@ def parse_url(url: str) -> tuple[str, str, str | None]:
     """(server URL, namespace, dataset or None) of a ``metacat+http(s)://`` URL."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES or not rest.split("?")[0].strip("/"):
-        raise UsageError(f"{url!r} is not a MetaCat URL (metacat+https://HOST/PATH?namespace=NS&dataset=NS:NAME)")
+        raise UsageError(
+            f"{url!r} is not a MetaCat URL (metacat+https://HOST/PATH?namespace=NS&dataset=NS:NAME)"
+        )
     parts = urlsplit(f"{scheme.lower().removeprefix('metacat+')}://{rest}")
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     unknown = sorted(set(query) - {"namespace", "dataset"})
     if unknown or not query.get("namespace"):
-        raise UsageError(f"{url!r}: a MetaCat URL needs ?namespace=NS (and dataset=NS:NAME to declare)"
-                         + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        raise UsageError(
+            f"{url!r}: a MetaCat URL needs ?namespace=NS (and dataset=NS:NAME to declare)"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
     dataset = query.get("dataset")
     if dataset is not None and ":" not in dataset:
         dataset = f"{query['namespace']}:{dataset}"
@@ -91,8 +114,10 @@ def settings_from_environment(environ=os.environ) -> dict:
         try:
             settings["token"] = open(environ[ENV_TOKEN_FILE], encoding="utf-8").read().strip()
         except OSError as exc:
-            raise UsageError(f"{ENV_TOKEN_FILE}: cannot read the token: {exc.strerror}",
-                             path=environ[ENV_TOKEN_FILE]) from None
+            raise UsageError(
+                f"{ENV_TOKEN_FILE}: cannot read the token: {exc.strerror}",
+                path=environ[ENV_TOKEN_FILE],
+            ) from None
     if environ.get(ENV_CA) or environ.get("X509_CERT_DIR"):
         settings["verify"] = environ.get(ENV_CA) or environ["X509_CERT_DIR"]
     return settings
@@ -113,8 +138,13 @@ def to_metacat(md: dict, namespace: str) -> dict:
     for key, value in md.items():
         if "." in key:
             meta[key] = value
-    info = {"namespace": namespace, "name": md["file_name"], "size": md.get("file_size", 0), "metadata": meta,
-            "parents": [{"namespace": namespace, "name": name} for name in parent_names(md)]}
+    info = {
+        "namespace": namespace,
+        "name": md["file_name"],
+        "size": md.get("file_size", 0),
+        "metadata": meta,
+        "parents": [{"namespace": namespace, "name": name} for name in parent_names(md)],
+    }
     adler = [c.split(":", 1)[1] for c in md.get("checksum", []) if c.startswith("adler32:")]
     info["checksums"] = {"adler32": adler[0]} if adler else {}
     return info
@@ -134,8 +164,11 @@ def from_metacat(record: dict, parents: list[str]) -> dict:
     for field in CORE_FIELDS:
         if f"core.{field}" in meta:
             md[field] = meta.pop(f"core.{field}")
-    application = {key: meta.pop(f"core.application.{key}") for key in ("family", "name", "version")
-                   if f"core.application.{key}" in meta}
+    application = {
+        key: meta.pop(f"core.application.{key}")
+        for key in ("family", "name", "version")
+        if f"core.application.{key}" in meta
+    }
     if application:
         md["application"] = application
     meta.pop("core.runs", None)
@@ -162,19 +195,38 @@ def file_id(fid):
 class MetaCatCatalog(Catalog):
     """The catalogue behind a MetaCat server (see the module docstring)."""
 
-    def __init__(self, server_url: str, namespace: str, dataset: str | None = None, *, url: str | None = None,
-                 token: str | None = None, verify: bool | str = True,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF, deadline: float | None = None):
+    def __init__(
+        self,
+        server_url: str,
+        namespace: str,
+        dataset: str | None = None,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        verify: bool | str = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        deadline: float | None = None,
+    ):
         super().__init__(url or f"metacat+{server_url}?namespace={namespace}", deadline=deadline)
         self.namespace, self.dataset = namespace, dataset
-        self.http = HttpTransport(server_url, self.budget, name="metacat", url=self.url,
-                                  headers={"X-Authentication-Token": token} if token else None, verify=verify,
-                                  connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries,
-                                  backoff=backoff)
+        self.http = HttpTransport(
+            server_url,
+            self.budget,
+            name="metacat",
+            url=self.url,
+            headers={"X-Authentication-Token": token} if token else None,
+            verify=verify,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries=retries,
+            backoff=backoff,
+        )
 
     @classmethod
-    def from_url(cls, url: str, **options) -> "MetaCatCatalog":
+    def from_url(cls, url: str, **options) -> MetaCatCatalog:
         server, namespace, dataset = parse_url(url)
         settings = settings_from_environment()
         settings.update(options)
@@ -189,7 +241,11 @@ class MetaCatCatalog(Catalog):
         status = response.status_code
         if status == 404 and file_name is not None:
             return FileNotDeclared("not declared in the catalogue", path=file_name)
-        hint = f" (the token comes from {ENV_TOKEN} or {ENV_TOKEN_FILE})" if status in (401, 403) else ""
+        hint = (
+            f" (the token comes from {ENV_TOKEN} or {ENV_TOKEN_FILE})"
+            if status in (401, 403)
+            else ""
+        )
         return CatalogError(f"metacat: HTTP {status} {error_text(response)}{hint}", path=file_name)
 
     def _answer(self, response: requests.Response, what: str):
@@ -206,7 +262,9 @@ class MetaCatCatalog(Catalog):
 
     def _post_list(self, path: str, body, what: str) -> list[dict]:
         data = body if isinstance(body, str) else json.dumps(body)
-        response = self.http.request("POST", path, data=data.encode("utf-8"), headers={"Content-Type": "text/json"})
+        response = self.http.request(
+            "POST", path, data=data.encode("utf-8"), headers={"Content-Type": "text/json"}
+        )
         if response.status_code != 200:
             raise self._fail(response)
         entries = self._answer(response, what)
@@ -219,10 +277,14 @@ class MetaCatCatalog(Catalog):
         if not lookups:
             return []
         flag = "yes" if metadata else "no"
-        entries = self._post_list(f"/data/files?with_metadata={flag}&with_provenance=yes", lookups, "POST data/files")
+        entries = self._post_list(
+            f"/data/files?with_metadata={flag}&with_provenance=yes", lookups, "POST data/files"
+        )
         for entry in entries:
             if not isinstance(entry.get("name"), str) or "fid" not in entry:
-                raise CatalogError(f"metacat: POST data/files: a record without name or fid: {str(entry)[:80]}")
+                raise CatalogError(
+                    f"metacat: POST data/files: a record without name or fid: {str(entry)[:80]}"
+                )
         return entries
 
     def _names_of(self, links: list, known: dict[str, str]) -> list[str]:
@@ -237,30 +299,50 @@ class MetaCatCatalog(Catalog):
                 names.append(fid)
         missing = [fid for fid in fids if fid not in known]
         for batch in chunks(missing):
-            known.update({str(e["fid"]): e["name"] for e in self._files([{"fid": f} for f in batch], metadata=False)})
+            known.update(
+                {
+                    str(e["fid"]): e["name"]
+                    for e in self._files([{"fid": f} for f in batch], metadata=False)
+                }
+            )
         return [known.get(name, name) for name in names]
 
     # --- the catalogue ------------------------------------------------------------------
 
     def get(self, file_name: str) -> dict:
-        response = self.http.request("GET", "/data/file", params={
-            "namespace": self.namespace, "name": file_name, "with_metadata": "yes", "with_provenance": "yes"})
+        response = self.http.request(
+            "GET",
+            "/data/file",
+            params={
+                "namespace": self.namespace,
+                "name": file_name,
+                "with_metadata": "yes",
+                "with_provenance": "yes",
+            },
+        )
         if response.status_code != 200:
             raise self._fail(response, file_name)
         record = self._answer(response, "GET data/file")
         if not isinstance(record, dict) or record.get("name") != file_name:
-            raise CatalogError(f"metacat: GET data/file: the answer is not the record of {file_name}")
+            raise CatalogError(
+                f"metacat: GET data/file: the answer is not the record of {file_name}"
+            )
         return from_metacat(record, self._names_of(record.get("parents"), {}))
 
     def fetch_records(self, names: list[str]) -> dict[str, dict]:
         entries = self._files([{"namespace": self.namespace, "name": name} for name in names])
         asked = set(names)
         known = {str(e["fid"]): e["name"] for e in entries}
-        return {e["name"]: from_metacat(e, self._names_of(e.get("parents"), known)) for e in entries
-                if e["name"] in asked}
+        return {
+            e["name"]: from_metacat(e, self._names_of(e.get("parents"), known))
+            for e in entries
+            if e["name"] in asked
+        }
 
     def children(self, file_name: str) -> list[str]:
-        [entry] = self._files([{"namespace": self.namespace, "name": file_name}], metadata=False) or [None]
+        [entry] = self._files(
+            [{"namespace": self.namespace, "name": file_name}], metadata=False
+        ) or [None]
         if entry is None:
             raise FileNotDeclared("not declared in the catalogue", path=file_name)
         return sorted(self._names_of(entry.get("children"), {}))
@@ -273,14 +355,31 @@ class MetaCatCatalog(Catalog):
         names = list(dict.fromkeys(names))
         out: dict[str, list[str]] = {name: [] for name in names}
         for batch in chunks(names):
-            entries = self._files([{"namespace": self.namespace, "name": n} for n in batch], metadata=False)
-            links = {e["name"]: [str(c["fid"] if isinstance(c, dict) else c) for c in e.get("children") or []]
-                     for e in entries}
+            entries = self._files(
+                [{"namespace": self.namespace, "name": n} for n in batch], metadata=False
+            )
+            links = {
+                e["name"]: [
+                    str(c["fid"] if isinstance(c, dict) else c) for c in e.get("children") or []
+                ]
+                for e in entries
+            }
             fids = sorted({fid for children in links.values() for fid in children})
-            children = {str(e["fid"]): e for chunk in chunks(fids) for e in self._files([{"fid": f} for f in chunk])}
+            children = {
+                str(e["fid"]): e
+                for chunk in chunks(fids)
+                for e in self._files([{"fid": f} for f in chunk])
+            }
             for name, child_fids in links.items():
-                out[name] = sorted(children[f]["name"] for f in child_fids if f in children and (
-                    data_tier is None or (children[f].get("metadata") or {}).get("core.data_tier") == data_tier))
+                out[name] = sorted(
+                    children[f]["name"]
+                    for f in child_fids
+                    if f in children
+                    and (
+                        data_tier is None
+                        or (children[f].get("metadata") or {}).get("core.data_tier") == data_tier
+                    )
+                )
         return out
 
     def files(self, run: int | None = None, data_tier: str | None = None) -> list[str]:
@@ -294,20 +393,30 @@ class MetaCatCatalog(Catalog):
         if not clauses:
             raise CatalogError("metacat: listing files needs a run or a data tier")
         mql = "files where " + " and ".join(clauses)
-        entries = self._post_list(f"/data/query?with_meta=no&with_provenance=no&namespace={self.namespace}", mql,
-                                  "POST data/query")
-        return sorted(e["name"] for e in entries if e.get("namespace", self.namespace) == self.namespace)
+        entries = self._post_list(
+            f"/data/query?with_meta=no&with_provenance=no&namespace={self.namespace}",
+            mql,
+            "POST data/query",
+        )
+        return sorted(
+            e["name"] for e in entries if e.get("namespace", self.namespace) == self.namespace
+        )
 
     def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
         md = prepare_declaration(metadata)
         if self.dataset is None:
-            raise UsageError(f"{self.url}: declaring needs a dataset (add &dataset=NS:NAME to the URL)")
+            raise UsageError(
+                f"{self.url}: declaring needs a dataset (add &dataset=NS:NAME to the URL)"
+            )
         return self.declare_without_transactions(md, exclusive_tier, self._post)
 
     def _post(self, md: dict):
-        response = self.http.request("POST", f"/data/declare_files?dataset={self.dataset}",
-                                     data=json.dumps([to_metacat(md, self.namespace)]).encode("utf-8"),
-                                     headers={"Content-Type": "text/json"})
+        response = self.http.request(
+            "POST",
+            f"/data/declare_files?dataset={self.dataset}",
+            data=json.dumps([to_metacat(md, self.namespace)]).encode("utf-8"),
+            headers={"Content-Type": "text/json"},
+        )
         if response.status_code == 409:
             return None
         if response.status_code != 200:
@@ -319,9 +428,16 @@ class MetaCatCatalog(Catalog):
             answer = self._answer(response, "POST data/declare_files")
         except CatalogError:
             answer = None
-        if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], dict) \
-                and answer[0].get("fid") not in (None, ""):
+        if (
+            isinstance(answer, list)
+            and len(answer) == 1
+            and isinstance(answer[0], dict)
+            and answer[0].get("fid") not in (None, "")
+        ):
             return file_id(answer[0]["fid"])
         shown = " ".join(response.text.split())[:60]
-        raise CatalogError(f"metacat: the declaration is not confirmed: POST data/declare_files answered HTTP "
-                           f"{response.status_code} without a file id: {shown!r}", path=name)
+        raise CatalogError(
+            f"metacat: the declaration is not confirmed: POST data/declare_files answered HTTP "
+            f"{response.status_code} without a file id: {shown!r}",
+            path=name,
+        )

@@ -23,7 +23,7 @@ BUILTIN_BACKENDS = {
     "sqlite": "bindings.catalog.sqlite:SqliteCatalog",
     "samweb+https": "bindings.catalog.samweb:SamWebCatalog",
     "samweb+http": "bindings.catalog.samweb:SamWebCatalog",
-    "https": "bindings.catalog.samweb:SamWebCatalog",   # https://HOST/sam/EXP/api, as samweb users write it
+    "https": "bindings.catalog.samweb:SamWebCatalog",  # https://HOST/sam/EXP/api, as samweb users write it
     "http": "bindings.catalog.samweb:SamWebCatalog",
     "metacat+https": "bindings.catalog.metacat:MetaCatCatalog",
     "metacat+http": "bindings.catalog.metacat:MetaCatCatalog",
@@ -43,16 +43,22 @@ def backend_class(scheme: str) -> type[Catalog]:
     """The ``Catalog`` subclass registered for ``scheme``."""
     targets = backend_targets()
     if scheme not in targets:
-        raise UsageError(f"unknown catalogue scheme {scheme!r} (known: {', '.join(sorted(targets))})")
+        raise UsageError(
+            f"unknown catalogue scheme {scheme!r} (known: {', '.join(sorted(targets))})"
+        )
     module_name, _, attribute = targets[scheme].partition(":")
     try:
         cls = importlib.import_module(module_name)
         for part in attribute.split("."):
             cls = getattr(cls, part)
     except (ImportError, AttributeError) as exc:
-        raise UsageError(f"catalogue scheme {scheme!r}: cannot load {targets[scheme]}: {exc}") from None
+        raise UsageError(
+            f"catalogue scheme {scheme!r}: cannot load {targets[scheme]}: {exc}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Catalog)):
-        raise UsageError(f"catalogue scheme {scheme!r} is registered to {targets[scheme]}, which is not a Catalog")
+        raise UsageError(
+            f"catalogue scheme {scheme!r} is registered to {targets[scheme]}, which is not a Catalog"
+        )
     return cls
 
 

@@ -35,14 +35,24 @@ def parse_spec(spec: str) -> tuple[str, str, str, str | None]:
     rse, _, query = rest.partition("?")
     options = {key: values[-1] for key, values in parse_qs(query).items()}
     unknown = sorted(set(options) - {"scope", "dataset", "pfn"})
-    if kind != "rucio" or not rse or unknown or not options.get("scope") or not options.get("dataset"):
-        raise UsageError(f"--register {spec!r}: want rucio:RSE?scope=SCOPE&dataset=NAME[&pfn=PREFIX]"
-                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    if (
+        kind != "rucio"
+        or not rse
+        or unknown
+        or not options.get("scope")
+        or not options.get("dataset")
+    ):
+        raise UsageError(
+            f"--register {spec!r}: want rucio:RSE?scope=SCOPE&dataset=NAME[&pfn=PREFIX]"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
     dataset = options["dataset"]
     if ":" in dataset:
         dataset_scope, _, dataset = dataset.partition(":")
         if dataset_scope != options["scope"]:
-            raise UsageError(f"--register {spec!r}: the dataset's scope differs from scope={options['scope']}")
+            raise UsageError(
+                f"--register {spec!r}: the dataset's scope differs from scope={options['scope']}"
+            )
     return rse, options["scope"], dataset, options.get("pfn")
 
 
@@ -62,7 +72,9 @@ class RucioRegistration:
                 from rucio.client import Client
                 from rucio.common.exception import RucioException
             except ImportError:
-                raise UsageError("--register rucio:... needs rucio-clients (pip install rucio-clients)") from None
+                raise UsageError(
+                    "--register rucio:... needs rucio-clients (pip install rucio-clients)"
+                ) from None
             try:
                 self._client = Client(timeout=int(max(1, self.timeout)))
             except RucioException as exc:
@@ -83,29 +95,47 @@ class RucioRegistration:
         if adler is None or "file_size" not in metadata:
             raise CatalogError("rucio: a replica needs the file's size and adler32", path=name)
         hex_adler = format_adler32(adler).split(":", 1)[1]
-        replica = {"scope": self.scope, "name": name, "bytes": metadata["file_size"], "adler32": hex_adler,
-                   "pfn": self.pfn(Path(path))}
+        replica = {
+            "scope": self.scope,
+            "name": name,
+            "bytes": metadata["file_size"],
+            "adler32": hex_adler,
+            "pfn": self.pfn(Path(path)),
+        }
         status = REGISTERED
         try:
             try:
                 self.client.add_replicas(rse=self.rse, files=[replica])
             except rucio_errors.Duplicate:
                 known = self.client.get_did(scope=self.scope, name=name)
-                if known.get("bytes") != replica["bytes"] or str(known.get("adler32", "")).lower() != hex_adler:
+                if (
+                    known.get("bytes") != replica["bytes"]
+                    or str(known.get("adler32", "")).lower() != hex_adler
+                ):
                     raise CatalogError(
                         f"rucio: {self.scope}:{name} is known with bytes {known.get('bytes')} and adler32 "
-                        f"{known.get('adler32')}, not {replica['bytes']} and {hex_adler}", path=name) from None
+                        f"{known.get('adler32')}, not {replica['bytes']} and {hex_adler}",
+                        path=name,
+                    ) from None
                 status = ALREADY_REGISTERED
             try:
-                self.client.attach_dids(scope=self.scope, name=self.dataset,
-                                        dids=[{"scope": self.scope, "name": name}], rse=self.rse)
+                self.client.attach_dids(
+                    scope=self.scope,
+                    name=self.dataset,
+                    dids=[{"scope": self.scope, "name": name}],
+                    rse=self.rse,
+                )
             except rucio_errors.FileAlreadyExists:
-                pass                        # attached already: a rerun
+                pass  # attached already: a rerun
         except rucio_errors.RucioException as exc:
             kind = type(exc).__name__
-            error = CatalogUnavailable if kind in ("ServiceUnavailable", "CannotAuthenticate") else CatalogError
+            error = (
+                CatalogUnavailable
+                if kind in ("ServiceUnavailable", "CannotAuthenticate")
+                else CatalogError
+            )
             raise error(f"rucio: {kind}: {_message(exc)}", path=name) from None
-        except OSError as exc:              # requests' connection errors are OSErrors
+        except OSError as exc:  # requests' connection errors are OSErrors
             raise CatalogUnavailable(f"rucio: cannot reach the server: {exc}", path=name) from None
         return status
 

@@ -46,6 +46,13 @@ import requests
 from engine.errors import CatalogError, FileNotDeclared, UsageError
 from engine.metadata import normalize_metadata
 
+from .base import (
+    Catalog,
+    DeclareResult,
+    chunks,
+    parent_names,
+    prepare_declaration,
+)
 from .http import (
     DEFAULT_BACKOFF,
     DEFAULT_CONNECT_TIMEOUT,
@@ -53,13 +60,6 @@ from .http import (
     DEFAULT_RETRIES,
     HttpTransport,
     error_text,
-)
-from .base import (
-    Catalog,
-    DeclareResult,
-    chunks,
-    parent_names,
-    prepare_declaration,
 )
 
 ENV_CERT = "TMBMERGE_SAMWEB_CERT"
@@ -118,13 +118,17 @@ def settings_from_environment(environ=os.environ) -> dict:
         try:
             settings["retries"] = int(environ[ENV_RETRIES])
         except ValueError:
-            raise UsageError(f"{ENV_RETRIES}={environ[ENV_RETRIES]!r} is not a whole number") from None
+            raise UsageError(
+                f"{ENV_RETRIES}={environ[ENV_RETRIES]!r} is not a whole number"
+            ) from None
     return settings
 
 
 def _readable(path: str, variable: str) -> str:
     if not os.access(path, os.R_OK):
-        raise UsageError(f"{variable}: cannot read {path} (no such file or no permission)", path=path)
+        raise UsageError(
+            f"{variable}: cannot read {path} (no such file or no permission)", path=path
+        )
     return path
 
 
@@ -132,7 +136,9 @@ def _read_token_file(path: str) -> str:
     try:
         token = open(path, encoding="utf-8").read().strip()
     except OSError as exc:
-        raise UsageError(f"{ENV_TOKEN_FILE}: cannot read the token: {exc.strerror}", path=path) from None
+        raise UsageError(
+            f"{ENV_TOKEN_FILE}: cannot read the token: {exc.strerror}", path=path
+        ) from None
     if not token:
         raise UsageError(f"{ENV_TOKEN_FILE}: the token file is empty", path=path)
     return token
@@ -146,7 +152,9 @@ def _parse_timeout(text: str) -> tuple[float, float]:
     if len(values) == 1:
         values *= 2
     if len(values) != 2 or min(values) <= 0:
-        raise UsageError(f"{ENV_TIMEOUT}={text!r}: want CONNECT,READ seconds (or one number for both)")
+        raise UsageError(
+            f"{ENV_TIMEOUT}={text!r}: want CONNECT,READ seconds (or one number for both)"
+        )
     return values[0], values[1]
 
 
@@ -181,14 +189,21 @@ class SamWebCatalog(Catalog):
             raise UsageError(f"{ENV_KEY} is set but {ENV_CERT} is not: a key needs its certificate")
         self.base = base_url.rstrip("/")
         self.http = HttpTransport(
-            self.base, self.budget, name="samweb", url=self.url,
+            self.base,
+            self.budget,
+            name="samweb",
+            url=self.url,
             headers={"Authorization": f"Bearer {token}"} if token else None,
-            cert=((cert, key) if key else cert) if cert else None, verify=verify,
-            connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries, backoff=backoff,
+            cert=((cert, key) if key else cert) if cert else None,
+            verify=verify,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries=retries,
+            backoff=backoff,
         )
 
     @classmethod
-    def from_url(cls, url: str, **options) -> "SamWebCatalog":
+    def from_url(cls, url: str, **options) -> SamWebCatalog:
         settings = settings_from_environment()
         settings.update(options)
         return cls(base_from_url(url), url=url, **settings)
@@ -242,11 +257,16 @@ class SamWebCatalog(Catalog):
         if response.status_code != 200:
             raise self._fail(response)
         entries = self._json(response, "POST /files/metadata")
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file_name"), str)
-                                                    for e in entries):
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("file_name"), str) for e in entries
+        ):
             raise CatalogError("samweb: POST /files/metadata: expected a JSON list of records")
         asked = set(names)
-        return {e["file_name"]: normalize_metadata(e, strict=False) for e in entries if e["file_name"] in asked}
+        return {
+            e["file_name"]: normalize_metadata(e, strict=False)
+            for e in entries
+            if e["file_name"] in asked
+        }
 
     def children(self, file_name: str) -> list[str]:
         return sorted(self._lineage(file_name, "children"))
@@ -255,7 +275,9 @@ class SamWebCatalog(Catalog):
         return self._lineage(file_name, "parents")
 
     def _lineage(self, file_name: str, direction: str) -> list[str]:
-        entries = self._get_json(f"{self._file_path(file_name)}/lineage/{direction}", file_name=file_name)
+        entries = self._get_json(
+            f"{self._file_path(file_name)}/lineage/{direction}", file_name=file_name
+        )
         return _names(entries, f"{direction} of {file_name}")
 
     def children_of(self, names, *, data_tier: str | None = None) -> dict[str, list[str]]:
@@ -287,15 +309,22 @@ class SamWebCatalog(Catalog):
         if data_tier is not None:
             dims.append(f"data_tier {data_tier}")
         if not dims:
-            raise CatalogError("samweb: listing files needs a run or a data tier (SAM lists by dimensions)")
+            raise CatalogError(
+                "samweb: listing files needs a run or a data tier (SAM lists by dimensions)"
+            )
         return self.list_dims(" and ".join(dims))
 
     def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
-        return self.declare_without_transactions(prepare_declaration(metadata), exclusive_tier, self._post)
+        return self.declare_without_transactions(
+            prepare_declaration(metadata), exclusive_tier, self._post
+        )
 
     def _post(self, md: dict) -> int | None:
         response = self._request(
-            "POST", "/files", data=json.dumps(md).encode("utf-8"), headers={"Content-Type": "application/json"}
+            "POST",
+            "/files",
+            data=json.dumps(md).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
         )
         if response.status_code == 409:
             return None
@@ -306,7 +335,9 @@ class SamWebCatalog(Catalog):
     def conflicts_after(self, metadata: dict, tier: str) -> list[str]:
         """One request: the files of ``tier`` sharing a parent with the file just declared."""
         name = metadata["file_name"]
-        siblings = self.list_dims(f"data_tier {tier} and ischildof: (isparentof: ({file_name_dims([name])}))")
+        siblings = self.list_dims(
+            f"data_tier {tier} and ischildof: (isparentof: ({file_name_dims([name])}))"
+        )
         return sorted(set(siblings) - {name})
 
 
@@ -314,7 +345,9 @@ def file_name_dims(names: list[str]) -> str:
     """SAM dimensions selecting ``names``: ``file_name a, b, c``."""
     for name in names:
         if any(c in name for c in ",() \t\n'\""):
-            raise CatalogError(f"samweb: cannot name {name!r} in SAM dimensions (it holds a separator)")
+            raise CatalogError(
+                f"samweb: cannot name {name!r} in SAM dimensions (it holds a separator)"
+            )
     return "file_name " + ", ".join(names)
 
 
@@ -333,8 +366,12 @@ def _file_id(response: requests.Response, name: str) -> int:
         return body
     what = response.headers.get("Content-Type", "no content type").split(";")[0]
     shown = " ".join(text.split())[:60]
-    raise CatalogError(f"samweb: the declaration is not confirmed: POST /files answered HTTP "
-                       f"{response.status_code} ({what}) without a file id: {shown!r}", path=name)
+    raise CatalogError(
+        f"samweb: the declaration is not confirmed: POST /files answered HTTP "
+        f"{response.status_code} ({what}) without a file id: {shown!r}",
+        path=name,
+    )
+
 
 def _names(entries, what: str) -> list[str]:
     """File names from a SAM list answer: names, or objects with a ``file_name``."""

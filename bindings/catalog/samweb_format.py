@@ -15,12 +15,26 @@ import json
 
 #: (label, field) in the order samweb prints them.
 FIELDS = (
-    ("File Name", "file_name"), ("File Id", "file_id"), ("Create Date", "create_date"), ("User", "user"),
-    ("File Type", "file_type"), ("File Format", "file_format"), ("File Size", "file_size"),
-    ("Checksum", "checksum"), ("Content Status", "content_status"), ("Group", "group"),
-    ("Data Tier", "data_tier"), ("Application", "application"), ("Event Count", "event_count"),
-    ("First Event", "first_event"), ("Last Event", "last_event"), ("Start Time", "start_time"),
-    ("End Time", "end_time"), ("Data Stream", "data_stream"), ("Runs", "runs"), ("Parents", "parents"),
+    ("File Name", "file_name"),
+    ("File Id", "file_id"),
+    ("Create Date", "create_date"),
+    ("User", "user"),
+    ("File Type", "file_type"),
+    ("File Format", "file_format"),
+    ("File Size", "file_size"),
+    ("Checksum", "checksum"),
+    ("Content Status", "content_status"),
+    ("Group", "group"),
+    ("Data Tier", "data_tier"),
+    ("Application", "application"),
+    ("Event Count", "event_count"),
+    ("First Event", "first_event"),
+    ("Last Event", "last_event"),
+    ("Start Time", "start_time"),
+    ("End Time", "end_time"),
+    ("Data Stream", "data_stream"),
+    ("Runs", "runs"),
+    ("Parents", "parents"),
 )
 WIDTH = max(len(label) for label, _ in FIELDS)
 

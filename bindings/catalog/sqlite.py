@@ -122,7 +122,9 @@ def path_from_url(url: str) -> Path:
     """The database path named by a ``sqlite:`` URL."""
     scheme, _, rest = url.partition(":")
     if scheme.lower() != "sqlite" or not rest:
-        raise UsageError(f"{url!r} is not a sqlite catalogue URL (sqlite:///abs/path.db or sqlite:relative.db)")
+        raise UsageError(
+            f"{url!r} is not a sqlite catalogue URL (sqlite:///abs/path.db or sqlite:relative.db)"
+        )
     if rest.startswith("//"):
         host, slash, path = rest[2:].partition("/")
         if host not in ("", "localhost") or not path:
@@ -134,8 +136,14 @@ def path_from_url(url: str) -> Path:
 class SqliteCatalog(Catalog):
     """The catalogue in one SQLite file (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, *, url: str | None = None, busy_timeout: float = 60.0,
-                 deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        url: str | None = None,
+        busy_timeout: float = 60.0,
+        deadline: float | None = None,
+    ) -> None:
         self.path = Path(path)
         super().__init__(url or f"sqlite:{self.path}", deadline=deadline)
         try:
@@ -148,7 +156,10 @@ class SqliteCatalog(Catalog):
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._create_schema()
-        except (sqlite3.Error, UnicodeDecodeError) as exc:   # a damaged file can hold undecodable schema text
+        except (
+            sqlite3.Error,
+            UnicodeDecodeError,
+        ) as exc:  # a damaged file can hold undecodable schema text
             self._db.close()
             raise self._error(exc) from None
         except BaseException:
@@ -159,11 +170,15 @@ class SqliteCatalog(Catalog):
     def require_existing(cls, url: str) -> None:
         path = path_from_url(url)
         if not path.exists():
-            raise CatalogError("no catalogue here (a mistyped path?); `tmbmerge catalog import` creates one",
-                               path=path)
+            raise CatalogError(
+                "no catalogue here (a mistyped path?); `tmbmerge catalog import` creates one",
+                path=path,
+            )
 
     @classmethod
-    def from_url(cls, url: str, *, busy_timeout: float = 60.0, deadline: float | None = None) -> "SqliteCatalog":
+    def from_url(
+        cls, url: str, *, busy_timeout: float = 60.0, deadline: float | None = None
+    ) -> SqliteCatalog:
         return cls(path_from_url(url), url=url, busy_timeout=busy_timeout, deadline=deadline)
 
     def close(self) -> None:
@@ -190,7 +205,11 @@ class SqliteCatalog(Catalog):
             raise self._error(exc) from None
         try:
             yield self._db
-        except (sqlite3.Error, UnicodeDecodeError, OverflowError) as exc:   # OverflowError: over 2**63-1
+        except (
+            sqlite3.Error,
+            UnicodeDecodeError,
+            OverflowError,
+        ) as exc:  # OverflowError: over 2**63-1
             self._db.execute("ROLLBACK")
             raise self._error(exc) from None
         except BaseException:
@@ -214,7 +233,9 @@ class SqliteCatalog(Catalog):
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise CatalogError("not a tmbmerge catalogue (tables without a schema version)", path=self.path)
+                    raise CatalogError(
+                        "not a tmbmerge catalogue (tables without a schema version)", path=self.path
+                    )
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
@@ -245,7 +266,9 @@ class SqliteCatalog(Catalog):
         marks = ", ".join("?" * len(file_ids))
         db.row_factory = sqlite3.Row
         try:
-            rows = db.execute(f"SELECT * FROM files WHERE file_id IN ({marks})", file_ids).fetchall()
+            rows = db.execute(
+                f"SELECT * FROM files WHERE file_id IN ({marks})", file_ids
+            ).fetchall()
         finally:
             db.row_factory = None
         records: dict[int, dict] = {}
@@ -255,20 +278,28 @@ class SqliteCatalog(Catalog):
                 if row[column] is not None:
                     md[field] = row[column]
             if row["app_family"] is not None:
-                md["application"] = {field: row[column] for field, column in APPLICATION_COLUMNS.items()}
+                md["application"] = {
+                    field: row[column] for field, column in APPLICATION_COLUMNS.items()
+                }
             md["_params"], md["_create_date"] = row["params"], row["create_date"]
             records[row["file_id"]] = md
         for file_id, algorithm, value in db.execute(
-                f"SELECT file_id, algorithm, value FROM checksums WHERE file_id IN ({marks})"
-                " ORDER BY file_id, algorithm != 'adler32', algorithm", file_ids):
+            f"SELECT file_id, algorithm, value FROM checksums WHERE file_id IN ({marks})"
+            " ORDER BY file_id, algorithm != 'adler32', algorithm",
+            file_ids,
+        ):
             records[file_id].setdefault("checksum", []).append(f"{algorithm}:{value}")
         for file_id, *run in db.execute(
-                f"SELECT file_id, run_number, subrun, run_type FROM runs WHERE file_id IN ({marks})"
-                " ORDER BY file_id, position", file_ids):
+            f"SELECT file_id, run_number, subrun, run_type FROM runs WHERE file_id IN ({marks})"
+            " ORDER BY file_id, position",
+            file_ids,
+        ):
             records[file_id].setdefault("runs", []).append(run)
         for file_id, name in db.execute(
-                "SELECT p.child_id, f.file_name FROM parents p JOIN files f ON f.file_id = p.parent_id"
-                f" WHERE p.child_id IN ({marks}) ORDER BY p.child_id, p.position", file_ids):
+            "SELECT p.child_id, f.file_name FROM parents p JOIN files f ON f.file_id = p.parent_id"
+            f" WHERE p.child_id IN ({marks}) ORDER BY p.child_id, p.position",
+            file_ids,
+        ):
             records[file_id].setdefault("parents", []).append({"file_name": name})
         for md in records.values():
             params, create_date = md.pop("_params"), md.pop("_create_date")
@@ -288,8 +319,13 @@ class SqliteCatalog(Catalog):
         if not names:
             return {}
         with self._transaction() as db:
-            ids = [file_id for (file_id,) in db.execute(
-                f"SELECT file_id FROM files WHERE file_name IN ({', '.join('?' * len(names))})", names)]
+            ids = [
+                file_id
+                for (file_id,) in db.execute(
+                    f"SELECT file_id FROM files WHERE file_name IN ({', '.join('?' * len(names))})",
+                    names,
+                )
+            ]
             records = self._records(db, ids) if ids else {}
         return {md["file_name"]: md for md in records.values()}
 
@@ -297,9 +333,11 @@ class SqliteCatalog(Catalog):
         names = list(dict.fromkeys(names))
         out: dict[str, list[str]] = {name: [] for name in names}
         for batch in chunks(names):
-            query = ("SELECT parent.file_name, child.file_name FROM files parent"
-                     " JOIN parents p ON p.parent_id = parent.file_id JOIN files child ON child.file_id = p.child_id"
-                     f" WHERE parent.file_name IN ({', '.join('?' * len(batch))})")
+            query = (
+                "SELECT parent.file_name, child.file_name FROM files parent"
+                " JOIN parents p ON p.parent_id = parent.file_id JOIN files child ON child.file_id = p.child_id"
+                f" WHERE parent.file_name IN ({', '.join('?' * len(batch))})"
+            )
             args = list(batch)
             if data_tier is not None:
                 query += " AND child.data_tier = ?"
@@ -365,10 +403,15 @@ class SqliteCatalog(Catalog):
                 raise unknown_parent_error(name, missing)
             if exclusive_tier is not None and parent_ids:
                 # under the same write lock as the insert: no other declaration can come between
-                others = [other for (other,) in db.execute(
-                    "SELECT DISTINCT f.file_name FROM parents p JOIN files f ON f.file_id = p.child_id"
-                    f" WHERE p.parent_id IN ({', '.join('?' * len(parent_ids))}) AND f.data_tier = ?"
-                    " ORDER BY f.file_name", [*parent_ids, exclusive_tier])]
+                others = [
+                    other
+                    for (other,) in db.execute(
+                        "SELECT DISTINCT f.file_name FROM parents p JOIN files f ON f.file_id = p.child_id"
+                        f" WHERE p.parent_id IN ({', '.join('?' * len(parent_ids))}) AND f.data_tier = ?"
+                        " ORDER BY f.file_name",
+                        [*parent_ids, exclusive_tier],
+                    )
+                ]
                 if others:
                     raise already_merged_error(name, others)
             file_id = self._insert(db, md, parent_ids)
@@ -383,7 +426,11 @@ class SqliteCatalog(Catalog):
         for field, column in APPLICATION_COLUMNS.items():
             if "application" in md:
                 columns[column] = md["application"][field]
-        params = {key: value for key, value in md.items() if key not in COLUMNS and key not in SEPARATE_FIELDS}
+        params = {
+            key: value
+            for key, value in md.items()
+            if key not in COLUMNS and key not in SEPARATE_FIELDS
+        }
         columns["params"] = json.dumps(params, sort_keys=True)
         cursor = db.execute(
             f"INSERT INTO files ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
@@ -393,7 +440,8 @@ class SqliteCatalog(Catalog):
         for text in md.get("checksum", []):
             algorithm, _, value = text.partition(":")
             db.execute(
-                "INSERT INTO checksums (file_id, algorithm, value) VALUES (?, ?, ?)", (file_id, algorithm, value)
+                "INSERT INTO checksums (file_id, algorithm, value) VALUES (?, ?, ?)",
+                (file_id, algorithm, value),
             )
         db.executemany(
             "INSERT INTO runs (file_id, position, run_number, subrun, run_type) VALUES (?, ?, ?, ?, ?)",

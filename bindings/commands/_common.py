@@ -17,10 +17,19 @@ def add_verbosity(parser, quiet: str | None = "print only errors") -> None:
 
     ``quiet`` is what ``-q`` silences besides log messages below errors (None: no ``-q``, the
     command has nothing else to silence and ``-q`` only lowers the log level)."""
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log what the engine does as it goes (-v: each step, -vv: details), on stderr")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help=f"{quiet}; log only errors" if quiet else "log only errors")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log what the engine does as it goes (-v: each step, -vv: details), on stderr",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help=f"{quiet}; log only errors" if quiet else "log only errors",
+    )
 
 
 def add_json_flag(parser) -> None:

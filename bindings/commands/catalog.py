@@ -25,21 +25,28 @@ def register(subparsers) -> None:
     )
     actions = catalog.add_subparsers(dest="catalog_action", metavar="ACTION", required=True)
 
-    importer = actions.add_parser("import", help="declare every *.json sidecar in a directory, parents first")
+    importer = actions.add_parser(
+        "import", help="declare every *.json sidecar in a directory, parents first"
+    )
     importer.add_argument("directory", metavar="DIR", help="directory holding <file>.json sidecars")
     _add_declare_options(importer)
     importer.set_defaults(func=run_import)
 
     show = actions.add_parser("show", help="print the catalogue record of a file")
     show.add_argument("name", metavar="NAME", help="file name as declared")
-    show.add_argument("--samweb", action="store_true",
-                      help="print it as `samweb get-metadata` does (--json is SAM's JSON shape already)")
+    show.add_argument(
+        "--samweb",
+        action="store_true",
+        help="print it as `samweb get-metadata` does (--json is SAM's JSON shape already)",
+    )
     _add_common_options(show)
     show.set_defaults(func=run_show)
 
     run = actions.add_parser("run", help="list the files of a run")
     run.add_argument("run", metavar="RUN", type=int, help="run number")
-    run.add_argument("--data-tier", metavar="TIER", help="only files of this data tier (e.g. unmerged-thumbnail)")
+    run.add_argument(
+        "--data-tier", metavar="TIER", help="only files of this data tier (e.g. unmerged-thumbnail)"
+    )
     _add_common_options(run)
     run.set_defaults(func=run_run)
 
@@ -54,7 +61,9 @@ def register(subparsers) -> None:
         help="declare files to the catalogue from their sidecars (e.g. to retry a declaration)",
         description="Declare each OUTPUT from its <OUTPUT>.json sidecar, after checking the file's name and size.",
     )
-    declare.add_argument("outputs", metavar="OUTPUT", nargs="+", help="data files, each with a sidecar beside it")
+    declare.add_argument(
+        "outputs", metavar="OUTPUT", nargs="+", help="data files, each with a sidecar beside it"
+    )
     _add_declare_options(declare)
     declare.set_defaults(func=run_declare)
 
@@ -72,14 +81,15 @@ def _add_declare_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="declare undeclared parents first: from their sidecars when found, else as name-only placeholders",
     )
-    parser.add_argument("--declarer", metavar="NAME", help="declarer plugin (entry point group tmbmerge.declarers)")
+    parser.add_argument(
+        "--declarer", metavar="NAME", help="declarer plugin (entry point group tmbmerge.declarers)"
+    )
 
 
 def _open_catalog(args, *, create: bool = False):
     """The catalogue of --catalog or $TMBMERGE_CATALOG; only ``catalog import`` may create one."""
-    from engine.errors import UsageError
-
     from bindings.catalog import open_catalog
+    from engine.errors import UsageError
 
     url = args.catalog or os.environ.get(CATALOG_ENV)
     if not url:
@@ -120,7 +130,11 @@ def run_run(args) -> int:
 
 def run_lineage(args) -> int:
     with _open_catalog(args) as catalog:
-        names = catalog.parents(args.name) if args.direction == "parents" else catalog.children(args.name)
+        names = (
+            catalog.parents(args.name)
+            if args.direction == "parents"
+            else catalog.children(args.name)
+        )
     _print_names(names, args.json)
     return 0
 
@@ -137,16 +151,17 @@ def _print_names(names: list[str], as_json: bool) -> None:
 
 
 def run_declare(args) -> int:
-    from engine.errors import EngineError
-
     from bindings.catalog.hook import declare_file, load_declarer
+    from engine.errors import EngineError
 
     results, failures = [], []
     with _open_catalog(args) as catalog:
         declarer = load_declarer(args.declarer, catalog)
         for output in args.outputs:
             try:
-                result = declare_file(output, catalog, declare_parents=args.declare_parents, declarer=declarer)
+                result = declare_file(
+                    output, catalog, declare_parents=args.declare_parents, declarer=declarer
+                )
             except EngineError as exc:
                 failures.append((output, exc))
                 print_error(exc)
@@ -166,13 +181,12 @@ def run_declare(args) -> int:
 
 
 def run_import(args) -> int:
+    from bindings.catalog import ALREADY_DECLARED, DECLARED
+    from bindings.catalog.hook import declare_file, load_declarer
     from engine.errors import EngineError, InputNotFound, UsageError
     from engine.remote import location
 
-    from bindings.catalog import ALREADY_DECLARED, DECLARED
-    from bindings.catalog.hook import declare_file, load_declarer
-
-    directory = location(args.directory)   # a local folder, or a remote one listed over its protocol
+    directory = location(args.directory)  # a local folder, or a remote one listed over its protocol
     if not directory.is_dir():
         raise InputNotFound("not a directory", path=directory)
     failures: list[tuple[str, EngineError]] = []
@@ -187,7 +201,7 @@ def run_import(args) -> int:
         if result.status == DECLARED:
             parents_declared.append(result.file_name)
 
-    with _open_catalog(args, create=True) as catalog:   # the one command that makes a new catalogue
+    with _open_catalog(args, create=True) as catalog:  # the one command that makes a new catalogue
         declarer = load_declarer(args.declarer, catalog)
         for data_path in data_paths:
             try:
@@ -221,7 +235,9 @@ def run_import(args) -> int:
             f"failed {len(failures)}"
         )
         if parents_declared:
-            line += f"; {len(parents_declared)} parents without sidecars in {directory} declared first"
+            line += (
+                f"; {len(parents_declared)} parents without sidecars in {directory} declared first"
+            )
         print(line)
     return failures[0][1].exit_code if failures else 0
 
@@ -253,7 +269,9 @@ def _parents_first(directory, failures: list) -> list:
         while stack:  # depth-first, iterative: lineage chains may be long
             name, pending = stack[-1]
             on_stack = {entry for entry, _ in stack}
-            parent = next((p for p in pending if p in paths and p not in placed and p not in on_stack), None)
+            parent = next(
+                (p for p in pending if p in paths and p not in placed and p not in on_stack), None
+            )
             if parent is not None:
                 stack.append((parent, iter(parents[parent])))
                 continue

@@ -23,15 +23,29 @@ def register(subparsers) -> None:
     import os
 
     p = subparsers.add_parser(
-        "certify", help="fill per-run certification histograms and check merged against unmerged",
+        "certify",
+        help="fill per-run certification histograms and check merged against unmerged",
         description="Histogram standard quantities (multiplicities, track, cluster and hit quantities, trigger "
-                    "bits) of every event, per run and sample, store them in the catalogue database, and "
-                    "fail a run whose merged histograms differ from its unmerged ones.")
-    p.add_argument("inputs", nargs="+", metavar="DIR|FILE", help="unmerged and/or merged files, or folders of them")
-    p.add_argument("--catalog", default=os.environ.get(CATALOG_ENV),
-                   help=f"sqlite catalogue URL where the histograms are kept (default: ${CATALOG_ENV})")
-    p.add_argument("--sample", choices=("auto", "unmerged", "merged"), default="auto",
-                   help="auto (default): merged if the file's header records a merge, else unmerged")
+        "bits) of every event, per run and sample, store them in the catalogue database, and "
+        "fail a run whose merged histograms differ from its unmerged ones.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="DIR|FILE",
+        help="unmerged and/or merged files, or folders of them",
+    )
+    p.add_argument(
+        "--catalog",
+        default=os.environ.get(CATALOG_ENV),
+        help=f"sqlite catalogue URL where the histograms are kept (default: ${CATALOG_ENV})",
+    )
+    p.add_argument(
+        "--sample",
+        choices=("auto", "unmerged", "merged"),
+        default="auto",
+        help="auto (default): merged if the file's header records a merge, else unmerged",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=run_certify)
 
@@ -47,8 +61,9 @@ def classify(paths, forced: str) -> dict[tuple[int, str], list[str]]:
             runs = sorted({int(r) for r in reader.events.run.tolist()})
             merged = bool(reader.metadata.get("merge"))
         if len(runs) != 1:
-            raise InconsistentInputs(f"holds {len(runs)} runs; certification is per run, one run per file",
-                                     path=path)
+            raise InconsistentInputs(
+                f"holds {len(runs)} runs; certification is per run, one run per file", path=path
+            )
         sample = forced if forced != "auto" else ("merged" if merged else "unmerged")
         groups[(runs[0], sample)].append(str(path))
     return groups
@@ -62,8 +77,15 @@ def fill_and_store(store, groups: dict[tuple[int, str], list[str]]) -> list[dict
     for (run, sample), paths in sorted(groups.items()):
         histograms = fill_files(paths, run=run, sample=sample)
         store.store_histograms(histograms.to_record())
-        filled.append({"run": run, "sample": sample, "files": len(paths), "events": histograms.events,
-                       "malformed": histograms.malformed})
+        filled.append(
+            {
+                "run": run,
+                "sample": sample,
+                "files": len(paths),
+                "events": histograms.events,
+                "malformed": histograms.malformed,
+            }
+        )
     return filled
 
 
@@ -75,15 +97,16 @@ def failure_of(verdicts: list[dict]):
     if not failed:
         return None
     differing = [t["quantity"] for t in failed[0]["merge"]["tests"] if not t["passed"]]
-    return CertificationFailed(f"run {failed[0]['run']}: merged histograms differ from unmerged "
-                               f"({', '.join(differing) or 'event counts'})"
-                               + (f"; {len(failed) - 1} more runs failed" if len(failed) > 1 else ""))
+    return CertificationFailed(
+        f"run {failed[0]['run']}: merged histograms differ from unmerged "
+        f"({', '.join(differing) or 'event counts'})"
+        + (f"; {len(failed) - 1} more runs failed" if len(failed) > 1 else "")
+    )
 
 
 def run_certify(args) -> int:
-    from engine.merge.plan import discover_inputs
-
     from bindings.serve.certification import certification
+    from engine.merge.plan import discover_inputs
 
     from .serve import _store
 
@@ -92,13 +115,23 @@ def run_certify(args) -> int:
     filled = fill_and_store(store, groups)
     verdicts = [certification(store, run) for run in sorted({run for run, _ in groups})]
     if args.json:
-        json.dump({"filled": filled, "runs": [{key: v[key] for key in ("run", "status", "detail", "merge")}
-                                              for v in verdicts]}, sys.stdout, indent=2)
+        json.dump(
+            {
+                "filled": filled,
+                "runs": [
+                    {key: v[key] for key in ("run", "status", "detail", "merge")} for v in verdicts
+                ],
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
         for f in filled:
-            print(f"run {f['run']} {f['sample']}: {f['files']} files, {f['events']:,} events histogrammed"
-                  + (f", {f['malformed']} malformed payloads" if f["malformed"] else ""))
+            print(
+                f"run {f['run']} {f['sample']}: {f['files']} files, {f['events']:,} events histogrammed"
+                + (f", {f['malformed']} malformed payloads" if f["malformed"] else "")
+            )
         for v in verdicts:
             print(f"run {v['run']}: {v['status']} ({v['detail']})")
     failure = failure_of(verdicts)
@@ -116,13 +149,14 @@ class MergeCertifier:
     """
 
     def __init__(self, catalog: str | None, inputs, *, run: int | None):
+        from bindings.serve.store import CampaignStore
         from engine.errors import EngineError, UsageError
         from engine.merge.plan import discover_inputs
 
-        from bindings.serve.store import CampaignStore
-
         if not catalog:
-            raise UsageError("--certify keeps the histograms in the catalogue: give --catalog sqlite:///path.db")
+            raise UsageError(
+                "--certify keeps the histograms in the catalogue: give --catalog sqlite:///path.db"
+            )
         self.store = CampaignStore(catalog)
         groups: dict[tuple[int, str], list[str]] = defaultdict(list)
         for path in discover_inputs(inputs):
@@ -140,9 +174,15 @@ class MergeCertifier:
         from bindings.serve.certification import certification
 
         if report.failures:
-            return [{"run": run, "status": "not certified", "detail": "the merge had failures"} for run in self.runs]
-        groups = {key: paths for key, paths in classify([o.output for o in report.outputs], "merged").items()
-                  if key[0] in self.runs}
+            return [
+                {"run": run, "status": "not certified", "detail": "the merge had failures"}
+                for run in self.runs
+            ]
+        groups = {
+            key: paths
+            for key, paths in classify([o.output for o in report.outputs], "merged").items()
+            if key[0] in self.runs
+        }
         self.filled += fill_and_store(self.store, groups)
         verdicts = [certification(self.store, run) for run in self.runs]
         failure = failure_of(verdicts)

@@ -15,7 +15,6 @@ import json
 import sys
 
 from engine.errors import EXIT_OK, most_severe_exit_code
-
 from engine.units import plural
 
 from ._common import add_verbosity, positive_int, print_error
@@ -35,33 +34,55 @@ against the index.
 
 def register(subparsers) -> None:
     dump = subparsers.add_parser(
-        "dump", help="show a TMB file's header, metadata, block table and totals",
+        "dump",
+        help="show a TMB file's header, metadata, block table and totals",
         description="Show a TMB file's header, metadata, block table, totals (with the whole file's "
         "adler32) and, with --events, every event as listed in its index. Block bytes are not checked: "
-        "use `tmbmerge verify` for that.")
+        "use `tmbmerge verify` for that.",
+    )
     dump.add_argument("file", metavar="FILE", help="the TMB file")
-    dump.add_argument("--events", action="store_true", help="also list every event: run, event, size, "
-                      "payload digest, block")
+    dump.add_argument(
+        "--events",
+        action="store_true",
+        help="also list every event: run, event, size, payload digest, block",
+    )
     dump.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_verbosity(dump, None)
     dump.set_defaults(func=run_dump)
 
     verify = subparsers.add_parser(
-        "verify", help="check TMB files: structure, digests, sidecars",
+        "verify",
+        help="check TMB files: structure, digests, sidecars",
         description="Verify TMB files: header, metadata, index and trailer, every block's digests and\n"
         "the whole file's adler32; with sidecars (<file>.json) the size, adler32, event count\nand name.",
-        epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verify.add_argument("files", metavar="FILE", nargs="+", help="TMB files to verify")
-    verify.add_argument("--deep", action="store_true", help="also decompress every block and check every "
-                        "event's framing and digest (slower; loads numba)")
-    verify.add_argument("--metadata", choices=("auto", "none"), default="auto",
-                        help="auto: check each file against its sidecar <file>.json when there is one "
-                        "(default); none: check the bytes only")
-    verify.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                        help="files (or, for one file with --deep, blocks) checked in parallel "
-                        "(default: the usable cores)")
-    verify.add_argument("--json", action="store_true", help="print a JSON list of per-file reports "
-                        "instead of lines")
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="also decompress every block and check every "
+        "event's framing and digest (slower; loads numba)",
+    )
+    verify.add_argument(
+        "--metadata",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: check each file against its sidecar <file>.json when there is one "
+        "(default); none: check the bytes only",
+    )
+    verify.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="files (or, for one file with --deep, blocks) checked in parallel "
+        "(default: the usable cores)",
+    )
+    verify.add_argument(
+        "--json", action="store_true", help="print a JSON list of per-file reports instead of lines"
+    )
     add_verbosity(verify, "print only failures")
     verify.set_defaults(func=run_verify)
 
@@ -94,8 +115,11 @@ def run_verify(args) -> int:
         for report in reports:
             if report.ok:
                 if not args.quiet:
-                    print(f"OK {report.path} ({plural(report.event_count, 'event')}, "
-                          f"{format_adler32(report.adler32)})", flush=False)
+                    print(
+                        f"OK {report.path} ({plural(report.event_count, 'event')}, "
+                        f"{format_adler32(report.adler32)})",
+                        flush=False,
+                    )
             else:
                 sys.stdout.flush()
                 print_error(report.error)

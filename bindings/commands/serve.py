@@ -22,26 +22,44 @@ from .catalog import CATALOG_ENV
 
 def register(subparsers) -> None:
     serve = subparsers.add_parser(
-        "serve", help="the campaign page: dataset assignment, monitoring, recovery, certification",
+        "serve",
+        help="the campaign page: dataset assignment, monitoring, recovery, certification",
         description="Serve the campaign page and its JSON API from a sqlite catalogue. Reading is open; writes "
-                    "need a site token (tmbmerge serve token add SITE).")
+        "need a site token (tmbmerge serve token add SITE).",
+    )
     _add_catalog(serve)
-    serve.add_argument("--journals", nargs="+", default=[], metavar="DIR",
-                       help="merge-run output folders whose journals the page monitors")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    serve.add_argument(
+        "--journals",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="merge-run output folders whose journals the page monitors",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8080, help="port (default 8080; 0: any free port)"
+    )
     serve.set_defaults(func=run_serve)
     actions = serve.add_subparsers(dest="serve_action", metavar="ACTION")
 
     dataset = actions.add_parser("dataset", help="define and list datasets")
     dataset_actions = dataset.add_subparsers(dest="dataset_action", metavar="ACTION", required=True)
-    add = dataset_actions.add_parser("add", help="define a dataset: a run range and data tier, or a list of runs")
+    add = dataset_actions.add_parser(
+        "add", help="define a dataset: a run range and data tier, or a list of runs"
+    )
     add.add_argument("name", metavar="NAME")
     runs = add.add_mutually_exclusive_group(required=True)
-    runs.add_argument("--runs", metavar="FIRST-LAST", help="the runs of this range that the catalogue holds")
+    runs.add_argument(
+        "--runs", metavar="FIRST-LAST", help="the runs of this range that the catalogue holds"
+    )
     runs.add_argument("--run-list", metavar="R,R,...", help="exactly these runs")
-    add.add_argument("--data-tier", default="unmerged-thumbnail",
-                     help="data tier of the dataset's files (default unmerged-thumbnail)")
+    add.add_argument(
+        "--data-tier",
+        default="unmerged-thumbnail",
+        help="data tier of the dataset's files (default unmerged-thumbnail)",
+    )
     _add_catalog(add)
     add.add_argument("--json", action="store_true", help="print the dataset as JSON")
     add.set_defaults(func=run_dataset_add)
@@ -52,21 +70,26 @@ def register(subparsers) -> None:
 
     token = actions.add_parser("token", help="issue site tokens")
     token_actions = token.add_subparsers(dest="token_action", metavar="ACTION", required=True)
-    token_add = token_actions.add_parser("add", help="issue a bearer token for SITE (printed on the last line)")
+    token_add = token_actions.add_parser(
+        "add", help="issue a bearer token for SITE (printed on the last line)"
+    )
     token_add.add_argument("site", metavar="SITE")
     _add_catalog(token_add)
     token_add.set_defaults(func=run_token_add)
 
 
 def _add_catalog(parser) -> None:
-    parser.add_argument("--catalog", metavar="URL", default=os.environ.get(CATALOG_ENV),
-                        help=f"sqlite catalogue URL (default: ${CATALOG_ENV})")
+    parser.add_argument(
+        "--catalog",
+        metavar="URL",
+        default=os.environ.get(CATALOG_ENV),
+        help=f"sqlite catalogue URL (default: ${CATALOG_ENV})",
+    )
 
 
 def _store(args):
-    from engine.errors import UsageError
-
     from bindings.serve.store import CampaignStore
+    from engine.errors import UsageError
 
     if not args.catalog:
         raise UsageError(f"no catalogue: give --catalog sqlite:///path.db or set ${CATALOG_ENV}")
@@ -74,18 +97,21 @@ def _store(args):
 
 
 def run_dataset_add(args) -> int:
-    from engine.errors import UsageError
-
     from bindings.serve.store import parse_run_range
+    from engine.errors import UsageError
 
     store = _store(args)
     if args.runs:
-        dataset = store.add_dataset(args.name, runs=parse_run_range(args.runs), data_tier=args.data_tier)
+        dataset = store.add_dataset(
+            args.name, runs=parse_run_range(args.runs), data_tier=args.data_tier
+        )
     else:
         try:
             run_list = [int(r) for r in args.run_list.split(",") if r.strip()]
         except ValueError:
-            raise UsageError(f"--run-list {args.run_list!r} is not a comma-separated list of run numbers") from None
+            raise UsageError(
+                f"--run-list {args.run_list!r} is not a comma-separated list of run numbers"
+            ) from None
         dataset = store.add_dataset(args.name, run_list=run_list, data_tier=args.data_tier)
     if args.json:
         print(json.dumps(dataset, indent=2))
@@ -96,7 +122,9 @@ def run_dataset_add(args) -> int:
 
 def _runs_text(dataset) -> str:
     runs = dataset["runs"]
-    return f"{runs['first']}-{runs['last']}" if "first" in runs else ",".join(map(str, runs["list"]))
+    return (
+        f"{runs['first']}-{runs['last']}" if "first" in runs else ",".join(map(str, runs["list"]))
+    )
 
 
 def run_dataset_list(args) -> int:
@@ -121,9 +149,8 @@ def run_serve(args) -> int:
 
     import uvicorn
 
-    from engine.errors import UsageError, os_reason
-
     from bindings.serve.app import create_app
+    from engine.errors import UsageError, os_reason
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} out of range 0..65535")

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
@@ -91,11 +91,13 @@ class Campaign:
     def dataset_view(self, name: str) -> dict:
         dataset = self.store.dataset(name)
         runs = monitor.dataset_runs(self.view(), dataset)
-        outputs = monitor.journal_outputs(self.journals)       # read once for all the runs
+        outputs = monitor.journal_outputs(self.journals)  # read once for all the runs
         statuses = [self.run_status(run, dataset["data_tier"], outputs) for run in runs]
         dataset["totals"] = monitor.dataset_totals(statuses)
         dataset["run_status"] = [monitor.public(s) for s in statuses]
-        dataset["recovery"] = [item for s in statuses for item in recovery_items(s, self.catalog_url)]
+        dataset["recovery"] = [
+            item for s in statuses for item in recovery_items(s, self.catalog_url)
+        ]
         return dataset
 
     def recovery(self) -> list[dict]:
@@ -104,11 +106,14 @@ class Campaign:
         for dataset in self.store.datasets():
             for run in monitor.dataset_runs(view, dataset):
                 runs.setdefault(run, dataset["data_tier"])
-        outputs = monitor.journal_outputs(self.journals)       # read once for all the runs
+        outputs = monitor.journal_outputs(self.journals)  # read once for all the runs
         for output in outputs:
             runs.setdefault(output.run, monitor.UNMERGED_TIER)
-        return [item for run, tier in sorted(runs.items())
-                for item in recovery_items(self.run_status(run, tier, outputs), self.catalog_url)]
+        return [
+            item
+            for run, tier in sorted(runs.items())
+            for item in recovery_items(self.run_status(run, tier, outputs), self.catalog_url)
+        ]
 
     def authenticate(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -187,8 +192,12 @@ async def api_health(request: Request):
 
 
 async def api_datasets(request: Request):
-    return JSONResponse({"datasets": await run_in_threadpool(_campaign(request).store.datasets),
-                         "states": list(STATES)})
+    return JSONResponse(
+        {
+            "datasets": await run_in_threadpool(_campaign(request).store.datasets),
+            "states": list(STATES),
+        }
+    )
 
 
 async def api_dataset_add(request: Request):
@@ -219,7 +228,9 @@ async def api_claim(request: Request):
     campaign = _campaign(request)
     site = await run_in_threadpool(campaign.authenticate, request)
     body = await _json_body(request)
-    dataset, won = await run_in_threadpool(campaign.store.claim, request.path_params["name"], site, body.get("note"))
+    dataset, won = await run_in_threadpool(
+        campaign.store.claim, request.path_params["name"], site, body.get("note")
+    )
     return JSONResponse({"claimed": won, "dataset": dataset}, status_code=201 if won else 200)
 
 
@@ -260,7 +271,9 @@ async def api_recovery(request: Request):
 async def api_certification(request: Request):
     campaign = _campaign(request)
     run, reference, alpha = _run_number(request), _reference(request), _alpha(request)
-    result = await run_in_threadpool(certification, campaign.store, run, reference=reference, alpha=alpha)
+    result = await run_in_threadpool(
+        certification, campaign.store, run, reference=reference, alpha=alpha
+    )
     return JSONResponse(result)
 
 
@@ -272,12 +285,22 @@ async def merge_png(request: Request):
     def render():
         verdict = certification(campaign.store, run)
         if verdict["merge"] is None:
-            raise UsageError(f"run {run} has no unmerged and merged histograms to overlay ({verdict['detail']})")
+            raise UsageError(
+                f"run {run} has no unmerged and merged histograms to overlay ({verdict['detail']})"
+            )
         samples = load_samples(campaign.store, run)
-        key = ("merge", run, tuple(sorted((s, tuple(h.files), h.events) for s, h in samples.items())),
-               json.dumps(verdict["merge"], sort_keys=True))
-        return campaign.plot(key, lambda: plots.merge_overlay(run, samples["unmerged"], samples["merged"],
-                                                               verdict["merge"]))
+        key = (
+            "merge",
+            run,
+            tuple(sorted((s, tuple(h.files), h.events) for s, h in samples.items())),
+            json.dumps(verdict["merge"], sort_keys=True),
+        )
+        return campaign.plot(
+            key,
+            lambda: plots.merge_overlay(
+                run, samples["unmerged"], samples["merged"], verdict["merge"]
+            ),
+        )
 
     return Response(await run_in_threadpool(render), media_type="image/png")
 
@@ -292,8 +315,19 @@ async def reference_png(request: Request):
         verdict = certification(campaign.store, run, reference=reference, alpha=alpha)["reference"]
         mine, theirs = load_samples(campaign.store, run), load_samples(campaign.store, reference)
         mine, theirs = mine[verdict["sample"]], theirs[verdict["reference_sample"]]
-        key = ("reference", run, reference, alpha, mine.events, tuple(mine.files), theirs.events, tuple(theirs.files))
-        return campaign.plot(key, lambda: plots.reference_overlay(run, mine, reference, theirs, verdict))
+        key = (
+            "reference",
+            run,
+            reference,
+            alpha,
+            mine.events,
+            tuple(mine.files),
+            theirs.events,
+            tuple(theirs.files),
+        )
+        return campaign.plot(
+            key, lambda: plots.reference_overlay(run, mine, reference, theirs, verdict)
+        )
 
     return Response(await run_in_threadpool(render), media_type="image/png")
 
@@ -310,8 +344,11 @@ async def page_index(request: Request):
         return datasets
 
     datasets = await run_in_threadpool(build)
-    return TEMPLATES.TemplateResponse(request, "index.html", {"datasets": datasets, "states": STATES,
-                                                              "catalog": campaign.catalog_url})
+    return TEMPLATES.TemplateResponse(
+        request,
+        "index.html",
+        {"datasets": datasets, "states": STATES, "catalog": campaign.catalog_url},
+    )
 
 
 async def page_dataset(request: Request):
@@ -330,9 +367,18 @@ async def page_run(request: Request):
         return status, verdict, runs
 
     status, verdict, runs = await run_in_threadpool(build)
-    return TEMPLATES.TemplateResponse(request, "run.html", {
-        "s": monitor.public(status), "recovery": recovery_items(status, campaign.catalog_url), "cert": verdict,
-        "reference": reference, "alpha": alpha, "reference_runs": runs})
+    return TEMPLATES.TemplateResponse(
+        request,
+        "run.html",
+        {
+            "s": monitor.public(status),
+            "recovery": recovery_items(status, campaign.catalog_url),
+            "cert": verdict,
+            "reference": reference,
+            "alpha": alpha,
+            "reference_runs": runs,
+        },
+    )
 
 
 async def page_recovery(request: Request):
@@ -348,9 +394,16 @@ def _wants_json(request: Request) -> bool:
 def _error_response(request: Request, status: int, message: str, kind: str):
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if _wants_json(request):
-        return JSONResponse({"error": message, "kind": kind, "status": status}, status_code=status, headers=headers)
-    return TEMPLATES.TemplateResponse(request, "error.html", {"status": status, "message": message},
-                                      status_code=status, headers=headers)
+        return JSONResponse(
+            {"error": message, "kind": kind, "status": status}, status_code=status, headers=headers
+        )
+    return TEMPLATES.TemplateResponse(
+        request,
+        "error.html",
+        {"status": status, "message": message},
+        status_code=status,
+        headers=headers,
+    )
 
 
 async def engine_error(request: Request, exc: EngineError):
@@ -363,8 +416,10 @@ async def http_error(request: Request, exc: HTTPException):
 
 async def internal_error(request: Request, exc: Exception):
     log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
-    return JSONResponse({"error": f"internal error: {type(exc).__name__}", "kind": "InternalError", "status": 500},
-                        status_code=500)
+    return JSONResponse(
+        {"error": f"internal error: {type(exc).__name__}", "kind": "InternalError", "status": 500},
+        status_code=500,
+    )
 
 
 def create_app(catalog_url: str, journals=()) -> Starlette:
@@ -385,8 +440,14 @@ def create_app(catalog_url: str, journals=()) -> Starlette:
         Route("/api/recovery", api_recovery, methods=["GET"]),
         Route("/api/certification/{run}", api_certification, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={EngineError: engine_error, HTTPException: http_error,
-                                                       Exception: internal_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            EngineError: engine_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+    )
     app.state.campaign = Campaign(catalog_url, journals)
     warm_up()
     return app

@@ -29,7 +29,6 @@ from engine.certify.histograms import RunHistograms
 from engine.certify.quantities import QUANTITIES
 from engine.errors import UsageError
 
-
 CACHE_SIZE = 256
 _cache: OrderedDict = OrderedDict()
 _cache_lock = Lock()
@@ -53,30 +52,54 @@ def _digest(text: str) -> str:
 
 
 def _digests(store, run: int) -> tuple:
-    return tuple(sorted((sample, _digest(text)) for sample, text in store.histogram_texts(run).items()))
+    return tuple(
+        sorted((sample, _digest(text)) for sample, text in store.histogram_texts(run).items())
+    )
 
 
 def load_samples(store, run: int) -> dict[str, RunHistograms]:
     """{sample: histograms} of a run, as stored (parsed once per stored record)."""
-    return {sample: _cached(("samples", _digest(text)), lambda text=text: RunHistograms.from_record(json.loads(text)))
-            for sample, text in store.histogram_texts(run).items()}
+    return {
+        sample: _cached(
+            ("samples", _digest(text)),
+            lambda text=text: RunHistograms.from_record(json.loads(text)),
+        )
+        for sample, text in store.histogram_texts(run).items()
+    }
 
 
-def certification(store, run: int, *, reference: int | None = None, alpha: float = DEFAULT_ALPHA) -> dict:
+def certification(
+    store, run: int, *, reference: int | None = None, alpha: float = DEFAULT_ALPHA
+) -> dict:
     """The verdict (see the module docstring); a fresh copy the caller may change."""
     if not 0 < alpha < 1:
         raise UsageError(f"alpha must be between 0 and 1, not {alpha}")
-    key = ("verdict", run, reference, alpha, _digests(store, run),
-           _digests(store, reference) if reference is not None else None)
-    return json.loads(_cached(key, lambda: json.dumps(_certification(store, run, reference, alpha))))
+    key = (
+        "verdict",
+        run,
+        reference,
+        alpha,
+        _digests(store, run),
+        _digests(store, reference) if reference is not None else None,
+    )
+    return json.loads(
+        _cached(key, lambda: json.dumps(_certification(store, run, reference, alpha)))
+    )
 
 
 def _certification(store, run: int, reference: int | None, alpha: float) -> dict:
     samples = load_samples(store, run)
-    result = {"run": run, "samples": {name: {"files": s.files, "events": s.events, "malformed": s.malformed}
-                                      for name, s in samples.items()},
-              "quantities": [{"name": q.name, "label": q.label} for q in QUANTITIES],
-              "merge": None, "reference": None, "alpha": alpha}
+    result = {
+        "run": run,
+        "samples": {
+            name: {"files": s.files, "events": s.events, "malformed": s.malformed}
+            for name, s in samples.items()
+        },
+        "quantities": [{"name": q.name, "label": q.label} for q in QUANTITIES],
+        "merge": None,
+        "reference": None,
+        "alpha": alpha,
+    }
     if not samples:
         result["status"] = "not filled"
         result["detail"] = f"no histograms of run {run}: run tmbmerge certify on its files"
@@ -84,11 +107,16 @@ def _certification(store, run: int, reference: int | None, alpha: float) -> dict
     problems = []
     if {"unmerged", "merged"} <= samples.keys():
         unmerged, merged = samples["unmerged"], samples["merged"]
-        tests = [identical(q.name, unmerged.counts(q.name), merged.counts(q.name)) for q in QUANTITIES]
+        tests = [
+            identical(q.name, unmerged.counts(q.name), merged.counts(q.name)) for q in QUANTITIES
+        ]
         same_events = unmerged.events == merged.events
         passed = all(t.passed for t in tests) and same_events
-        result["merge"] = {"passed": passed, "events": {"unmerged": unmerged.events, "merged": merged.events},
-                           "tests": [t.to_dict() for t in tests]}
+        result["merge"] = {
+            "passed": passed,
+            "events": {"unmerged": unmerged.events, "merged": merged.events},
+            "tests": [t.to_dict() for t in tests],
+        }
         if not passed:
             problems.append("merged histograms differ from unmerged")
     else:
@@ -97,20 +125,34 @@ def _certification(store, run: int, reference: int | None, alpha: float) -> dict
     if reference is not None:
         theirs = load_samples(store, reference)
         if not theirs:
-            raise UsageError(f"reference run {reference} has no histograms (run tmbmerge certify on it)")
+            raise UsageError(
+                f"reference run {reference} has no histograms (run tmbmerge certify on it)"
+            )
         mine, ref = _preferred(samples), _preferred(theirs)
-        tests = [chi2_test(q.name, mine.counts(q.name), ref.counts(q.name), alpha=alpha) for q in QUANTITIES]
+        tests = [
+            chi2_test(q.name, mine.counts(q.name), ref.counts(q.name), alpha=alpha)
+            for q in QUANTITIES
+        ]
         passed = all(t.passed for t in tests)
-        result["reference"] = {"run": reference, "sample": mine.sample, "reference_sample": ref.sample,
-                               "passed": passed, "tests": [t.to_dict() for t in tests]}
+        result["reference"] = {
+            "run": reference,
+            "sample": mine.sample,
+            "reference_sample": ref.sample,
+            "passed": passed,
+            "tests": [t.to_dict() for t in tests],
+        }
         if not passed:
             failing = [t.quantity for t in tests if not t.passed]
             problems.append(f"incompatible with run {reference}: {', '.join(failing)}")
-    failed = (result["merge"] is not None and not result["merge"]["passed"]) or \
-        (result["reference"] is not None and not result["reference"]["passed"])
-    result["status"] = "failed" if failed else "incomplete" if result["merge"] is None else "certified"
-    result["detail"] = "; ".join(problems) or "merged histograms identical to unmerged" + \
-        (f", compatible with run {reference}" if reference is not None else "")
+    failed = (result["merge"] is not None and not result["merge"]["passed"]) or (
+        result["reference"] is not None and not result["reference"]["passed"]
+    )
+    result["status"] = (
+        "failed" if failed else "incomplete" if result["merge"] is None else "certified"
+    )
+    result["detail"] = "; ".join(problems) or "merged histograms identical to unmerged" + (
+        f", compatible with run {reference}" if reference is not None else ""
+    )
     return result
 
 

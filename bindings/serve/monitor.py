@@ -37,7 +37,12 @@ from engine.metadata import sidecar_path
 UNMERGED_TIER = "unmerged-thumbnail"
 RAW_TIER = "raw"
 MERGED_TIER = "thumbnail"
-_PUBLISHED = (JournalState.MERGED, JournalState.VERIFIED, JournalState.DECLARED, JournalState.RETIRED)
+_PUBLISHED = (
+    JournalState.MERGED,
+    JournalState.VERIFIED,
+    JournalState.DECLARED,
+    JournalState.RETIRED,
+)
 #: For each state an output reaches once published, the states at least that far along.
 FINISHED_AT_LEAST = {state: _PUBLISHED[i:] for i, state in enumerate(_PUBLISHED)}
 
@@ -55,8 +60,10 @@ class JournalOutput:
     event_count: int | None
     error: str | None
     updated: str
-    retires: bool             # this folder's merge-run retires inputs
-    plan_options: dict = field(default_factory=dict)   # what its merge-run planned with (Journal.settings)
+    retires: bool  # this folder's merge-run retires inputs
+    plan_options: dict = field(
+        default_factory=dict
+    )  # what its merge-run planned with (Journal.settings)
 
 
 def journal_outputs(folders, run: int | None = None) -> list[JournalOutput]:
@@ -70,8 +77,21 @@ def journal_outputs(folders, run: int | None = None) -> list[JournalOutput]:
             retires, options = bool(journal.retired()), journal.settings()
             for e in journal.entries():
                 if run is None or e.run == run:
-                    found.append(JournalOutput(folder, e.name, e.run, e.inputs, e.state, e.mode, e.event_count,
-                                               e.error, e.updated, retires, options))
+                    found.append(
+                        JournalOutput(
+                            folder,
+                            e.name,
+                            e.run,
+                            e.inputs,
+                            e.state,
+                            e.mode,
+                            e.event_count,
+                            e.error,
+                            e.updated,
+                            retires,
+                            options,
+                        )
+                    )
     return found
 
 
@@ -82,26 +102,43 @@ class CatalogView:
         self.db = db
 
     def runs_in_range(self, first: int, last: int, tier: str) -> list[int]:
-        return [r for (r,) in self.db.execute(
-            "SELECT DISTINCT r.run_number FROM runs r JOIN files f ON f.file_id = r.file_id "
-            "WHERE r.run_number BETWEEN ? AND ? AND f.data_tier = ? ORDER BY r.run_number", (first, last, tier))]
+        return [
+            r
+            for (r,) in self.db.execute(
+                "SELECT DISTINCT r.run_number FROM runs r JOIN files f ON f.file_id = r.file_id "
+                "WHERE r.run_number BETWEEN ? AND ? AND f.data_tier = ? ORDER BY r.run_number",
+                (first, last, tier),
+            )
+        ]
 
     def files_of_run(self, run: int, tier: str) -> list[dict]:
         rows = self.db.execute(
             "SELECT f.file_id, f.file_name, f.event_count, f.file_size, f.params FROM files f "
             "JOIN runs r ON r.file_id = f.file_id WHERE r.run_number = ? AND f.data_tier = ? "
-            "GROUP BY f.file_id ORDER BY f.file_name", (run, tier)).fetchall()
-        return [{"file_id": i, "file_name": n, "event_count": e, "file_size": s, "params": json.loads(p)}
-                for i, n, e, s, p in rows]
+            "GROUP BY f.file_id ORDER BY f.file_name",
+            (run, tier),
+        ).fetchall()
+        return [
+            {
+                "file_id": i,
+                "file_name": n,
+                "event_count": e,
+                "file_size": s,
+                "params": json.loads(p),
+            }
+            for i, n, e, s, p in rows
+        ]
 
     def parents_of(self, file_ids: list[int]) -> dict[int, list[dict]]:
         found: dict[int, list[dict]] = defaultdict(list)
         for chunk in _chunks(file_ids, 500):
             marks = ",".join("?" * len(chunk))
             for child, name, events, tier in self.db.execute(
-                    f"SELECT p.child_id, f.file_name, f.event_count, f.data_tier FROM parents p "
-                    f"JOIN files f ON f.file_id = p.parent_id WHERE p.child_id IN ({marks}) "
-                    f"ORDER BY p.child_id, p.position", chunk):
+                f"SELECT p.child_id, f.file_name, f.event_count, f.data_tier FROM parents p "
+                f"JOIN files f ON f.file_id = p.parent_id WHERE p.child_id IN ({marks}) "
+                f"ORDER BY p.child_id, p.position",
+                chunk,
+            ):
                 found[child].append({"file_name": name, "event_count": events, "data_tier": tier})
         return found
 
@@ -110,15 +147,20 @@ class CatalogView:
         found = set()
         for chunk in _chunks(file_ids, 500):
             marks = ",".join("?" * len(chunk))
-            found.update(p for (p,) in self.db.execute(
-                f"SELECT DISTINCT p.parent_id FROM parents p JOIN files f ON f.file_id = p.child_id "
-                f"WHERE p.parent_id IN ({marks}) AND f.data_tier = ?", (*chunk, tier)))
+            found.update(
+                p
+                for (p,) in self.db.execute(
+                    f"SELECT DISTINCT p.parent_id FROM parents p JOIN files f ON f.file_id = p.child_id "
+                    f"WHERE p.parent_id IN ({marks}) AND f.data_tier = ?",
+                    (*chunk, tier),
+                )
+            )
         return found
 
 
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def run_status(view: CatalogView, run: int, journals, *, tier: str, outputs=None) -> dict:
@@ -134,58 +176,97 @@ def run_status(view: CatalogView, run: int, journals, *, tier: str, outputs=None
             raw_by_name.setdefault(p["file_name"], p)
         expected = [p["event_count"] for p in raws]
         if raws and None not in expected and sum(expected) != f["event_count"]:
-            partition_mismatches.append({"file_name": f["file_name"], "expected": sum(expected),
-                                         "produced": f["event_count"]})
+            partition_mismatches.append(
+                {
+                    "file_name": f["file_name"],
+                    "expected": sum(expected),
+                    "produced": f["event_count"],
+                }
+            )
     raw = sorted(raw_by_name.values(), key=lambda p: p["file_name"])
     raw_events = [p.get("event_count") for p in raw]
     expected = sum(raw_events) if raw and None not in raw_events else None
     produced = sum(f["event_count"] or 0 for f in unmerged)
 
-    outputs = journal_outputs(journals, run) if outputs is None else [o for o in outputs if o.run == run]
+    outputs = (
+        journal_outputs(journals, run) if outputs is None else [o for o in outputs if o.run == run]
+    )
     states = defaultdict(int)
     for o in outputs:
         states[o.state] += 1
-    figures = {"planned": len(outputs),
-               **{name: sum(states[s] for s in among) for name, among in FINISHED_AT_LEAST.items()},
-               "failed": states[JournalState.FAILED],
-               "in_progress": states[JournalState.PLANNED] + states[JournalState.MERGING]}
+    figures = {
+        "planned": len(outputs),
+        **{name: sum(states[s] for s in among) for name, among in FINISHED_AT_LEAST.items()},
+        "failed": states[JournalState.FAILED],
+        "in_progress": states[JournalState.PLANNED] + states[JournalState.MERGING],
+    }
     finished_events = sum(o.event_count or 0 for o in outputs if o.state in _PUBLISHED)
-    failures = [{"output": o.name, "folder": str(o.folder), "state": o.state, "reason": o.error}
-                for o in outputs if o.error]
+    failures = [
+        {"output": o.name, "folder": str(o.folder), "state": o.state, "reason": o.error}
+        for o in outputs
+        if o.error
+    ]
 
     merged = view.files_of_run(run, MERGED_TIER)
     merged_parents = view.parents_of([f["file_id"] for f in merged])
-    in_outputs = {Path(p).name for o in outputs for p in o.inputs} | \
-        {p["file_name"] for ps in merged_parents.values() for p in ps}
+    in_outputs = {Path(p).name for o in outputs for p in o.inputs} | {
+        p["file_name"] for ps in merged_parents.values() for p in ps
+    }
     skipped = _skipped_inputs(outputs, merged)
     left_out = {(s["output"], s["file_name"]) for s in skipped}
-    merged_since = {Path(p).name for o in outputs if o.state in _PUBLISHED for p in o.inputs
-                    if (o.name, Path(p).name) not in left_out} | \
-        {p["file_name"] for ps in merged_parents.values() for p in ps}
+    merged_since = {
+        Path(p).name
+        for o in outputs
+        if o.state in _PUBLISHED
+        for p in o.inputs
+        if (o.name, Path(p).name) not in left_out
+    } | {p["file_name"] for ps in merged_parents.values() for p in ps}
     # an input skipped once and merged since (its recovery command was run) is no longer missing
     skipped = [s for s in skipped if s["file_name"] not in merged_since]
     skipped_names = {s["file_name"] for s in skipped}
-    not_merged = [f["file_name"] for f in unmerged
-                  if f["file_name"] not in in_outputs and f["file_name"] not in skipped_names]
+    not_merged = [
+        f["file_name"]
+        for f in unmerged
+        if f["file_name"] not in in_outputs and f["file_name"] not in skipped_names
+    ]
 
     return {
         "run": run,
         "data_tier": tier,
-        "raw": {"files": len(raw), "expected_events": expected,
-                "without_event_count": sum(1 for e in raw_events if e is None)},
-        "unmerged": {"files": len(unmerged), "produced_events": produced,
-                     "events_mismatch": expected is not None and produced != expected,
-                     "partition_mismatches": partition_mismatches},
-        "outputs": {**figures, "events": finished_events,
-                    "catalogued_merged_files": len(merged),
-                    "catalogued_merged_events": sum(f["event_count"] or 0 for f in merged)},
+        "raw": {
+            "files": len(raw),
+            "expected_events": expected,
+            "without_event_count": sum(1 for e in raw_events if e is None),
+        },
+        "unmerged": {
+            "files": len(unmerged),
+            "produced_events": produced,
+            "events_mismatch": expected is not None and produced != expected,
+            "partition_mismatches": partition_mismatches,
+        },
+        "outputs": {
+            **figures,
+            "events": finished_events,
+            "catalogued_merged_files": len(merged),
+            "catalogued_merged_events": sum(f["event_count"] or 0 for f in merged),
+        },
         "failures": failures,
         "skipped": skipped,
         "not_merged": not_merged,
         "missing_partitions": _missing_partitions(view, raw, unmerged, parents),
-        "_outputs": outputs,                # for the recovery list; ``public`` drops it
-        "journal_outputs": [{"output": o.name, "folder": str(o.folder), "state": o.state, "inputs": len(o.inputs),
-                             "events": o.event_count, "error": o.error, "updated": o.updated} for o in outputs],
+        "_outputs": outputs,  # for the recovery list; ``public`` drops it
+        "journal_outputs": [
+            {
+                "output": o.name,
+                "folder": str(o.folder),
+                "state": o.state,
+                "inputs": len(o.inputs),
+                "events": o.event_count,
+                "error": o.error,
+                "updated": o.updated,
+            }
+            for o in outputs
+        ],
     }
 
 
@@ -206,13 +287,28 @@ def _skipped_inputs(outputs: list[JournalOutput], merged: list[dict]) -> list[di
         except (OSError, ValueError):
             continue
         for entry in skipped:
-            found.setdefault(entry["file_name"], {"file_name": entry["file_name"], "reason": entry.get("reason"),
-                                                  "output": o.name, "folder": str(o.folder),
-                                                  "input_path": _input_path(o, entry["file_name"])})
+            found.setdefault(
+                entry["file_name"],
+                {
+                    "file_name": entry["file_name"],
+                    "reason": entry.get("reason"),
+                    "output": o.name,
+                    "folder": str(o.folder),
+                    "input_path": _input_path(o, entry["file_name"]),
+                },
+            )
     for f in merged:
         for entry in f["params"].get("Merge.skipped") or []:
-            found.setdefault(entry["file_name"], {"file_name": entry["file_name"], "reason": entry.get("reason"),
-                                                  "output": f["file_name"], "folder": None, "input_path": None})
+            found.setdefault(
+                entry["file_name"],
+                {
+                    "file_name": entry["file_name"],
+                    "reason": entry.get("reason"),
+                    "output": f["file_name"],
+                    "folder": None,
+                    "input_path": None,
+                },
+            )
     return sorted(found.values(), key=lambda s: s["file_name"])
 
 
@@ -222,19 +318,34 @@ def _input_path(output: JournalOutput, name: str) -> str | None:
     return str(Path(folders.pop()) / name) if len(folders) == 1 else None
 
 
-def _missing_partitions(view: CatalogView, raw: list[dict], unmerged: list[dict], parents) -> list[dict]:
+def _missing_partitions(
+    view: CatalogView, raw: list[dict], unmerged: list[dict], parents
+) -> list[dict]:
     produced_from = {p["file_name"] for ps in parents.values() for p in ps}
-    missing = [{"partition": partition_in_name(r["file_name"]), "raw_file": r["file_name"],
-                "evidence": f"raw file {r['file_name']} has no unmerged file"}
-               for r in raw if r["file_name"] not in produced_from]
+    missing = [
+        {
+            "partition": partition_in_name(r["file_name"]),
+            "raw_file": r["file_name"],
+            "evidence": f"raw file {r['file_name']} has no unmerged file",
+        }
+        for r in raw
+        if r["file_name"] not in produced_from
+    ]
     known = {m["partition"] for m in missing}
-    numbers = sorted(p for p in (partition_in_name(f["file_name"]) for f in unmerged) if p is not None)
+    numbers = sorted(
+        p for p in (partition_in_name(f["file_name"]) for f in unmerged) if p is not None
+    )
     have = set(numbers)
     for p in range(numbers[0], numbers[-1]) if numbers else ():
         if p not in have and p not in known:
-            missing.append({"partition": p, "raw_file": None,
-                            "evidence": f"no unmerged file of partition p{p:03d} between p{numbers[0]:03d} "
-                                        f"and p{numbers[-1]:03d}"})
+            missing.append(
+                {
+                    "partition": p,
+                    "raw_file": None,
+                    "evidence": f"no unmerged file of partition p{p:03d} between p{numbers[0]:03d} "
+                    f"and p{numbers[-1]:03d}",
+                }
+            )
     return sorted(missing, key=lambda m: (m["partition"] is None, m["partition"] or 0))
 
 
@@ -254,7 +365,9 @@ def dataset_totals(statuses: list[dict]) -> dict:
         "expected_events": sum(expected) if statuses and None not in expected else None,
         "unmerged_files": sum(s["unmerged"]["files"] for s in statuses),
         "produced_events": sum(s["unmerged"]["produced_events"] for s in statuses),
-        "runs_with_event_mismatch": [s["run"] for s in statuses if s["unmerged"]["events_mismatch"]],
+        "runs_with_event_mismatch": [
+            s["run"] for s in statuses if s["unmerged"]["events_mismatch"]
+        ],
         "failures": sum(len(s["failures"]) for s in statuses),
         "skipped": sum(len(s["skipped"]) for s in statuses),
     }

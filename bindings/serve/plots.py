@@ -38,7 +38,7 @@ def _figure(title: str):
     # fixed margins: a layout engine measures every label first and doubles the drawing time
     fig.subplots_adjust(left=0.045, right=0.99, top=0.9, bottom=0.08, wspace=0.28, hspace=0.55)
     fig.suptitle(title, fontsize=14, fontweight="bold")
-    for extra in axes[len(QUANTITIES):]:
+    for extra in axes[len(QUANTITIES) :]:
         extra.set_visible(False)
     return fig, axes
 
@@ -49,7 +49,15 @@ def _edges(histogram) -> np.ndarray:
 
 def _step(ax, histogram, values, *, label):
     edges = _edges(histogram)
-    ax.stairs(values, edges, fill=True, facecolor=FILL_COLOR, edgecolor=LINE_COLOR, linewidth=1.0, label=label)
+    ax.stairs(
+        values,
+        edges,
+        fill=True,
+        facecolor=FILL_COLOR,
+        edgecolor=LINE_COLOR,
+        linewidth=1.0,
+        label=label,
+    )
 
 
 def _style(ax, label: str, color: str, title: str):
@@ -59,7 +67,7 @@ def _style(ax, label: str, color: str, title: str):
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(5))
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)        # room for the legend and the test's figures
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend and the test's figures
     if color == FAIL_COLOR:
         for spine in ax.spines.values():
             spine.set_color(FAIL_COLOR)
@@ -75,17 +83,27 @@ def _png(fig) -> bytes:
 def merge_overlay(run: int, unmerged, merged, verdict: dict) -> bytes:
     """Unmerged (filled) vs merged (points) of every quantity, with each panel's verdict."""
     tests = {t["quantity"]: t for t in verdict["tests"]}
-    state = "identical: merge certified" if verdict["passed"] else "DIFFERENT: merge fails certification"
-    fig, axes = _figure(f"Run {run}: unmerged ({unmerged.events:,} events) vs merged "
-                        f"({merged.events:,} events) — {state}")
+    state = (
+        "identical: merge certified"
+        if verdict["passed"]
+        else "DIFFERENT: merge fails certification"
+    )
+    fig, axes = _figure(
+        f"Run {run}: unmerged ({unmerged.events:,} events) vs merged "
+        f"({merged.events:,} events) — {state}"
+    )
     for ax, q in zip(axes, QUANTITIES):
         h_u, h_m = unmerged.histograms[q.name], merged.histograms[q.name]
         _step(ax, h_u, h_u.values(), label="unmerged")
         centers = h_m.axes[0].centers
         ax.plot(centers, h_m.values(), "o", color="black", markersize=2.5, label="merged")
         test = tests[q.name]
-        _style(ax, q.label, PASS_COLOR if test["passed"] else FAIL_COLOR,
-               "identical" if test["passed"] else f"{test['differing_bins']} bins differ")
+        _style(
+            ax,
+            q.label,
+            PASS_COLOR if test["passed"] else FAIL_COLOR,
+            "identical" if test["passed"] else f"{test['differing_bins']} bins differ",
+        )
     axes[0].legend(fontsize=7, frameon=False)
     return _png(fig)
 
@@ -94,22 +112,42 @@ def reference_overlay(run: int, mine, reference_run: int, theirs, verdict: dict)
     """The run (filled) vs the reference run scaled to its entries (points with errors), chi2 per panel."""
     tests = {t["quantity"]: t for t in verdict["tests"]}
     state = "compatible" if verdict["passed"] else "INCOMPATIBLE"
-    fig, axes = _figure(f"Run {run} ({mine.sample}) vs reference run {reference_run} ({theirs.sample}) — "
-                        f"{state} (chi2 test, p >= alpha)")
+    fig, axes = _figure(
+        f"Run {run} ({mine.sample}) vs reference run {reference_run} ({theirs.sample}) — "
+        f"{state} (chi2 test, p >= alpha)"
+    )
     for ax, q in zip(axes, QUANTITIES):
         h, r = mine.histograms[q.name], theirs.histograms[q.name]
         values, ref = h.values().astype(float), r.values().astype(float)
         scale = values.sum() / ref.sum() if ref.sum() else 0.0
         _step(ax, h, values, label=f"run {run}")
-        ax.errorbar(r.axes[0].centers, ref * scale, yerr=np.sqrt(ref) * scale, fmt="o", color="#d94801",
-                    markersize=2.5, elinewidth=0.8, label=f"run {reference_run} (scaled)")
+        ax.errorbar(
+            r.axes[0].centers,
+            ref * scale,
+            yerr=np.sqrt(ref) * scale,
+            fmt="o",
+            color="#d94801",
+            markersize=2.5,
+            elinewidth=0.8,
+            label=f"run {reference_run} (scaled)",
+        )
         test = tests[q.name]
         ok = test["passed"]
         text = f"p = {test['p_value']:.2g}" if test["p_value"] is not None else test["detail"]
         if test["chi2"] is not None:
             text = f"chi2/ndf {test['chi2']:.0f}/{test['ndf']}\n{text}"
-        ax.text(0.97, 0.95, text, transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                color=PASS_COLOR if ok else FAIL_COLOR)
-        _style(ax, q.label, PASS_COLOR if ok else FAIL_COLOR, "compatible" if ok else "incompatible")
+        ax.text(
+            0.97,
+            0.95,
+            text,
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            color=PASS_COLOR if ok else FAIL_COLOR,
+        )
+        _style(
+            ax, q.label, PASS_COLOR if ok else FAIL_COLOR, "compatible" if ok else "incompatible"
+        )
     axes[0].legend(fontsize=7, frameon=False)
     return _png(fig)

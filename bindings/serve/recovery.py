@@ -52,8 +52,15 @@ def _input_folder(status: dict) -> str | None:
     return folders.pop() if len(folders) == 1 else None
 
 
-def _merge_run_command(folder_in: str, folder_out: str, run: int, mode: str | None, catalog: str,
-                       retires: bool = False, options: dict | None = None) -> str:
+def _merge_run_command(
+    folder_in: str,
+    folder_out: str,
+    run: int,
+    mode: str | None,
+    catalog: str,
+    retires: bool = False,
+    options: dict | None = None,
+) -> str:
     """The merge-run that resumes ``run``; with the plan options (``options``, the journal's) of the
     merge-run that wrote ``folder_out``, since a rerun with others is refused."""
     from engine.merge.spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE
@@ -82,41 +89,94 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
     for o in status["_outputs"]:
         error = o.error or ""
         if o.state in (JournalState.FAILED, JournalState.PLANNED, JournalState.MERGING):
-            what = f"output {o.name} failed: {error}" if o.state == JournalState.FAILED else \
-                f"output {o.name} left {o.state} (its merge-run stopped; rerun if none is running)"
+            what = (
+                f"output {o.name} failed: {error}"
+                if o.state == JournalState.FAILED
+                else f"output {o.name} left {o.state} (its merge-run stopped; rerun if none is running)"
+            )
             folder_in = str(Path(o.inputs[0]).parent) if o.inputs else inputs
-            items.append({"run": run, "kind": "output-failed", "subject": o.name, "what": what,
-                          "command": _merge_run_command(folder_in, str(o.folder), run, o.mode, catalog, o.retires,
-                                                       o.plan_options)})
+            items.append(
+                {
+                    "run": run,
+                    "kind": "output-failed",
+                    "subject": o.name,
+                    "what": what,
+                    "command": _merge_run_command(
+                        folder_in, str(o.folder), run, o.mode, catalog, o.retires, o.plan_options
+                    ),
+                }
+            )
         elif error.startswith("declaration failed"):
-            items.append({"run": run, "kind": "declaration-failed", "subject": o.name,
-                          "what": f"output {o.name} is verified but not declared: {error}",
-                          "command": _join("tmbmerge", "declare", o.folder / o.name, "--catalog", catalog)})
+            items.append(
+                {
+                    "run": run,
+                    "kind": "declaration-failed",
+                    "subject": o.name,
+                    "what": f"output {o.name} is verified but not declared: {error}",
+                    "command": _join(
+                        "tmbmerge", "declare", o.folder / o.name, "--catalog", catalog
+                    ),
+                }
+            )
         elif error.startswith("retirement failed"):
             folder_in = str(Path(o.inputs[0]).parent) if o.inputs else inputs
-            items.append({"run": run, "kind": "retirement-failed", "subject": o.name,
-                          "what": f"output {o.name} is declared but its inputs were not retired: {error}",
-                          "command": _merge_run_command(folder_in, str(o.folder), run, o.mode, catalog, True,
-                                                       o.plan_options)})
+            items.append(
+                {
+                    "run": run,
+                    "kind": "retirement-failed",
+                    "subject": o.name,
+                    "what": f"output {o.name} is declared but its inputs were not retired: {error}",
+                    "command": _merge_run_command(
+                        folder_in, str(o.folder), run, o.mode, catalog, True, o.plan_options
+                    ),
+                }
+            )
     for s in status["skipped"]:
         path = s["input_path"] or str(Path(inputs) / s["file_name"])
         folder = s["folder"] or out
         own = Path(folder) / _own_output(run, s["file_name"])
-        items.append({"run": run, "kind": "input-skipped", "subject": s["file_name"],
-                      "what": f"input {s['file_name']} was left out of {s['output']}: {s['reason']} "
-                              "(replace it with a good copy first)",
-                      "command": f"{_join('tmbmerge', 'verify', path)} && "
-                                 f"{_join('tmbmerge', 'merge', path, '-o', own, '--catalog', catalog, '--declare')}"})
+        items.append(
+            {
+                "run": run,
+                "kind": "input-skipped",
+                "subject": s["file_name"],
+                "what": f"input {s['file_name']} was left out of {s['output']}: {s['reason']} "
+                "(replace it with a good copy first)",
+                "command": f"{_join('tmbmerge', 'verify', path)} && "
+                f"{_join('tmbmerge', 'merge', path, '-o', own, '--catalog', catalog, '--declare')}",
+            }
+        )
     for name in status["not_merged"]:
-        items.append({"run": run, "kind": "input-not-merged", "subject": name,
-                      "what": f"unmerged file {name} is catalogued but in no merged output",
-                      "command": _merge_run_command(inputs, out, run, "safe", catalog, options=out_options)})
+        items.append(
+            {
+                "run": run,
+                "kind": "input-not-merged",
+                "subject": name,
+                "what": f"unmerged file {name} is catalogued but in no merged output",
+                "command": _merge_run_command(
+                    inputs, out, run, "safe", catalog, options=out_options
+                ),
+            }
+        )
     for m in status["missing_partitions"]:
         label = f"p{m['partition']:03d}" if m["partition"] is not None else m["raw_file"]
-        items.append({"run": run, "kind": "missing-partition", "subject": label,
-                      "what": f"partition {label} was never produced ({m['evidence']}); reprocess it first",
-                      "command": _join("tmbmerge", "catalog", "import", inputs, "--catalog", catalog,
-                                       "--declare-parents") + " && " + _merge_run_command(inputs, out, run, "safe",
-                                                                                          catalog,
-                                                                                          options=out_options)})
+        items.append(
+            {
+                "run": run,
+                "kind": "missing-partition",
+                "subject": label,
+                "what": f"partition {label} was never produced ({m['evidence']}); reprocess it first",
+                "command": _join(
+                    "tmbmerge",
+                    "catalog",
+                    "import",
+                    inputs,
+                    "--catalog",
+                    catalog,
+                    "--declare-parents",
+                )
+                + " && "
+                + _merge_run_command(inputs, out, run, "safe", catalog, options=out_options),
+            }
+        )
     return items

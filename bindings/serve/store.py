@@ -40,7 +40,7 @@ from engine.host import iso_now
 
 #: The plan's states, in order: a dataset moves one step forward at a time.
 STATES = ("assigned", "copied-to-site", "processed", "merged", "declared", "copied-back")
-RELEASED = "released"        # the holding site gives an assigned dataset back (only before copying)
+RELEASED = "released"  # the holding site gives an assigned dataset back (only before copying)
 DEFAULT_TIER = "unmerged-thumbnail"
 TOKEN_PREFIX = "tmbs_"
 MAX_NAME = 100
@@ -101,7 +101,7 @@ def next_states(state: str | None) -> tuple[str, ...]:
     if state == STATES[0]:
         return (STATES[1], RELEASED)
     position = STATES.index(state)
-    return STATES[position + 1:position + 2]
+    return STATES[position + 1 : position + 2]
 
 
 def hash_token(token: str) -> str:
@@ -109,10 +109,18 @@ def hash_token(token: str) -> str:
 
 
 def check_name(kind: str, name) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME or not name.isprintable() \
-            or name.strip() != name or "/" in name:
-        raise UsageError(f"{kind} name must be 1-{MAX_NAME} printable characters without '/' or surrounding "
-                         f"spaces, not {name!r}")
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > MAX_NAME
+        or not name.isprintable()
+        or name.strip() != name
+        or "/" in name
+    ):
+        raise UsageError(
+            f"{kind} name must be 1-{MAX_NAME} printable characters without '/' or surrounding "
+            f"spaces, not {name!r}"
+        )
     return name
 
 
@@ -135,12 +143,14 @@ class CampaignStore:
         from bindings.catalog.sqlite import SqliteCatalog, path_from_url
 
         if not catalog_url.lower().startswith("sqlite:"):
-            raise UsageError(f"the campaign service keeps its tables in a sqlite catalogue, not {catalog_url!r}")
+            raise UsageError(
+                f"the campaign service keeps its tables in a sqlite catalogue, not {catalog_url!r}"
+            )
         self.url = catalog_url
         self.path = path_from_url(catalog_url)
         if not self.path.parent.is_dir():
             raise UsageError("folder of the catalogue does not exist", path=self.path)
-        SqliteCatalog(self.path, url=catalog_url).close()      # the catalogue's schema first
+        SqliteCatalog(self.path, url=catalog_url).close()  # the catalogue's schema first
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         with self._transaction("IMMEDIATE") as db:
@@ -152,8 +162,9 @@ class CampaignStore:
     def connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                 check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA foreign_keys = ON")
@@ -196,48 +207,77 @@ class CampaignStore:
         check_name("site", site)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._transaction("IMMEDIATE") as db:
-            db.execute("INSERT INTO campaign_tokens (token_hash, site, created) VALUES (?, ?, ?)",
-                       (hash_token(token), site, iso_now(utc=True)))
+            db.execute(
+                "INSERT INTO campaign_tokens (token_hash, site, created) VALUES (?, ?, ?)",
+                (hash_token(token), site, iso_now(utc=True)),
+            )
         return token
 
     def site_of_token(self, token: str) -> str | None:
-        row = self.connection().execute("SELECT site FROM campaign_tokens WHERE token_hash = ?",
-                                        (hash_token(token),)).fetchone()
+        row = (
+            self.connection()
+            .execute("SELECT site FROM campaign_tokens WHERE token_hash = ?", (hash_token(token),))
+            .fetchone()
+        )
         return row[0] if row else None
 
     # --- datasets -----------------------------------------------------------------------------
-    def add_dataset(self, name: str, *, runs: tuple[int, int] | None = None, run_list=None,
-                    data_tier: str = DEFAULT_TIER, created_by: str = "cli") -> dict:
+    def add_dataset(
+        self,
+        name: str,
+        *,
+        runs: tuple[int, int] | None = None,
+        run_list=None,
+        data_tier: str = DEFAULT_TIER,
+        created_by: str = "cli",
+    ) -> dict:
         """Define a dataset: a run range (``runs=(first, last)``) or an explicit ``run_list``."""
         check_name("dataset", name)
         if (runs is None) == (run_list is None):
-            raise UsageError("a dataset is a run range or an explicit list of runs (one of the two)")
+            raise UsageError(
+                "a dataset is a run range or an explicit list of runs (one of the two)"
+            )
         if not isinstance(data_tier, str) or not data_tier or len(data_tier) > MAX_NAME:
             raise UsageError(f"data tier must be a non-empty string, not {data_tier!r}")
         if run_list is not None:
-            if not isinstance(run_list, (list, tuple)) or not run_list or not all(
-                    isinstance(r, int) and not isinstance(r, bool) and 0 <= r <= 0xFFFFFFFF for r in run_list):
+            if (
+                not isinstance(run_list, (list, tuple))
+                or not run_list
+                or not all(
+                    isinstance(r, int) and not isinstance(r, bool) and 0 <= r <= 0xFFFFFFFF
+                    for r in run_list
+                )
+            ):
                 raise UsageError("runs must be a non-empty list of run numbers (0..4294967295)")
         else:
             first, last = runs
             if not (0 <= first <= last <= 0xFFFFFFFF):
-                raise UsageError(f"run range {first}-{last}: runs are 0..4294967295 and FIRST <= LAST")
+                raise UsageError(
+                    f"run range {first}-{last}: runs are 0..4294967295 and FIRST <= LAST"
+                )
         with self._transaction("IMMEDIATE") as db:
             if db.execute("SELECT 1 FROM campaign_datasets WHERE name = ?", (name,)).fetchone():
                 raise CampaignError("dataset exists already", path=name)
             first, last = runs if runs is not None else (None, None)
-            db.execute("INSERT INTO campaign_datasets (name, first_run, last_run, data_tier, created, created_by) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (name, first, last, data_tier, iso_now(utc=True), created_by))
+            db.execute(
+                "INSERT INTO campaign_datasets (name, first_run, last_run, data_tier, created, created_by) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, first, last, data_tier, iso_now(utc=True), created_by),
+            )
             if run_list is not None:
-                db.executemany("INSERT OR IGNORE INTO campaign_dataset_runs (dataset, run) VALUES (?, ?)",
-                               [(name, r) for r in run_list])
+                db.executemany(
+                    "INSERT OR IGNORE INTO campaign_dataset_runs (dataset, run) VALUES (?, ?)",
+                    [(name, r) for r in run_list],
+                )
         return self.dataset(name)
 
     def _dataset_row(self, db, name: str) -> dict:
         row = db.execute(
             "SELECT d.name, d.first_run, d.last_run, d.data_tier, d.created, d.created_by, a.site, a.state, "
             "a.since, a.updated FROM campaign_datasets d LEFT JOIN campaign_assignments a ON a.dataset = d.name "
-            "WHERE d.name = ?", (name,)).fetchone()
+            "WHERE d.name = ?",
+            (name,),
+        ).fetchone()
         if row is None:
             raise UnknownDataset("no such dataset", path=name)
         return self._describe(db, row)
@@ -246,12 +286,24 @@ class CampaignStore:
         name, first, last, tier, created, created_by, site, state, since, updated = row
         listed = None
         if first is None:
-            listed = [r for (r,) in db.execute(
-                "SELECT run FROM campaign_dataset_runs WHERE dataset = ? ORDER BY run", (name,))]
-        return {"name": name, "runs": {"first": first, "last": last} if first is not None else {"list": listed},
-                "data_tier": tier, "created": created, "created_by": created_by, "site": site,
-                "state": state or "open", "since": since, "updated": updated,
-                "next_states": list(next_states(state))}
+            listed = [
+                r
+                for (r,) in db.execute(
+                    "SELECT run FROM campaign_dataset_runs WHERE dataset = ? ORDER BY run", (name,)
+                )
+            ]
+        return {
+            "name": name,
+            "runs": {"first": first, "last": last} if first is not None else {"list": listed},
+            "data_tier": tier,
+            "created": created,
+            "created_by": created_by,
+            "site": site,
+            "state": state or "open",
+            "since": since,
+            "updated": updated,
+            "next_states": list(next_states(state)),
+        }
 
     def dataset(self, name: str) -> dict:
         with self._transaction() as db:
@@ -264,13 +316,19 @@ class CampaignStore:
             rows = db.execute(
                 "SELECT d.name, d.first_run, d.last_run, d.data_tier, d.created, d.created_by, a.site, a.state, "
                 "a.since, a.updated FROM campaign_datasets d LEFT JOIN campaign_assignments a "
-                "ON a.dataset = d.name ORDER BY d.name").fetchall()
+                "ON a.dataset = d.name ORDER BY d.name"
+            ).fetchall()
             return [self._describe(db, row) for row in rows]
 
     def _history(self, db, name: str) -> list[dict]:
-        return [{"site": site, "from": old, "to": new, "at": at, "note": note} for site, old, new, at, note in
-                db.execute("SELECT site, from_state, to_state, at, note FROM campaign_history WHERE dataset = ? "
-                           "ORDER BY id", (name,))]
+        return [
+            {"site": site, "from": old, "to": new, "at": at, "note": note}
+            for site, old, new, at, note in db.execute(
+                "SELECT site, from_state, to_state, at, note FROM campaign_history WHERE dataset = ? "
+                "ORDER BY id",
+                (name,),
+            )
+        ]
 
     # --- assignment and state ---------------------------------------------------------------
     def claim(self, name: str, site: str, note: str | None = None) -> tuple[dict, bool]:
@@ -281,15 +339,23 @@ class CampaignStore:
             self._dataset_row(db, name)
             stamp = iso_now(utc=True)
             try:
-                db.execute("INSERT INTO campaign_assignments (dataset, site, state, since, updated) "
-                           "VALUES (?, ?, ?, ?, ?)", (name, site, STATES[0], stamp, stamp))
+                db.execute(
+                    "INSERT INTO campaign_assignments (dataset, site, state, since, updated) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (name, site, STATES[0], stamp, stamp),
+                )
             except sqlite3.IntegrityError:
-                holder = db.execute("SELECT site FROM campaign_assignments WHERE dataset = ?", (name,)).fetchone()[0]
+                holder = db.execute(
+                    "SELECT site FROM campaign_assignments WHERE dataset = ?", (name,)
+                ).fetchone()[0]
                 if holder != site:
                     raise DatasetTaken(f"assigned to {holder} already", path=name) from None
                 return self._dataset_row(db, name), False
-            db.execute("INSERT INTO campaign_history (dataset, site, from_state, to_state, at, note) "
-                       "VALUES (?, ?, NULL, ?, ?, ?)", (name, site, STATES[0], stamp, note))
+            db.execute(
+                "INSERT INTO campaign_history (dataset, site, from_state, to_state, at, note) "
+                "VALUES (?, ?, NULL, ?, ?, ?)",
+                (name, site, STATES[0], stamp, note),
+            )
             return self._dataset_row(db, name), True
 
     def set_state(self, name: str, site: str, state: str, note: str | None = None) -> dict:
@@ -305,16 +371,22 @@ class CampaignStore:
                 raise DatasetTaken(f"assigned to {current['site']}, not to {site}", path=name)
             if state not in next_states(current["state"]):
                 allowed = " or ".join(next_states(current["state"])) or "nothing (the last state)"
-                raise IllegalTransition(f"cannot go from {current['state']} to {state} (next: {allowed})",
-                                        path=name)
+                raise IllegalTransition(
+                    f"cannot go from {current['state']} to {state} (next: {allowed})", path=name
+                )
             stamp = iso_now(utc=True)
             if state == RELEASED:
                 db.execute("DELETE FROM campaign_assignments WHERE dataset = ?", (name,))
             else:
-                db.execute("UPDATE campaign_assignments SET state = ?, updated = ? WHERE dataset = ?",
-                           (state, stamp, name))
-            db.execute("INSERT INTO campaign_history (dataset, site, from_state, to_state, at, note) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (name, site, current["state"], state, stamp, note))
+                db.execute(
+                    "UPDATE campaign_assignments SET state = ?, updated = ? WHERE dataset = ?",
+                    (state, stamp, name),
+                )
+            db.execute(
+                "INSERT INTO campaign_history (dataset, site, from_state, to_state, at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, site, current["state"], state, stamp, note),
+            )
             described = self._dataset_row(db, name)
             described["history"] = self._history(db, name)
             return described
@@ -324,14 +396,24 @@ class CampaignStore:
         if record["sample"] not in SAMPLES:
             raise UsageError(f"sample must be one of {', '.join(SAMPLES)}")
         with self._transaction("IMMEDIATE") as db:
-            db.execute("INSERT OR REPLACE INTO campaign_certification (run, sample, record, filled) "
-                       "VALUES (?, ?, ?, ?)",
-                       (int(record["run"]), record["sample"], json.dumps(record, separators=(",", ":")), iso_now(utc=True)))
+            db.execute(
+                "INSERT OR REPLACE INTO campaign_certification (run, sample, record, filled) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    int(record["run"]),
+                    record["sample"],
+                    json.dumps(record, separators=(",", ":")),
+                    iso_now(utc=True),
+                ),
+            )
 
     def histogram_texts(self, run: int) -> dict[str, str]:
         """{sample: stored record, as the JSON text kept} of one run."""
-        rows = self.connection().execute(
-            "SELECT sample, record FROM campaign_certification WHERE run = ?", (int(run),)).fetchall()
+        rows = (
+            self.connection()
+            .execute("SELECT sample, record FROM campaign_certification WHERE run = ?", (int(run),))
+            .fetchall()
+        )
         return dict(rows)
 
     def histogram_records(self, run: int) -> dict[str, dict]:
@@ -339,8 +421,12 @@ class CampaignStore:
         return {sample: json.loads(text) for sample, text in self.histogram_texts(run).items()}
 
     def certified_runs(self) -> list[int]:
-        return [r for (r,) in self.connection().execute(
-            "SELECT DISTINCT run FROM campaign_certification ORDER BY run")]
+        return [
+            r
+            for (r,) in self.connection().execute(
+                "SELECT DISTINCT run FROM campaign_certification ORDER BY run"
+            )
+        ]
 
 
 def _check_note(note) -> str | None:

@@ -18,8 +18,11 @@ def main(work: Path) -> None:
     # count against its sidecar.
     files = generate_run(work / "unmerged", run=178000, files=4, events_per_file=200)
 
-    report = merge_files([f.path for f in files[:2]], work / "tmb_0000178000_mrg_p000-p001.tmb",
-                         MergeSpec(mode="safe"))
+    report = merge_files(
+        [f.path for f in files[:2]],
+        work / "tmb_0000178000_mrg_p000-p001.tmb",
+        MergeSpec(mode="safe"),
+    )
     print(report.event_count, report.checksum, [s.path for s in report.skipped])
 
     # A catalogue URL names an absolute path after "sqlite://" ("sqlite:///cat.db" is /cat.db);
@@ -30,8 +33,13 @@ def main(work: Path) -> None:
         for f in files:
             declare_file(f.path, catalog, declare_parents=True)
 
-    run = merge_run([work / "unmerged"], work / "merged", target_size=2 << 30, jobs=2,
-                    spec=MergeSpec(mode="safe", catalog=catalog_url, declare=True))
+    run = merge_run(
+        [work / "unmerged"],
+        work / "merged",
+        target_size=2 << 30,
+        jobs=2,
+        spec=MergeSpec(mode="safe", catalog=catalog_url, declare=True),
+    )
     assert run.ok, run.failures
     print([(o.output.name, o.declared) for o in run.outputs])
 

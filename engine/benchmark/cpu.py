@@ -28,8 +28,8 @@ from ..format import CODEC_ZSTD
 
 
 class StoredBlock(NamedTuple):
-    data: bytes          # stored (compressed) bytes
-    length: int          # uncompressed length
+    data: bytes  # stored (compressed) bytes
+    length: int  # uncompressed length
 
 
 def load_blocks(paths, *, limit_bytes: int | None = None) -> list[StoredBlock]:
@@ -68,8 +68,13 @@ def decompress_blocks(blocks: list[StoredBlock], *, threads: int) -> dict:
             for _ in pool.map(one, blocks):
                 pass
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "bytes": stored, "uncompressed_bytes": produced, "threads": threads,
-            "blocks": len(blocks)}
+    return {
+        "seconds": seconds,
+        "bytes": stored,
+        "uncompressed_bytes": produced,
+        "threads": threads,
+        "blocks": len(blocks),
+    }
 
 
 def _repeat(work: Callable[[], None], nbytes: int, min_seconds: float) -> dict:
@@ -124,7 +129,9 @@ def per_core(blocks: list[StoredBlock], *, min_seconds: float = 0.3) -> dict[str
         "zstd_decompress": _repeat(decompress, stored_bytes, min_seconds),
     }
     out["zstd_compress"]["level"] = DEFAULT_ZSTD_LEVEL
-    out["zstd_decompress"]["uncompressed_bytes"] = out["zstd_decompress"]["bytes"] * record_bytes // max(1, stored_bytes)
+    out["zstd_decompress"]["uncompressed_bytes"] = (
+        out["zstd_decompress"]["bytes"] * record_bytes // max(1, stored_bytes)
+    )
     for figure in out.values():
         figure["sample_bytes"] = record_bytes
         figure["sample_blocks"] = len(blocks)

@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-STORED_BYTES_PER_EVENT = 11_000     # a little under the measured ~11.3 kB: runs come out >= the size asked
+STORED_BYTES_PER_EVENT = (
+    11_000  # a little under the measured ~11.3 kB: runs come out >= the size asked
+)
 BENCH_RUN_NUMBER = 178000
 BENCH_SEED = 2005
 
@@ -31,9 +33,15 @@ class RunData:
         return len(self.paths)
 
     def describe(self) -> dict:
-        return {"directory": str(self.directory), "files": self.files, "bytes": self.bytes, "events": self.events,
-                "run": self.run, "mean_file_bytes": self.bytes // max(1, self.files),
-                "generator": "engine.generate.generate_run (15 kB mean events, zstd level 3, 4 MiB blocks)"}
+        return {
+            "directory": str(self.directory),
+            "files": self.files,
+            "bytes": self.bytes,
+            "events": self.events,
+            "run": self.run,
+            "mean_file_bytes": self.bytes // max(1, self.files),
+            "generator": "engine.generate.generate_run (15 kB mean events, zstd level 3, 4 MiB blocks)",
+        }
 
     def to_dict(self) -> dict:
         return {**self.describe(), "paths": [str(p) for p in self.paths]}
@@ -43,12 +51,32 @@ def events_per_file(size: int, files: int) -> int:
     return max(1, math.ceil(size / files / STORED_BYTES_PER_EVENT))
 
 
-def make_run(directory, *, size: int, files: int, seed: int = BENCH_SEED, jobs: int | None = None,
-             progress=None) -> RunData:
+def make_run(
+    directory,
+    *,
+    size: int,
+    files: int,
+    seed: int = BENCH_SEED,
+    jobs: int | None = None,
+    progress=None,
+) -> RunData:
     """Generate a run of about ``size`` bytes in ``files`` files into ``directory``."""
     from ..generate import generate_run
 
-    written = generate_run(directory, run=BENCH_RUN_NUMBER, files=files, events_per_file=events_per_file(size, files),
-                           seed=seed, jobs=jobs, fsync=False, progress=progress)
-    return RunData(Path(directory), tuple(f.path for f in written), sum(f.size for f in written),
-                   sum(f.events for f in written), BENCH_RUN_NUMBER)
+    written = generate_run(
+        directory,
+        run=BENCH_RUN_NUMBER,
+        files=files,
+        events_per_file=events_per_file(size, files),
+        seed=seed,
+        jobs=jobs,
+        fsync=False,
+        progress=progress,
+    )
+    return RunData(
+        Path(directory),
+        tuple(f.path for f in written),
+        sum(f.size for f in written),
+        sum(f.events for f in written),
+        BENCH_RUN_NUMBER,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODES = ("fast", "safe", "deep")
-PEAK_RSS_LIMIT = 300 * 10**6        # issue 3: every mode under 300 MB resident
+PEAK_RSS_LIMIT = 300 * 10**6  # issue 3: every mode under 300 MB resident
 
 
 def merge_key(mode: str, jobs: int) -> str:
@@ -39,7 +39,7 @@ DESCRIPTIONS = {
     STORAGE_READ_CACHED: "sequential read of the same file from the page cache",
     STORAGE_COPY: "plain copy: the run's files concatenated into one with read/write, fsync included (the baseline)",
     STORAGE_COPY_STREAMED: "the same copy written the way merges write: writeback started 32 MiB behind, pages "
-                           "dropped from the page cache once on their way (sync_file_range, POSIX_FADV_DONTNEED)",
+    "dropped from the page cache once on their way (sync_file_range, POSIX_FADV_DONTNEED)",
     REENCODE: "copyd0om way: every event decoded (iter_events) and re-encoded (TmbWriter.write_event), 1 thread",
     XXH3: "xxh3-64 of record bytes, 1 thread",
     ADLER_NG: "adler32 (zlib-ng) of record bytes, 1 thread",
@@ -58,10 +58,21 @@ def merge_description(mode: str, jobs: int) -> str:
 
 def baseline_of(key: str) -> str | None:
     """The figure ``key`` is divided by in the main table (None for the primary storage figures)."""
-    if key.startswith("merge.") or key in (REENCODE, XXH3, ADLER_NG, ZSTD_COMPRESS, ZSTD_DECOMPRESS):
+    if key.startswith("merge.") or key in (
+        REENCODE,
+        XXH3,
+        ADLER_NG,
+        ZSTD_COMPRESS,
+        ZSTD_DECOMPRESS,
+    ):
         return STORAGE_COPY
-    return {STORAGE_COPY: STORAGE_WRITE, STORAGE_COPY_STREAMED: STORAGE_COPY, STORAGE_READ: STORAGE_READ_CACHED,
-            ADLER_ZLIB: ADLER_NG, ZSTD_ALL_CORES: ZSTD_DECOMPRESS}.get(key)
+    return {
+        STORAGE_COPY: STORAGE_WRITE,
+        STORAGE_COPY_STREAMED: STORAGE_COPY,
+        STORAGE_READ: STORAGE_READ_CACHED,
+        ADLER_ZLIB: ADLER_NG,
+        ZSTD_ALL_CORES: ZSTD_DECOMPRESS,
+    }.get(key)
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ class Target:
     name: str
     figure: str
     baseline: str
-    minimum: float          # figure / baseline must be at least this
+    minimum: float  # figure / baseline must be at least this
     says: str
 
     def met(self, ratio: float | None) -> bool | None:
@@ -77,10 +88,32 @@ class Target:
 
 
 TARGETS = (
-    Target("fast_vs_copy", merge_key("fast", 1), STORAGE_COPY, 0.9, "fast merge at >= 0.9x the plain copy"),
-    Target("safe_vs_copy", merge_key("safe", 1), STORAGE_COPY, 0.7, "safe merge at >= 0.7x the plain copy"),
-    Target("deep_vs_reencode", merge_key("deep", 1), REENCODE, 3.0,
-           "deep merge >= 3x faster than decode+re-encode (copyd0om)"),
-    Target("deep_vs_zstd_all_cores", merge_key("deep", 1), ZSTD_ALL_CORES, 0.5,
-           "deep merge within 2x of zstd decompression of the same bytes on all cores"),
+    Target(
+        "fast_vs_copy",
+        merge_key("fast", 1),
+        STORAGE_COPY,
+        0.9,
+        "fast merge at >= 0.9x the plain copy",
+    ),
+    Target(
+        "safe_vs_copy",
+        merge_key("safe", 1),
+        STORAGE_COPY,
+        0.7,
+        "safe merge at >= 0.7x the plain copy",
+    ),
+    Target(
+        "deep_vs_reencode",
+        merge_key("deep", 1),
+        REENCODE,
+        3.0,
+        "deep merge >= 3x faster than decode+re-encode (copyd0om)",
+    ),
+    Target(
+        "deep_vs_zstd_all_cores",
+        merge_key("deep", 1),
+        ZSTD_ALL_CORES,
+        0.5,
+        "deep merge within 2x of zstd decompression of the same bytes on all cores",
+    ),
 )

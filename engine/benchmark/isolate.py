@@ -51,7 +51,9 @@ def run_isolated(task: dict, *, scratch, poll_tree: bool = False) -> dict:
         wall = time.perf_counter() - started
         if status != 0:
             tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise MeasurementFailed(f"benchmark task {task['task']} exited with {status}: " + " | ".join(tail))
+            raise MeasurementFailed(
+                f"benchmark task {task['task']} exited with {status}: " + " | ".join(tail)
+            )
         lines = out_path.read_text().strip().splitlines()
         if not lines:
             raise MeasurementFailed(f"benchmark task {task['task']} printed no result")
@@ -60,7 +62,7 @@ def run_isolated(task: dict, *, scratch, poll_tree: bool = False) -> dict:
         out_path.unlink(missing_ok=True)
         err_path.unlink(missing_ok=True)
     own = result.pop("self_peak_rss_bytes", None)
-    if own is None:   # no /proc: the kernel's figure, which may include the parent (see above)
+    if own is None:  # no /proc: the kernel's figure, which may include the parent (see above)
         own = usage.ru_maxrss * 1024
     # a worker that lived less than a poll is still counted by what it reported itself (its
     # ru_maxrss: an upper bound that includes its parent's size when it was spawned)

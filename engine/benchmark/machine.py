@@ -60,14 +60,23 @@ def mount_of(path) -> dict | None:
         device, mountpoint, fstype, options = fields[0], _unescape(fields[1]), fields[2], fields[3]
         inside = real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
         if inside and (best is None or len(mountpoint) >= len(best["mountpoint"])):
-            best = {"device": device, "mountpoint": mountpoint, "fstype": fstype, "options": options}
+            best = {
+                "device": device,
+                "mountpoint": mountpoint,
+                "fstype": fstype,
+                "options": options,
+            }
     return best
 
 
 def _unescape(field: str) -> str:
     """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
-    return (field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
-            .replace("\\134", "\\"))
+    return (
+        field.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )
 
 
 def library_versions() -> dict[str, str | None]:
@@ -76,17 +85,20 @@ def library_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": sys.version.split()[0]}
     try:
         import numpy
+
         versions["numpy"] = numpy.__version__
     except ImportError:
         versions["numpy"] = None
     try:
         import zstandard
+
         versions["zstandard"] = zstandard.__version__
         versions["libzstd"] = ".".join(map(str, zstandard.ZSTD_VERSION))
     except ImportError:
         versions["zstandard"] = None
     try:
         import xxhash
+
         versions["xxhash"] = xxhash.VERSION
         versions["libxxhash"] = xxhash.XXHASH_VERSION
     except ImportError:
@@ -96,15 +108,18 @@ def library_versions() -> dict[str, str | None]:
     try:
         versions["zlib-ng"] = version("zlib-ng")
         from zlib_ng import zlib_ng
+
         versions["libzlib-ng"] = getattr(zlib_ng, "ZLIBNG_VERSION", None)
     except (ImportError, PackageNotFoundError):
         versions["zlib-ng"] = None
     try:
         import numba
+
         versions["numba"] = numba.__version__
     except ImportError:
         versions["numba"] = None
     from .. import __version__
+
     versions["tmbmerge"] = __version__
     return versions
 
@@ -115,10 +130,20 @@ def source_revision() -> str | None:
 
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "engine"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "engine"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit or None

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-COLD_THRESHOLD = 0.05      # a read with at most this fraction of pages cached counts as cold
+COLD_THRESHOLD = 0.05  # a read with at most this fraction of pages cached counts as cold
 
 _libc = None
 
@@ -45,7 +45,7 @@ def resident_fraction(path) -> float | None:
                 if mincore(ctypes.c_void_p(view.ctypes.data), size, vector) != 0:
                     return None
             finally:
-                del view   # the mapping cannot close while numpy holds a view of it
+                del view  # the mapping cannot close while numpy holds a view of it
             return float(np.count_nonzero(np.frombuffer(vector, dtype=np.uint8) & 1)) / pages
     except (OSError, AttributeError, ValueError):
         return None

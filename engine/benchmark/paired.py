@@ -53,18 +53,27 @@ def _timed(fn: Callable[[], object], into: list[float]) -> Callable[[], object]:
         result = fn()
         into.append(time.perf_counter() - started)
         return result
+
     return run
 
 
-def run_paired(benchmark, candidate: Callable[[], object], nbytes: int, *,
-               baselines: dict[str, tuple[Callable[[], object], int]], rounds: int,
-               cleanup: Callable[[], None] | None = None) -> Paired:
+def run_paired(
+    benchmark,
+    candidate: Callable[[], object],
+    nbytes: int,
+    *,
+    baselines: dict[str, tuple[Callable[[], object], int]],
+    rounds: int,
+    cleanup: Callable[[], None] | None = None,
+) -> Paired:
     """Benchmark ``candidate`` (``nbytes`` per call) with every baseline run just before each round.
 
     ``baselines`` maps a name to (callable, bytes per call); ``cleanup`` removes what a call wrote
     and runs outside every clock.
     """
-    paired = Paired(Side("candidate", nbytes), {name: Side(name, n) for name, (_, n) in baselines.items()})
+    paired = Paired(
+        Side("candidate", nbytes), {name: Side(name, n) for name, (_, n) in baselines.items()}
+    )
 
     def settle():
         if cleanup is not None:
@@ -77,13 +86,20 @@ def run_paired(benchmark, candidate: Callable[[], object], nbytes: int, *,
             _timed(fn, paired.baselines[name].seconds)()
         settle()
 
-    benchmark.pedantic(_timed(candidate, paired.candidate.seconds), setup=setup, rounds=rounds, iterations=1,
-                       warmup_rounds=0)
+    benchmark.pedantic(
+        _timed(candidate, paired.candidate.seconds),
+        setup=setup,
+        rounds=rounds,
+        iterations=1,
+        warmup_rounds=0,
+    )
     settle()
     return paired
 
 
-def record(benchmark, paired: Paired, *, targets: dict[str, tuple[str, float | None]] | None = None) -> dict:
+def record(
+    benchmark, paired: Paired, *, targets: dict[str, tuple[str, float | None]] | None = None
+) -> dict:
     """Put rates, per-round seconds and ratios into ``benchmark.extra_info``; return the ratios.
 
     ``targets`` maps a ratio name to (baseline name, minimum or None).
@@ -97,8 +113,13 @@ def record(benchmark, paired: Paired, *, targets: dict[str, tuple[str, float | N
     ratios = {}
     for ratio_name, (baseline, minimum) in (targets or {}).items():
         value = paired.ratio(baseline)
-        ratios[ratio_name] = {"value": value, "best": paired.best_ratio(baseline), "baseline": baseline,
-                              "minimum": minimum, "met": None if minimum is None else value >= minimum}
+        ratios[ratio_name] = {
+            "value": value,
+            "best": paired.best_ratio(baseline),
+            "baseline": baseline,
+            "minimum": minimum,
+            "met": None if minimum is None else value >= minimum,
+        }
         info[f"ratio:{ratio_name}"] = round(value, 3)
         info[f"best_ratio:{ratio_name}"] = round(ratios[ratio_name]["best"], 3)
         if minimum is not None:

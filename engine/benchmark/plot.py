@@ -16,7 +16,10 @@ from pathlib import Path
 from . import figures as F
 from .report import machine_line
 
-LINKS = ((125e6, "1 Gb/s link (125 MB/s)", "tab:purple", ":"), (1250e6, "10 Gb/s link (1250 MB/s)", "tab:red", ":"))
+LINKS = (
+    (125e6, "1 Gb/s link (125 MB/s)", "tab:purple", ":"),
+    (1250e6, "10 Gb/s link (1250 MB/s)", "tab:red", ":"),
+)
 
 
 def plot_report(report: dict, path) -> Path:
@@ -45,7 +48,9 @@ def plot_report(report: dict, path) -> Path:
             low.append((figure["value"] - figure["min"]) / 1e6)
             high.append((figure["max"] - figure["value"]) / 1e6)
         label = "1 job (merge_files)" if n == 1 else f"{n} jobs (merge_run)"
-        ax.bar(xs, heights, width * 0.95, yerr=[low, high], capsize=4, color=colours[n], label=label)
+        ax.bar(
+            xs, heights, width * 0.95, yerr=[low, high], capsize=4, color=colours[n], label=label
+        )
         _label(ax, xs, heights, high)
         tallest = max([tallest] + [h + e for h, e in zip(heights, high)])
     labels = [f"{m}" for m in groups]
@@ -53,25 +58,47 @@ def plot_report(report: dict, path) -> Path:
         figure = figures[F.REENCODE]
         x = len(groups)
         height, high = figure["value"] / 1e6, (figure["max"] - figure["value"]) / 1e6
-        ax.bar([x], [height], width * 0.95, color="tab:gray", yerr=[[(figure["value"] - figure["min"]) / 1e6], [high]],
-               capsize=4, label="decode + re-encode, 1 thread (copyd0om)")
+        ax.bar(
+            [x],
+            [height],
+            width * 0.95,
+            color="tab:gray",
+            yerr=[[(figure["value"] - figure["min"]) / 1e6], [high]],
+            capsize=4,
+            label="decode + re-encode, 1 thread (copyd0om)",
+        )
         _label(ax, [x], [height], [high])
         labels.append("re-encode\n(copyd0om)")
     ax.set_xticks(range(len(labels)), labels)
 
     lines = []
     if F.STORAGE_COPY in figures:
-        lines.append((figures[F.STORAGE_COPY]["value"], "baseline: plain copy of the inputs + fsync, median", "black", "--"))
+        lines.append(
+            (
+                figures[F.STORAGE_COPY]["value"],
+                "baseline: plain copy of the inputs + fsync, median",
+                "black",
+                "--",
+            )
+        )
     lines += list(LINKS)
     for rate, label, colour, style in lines:
-        ax.axhline(rate / 1e6, color=colour, linestyle=style, linewidth=1.5,
-                   label=f"{label}: {rate / 1e6:,.0f} MB/s" if "link" not in label else label)
+        ax.axhline(
+            rate / 1e6,
+            color=colour,
+            linestyle=style,
+            linewidth=1.5,
+            label=f"{label}: {rate / 1e6:,.0f} MB/s" if "link" not in label else label,
+        )
     top = max([tallest] + [rate / 1e6 for rate, *_ in lines])
     ax.set_ylim(0, top * 1.12)
     ax.set_ylabel("throughput (MB/s of input, 1 MB = 1e6 bytes)")
     data = report["data"]
-    ax.set_title(f"tmbmerge merge throughput: {data['bytes'] / 1e9:.2f} GB run in {data['files']} files, "
-                 f"median of {report['settings']['rounds']} round(s)\n{machine_line(report)}", fontsize=10)
+    ax.set_title(
+        f"tmbmerge merge throughput: {data['bytes'] / 1e9:.2f} GB run in {data['files']} files, "
+        f"median of {report['settings']['rounds']} round(s)\n{machine_line(report)}",
+        fontsize=10,
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
@@ -84,6 +111,13 @@ def plot_report(report: dict, path) -> Path:
 def _label(ax, xs, heights, above) -> None:
     """The value of each bar, written just over its error bar."""
     for x, height, extra in zip(xs, heights, above):
-        ax.annotate(f"{height:,.0f}", (x, height + extra), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=9,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+        ax.annotate(
+            f"{height:,.0f}",
+            (x, height + extra),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+        )

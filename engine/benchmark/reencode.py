@@ -22,8 +22,11 @@ def reencode_files(inputs, output, *, fsync: bool = True) -> dict:
     inputs = [Path(p) for p in inputs]
     started = time.perf_counter()
     events = 0
-    with TmbWriter(output, metadata={"merge": {"mode": "reencode", "inputs": [p.name for p in inputs]}},
-                   fsync=fsync) as writer:
+    with TmbWriter(
+        output,
+        metadata={"merge": {"mode": "reencode", "inputs": [p.name for p in inputs]}},
+        fsync=fsync,
+    ) as writer:
         for path in inputs:
             with open_file(path) as reader:
                 for event in reader.iter_events():
@@ -31,5 +34,9 @@ def reencode_files(inputs, output, *, fsync: bool = True) -> dict:
                     events += 1
     seconds = time.perf_counter() - started
     result = writer.result
-    return {"seconds": seconds, "bytes": sum(p.stat().st_size for p in inputs), "events": events,
-            "output_bytes": result.file_size}
+    return {
+        "seconds": seconds,
+        "bytes": sum(p.stat().st_size for p in inputs),
+        "events": events,
+        "output_bytes": result.file_size,
+    }

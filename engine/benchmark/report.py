@@ -40,13 +40,23 @@ def load_report(path) -> dict:
         raise InputNotFound("no such bench report", path=path)
     except (OSError, ValueError) as exc:
         raise MetadataError(f"cannot read the bench report: {exc}", path=path)
-    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT or "figures" not in report:
-        raise MetadataError(f"not a tmbmerge bench report (format {REPORT_FORMAT} expected)", path=path)
+    if (
+        not isinstance(report, dict)
+        or report.get("format") != REPORT_FORMAT
+        or "figures" not in report
+    ):
+        raise MetadataError(
+            f"not a tmbmerge bench report (format {REPORT_FORMAT} expected)", path=path
+        )
     return report
 
 
 def _value(figure: dict) -> str:
-    return mb_per_s(figure["value"]) if figure["unit"] == "B/s" else f"{figure['value']:g} {figure['unit']}"
+    return (
+        mb_per_s(figure["value"])
+        if figure["unit"] == "B/s"
+        else f"{figure['value']:g} {figure['unit']}"
+    )
 
 
 def _ratio(value) -> str:
@@ -56,8 +66,10 @@ def _ratio(value) -> str:
 def machine_line(report: dict) -> str:
     m = report["machine"]
     memory = f"{m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else "? GiB"
-    return (f"{m.get('cpu_model') or 'unknown CPU'}, {m['cores']} cores, {memory}, "
-            f"{m.get('filesystem') or '?'} at {m.get('directory')}")
+    return (
+        f"{m.get('cpu_model') or 'unknown CPU'}, {m['cores']} cores, {memory}, "
+        f"{m.get('filesystem') or '?'} at {m.get('directory')}"
+    )
 
 
 def render_markdown(report: dict) -> str:
@@ -69,13 +81,20 @@ def render_markdown(report: dict) -> str:
         "",
         f"- When: {report['created']} ({report.get('elapsed_seconds', '?')} s)",
         f"- Command: `{report['command']}`",
-        (f"- Machine: {machine_line(report)}; load average {m.get('load_average_at_start')} at start, "
-        f"{m.get('load_average_at_end')} at end"),
-        (f"- Data: run {data['run']}, {data['files']} files, {human_bytes(data['bytes'])}, {data['events']:,} events "
-        f"({data['generator']})"),
-        (f"- Each figure is the median of {report['settings']['rounds']} round(s), every measurement in a fresh "
-        "process, rounds in alternating order. Rates are input bytes per second (MB = 1e6 bytes)."),
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        (
+            f"- Machine: {machine_line(report)}; load average {m.get('load_average_at_start')} at start, "
+            f"{m.get('load_average_at_end')} at end"
+        ),
+        (
+            f"- Data: run {data['run']}, {data['files']} files, {human_bytes(data['bytes'])}, {data['events']:,} events "
+            f"({data['generator']})"
+        ),
+        (
+            f"- Each figure is the median of {report['settings']['rounds']} round(s), every measurement in a fresh "
+            "process, rounds in alternating order. Rates are input bytes per second (MB = 1e6 bytes)."
+        ),
+        "- Versions: "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
         + (f" (source {m['tmbmerge_revision']})" if m.get("tmbmerge_revision") else ""),
         "",
         "## Figures",
@@ -86,27 +105,49 @@ def render_markdown(report: dict) -> str:
     for key, figure in figures.items():
         base = figure.get("baseline")
         base_text = f"{base} ({_value(figures[base])})" if base in figures else "—"
-        spread = f"{figure['min'] / 1e6:,.0f}–{figure['max'] / 1e6:,.0f}" if figure["rounds"] > 1 else "1 round"
-        lines.append(f"| `{key}` | {_value(figure)} | {base_text} | {_ratio(figure.get('ratio'))} | {spread} | "
-                     f"{figure['on']} |")
+        spread = (
+            f"{figure['min'] / 1e6:,.0f}–{figure['max'] / 1e6:,.0f}"
+            if figure["rounds"] > 1
+            else "1 round"
+        )
+        lines.append(
+            f"| `{key}` | {_value(figure)} | {base_text} | {_ratio(figure.get('ratio'))} | {spread} | "
+            f"{figure['on']} |"
+        )
     read = figures.get("storage.read")
     if read:
-        lines += ["", (f"The read of `storage.read` was **{read['cache_state']}** (evicted with {read['eviction']}; "
-                  f"at most {100 * (read['resident_fraction_before'] or 0):.0f}% of its pages were cached when the "
-                  "read began). Merges and the copy read their inputs from the page cache "
-                  f"(at least {100 * _min_resident(figures):.0f}% resident), as a merge of freshly "
-                  "transferred files does.")]
-    lines += ["", "## Targets (issue 3)", "",
-              "Measured: ratio of the medians (the verdict); best rounds: ratio of each side's best round.", "",
-              "| Ratio | Figure / baseline | Measured | Best rounds | Target | Met |",
-              "| --- | --- | ---: | ---: | --- | --- |"]
+        lines += [
+            "",
+            (
+                f"The read of `storage.read` was **{read['cache_state']}** (evicted with {read['eviction']}; "
+                f"at most {100 * (read['resident_fraction_before'] or 0):.0f}% of its pages were cached when the "
+                "read began). Merges and the copy read their inputs from the page cache "
+                f"(at least {100 * _min_resident(figures):.0f}% resident), as a merge of freshly "
+                "transferred files does."
+            ),
+        ]
+    lines += [
+        "",
+        "## Targets (issue 3)",
+        "",
+        "Measured: ratio of the medians (the verdict); best rounds: ratio of each side's best round.",
+        "",
+        "| Ratio | Figure / baseline | Measured | Best rounds | Target | Met |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+    ]
     for name, ratio in report["ratios"].items():
         met = {True: "yes", False: "**NO**", None: "—"}[ratio["met"]]
-        lines.append(f"| {name} | `{ratio['figure']}` / `{ratio['baseline']}` | {_ratio(ratio['value'])} | "
-                     f"{_ratio(ratio.get('best'))} | {ratio['target'] or '—'} | {met} |")
-    lines += ["", "## Peak memory", "",
-              "| Measurement | Peak RSS of one process | Peak RSS of the process tree | Limit | Met |",
-              "| --- | ---: | ---: | --- | --- |"]
+        lines.append(
+            f"| {name} | `{ratio['figure']}` / `{ratio['baseline']}` | {_ratio(ratio['value'])} | "
+            f"{_ratio(ratio.get('best'))} | {ratio['target'] or '—'} | {met} |"
+        )
+    lines += [
+        "",
+        "## Peak memory",
+        "",
+        "| Measurement | Peak RSS of one process | Peak RSS of the process tree | Limit | Met |",
+        "| --- | ---: | ---: | --- | --- |",
+    ]
     for key, mem in report["memory"].items():
         tree = mib(mem["tree_peak_rss_bytes"]) if mem.get("tree_peak_rss_bytes") else "—"
         limit = f"< {mem['limit_bytes'] / 1e6:.0f} MB" if mem.get("limit_bytes") else "—"

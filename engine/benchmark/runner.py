@@ -33,7 +33,7 @@ from .report import REPORT_FORMAT
 
 DEFAULT_SIZE = 2 << 30
 QUICK_SIZE = 64 << 20
-FILE_BYTES = 32 << 20          # about one input file per 32 MiB of run
+FILE_BYTES = 32 << 20  # about one input file per 32 MiB of run
 MIN_FILES, MAX_FILES = 4, 40
 
 
@@ -41,26 +41,30 @@ MIN_FILES, MAX_FILES = 4, 40
 class BenchSettings:
     size: int = DEFAULT_SIZE
     directory: str = tempfile.gettempdir()
-    files: int | None = None          # default: one per 32 MiB, 4..40
-    rounds: int | None = None         # default: 3, or 1 with quick
+    files: int | None = None  # default: one per 32 MiB, 4..40
+    rounds: int | None = None  # default: 3, or 1 with quick
     quick: bool = False
-    jobs: int | None = None           # processes for the all-core figures (default: all cores)
-    sample_bytes: int | None = None   # stored bytes of blocks for the per-core codec figures
+    jobs: int | None = None  # processes for the all-core figures (default: all cores)
+    sample_bytes: int | None = None  # stored bytes of blocks for the per-core codec figures
 
     def resolved(self) -> BenchSettings:
         cores = usable_cores()
         files = self.files or max(MIN_FILES, min(MAX_FILES, round(self.size / FILE_BYTES)))
         return BenchSettings(
-            size=self.size, directory=os.path.realpath(self.directory), files=files,
-            rounds=self.rounds or (1 if self.quick else 3), quick=self.quick, jobs=self.jobs or cores,
+            size=self.size,
+            directory=os.path.realpath(self.directory),
+            files=files,
+            rounds=self.rounds or (1 if self.quick else 3),
+            quick=self.quick,
+            jobs=self.jobs or cores,
             sample_bytes=self.sample_bytes or min(self.size, (8 if self.quick else 64) << 20),
         )
 
 
 @dataclass(frozen=True)
 class Step:
-    key: str          # the figure (or group of figures) it produces
-    task: dict        # what the worker runs, without inputs/out_dir
+    key: str  # the figure (or group of figures) it produces
+    task: dict  # what the worker runs, without inputs/out_dir
     poll_tree: bool = False
 
 
@@ -70,22 +74,42 @@ Progress = Callable[[str, int, int], None]
 def plan_steps(settings: BenchSettings) -> list[Step]:
     """One round's measurements, in the order of an even round."""
     jobs = settings.jobs
-    steps = [Step("storage", {"task": "storage", "size": settings.size}),
-             Step(F.STORAGE_COPY, {"task": "copy"}),
-             Step(F.STORAGE_COPY_STREAMED, {"task": "copy", "streamed": True})]
-    steps += [Step(F.merge_key(mode, 1), {"task": "merge", "mode": mode, "jobs": 1, "threads": jobs})
-              for mode in F.MODES]
+    steps = [
+        Step("storage", {"task": "storage", "size": settings.size}),
+        Step(F.STORAGE_COPY, {"task": "copy"}),
+        Step(F.STORAGE_COPY_STREAMED, {"task": "copy", "streamed": True}),
+    ]
+    steps += [
+        Step(F.merge_key(mode, 1), {"task": "merge", "mode": mode, "jobs": 1, "threads": jobs})
+        for mode in F.MODES
+    ]
     if jobs > 1:
-        steps += [Step(F.merge_key(mode, jobs), {"task": "merge", "mode": mode, "jobs": jobs, "threads": jobs},
-                       poll_tree=True) for mode in F.MODES]
-    steps += [Step(F.REENCODE, {"task": "reencode"}),
-              Step(F.ZSTD_ALL_CORES, {"task": "zstd_all", "threads": jobs}),
-              Step("codecs", {"task": "codecs", "sample_bytes": settings.sample_bytes,
-                              "min_seconds": 0.1 if settings.quick else 0.3})]
+        steps += [
+            Step(
+                F.merge_key(mode, jobs),
+                {"task": "merge", "mode": mode, "jobs": jobs, "threads": jobs},
+                poll_tree=True,
+            )
+            for mode in F.MODES
+        ]
+    steps += [
+        Step(F.REENCODE, {"task": "reencode"}),
+        Step(F.ZSTD_ALL_CORES, {"task": "zstd_all", "threads": jobs}),
+        Step(
+            "codecs",
+            {
+                "task": "codecs",
+                "sample_bytes": settings.sample_bytes,
+                "min_seconds": 0.1 if settings.quick else 0.3,
+            },
+        ),
+    ]
     return steps
 
 
-def run_bench(settings: BenchSettings, *, progress: Progress | None = None, command: str | None = None) -> dict:
+def run_bench(
+    settings: BenchSettings, *, progress: Progress | None = None, command: str | None = None
+) -> dict:
     """Measure everything (see the module docstring) and return the report dictionary."""
     settings = settings.resolved()
     progress = progress or (lambda label, done, total: None)
@@ -96,8 +120,12 @@ def run_bench(settings: BenchSettings, *, progress: Progress | None = None, comm
     workdir = Path(tempfile.mkdtemp(prefix=".tmbmerge-bench-", dir=settings.directory))
     samples: dict[str, list[dict]] = {}
     try:
-        progress(f"generating a {settings.size / 2**20:,.0f} MiB run in {settings.files} files", 0, total)
-        run = make_run(workdir / "run", size=settings.size, files=settings.files, jobs=settings.jobs)
+        progress(
+            f"generating a {settings.size / 2**20:,.0f} MiB run in {settings.files} files", 0, total
+        )
+        run = make_run(
+            workdir / "run", size=settings.size, files=settings.files, jobs=settings.jobs
+        )
         done = 1
         for round_number in range(settings.rounds):
             ordered = steps if round_number % 2 == 0 else list(reversed(steps))
@@ -134,7 +162,7 @@ def _measure(step: Step, inputs, workdir: Path) -> dict:
     out_dir = workdir / "out"
     out_dir.mkdir()
     try:
-        os.sync()   # earlier steps' dirty pages are flushed before this one's clock starts
+        os.sync()  # earlier steps' dirty pages are flushed before this one's clock starts
         task = dict(step.task, inputs=[str(p) for p in inputs], out_dir=str(out_dir))
         return run_isolated(task, scratch=workdir, poll_tree=step.poll_tree)
     finally:
@@ -142,6 +170,7 @@ def _measure(step: Step, inputs, workdir: Path) -> dict:
 
 
 # -- from samples to figures -------------------------------------------------------------------
+
 
 def _rate(sample: dict) -> float:
     return sample["bytes"] / sample["seconds"] if sample["seconds"] > 0 else 0.0
@@ -151,9 +180,16 @@ def summarize(key: str, samples: list[dict], description: str, *, unit: str = "B
     """A figure from its per-round samples: median rate, spread, and what it was measured on."""
     rates = [_rate(s) for s in samples]
     figure = {
-        "value": statistics.median(rates), "unit": unit, "on": description, "baseline": F.baseline_of(key),
-        "samples": rates, "min": min(rates), "max": max(rates), "rounds": len(rates),
-        "seconds": [s["seconds"] for s in samples], "bytes": samples[-1]["bytes"],
+        "value": statistics.median(rates),
+        "unit": unit,
+        "on": description,
+        "baseline": F.baseline_of(key),
+        "samples": rates,
+        "min": min(rates),
+        "max": max(rates),
+        "rounds": len(rates),
+        "seconds": [s["seconds"] for s in samples],
+        "bytes": samples[-1]["bytes"],
     }
     for field in ("peak_rss_bytes", "tree_peak_rss_bytes"):
         values = [s[field] for s in samples if s.get(field) is not None]
@@ -161,12 +197,22 @@ def summarize(key: str, samples: list[dict], description: str, *, unit: str = "B
             figure[field] = max(values)
     warmups = [s["warmup_seconds"] for s in samples if s.get("warmup_seconds")]
     if warmups:
-        figure["warmup_seconds"] = max(warmups)   # before the clock: see tasks._warm_kernels
+        figure["warmup_seconds"] = max(warmups)  # before the clock: see tasks._warm_kernels
     resident = [s["input_resident"] for s in samples if s.get("input_resident") is not None]
     if resident:
         figure["input_resident"] = min(resident)
-    for field in ("output_bytes", "outputs", "events", "jobs", "threads", "uncompressed_bytes", "blocks",
-                  "level", "sample_bytes", "sample_blocks"):
+    for field in (
+        "output_bytes",
+        "outputs",
+        "events",
+        "jobs",
+        "threads",
+        "uncompressed_bytes",
+        "blocks",
+        "level",
+        "sample_bytes",
+        "sample_blocks",
+    ):
         if field in samples[-1]:
             figure[field] = samples[-1][field]
     return figure
@@ -176,16 +222,20 @@ def build_figures(samples: dict[str, list[dict]], jobs: int) -> dict[str, dict]:
     figures: dict[str, dict] = {}
     storage = samples.get("storage", [])
     if storage:
-        figures[F.STORAGE_WRITE] = summarize(F.STORAGE_WRITE, [s["write"] for s in storage],
-                                             F.DESCRIPTIONS[F.STORAGE_WRITE])
+        figures[F.STORAGE_WRITE] = summarize(
+            F.STORAGE_WRITE, [s["write"] for s in storage], F.DESCRIPTIONS[F.STORAGE_WRITE]
+        )
         reads = [s["read_cold"] for s in storage]
         read = summarize(F.STORAGE_READ, reads, F.DESCRIPTIONS[F.STORAGE_READ])
         read["cache_state"] = "cold" if all(r["cold"] for r in reads) else "page-cache"
         read["eviction"] = reads[-1]["method"]
         read["resident_fraction_before"] = max((r["resident_fraction"] or 0.0) for r in reads)
         figures[F.STORAGE_READ] = read
-        figures[F.STORAGE_READ_CACHED] = summarize(F.STORAGE_READ_CACHED, [s["read_cached"] for s in storage],
-                                                   F.DESCRIPTIONS[F.STORAGE_READ_CACHED])
+        figures[F.STORAGE_READ_CACHED] = summarize(
+            F.STORAGE_READ_CACHED,
+            [s["read_cached"] for s in storage],
+            F.DESCRIPTIONS[F.STORAGE_READ_CACHED],
+        )
     for key in (F.STORAGE_COPY, F.STORAGE_COPY_STREAMED, F.REENCODE, F.ZSTD_ALL_CORES):
         if key in samples:
             figures[key] = summarize(key, samples[key], F.DESCRIPTIONS[key].format(cores=jobs))
@@ -195,18 +245,28 @@ def build_figures(samples: dict[str, list[dict]], jobs: int) -> dict[str, dict]:
             if key in samples:
                 figures[key] = summarize(key, samples[key], F.merge_description(mode, n))
     codecs = samples.get("codecs", [])
-    for key, name in ((F.XXH3, "xxh3"), (F.ADLER_NG, "adler32_zlib_ng"), (F.ADLER_ZLIB, "adler32_zlib"),
-                      (F.ZSTD_COMPRESS, "zstd_compress"), (F.ZSTD_DECOMPRESS, "zstd_decompress")):
+    for key, name in (
+        (F.XXH3, "xxh3"),
+        (F.ADLER_NG, "adler32_zlib_ng"),
+        (F.ADLER_ZLIB, "adler32_zlib"),
+        (F.ZSTD_COMPRESS, "zstd_compress"),
+        (F.ZSTD_DECOMPRESS, "zstd_decompress"),
+    ):
         if codecs:
             figures[key] = summarize(key, [c[name] for c in codecs], F.DESCRIPTIONS[key])
     for key, figure in figures.items():
         base = figure["baseline"]
-        figure["ratio"] = (figure["value"] / figures[base]["value"]
-                           if base in figures and figures[base]["value"] else None)
+        figure["ratio"] = (
+            figure["value"] / figures[base]["value"]
+            if base in figures and figures[base]["value"]
+            else None
+        )
     return figures
 
 
-def ratio_of(figures: dict, figure: str, baseline: str, *, statistic: str = "value") -> float | None:
+def ratio_of(
+    figures: dict, figure: str, baseline: str, *, statistic: str = "value"
+) -> float | None:
     """``figure / baseline`` of their medians (``value``) or of their best rounds (``max``)."""
     if figure in figures and baseline in figures and figures[baseline][statistic]:
         return figures[figure][statistic] / figures[baseline][statistic]
@@ -214,8 +274,13 @@ def ratio_of(figures: dict, figure: str, baseline: str, *, statistic: str = "val
 
 
 def _ratio_entry(figure: str, baseline: str, figures: dict, **rest) -> dict:
-    return {"figure": figure, "baseline": baseline, "value": ratio_of(figures, figure, baseline),
-            "best": ratio_of(figures, figure, baseline, statistic="max"), **rest}
+    return {
+        "figure": figure,
+        "baseline": baseline,
+        "value": ratio_of(figures, figure, baseline),
+        "best": ratio_of(figures, figure, baseline, statistic="max"),
+        **rest,
+    }
 
 
 def build_ratios(figures: dict, jobs: int) -> dict[str, dict]:
@@ -227,20 +292,42 @@ def build_ratios(figures: dict, jobs: int) -> dict[str, dict]:
     ratios = {}
     for target in F.TARGETS:
         value = ratio_of(figures, target.figure, target.baseline)
-        ratios[target.name] = _ratio_entry(target.figure, target.baseline, figures, target=f">= {target.minimum:g}",
-                                           met=target.met(value), says=target.says)
+        ratios[target.name] = _ratio_entry(
+            target.figure,
+            target.baseline,
+            figures,
+            target=f">= {target.minimum:g}",
+            met=target.met(value),
+            says=target.says,
+        )
     for mode in ("fast", "safe"):
         ratios[f"{mode}_vs_streamed_copy"] = _ratio_entry(
-            F.merge_key(mode, 1), F.STORAGE_COPY_STREAMED, figures, target=None, met=None,
-            says=f"{mode} merge vs the copy written the way merges write (what the checks cost)")
+            F.merge_key(mode, 1),
+            F.STORAGE_COPY_STREAMED,
+            figures,
+            target=None,
+            met=None,
+            says=f"{mode} merge vs the copy written the way merges write (what the checks cost)",
+        )
     if jobs > 1:
         for mode in F.MODES:
             key = F.merge_key(mode, jobs)
             ratios[f"{mode}_jobs{jobs}_vs_copy"] = _ratio_entry(
-                key, F.STORAGE_COPY, figures, target=None, met=None,
-                says=f"{mode} merge on {jobs} processes vs the plain copy")
+                key,
+                F.STORAGE_COPY,
+                figures,
+                target=None,
+                met=None,
+                says=f"{mode} merge on {jobs} processes vs the plain copy",
+            )
             ratios[f"{mode}_jobs{jobs}_vs_jobs1"] = _ratio_entry(
-                key, F.merge_key(mode, 1), figures, target=None, met=None, says=f"{mode} merge: {jobs} processes vs 1")
+                key,
+                F.merge_key(mode, 1),
+                figures,
+                target=None,
+                met=None,
+                says=f"{mode} merge: {jobs} processes vs 1",
+            )
     return ratios
 
 
@@ -251,8 +338,10 @@ def build_memory(figures: dict) -> dict[str, dict]:
         if not (key.startswith("merge.") or key == F.REENCODE) or "peak_rss_bytes" not in figure:
             continue
         limited = key.startswith("merge.") and key.endswith(".jobs1")
-        memory[key] = {"peak_rss_bytes": figure["peak_rss_bytes"],
-                       "tree_peak_rss_bytes": figure.get("tree_peak_rss_bytes"),
-                       "limit_bytes": F.PEAK_RSS_LIMIT if limited else None,
-                       "met": figure["peak_rss_bytes"] < F.PEAK_RSS_LIMIT if limited else None}
+        memory[key] = {
+            "peak_rss_bytes": figure["peak_rss_bytes"],
+            "tree_peak_rss_bytes": figure.get("tree_peak_rss_bytes"),
+            "limit_bytes": F.PEAK_RSS_LIMIT if limited else None,
+            "met": figure["peak_rss_bytes"] < F.PEAK_RSS_LIMIT if limited else None,
+        }
     return memory

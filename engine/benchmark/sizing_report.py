@@ -7,21 +7,27 @@ option or bench.json key it came from.
 
 from __future__ import annotations
 
+from ..units import human_bytes
 from .report import machine_line
 from .sizing import Sizing
-from ..units import human_bytes
 
 _MEMORY_KEYS = ("memory_per_server",)
 
 
 def format_value(key: str, value: float, unit: str, *, bits: bool = True) -> str:
     if unit == "B/s":
-        return f"{value / 1e6:,.1f} MB/s ({value * 8 / 1e9:,.2f} Gb/s)" if bits else f"{value / 1e6:,.1f} MB/s"
+        return (
+            f"{value / 1e6:,.1f} MB/s ({value * 8 / 1e9:,.2f} Gb/s)"
+            if bits
+            else f"{value / 1e6:,.1f} MB/s"
+        )
     if unit == "B":
         return f"{value / 2**30:,.1f} GiB" if key in _MEMORY_KEYS else human_bytes(value)
     if unit == "ratio":
-        return f"{value:.3f}" if key in ("output_ratio", "capacity_margin") else f"{100 * value:.1f}%"
-    return f"{value:g}"     # servers, cores
+        return (
+            f"{value:.3f}" if key in ("output_ratio", "capacity_margin") else f"{100 * value:.1f}%"
+        )
+    return f"{value:g}"  # servers, cores
 
 
 TABLE_WIDTH = 100
@@ -30,7 +36,7 @@ TABLE_WIDTH = 100
 def format_range(key: str, low: float, high: float, unit: str) -> str:
     """A line's value on the slowest and on the fastest rounds: '350.0-910.2 MB/s', '2-5', '41.2%-88.0%'."""
     if format_value(key, low, unit) == format_value(key, high, unit):
-        return "-"        # the same on every round (an option, or arithmetic on options only)
+        return "-"  # the same on every round (an option, or arithmetic on options only)
     if unit == "B/s":
         return f"{low / 1e6:,.1f}-{high / 1e6:,.1f} MB/s"
     return f"{format_value(key, low, unit)}-{format_value(key, high, unit)}"
@@ -38,10 +44,14 @@ def format_range(key: str, low: float, high: float, unit: str) -> str:
 
 def spread_note(sizing: Sizing) -> str:
     if sizing.spread:
-        return (f"range: the same sizing with every measured rate at its slowest and at its fastest of "
-                f"{sizing.rounds} bench rounds")
-    return ("no range: the bench measured one round; run `tmbmerge bench` (3 rounds) and pass --bench "
-            "for the spread")
+        return (
+            f"range: the same sizing with every measured rate at its slowest and at its fastest of "
+            f"{sizing.rounds} bench rounds"
+        )
+    return (
+        "no range: the bench measured one round; run `tmbmerge bench` (3 rounds) and pass --bench "
+        "for the spread"
+    )
 
 
 def render_table(sizing: Sizing) -> str:
@@ -76,17 +86,23 @@ def render_markdown(sizing: Sizing, report: dict, *, bench_source: str) -> str:
     lines = [
         "# Merge hardware for a campaign",
         "",
-        (f"- Campaign: {human_bytes(c.volume_bytes)} in {c.days:g} days, {c.mode} mode; link {c.link_rate * 8 / 1e9:g} "
-        f"Gb/s per direction; unmerged files wait up to {c.wait_hours:g} h; servers planned at <= "
-        f"{100 * c.max_utilisation:.0f}% utilisation; {c.os_memory_bytes / 2**30:g} GiB per server for the OS."),
-        (f"- Measurements: {bench_source} ({report['created']}, `{report['command']}`), on {machine_line(report)}; "
-        "servers are assumed to be like that machine."),
-        (f"- **{int(sizing['servers'])} merge server(s)**, each with {int(sizing['cores_per_server'])} cores, "
-        f"{format_value('memory_per_server', sizing['memory_per_server'], 'B')} of memory, "
-        f"{format_value('disk_total_per_server', sizing['disk_total_per_server'], 'B/s')} of disk bandwidth and "
-        f"{format_value('buffer_per_server', sizing['buffer_per_server'], 'B')} of buffer space; the bottleneck is "
-        f"**{sizing.bottleneck}**; each server runs at {100 * sizing['utilisation']:.1f}% "
-        f"(capacity {sizing['capacity_margin']:.2f}x the need)."),
+        (
+            f"- Campaign: {human_bytes(c.volume_bytes)} in {c.days:g} days, {c.mode} mode; link {c.link_rate * 8 / 1e9:g} "
+            f"Gb/s per direction; unmerged files wait up to {c.wait_hours:g} h; servers planned at <= "
+            f"{100 * c.max_utilisation:.0f}% utilisation; {c.os_memory_bytes / 2**30:g} GiB per server for the OS."
+        ),
+        (
+            f"- Measurements: {bench_source} ({report['created']}, `{report['command']}`), on {machine_line(report)}; "
+            "servers are assumed to be like that machine."
+        ),
+        (
+            f"- **{int(sizing['servers'])} merge server(s)**, each with {int(sizing['cores_per_server'])} cores, "
+            f"{format_value('memory_per_server', sizing['memory_per_server'], 'B')} of memory, "
+            f"{format_value('disk_total_per_server', sizing['disk_total_per_server'], 'B/s')} of disk bandwidth and "
+            f"{format_value('buffer_per_server', sizing['buffer_per_server'], 'B')} of buffer space; the bottleneck is "
+            f"**{sizing.bottleneck}**; each server runs at {100 * sizing['utilisation']:.1f}% "
+            f"(capacity {sizing['capacity_margin']:.2f}x the need)."
+        ),
         "",
         f"- {spread_note(sizing).capitalize()}.",
         "",
@@ -98,7 +114,12 @@ def render_markdown(sizing: Sizing, report: dict, *, bench_source: str) -> str:
         if sizing.spread:
             cells.append(format_range(line.key, *sizing.spread[line.key], line.unit))
         lines.append(f"| {' | '.join(cells)} | {line.source} |")
-    lines += ["", ("Model: inputs arrive over the link and land on the server's buffer disk; merged outputs are "
-              "written to that disk and leave over the link (full duplex). Safe and deep modes read every output "
-              "back from the page cache as they write it. See engine/benchmark/sizing.py for the arithmetic.")]
+    lines += [
+        "",
+        (
+            "Model: inputs arrive over the link and land on the server's buffer disk; merged outputs are "
+            "written to that disk and leave over the link (full duplex). Safe and deep modes read every output "
+            "back from the page cache as they write it. See engine/benchmark/sizing.py for the arithmetic."
+        ),
+    ]
     return "\n".join(lines) + "\n"

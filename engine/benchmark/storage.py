@@ -23,7 +23,7 @@ CHUNK_BYTES = 8 << 20
 
 def _write_all(fd: int, view: memoryview) -> None:
     while view.nbytes:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def write_sequential(path, size: int, *, chunk: int = CHUNK_BYTES) -> dict:
@@ -35,7 +35,7 @@ def write_sequential(path, size: int, *, chunk: int = CHUNK_BYTES) -> dict:
         started = time.perf_counter()
         left = size
         while left > 0:
-            _write_all(fd, view[:min(left, chunk)])
+            _write_all(fd, view[: min(left, chunk)])
             left -= min(left, chunk)
         os.fsync(fd)
         seconds = time.perf_counter() - started
@@ -59,7 +59,9 @@ def read_sequential(path, *, chunk: int = CHUNK_BYTES) -> dict:
     return {"seconds": seconds, "bytes": total}
 
 
-def concatenate(inputs, output, *, chunk: int = CHUNK_BYTES, fsync: bool = True, streamed: bool = False) -> dict:
+def concatenate(
+    inputs, output, *, chunk: int = CHUNK_BYTES, fsync: bool = True, streamed: bool = False
+) -> dict:
     """The copy floor: the inputs' bytes, in order, into one new file, fsynced.  ``bytes`` counts input.
 
     ``streamed``: with the merge's own disk strategy (``fsutil.Writeback`` with drop-behind:

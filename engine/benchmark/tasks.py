@@ -37,7 +37,7 @@ def _storage(task: dict) -> dict:
         state = pagecache.make_cold(path)
         cold = storage.read_sequential(path)
         cold.update(state)
-        cached = storage.read_sequential(path)   # the first read brought it in
+        cached = storage.read_sequential(path)  # the first read brought it in
         cached["resident_fraction"] = pagecache.resident_fraction(path)
         return {"write": write, "read_cold": cold, "read_cached": cached}
     finally:
@@ -50,8 +50,9 @@ def _resident(task: dict) -> float | None:
 
 def _copy(task: dict) -> dict:
     resident = _resident(task)
-    result = storage.concatenate(task["inputs"], Path(task["out_dir"]) / "copy.bin",
-                                 streamed=bool(task.get("streamed")))
+    result = storage.concatenate(
+        task["inputs"], Path(task["out_dir"]) / "copy.bin", streamed=bool(task.get("streamed"))
+    )
     result["input_resident"] = resident
     return result
 
@@ -82,10 +83,20 @@ def _merge(task: dict) -> dict:
             raise RuntimeError(f"merge_run failed: {run_report.failures[0]}")
         outputs = run_report.outputs
     reported = max((o.peak_rss_bytes for o in outputs), default=0) if jobs > 1 else 0
-    return {"seconds": seconds, "bytes": input_bytes, "output_bytes": sum(o.file_size for o in outputs),
-            "outputs": len(outputs), "events": sum(o.event_count for o in outputs), "jobs": jobs,
-            "threads": spec.threads, "mode": spec.mode, "output_seconds": [round(o.seconds, 4) for o in outputs],
-            "input_resident": resident, "warmup_seconds": warmup, "reported_peak_rss_bytes": reported}
+    return {
+        "seconds": seconds,
+        "bytes": input_bytes,
+        "output_bytes": sum(o.file_size for o in outputs),
+        "outputs": len(outputs),
+        "events": sum(o.event_count for o in outputs),
+        "jobs": jobs,
+        "threads": spec.threads,
+        "mode": spec.mode,
+        "output_seconds": [round(o.seconds, 4) for o in outputs],
+        "input_resident": resident,
+        "warmup_seconds": warmup,
+        "reported_peak_rss_bytes": reported,
+    }
 
 
 def _reencode(task: dict) -> dict:
@@ -127,9 +138,14 @@ def _warm_kernels() -> float:
 
     started = time.perf_counter()
     n, size = 2, 8
-    built = build_block(np.ones(n, np.uint32), np.arange(1, n + 1, dtype=np.uint64), np.full(n, size, np.uint32),
-                        np.zeros(n * size, np.uint8), np.arange(0, n * size, size, dtype=np.uint64),
-                        codec_by_name("zstd"))
+    built = build_block(
+        np.ones(n, np.uint32),
+        np.arange(1, n + 1, dtype=np.uint64),
+        np.full(n, size, np.uint32),
+        np.zeros(n * size, np.uint8),
+        np.arange(0, n * size, size, dtype=np.uint64),
+        codec_by_name("zstd"),
+    )
     decode_block(built.header, built.data, region="warm-up", offset=0)
     return time.perf_counter() - started
 
@@ -150,5 +166,11 @@ def _cores() -> int:
     return usable_cores()
 
 
-_TASKS = {"storage": _storage, "copy": _copy, "merge": _merge, "reencode": _reencode, "codecs": _codecs,
-          "zstd_all": _zstd_all}
+_TASKS = {
+    "storage": _storage,
+    "copy": _copy,
+    "merge": _merge,
+    "reencode": _reencode,
+    "codecs": _codecs,
+    "zstd_all": _zstd_all,
+}

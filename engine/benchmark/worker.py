@@ -23,8 +23,8 @@ def _interrupted(signum, frame):
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupted)
-    from ..merge.executors import stop_when_parent_dies
     from ..host import peak_rss_bytes
+    from ..merge.executors import stop_when_parent_dies
 
     stop_when_parent_dies(os.getppid())
     from .tasks import run_task

@@ -22,7 +22,7 @@ DEFAULT_ALPHA = 0.01
 @dataclass(frozen=True)
 class Comparison:
     quantity: str
-    test: str            # "identical" or "chi2"
+    test: str  # "identical" or "chi2"
     passed: bool
     chi2: float | None = None
     ndf: int | None = None
@@ -36,25 +36,43 @@ class Comparison:
 
 def identical(quantity: str, a: np.ndarray, b: np.ndarray) -> Comparison:
     differing = int(np.count_nonzero(np.asarray(a) != np.asarray(b)))
-    detail = "identical" if not differing else \
-        f"{differing} bins differ ({int(np.sum(a))} vs {int(np.sum(b))} entries)"
-    return Comparison(quantity, "identical", differing == 0, differing_bins=differing, detail=detail)
+    detail = (
+        "identical"
+        if not differing
+        else f"{differing} bins differ ({int(np.sum(a))} vs {int(np.sum(b))} entries)"
+    )
+    return Comparison(
+        quantity, "identical", differing == 0, differing_bins=differing, detail=detail
+    )
 
 
-def chi2_test(quantity: str, a: np.ndarray, b: np.ndarray, *, alpha: float = DEFAULT_ALPHA) -> Comparison:
+def chi2_test(
+    quantity: str, a: np.ndarray, b: np.ndarray, *, alpha: float = DEFAULT_ALPHA
+) -> Comparison:
     from scipy.stats import chi2 as chi2_distribution
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     n_a, n_b = a.sum(), b.sum()
     if n_a == 0 or n_b == 0:
         both = n_a == n_b
-        return Comparison(quantity, "chi2", bool(both), detail="both empty" if both else "one histogram is empty")
+        return Comparison(
+            quantity, "chi2", bool(both), detail="both empty" if both else "one histogram is empty"
+        )
     used = (a + b) > 0
     ndf = int(used.sum()) - 1
     if ndf < 1:
-        return Comparison(quantity, "chi2", True, 0.0, 0, 1.0, detail="a single bin: nothing to compare")
+        return Comparison(
+            quantity, "chi2", True, 0.0, 0, 1.0, detail="a single bin: nothing to compare"
+        )
     a, b = a[used], b[used]
     statistic = float(np.sum((n_b * a - n_a * b) ** 2 / (a + b)) / (n_a * n_b))
     p_value = float(chi2_distribution.sf(statistic, ndf))
-    return Comparison(quantity, "chi2", p_value >= alpha, statistic, ndf, p_value,
-                      detail=f"chi2/ndf {statistic:.1f}/{ndf}, p = {p_value:.3g}")
+    return Comparison(
+        quantity,
+        "chi2",
+        p_value >= alpha,
+        statistic,
+        ndf,
+        p_value,
+        detail=f"chi2/ndf {statistic:.1f}/{ndf}, p = {p_value:.3g}",
+    )

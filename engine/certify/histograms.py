@@ -35,7 +35,9 @@ class RunHistograms:
 
     run: int
     sample: str
-    histograms: dict[str, bh.Histogram] = field(default_factory=lambda: {q.name: new_histogram(q) for q in QUANTITIES})
+    histograms: dict[str, bh.Histogram] = field(
+        default_factory=lambda: {q.name: new_histogram(q) for q in QUANTITIES}
+    )
     files: list[str] = field(default_factory=list)
     events: int = 0
     malformed: int = 0
@@ -45,17 +47,32 @@ class RunHistograms:
         return self.histograms[name].values(flow=True)
 
     def to_record(self) -> dict:
-        return {"run": self.run, "sample": self.sample, "files": list(self.files), "events": self.events,
-                "malformed": self.malformed,
-                "histograms": {name: {"binning": BY_NAME[name].binning(),
-                                      "counts": [int(c) for c in h.values(flow=True)]}
-                               for name, h in self.histograms.items()}}
+        return {
+            "run": self.run,
+            "sample": self.sample,
+            "files": list(self.files),
+            "events": self.events,
+            "malformed": self.malformed,
+            "histograms": {
+                name: {
+                    "binning": BY_NAME[name].binning(),
+                    "counts": [int(c) for c in h.values(flow=True)],
+                }
+                for name, h in self.histograms.items()
+            },
+        }
 
     @classmethod
-    def from_record(cls, record: dict) -> "RunHistograms":
+    def from_record(cls, record: dict) -> RunHistograms:
         """Rebuild from ``to_record``'s form; a quantity stored with another binning is left out."""
-        filled = cls(int(record["run"]), record["sample"], histograms={}, files=list(record["files"]),
-                     events=int(record["events"]), malformed=int(record["malformed"]))
+        filled = cls(
+            int(record["run"]),
+            record["sample"],
+            histograms={},
+            files=list(record["files"]),
+            events=int(record["events"]),
+            malformed=int(record["malformed"]),
+        )
         for name, stored in record["histograms"].items():
             quantity = BY_NAME.get(name)
             if quantity is None or stored["binning"] != quantity.binning():
@@ -78,9 +95,15 @@ def fill_files(paths, *, run: int, sample: str) -> RunHistograms:
                 decoded = reader.decode(block)
                 if np.any(decoded.events.run != run):
                     other = int(decoded.events.run[np.argmax(decoded.events.run != run)])
-                    raise InconsistentInputs(f"holds events of run {other}, not only run {run}",
-                                             path=path, region=f"block {block.number}", offset=block.offset)
-                found = block_quantities(decoded.records, decoded.payload_offsets, decoded.events.length)
+                    raise InconsistentInputs(
+                        f"holds events of run {other}, not only run {run}",
+                        path=path,
+                        region=f"block {block.number}",
+                        offset=block.offset,
+                    )
+                found = block_quantities(
+                    decoded.records, decoded.payload_offsets, decoded.events.length
+                )
                 for name, values in found.values.items():
                     filled.histograms[name].fill(values)
                 filled.events += found.events

@@ -20,6 +20,7 @@ merged files are comparable bin by bin.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..generate import CLUSTER, EVENT_HEADER, EVENT_MAGIC, HIT, TRACK
@@ -33,11 +34,11 @@ class Quantity:
 
     name: str
     label: str
-    kind: str             # "regular" (bins, start, stop) or "integer" (start, stop)
+    kind: str  # "regular" (bins, start, stop) or "integer" (start, stop)
     bins: int
     start: float
     stop: float
-    group: str            # "event", "track", "cluster", "hit"
+    group: str  # "event", "track", "cluster", "hit"
 
     def binning(self) -> dict:
         return {"kind": self.kind, "bins": self.bins, "start": self.start, "stop": self.stop}
@@ -70,7 +71,9 @@ def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def gather_records(buf: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def gather_records(
+    buf: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype
+) -> np.ndarray:
     """``counts[i]`` consecutive records of ``dtype`` starting at byte ``starts[i]`` of ``buf``, all events in order."""
     counts = counts.astype(np.int64)
     total = int(counts.sum())
@@ -98,10 +101,14 @@ def block_quantities(records, payload_offsets: np.ndarray, lengths: np.ndarray) 
     lengths = lengths.astype(np.int64)
     values: dict[str, np.ndarray] = {"event_kb": lengths / 1000.0}
     long_enough = lengths >= HEADER_BYTES + 1
-    header = gather_records(buf, offsets[long_enough], np.ones(int(long_enough.sum()), np.int64), EVENT_HEADER)
+    header = gather_records(
+        buf, offsets[long_enough], np.ones(int(long_enough.sum()), np.int64), EVENT_HEADER
+    )
     hits, tracks = header["hits"].astype(np.int64), header["tracks"].astype(np.int64)
     clusters = header["clusters"].astype(np.int64)
-    body = HEADER_BYTES + hits * HIT.itemsize + tracks * TRACK.itemsize + clusters * CLUSTER.itemsize
+    body = (
+        HEADER_BYTES + hits * HIT.itemsize + tracks * TRACK.itemsize + clusters * CLUSTER.itemsize
+    )
     trailer = lengths[long_enough] - body
     good = (header["magic"] == EVENT_MAGIC) & (trailer >= 1) & (trailer <= 8)
     header, hits, tracks, clusters = header[good], hits[good], tracks[good], clusters[good]
@@ -120,4 +127,3 @@ def block_quantities(records, payload_offsets: np.ndarray, lengths: np.ndarray) 
     cluster = gather_records(buf, starts, clusters, CLUSTER)
     values["cluster_energy"], values["cluster_eta"] = cluster["energy"], cluster["eta"]
     return BlockQuantities(values, len(lengths), len(lengths) - int(good.sum()))
-

@@ -13,9 +13,21 @@ import importlib
 
 # imported on first use: ``tmbmerge merge`` needs the pipeline, not the journal, the planner or the
 # process executors (start-up is most of a small merge's time)
-_WHERE = {"merge_files": ".pipeline", "merge_run": ".run", "plan_run": ".plan", "Plan": ".plan",
-          "MergeSpec": ".spec", "MergeReport": ".report", "RunReport": ".report", "InputOutcome": ".report",
-          "parse_size": "..units", "FAST": ".spec", "SAFE": ".spec", "DEEP": ".spec", "MODES": ".spec"}
+_WHERE = {
+    "merge_files": ".pipeline",
+    "merge_run": ".run",
+    "plan_run": ".plan",
+    "Plan": ".plan",
+    "MergeSpec": ".spec",
+    "MergeReport": ".report",
+    "RunReport": ".report",
+    "InputOutcome": ".report",
+    "parse_size": "..units",
+    "FAST": ".spec",
+    "SAFE": ".spec",
+    "DEEP": ".spec",
+    "MODES": ".spec",
+}
 
 __all__ = list(_WHERE)
 

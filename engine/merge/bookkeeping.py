@@ -39,8 +39,15 @@ UNMERGED_TIER = "unmerged-thumbnail"
 
 
 class CatalogBookkeeping:
-    def __init__(self, url: str, *, declarer: str | None = None, merged_tier: str = "thumbnail",
-                 grandparents: bool = False, register: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        declarer: str | None = None,
+        merged_tier: str = "thumbnail",
+        grandparents: bool = False,
+        register: str | None = None,
+    ):
         from bindings.catalog import open_catalog
         from bindings.catalog.hook import load_declarer
 
@@ -52,9 +59,11 @@ class CatalogBookkeeping:
             from bindings.catalog.rucio_register import RucioRegistration
 
             self.registration = RucioRegistration(register)
-        self.catalog = open_catalog(url, create=False)   # a mistyped path is an error, not a new catalogue
+        self.catalog = open_catalog(
+            url, create=False
+        )  # a mistyped path is an error, not a new catalogue
         self.declarer = load_declarer(declarer, self.catalog)
-        self._merged: dict[str, list[str]] = {}   # input name -> its merged children (prefetched)
+        self._merged: dict[str, list[str]] = {}  # input name -> its merged children (prefetched)
 
     @property
     def budget(self) -> dict:
@@ -75,8 +84,11 @@ class CatalogBookkeeping:
             return
         names = list(dict.fromkeys(location(p).name for p in paths))
         declared = self.catalog.records(names)
-        self._merged.update(self.catalog.children_of([n for n in names if n in declared],
-                                                     data_tier=self.merged_tier))
+        self._merged.update(
+            self.catalog.children_of(
+                [n for n in names if n in declared], data_tier=self.merged_tier
+            )
+        )
 
     def metadata(self, path: Path) -> dict:
         """The catalogue's record of an input (what its crosschecks compare against)."""
@@ -85,7 +97,7 @@ class CatalogBookkeeping:
             raise FileNotDeclared("input is not declared in the catalogue", path=path)
         return record
 
-    def lookup(self, paths) -> "RecordLookup":
+    def lookup(self, paths) -> RecordLookup:
         """The records of ``paths`` (declared ones), to hand to a worker process."""
         return RecordLookup(self.catalog.records(location(p).name for p in paths))
 
@@ -99,10 +111,10 @@ class CatalogBookkeeping:
         declared; only a finished output (the journal's) stands, and it is not merged again.
         """
         name = location(path).name
-        self.metadata(path)    # declared, or FileNotDeclared
+        self.metadata(path)  # declared, or FileNotDeclared
         if name not in self._merged:
             self._merged.update(self.catalog.children_of([name], data_tier=self.merged_tier))
-        merged = self._merged[name]                                                # not derived files
+        merged = self._merged[name]  # not derived files
         if merged:
             same = " (an output of this name is declared already)" if output_name in merged else ""
             raise AlreadyMerged(f"already merged into {', '.join(sorted(merged))}{same}", path=path)
@@ -114,16 +126,23 @@ class CatalogBookkeeping:
             listed = set(self.catalog.files(run=run, data_tier=UNMERGED_TIER))
             missing = sorted(listed - names_by_run[run])
             if missing:
-                raise IncompleteRun(f"run {run} is not complete: {len(missing)} unmerged file(s) in the catalogue "
-                                    f"are not among the inputs: {describe_missing(missing)}")
+                raise IncompleteRun(
+                    f"run {run} is not complete: {len(missing)} unmerged file(s) in the catalogue "
+                    f"are not among the inputs: {describe_missing(missing)}"
+                )
 
     # -- after the merge -------------------------------------------------------------------
     def declare(self, output: Path):
         """Declare a verified, published output (with its parents) from its sidecar."""
         from bindings.catalog.hook import declare_file
 
-        return declare_file(output, self.catalog, declarer=self.declarer, exclusive_tier=self.merged_tier,
-                            grandparents=self.grandparents)
+        return declare_file(
+            output,
+            self.catalog,
+            declarer=self.declarer,
+            exclusive_tier=self.merged_tier,
+            grandparents=self.grandparents,
+        )
 
     def register(self, output: Path) -> str | None:
         """With ``--register``: register the declared output's replica (None without it)."""
@@ -136,7 +155,7 @@ class CatalogBookkeeping:
     def close(self) -> None:
         self.catalog.close()
 
-    def __enter__(self) -> "CatalogBookkeeping":
+    def __enter__(self) -> CatalogBookkeeping:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -162,8 +181,13 @@ def open_bookkeeping(spec):
     if spec is None or not spec.catalog:
         yield None
         return
-    with CatalogBookkeeping(spec.catalog, declarer=spec.declarer, merged_tier=spec.data_tier,
-                            grandparents=spec.grandparents, register=spec.register) as catalog:
+    with CatalogBookkeeping(
+        spec.catalog,
+        declarer=spec.declarer,
+        merged_tier=spec.data_tier,
+        grandparents=spec.grandparents,
+        register=spec.register,
+    ) as catalog:
         yield catalog
 
 

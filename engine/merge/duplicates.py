@@ -28,16 +28,17 @@ import tempfile
 
 import numpy as np
 
-SORTED_RUN_EVENTS = 1 << 17        # keys sorted at once (2-4 MB)
-MERGE_WINDOW_BYTES = 4 << 20       # what the k-way merge reads ahead, over all runs
+SORTED_RUN_EVENTS = 1 << 17  # keys sorted at once (2-4 MB)
+MERGE_WINDOW_BYTES = 4 << 20  # what the k-way merge reads ahead, over all runs
 MIN_WINDOW_EVENTS = 4096
 
 _NARROW = np.dtype([("key", "<u8"), ("pos", "<u8")])
 _WIDE = np.dtype([("key", "<u8"), ("run", "<u4"), ("event", "<u8"), ("pos", "<u8")])
 
 
-def find_duplicate_events(tables, *, wide: bool | None = None, run_events: int = SORTED_RUN_EVENTS,
-                          spill_dir=None) -> dict[int, tuple[int, int, int]]:
+def find_duplicate_events(
+    tables, *, wide: bool | None = None, run_events: int = SORTED_RUN_EVENTS, spill_dir=None
+) -> dict[int, tuple[int, int, int]]:
     """For every table that repeats a (run, event) seen earlier (or within itself): the first such
     key (the earliest position in that table) and the table holding its first occurrence.
 
@@ -48,7 +49,9 @@ def find_duplicate_events(tables, *, wide: bool | None = None, run_events: int =
     """
     tables = list(tables)
     if wide is None:
-        wide = any(int(part.event.max()) >= 1 << 32 for t in tables for part in _chunks(t) if len(part))
+        wide = any(
+            int(part.event.max()) >= 1 << 32 for t in tables for part in _chunks(t) if len(part)
+        )
     sorter = _Sorter(wide, run_events, spill_dir)
     starts = []
     position = 0
@@ -94,7 +97,7 @@ class _Sorter:
         self.pending: list[np.ndarray] = []
         self.pending_count = 0
         self.file = None
-        self.runs: list[tuple[int, int]] = []   # (offset in the file, records) of each sorted run
+        self.runs: list[tuple[int, int]] = []  # (offset in the file, records) of each sorted run
 
     def add(self, runs: np.ndarray, events: np.ndarray, first_position: int) -> None:
         start = 0
@@ -102,7 +105,9 @@ class _Sorter:
             stop = min(len(runs), start + self.run_events - self.pending_count)
             records = np.empty(stop - start, dtype=self.dtype)
             records["key"] = _keys(runs[start:stop], events[start:stop], self.wide)
-            records["pos"] = np.arange(first_position + start, first_position + stop, dtype=np.uint64)
+            records["pos"] = np.arange(
+                first_position + start, first_position + stop, dtype=np.uint64
+            )
             if self.wide:
                 records["run"], records["event"] = runs[start:stop], events[start:stop]
             self.pending.append(records)
@@ -161,8 +166,11 @@ def _merge_runs(fd: int, runs: list[tuple[int, int]], dtype: np.dtype):
         if not live:
             return
         # the smallest window end over runs that have more beyond their window bounds the batch
-        ends = [(int(loaded[i]["key"][-1]), int(loaded[i]["pos"][-1])) for i in live
-                if cursor[i] + len(loaded[i]) < runs[i][1]]
+        ends = [
+            (int(loaded[i]["key"][-1]), int(loaded[i]["pos"][-1]))
+            for i in live
+            if cursor[i] + len(loaded[i]) < runs[i][1]
+        ]
         bound = min(ends) if ends else None
         parts = []
         for i in live:
@@ -185,20 +193,27 @@ def _count_not_above(records: np.ndarray, bound: tuple[int, int]) -> int:
 
 def _offenders(batches, starts: np.ndarray, wide: bool) -> dict[int, tuple[int, int, int]]:
     """Step 3: repeats in batches of records in (key, position) order."""
-    found: dict[int, tuple[int, int, int, int]] = {}   # table -> (position, run, event, first table)
-    carry = None          # first occurrences of the last key group of the previous batch
+    found: dict[int, tuple[int, int, int, int]] = {}  # table -> (position, run, event, first table)
+    carry = None  # first occurrences of the last key group of the previous batch
     for records in batches:
         if carry is not None and len(carry):
             records = np.concatenate([carry, records])
         if not len(records):
             continue
-        if wide:   # equal keys, unequal (run, event): order by the pair too so equal pairs are adjacent
-            records = records[np.lexsort((records["pos"], records["event"], records["run"], records["key"]))]
-            same = ((records["key"][1:] == records["key"][:-1]) & (records["run"][1:] == records["run"][:-1])
-                    & (records["event"][1:] == records["event"][:-1]))
+        if (
+            wide
+        ):  # equal keys, unequal (run, event): order by the pair too so equal pairs are adjacent
+            records = records[
+                np.lexsort((records["pos"], records["event"], records["run"], records["key"]))
+            ]
+            same = (
+                (records["key"][1:] == records["key"][:-1])
+                & (records["run"][1:] == records["run"][:-1])
+                & (records["event"][1:] == records["event"][:-1])
+            )
         else:
             same = records["key"][1:] == records["key"][:-1]
-        head = np.concatenate([[True], ~same])            # first of its (run, event) group
+        head = np.concatenate([[True], ~same])  # first of its (run, event) group
         heads = np.flatnonzero(head)
         group_first = records["pos"][heads[np.cumsum(head) - 1]]
         repeat = ~head
@@ -209,7 +224,9 @@ def _offenders(batches, starts: np.ndarray, wide: bool) -> dict[int, tuple[int, 
     return {table: (run, event, first) for table, (_, run, event, first) in found.items()}
 
 
-def _record(found: dict, repeats: np.ndarray, firsts: np.ndarray, starts: np.ndarray, wide: bool) -> None:
+def _record(
+    found: dict, repeats: np.ndarray, firsts: np.ndarray, starts: np.ndarray, wide: bool
+) -> None:
     """Keep, for each table, its earliest repeated event."""
     order = np.argsort(repeats["pos"], kind="stable")
     repeats, firsts = repeats[order], firsts[order]

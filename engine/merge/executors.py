@@ -25,8 +25,9 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ..errors import EngineError, ExecutorUnavailable, Interrupted, UsageError, world_error
 
@@ -50,11 +51,13 @@ class InlineExecutor:
     def __init__(self, progress_queue=None):
         self.progress_queue = progress_queue
 
-    def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
+    def map_unordered(
+        self, fn: Callable, tasks: Iterable
+    ) -> Iterator[tuple[Any, Any, EngineError | None]]:
         for task in tasks:
             try:
                 result = fn(task)
-            except Exception as exc:    # noqa: BLE001 - recorded against this task; the others go on
+            except Exception as exc:  # noqa: BLE001 - recorded against this task; the others go on
                 yield task, None, task_failure(exc)
             else:
                 yield task, result, None
@@ -69,7 +72,9 @@ def _init_worker(queue, parent: int) -> None:
 
 def stop_when_parent_dies(parent: int) -> None:
     """Start a watchdog that sends SIGTERM to this process's main thread once ``parent`` is gone."""
-    threading.Thread(target=_watch_parent, args=(parent,), name="tmb-parent-watch", daemon=True).start()
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="tmb-parent-watch", daemon=True
+    ).start()
 
 
 def _watch_parent(parent: int) -> None:
@@ -85,17 +90,17 @@ def _watch_parent(parent: int) -> None:
     signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 
 
-_task_running = False   # worker side: inside a task, whose cleanup an Interrupted would run
-_stopping = False       # worker side: SIGTERM received; take no further task
+_task_running = False  # worker side: inside a task, whose cleanup an Interrupted would run
+_stopping = False  # worker side: SIGTERM received; take no further task
 
 
 def _terminate(signum, frame):
     global _stopping
     if _stopping:
-        return           # a second SIGTERM must not interrupt the cleanup the first one started
+        return  # a second SIGTERM must not interrupt the cleanup the first one started
     _stopping = True
     if not _task_running:
-        os._exit(Interrupted.exit_code)      # idle, or handing a result over: nothing to clean up
+        os._exit(Interrupted.exit_code)  # idle, or handing a result over: nothing to clean up
     raise Interrupted("worker stopped by SIGTERM")
 
 
@@ -137,13 +142,19 @@ class ProcessExecutor:
         self.jobs = jobs
         self.progress_queue = progress_queue
 
-    def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
+    def map_unordered(
+        self, fn: Callable, tasks: Iterable
+    ) -> Iterator[tuple[Any, Any, EngineError | None]]:
         tasks = list(tasks)
         if not tasks:
             return
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(min(self.jobs, len(tasks)), mp_context=context, initializer=_init_worker,
-                                   initargs=(self.progress_queue, os.getpid()))
+        pool = ProcessPoolExecutor(
+            min(self.jobs, len(tasks)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self.progress_queue, os.getpid()),
+        )
         futures = {pool.submit(_run_in_worker, fn, task): task for task in tasks}
         clean = False
         try:
@@ -153,7 +164,7 @@ class ProcessExecutor:
                 for future in done:
                     try:
                         result = future.result()
-                    except Exception as exc:    # noqa: BLE001 - a dead worker included (BrokenProcessPool)
+                    except Exception as exc:  # noqa: BLE001 - a dead worker included (BrokenProcessPool)
                         yield futures[future], None, task_failure(exc)
                     else:
                         yield futures[future], result, None
@@ -171,7 +182,9 @@ class DaskExecutor:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
-            raise UsageError("the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])")
+            raise UsageError(
+                "the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])"
+            )
         self._scratch = None
         if address in ("local", ""):
             import dask
@@ -180,22 +193,31 @@ class DaskExecutor:
             # a folder of our own instead, removed by close()
             self._scratch = tempfile.TemporaryDirectory(prefix="tmbmerge-dask-")
             with dask.config.set({"temporary-directory": self._scratch.name}):
-                self._cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                             dashboard_address=None)
+                self._cluster = LocalCluster(
+                    n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+                )
             self.client = Client(self._cluster)
             log.info("Dask: a local cluster, scratch space in %s", self._scratch.name)
         else:
             self._cluster = None
             try:
                 self.client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
-            except (OSError, TimeoutError, ValueError) as exc:   # refused, unreachable, not an address
-                raise ExecutorUnavailable(f"cannot reach the Dask scheduler at {address}: "
-                                          f"{str(exc) or type(exc).__name__}") from None
+            except (
+                OSError,
+                TimeoutError,
+                ValueError,
+            ) as exc:  # refused, unreachable, not an address
+                raise ExecutorUnavailable(
+                    f"cannot reach the Dask scheduler at {address}: "
+                    f"{str(exc) or type(exc).__name__}"
+                ) from None
         self.jobs = max(1, sum(self.client.nthreads().values()))
         self.progress_queue = None
         log.info("Dask: %d worker threads", self.jobs)
 
-    def map_unordered(self, fn: Callable, tasks: Iterable) -> Iterator[tuple[Any, Any, EngineError | None]]:
+    def map_unordered(
+        self, fn: Callable, tasks: Iterable
+    ) -> Iterator[tuple[Any, Any, EngineError | None]]:
         from distributed import as_completed
 
         tasks = list(tasks)
@@ -204,7 +226,7 @@ class DaskExecutor:
             for future in as_completed(list(futures)):
                 try:
                     result = future.result()
-                except Exception as exc:    # noqa: BLE001 - a lost worker included
+                except Exception as exc:  # noqa: BLE001 - a lost worker included
                     yield futures[future], None, task_failure(exc)
                 else:
                     yield futures[future], result, None
@@ -223,10 +245,12 @@ class DaskExecutor:
 def make_executor(jobs: int, *, executor: str | None = None, progress_queue=None):
     """``--executor`` value to an executor: None/'local' (processes, or inline for one job), 'dask://...'."""
     if executor and executor.startswith("dask:"):
-        target = executor[len("dask:"):]
+        target = executor[len("dask:") :]
         return DaskExecutor(target[2:] if target.startswith("//") else target)
     if executor not in (None, "", "local"):
-        raise UsageError(f"unknown executor {executor!r} (use local, dask:local or dask://HOST:PORT)")
+        raise UsageError(
+            f"unknown executor {executor!r} (use local, dask:local or dask://HOST:PORT)"
+        )
     if jobs <= 1:
         return InlineExecutor(progress_queue)
     return ProcessExecutor(jobs, progress_queue)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import OutputError
 from ..host import iso_now
@@ -39,13 +40,13 @@ class JournalState(StrEnum):
     journal stores, so journals written before this type existed read the same; being ``str``,
     a state compares equal to its text."""
 
-    PLANNED = "planned"       # in the plan, not started (or reset for a rerun)
-    MERGING = "merging"       # handed to a worker
-    MERGED = "merged"         # published, not re-read (fast mode)
-    VERIFIED = "verified"     # published and verified (safe/deep mode)
-    DECLARED = "declared"     # declared to the catalogue
-    RETIRED = "retired"       # its inputs moved or deleted
-    FAILED = "failed"         # with the error in ``error``
+    PLANNED = "planned"  # in the plan, not started (or reset for a rerun)
+    MERGING = "merging"  # handed to a worker
+    MERGED = "merged"  # published, not re-read (fast mode)
+    VERIFIED = "verified"  # published and verified (safe/deep mode)
+    DECLARED = "declared"  # declared to the catalogue
+    RETIRED = "retired"  # its inputs moved or deleted
+    FAILED = "failed"  # with the error in ``error``
 
 
 #: States of an output that is published and needs no merging on a rerun.
@@ -91,8 +92,12 @@ class JournalEntry:
     event_count: int | None
     error: str | None
     updated: str
-    identities: list[dict] | None = None   # per planned input: path, given, device, inode, size, mtime_ns, adler32
-    accepted: list[dict] | None = None     # per input the output holds: path, adler32 (None until merged)
+    identities: list[dict] | None = (
+        None  # per planned input: path, given, device, inode, size, mtime_ns, adler32
+    )
+    accepted: list[dict] | None = (
+        None  # per input the output holds: path, adler32 (None until merged)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -107,7 +112,7 @@ class Journal:
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(outputs)")}
-        for column in ("identities", "accepted"):   # journals written before these were recorded
+        for column in ("identities", "accepted"):  # journals written before these were recorded
             if column not in columns:
                 self._transaction(f"ALTER TABLE outputs ADD COLUMN {column} TEXT", ())
 
@@ -118,16 +123,18 @@ class Journal:
         try:
             yield
         except (sqlite3.Error, UnicodeDecodeError) as exc:
-            raise OutputError(f"cannot {doing} the merge-run journal: {exc}", path=self.path) from None
+            raise OutputError(
+                f"cannot {doing} the merge-run journal: {exc}", path=self.path
+            ) from None
 
     @classmethod
-    def open_existing(cls, out_dir) -> "Journal | None":
+    def open_existing(cls, out_dir) -> Journal | None:
         return cls(out_dir) if (Path(out_dir) / JOURNAL_NAME).exists() else None
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -143,11 +150,19 @@ class Journal:
         return _entry(row) if row else None
 
     def entries(self) -> Iterator[JournalEntry]:
-        for row in self._db.execute(f"SELECT {_COLUMNS} FROM outputs ORDER BY run, name").fetchall():
+        for row in self._db.execute(
+            f"SELECT {_COLUMNS} FROM outputs ORDER BY run, name"
+        ).fetchall():
             yield _entry(row)
 
-    def record_plan(self, name: str, run: int, inputs: list[str], mode: str,
-                    identities: list[dict] | None = None) -> None:
+    def record_plan(
+        self,
+        name: str,
+        run: int,
+        inputs: list[str],
+        mode: str,
+        identities: list[dict] | None = None,
+    ) -> None:
         """Insert a planned output, or reset an unfinished one to ``planned`` with these inputs."""
         self._transaction(
             "INSERT INTO outputs (name, run, inputs, state, mode, updated, identities) "
@@ -155,58 +170,109 @@ class Journal:
             "ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = excluded.inputs, "
             "state = excluded.state, mode = excluded.mode, error = NULL, updated = excluded.updated, "
             "identities = excluded.identities, accepted = NULL",
-            (name, run, json.dumps(inputs), JournalState.PLANNED, mode, iso_now(),
-             None if identities is None else json.dumps(identities)))
+            (
+                name,
+                run,
+                json.dumps(inputs),
+                JournalState.PLANNED,
+                mode,
+                iso_now(),
+                None if identities is None else json.dumps(identities),
+            ),
+        )
 
-    def set_state(self, name: str, state: JournalState, *, error: str | None = None,
-                  file_size: int | None = None, checksum: str | None = None, event_count: int | None = None,
-                  accepted: list[dict] | None = None) -> None:
+    def set_state(
+        self,
+        name: str,
+        state: JournalState,
+        *,
+        error: str | None = None,
+        file_size: int | None = None,
+        checksum: str | None = None,
+        event_count: int | None = None,
+        accepted: list[dict] | None = None,
+    ) -> None:
         self._transaction(
             "UPDATE outputs SET state = ?, error = ?, file_size = COALESCE(?, file_size), "
             "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), "
             "accepted = COALESCE(?, accepted), updated = ? WHERE name = ?",
-            (state, error, file_size, checksum, event_count, None if accepted is None else json.dumps(accepted),
-             iso_now(), name))
+            (
+                state,
+                error,
+                file_size,
+                checksum,
+                event_count,
+                None if accepted is None else json.dumps(accepted),
+                iso_now(),
+                name,
+            ),
+        )
 
     def settings(self) -> dict[str, Any]:
         """The options the journal's plan was made with (empty for a new journal)."""
-        return {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM settings")}
+        return {
+            key: json.loads(value)
+            for key, value in self._db.execute("SELECT key, value FROM settings")
+        }
 
     def record_settings(self, settings: dict[str, Any]) -> None:
         with self._errors("write"), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             for key, value in settings.items():
-                self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                                 (key, json.dumps(value)))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                    (key, json.dumps(value)),
+                )
 
     def forget(self, name: str) -> None:
         """Drop an unfinished output from the journal (it is planned afresh)."""
         self._transaction("DELETE FROM outputs WHERE name = ?", (name,))
 
-    def record_retired(self, input_path: str, output: str, action: str, destination: str | None) -> None:
+    def record_retired(
+        self, input_path: str, output: str, action: str, destination: str | None
+    ) -> None:
         self._transaction(
             "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, ?, ?, ?, ?)",
-            (input_path, output, action, destination, iso_now()))
+            (input_path, output, action, destination, iso_now()),
+        )
 
     def retired(self, output: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT input, output, action, destination, at FROM retired"
         params: tuple[str, ...] = ()
         if output is not None:
             sql, params = sql + " WHERE output = ?", (output,)
-        return [dict(zip(("input", "output", "action", "destination", "at"), row))
-                for row in self._db.execute(sql + " ORDER BY input", params)]
+        return [
+            dict(zip(("input", "output", "action", "destination", "at"), row))
+            for row in self._db.execute(sql + " ORDER BY input", params)
+        ]
 
     def summary(self) -> dict[str, int]:
-        return {state: count for state, count in
-                self._db.execute("SELECT state, COUNT(*) FROM outputs GROUP BY state ORDER BY state")}
+        return {
+            state: count
+            for state, count in self._db.execute(
+                "SELECT state, COUNT(*) FROM outputs GROUP BY state ORDER BY state"
+            )
+        }
 
 
 _COLUMNS = "name, run, inputs, state, mode, file_size, checksum, event_count, error, updated, identities, accepted"
 
 
 def _entry(row) -> JournalEntry:
-    name, run, inputs, state, mode, size, checksum, events, error, updated, identities, accepted = row
-    return JournalEntry(name, run, json.loads(inputs), JournalState(state), mode, size, checksum, events, error,
-                        updated,
-                        None if identities is None else json.loads(identities),
-                        None if accepted is None else json.loads(accepted))
+    name, run, inputs, state, mode, size, checksum, events, error, updated, identities, accepted = (
+        row
+    )
+    return JournalEntry(
+        name,
+        run,
+        json.loads(inputs),
+        JournalState(state),
+        mode,
+        size,
+        checksum,
+        events,
+        error,
+        updated,
+        None if identities is None else json.loads(identities),
+        None if accepted is None else json.loads(accepted),
+    )

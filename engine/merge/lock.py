@@ -26,18 +26,20 @@ class ExclusiveLock:
         self.what = what
         self._fd = -1
 
-    def acquire(self) -> "ExclusiveLock":
+    def acquire(self) -> ExclusiveLock:
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:    # a read-only or full folder: no output can be made there
+            except OSError as exc:  # a read-only or full folder: no output can be made there
                 raise output_error(exc, self.target, "create a lock beside the output") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
-                raise OutputLocked(f"another merge (pid {holder}) is writing this {self.what}", path=self.target)
+                raise OutputLocked(
+                    f"another merge (pid {holder}) is writing this {self.what}", path=self.target
+                )
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -58,7 +60,7 @@ class ExclusiveLock:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "ExclusiveLock":
+    def __enter__(self) -> ExclusiveLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -43,13 +43,13 @@ from ..checksums import RunningAdler32
 from ..errors import AllInputsRejected, EngineError, OutputExists, OutputIsInput, UsageError
 from ..fsutil import remove_quietly, remove_stale_temporaries, same_file, write_staged
 from ..host import peak_rss_bytes as own_peak_rss
+from ..metadata import sidecar_path
 from ..pool import BufferPool, PoolClosed
 from ..progress import NullProgress
 from ..remote import is_url, location
 from ..verify.merged import verify_merged_output
 from ..verify.readback import BlockReadback
 from ..writer import TmbWriter, WrittenBlock
-from ..metadata import sidecar_path
 from .bookkeeping import CatalogBookkeeping, names_by_run, open_bookkeeping
 from .inputs import PreparedInput, check_adler, prepare_inputs, validate_whole
 from .lock import ExclusiveLock
@@ -58,7 +58,7 @@ from .reproducible import merge_clock, output_uuid
 from .spec import MergeSpec
 
 log = logging.getLogger(__name__)
-QUEUE_BLOCKS = 4   # blocks read ahead of the writer: enough slack, 5 MiB of buffer each
+QUEUE_BLOCKS = 4  # blocks read ahead of the writer: enough slack, 5 MiB of buffer each
 LOOKAHEAD_INPUTS = 2
 #: Blocks smaller than this (uncompressed) are joined with their small neighbours, not copied as
 #: they are: reading 4 KB blocks costs a read and a check each (a merged file of 1,000 of them reads
@@ -67,8 +67,17 @@ COALESCE_BELOW = 32 << 10
 _END = object()
 
 
-def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None, bookkeeping=None,
-                label: str | None = None, catalog_checked: bool = False, planned: dict | None = None) -> MergeReport:
+def merge_files(
+    inputs,
+    output,
+    spec: MergeSpec = MergeSpec(),
+    *,
+    progress=None,
+    bookkeeping=None,
+    label: str | None = None,
+    catalog_checked: bool = False,
+    planned: dict | None = None,
+) -> MergeReport:
     """Merge ``inputs`` (in order) into ``output``; see the module docstring.
 
     ``bookkeeping(path) -> metadata | None`` supplies each input's catalogue record (default: its
@@ -78,11 +87,12 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
     and nothing is published.  Returns a ``MergeReport``;
     raises an ``EngineError`` when nothing was published.
     """
-    if is_url(output):      # written and verified locally, then staged out (``remote.stageout``)
+    if is_url(output):  # written and verified locally, then staged out (``remote.stageout``)
         from ..remote.stageout import merge_to_remote
 
-        return merge_to_remote(inputs, location(output), spec, progress=progress, bookkeeping=bookkeeping,
-                               label=label)
+        return merge_to_remote(
+            inputs, location(output), spec, progress=progress, bookkeeping=bookkeeping, label=label
+        )
     started = time.perf_counter()
     output = Path(output)
     progress = progress or NullProgress()
@@ -99,17 +109,27 @@ def merge_files(inputs, output, spec: MergeSpec = MergeSpec(), *, progress=None,
             catalog.prefetch(inputs)
             bookkeeping = bookkeeping or catalog.metadata
             check_input = lambda path: catalog.check_not_merged(path, output_name=output.name)  # noqa: E731
-        prepared = prepare_inputs(inputs, spec, bookkeeping=bookkeeping, check_input=check_input, planned=planned)
+        prepared = prepare_inputs(
+            inputs, spec, bookkeeping=bookkeeping, check_input=check_input, planned=planned
+        )
         log.debug("%s: merging %d inputs, %s mode", output, len(prepared), spec.mode)
         try:
             if spec.expect_complete:
-                catalog.check_complete(names_by_run((p.path.name, r) for p in prepared if p.error is None
-                                                    for r in p.runs))
+                catalog.check_complete(
+                    names_by_run(
+                        (p.path.name, r) for p in prepared if p.error is None for r in p.runs
+                    )
+                )
             report = _merge_prepared(prepared, output, spec, progress, label or output.name)
         finally:
             for item in prepared:
                 item.close()
-        log.info("%s: published, %d events from %d inputs", output, report.event_count, len(report.accepted))
+        log.info(
+            "%s: published, %d events from %d inputs",
+            output,
+            report.event_count,
+            len(report.accepted),
+        )
         if spec.declare:
             declare_output(catalog, report)
         if catalog is not None:
@@ -127,11 +147,14 @@ def refuse_output_among_inputs(output: Path, inputs) -> None:
     written = (output, sidecar_path(output))
     for given in inputs:
         if is_url(given) or is_url(str(given)):
-            continue     # a remote input is read where it is; the output is written here
+            continue  # a remote input is read where it is; the output is written here
         for read in (Path(given), sidecar_path(Path(given))):
             if any(same_file(read, item) for item in written):
-                raise OutputIsInput(f"the output is one of the inputs ({given}); a merge never writes over "
-                                    "what it reads, even with --force", path=output)
+                raise OutputIsInput(
+                    f"the output is one of the inputs ({given}); a merge never writes over "
+                    "what it reads, even with --force",
+                    path=output,
+                )
 
 
 def peak_rss_bytes() -> int:
@@ -139,11 +162,19 @@ def peak_rss_bytes() -> int:
     return own_peak_rss() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec, progress, label) -> MergeReport:
-    outcomes = {id(p): InputOutcome(p.path, False, reason=p.error.to_dict()) for p in prepared if p.error}
+def _merge_prepared(
+    prepared: list[PreparedInput], output: Path, spec: MergeSpec, progress, label
+) -> MergeReport:
+    outcomes = {
+        id(p): InputOutcome(p.path, False, reason=p.error.to_dict()) for p in prepared if p.error
+    }
     good = [p for p in prepared if p.error is None]
-    progress.start(label=label, files=len(good), events=sum(p.reader.event_count for p in good),
-                   bytes=sum(p.reader.file_size for p in good))
+    progress.start(
+        label=label,
+        files=len(good),
+        events=sum(p.reader.event_count for p in good),
+        bytes=sum(p.reader.file_size for p in good),
+    )
     clock = merge_clock(spec.reproducible, [p.reader.metadata.get("created") for p in good])
     started_at = clock()
     runs = sorted({r for p in good for r in p.runs})
@@ -157,8 +188,14 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
     }
     accepted: list[PreparedInput] = []
     file_uuid = output_uuid(header_md, [p.reader.uuid for p in good])
-    with TmbWriter(output, metadata=header_md, overwrite=spec.force, fsync=spec.fsync, drop_behind=True,
-                   file_uuid=file_uuid) as writer:
+    with TmbWriter(
+        output,
+        metadata=header_md,
+        overwrite=spec.force,
+        fsync=spec.fsync,
+        drop_behind=True,
+        file_uuid=file_uuid,
+    ) as writer:
         readback = None
         if spec.checks_bookkeeping:
             # deep: one decoder more than the thread budget, as each also waits on its read-back
@@ -166,8 +203,12 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
             # early writeback: 0.46x of all-core zstd with 2 decoders, 0.51-0.52x with 3, 0.46x
             # with 4; since, 2-4 decoders measure alike, 0.50-0.57x); safe only hashes, at
             # several GB/s: one thread
-            readback = BlockReadback(writer.tmp_path, threads=spec.threads + 1 if spec.decodes_events else 1,
-                                     decode=spec.decodes_events, name=output)
+            readback = BlockReadback(
+                writer.tmp_path,
+                threads=spec.threads + 1 if spec.decodes_events else 1,
+                decode=spec.decodes_events,
+                name=output,
+            )
             writer.keep_cached_from(lambda: readback.read_through)
         try:
             _copy(good, spec, writer, readback, outcomes, accepted, progress)
@@ -182,11 +223,23 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
             raise AllInputsRejected([p.error for p in prepared if p.error is not None], path=output)
         result = writer.finish()
         if readback is not None:
-            verify_merged_output(result.path, expected_events=[p.reader for p in accepted],
-                                 expected_adler32=result.adler32, expected_size=result.file_size,
-                                 blocks_read_back=readback, name=output)
-        metadata = _merged_metadata(accepted, [p for p in prepared if p.error is not None], output, result,
-                                    spec, started_at, clock())
+            verify_merged_output(
+                result.path,
+                expected_events=[p.reader for p in accepted],
+                expected_adler32=result.adler32,
+                expected_size=result.file_size,
+                blocks_read_back=readback,
+                name=output,
+            )
+        metadata = _merged_metadata(
+            accepted,
+            [p for p in prepared if p.error is not None],
+            output,
+            result,
+            spec,
+            started_at,
+            clock(),
+        )
         sidecar = _StagedSidecar(output, metadata)
         published = False
         try:
@@ -200,19 +253,31 @@ def _merge_prepared(prepared: list[PreparedInput], output: Path, spec: MergeSpec
                     sidecar.withdraw()
                     raise
                 published = True
-        except KeyboardInterrupt as exc:   # a signal deferred while publishing arrives now
+        except KeyboardInterrupt as exc:  # a signal deferred while publishing arrives now
             if published:
                 exc.published = [str(output)]
             raise
         finally:
             sidecar.discard()
     for item in accepted:
-        outcomes[id(item)] = InputOutcome(item.path, True, item.reader.event_count, item.reader.file_size,
-                                          getattr(item, "adler32", None))
+        outcomes[id(item)] = InputOutcome(
+            item.path,
+            True,
+            item.reader.event_count,
+            item.reader.file_size,
+            getattr(item, "adler32", None),
+        )
     return MergeReport(
-        output=output, mode=spec.mode, inputs=[outcomes[id(p)] for p in prepared],
-        file_size=result.file_size, adler32=result.adler32, event_count=result.event_count,
-        block_count=result.block_count, bytes_in=bytes_in, verified=spec.checks_bookkeeping, metadata=metadata,
+        output=output,
+        mode=spec.mode,
+        inputs=[outcomes[id(p)] for p in prepared],
+        file_size=result.file_size,
+        adler32=result.adler32,
+        event_count=result.event_count,
+        block_count=result.block_count,
+        bytes_in=bytes_in,
+        verified=spec.checks_bookkeeping,
+        metadata=metadata,
     )
 
 
@@ -225,7 +290,7 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
         report.declared = "failed"
         report.declare_error = exc.with_path(report.output)
         return
-    try:   # with --register: the replica too; until it is, the output counts as not declared
+    try:  # with --register: the replica too; until it is, the output counts as not declared
         report.registered = catalog.register(report.output)
     except EngineError as exc:
         report.registered = "failed"
@@ -233,6 +298,7 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
 
 
 # -- streaming ---------------------------------------------------------------------------------
+
 
 def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted, progress) -> None:
     """Write every block of every accepted input, in order; record what was left out.
@@ -254,32 +320,44 @@ def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted
             item.close()
         elif event == "done":
             accepted.append(item)
-            progress.advance(files=1, events=item.reader.event_count,
-                             bytes=item.reader.file_size - copied.pop(id(item), 0))
+            progress.advance(
+                files=1,
+                events=item.reader.event_count,
+                bytes=item.reader.file_size - copied.pop(id(item), 0),
+            )
         else:
             copied[id(item)] = copied.get(id(item), 0) + event.size
             origin = (item.path, event.number, event.offset)
             if event.header.uncompressed_length < COALESCE_BELOW:
-                kept = event._replace(stored=bytes(event.stored), lease=None)   # the lease goes back below
-                written = writer.coalesce_block(kept.header, kept.stored, kept.events,
-                                                lambda block=kept, reader=item.reader: reader.decode(block).records,
-                                                kept.adler32, origin=origin)
+                kept = event._replace(
+                    stored=bytes(event.stored), lease=None
+                )  # the lease goes back below
+                written = writer.coalesce_block(
+                    kept.header,
+                    kept.stored,
+                    kept.events,
+                    lambda block=kept, reader=item.reader: reader.decode(block).records,
+                    kept.adler32,
+                    origin=origin,
+                )
             else:
                 written = writer.flush_coalesced()
                 number = writer.block_count
                 offset = writer.copy_block(event.header, event.stored, event.events, event.adler32)
                 written.append(WrittenBlock(number, offset, event.header, event.events, origin))
             if event.lease is not None:
-                event.lease.release()   # written (or copied out): the buffer goes back to the reader
+                event.lease.release()  # written (or copied out): the buffer goes back to the reader
             _read_back(readback, written)
             progress.advance(bytes=event.size)
     _read_back(readback, writer.flush_coalesced())
 
 
 def _read_back(readback, written) -> None:
-    if readback is not None:    # it reads each block back from the output file itself
+    if readback is not None:  # it reads each block back from the output file itself
         for block in written:
-            readback.submit(block.number, block.offset, block.header, block.events, origin=block.origin)
+            readback.submit(
+                block.number, block.offset, block.header, block.events, origin=block.origin
+            )
 
 
 def _stream(good: list[PreparedInput], spec: MergeSpec):
@@ -333,7 +411,7 @@ class _Stopped(Exception):
 
 def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPool) -> None:
     if spec.skip_bad:
-        from concurrent.futures import ThreadPoolExecutor   # only here: it imports logging
+        from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
 
         with ThreadPoolExecutor(1, thread_name_prefix="tmb-validate") as pool:
             pending: list = []
@@ -360,15 +438,17 @@ def _produce(good: list[PreparedInput], spec: MergeSpec, put, buffers: BufferPoo
         adler = RunningAdler32()
         for block in item.reader.iter_blocks(adler, pool=buffers):
             put((item, block))
-        item.reader.release()   # one input open at a time (a few with --skip-bad)
+        item.reader.release()  # one input open at a time (a few with --skip-bad)
         check_adler(item, adler.value, spec)
         put((item, "done"))
 
 
 # -- the merged file's metadata ---------------------------------------------------------------
 
-def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, started_at: str,
-                     ended_at: str) -> dict:
+
+def _merged_metadata(
+    accepted, rejected, output: Path, result, spec: MergeSpec, started_at: str, ended_at: str
+) -> dict:
     from ..metadata import merged_metadata
 
     inputs = []
@@ -377,11 +457,18 @@ def _merged_metadata(accepted, rejected, output: Path, result, spec: MergeSpec, 
         inputs.append((item.path.name, md))
     run_type = _run_type(inputs)
     return merged_metadata(
-        inputs, file_name=output.name, file_size=result.file_size, adler32=result.adler32,
-        event_count=result.event_count, first_event=result.first_event, last_event=result.last_event,
-        runs=[[r, 0, run_type] for r in result.runs], merge_mode=spec.mode,
+        inputs,
+        file_name=output.name,
+        file_size=result.file_size,
+        adler32=result.adler32,
+        event_count=result.event_count,
+        first_event=result.first_event,
+        last_event=result.last_event,
+        runs=[[r, 0, run_type] for r in result.runs],
+        merge_mode=spec.mode,
         application={"family": "tmbmerge", "name": "tmbmerge", "version": __version__},
-        start_time=started_at, end_time=ended_at,
+        start_time=started_at,
+        end_time=ended_at,
         skipped=[{"file_name": p.path.name, "reason": str(p.error)} for p in rejected],
         data_tier=spec.data_tier,
     )
@@ -392,9 +479,17 @@ HEADER_BOOKKEEPING_KEYS = ("data_tier", "application", "runs", "data_stream", "g
 
 def _header_bookkeeping(item: PreparedInput) -> dict:
     """What an input's own header says, standing in for bookkeeping in fast mode."""
-    md = {key: item.reader.metadata[key] for key in HEADER_BOOKKEEPING_KEYS if key in item.reader.metadata}
-    md.update(file_name=item.path.name, file_format="tmb", event_count=item.reader.event_count,
-              file_size=item.reader.file_size)
+    md = {
+        key: item.reader.metadata[key]
+        for key in HEADER_BOOKKEEPING_KEYS
+        if key in item.reader.metadata
+    }
+    md.update(
+        file_name=item.path.name,
+        file_format="tmb",
+        event_count=item.reader.event_count,
+        file_size=item.reader.file_size,
+    )
     return md
 
 
@@ -438,8 +533,10 @@ def _signals_deferred():
         yield
         return
     received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:

@@ -41,28 +41,40 @@ PARTITION_IN_NAME = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 @dataclass(frozen=True)
 class PlannedInput:
-    path: str                        # absolute, symlinks resolved
+    path: str  # absolute, symlinks resolved
     run: int
     partition: int | None
     file_size: int
     event_count: int
     first_event: int
     last_event: int
-    given: str | None = None         # as named (absolute), when that differs from ``path`` (a symlink)
-    device: int | None = None        # (st_dev, st_ino, st_mtime_ns) at planning
+    given: str | None = None  # as named (absolute), when that differs from ``path`` (a symlink)
+    device: int | None = None  # (st_dev, st_ino, st_mtime_ns) at planning
     inode: int | None = None
     mtime_ns: int | None = None
-    adler32: int | None = None       # what the input's sidecar says, if it has one
+    adler32: int | None = None  # what the input's sidecar says, if it has one
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.path, "run": self.run, "partition": self.partition, "file_size": self.file_size,
-                "event_count": self.event_count}
+        return {
+            "file": self.path,
+            "run": self.run,
+            "partition": self.partition,
+            "file_size": self.file_size,
+            "event_count": self.event_count,
+        }
 
     def identity(self) -> dict[str, Any]:
         """What the journal keeps to recognise this input later (see ``retire.check_identity``)."""
-        return {"path": self.path, "given": self.given, "device": self.device, "inode": self.inode,
-                "size": self.file_size, "mtime_ns": self.mtime_ns, "adler32": self.adler32,
-                "event_count": self.event_count}
+        return {
+            "path": self.path,
+            "given": self.given,
+            "device": self.device,
+            "inode": self.inode,
+            "size": self.file_size,
+            "mtime_ns": self.mtime_ns,
+            "adler32": self.adler32,
+            "event_count": self.event_count,
+        }
 
 
 @dataclass(frozen=True)
@@ -84,23 +96,36 @@ class PlannedOutput:
         return [i.path for i in self.inputs]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.name, "run": self.run, "inputs": [i.to_dict() for i in self.inputs],
-                "input_count": len(self.inputs), "input_bytes": self.file_size, "event_count": self.event_count}
+        return {
+            "output": self.name,
+            "run": self.run,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "input_count": len(self.inputs),
+            "input_bytes": self.file_size,
+            "event_count": self.event_count,
+        }
 
 
 @dataclass
 class Plan:
     outputs: list[PlannedOutput] = field(default_factory=list)
     rejected: list[tuple[str, EngineError]] = field(default_factory=list)
-    ignored: list[tuple[str, str]] = field(default_factory=list)   # (path, why): merged files in a folder
+    ignored: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (path, why): merged files in a folder
 
     def to_dict(self) -> dict[str, Any]:
-        return {"outputs": [o.to_dict() for o in self.outputs],
-                "rejected": [{"file": p, "reason": e.to_dict()} for p, e in self.rejected],
-                "ignored": [{"file": p, "reason": why} for p, why in self.ignored],
-                "totals": {"outputs": len(self.outputs), "inputs": sum(len(o.inputs) for o in self.outputs),
-                           "input_bytes": sum(o.file_size for o in self.outputs),
-                           "events": sum(o.event_count for o in self.outputs)}}
+        return {
+            "outputs": [o.to_dict() for o in self.outputs],
+            "rejected": [{"file": p, "reason": e.to_dict()} for p, e in self.rejected],
+            "ignored": [{"file": p, "reason": why} for p, why in self.ignored],
+            "totals": {
+                "outputs": len(self.outputs),
+                "inputs": sum(len(o.inputs) for o in self.outputs),
+                "input_bytes": sum(o.file_size for o in self.outputs),
+                "events": sum(o.event_count for o in self.outputs),
+            },
+        }
 
 
 def discover_inputs(arguments) -> list[Path]:
@@ -113,13 +138,18 @@ def _discover(arguments) -> list[tuple[Path, bool]]:
     found: list[tuple[Path, bool]] = []
     for arg in arguments:
         path = location(arg)
-        if path.is_dir():   # a remote folder is listed over its protocol
-            found.extend((p, False) for p in sorted(path.iterdir())
-                         if p.name.endswith(".tmb") and not p.name.startswith("."))
+        if path.is_dir():  # a remote folder is listed over its protocol
+            found.extend(
+                (p, False)
+                for p in sorted(path.iterdir())
+                if p.name.endswith(".tmb") and not p.name.startswith(".")
+            )
         else:
             found.append((path, True))
     if not found:
-        raise UsageError(f"no TMB files found in {', '.join(map(str, arguments)) or 'the arguments'}")
+        raise UsageError(
+            f"no TMB files found in {', '.join(map(str, arguments)) or 'the arguments'}"
+        )
     return found
 
 
@@ -131,8 +161,11 @@ def partition_of(path: Path, metadata: dict) -> int | None:
     value = metadata.get("partition")
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         if value > MAX_PARTITION:
-            raise MetadataError(f"partition: {value} is out of range (0..{MAX_PARTITION})", path=path,
-                                region="metadata")
+            raise MetadataError(
+                f"partition: {value} is out of range (0..{MAX_PARTITION})",
+                path=path,
+                region="metadata",
+            )
         return value
     return partition_in_name(path.name)
 
@@ -156,20 +189,37 @@ def describe_input(path: Path, *, merged_tier: str = "thumbnail") -> PlannedInpu
     real = location(resolved_name(where))
     with open_file(real) as reader:
         if reader.metadata.get("data_tier") == merged_tier or "merge" in reader.metadata:
-            raise MergedInput(f"is a merged file (data tier {reader.metadata.get('data_tier')}): merge-run merges "
-                              "unmerged files only", path=path)
-        runs = sorted({int(r) for r in set(reader.events.run.tolist())}) if reader.event_count else []
+            raise MergedInput(
+                f"is a merged file (data tier {reader.metadata.get('data_tier')}): merge-run merges "
+                "unmerged files only",
+                path=path,
+            )
+        runs = (
+            sorted({int(r) for r in set(reader.events.run.tolist())}) if reader.event_count else []
+        )
         if not runs:
             raise InconsistentInputs("input holds no events", path=path)
         if len(runs) > 1:
-            raise InconsistentInputs(f"input holds several runs ({', '.join(map(str, runs))}); merge-run never "
-                                     "mixes runs", path=path)
-        stat = None if remote else os.stat(real)   # a remote file is known by its URL and size alone
-        return PlannedInput(str(real), runs[0], partition_of(real, reader.metadata), reader.file_size,
-                            reader.event_count, int(reader.events.event.min()), int(reader.events.event.max()),
-                            given=str(given) if given != real else None, device=stat and stat.st_dev,
-                            inode=stat and stat.st_ino, mtime_ns=stat and stat.st_mtime_ns,
-                            adler32=None if remote else _sidecar_adler32(real))
+            raise InconsistentInputs(
+                f"input holds several runs ({', '.join(map(str, runs))}); merge-run never "
+                "mixes runs",
+                path=path,
+            )
+        stat = None if remote else os.stat(real)  # a remote file is known by its URL and size alone
+        return PlannedInput(
+            str(real),
+            runs[0],
+            partition_of(real, reader.metadata),
+            reader.file_size,
+            reader.event_count,
+            int(reader.events.event.min()),
+            int(reader.events.event.max()),
+            given=str(given) if given != real else None,
+            device=stat and stat.st_dev,
+            inode=stat and stat.st_ino,
+            mtime_ns=stat and stat.st_mtime_ns,
+            adler32=None if remote else _sidecar_adler32(real),
+        )
 
 
 def resolved_name(name) -> str:
@@ -186,7 +236,7 @@ def _sidecar_adler32(path: Path) -> int | None:
         md = read_sidecar(path)
         return adler32_from_checksums(md.get("checksum") or []) if md else None
     except EngineError:
-        return None      # a bad sidecar is the merge's to report, with the rest of its crosschecks
+        return None  # a bad sidecar is the merge's to report, with the rest of its crosschecks
 
 
 def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
@@ -196,9 +246,18 @@ def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
     return f"tmb_{run:010d}_mrg_e{min(i.first_event for i in inputs)}-e{max(i.last_event for i in inputs)}.tmb"
 
 
-def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
-             max_events: int = DEFAULT_MAX_EVENTS, skip_bad: bool = False, exclude=frozenset(),
-             check_input=None, validate=None, merged_tier: str = "thumbnail") -> Plan:
+def plan_run(
+    arguments,
+    *,
+    run: int | None = None,
+    target_size: int = DEFAULT_TARGET_SIZE,
+    max_events: int = DEFAULT_MAX_EVENTS,
+    skip_bad: bool = False,
+    exclude=frozenset(),
+    check_input=None,
+    validate=None,
+    merged_tier: str = "thumbnail",
+) -> Plan:
     """Plan the outputs for the inputs named (files or directories); see the module docstring.
 
     ``exclude`` holds resolved paths already merged, or written, by this run (a resumed run's
@@ -216,7 +275,7 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
         found = _discover(arguments)
     except UsageError:
         if exclude:
-            return plan   # everything was merged (and perhaps retired) already
+            return plan  # everything was merged (and perhaps retired) already
         raise
     found = [(p, named) for p, named in found if resolved_name(p) not in exclude]
     if not found and exclude:
@@ -243,7 +302,7 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
             by_run[described.run].append(described)
     if not by_run:
         if exclude or plan.ignored:
-            return plan   # only this run's own inputs and outputs, or merged files, are left
+            return plan  # only this run's own inputs and outputs, or merged files, are left
         raise UsageError(f"no inputs of run {run}" if run is not None else "no usable inputs")
     for run_number in sorted(by_run):
         inputs = _refuse_repeated_partitions(by_run[run_number], plan, skip_bad, validate)
@@ -256,16 +315,20 @@ def plan_run(arguments, *, run: int | None = None, target_size: int = DEFAULT_TA
     return plan
 
 
-def _refuse_repeated_partitions(inputs: list[PlannedInput], plan: Plan, skip_bad: bool,
-                                validate=None) -> list[PlannedInput]:
+def _refuse_repeated_partitions(
+    inputs: list[PlannedInput], plan: Plan, skip_bad: bool, validate=None
+) -> list[PlannedInput]:
     if skip_bad and validate is not None:
         inputs = _validate_repeated(inputs, plan, validate)
     seen: dict[int, PlannedInput] = {}
     kept = []
-    for item in inputs:   # in the order given: the later of two copies is the one refused
+    for item in inputs:  # in the order given: the later of two copies is the one refused
         if item.partition is not None and item.partition in seen:
-            exc = InconsistentInputs(f"partition {item.partition} of run {item.run} is given twice (also "
-                                     f"{seen[item.partition].path})", path=item.path)
+            exc = InconsistentInputs(
+                f"partition {item.partition} of run {item.run} is given twice (also "
+                f"{seen[item.partition].path})",
+                path=item.path,
+            )
             if not skip_bad:
                 raise exc
             plan.rejected.append((item.path, exc))
@@ -294,7 +357,9 @@ def _validate_repeated(inputs: list[PlannedInput], plan: Plan, validate) -> list
     return kept
 
 
-def split_by_size(inputs: list[PlannedInput], target_size: int, max_events: int) -> list[tuple[PlannedInput, ...]]:
+def split_by_size(
+    inputs: list[PlannedInput], target_size: int, max_events: int
+) -> list[tuple[PlannedInput, ...]]:
     """Cut an ordered list of inputs into groups near the target; see the module docstring."""
     groups: list[tuple[PlannedInput, ...]] = []
     segment: list[PlannedInput] = []
@@ -307,14 +372,16 @@ def split_by_size(inputs: list[PlannedInput], target_size: int, max_events: int)
     for item in inputs:
         if item.file_size >= target_size or item.event_count >= max_events:
             close_segment()
-            groups.append((item,))   # an oversize input is an output of its own
+            groups.append((item,))  # an oversize input is an output of its own
         else:
             segment.append(item)
     close_segment()
     return groups
 
 
-def _balanced(inputs: list[PlannedInput], target_size: int, max_events: int) -> list[tuple[PlannedInput, ...]]:
+def _balanced(
+    inputs: list[PlannedInput], target_size: int, max_events: int
+) -> list[tuple[PlannedInput, ...]]:
     """The fewest outputs within the limits, cut as evenly as the input sizes allow."""
     total_events = sum(i.event_count for i in inputs)
     total_size = sum(i.file_size for i in inputs)
@@ -323,10 +390,12 @@ def _balanced(inputs: list[PlannedInput], target_size: int, max_events: int) -> 
         groups = _cut_even(inputs, count, target_size, max_events)
         if len(groups) <= count:
             return groups
-        count += 1   # the sizes do not divide into this many outputs under the limits
+        count += 1  # the sizes do not divide into this many outputs under the limits
 
 
-def _cut_even(inputs, count: int, target_size: int, max_events: int) -> list[tuple[PlannedInput, ...]]:
+def _cut_even(
+    inputs, count: int, target_size: int, max_events: int
+) -> list[tuple[PlannedInput, ...]]:
     """Cut where the running size is closest to an even share of what remains, within the limits."""
     remaining = sum(i.file_size for i in inputs)
     groups: list[tuple[PlannedInput, ...]] = []
@@ -335,7 +404,9 @@ def _cut_even(inputs, count: int, target_size: int, max_events: int) -> list[tup
     for item in inputs:
         if current:
             share = remaining / max(1, count - len(groups))
-            over_limit = size + item.file_size > target_size or events + item.event_count > max_events
+            over_limit = (
+                size + item.file_size > target_size or events + item.event_count > max_events
+            )
             closer_without = abs(size - share) <= abs(size + item.file_size - share)
             if over_limit or (closer_without and len(groups) < count - 1):
                 groups.append(tuple(current))

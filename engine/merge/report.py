@@ -19,11 +19,15 @@ class InputOutcome:
     events: int = 0
     file_size: int = 0
     adler32: int | None = None
-    reason: dict[str, Any] | None = None   # EngineError.to_dict() when rejected
+    reason: dict[str, Any] | None = None  # EngineError.to_dict() when rejected
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"file": str(self.path), "accepted": self.accepted, "events": self.events,
-                               "file_size": self.file_size}
+        out: dict[str, Any] = {
+            "file": str(self.path),
+            "accepted": self.accepted,
+            "events": self.events,
+            "file_size": self.file_size,
+        }
         if self.adler32 is not None:
             out["checksum"] = format_adler32(self.adler32)
         if self.reason is not None:
@@ -45,12 +49,14 @@ class MergeReport:
     verified: bool = False
     peak_rss_bytes: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
-    declared: str | None = None          # "declared", "already declared" or "failed" when --declare
-    declare_error: Any = None            # the EngineError of a failed declaration
-    retired: list[dict[str, Any]] = field(default_factory=list)   # inputs moved or deleted after declaring
-    status: str = "merged"               # merged | already verified (resumed runs)
-    catalog: dict[str, Any] | None = None   # the catalogue budget spent (requests, seconds_waiting)
-    registered: str | None = None        # "registered", "already registered" or "failed" with --register
+    declared: str | None = None  # "declared", "already declared" or "failed" when --declare
+    declare_error: Any = None  # the EngineError of a failed declaration
+    retired: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # inputs moved or deleted after declaring
+    status: str = "merged"  # merged | already verified (resumed runs)
+    catalog: dict[str, Any] | None = None  # the catalogue budget spent (requests, seconds_waiting)
+    registered: str | None = None  # "registered", "already registered" or "failed" with --register
 
     @property
     def checksum(self) -> str:
@@ -71,13 +77,23 @@ class MergeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "output": str(self.output), "mode": self.mode, "status": self.status, "file_size": self.file_size,
-            "checksum": self.checksum, "event_count": self.event_count, "block_count": self.block_count,
-            "bytes_in": self.bytes_in, "seconds": round(self.seconds, 3),
-            "throughput_MBps": round(self.throughput / 1e6, 1), "verified": self.verified,
-            "peak_rss_MB": round(self.peak_rss_bytes / 2**20, 1), "declared": self.declared,
+            "output": str(self.output),
+            "mode": self.mode,
+            "status": self.status,
+            "file_size": self.file_size,
+            "checksum": self.checksum,
+            "event_count": self.event_count,
+            "block_count": self.block_count,
+            "bytes_in": self.bytes_in,
+            "seconds": round(self.seconds, 3),
+            "throughput_MBps": round(self.throughput / 1e6, 1),
+            "verified": self.verified,
+            "peak_rss_MB": round(self.peak_rss_bytes / 2**20, 1),
+            "declared": self.declared,
             "declare_error": None if self.declare_error is None else self.declare_error.to_dict(),
-            "retired": self.retired, "catalog": self.catalog, "registered": self.registered,
+            "retired": self.retired,
+            "catalog": self.catalog,
+            "registered": self.registered,
             "inputs": [i.to_dict() for i in self.inputs],
             "skipped": [i.to_dict() for i in self.skipped],
         }
@@ -88,10 +104,14 @@ class RunReport:
     out_dir: Path
     outputs: list[MergeReport] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)   # inputs --skip-bad left out at planning
+    skipped: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # inputs --skip-bad left out at planning
     seconds: float = 0.0
-    planned: list[str] = field(default_factory=list)   # names of the outputs this run set out to merge
-    catalog: dict[str, Any] | None = None   # the catalogue budget spent by the whole run
+    planned: list[str] = field(
+        default_factory=list
+    )  # names of the outputs this run set out to merge
+    catalog: dict[str, Any] | None = None  # the catalogue budget spent by the whole run
 
     @property
     def ok(self) -> bool:
@@ -100,11 +120,16 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         merged = [o for o in self.outputs if o.status == "merged"]
         return {
-            "out_dir": str(self.out_dir), "ok": self.ok, "seconds": round(self.seconds, 3),
-            "outputs": [o.to_dict() for o in self.outputs], "failures": self.failures, "skipped": self.skipped,
+            "out_dir": str(self.out_dir),
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "outputs": [o.to_dict() for o in self.outputs],
+            "failures": self.failures,
+            "skipped": self.skipped,
             "catalog": self.catalog,
             "totals": {
-                "outputs": len(self.outputs), "events": sum(o.event_count for o in self.outputs),
+                "outputs": len(self.outputs),
+                "events": sum(o.event_count for o in self.outputs),
                 "bytes_in": sum(o.bytes_in for o in merged),
                 "bytes_out": sum(o.file_size for o in self.outputs),
             },

@@ -19,20 +19,25 @@ from __future__ import annotations
 
 import json
 import uuid as uuidlib
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..metadata import now_iso, source_date_epoch
-
 
 # the namespace of tmbmerge's name-based (RFC 4122 version 5) file UUIDs
 OUTPUT_NAMESPACE = uuidlib.uuid5(uuidlib.NAMESPACE_URL, "https://tmbmerge/merged-output")
 
 
-def output_uuid(header_metadata: dict[str, Any], input_uuids: Iterable[uuidlib.UUID]) -> uuidlib.UUID:
+def output_uuid(
+    header_metadata: dict[str, Any], input_uuids: Iterable[uuidlib.UUID]
+) -> uuidlib.UUID:
     """A name-based UUID (version 5) of the merged file's header metadata and its inputs' UUIDs."""
-    name = json.dumps({"header": header_metadata, "inputs": [str(u) for u in input_uuids]}, sort_keys=True,
-                      separators=(",", ":"))
+    name = json.dumps(
+        {"header": header_metadata, "inputs": [str(u) for u in input_uuids]},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return uuidlib.uuid5(OUTPUT_NAMESPACE, name)
 
 
@@ -49,7 +54,9 @@ def merge_clock(reproducible: bool, input_created: Iterable[Any]) -> Callable[[]
             continue
         if moment.tzinfo is not None:
             moments.append(moment)
-    if not moments:   # inputs without a creation time: the epoch, a fixed and obviously synthetic time
+    if (
+        not moments
+    ):  # inputs without a creation time: the epoch, a fixed and obviously synthetic time
         return lambda: "1970-01-01T00:00:00+00:00"
     fixed = max(moments).isoformat(timespec="seconds")
     return lambda: fixed

@@ -26,7 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CatalogError, ChecksumMismatch, EngineError, InconsistentInputs, OutputExists, UsageError
+from ..errors import (
+    CatalogError,
+    ChecksumMismatch,
+    EngineError,
+    InconsistentInputs,
+    OutputExists,
+    UsageError,
+)
 from ..metadata import sidecar_path
 from ..remote import is_url, location
 
@@ -35,15 +42,20 @@ log = logging.getLogger(__name__)
 MOVE, DELETE = "move", "delete"
 
 
-def check_retirable(output: Path, entry, catalog, *, action: str, retire_dir: Path | None) -> list[dict]:
+def check_retirable(
+    output: Path, entry, catalog, *, action: str, retire_dir: Path | None
+) -> list[dict]:
     """The identities of the inputs ``output`` (journal ``entry``) may retire, or an ``EngineError``
     saying why none may; see the module docstring.  An input an interrupted retirement already
     moved is checked where it went; one it deleted has nothing left to check."""
     from ..readers import open_file
 
     if not entry.accepted or not entry.identities:
-        raise InconsistentInputs("the journal does not record which files this output holds (written by an "
-                                 "older tmbmerge): its inputs are not retired", path=output)
+        raise InconsistentInputs(
+            "the journal does not record which files this output holds (written by an "
+            "older tmbmerge): its inputs are not retired",
+            path=output,
+        )
     reverify_output(output, entry)
     _check_declared(output, entry, catalog)
     planned = {item["path"]: item for item in entry.identities}
@@ -53,16 +65,27 @@ def check_retirable(output: Path, entry, catalog, *, action: str, retire_dir: Pa
         for item in entry.accepted:
             identity = planned.get(item["path"])
             if identity is None:
-                raise InconsistentInputs("an input the output holds was never planned: its inputs are not "
-                                         "retired", path=item["path"])
+                raise InconsistentInputs(
+                    "an input the output holds was never planned: its inputs are not retired",
+                    path=item["path"],
+                )
             count = identity["event_count"]
-            _check_identity(identity, item, runs[start:start + count], events[start:start + count],
-                            action=action, retire_dir=retire_dir)
+            _check_identity(
+                identity,
+                item,
+                runs[start : start + count],
+                events[start : start + count],
+                action=action,
+                retire_dir=retire_dir,
+            )
             start += count
             chosen.append(identity)
         if start != len(events):
-            raise InconsistentInputs("the output holds other events than its journaled inputs: its inputs are not "
-                                     "retired", path=output)
+            raise InconsistentInputs(
+                "the output holds other events than its journaled inputs: its inputs are not "
+                "retired",
+                path=output,
+            )
     return chosen
 
 
@@ -75,77 +98,114 @@ def reverify_output(output: Path, entry) -> None:
     if not check.ok:
         raise check.error
     if (check.file_size, format_adler32(check.adler32)) != (entry.file_size, entry.checksum):
-        raise ChecksumMismatch("the published output is not the one journaled", path=output,
-                               expected=f"{entry.file_size} bytes, {entry.checksum}",
-                               actual=f"{check.file_size} bytes, {format_adler32(check.adler32)}")
+        raise ChecksumMismatch(
+            "the published output is not the one journaled",
+            path=output,
+            expected=f"{entry.file_size} bytes, {entry.checksum}",
+            actual=f"{check.file_size} bytes, {format_adler32(check.adler32)}",
+        )
 
 
 def _check_declared(output: Path, entry, catalog) -> None:
     """The catalogue's own record of the output, read back, is this output with these parents."""
-    from ..checksums import format_adler32, adler32_from_checksums
+    from ..checksums import adler32_from_checksums, format_adler32
 
     record = catalog.catalog.get(output.name)
     declared = adler32_from_checksums(record.get("checksum") or [])
     found = (record.get("file_size"), None if declared is None else format_adler32(declared))
     if found != (entry.file_size, entry.checksum):
-        raise CatalogError("the catalogue's record of the output differs from the output: its inputs are not "
-                           "retired", path=output, expected=f"{entry.file_size} bytes, {entry.checksum}",
-                           actual=f"{found[0]} bytes, {found[1]}")
+        raise CatalogError(
+            "the catalogue's record of the output differs from the output: its inputs are not "
+            "retired",
+            path=output,
+            expected=f"{entry.file_size} bytes, {entry.checksum}",
+            actual=f"{found[0]} bytes, {found[1]}",
+        )
     parents = catalog.catalog.parents(output.name)
     names = [location(item["path"]).name for item in entry.accepted]
     if sorted(parents) != sorted(names):
-        raise CatalogError("the catalogue's parents of the output are not its inputs: its inputs are not retired",
-                           path=output, expected=", ".join(names), actual=", ".join(parents))
+        raise CatalogError(
+            "the catalogue's parents of the output are not its inputs: its inputs are not retired",
+            path=output,
+            expected=", ".join(names),
+            actual=", ".join(parents),
+        )
 
 
-def _check_identity(identity: dict, merged: dict, runs, events, *, action: str, retire_dir: Path | None) -> None:
+def _check_identity(
+    identity: dict, merged: dict, runs, events, *, action: str, retire_dir: Path | None
+) -> None:
     from ..readers import open_file
 
     path = location(identity["path"])
     where = path
-    if not path.exists() and action == MOVE:   # moved by an interrupted retirement, sidecar not yet
+    if not path.exists() and action == MOVE:  # moved by an interrupted retirement, sidecar not yet
         where = (retire_dir or path.parent / "retired") / path.name
     if not where.exists():
         if action == DELETE:
-            return                             # deleted by an interrupted retirement
-        raise InconsistentInputs("input is gone, and not in the retirement folder: nothing retired", path=path)
-    if is_url(where):       # a remote file is known by its URL and size (its bytes are compared below)
+            return  # deleted by an interrupted retirement
+        raise InconsistentInputs(
+            "input is gone, and not in the retirement folder: nothing retired", path=path
+        )
+    if is_url(where):  # a remote file is known by its URL and size (its bytes are compared below)
         now = {"size": where.stat().st_size}
     else:
         stat = os.stat(where)
-        now = {"device": stat.st_dev, "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        now = {
+            "device": stat.st_dev,
+            "inode": stat.st_ino,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
     if where != path and not is_url(where):
-        now.update(device=identity["device"], inode=identity["inode"])   # another filesystem: a copy
+        now.update(device=identity["device"], inode=identity["inode"])  # another filesystem: a copy
     then = {key: identity.get(key) for key in now}
     if now != then:
-        raise InconsistentInputs("input is no longer the file that was planned and merged: nothing of its output "
-                                 "is retired", path=path, expected=then, actual=now)
-    if None not in (identity.get("adler32"), merged.get("adler32")) and merged["adler32"] != identity["adler32"]:
-        raise InconsistentInputs("the adler32 merged differs from the one planned: nothing of its output is "
-                                 "retired", path=path)
+        raise InconsistentInputs(
+            "input is no longer the file that was planned and merged: nothing of its output "
+            "is retired",
+            path=path,
+            expected=then,
+            actual=now,
+        )
+    if (
+        None not in (identity.get("adler32"), merged.get("adler32"))
+        and merged["adler32"] != identity["adler32"]
+    ):
+        raise InconsistentInputs(
+            "the adler32 merged differs from the one planned: nothing of its output is retired",
+            path=path,
+        )
     try:
         with open_file(where) as reader:
-            same = np.array_equal(reader.events.run, runs) and np.array_equal(reader.events.event, events)
+            same = np.array_equal(reader.events.run, runs) and np.array_equal(
+                reader.events.event, events
+            )
     except EngineError as exc:
-        raise InconsistentInputs(f"input cannot be compared with its output ({exc.message}): nothing retired",
-                                 path=path) from None
+        raise InconsistentInputs(
+            f"input cannot be compared with its output ({exc.message}): nothing retired", path=path
+        ) from None
     if not same:
-        raise InconsistentInputs("input's events are not the output's at its place: nothing of its output is "
-                                 "retired", path=path)
+        raise InconsistentInputs(
+            "input's events are not the output's at its place: nothing of its output is retired",
+            path=path,
+        )
 
 
-def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record, aliases=None) -> list[dict]:
+def retire_inputs(
+    inputs, *, action: str, retire_dir: Path | None, record, aliases=None
+) -> list[dict]:
     """Move or delete ``inputs`` (and their sidecars); ``record(path, action, destination)`` each.
     ``aliases``: {input: the symlink it was named by}, removed once the input is retired."""
     if action not in (MOVE, DELETE):
         raise UsageError(f"--retire-inputs takes move or delete, not {action!r}")
     done = []
     aliases = aliases or {}
-    for path in map(location, inputs):     # local paths, or files on remote storage
+    for path in map(location, inputs):  # local paths, or files on remote storage
         # an earlier, interrupted attempt may have retired the data file but not its sidecar
         items = [item for item in (path, sidecar_path(path)) if item.exists()]
         if not items:
-            continue   # retired by an earlier attempt
+            continue  # retired by an earlier attempt
         # recorded before anything is moved or deleted (once nothing can refuse it): a kill in
         # between leaves a journaled retirement that the next attempt finishes, never an input
         # gone without a record
@@ -158,17 +218,26 @@ def retire_inputs(inputs, *, action: str, retire_dir: Path | None, record, alias
             folder = location(retire_dir) if retire_dir else path.parent / "retired"
             folder.mkdir(parents=True, exist_ok=True)
             destination = folder / path.name
-            for item in items:   # every target is checked before anything moves
+            for item in items:  # every target is checked before anything moves
                 if (folder / item.name).exists():
-                    raise OutputExists("retirement folder already holds a file of this name",
-                                       path=folder / item.name)
+                    raise OutputExists(
+                        "retirement folder already holds a file of this name",
+                        path=folder / item.name,
+                    )
             record(str(path), action, str(destination))
             for item in items:
                 _move(item, folder / item.name)
         _remove_dangling_alias(aliases.get(str(path)))
-        log.info("retired %s (%s)", path, "deleted" if destination is None else f"moved to {destination}")
-        done.append({"file": str(path), "action": action, "destination": None if destination is None
-                     else str(destination)})
+        log.info(
+            "retired %s (%s)", path, "deleted" if destination is None else f"moved to {destination}"
+        )
+        done.append(
+            {
+                "file": str(path),
+                "action": action,
+                "destination": None if destination is None else str(destination),
+            }
+        )
     return done
 
 
@@ -188,9 +257,11 @@ def _move(source: Path, target: Path) -> None:
         source.rename_to(target)
         return
     try:
-        os.link(source, target)      # same filesystem: atomic, and never replaces
+        os.link(source, target)  # same filesystem: atomic, and never replaces
     except FileExistsError:
-        raise OutputExists("retirement folder already holds a file of this name", path=target) from None
+        raise OutputExists(
+            "retirement folder already holds a file of this name", path=target
+        ) from None
     except OSError:
         shutil.copy2(source, target)  # another filesystem: copy, make durable, then remove
         fd = os.open(target, os.O_RDONLY)

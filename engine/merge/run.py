@@ -23,24 +23,32 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import EngineError, InconsistentInputs, IncompleteRun, OutputExists, UsageError, output_error
+from ..errors import (
+    EngineError,
+    IncompleteRun,
+    InconsistentInputs,
+    OutputExists,
+    UsageError,
+    output_error,
+)
 from ..fsutil import remove_quietly, remove_stale_temporaries
 from ..metadata import sidecar_path
-from ..remote import is_url, location
 from ..progress import NullProgress, QueueProgress
-from .executors import ProgressRelay, make_executor, worker_progress_queue
+from ..remote import is_url, location
+from ..units import plural
 from .bookkeeping import names_by_run, open_bookkeeping
+from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .journal import FINISHED, Journal, JournalEntry, JournalState
 from .lock import ExclusiveLock
 from .pipeline import declare_output, merge_files
 from .plan import PlannedOutput, discover_inputs, plan_run, resolved_name
-from .retire import check_retirable, retire_inputs, reverify_output
 from .report import MergeReport, RunReport
-from ..units import plural
+from .retire import check_retirable, retire_inputs, reverify_output
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
@@ -55,17 +63,28 @@ class MergeTask:
     output: str
     inputs: tuple[str, ...]
     spec: MergeSpec
-    records: Any = None     # the inputs' catalogue records (bookkeeping.RecordLookup), fetched by the run
-    identities: tuple[dict, ...] = ()   # each input as planned (PlannedInput.identity): re-checked on opening
+    records: Any = (
+        None  # the inputs' catalogue records (bookkeeping.RecordLookup), fetched by the run
+    )
+    identities: tuple[
+        dict, ...
+    ] = ()  # each input as planned (PlannedInput.identity): re-checked on opening
 
 
 def run_merge_task(task: MergeTask) -> MergeReport:
     """Merge one planned output (runs in a worker process, a Dask worker, or inline)."""
     queue = worker_progress_queue()
     progress = QueueProgress(queue, task.name) if queue is not None else _current_progress
-    return merge_files(list(task.inputs), task.output, task.spec, progress=progress, label=task.name,
-                       bookkeeping=task.records, catalog_checked=task.records is not None,
-                       planned={identity["path"]: identity for identity in task.identities} or None)
+    return merge_files(
+        list(task.inputs),
+        task.output,
+        task.spec,
+        progress=progress,
+        label=task.name,
+        bookkeeping=task.records,
+        catalog_checked=task.records is not None,
+        planned={identity["path"]: identity for identity in task.identities} or None,
+    )
 
 
 _current_progress = NullProgress()
@@ -98,22 +117,38 @@ def clean_stale_files(out_dir: Path) -> list[Path]:
     for path in removed:
         log.info("removed %s, left by a merge that did not finish", path)
     for entry in os.scandir(out_dir):
-        if entry.name.startswith(".") and entry.name.endswith(".lock") and entry.name != f".{RUN_LOCK_NAME}.lock":
-            target = Path(entry.path).with_name(entry.name[1:-len(".lock")])
+        if (
+            entry.name.startswith(".")
+            and entry.name.endswith(".lock")
+            and entry.name != f".{RUN_LOCK_NAME}.lock"
+        ):
+            target = Path(entry.path).with_name(entry.name[1 : -len(".lock")])
             try:
                 with ExclusiveLock(target):
-                    pass            # taking and releasing it removes it
+                    pass  # taking and releasing it removes it
                 removed.append(Path(entry.path))
             except EngineError:
-                pass                # held by a live merge
+                pass  # held by a live merge
     return removed
 
 
-def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = DEFAULT_TARGET_SIZE,
-              max_events: int = DEFAULT_MAX_EVENTS, spec: MergeSpec = MergeSpec(), jobs: int = 1,
-              executor: str | None = None, progress=None, retire: str | None = None,
-              retire_dir=None, replan: bool = False, on_output: Callable[[MergeReport], None] | None = None,
-              on_failure: Callable[[dict], None] | None = None) -> RunReport:
+def merge_run(
+    arguments,
+    out_dir,
+    *,
+    run: int | None = None,
+    target_size: int = DEFAULT_TARGET_SIZE,
+    max_events: int = DEFAULT_MAX_EVENTS,
+    spec: MergeSpec = MergeSpec(),
+    jobs: int = 1,
+    executor: str | None = None,
+    progress=None,
+    retire: str | None = None,
+    retire_dir=None,
+    replan: bool = False,
+    on_output: Callable[[MergeReport], None] | None = None,
+    on_failure: Callable[[dict], None] | None = None,
+) -> RunReport:
     """Plan and merge; see the module docstring.  Returns a ``RunReport`` (failures listed in it).
 
     With ``spec.declare`` each verified output is declared (in this process, in order); with
@@ -124,20 +159,35 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
     failure as it happens: a caller can stream them instead of waiting for the whole run.
     """
     if retire and not (spec.declare and spec.checks_bookkeeping):
-        raise UsageError("--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
-                         "--mode safe or deep")
-    dest = location(out_dir)          # where outputs go; out_dir: where the journal and lock live
+        raise UsageError(
+            "--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
+            "--mode safe or deep"
+        )
+    dest = location(out_dir)  # where outputs go; out_dir: where the journal and lock live
     out_dir = journal_folder(dest)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:           # read-only place, a file in the way, no permission
+    except OSError as exc:  # read-only place, a file in the way, no permission
         raise output_error(exc, out_dir, "create the output folder") from None
     report = RunReport(dest)
     try:
-        return _merge_run(arguments, out_dir, dest, report, run=run, target_size=target_size, max_events=max_events,
-                          spec=spec, jobs=jobs, executor=executor, progress=progress or NullProgress(),
-                          retire=retire, retire_dir=retire_dir, replan=replan,
-                          stream=_Stream(report, on_output, on_failure))
+        return _merge_run(
+            arguments,
+            out_dir,
+            dest,
+            report,
+            run=run,
+            target_size=target_size,
+            max_events=max_events,
+            spec=spec,
+            jobs=jobs,
+            executor=executor,
+            progress=progress or NullProgress(),
+            retire=retire,
+            retire_dir=retire_dir,
+            replan=replan,
+            stream=_Stream(report, on_output, on_failure),
+        )
     except KeyboardInterrupt as exc:
         # say exactly what is at the destination: outputs published before the interruption stand
         planned = getattr(report, "planned", [])
@@ -146,17 +196,43 @@ def merge_run(arguments, out_dir, *, run: int | None = None, target_size: int = 
         raise
 
 
-def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target_size, max_events, spec: MergeSpec,
-               jobs, executor, progress, retire, retire_dir, replan, stream) -> RunReport:
+def _merge_run(
+    arguments,
+    out_dir: Path,
+    dest,
+    report: RunReport,
+    *,
+    run,
+    target_size,
+    max_events,
+    spec: MergeSpec,
+    jobs,
+    executor,
+    progress,
+    retire,
+    retire_dir,
+    replan,
+    stream,
+) -> RunReport:
     global _current_progress
     started = time.perf_counter()
-    with ExclusiveLock(out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"), \
-            Journal(out_dir) as journal, open_bookkeeping(spec) as catalog:
+    with (
+        ExclusiveLock(
+            out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"
+        ),
+        Journal(out_dir) as journal,
+        open_bookkeeping(spec) as catalog,
+    ):
         if retire and not catalog.queryable:
-            raise UsageError(f"--retire-inputs needs a catalogue that can be read back ({spec.catalog} is "
-                             "declare-only): a declaration is confirmed before inputs are retired")
-        _check_plan_settings(journal, {"run": run, "target_size": target_size, "max_events": max_events},
-                             replan=replan or spec.force)
+            raise UsageError(
+                f"--retire-inputs needs a catalogue that can be read back ({spec.catalog} is "
+                "declare-only): a declaration is confirmed before inputs are retired"
+            )
+        _check_plan_settings(
+            journal,
+            {"run": run, "target_size": target_size, "max_events": max_events},
+            replan=replan or spec.force,
+        )
         clean_stale_files(out_dir)
         finished = _reconcile(journal, dest, spec)
         not_merged = None
@@ -166,16 +242,29 @@ def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target
         # never this run's own outputs (finished or not), nor the inputs of finished ones
         exclude = {resolved_name(p) for entry in finished for p in entry.inputs}
         exclude |= {resolved_name(dest / entry.name) for entry in journal.entries()}
-        plan = plan_run(arguments, run=run, target_size=target_size, max_events=max_events, skip_bad=spec.skip_bad,
-                        exclude=exclude, check_input=not_merged, validate=_validator(spec),
-                        merged_tier=spec.data_tier)
+        plan = plan_run(
+            arguments,
+            run=run,
+            target_size=target_size,
+            max_events=max_events,
+            skip_bad=spec.skip_bad,
+            exclude=exclude,
+            check_input=not_merged,
+            validate=_validator(spec),
+            merged_tier=spec.data_tier,
+        )
         # with --skip-bad, inputs refused at planning are reported and left out; the run goes on
-        report.skipped.extend({"file": path, "reason": exc.to_dict()} for path, exc in plan.rejected)
+        report.skipped.extend(
+            {"file": path, "reason": exc.to_dict()} for path, exc in plan.rejected
+        )
         outputs = _refuse_incomplete_runs(plan.outputs, finished, catalog, spec, report)
         clash = {o.name for o in outputs} & {e.name for e in finished}
         if clash:
-            raise InconsistentInputs(f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
-                                     "use --force to redo them", path=dest)
+            raise InconsistentInputs(
+                f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
+                "use --force to redo them",
+                path=dest,
+            )
         report.planned = [o.name for o in outputs]
         bookkeeping = _Bookkeeping(journal, catalog, spec, retire, retire_dir, report)
         for entry in finished:
@@ -185,21 +274,45 @@ def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target
             stream.emit(result)
         stream.emit()
         for planned in outputs:
-            journal.record_plan(planned.name, planned.run, planned.input_paths, spec.mode,
-                                identities=[i.identity() for i in planned.inputs])
+            journal.record_plan(
+                planned.name,
+                planned.run,
+                planned.input_paths,
+                spec.mode,
+                identities=[i.identity() for i in planned.inputs],
+            )
         # a worker merges each input only if it is still the file planned (and journaled) here
         # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
-        per_output = replace(spec, threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))), declare=False,
-                             grandparents=False, register=None,
-                             expect_complete=False)
+        per_output = replace(
+            spec,
+            threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))),
+            declare=False,
+            grandparents=False,
+            register=None,
+            expect_complete=False,
+        )
         fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
-        tasks = [MergeTask(p.name, str(dest / p.name), tuple(p.input_paths), per_output,
-                           catalog.lookup(p.input_paths) if fetched else None,
-                           identities=tuple(i.identity() for i in p.inputs)) for p in outputs]
-        progress.start(label=f"merge-run {dest.name}", files=sum(len(p.inputs) for p in outputs),
-                       events=sum(p.event_count for p in outputs), bytes=sum(p.file_size for p in outputs))
+        tasks = [
+            MergeTask(
+                p.name,
+                str(dest / p.name),
+                tuple(p.input_paths),
+                per_output,
+                catalog.lookup(p.input_paths) if fetched else None,
+                identities=tuple(i.identity() for i in p.inputs),
+            )
+            for p in outputs
+        ]
+        progress.start(
+            label=f"merge-run {dest.name}",
+            files=sum(len(p.inputs) for p in outputs),
+            events=sum(p.event_count for p in outputs),
+            bytes=sum(p.file_size for p in outputs),
+        )
         relay = ProgressRelay(progress) if jobs > 1 and not executor else None
-        chosen = make_executor(jobs, executor=executor, progress_queue=relay.queue if relay else None)
+        chosen = make_executor(
+            jobs, executor=executor, progress_queue=relay.queue if relay else None
+        )
         _current_progress = _RunLevelProgress(progress)
         try:
             for task in tasks:
@@ -212,13 +325,23 @@ def _merge_run(arguments, out_dir: Path, dest, report: RunReport, *, run, target
                     stream.emit()
                     continue
                 state = JournalState.VERIFIED if result.verified else JournalState.MERGED
-                journal.set_state(task.name, state, file_size=result.file_size, checksum=result.checksum,
-                                  event_count=result.event_count,
-                                  accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted])
+                journal.set_state(
+                    task.name,
+                    state,
+                    file_size=result.file_size,
+                    checksum=result.checksum,
+                    event_count=result.event_count,
+                    accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted],
+                )
                 report.outputs.append(result)
                 bookkeeping.after(result, state)
-                log.info("%s: %s, %s, %s", task.name, result.status if result.status != "merged" else state,
-                         plural(result.event_count, "event"), result.checksum)
+                log.info(
+                    "%s: %s, %s, %s",
+                    task.name,
+                    result.status if result.status != "merged" else state,
+                    plural(result.event_count, "event"),
+                    result.checksum,
+                )
                 stream.emit(result)
         finally:
             _current_progress = NullProgress()
@@ -244,7 +367,7 @@ class _Stream:
     def emit(self, result: MergeReport | None = None) -> None:
         if result is not None and self.on_output is not None:
             self.on_output(result)
-        new = self.report.failures[self.shown_failures:]
+        new = self.report.failures[self.shown_failures :]
         self.shown_failures = len(self.report.failures)
         if self.on_failure is not None:
             for failure in new:
@@ -256,16 +379,22 @@ def _prefetch(catalog, arguments) -> None:
     try:
         paths = discover_inputs(arguments)
     except UsageError:
-        return                      # plan_run says what is wrong
+        return  # plan_run says what is wrong
     catalog.prefetch(paths)
 
 
 class _Bookkeeping:
     """What happens to an output after it is verified: declare it, then retire its inputs."""
 
-    def __init__(self, journal: Journal, catalog, spec: MergeSpec, retire, retire_dir, report: RunReport):
+    def __init__(
+        self, journal: Journal, catalog, spec: MergeSpec, retire, retire_dir, report: RunReport
+    ):
         self.journal, self.catalog, self.spec = journal, catalog, spec
-        self.retire, self.retire_dir, self.report = retire, location(retire_dir) if retire_dir else None, report
+        self.retire, self.retire_dir, self.report = (
+            retire,
+            location(retire_dir) if retire_dir else None,
+            report,
+        )
 
     def after(self, result: MergeReport, state: str, *, reverify: bool = False) -> None:
         """``reverify``: the output was finished by an earlier run; re-read it before acting on it."""
@@ -274,7 +403,9 @@ class _Bookkeeping:
             state = self._declare_and_retire(result, state, reverify)
         finally:
             if result.status.startswith("already ") and state != before:
-                result.status = f"{result.status}, now {state}"   # e.g. "already verified, now retired"
+                result.status = (
+                    f"{result.status}, now {state}"  # e.g. "already verified, now retired"
+                )
 
     def _pending(self, state: str) -> bool:
         # retiring re-verifies on its own, just before (check_retirable)
@@ -292,8 +423,9 @@ class _Bookkeeping:
         if self.spec.declare and state == JournalState.VERIFIED:
             declare_output(self.catalog, result)
             if result.declare_error is not None:
-                self.journal.set_state(name, JournalState.VERIFIED,
-                                       error=f"declaration failed: {result.declare_error}")
+                self.journal.set_state(
+                    name, JournalState.VERIFIED, error=f"declaration failed: {result.declare_error}"
+                )
                 self.report.failures.append({"output": name, **result.declare_error.to_dict()})
                 return state
             self.journal.set_state(name, JournalState.DECLARED)
@@ -301,15 +433,31 @@ class _Bookkeeping:
         if self.retire and state == JournalState.DECLARED:
             entry = self.journal.get(name)
             try:
-                chosen = check_retirable(result.output, entry, self.catalog, action=self.retire,
-                                         retire_dir=self.retire_dir)
+                chosen = check_retirable(
+                    result.output,
+                    entry,
+                    self.catalog,
+                    action=self.retire,
+                    retire_dir=self.retire_dir,
+                )
                 result.retired = retire_inputs(
-                    [i["path"] for i in chosen], action=self.retire, retire_dir=self.retire_dir,
+                    [i["path"] for i in chosen],
+                    action=self.retire,
+                    retire_dir=self.retire_dir,
                     aliases={i["path"]: i["given"] for i in chosen if i.get("given")},
-                    record=lambda path, action, dest: self.journal.record_retired(path, name, action, dest))
-            except EngineError as exc:   # like a failed declaration: reported, the other outputs go on
-                self.journal.set_state(name, JournalState.DECLARED, error=f"retirement failed: {exc}")
-                self.report.failures.append({"output": name, **exc.with_path(result.output).to_dict()})
+                    record=lambda path, action, dest: self.journal.record_retired(
+                        path, name, action, dest
+                    ),
+                )
+            except (
+                EngineError
+            ) as exc:  # like a failed declaration: reported, the other outputs go on
+                self.journal.set_state(
+                    name, JournalState.DECLARED, error=f"retirement failed: {exc}"
+                )
+                self.report.failures.append(
+                    {"output": name, **exc.with_path(result.output).to_dict()}
+                )
                 return state
             self.journal.set_state(name, JournalState.RETIRED)
             state = JournalState.RETIRED
@@ -321,8 +469,11 @@ def _validator(spec: MergeSpec):
     from ..verify import verify_file
 
     def validate(path) -> None:
-        check = verify_file(path, deep=spec.decodes_events,
-                            metadata=spec.metadata if spec.checks_bookkeeping else "none")
+        check = verify_file(
+            path,
+            deep=spec.decodes_events,
+            metadata=spec.metadata if spec.checks_bookkeeping else "none",
+        )
         if not check.ok:
             raise check.error
 
@@ -335,10 +486,15 @@ def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> N
     if recorded and not replan:
         changed = [key for key in settings if key in recorded and recorded[key] != settings[key]]
         if changed:
-            said = ", ".join(f"{_option(k, recorded[k])} (now {_option(k, settings[k])})" for k in changed)
-            raise UsageError(f"this folder's merge was planned with {said}: a rerun with other options would change "
-                             "the plan; rerun with the same options, or add --replan to plan what is not finished "
-                             "with the new ones (finished outputs stand)", path=journal.path.parent)
+            said = ", ".join(
+                f"{_option(k, recorded[k])} (now {_option(k, settings[k])})" for k in changed
+            )
+            raise UsageError(
+                f"this folder's merge was planned with {said}: a rerun with other options would change "
+                "the plan; rerun with the same options, or add --replan to plan what is not finished "
+                "with the new ones (finished outputs stand)",
+                path=journal.path.parent,
+            )
     journal.record_settings(settings)
 
 
@@ -364,16 +520,26 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
         elif entry.state not in FINISHED and final.exists():
             adopted = _adopt(final, entry)
             if adopted is None:
-                raise OutputExists("exists but is not a finished output of this run (use --force to redo it)",
-                                   path=final)
+                raise OutputExists(
+                    "exists but is not a finished output of this run (use --force to redo it)",
+                    path=final,
+                )
             state = JournalState.VERIFIED if spec.checks_bookkeeping else JournalState.MERGED
-            journal.set_state(entry.name, state, file_size=adopted.file_size, checksum=adopted.checksum,
-                              event_count=adopted.event_count,
-                              accepted=[{"path": p, "adler32": None} for p in entry.inputs])
+            journal.set_state(
+                entry.name,
+                state,
+                file_size=adopted.file_size,
+                checksum=adopted.checksum,
+                event_count=adopted.event_count,
+                accepted=[{"path": p, "adler32": None} for p in entry.inputs],
+            )
             finished.append(journal.get(entry.name))
         elif journal.retired(entry.name):
-            raise InconsistentInputs("output is gone but its inputs were retired; restore it from the "
-                                     "retirement folder or remove it from the journal", path=final)
+            raise InconsistentInputs(
+                "output is gone but its inputs were retired; restore it from the "
+                "retirement folder or remove it from the journal",
+                path=final,
+            )
         else:
             # unfinished: a sidecar without its data is what a kill between the two renames leaves
             if is_url(final):
@@ -397,18 +563,28 @@ def _adopt(final: Path, entry: JournalEntry) -> JournalEntry | None:
         return None
     from ..checksums import format_adler32
 
-    entry.file_size, entry.checksum, entry.event_count = check.file_size, format_adler32(check.adler32), \
-        check.event_count
+    entry.file_size, entry.checksum, entry.event_count = (
+        check.file_size,
+        format_adler32(check.adler32),
+        check.event_count,
+    )
     return entry
 
 
-def _refuse_incomplete_runs(outputs: list[PlannedOutput], finished: list[JournalEntry], catalog, spec: MergeSpec,
-                            report: RunReport) -> list[PlannedOutput]:
+def _refuse_incomplete_runs(
+    outputs: list[PlannedOutput],
+    finished: list[JournalEntry],
+    catalog,
+    spec: MergeSpec,
+    report: RunReport,
+) -> list[PlannedOutput]:
     """With --expect-complete, drop (and report) every run the catalogue says is missing files."""
     if not spec.expect_complete:
         return outputs
-    names = names_by_run([(location(i.path).name, o.run) for o in outputs for i in o.inputs]
-                         + [(location(p).name, e.run) for e in finished for p in e.inputs])
+    names = names_by_run(
+        [(location(i.path).name, o.run) for o in outputs for i in o.inputs]
+        + [(location(p).name, e.run) for e in finished for p in e.inputs]
+    )
     refused = set()
     for run_number in sorted({o.run for o in outputs}):
         try:
@@ -422,7 +598,12 @@ def _refuse_incomplete_runs(outputs: list[PlannedOutput], finished: list[Journal
 def _report_from_journal(final: Path, entry: JournalEntry, spec: MergeSpec) -> MergeReport:
     from ..checksums import parse_checksum
 
-    return MergeReport(output=final, mode=entry.mode or spec.mode, file_size=entry.file_size or 0,
-                       adler32=parse_checksum(entry.checksum) if entry.checksum else 0,
-                       event_count=entry.event_count or 0, verified=entry.state != JournalState.MERGED,
-                       status=f"already {entry.state}")
+    return MergeReport(
+        output=final,
+        mode=entry.mode or spec.mode,
+        file_size=entry.file_size or 0,
+        adler32=parse_checksum(entry.checksum) if entry.checksum else 0,
+        event_count=entry.event_count or 0,
+        verified=entry.state != JournalState.MERGED,
+        status=f"already {entry.state}",
+    )

@@ -14,25 +14,27 @@ from ..errors import UsageError
 FAST, SAFE, DEEP = "fast", "safe", "deep"
 MODES = (FAST, SAFE, DEEP)
 
-DEFAULT_TARGET_SIZE = 2 << 30          # CMS-like merge target: 2 GiB
+DEFAULT_TARGET_SIZE = 2 << 30  # CMS-like merge target: 2 GiB
 DEFAULT_MAX_EVENTS = 100_000_000
 
 
 @dataclass(frozen=True)
 class MergeSpec:
     mode: str = SAFE
-    force: bool = False                # replace an existing output
-    skip_bad: bool = False             # robust merge: leave bad inputs out, fail only if all are bad
-    allow_mixed_runs: bool = False     # `merge` only: permit inputs of several runs in one output
-    threads: int = 2                   # threads for validation look-ahead and deep decoding
-    metadata: str = "auto"             # where input bookkeeping comes from: auto (sidecar) | none
-    catalog: str | None = None         # catalogue URL: crosschecks and declaration use it
-    declare: bool = False              # declare the verified output to the catalogue
-    declarer: str | None = None        # a plugin declarer (entry point tmbmerge.declarers)
-    expect_complete: bool = False      # refuse a run whose catalogued unmerged files are not all inputs
-    grandparents: bool = False         # declare the output with its inputs' parents as parents
-    register: str | None = None        # rucio:RSE?scope=S&dataset=D: register the declared replica
-    reproducible: bool = False         # timestamps from SOURCE_DATE_EPOCH or the inputs (see reproducible.py)
+    force: bool = False  # replace an existing output
+    skip_bad: bool = False  # robust merge: leave bad inputs out, fail only if all are bad
+    allow_mixed_runs: bool = False  # `merge` only: permit inputs of several runs in one output
+    threads: int = 2  # threads for validation look-ahead and deep decoding
+    metadata: str = "auto"  # where input bookkeeping comes from: auto (sidecar) | none
+    catalog: str | None = None  # catalogue URL: crosschecks and declaration use it
+    declare: bool = False  # declare the verified output to the catalogue
+    declarer: str | None = None  # a plugin declarer (entry point tmbmerge.declarers)
+    expect_complete: bool = False  # refuse a run whose catalogued unmerged files are not all inputs
+    grandparents: bool = False  # declare the output with its inputs' parents as parents
+    register: str | None = None  # rucio:RSE?scope=S&dataset=D: register the declared replica
+    reproducible: bool = (
+        False  # timestamps from SOURCE_DATE_EPOCH or the inputs (see reproducible.py)
+    )
     data_tier: str = "thumbnail"
     fsync: bool = True
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from ..errors import ChecksumMismatch, InputError, NotATmbFile, TruncatedFile, input_error
 
-PROBE_BYTES = 64     # a whole TMB header: enough to tell a damaged magic from a foreign file
+PROBE_BYTES = 64  # a whole TMB header: enough to tell a damaged magic from a foreign file
 
 
 @lru_cache(maxsize=1)
@@ -79,12 +79,22 @@ def detect(path):
     from ..format import HEADER_MAGIC, header_with_damaged_magic
 
     if header_with_damaged_magic(probe):
-        raise ChecksumMismatch("damaged file magic (the header's digest proves a TMB header)", path=path,
-                               region="header", offset=0, expected=HEADER_MAGIC.hex(), actual=probe[:8].hex())
+        raise ChecksumMismatch(
+            "damaged file magic (the header's digest proves a TMB header)",
+            path=path,
+            region="header",
+            offset=0,
+            expected=HEADER_MAGIC.hex(),
+            actual=probe[:8].hex(),
+        )
     for reader in registered_readers():
         if len(probe) < len(reader.MAGIC) and reader.MAGIC.startswith(probe):
-            raise TruncatedFile(f"file is {len(probe)} bytes, cut inside the {reader.FORMAT} header",
-                                path=path, region="header", offset=0)
+            raise TruncatedFile(
+                f"file is {len(probe)} bytes, cut inside the {reader.FORMAT} header",
+                path=path,
+                region="header",
+                offset=0,
+            )
     raise NotATmbFile("not a TMB file (unknown magic bytes)", path=path, region="header", offset=0)
 
 

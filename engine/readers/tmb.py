@@ -21,19 +21,19 @@ time, not 5,000.
 from __future__ import annotations
 
 import uuid as uuidlib
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
 from ..blocks import check_stored_block, decode_block
 from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, InputError, LayoutError, TruncatedFile
-from ..pool import BufferPool, bounded_map
 from ..format import (
     BLOCK_HEADER_SIZE,
+    EVENT_COLUMNS,
     HEADER_MAGIC,
     HEADER_SIZE,
-    EVENT_COLUMNS,
     INDEX_CHUNK_EVENTS,
     TRAILER_SIZE,
     BlockHeader,
@@ -47,6 +47,7 @@ from ..format import (
     parse_metadata,
     parse_trailer,
 )
+from ..pool import BufferPool, bounded_map
 
 #: An index up to this size is read whole, in the same request as the metadata, and its event
 #: table kept until ``release()`` (~150,000 events); a larger one is read a piece at a time.
@@ -66,7 +67,9 @@ class RawBlock(NamedTuple):
     header: BlockHeader
     stored: bytes
     events: EventTable
-    lease: object = None      # the pool buffer holding ``stored`` (``iter_blocks(pool=...)``): release it
+    lease: object = (
+        None  # the pool buffer holding ``stored`` (``iter_blocks(pool=...)``): release it
+    )
     adler32: int | None = None  # of ``stored``, when ``iter_blocks`` was given a running adler32
 
     @property
@@ -91,7 +94,7 @@ class Event(NamedTuple):
 
 class TmbReader:
     MAGIC = HEADER_MAGIC
-    SIGNATURE = HEADER_MAGIC[:4]   # b"\x89TMB"
+    SIGNATURE = HEADER_MAGIC[:4]  # b"\x89TMB"
     FORMAT = "tmb"
 
     def __init__(self, path):
@@ -117,8 +120,9 @@ class TmbReader:
         self.file_size = self._source.size
         # header and trailer in one request, then the metadata and index they locate in another:
         # two round trips for a remote file.  Checks run in file order all the same.
-        head, trailer_bytes = self._source.read_many([(0, HEADER_SIZE),
-                                                      (max(self.file_size - TRAILER_SIZE, 0), TRAILER_SIZE)])
+        head, trailer_bytes = self._source.read_many(
+            [(0, HEADER_SIZE), (max(self.file_size - TRAILER_SIZE, 0), TRAILER_SIZE)]
+        )
         self.header = parse_header(head, self.file_size)
         self._head = head
         self.data_start = HEADER_SIZE + self.header.metadata_length
@@ -129,25 +133,41 @@ class TmbReader:
             raise
         index_at = (self.trailer.index_offset, self.trailer.index_length)
         if self.trailer.index_length <= WHOLE_INDEX_BYTES:
-            meta_bytes, index_bytes = self._source.read_many([(HEADER_SIZE, self.header.metadata_length), index_at])
+            meta_bytes, index_bytes = self._source.read_many(
+                [(HEADER_SIZE, self.header.metadata_length), index_at]
+            )
             self._read_metadata(meta_bytes)
-            index = parse_index(index_bytes, offset=self.trailer.index_offset, digest=self.trailer.index_digest,
-                                data_start=self.data_start)
+            index = parse_index(
+                index_bytes,
+                offset=self.trailer.index_offset,
+                digest=self.trailer.index_digest,
+                data_start=self.data_start,
+            )
             blocks, nevents, self._events = index.blocks, len(index.events), index.events
         else:
             self._read_metadata(self._pread(self.header.metadata_length, HEADER_SIZE))
-            blocks, nevents = check_index(lambda at, n: self._pread(n, at), offset=index_at[0], length=index_at[1],
-                                          digest=self.trailer.index_digest, data_start=self.data_start)
+            blocks, nevents = check_index(
+                lambda at, n: self._pread(n, at),
+                offset=index_at[0],
+                length=index_at[1],
+                digest=self.trailer.index_digest,
+                data_start=self.data_start,
+            )
         if (len(blocks), nevents) != (self.trailer.block_count, self.trailer.event_count):
-            raise LayoutError(f"index holds {len(blocks)} blocks and {nevents} events, "
-                              f"the trailer says {self.trailer.block_count} and {self.trailer.event_count}",
-                              region="index", offset=self.trailer.index_offset)
+            raise LayoutError(
+                f"index holds {len(blocks)} blocks and {nevents} events, "
+                f"the trailer says {self.trailer.block_count} and {self.trailer.event_count}",
+                region="index",
+                offset=self.trailer.index_offset,
+            )
         self._blocks = blocks
         self._column_offsets = event_column_offsets(self.trailer.index_offset, len(blocks), nevents)
 
     def _read_metadata(self, meta_bytes: bytes) -> None:
         if len(meta_bytes) != self.header.metadata_length:
-            raise TruncatedFile("file ends inside the metadata", region="metadata", offset=HEADER_SIZE)
+            raise TruncatedFile(
+                "file ends inside the metadata", region="metadata", offset=HEADER_SIZE
+            )
         self.metadata = parse_metadata(meta_bytes, self.header)
         self._head_bytes = self._head + meta_bytes
 
@@ -164,8 +184,10 @@ class TmbReader:
             source = open_source(self.path)
             if _identity(source) != self._identity:
                 source.close()
-                raise InputError("file changed since it was opened (size, modification time or inode differ)",
-                                 path=self.path)
+                raise InputError(
+                    "file changed since it was opened (size, modification time or inode differ)",
+                    path=self.path,
+                )
             self._source = source
         return self._source
 
@@ -215,7 +237,9 @@ class TmbReader:
             size = np.dtype(dtype).itemsize
             raw = self._pread(count * size, at + start * size)
             if len(raw) != count * size:
-                raise TruncatedFile("file ends inside the index", region="index", offset=at + start * size)
+                raise TruncatedFile(
+                    "file ends inside the index", region="index", offset=at + start * size
+                )
             columns.append(np.frombuffer(raw, dtype=dtype))
         return EventTable(*columns)
 
@@ -280,14 +304,18 @@ class TmbReader:
             if len(raw) != BLOCK_HEADER_SIZE + int(entry["compressed_length"]):
                 raise TruncatedFile("file ends inside the block", region=region, offset=offset)
             header = parse_block_header(raw, region=region, offset=offset)
-            check_stored_block(header, entry, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset)
+            check_stored_block(
+                header, entry, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset
+            )
         except EngineError as exc:
             raise exc.with_path(self.path)
         first = int(entry["first_event"])
         events = self.event_slice(first, first + header.event_count) if with_events else None
         return RawBlock(number, offset, header, raw, events)
 
-    def iter_blocks(self, adler: RunningAdler32 | None = None, *, pool: BufferPool | None = None) -> Iterator[RawBlock]:
+    def iter_blocks(
+        self, adler: RunningAdler32 | None = None, *, pool: BufferPool | None = None
+    ) -> Iterator[RawBlock]:
         """Every block in file order, each checked without decompression, with bytes of its own.
 
         With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
@@ -300,7 +328,7 @@ class TmbReader:
             adler.update(self._head_bytes)
         self._announce_blocks()
         if self._events is None and self.trailer.index_length <= WHOLE_INDEX_BYTES:
-            self.events   # one request for a small index, not one per column per block (remote files)
+            self.events  # one request for a small index, not one per column per block (remote files)
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
@@ -311,7 +339,9 @@ class TmbReader:
         if adler is not None:
             self.feed_tail(adler)
 
-    def check_blocks(self, adler: RunningAdler32 | None = None, *, threads: int = 2) -> Iterator[BlockHeader]:
+    def check_blocks(
+        self, adler: RunningAdler32 | None = None, *, threads: int = 2
+    ) -> Iterator[BlockHeader]:
         """Check every block (header, agreement with the index, stored-bytes digest) without keeping
         its bytes: what verification needs.  Yields each block's header, in file order.
 
@@ -324,21 +354,26 @@ class TmbReader:
             adler.update(self._head_bytes)
         self._announce_blocks()
         if self.block_count:
-            self._ready_source()   # opened before the threads share it
+            self._ready_source()  # opened before the threads share it
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
 
             def check(number: int):
                 lease = _CHECK_BUFFERS.lease(int(sizes[number]))
                 try:
-                    view = memoryview(lease.buffer)[:int(sizes[number])]
+                    view = memoryview(lease.buffer)[: int(sizes[number])]
                     got = self._preadv(view, int(self.blocks["offset"][number]))
                     block = self._checked_block(number, view[:got], with_events=False)
                     return block.header, (adler32(block.stored) if adler is not None else 0), got
                 finally:
                     lease.release()
 
-            for header, block_adler, size in bounded_map(check, range(self.block_count), threads=threads,
-                                                         in_flight=2 * threads, pool_always=True):
+            for header, block_adler, size in bounded_map(
+                check,
+                range(self.block_count),
+                threads=threads,
+                in_flight=2 * threads,
+                pool_always=True,
+            ):
                 if adler is not None:
                     adler.append(block_adler, size)
                 yield header
@@ -353,8 +388,10 @@ class TmbReader:
         """A file whose size changed while it was read is not the file that was checked."""
         size = self._ready_source().current_size()
         if size != self.file_size:
-            raise InputError(f"file changed size while being read (from {self.file_size} to {size} bytes)",
-                             path=self.path)
+            raise InputError(
+                f"file changed size while being read (from {self.file_size} to {size} bytes)",
+                path=self.path,
+            )
 
     def _announce_blocks(self) -> None:
         """Tell the source every block is about to be read, in file order (remote read-ahead)."""
@@ -366,8 +403,9 @@ class TmbReader:
         """Decompress a block and prove its events against the index."""
         region = f"block {block.number}"
         try:
-            decoded = decode_block(block.header, block.data, region=region, offset=block.offset,
-                                   expected=block.events)
+            decoded = decode_block(
+                block.header, block.data, region=region, offset=block.offset, expected=block.events
+            )
         except EngineError as exc:
             raise exc.with_path(self.path)
         return decoded
@@ -377,7 +415,9 @@ class TmbReader:
         for block in self.iter_blocks():
             decoded = self.decode(block)
             for i in range(len(decoded.events)):
-                yield Event(int(decoded.events.run[i]), int(decoded.events.event[i]), decoded.payload(i))
+                yield Event(
+                    int(decoded.events.run[i]), int(decoded.events.event[i]), decoded.payload(i)
+                )
 
     # -- lifetime --------------------------------------------------------------------------
     def release(self) -> None:
@@ -393,7 +433,7 @@ class TmbReader:
         self._closed = True
         self.release()
 
-    def __enter__(self) -> "TmbReader":
+    def __enter__(self) -> TmbReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -29,8 +29,16 @@ import urllib.parse
 from pathlib import Path
 
 #: URL schemes and the protocol module that serves each.
-SCHEMES = {"root": "xrootd", "roots": "xrootd", "xroot": "xrootd", "xroots": "xrootd",
-           "https": "https", "http": "https", "davs": "https", "dav": "https"}
+SCHEMES = {
+    "root": "xrootd",
+    "roots": "xrootd",
+    "xroot": "xrootd",
+    "xroots": "xrootd",
+    "https": "https",
+    "http": "https",
+    "davs": "https",
+    "dav": "https",
+}
 
 
 def is_url(name) -> bool:
@@ -78,9 +86,11 @@ class RemotePath:
         self.netloc = parts.netloc
         path = parts.path or "/"
         if self.protocol_name == "xrootd" and not path.startswith("//"):
-            path = "/" + path          # root://host/store/x and root://host//store/x name the same file
+            path = "/" + path  # root://host/store/x and root://host//store/x name the same file
         self.path = path
-        self.url = f"{self.scheme}://{self.netloc}{self.path}" + (f"?{parts.query}" if parts.query else "")
+        self.url = f"{self.scheme}://{self.netloc}{self.path}" + (
+            f"?{parts.query}" if parts.query else ""
+        )
 
     # -- naming ----------------------------------------------------------------------------
     @property
@@ -105,19 +115,19 @@ class RemotePath:
         return posixpath.splitext(self.name)[1]
 
     @property
-    def parent(self) -> "RemotePath":
+    def parent(self) -> RemotePath:
         return RemotePath(self.server + (posixpath.dirname(self.path.rstrip("/")) or "/"))
 
-    def with_name(self, name: str) -> "RemotePath":
+    def with_name(self, name: str) -> RemotePath:
         return self.parent / name
 
-    def with_suffix(self, suffix: str) -> "RemotePath":
+    def with_suffix(self, suffix: str) -> RemotePath:
         return self.with_name(posixpath.splitext(self.name)[0] + suffix)
 
-    def __truediv__(self, name) -> "RemotePath":
+    def __truediv__(self, name) -> RemotePath:
         return RemotePath(f"{self.server}{self.path.rstrip('/')}/{name}")
 
-    def resolve(self) -> "RemotePath":
+    def resolve(self) -> RemotePath:
         return self
 
     def __str__(self) -> str:
@@ -127,8 +137,10 @@ class RemotePath:
         return f"RemotePath({self.url!r})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, RemotePath) and (self.server, self.path.rstrip("/")) == \
-            (other.server, other.path.rstrip("/"))
+        return isinstance(other, RemotePath) and (self.server, self.path.rstrip("/")) == (
+            other.server,
+            other.path.rstrip("/"),
+        )
 
     def __hash__(self) -> int:
         return hash((self.server, self.path.rstrip("/")))
@@ -185,13 +197,15 @@ class RemotePath:
 
         retrying(lambda: self.protocol.mkdir(self), self, "cannot create folder", output=True)
 
-    def rename_to(self, target: "RemotePath") -> None:
+    def rename_to(self, target: RemotePath) -> None:
         """Server-side rename; never replaces ``target``, never crosses servers."""
         from ..errors import OutputExists, UsageError
         from .retry import RemoteFailure, as_engine_error
 
         if not isinstance(target, RemotePath) or target.server != self.server:
-            raise UsageError(f"a remote file moves only within its server, not to {target}", path=self)
+            raise UsageError(
+                f"a remote file moves only within its server, not to {target}", path=self
+            )
         try:
             self.protocol.rename(self, target, overwrite=False)
         except RemoteFailure as failure:
@@ -228,7 +242,7 @@ def release_staging_dir() -> None:
     try:
         os.rmdir(_default_staging_dir())
     except OSError:
-        pass          # not empty (another command's staging, a merge-run's journal) or already gone
+        pass  # not empty (another command's staging, a merge-run's journal) or already gone
 
 
 __all__ = ["RemotePath", "is_url", "location", "protocol", "release_staging_dir", "staging_dir"]

@@ -37,7 +37,9 @@ def _session():
             from .prefetch import streams
 
             session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=streams() + 4, max_retries=0)
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=4, pool_maxsize=streams() + 4, max_retries=0
+            )
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             _sessions[key] = session
@@ -58,17 +60,29 @@ def _request(method: str, rp, *, headers=None, ok=(200,), **kwargs):
         headers["Authorization"] = f"Bearer {token}"
     proxy = credentials.x509_proxy()
     try:
-        response = _session().request(method, _http_url(rp), headers=headers, timeout=timeout(),
-                                      verify=credentials.ca_location(), cert=proxy, allow_redirects=True,
-                                      **kwargs)
+        response = _session().request(
+            method,
+            _http_url(rp),
+            headers=headers,
+            timeout=timeout(),
+            verify=credentials.ca_location(),
+            cert=proxy,
+            allow_redirects=True,
+            **kwargs,
+        )
     except requests.exceptions.SSLError as exc:
         found = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?) \(_ssl", str(exc))
         reason = found.group(1) if found else _reason(exc)
-        if "certificate" not in reason:      # the connection broke under TLS: worth another try
+        if "certificate" not in reason:  # the connection broke under TLS: worth another try
             raise RemoteFailure(TRANSIENT, f"TLS connection lost: {reason}") from None
-        raise RemoteFailure(FAILED, f"TLS failure: {reason} (is the server's CA in X509_CERT_DIR?)") from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-            requests.exceptions.ChunkedEncodingError) as exc:
+        raise RemoteFailure(
+            FAILED, f"TLS failure: {reason} (is the server's CA in X509_CERT_DIR?)"
+        ) from None
+    except (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+    ) as exc:
         raise RemoteFailure(TRANSIENT, _reason(exc)) from None
     except requests.exceptions.RequestException as exc:
         raise RemoteFailure(FAILED, _reason(exc)) from None
@@ -93,6 +107,7 @@ def _reason(exc) -> str:
 
 # -- reading -----------------------------------------------------------------------------------
 
+
 class HttpsReader:
     def __init__(self, rp):
         self.rp = rp
@@ -109,16 +124,20 @@ class HttpsReader:
         end = min(offset + length, self.size) - 1
 
         def step():
-            response = _request("GET", self.rp, headers={"Range": f"bytes={offset}-{end}"}, ok=(206, 200))
+            response = _request(
+                "GET", self.rp, headers={"Range": f"bytes={offset}-{end}"}, ok=(206, 200)
+            )
             try:
-                if response.status_code == 200:     # the server ignored the range: take the slice
-                    data = response.content[offset:end + 1]
+                if response.status_code == 200:  # the server ignored the range: take the slice
+                    data = response.content[offset : end + 1]
                 else:
                     data = response.content
-            except Exception as exc:               # the connection dropped while the body came
+            except Exception as exc:  # the connection dropped while the body came
                 raise RemoteFailure(TRANSIENT, _reason(exc)) from None
             if len(data) != end + 1 - offset:
-                raise RemoteFailure(TRANSIENT, f"short read ({len(data)} of {end + 1 - offset} bytes)")
+                raise RemoteFailure(
+                    TRANSIENT, f"short read ({len(data)} of {end + 1 - offset} bytes)"
+                )
             return data
 
         return retrying(step, self.rp, f"read error at offset {offset}")
@@ -154,8 +173,10 @@ def _propfind(rp, depth: int):
         prop = item.find(f".//{_DAV}prop")
         if prop is None:
             continue
-        is_dir = prop.find(f"{_DAV}resourcetype/{_DAV}collection") is not None or \
-            (prop.findtext(f"{_DAV}iscollection") or "").strip() == "1"
+        is_dir = (
+            prop.find(f"{_DAV}resourcetype/{_DAV}collection") is not None
+            or (prop.findtext(f"{_DAV}iscollection") or "").strip() == "1"
+        )
         size = int((prop.findtext(f"{_DAV}getcontentlength") or "0").strip() or 0)
         modified = prop.findtext(f"{_DAV}getlastmodified")
         mtime = parsedate_to_datetime(modified).timestamp() if modified else 0
@@ -194,25 +215,37 @@ def read_whole(rp) -> bytes:
 
 def checksum(rp, *, output: bool = True) -> int:
     """The server's adler32 of the file (``Want-Digest: adler32``, RFC 3230)."""
-    response = retrying(lambda: _request("HEAD", rp, headers={"Want-Digest": "adler32"}), rp,
-                        "checksum query failed", output=output)
+    response = retrying(
+        lambda: _request("HEAD", rp, headers={"Want-Digest": "adler32"}),
+        rp,
+        "checksum query failed",
+        output=output,
+    )
     for part in response.headers.get("Digest", "").split(","):
         algorithm, _, value = part.strip().partition("=")
         if algorithm.lower() == "adler32" and value:
             return int(value, 16)
     from ..errors import OutputError
 
-    raise OutputError("the server gave no adler32 digest (Want-Digest: adler32 unanswered)", path=rp.url)
+    raise OutputError(
+        "the server gave no adler32 digest (Want-Digest: adler32 unanswered)", path=rp.url
+    )
 
 
 # -- writing -----------------------------------------------------------------------------------
+
 
 def upload(local_path, rp) -> None:
     """PUT ``local_path`` at ``rp`` (streamed from disk); a failure removes what arrived."""
     try:
         with open(local_path, "rb") as body:
-            _request("PUT", rp, data=body, ok=(200, 201, 204),
-                     headers={"Content-Length": str(os.fstat(body.fileno()).st_size)})
+            _request(
+                "PUT",
+                rp,
+                data=body,
+                ok=(200, 201, 204),
+                headers={"Content-Length": str(os.fstat(body.fileno()).st_size)},
+            )
     except BaseException:
         remove(rp, quiet=True)
         raise
@@ -227,12 +260,16 @@ def rename(source, dest, *, overwrite: bool = False) -> None:
                 raise
         else:
             raise RemoteFailure(FAILED, "destination exists")
-    _request("MOVE", source, ok=(200, 201, 204),
-             headers={"Destination": _http_url(dest), "Overwrite": "T" if overwrite else "F"})
+    _request(
+        "MOVE",
+        source,
+        ok=(200, 201, 204),
+        headers={"Destination": _http_url(dest), "Overwrite": "T" if overwrite else "F"},
+    )
 
 
 def mkdir(rp) -> None:
-    _request("MKCOL", rp, ok=(201, 405))      # 405: it exists already
+    _request("MKCOL", rp, ok=(201, 405))  # 405: it exists already
 
 
 def remove(rp, *, quiet: bool = False) -> None:

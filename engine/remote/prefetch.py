@@ -38,7 +38,7 @@ class PrefetchingSource:
         self._pool = ThreadPoolExecutor(self._depth, thread_name_prefix="tmb-fetch")
         self._lock = threading.Lock()
         self._planned: deque = deque()
-        self._pending: dict = {}          # offset -> (length, future)
+        self._pending: dict = {}  # offset -> (length, future)
 
     # -- the reader's calls ----------------------------------------------------------------
     def will_need(self, ranges) -> None:
@@ -58,12 +58,15 @@ class PrefetchingSource:
 
     def readinto(self, view: memoryview, offset: int) -> int:
         data = self.pread(len(view), offset)
-        view[:len(data)] = data
+        view[: len(data)] = data
         return len(data)
 
     def read_many(self, ranges) -> list[bytes]:
-        return self._reader.read_many(ranges) if hasattr(self._reader, "read_many") else \
-            [self.pread(n, o) for o, n in ranges]
+        return (
+            self._reader.read_many(ranges)
+            if hasattr(self._reader, "read_many")
+            else [self.pread(n, o) for o, n in ranges]
+        )
 
     def current_size(self) -> int:
         return self._reader.current_size()

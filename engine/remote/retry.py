@@ -38,7 +38,7 @@ def retries() -> int:
 
 
 def backoff(attempt: int) -> float:
-    return min(30.0, float(os.environ.get("TMBMERGE_REMOTE_BACKOFF", "1")) * 2 ** attempt)
+    return min(30.0, float(os.environ.get("TMBMERGE_REMOTE_BACKOFF", "1")) * 2**attempt)
 
 
 def retrying(step, url, what: str, *, output: bool = False, tries: int | None = None):
@@ -53,11 +53,12 @@ def retrying(step, url, what: str, *, output: bool = False, tries: int | None = 
                 time.sleep(backoff(attempt))
                 attempt += 1
                 continue
-            raise as_engine_error(failure, url, what, output=output,
-                                  attempts=attempt + 1) from None
+            raise as_engine_error(failure, url, what, output=output, attempts=attempt + 1) from None
 
 
-def as_engine_error(failure: RemoteFailure, url, what: str, *, output: bool = False, attempts: int = 1):
+def as_engine_error(
+    failure: RemoteFailure, url, what: str, *, output: bool = False, attempts: int = 1
+):
     """The user-facing error for a failed step: input (3) or output (7), naming the URL."""
     text = f"{what}: {failure.message}"
     if failure.kind == TRANSIENT and attempts > 1:

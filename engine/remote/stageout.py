@@ -36,17 +36,23 @@ def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, la
 
     try:
         exists = output.exists()
-    except InputError as exc:           # the destination's server: an output failure
+    except InputError as exc:  # the destination's server: an output failure
         raise OutputError(exc.message, path=output) from None
     if exists and not spec.force:
         raise OutputExists("output exists (use --force to replace it)", path=output)
     folder = _private_staging(inputs, output)
     try:
         local = folder / output.name
-        report = merge_files(inputs, local, replace(spec, declare=False, force=False), progress=progress,
-                             bookkeeping=bookkeeping, label=label or output.name)
+        report = merge_files(
+            inputs,
+            local,
+            replace(spec, declare=False, force=False),
+            progress=progress,
+            bookkeeping=bookkeeping,
+            label=label or output.name,
+        )
         stage_out(local, output, adler32=report.adler32, overwrite=spec.force)
-        if spec.declare:       # from the staged copy: the same bytes, checked by the server's adler32
+        if spec.declare:  # from the staged copy: the same bytes, checked by the server's adler32
             with open_bookkeeping(spec) as catalog:
                 declare_output(catalog, report)
         report.output = output
@@ -66,7 +72,7 @@ def _private_staging(inputs, output) -> Path:
         try:
             needed += location(name).stat().st_size
         except OSError:
-            pass          # the merge's pre-flight reports unreadable inputs
+            pass  # the merge's pre-flight reports unreadable inputs
     # made first (parents too: another command may just have removed an empty default base)
     folder = base / f"{os.getpid()}-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
@@ -74,8 +80,11 @@ def _private_staging(inputs, output) -> Path:
     if needed > free:
         shutil.rmtree(folder, ignore_errors=True)
         release_staging_dir()
-        raise OutputError(f"staging folder {base} has {free:,} bytes free, the output needs up to {needed:,} "
-                          f"(set TMBMERGE_STAGING)", path=output)
+        raise OutputError(
+            f"staging folder {base} has {free:,} bytes free, the output needs up to {needed:,} "
+            f"(set TMBMERGE_STAGING)",
+            path=output,
+        )
     return folder
 
 
@@ -83,7 +92,9 @@ def temporary_name(final):
     """The hidden name an upload is written under, beside ``final`` (the local convention)."""
     from ..fsutil import TEMP_MARK, TEMP_PREFIX
 
-    return final.with_name(f"{TEMP_PREFIX}{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    return final.with_name(
+        f"{TEMP_PREFIX}{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    )
 
 
 def stage_out(local: Path, final, *, adler32: int | None = None, overwrite: bool = False) -> None:
@@ -103,7 +114,9 @@ def stage_out(local: Path, final, *, adler32: int | None = None, overwrite: bool
         raise
 
 
-def upload_verified(local: Path, final, *, adler32: int | None = None, overwrite: bool = False) -> None:
+def upload_verified(
+    local: Path, final, *, adler32: int | None = None, overwrite: bool = False
+) -> None:
     """One file: upload under a temporary name, compare adler32s, rename into place."""
     from ..checksums import adler32_hex
     from ..verify.dump import file_adler32
@@ -123,14 +136,22 @@ def upload_verified(local: Path, final, *, adler32: int | None = None, overwrite
         retrying(upload, final, "upload failed", output=True)
         got = protocol.checksum(tmp)
         if got != want:
-            raise OutputError("the server's adler32 of the upload differs from the local file's: not placed",
-                              path=final, expected=adler32_hex(want), actual=adler32_hex(got))
+            raise OutputError(
+                "the server's adler32 of the upload differs from the local file's: not placed",
+                path=final,
+                expected=adler32_hex(want),
+                actual=adler32_hex(got),
+            )
         try:
             protocol.rename(tmp, final, overwrite=overwrite)
         except RemoteFailure as failure:
             if failure.message == "destination exists":
-                raise OutputExists("output exists (use --force to replace it)", path=final) from None
-            raise as_engine_error(failure, final, "cannot rename the upload into place", output=True) from None
+                raise OutputExists(
+                    "output exists (use --force to replace it)", path=final
+                ) from None
+            raise as_engine_error(
+                failure, final, "cannot rename the upload into place", output=True
+            ) from None
     except BaseException:
         _remove_quietly(tmp)
         raise

@@ -32,13 +32,15 @@ def _client():
     except ImportError:
         from ..errors import UsageError
 
-        raise UsageError("root:// needs the XRootD client: pip install 'tmbmerge[remote]'") from None
+        raise UsageError(
+            "root:// needs the XRootD client: pip install 'tmbmerge[remote]'"
+        ) from None
     return client
 
 
 # kXR error codes the server answers with (XProtocol.hh)
 _KXR_NOT_AUTHORIZED, _KXR_NOT_FOUND, _KXR_OVERLOADED, _KXR_FS_ERROR = 3010, 3011, 3024, 3005
-_ERR_RESPONSE = 400   # XrdCl errErrorResponse: the server answered with an error
+_ERR_RESPONSE = 400  # XrdCl errErrorResponse: the server answered with an error
 
 
 def _check(status, what: str = "") -> None:
@@ -55,7 +57,7 @@ def _check(status, what: str = "") -> None:
         else:
             kind = FAILED
     else:
-        kind = TRANSIENT         # connection refused or lost, socket or request timeout
+        kind = TRANSIENT  # connection refused or lost, socket or request timeout
     raise RemoteFailure(kind, message)
 
 
@@ -64,6 +66,7 @@ def _fs(rp):
 
 
 # -- reading -----------------------------------------------------------------------------------
+
 
 class XRootDReader:
     """One open file: concurrent ``read``s and ``vector_read``s are safe on it."""
@@ -104,14 +107,16 @@ class XRootDReader:
                 handle = self._file
         try:
             status, answer = getattr(handle, method)(*args, timeout=timeout())
-        except ValueError as exc:      # the client closed the file after a failure on another thread
+        except ValueError as exc:  # the client closed the file after a failure on another thread
             raise RemoteFailure(TRANSIENT, str(exc)) from None
         _check(status)
         return answer
 
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
-        return retrying(lambda: self._call("read", offset, length), self.rp, f"read error at offset {offset}")
+        return retrying(
+            lambda: self._call("read", offset, length), self.rp, f"read error at offset {offset}"
+        )
 
     def read_many(self, ranges) -> list[bytes]:
         """Several (offset, length) ranges in one round trip (a vector read)."""
@@ -148,6 +153,7 @@ def open_reader(rp) -> XRootDReader:
 
 
 # -- the namespace -----------------------------------------------------------------------------
+
 
 def stat(rp):
     client = _client()
@@ -210,8 +216,12 @@ def upload(local_path, rp) -> None:
     handle = client.File()
     flags = client.flags.OpenFlags
     mode = client.flags.AccessMode
-    status, _ = handle.open(rp.url, flags.NEW | flags.MAKEPATH | flags.POSC,
-                            mode.UR | mode.UW | mode.GR | mode.OR, timeout=timeout())
+    status, _ = handle.open(
+        rp.url,
+        flags.NEW | flags.MAKEPATH | flags.POSC,
+        mode.UR | mode.UW | mode.GR | mode.OR,
+        timeout=timeout(),
+    )
     _check(status)
     try:
         with open(local_path, "rb") as source:
@@ -247,7 +257,7 @@ def rename(source, dest, *, overwrite: bool = False) -> None:
 def mkdir(rp) -> None:
     client = _client()
     status, _ = _fs(rp).mkdir(rp.path, client.flags.MkDirFlags.MAKEPATH, timeout=timeout())
-    if not status.ok and status.errno != 3018:     # kXR_ItExists
+    if not status.ok and status.errno != 3018:  # kXR_ItExists
         _check(status)
 
 

@@ -10,7 +10,7 @@ __all__ = ["FileReport", "verify_file", "verify_files"]
 
 
 def __getattr__(name):
-    if name in __all__:   # on first use: a merge needs ``merged`` and ``readback``, not ``checks``
+    if name in __all__:  # on first use: a merge needs ``merged`` and ``readback``, not ``checks``
         from . import checks
 
         return getattr(checks, name)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from ..remote import location
 from typing import Any
 
 from ..checksums import RunningAdler32, format_adler32
@@ -23,6 +21,7 @@ from ..errors import EngineError, MetadataMismatch, UsageError
 from ..host import usable_cores
 from ..pool import bounded_map
 from ..readers import open_file
+from ..remote import location
 from .crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
 
 
@@ -35,7 +34,7 @@ class FileReport:
     event_count: int | None = None
     block_count: int | None = None
     deep: bool = False
-    metadata_checked: str | None = None   # "sidecar", "catalogue" or None
+    metadata_checked: str | None = None  # "sidecar", "catalogue" or None
     seconds: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -44,8 +43,13 @@ class FileReport:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"file": str(self.path), "ok": self.ok, "deep": self.deep,
-                               "metadata_checked": self.metadata_checked, "seconds": round(self.seconds, 4)}
+        out: dict[str, Any] = {
+            "file": str(self.path),
+            "ok": self.ok,
+            "deep": self.deep,
+            "metadata_checked": self.metadata_checked,
+            "seconds": round(self.seconds, 4),
+        }
         if self.file_size is not None:
             out["file_size"] = self.file_size
         if self.adler32 is not None:
@@ -67,8 +71,14 @@ def sidecar_facts(path: Path) -> FileFacts | None:
     return None if md is None else stated_facts(md)
 
 
-def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: FileFacts | None = None,
-                threads: int = 1) -> FileReport:
+def verify_file(
+    path,
+    *,
+    deep: bool = False,
+    metadata: str = "auto",
+    expected: FileFacts | None = None,
+    threads: int = 1,
+) -> FileReport:
     """Check one file; the report holds the first problem found, or none."""
     if metadata not in ("auto", "none"):
         raise UsageError(f"--metadata must be auto or none, not {metadata!r}")
@@ -77,8 +87,11 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
     start = time.perf_counter()
     try:
         with open_file(path) as reader:
-            report.file_size, report.event_count, report.block_count = (reader.file_size, reader.event_count,
-                                                                         reader.block_count)
+            report.file_size, report.event_count, report.block_count = (
+                reader.file_size,
+                reader.event_count,
+                reader.block_count,
+            )
             adler = RunningAdler32()
             if deep:
                 for _ in bounded_map(reader.decode, reader.iter_blocks(adler), threads=threads):
@@ -90,8 +103,13 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
             if metadata == "auto":
                 embedded = reader.metadata.get("file_name")
                 if embedded is not None and embedded != path.name:
-                    raise MetadataMismatch("the file's own metadata names another file", path=path,
-                                           region="metadata", expected=path.name, actual=embedded)
+                    raise MetadataMismatch(
+                        "the file's own metadata names another file",
+                        path=path,
+                        region="metadata",
+                        expected=path.name,
+                        actual=embedded,
+                    )
                 source = "catalogue" if expected is not None else "sidecar"
                 if expected is None:
                     expected = sidecar_facts(path)
@@ -105,11 +123,18 @@ def verify_file(path, *, deep: bool = False, metadata: str = "auto", expected: F
     return report
 
 
-def verify_files(paths, *, deep: bool = False, metadata: str = "auto", jobs: int | None = None) -> list[FileReport]:
+def verify_files(
+    paths, *, deep: bool = False, metadata: str = "auto", jobs: int | None = None
+) -> list[FileReport]:
     """Verify many files in parallel; reports come back in the order of ``paths``."""
     paths = [location(p) for p in paths]
     jobs = jobs or usable_cores()
     file_threads = min(jobs, max(len(paths), 1))
     block_threads = max(1, jobs // file_threads) if deep else 1
-    return list(bounded_map(lambda p: verify_file(p, deep=deep, metadata=metadata, threads=block_threads),
-                            paths, threads=file_threads))
+    return list(
+        bounded_map(
+            lambda p: verify_file(p, deep=deep, metadata=metadata, threads=block_threads),
+            paths,
+            threads=file_threads,
+        )
+    )

@@ -24,20 +24,27 @@ class FileFacts(NamedTuple):
     adler32: int | None
     event_count: int | None
     file_name: str | None = None
-    runs: tuple[int, ...] | None = None      # the run numbers, sorted, each once
-    first_event: int | None = None           # the lowest event number
-    last_event: int | None = None            # the highest
+    runs: tuple[int, ...] | None = None  # the run numbers, sorted, each once
+    first_event: int | None = None  # the lowest event number
+    last_event: int | None = None  # the highest
 
 
 def stated_facts(md: dict) -> FileFacts:
     """What metadata (a sidecar or a catalogue record) says of its file."""
     from ..metadata import expected_facts, normalize_metadata
 
-    md = normalize_metadata(md, strict=False)   # records of a catalogue may know more fields
+    md = normalize_metadata(md, strict=False)  # records of a catalogue may know more fields
     facts = expected_facts(md)
     runs = tuple(sorted({int(entry[0]) for entry in md["runs"]})) if md.get("runs") else None
-    return FileFacts(facts.file_size, facts.adler32, facts.event_count, md.get("file_name"), runs,
-                     md.get("first_event"), md.get("last_event"))
+    return FileFacts(
+        facts.file_size,
+        facts.adler32,
+        facts.event_count,
+        md.get("file_name"),
+        runs,
+        md.get("first_event"),
+        md.get("last_event"),
+    )
 
 
 def measured_facts(reader, adler32: int | None, name: str, expected: FileFacts) -> FileFacts:
@@ -53,25 +60,51 @@ def measured_facts(reader, adler32: int | None, name: str, expected: FileFacts) 
 
 def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: str) -> None:
     """Every fact ``expected`` states must equal the measured one."""
-    if expected.file_name is not None and actual.file_name is not None and expected.file_name != actual.file_name:
-        raise MetadataMismatch(f"{source} names a different file", path=path, expected=expected.file_name,
-                               actual=actual.file_name)
+    if (
+        expected.file_name is not None
+        and actual.file_name is not None
+        and expected.file_name != actual.file_name
+    ):
+        raise MetadataMismatch(
+            f"{source} names a different file",
+            path=path,
+            expected=expected.file_name,
+            actual=actual.file_name,
+        )
     if expected.file_size is not None and expected.file_size != actual.file_size:
-        raise MetadataMismatch(f"file size differs from the {source}", path=path, expected=expected.file_size,
-                               actual=actual.file_size)
+        raise MetadataMismatch(
+            f"file size differs from the {source}",
+            path=path,
+            expected=expected.file_size,
+            actual=actual.file_size,
+        )
     if expected.adler32 is not None and expected.adler32 != actual.adler32:
-        raise MetadataMismatch(f"adler32 differs from the {source}", path=path,
-                               expected=adler32_hex(expected.adler32), actual=adler32_hex(actual.adler32))
+        raise MetadataMismatch(
+            f"adler32 differs from the {source}",
+            path=path,
+            expected=adler32_hex(expected.adler32),
+            actual=adler32_hex(actual.adler32),
+        )
     if expected.event_count is not None and expected.event_count != actual.event_count:
-        raise MetadataMismatch(f"event count differs from the {source}", path=path,
-                               expected=expected.event_count, actual=actual.event_count)
+        raise MetadataMismatch(
+            f"event count differs from the {source}",
+            path=path,
+            expected=expected.event_count,
+            actual=actual.event_count,
+        )
     if expected.runs is not None and actual.runs is not None and expected.runs != actual.runs:
-        raise MetadataMismatch(f"runs differ from the {source}", path=path, expected=_runs(expected.runs),
-                               actual=_runs(actual.runs))
+        raise MetadataMismatch(
+            f"runs differ from the {source}",
+            path=path,
+            expected=_runs(expected.runs),
+            actual=_runs(actual.runs),
+        )
     for field in ("first_event", "last_event"):
         stated, measured = getattr(expected, field), getattr(actual, field)
         if stated is not None and measured is not None and stated != measured:
-            raise MetadataMismatch(f"{field} differs from the {source}", path=path, expected=stated, actual=measured)
+            raise MetadataMismatch(
+                f"{field} differs from the {source}", path=path, expected=stated, actual=measured
+            )
 
 
 def _runs(runs: tuple[int, ...]) -> str:
@@ -86,20 +119,33 @@ def crosscheck_events(path, output, expected) -> None:
     sources = [expected] if isinstance(expected, EventTable) else list(expected)
     total = sum(_count(s) for s in sources)
     if _count(output) != total:
-        raise EventCountMismatch("merged output does not hold exactly the inputs' events", path=path,
-                                 expected=total, actual=_count(output))
+        raise EventCountMismatch(
+            "merged output does not hold exactly the inputs' events",
+            path=path,
+            expected=total,
+            actual=_count(output),
+        )
     start = 0
     for source in sources:
-        for table in (source.iter_event_chunks() if hasattr(source, "iter_event_chunks") else [source]):
-            piece = (output.event_slice(start, start + len(table)) if hasattr(output, "event_slice")
-                     else output.slice(start, start + len(table)))
+        for table in (
+            source.iter_event_chunks() if hasattr(source, "iter_event_chunks") else [source]
+        ):
+            piece = (
+                output.event_slice(start, start + len(table))
+                if hasattr(output, "event_slice")
+                else output.slice(start, start + len(table))
+            )
             for name in ("run", "event", "length", "digest"):
                 a, b = getattr(piece, name), getattr(table, name)
                 if not np.array_equal(a, b):
                     i = int(np.argmin(a == b))
-                    raise EventCountMismatch(f"merged output's event {start + i} differs from the inputs' ({name})",
-                                             path=path, region=f"block {int(piece.block[i])}", expected=int(b[i]),
-                                             actual=int(a[i]))
+                    raise EventCountMismatch(
+                        f"merged output's event {start + i} differs from the inputs' ({name})",
+                        path=path,
+                        region=f"block {int(piece.block[i])}",
+                        expected=int(b[i]),
+                        actual=int(a[i]),
+                    )
             start += len(table)
         if hasattr(source, "release"):
             source.release()

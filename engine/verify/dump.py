@@ -26,8 +26,9 @@ from ..checksums import RunningAdler32, adler32_hex, digest_hex
 from ..format import CODEC_NAMES, HEADER_MAGIC, EventTable
 from ..remote import is_url
 
-READ_CHUNK = 4 << 20     # bytes per read when computing the whole file's adler32
-EVENT_CHUNK = 1 << 16    # events converted from numpy columns at a time
+READ_CHUNK = 4 << 20  # bytes per read when computing the whole file's adler32
+EVENT_CHUNK = 1 << 16  # events converted from numpy columns at a time
+
 
 def ratio(uncompressed: int, compressed: int) -> float | None:
     """Compression ratio (uncompressed / stored), rounded for display; None when undefined."""
@@ -42,7 +43,10 @@ def file_adler32(path) -> tuple[int, int]:
 
         source = open_source(path)
         try:
-            chunks = [(offset, min(READ_CHUNK, source.size - offset)) for offset in range(0, source.size, READ_CHUNK)]
+            chunks = [
+                (offset, min(READ_CHUNK, source.size - offset))
+                for offset in range(0, source.size, READ_CHUNK)
+            ]
             source.will_need(chunks)
             for offset, length in chunks:
                 running.update(source.pread(length, offset))
@@ -60,24 +64,36 @@ def file_adler32(path) -> tuple[int, int]:
 def summarize_blocks(blocks: np.ndarray) -> list[dict[str, Any]]:
     """The block table as a list of dicts (blocks are few: one per few MiB of events)."""
     rows = []
-    columns = {name: blocks[name].tolist() for name in
-               ("offset", "codec", "compressed_length", "uncompressed_length", "event_count", "first_event",
-                "compressed_digest", "uncompressed_digest")}
+    columns = {
+        name: blocks[name].tolist()
+        for name in (
+            "offset",
+            "codec",
+            "compressed_length",
+            "uncompressed_length",
+            "event_count",
+            "first_event",
+            "compressed_digest",
+            "uncompressed_digest",
+        )
+    }
     for number in range(len(blocks)):
         clen, ulen = columns["compressed_length"][number], columns["uncompressed_length"][number]
         codec = columns["codec"][number]
-        rows.append({
-            "number": number,
-            "offset": columns["offset"][number],
-            "codec": CODEC_NAMES.get(codec, f"id {codec}"),
-            "compressed_length": clen,
-            "uncompressed_length": ulen,
-            "ratio": ratio(ulen, clen),
-            "event_count": columns["event_count"][number],
-            "first_event_index": columns["first_event"][number],
-            "compressed_digest": digest_hex(columns["compressed_digest"][number]),
-            "uncompressed_digest": digest_hex(columns["uncompressed_digest"][number]),
-        })
+        rows.append(
+            {
+                "number": number,
+                "offset": columns["offset"][number],
+                "codec": CODEC_NAMES.get(codec, f"id {codec}"),
+                "compressed_length": clen,
+                "uncompressed_length": ulen,
+                "ratio": ratio(ulen, clen),
+                "event_count": columns["event_count"][number],
+                "first_event_index": columns["first_event"][number],
+                "compressed_digest": digest_hex(columns["compressed_digest"][number]),
+                "uncompressed_digest": digest_hex(columns["uncompressed_digest"][number]),
+            }
+        )
     return rows
 
 
@@ -118,12 +134,19 @@ def summarize_file(reader) -> dict[str, Any]:
     }
 
 
-def iter_event_rows(events: EventTable, *, chunk: int = EVENT_CHUNK) -> Iterator[tuple[int, int, int, str, int]]:
+def iter_event_rows(
+    events: EventTable, *, chunk: int = EVENT_CHUNK
+) -> Iterator[tuple[int, int, int, str, int]]:
     """(run, event, size, digest hex, block) for every event in file order, from the index columns."""
     for start in range(0, len(events), chunk):
         part = events.slice(start, start + chunk)
-        yield from zip(part.run.tolist(), part.event.tolist(), part.length.tolist(),
-                       (f"{d:016x}" for d in part.digest.tolist()), part.block.tolist())
+        yield from zip(
+            part.run.tolist(),
+            part.event.tolist(),
+            part.length.tolist(),
+            (f"{d:016x}" for d in part.digest.tolist()),
+            part.block.tolist(),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,19 +167,25 @@ def iter_dump_text(summary: dict[str, Any], events: EventTable | None = None) ->
         yield f"  {line}"
     yield ""
     yield f"blocks ({len(summary['blocks'])})"
-    yield (f"  {'#':>6} {'offset':>14} {'codec':<5} {'stored':>11} {'uncompressed':>12} {'ratio':>7} "
-           f"{'events':>8}  {'stored digest':<16}  uncompr. digest")
+    yield (
+        f"  {'#':>6} {'offset':>14} {'codec':<5} {'stored':>11} {'uncompressed':>12} {'ratio':>7} "
+        f"{'events':>8}  {'stored digest':<16}  uncompr. digest"
+    )
     for b in summary["blocks"]:
         shown = "-" if b["ratio"] is None else f"{b['ratio']:.3f}"
-        yield (f"  {b['number']:>6} {b['offset']:>14} {b['codec']:<5} {b['compressed_length']:>11} "
-               f"{b['uncompressed_length']:>12} {shown:>7} {b['event_count']:>8}  "
-               f"{b['compressed_digest']}  {b['uncompressed_digest']}")
+        yield (
+            f"  {b['number']:>6} {b['offset']:>14} {b['codec']:<5} {b['compressed_length']:>11} "
+            f"{b['uncompressed_length']:>12} {shown:>7} {b['event_count']:>8}  "
+            f"{b['compressed_digest']}  {b['uncompressed_digest']}"
+        )
     index = summary["index"]
     yield ""
     yield f"index            offset {index['offset']}, {index['length']} bytes, digest {index['digest']}"
     yield ""
     yield "totals"
-    ratio_text = "-" if totals["compression_ratio"] is None else f"{totals['compression_ratio']:.3f}"
+    ratio_text = (
+        "-" if totals["compression_ratio"] is None else f"{totals['compression_ratio']:.3f}"
+    )
     runs = ", ".join(str(r) for r in totals["runs"]) or "-"
     yield f"  file size      {totals['file_size']} bytes"
     yield f"  blocks         {totals['blocks']}"
@@ -164,8 +193,10 @@ def iter_dump_text(summary: dict[str, Any], events: EventTable | None = None) ->
     yield f"  first event    {_or_dash(totals['first_event'])}"
     yield f"  last event     {_or_dash(totals['last_event'])}"
     yield f"  runs           {runs}"
-    yield (f"  compression    {ratio_text} ({totals['uncompressed_bytes']} bytes of records stored in "
-           f"{totals['stored_bytes']})")
+    yield (
+        f"  compression    {ratio_text} ({totals['uncompressed_bytes']} bytes of records stored in "
+        f"{totals['stored_bytes']})"
+    )
     yield f"  adler32        {totals['adler32']}"
     if events is not None:
         yield ""
@@ -196,7 +227,9 @@ def iter_dump_json(summary: dict[str, Any], events: EventTable | None = None) ->
     yield ',\n  "events": ['
     separator = "\n    "
     for run, event, size, digest, block in iter_event_rows(events):
-        yield (f'{separator}{{"run": {run}, "event": {event}, "size": {size}, "digest": "{digest}", '
-               f'"block": {block}}}')
+        yield (
+            f'{separator}{{"run": {run}, "event": {event}, "size": {size}, "digest": "{digest}", '
+            f'"block": {block}}}'
+        )
         separator = ",\n    "
     yield "\n  ]\n}\n" if len(events) else "]\n}\n"

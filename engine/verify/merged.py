@@ -25,8 +25,9 @@ from ..readers import open_file
 from .crosscheck import crosscheck_events
 
 
-def verify_merged_output(path, *, expected_events, expected_adler32: int, expected_size: int,
-                         blocks_read_back, name=None) -> None:
+def verify_merged_output(
+    path, *, expected_events, expected_adler32: int, expected_size: int, blocks_read_back, name=None
+) -> None:
     """See the module docstring; ``blocks_read_back`` is the ``BlockReadback`` that read every
     block of this file back as it was written (closed, without error).  Errors name the file
     ``name`` (the output as the user asked for it; default: ``path``, where it is read)."""
@@ -35,24 +36,37 @@ def verify_merged_output(path, *, expected_events, expected_adler32: int, expect
     try:
         with open_file(path) as reader:
             if reader.file_size != expected_size:
-                raise ChecksumMismatch("merged file's size differs from what was written", path=shown,
-                                       expected=expected_size, actual=reader.file_size)
-            if blocks_read_back.blocks_checked != reader.block_count or \
-                    blocks_read_back.blocks_adler.size != reader.index_offset - reader.data_start:
-                raise ChecksumMismatch("the blocks read back are not the blocks of the file", path=shown,
-                                       expected=reader.block_count, actual=blocks_read_back.blocks_checked)
+                raise ChecksumMismatch(
+                    "merged file's size differs from what was written",
+                    path=shown,
+                    expected=expected_size,
+                    actual=reader.file_size,
+                )
+            if (
+                blocks_read_back.blocks_checked != reader.block_count
+                or blocks_read_back.blocks_adler.size != reader.index_offset - reader.data_start
+            ):
+                raise ChecksumMismatch(
+                    "the blocks read back are not the blocks of the file",
+                    path=shown,
+                    expected=reader.block_count,
+                    actual=blocks_read_back.blocks_checked,
+                )
             _compare_block_tables(shown, reader.blocks, blocks_read_back.block_table())
             adler = RunningAdler32()
             adler.update(reader.head_bytes)
             adler.append(blocks_read_back.blocks_adler.value, blocks_read_back.blocks_adler.size)
             reader.feed_tail(adler)
             if adler.value != expected_adler32:
-                raise ChecksumMismatch("adler32 read back differs from the one computed while writing",
-                                       path=shown, expected=adler32_hex(expected_adler32),
-                                       actual=adler32_hex(adler.value))
+                raise ChecksumMismatch(
+                    "adler32 read back differs from the one computed while writing",
+                    path=shown,
+                    expected=adler32_hex(expected_adler32),
+                    actual=adler32_hex(adler.value),
+                )
             crosscheck_events(shown, reader, expected_events)
     except EngineError as exc:
-        if exc.path == str(path):   # the reader names the temporary file it opened
+        if exc.path == str(path):  # the reader names the temporary file it opened
             exc.path = None
         raise exc.with_path(shown)
 
@@ -64,6 +78,10 @@ def _compare_block_tables(path: Path, indexed: np.ndarray, read_back: np.ndarray
         if len(differs):
             i = int(differs[0])
             show = digest_hex if name.endswith("digest") else str
-            raise LayoutError(f"the index's entry for block {i} disagrees with the block read back ({name})",
-                              path=path, region="index", expected=show(int(read_back[name][i])),
-                              actual=show(int(indexed[name][i])))
+            raise LayoutError(
+                f"the index's entry for block {i} disagrees with the block read back ({name})",
+                path=path,
+                region="index",
+                expected=show(int(read_back[name][i])),
+                actual=show(int(indexed[name][i])),
+            )

@@ -46,17 +46,25 @@ class BlockReadback:
         self._queue: queue.Queue = queue.Queue(maxsize=2 * threads + 2)
         self._error: EngineError | None = None
         self._threads = threads
-        self._local = threading.local()   # each decoding thread's two reused buffers: stored, records
+        self._local = (
+            threading.local()
+        )  # each decoding thread's two reused buffers: stored, records
         self.blocks_checked = 0
-        self.blocks_adler = RunningAdler32()   # the blocks' bytes as read back, in file order
-        self.read_through = 0        # every block ending at or before this offset is read back and checked
-        self._blocks: list[tuple] = []   # (offset, first_event, header) of each block read back, in order
+        self.blocks_adler = RunningAdler32()  # the blocks' bytes as read back, in file order
+        self.read_through = (
+            0  # every block ending at or before this offset is read back and checked
+        )
+        self._blocks: list[
+            tuple
+        ] = []  # (offset, first_event, header) of each block read back, in order
         self._events_read_back = 0
-        self._ended = False          # the end marker has been taken off the queue
+        self._ended = False  # the end marker has been taken off the queue
         self._thread = threading.Thread(target=self._run, name="tmb-readback", daemon=True)
         self._thread.start()
 
-    def submit(self, number: int, offset: int, header: BlockHeader, events: EventTable, origin=None) -> None:
+    def submit(
+        self, number: int, offset: int, header: BlockHeader, events: EventTable, origin=None
+    ) -> None:
         """Queue a block just written at ``offset`` (blocks while the decoders are busy).
 
         The block is read back from the file itself; only its expected header and index entries
@@ -103,18 +111,22 @@ class BlockReadback:
 
     def _run(self) -> None:
         try:
-            for offset, header, value, size in bounded_map(self._check, self._items(), threads=self._threads):
+            for offset, header, value, size in bounded_map(
+                self._check, self._items(), threads=self._threads
+            ):
                 self.blocks_adler.append(value, size)
                 self._blocks.append((offset, self._events_read_back, header))
                 self._events_read_back += header.event_count
                 self.blocks_checked += 1
                 self.read_through = offset + size
-        except BaseException as exc:   # anything, or the writer would wait on a full queue for ever
+        except BaseException as exc:  # anything, or the writer would wait on a full queue for ever
             if isinstance(exc, EngineError):
                 self._error = exc.with_path(self.name)
             else:
-                self._error = OutputError(f"reading the output back failed: {exc!r}", path=self.name)
-            if not self._ended:       # keep draining so the writer never blocks on a dead reader
+                self._error = OutputError(
+                    f"reading the output back failed: {exc!r}", path=self.name
+                )
+            if not self._ended:  # keep draining so the writer never blocks on a dead reader
                 for _ in self._items():
                     pass
 
@@ -127,13 +139,18 @@ class BlockReadback:
             if origin is None:
                 raise
             path, origin_number, origin_offset = origin
-            raise type(exc)(f"{exc.message} (found reading back block {number} of the merged output)", path=path,
-                            region=f"block {origin_number}",
-                            offset=None if exc.offset is None else origin_offset + exc.offset - offset,
-                            expected=exc.expected, actual=exc.actual) from None
+            raise type(exc)(
+                f"{exc.message} (found reading back block {number} of the merged output)",
+                path=path,
+                region=f"block {origin_number}",
+                offset=None if exc.offset is None else origin_offset + exc.offset - offset,
+                expected=exc.expected,
+                actual=exc.actual,
+            ) from None
 
-    def _check_block(self, number: int, offset: int, expected: BlockHeader,
-                     events: EventTable) -> tuple[int, BlockHeader, int, int]:
+    def _check_block(
+        self, number: int, offset: int, expected: BlockHeader, events: EventTable
+    ) -> tuple[int, BlockHeader, int, int]:
         region = f"block {number}"
         buffers = self._local.__dict__.setdefault("buffers", [b"", b""])
         size = BLOCK_HEADER_SIZE + expected.compressed_length
@@ -142,24 +159,40 @@ class BlockReadback:
         try:
             got = os.preadv(self._fd, [memoryview(buffers[0])[:size]], offset)
         except OSError as exc:
-            raise OutputError(f"cannot read the output back: {os_reason(exc)}", region=region,
-                              offset=offset) from None
+            raise OutputError(
+                f"cannot read the output back: {os_reason(exc)}", region=region, offset=offset
+            ) from None
         raw = memoryview(buffers[0])[:got]
         header = parse_block_header(raw, region=region, offset=offset)
         if header != expected:
-            raise LayoutError("block read back differs from the block written", region=region, offset=offset)
-        check_stored_block(header, _entry(expected), raw[BLOCK_HEADER_SIZE:], region=region, offset=offset)
+            raise LayoutError(
+                "block read back differs from the block written", region=region, offset=offset
+            )
+        check_stored_block(
+            header, _entry(expected), raw[BLOCK_HEADER_SIZE:], region=region, offset=offset
+        )
         if self.decode:
             if len(buffers[1]) < expected.uncompressed_length:
                 buffers[1] = anonymous_buffer(max(expected.uncompressed_length, MIN_BUFFER_BYTES))
             # the same decode and checks as verify --deep, uncompressed digest included: a block
             # whose events are right but whose digest field is wrong must not be published
-            decode_block(header, raw[BLOCK_HEADER_SIZE:], region=region, offset=offset, out=buffers[1],
-                         expected=events)
+            decode_block(
+                header,
+                raw[BLOCK_HEADER_SIZE:],
+                region=region,
+                offset=offset,
+                out=buffers[1],
+                expected=events,
+            )
         return offset, header, adler32(raw), len(raw)
 
 
 def _entry(header: BlockHeader) -> dict:
-    return {"codec": header.codec, "compressed_length": header.compressed_length,
-            "uncompressed_length": header.uncompressed_length, "event_count": header.event_count,
-            "compressed_digest": header.compressed_digest, "uncompressed_digest": header.uncompressed_digest}
+    return {
+        "codec": header.codec,
+        "compressed_length": header.compressed_length,
+        "uncompressed_length": header.uncompressed_length,
+        "event_count": header.event_count,
+        "compressed_digest": header.compressed_digest,
+        "uncompressed_digest": header.uncompressed_digest,
+    }

@@ -16,14 +16,24 @@ from .run import CRASH_DIR, fuzz
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=600.0, help="how long to fuzz (default 600)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed: file N of seed S is reproducible")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fuzz", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=600.0, help="how long to fuzz (default 600)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="base seed: file N of seed S is reproducible"
+    )
     parser.add_argument("--crash-dir", type=Path, default=CRASH_DIR, help="where crashers are kept")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
-    summary = fuzz(seconds=args.seconds, seed=args.seed, crash_dir=args.crash_dir,
-                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = fuzz(
+        seconds=args.seconds,
+        seed=args.seed,
+        crash_dir=args.crash_dir,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.line())
     for crash in summary.crashes:
         print(f"  {crash['case']}: {crash['problem'].splitlines()[0]}")

@@ -40,13 +40,15 @@ class Block:
     uncompressed_length: int
     event_count: int
     uncompressed_digest: int
-    records: bytes | None = None      # the decoded record bytes, when known
+    records: bytes | None = None  # the decoded record bytes, when known
 
     @classmethod
-    def from_records(cls, records: bytes, codec_id: int, event_count: int) -> "Block":
+    def from_records(cls, records: bytes, codec_id: int, event_count: int) -> Block:
         """An honest block holding ``records``, stored with ``codec_id``."""
         stored = codec_for_id(codec_id).compress(records)
-        return cls(codec_id, bytes(stored), len(records), event_count, xxh3_64(records), bytes(records))
+        return cls(
+            codec_id, bytes(stored), len(records), event_count, xxh3_64(records), bytes(records)
+        )
 
 
 @dataclass
@@ -55,9 +57,9 @@ class Parts:
     metadata: bytes
     blocks: list[Block]
     events: EventTable
-    header_patch: dict[int, bytes] = field(default_factory=dict)   # offset -> bytes, header resealed
+    header_patch: dict[int, bytes] = field(default_factory=dict)  # offset -> bytes, header resealed
 
-    def copy(self) -> "Parts":
+    def copy(self) -> Parts:
         blocks = [Block(**vars(b)) for b in self.blocks]
         events = EventTable(*(np.array(c, copy=True) for c in self.events.columns()))
         return Parts(self.uuid, self.metadata, blocks, events, dict(self.header_patch))
@@ -69,9 +71,19 @@ def dissect(path) -> Parts:
         blocks = []
         for raw in reader.iter_blocks():
             h = raw.header
-            records = bytes(codec_for_id(h.codec).decompress(bytes(raw.data), h.uncompressed_length))
-            blocks.append(Block(h.codec, bytes(raw.data), h.uncompressed_length, h.event_count,
-                                h.uncompressed_digest, records))
+            records = bytes(
+                codec_for_id(h.codec).decompress(bytes(raw.data), h.uncompressed_length)
+            )
+            blocks.append(
+                Block(
+                    h.codec,
+                    bytes(raw.data),
+                    h.uncompressed_length,
+                    h.event_count,
+                    h.uncompressed_digest,
+                    records,
+                )
+            )
         events = EventTable(*(np.array(c, copy=True) for c in reader.events.columns()))
         return Parts(reader.uuid, metadata, blocks, events)
 
@@ -81,20 +93,29 @@ def assemble(parts: Parts) -> bytes:
     head = bytearray(pack_header(parts.uuid, parts.metadata))
     if parts.header_patch:
         for offset, value in parts.header_patch.items():
-            head[offset:offset + len(value)] = value
+            head[offset : offset + len(value)] = value
         head[56:64] = struct.pack("<Q", xxh3_64(bytes(head[:56])))
     out = [bytes(head), parts.metadata]
     offset = len(head) + len(parts.metadata)
     entries = []
     first = 0
     for b in parts.blocks:
-        header = BlockHeader(b.codec, len(b.stored), b.uncompressed_length, b.event_count, xxh3_64(b.stored),
-                             b.uncompressed_digest)
+        header = BlockHeader(
+            b.codec,
+            len(b.stored),
+            b.uncompressed_length,
+            b.event_count,
+            xxh3_64(b.stored),
+            b.uncompressed_digest,
+        )
         out += [pack_block_header(header), b.stored]
         entries.append((offset, first, header))
         offset += len(out[-2]) + len(b.stored)
         first += b.event_count
     blocks = block_table(entries)
     index = pack_index(blocks, parts.events)
-    out += [index, pack_trailer(Trailer(offset, len(index), xxh3_64(index), len(parts.events), len(blocks)))]
+    out += [
+        index,
+        pack_trailer(Trailer(offset, len(index), xxh3_64(index), len(parts.events), len(blocks))),
+    ]
     return b"".join(out)

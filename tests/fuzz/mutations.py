@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -30,11 +31,13 @@ SKIPPABLE = b"\x50\x2a\x4d\x18"
 @dataclass
 class Case:
     parts: Parts
-    sidecar: Any                      # dict, raw bytes, or None (no sidecar)
-    byte_edits: list[tuple[int, int]] = field(default_factory=list)   # (offset, xor) after assembly
+    sidecar: Any  # dict, raw bytes, or None (no sidecar)
+    byte_edits: list[tuple[int, int]] = field(default_factory=list)  # (offset, xor) after assembly
     truncate_to: int | None = None
     applied: list[str] = field(default_factory=list)
-    sidecar_set: set[str] = field(default_factory=set)   # sidecar fields a mutation chose the value of
+    sidecar_set: set[str] = field(
+        default_factory=set
+    )  # sidecar fields a mutation chose the value of
 
 
 def pick(rng, values):
@@ -50,11 +53,17 @@ def _records(block: Block) -> bytes:
     return block.records if block.records is not None else b""
 
 
-def _restore(block: Block, records: bytes, *, codec: int | None = None, honest_length: bool = True) -> None:
+def _restore(
+    block: Block, records: bytes, *, codec: int | None = None, honest_length: bool = True
+) -> None:
     """Store ``records`` in ``block`` (compressed with its codec) with a matching digest."""
     codec = block.codec if codec is None else codec
     block.codec = codec
-    block.stored = zstandard.ZstdCompressor(level=1).compress(records) if codec == CODEC_ZSTD else bytes(records)
+    block.stored = (
+        zstandard.ZstdCompressor(level=1).compress(records)
+        if codec == CODEC_ZSTD
+        else bytes(records)
+    )
     block.records = bytes(records)
     block.uncompressed_digest = xxh3_64(records)
     if honest_length:
@@ -63,10 +72,15 @@ def _restore(block: Block, records: bytes, *, codec: int | None = None, honest_l
 
 # --- zstd frames ----------------------------------------------------------------------------
 
-def _frame(content_size: int | None, blocks: list[tuple[int, int, bytes]], *, checksum: bool = False) -> bytes:
+
+def _frame(
+    content_size: int | None, blocks: list[tuple[int, int, bytes]], *, checksum: bool = False
+) -> bytes:
     """A hand-made zstd frame: (type, size, body) blocks; type 0 raw, 1 RLE, 2 compressed."""
     if content_size is None:
-        head = ZSTD_MAGIC + bytes([0x00 | (4 if checksum else 0), 0x58])   # window descriptor, no FCS
+        head = ZSTD_MAGIC + bytes(
+            [0x00 | (4 if checksum else 0), 0x58]
+        )  # window descriptor, no FCS
     else:
         head = ZSTD_MAGIC + bytes([0xE0 | (4 if checksum else 0)]) + struct.pack("<Q", content_size)
     out = [head]
@@ -80,8 +94,18 @@ def _frame(content_size: int | None, blocks: list[tuple[int, int, bytes]], *, ch
 
 def zstd_declares_other_size(case, rng):
     b = _block(case, rng)
-    size = pick(rng, [0, 1, b.uncompressed_length - 1, b.uncompressed_length + 1, 1 << 31, 1 << 40,
-                           (1 << 64) - 3])
+    size = pick(
+        rng,
+        [
+            0,
+            1,
+            b.uncompressed_length - 1,
+            b.uncompressed_length + 1,
+            1 << 31,
+            1 << 40,
+            (1 << 64) - 3,
+        ],
+    )
     count = int(rng.integers(1, 40))
     b.codec = CODEC_ZSTD
     b.stored = _frame(size, [(1, 1 << 17, b"\x00")] * count)
@@ -105,8 +129,13 @@ def zstd_trailing_bytes(case, rng):
     b = _block(case, rng)
     if b.codec != CODEC_ZSTD:
         _restore(b, _records(b), codec=CODEC_ZSTD)
-    tail = [b"\x00", b"junk", zstandard.ZstdCompressor().compress(b"x"), SKIPPABLE + struct.pack("<I", 3) + b"abc",
-            ZSTD_MAGIC][int(rng.integers(5))]
+    tail = [
+        b"\x00",
+        b"junk",
+        zstandard.ZstdCompressor().compress(b"x"),
+        SKIPPABLE + struct.pack("<I", 3) + b"abc",
+        ZSTD_MAGIC,
+    ][int(rng.integers(5))]
     b.stored = b.stored + tail if rng.random() < 0.8 else tail + b.stored
 
 
@@ -125,16 +154,19 @@ def zstd_bad_block_headers(case, rng):
     kind = pick(rng, [3, 0, 2])
     size = pick(rng, [0, 1, (1 << 17) + 1, (1 << 21) - 1])
     b.codec = CODEC_ZSTD
-    b.stored = _frame(b.uncompressed_length, [(kind, size, b"\x00" * min(size, 64))], checksum=rng.random() < 0.3)
+    b.stored = _frame(
+        b.uncompressed_length, [(kind, size, b"\x00" * min(size, 64))], checksum=rng.random() < 0.3
+    )
 
 
 def zstd_cut(case, rng):
     b = _block(case, rng)
     if b.codec == CODEC_ZSTD and len(b.stored) > 1:
-        b.stored = b.stored[:int(rng.integers(len(b.stored)))]
+        b.stored = b.stored[: int(rng.integers(len(b.stored)))]
 
 
 # --- records (recompressed honestly: only the framing or the events lie) --------------------
+
 
 def records_byte_flip(case, rng):
     b = _block(case, rng)
@@ -168,10 +200,21 @@ def records_codec_switch(case, rng):
 
 # --- block header fields ---------------------------------------------------------------------
 
+
 def header_uncompressed_length(case, rng):
     b = _block(case, rng)
-    b.uncompressed_length = pick(rng, [0, 1, b.uncompressed_length - 1, b.uncompressed_length + 1,
-                                            MAX_BLOCK_BYTES, MAX_BLOCK_BYTES + 1, 0xFFFFFFFF])
+    b.uncompressed_length = pick(
+        rng,
+        [
+            0,
+            1,
+            b.uncompressed_length - 1,
+            b.uncompressed_length + 1,
+            MAX_BLOCK_BYTES,
+            MAX_BLOCK_BYTES + 1,
+            0xFFFFFFFF,
+        ],
+    )
 
 
 def header_event_count(case, rng):
@@ -189,6 +232,7 @@ def header_codec(case, rng):
 
 # --- the index's event table ----------------------------------------------------------------
 
+
 def events_field(case, rng):
     events = case.parts.events
     if not len(events):
@@ -196,9 +240,13 @@ def events_field(case, rng):
     i = int(rng.integers(len(events)))
     name = ["event", "digest", "run", "length", "block"][int(rng.integers(5))]
     column = getattr(events, name)
-    choices = {"event": [0, int(column[i]) + 1, 2**64 - 1], "digest": [int(column[i]) ^ 1, 0],
-               "run": [0, int(column[i]) + 1, 2**32 - 1], "length": [0, int(column[i]) + 1, 2**32 - 1],
-               "block": [int(column[i]) + 1, 2**32 - 1]}[name]
+    choices = {
+        "event": [0, int(column[i]) + 1, 2**64 - 1],
+        "digest": [int(column[i]) ^ 1, 0],
+        "run": [0, int(column[i]) + 1, 2**32 - 1],
+        "length": [0, int(column[i]) + 1, 2**32 - 1],
+        "block": [int(column[i]) + 1, 2**32 - 1],
+    }[name]
     column[i] = pick(rng, choices)
 
 
@@ -227,6 +275,7 @@ def events_and_records_agree_on_a_lie(case, rng):
 
 # --- blocks as a whole ----------------------------------------------------------------------
 
+
 def blocks_reordered(case, rng):
     blocks = case.parts.blocks
     if len(blocks) > 1:
@@ -250,10 +299,18 @@ HOSTILE_JSON = [
     b'{"a":' * 100 + b"1" + b"}" * 100,
     b'{"file_name":"x","n":' + b"7" * 5000 + b"}",
     b'{"file_name":"\\ud800"}',
-    b'{"n":NaN}', b'{"n":1e999}', b'{"n":-Infinity}',
-    b"\xff\xfe{}", b"[]", b"null", b"", b"{", b'"str"',
+    b'{"n":NaN}',
+    b'{"n":1e999}',
+    b'{"n":-Infinity}',
+    b"\xff\xfe{}",
+    b"[]",
+    b"null",
+    b"",
+    b"{",
+    b'"str"',
     b'{"partition":' + str(10**30).encode() + b"}",
-    b'{"partition":-1}', b'{"partition":"3"}',
+    b'{"partition":-1}',
+    b'{"partition":"3"}',
     b'{"file_name":' + json.dumps("x" * 100000).encode() + b"}",
 ]
 
@@ -270,7 +327,9 @@ def metadata_field(case, rng):
     if not isinstance(md, dict):
         return
     key = ["file_name", "partition", "created", "format_version", "merge"][int(rng.integers(5))]
-    md[key] = [None, 0, -1, 10**12, "x" * 300, "../x", [], {"inputs": [1, 2]}, "\u00e9"][int(rng.integers(9))]
+    md[key] = [None, 0, -1, 10**12, "x" * 300, "../x", [], {"inputs": [1, 2]}, "\u00e9"][
+        int(rng.integers(9))
+    ]
     case.parts.metadata = json.dumps(md).encode()
 
 
@@ -282,13 +341,21 @@ def metadata_byte_flip(case, rng):
 
 
 def header_fields(case, rng):
-    offset, value = [(0, b"\x89TMC"), (2, b"X"), (8, struct.pack("<H", 2)), (10, struct.pack("<H", 65)),
-                     (12, struct.pack("<I", 1)), (36, struct.pack("<I", 1)), (48, struct.pack("<Q", 1)),
-                     (32, struct.pack("<I", 0xFFFFFFFF))][int(rng.integers(8))]
+    offset, value = [
+        (0, b"\x89TMC"),
+        (2, b"X"),
+        (8, struct.pack("<H", 2)),
+        (10, struct.pack("<H", 65)),
+        (12, struct.pack("<I", 1)),
+        (36, struct.pack("<I", 1)),
+        (48, struct.pack("<Q", 1)),
+        (32, struct.pack("<I", 0xFFFFFFFF)),
+    ][int(rng.integers(8))]
     case.parts.header_patch[offset] = value
 
 
 # --- sidecar ----------------------------------------------------------------------------------
+
 
 def sidecar_hostile_json(case, rng):
     case.sidecar = HOSTILE_JSON[int(rng.integers(len(HOSTILE_JSON)))]
@@ -298,10 +365,38 @@ def sidecar_field(case, rng):
     if not isinstance(case.sidecar, dict):
         return
     md = dict(case.sidecar)
-    key = ["runs", "first_event", "last_event", "event_count", "file_size", "checksum", "file_name", "event_cout",
-           "parents", "data_tier", "start_time", "application", "Merge.x"][int(rng.integers(13))]
-    md[key] = [[[999, 0, "physics"]], 0, -5, 2**63, 2**64, "adler32:00000000", "enstore:5", "x" * 400, ["a", "a"],
-               {"family": 1}, None, "2005-13-45", [[1, 2]], True, 1.5][int(rng.integers(15))]
+    key = [
+        "runs",
+        "first_event",
+        "last_event",
+        "event_count",
+        "file_size",
+        "checksum",
+        "file_name",
+        "event_cout",
+        "parents",
+        "data_tier",
+        "start_time",
+        "application",
+        "Merge.x",
+    ][int(rng.integers(13))]
+    md[key] = [
+        [[999, 0, "physics"]],
+        0,
+        -5,
+        2**63,
+        2**64,
+        "adler32:00000000",
+        "enstore:5",
+        "x" * 400,
+        ["a", "a"],
+        {"family": 1},
+        None,
+        "2005-13-45",
+        [[1, 2]],
+        True,
+        1.5,
+    ][int(rng.integers(15))]
     case.sidecar = md
     case.sidecar_set.add(key)
 
@@ -312,6 +407,7 @@ def sidecar_dropped(case, rng):
 
 # --- plain damage (digests not recomputed): the control ---------------------------------------
 
+
 def raw_byte_flips(case, rng):
     for _ in range(int(rng.integers(1, 4))):
         case.byte_edits.append((int(rng.integers(1 << 30)), int(rng.integers(1, 256))))
@@ -321,17 +417,40 @@ def raw_truncation(case, rng):
     case.truncate_to = int(rng.integers(1 << 30))
 
 
-MUTATIONS: dict[str, Callable] = {fn.__name__: fn for fn in (
-    zstd_declares_other_size, zstd_rle_bomb_honest_size, zstd_without_content_size, zstd_trailing_bytes,
-    zstd_byte_flip, zstd_bad_block_headers, zstd_cut,
-    records_byte_flip, records_length_field, records_resized, records_codec_switch,
-    header_uncompressed_length, header_event_count, header_uncompressed_digest, header_codec,
-    events_field, events_duplicate, events_and_records_agree_on_a_lie,
-    blocks_reordered, blocks_dropped_or_doubled,
-    metadata_hostile_json, metadata_field, metadata_byte_flip, header_fields,
-    sidecar_hostile_json, sidecar_field, sidecar_dropped,
-    raw_byte_flips, raw_truncation,
-)}
+MUTATIONS: dict[str, Callable] = {
+    fn.__name__: fn
+    for fn in (
+        zstd_declares_other_size,
+        zstd_rle_bomb_honest_size,
+        zstd_without_content_size,
+        zstd_trailing_bytes,
+        zstd_byte_flip,
+        zstd_bad_block_headers,
+        zstd_cut,
+        records_byte_flip,
+        records_length_field,
+        records_resized,
+        records_codec_switch,
+        header_uncompressed_length,
+        header_event_count,
+        header_uncompressed_digest,
+        header_codec,
+        events_field,
+        events_duplicate,
+        events_and_records_agree_on_a_lie,
+        blocks_reordered,
+        blocks_dropped_or_doubled,
+        metadata_hostile_json,
+        metadata_field,
+        metadata_byte_flip,
+        header_fields,
+        sidecar_hostile_json,
+        sidecar_field,
+        sidecar_dropped,
+        raw_byte_flips,
+        raw_truncation,
+    )
+}
 
 
 def mutate(case: Case, rng: np.random.Generator) -> Case:
@@ -352,12 +471,12 @@ def render(case: Case) -> tuple[bytes, bytes | None]:
         if data:
             data[offset % len(data)] ^= xor
     if case.truncate_to is not None and data:
-        del data[case.truncate_to % len(data):]
+        del data[case.truncate_to % len(data) :]
     if case.sidecar is None:
         sidecar = None
     elif isinstance(case.sidecar, bytes):
         sidecar = case.sidecar
-    else:   # the size and adler32 follow the file (like its digests), unless a mutation set them
+    else:  # the size and adler32 follow the file (like its digests), unless a mutation set them
         md = dict(case.sidecar)
         if "file_size" not in case.sidecar_set:
             md["file_size"] = len(data)

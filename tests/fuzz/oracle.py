@@ -66,7 +66,10 @@ def check_case(path: Path, companion: Path, workdir: Path) -> tuple[str | None, 
         return f"verify reported a non-EngineError: {checked.error!r}", True
     _, events_error = _call("iter_events", _events, path)
     if (events_error is None) != alone.ok:
-        return f"iter_events ({events_error}) and verify --deep ({alone.error}) disagree", not checked.ok
+        return (
+            f"iter_events ({events_error}) and verify --deep ({alone.error}) disagree",
+            not checked.ok,
+        )
     _call("plan", describe_input, path)
     _call("catalog hook", checked_sidecar, path)
 
@@ -75,22 +78,43 @@ def check_case(path: Path, companion: Path, workdir: Path) -> tuple[str | None, 
     out.mkdir()
     report, merge_error = _call("merge --mode deep", merge_files, [path], out / "alone.tmb", DEEP)
     if report is not None:
-        published, _ = _call("verify of the merged output", verify_file, out / "alone.tmb", deep=True)
+        published, _ = _call(
+            "verify of the merged output", verify_file, out / "alone.tmb", deep=True
+        )
         if not published.ok:
-            return f"a deep merge published an output verify --deep refuses: {published.error}", not checked.ok
+            return (
+                f"a deep merge published an output verify --deep refuses: {published.error}",
+                not checked.ok,
+            )
         if not checked.ok:
-            return f"a deep merge accepted a file verify --deep refuses: {checked.error}", not checked.ok
+            return (
+                f"a deep merge accepted a file verify --deep refuses: {checked.error}",
+                not checked.ok,
+            )
     elif checked.ok and not isinstance(merge_error, ConsistencyError):
         return f"a deep merge refused ({merge_error}) a file verify --deep accepts", not checked.ok
 
-    report, _ = _call("merge --mode deep --skip-bad", merge_files, [companion, path], out / "skip.tmb",
-                      DEEP_SKIP_BAD)
+    report, _ = _call(
+        "merge --mode deep --skip-bad",
+        merge_files,
+        [companion, path],
+        out / "skip.tmb",
+        DEEP_SKIP_BAD,
+    )
     if report is not None:
-        published, _ = _call("verify of the merged output", verify_file, out / "skip.tmb", deep=True)
+        published, _ = _call(
+            "verify of the merged output", verify_file, out / "skip.tmb", deep=True
+        )
         if not published.ok:
-            return f"a --skip-bad merge published an output verify --deep refuses: {published.error}", not checked.ok
+            return (
+                f"a --skip-bad merge published an output verify --deep refuses: {published.error}",
+                not checked.ok,
+            )
         skipped = {str(entry.path) for entry in report.skipped}
         if _damage(alone.error) and str(path) not in skipped:
-            return f"a --skip-bad merge kept a file verify --deep refuses: {alone.error}", not checked.ok
+            return (
+                f"a --skip-bad merge kept a file verify --deep refuses: {alone.error}",
+                not checked.ok,
+            )
     shutil.rmtree(out, ignore_errors=True)
     return None, not checked.ok

@@ -45,7 +45,7 @@ class Summary:
     slowest_case: str = ""
     peak_rss_bytes: int = 0
     baseline_rss_bytes: int = 0
-    refused: int = 0                  # files verify --deep refused (the mutation reached a check)
+    refused: int = 0  # files verify --deep refused (the mutation reached a check)
     mutations: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -53,10 +53,12 @@ class Summary:
         return dict(self.__dict__)
 
     def line(self) -> str:
-        return (f"{self.files} files in {self.seconds:.0f} s ({self.refused} refused by verify --deep, "
-                f"{self.files - self.refused} sound), {len(self.crashes)} crashes, slowest file "
-                f"{self.slowest_seconds:.2f} s ({self.slowest_case}), peak RSS {self.peak_rss_bytes / 1e6:.0f} MB "
-                f"(baseline after warm-up {self.baseline_rss_bytes / 1e6:.0f} MB)")
+        return (
+            f"{self.files} files in {self.seconds:.0f} s ({self.refused} refused by verify --deep, "
+            f"{self.files - self.refused} sound), {len(self.crashes)} crashes, slowest file "
+            f"{self.slowest_seconds:.2f} s ({self.slowest_case}), peak RSS {self.peak_rss_bytes / 1e6:.0f} MB "
+            f"(baseline after warm-up {self.baseline_rss_bytes / 1e6:.0f} MB)"
+        )
 
 
 def make_seeds(folder: Path) -> tuple[list[Path], Path]:
@@ -66,13 +68,32 @@ def make_seeds(folder: Path) -> tuple[list[Path], Path]:
     folder.mkdir(parents=True, exist_ok=True)
     seeds = []
     for partition, codec, n_events in ((1, "zstd", 24), (2, "none", 12), (3, "zstd", 3)):
-        made = generate_file(folder / f"tmb_{SEED_RUN:010d}_p{partition:03d}.tmb", run=SEED_RUN, partition=partition,
-                             first_event=1000 * partition, n_events=n_events, seed=partition, mean_event_kb=0.3,
-                             codec=codec, fsync=False, block_bytes=1500)
+        made = generate_file(
+            folder / f"tmb_{SEED_RUN:010d}_p{partition:03d}.tmb",
+            run=SEED_RUN,
+            partition=partition,
+            first_event=1000 * partition,
+            n_events=n_events,
+            seed=partition,
+            mean_event_kb=0.3,
+            codec=codec,
+            fsync=False,
+            block_bytes=1500,
+        )
         seeds.append(Path(made.path))
-    companion = Path(generate_file(folder / f"tmb_{SEED_RUN:010d}_p009.tmb", run=SEED_RUN, partition=9,
-                                   first_event=10**9, n_events=8, seed=9, mean_event_kb=0.3, fsync=False,
-                                   block_bytes=1500).path)
+    companion = Path(
+        generate_file(
+            folder / f"tmb_{SEED_RUN:010d}_p009.tmb",
+            run=SEED_RUN,
+            partition=9,
+            first_event=10**9,
+            n_events=8,
+            seed=9,
+            mean_event_kb=0.3,
+            fsync=False,
+            block_bytes=1500,
+        ).path
+    )
     return seeds, companion
 
 
@@ -94,13 +115,22 @@ def declared_block_bytes(data: bytes) -> int:
     at = data.find(b"TMBK")
     while at >= 0:
         if at + BLOCK_HEADER_SIZE <= len(data):
-            largest = max(largest, min(int.from_bytes(data[at + 12:at + 16], "little"), MAX_BLOCK_BYTES))
+            largest = max(
+                largest, min(int.from_bytes(data[at + 12 : at + 16], "little"), MAX_BLOCK_BYTES)
+            )
         at = data.find(b"TMBK", at + 1)
     return largest
 
 
-def run_one(path: Path, data: bytes, sidecar: bytes | None, companion: Path, workdir: Path, *,
-            max_seconds: float | None = MAX_SECONDS) -> tuple[str | None, bool, float]:
+def run_one(
+    path: Path,
+    data: bytes,
+    sidecar: bytes | None,
+    companion: Path,
+    workdir: Path,
+    *,
+    max_seconds: float | None = MAX_SECONDS,
+) -> tuple[str | None, bool, float]:
     """Write the case, run the oracle under a watchdog; (problem or None, refused, seconds).
     ``max_seconds=None``: only a hang (the watchdog) counts, not slowness."""
     from engine.metadata import sidecar_path
@@ -129,7 +159,9 @@ def run_one(path: Path, data: bytes, sidecar: bytes | None, companion: Path, wor
     return problem, refused, seconds
 
 
-def keep_crasher(crash_dir: Path, label: str, name: str, data: bytes, sidecar: bytes | None, problem: str) -> Path:
+def keep_crasher(
+    crash_dir: Path, label: str, name: str, data: bytes, sidecar: bytes | None, problem: str
+) -> Path:
     """Keep a crasher as ``crash_dir/label/``: the file under its own name (its sidecar names it),
     its sidecar, and ``problem.txt`` (what broke, first line)."""
     folder = crash_dir / label
@@ -145,14 +177,26 @@ def replay(folder: Path, workdir: Path, companion: Path) -> str | None:
     """Run a kept crasher through the oracle again: None when it now holds."""
     path = next(p for p in folder.iterdir() if p.suffix == ".tmb")
     sidecar = path.with_name(path.name + ".json")
-    problem, _, _ = run_one(workdir / path.name, path.read_bytes(),
-                            sidecar.read_bytes() if sidecar.exists() else None, companion, workdir,
-                            max_seconds=None)
+    problem, _, _ = run_one(
+        workdir / path.name,
+        path.read_bytes(),
+        sidecar.read_bytes() if sidecar.exists() else None,
+        companion,
+        workdir,
+        max_seconds=None,
+    )
     return problem
 
 
-def fuzz(*, seconds: float, seed: int = 0, crash_dir: Path | None = CRASH_DIR, log=None,
-         max_files: int | None = None, max_seconds: float | None = MAX_SECONDS) -> Summary:
+def fuzz(
+    *,
+    seconds: float,
+    seed: int = 0,
+    crash_dir: Path | None = CRASH_DIR,
+    log=None,
+    max_files: int | None = None,
+    max_seconds: float | None = MAX_SECONDS,
+) -> Summary:
     """Fuzz for ``seconds``; see the module docstring.  ``max_seconds=None`` leaves per-file time
     out of the oracle (the test suite runs on shared, noisy machines: only hangs count there)."""
     summary = Summary()
@@ -165,7 +209,13 @@ def fuzz(*, seconds: float, seed: int = 0, crash_dir: Path | None = CRASH_DIR, l
         work = tmp / "work"
         work.mkdir()
         # warm up (numba, zstd, imports) on a sound file, so the baseline is what a run costs
-        run_one(work / seeds[0].name, seeds[0].read_bytes(), Path(f"{seeds[0]}.json").read_bytes(), companion, work)
+        run_one(
+            work / seeds[0].name,
+            seeds[0].read_bytes(),
+            Path(f"{seeds[0]}.json").read_bytes(),
+            companion,
+            work,
+        )
         summary.baseline_rss_bytes = _peak_rss()
         number = 0
         while time.perf_counter() - started < seconds and (max_files is None or number < max_files):
@@ -173,23 +223,34 @@ def fuzz(*, seconds: float, seed: int = 0, crash_dir: Path | None = CRASH_DIR, l
             which = int(rng.integers(len(seeds)))
             case = mutate(Case(parts[which].copy(), dict(sidecars[which])), rng)
             data, sidecar = render(case)
-            name = seeds[which].name            # the sidecar names the file: keep the seed's name
+            name = seeds[which].name  # the sidecar names the file: keep the seed's name
             before = _peak_rss()
-            problem, refused, took = run_one(work / name, data, sidecar, companion, work, max_seconds=max_seconds)
+            problem, refused, took = run_one(
+                work / name, data, sidecar, companion, work, max_seconds=max_seconds
+            )
             after = _peak_rss()
-            bound = max(before, summary.baseline_rss_bytes) + MEMORY_SLACK + 2 * declared_block_bytes(data)
+            bound = (
+                max(before, summary.baseline_rss_bytes)
+                + MEMORY_SLACK
+                + 2 * declared_block_bytes(data)
+            )
             if problem is None and after > bound:
                 problem = f"memory: peak RSS {after / 1e6:.0f} MB, bound {bound / 1e6:.0f} MB"
             summary.files += 1
             for applied in case.applied:
                 summary.mutations[applied] = summary.mutations.get(applied, 0) + 1
             if took > summary.slowest_seconds:
-                summary.slowest_seconds, summary.slowest_case = took, f"seed {seed} file {number}: {case.applied}"
+                summary.slowest_seconds, summary.slowest_case = (
+                    took,
+                    f"seed {seed} file {number}: {case.applied}",
+                )
             if problem is not None:
                 label = f"s{seed}-n{number}-{'-'.join(case.applied)}"[:120]
                 entry = {"case": label, "problem": problem, "mutations": case.applied}
                 if crash_dir is not None:
-                    entry["kept"] = str(keep_crasher(crash_dir, label, name, data, sidecar, problem))
+                    entry["kept"] = str(
+                        keep_crasher(crash_dir, label, name, data, sidecar, problem)
+                    )
                 summary.crashes.append(entry)
                 if log:
                     log(f"PROBLEM {label}: {problem}")
@@ -203,4 +264,3 @@ def fuzz(*, seconds: float, seed: int = 0, crash_dir: Path | None = CRASH_DIR, l
     summary.seconds = time.perf_counter() - started
     summary.peak_rss_bytes = _peak_rss()
     return summary
-
