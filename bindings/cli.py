@@ -25,7 +25,7 @@ from engine import __version__
 from engine.errors import EXIT_INTERNAL, EngineError, Interrupted, world_error
 
 from .commands import COMMAND_MODULES
-from .commands._common import print_error
+from .commands._common import CATALOG_DEADLINE_ENV, print_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     logs = _show_logs(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    environ_before = _apply_catalog_deadline(getattr(args, "catalog_deadline", None))
     try:
         return int(args.func(args) or 0)
     except EngineError as exc:
@@ -84,6 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         # (-15); the exit code stands.  Called from Python, restore the caller's handler.
         signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
         logs.close()
+        if environ_before is not None:  # called from Python: leave the caller's environment
+            _restore(CATALOG_DEADLINE_ENV, environ_before[0])
+
+
+def _apply_catalog_deadline(seconds: float | None) -> tuple[str | None] | None:
+    """``--catalog-deadline``: set through the environment, which every catalogue the command
+    opens reads, in this process and in the worker processes it starts; returns the value it
+    replaced (in a tuple), or None when the option was not given."""
+    if seconds is None:
+        return None
+    before = os.environ.get(CATALOG_DEADLINE_ENV)
+    os.environ[CATALOG_DEADLINE_ENV] = repr(seconds)
+    return (before,)
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 LOGGERS = ("engine", "bindings")

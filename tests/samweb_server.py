@@ -18,7 +18,8 @@ Errors are JSON ``{"error": Type, "message": ...}``.  Records are stored as post
 also put legacy records, e.g. with ``enstore`` checksums, straight into ``store``).  Tests can
 make the next requests fail (``fail_next``), answer anything at all (``answer_next``, e.g. a
 proxy's ``200 <html>``), drop the connection without answering (``drop_next``), answer slowly
-(``delay_next``, a hang when longer than the client's timeout), run a function just before a
+(``delay_next``, a hang when longer than the client's timeout), accept and never answer
+until the server stops (``hang_next``), run a function just before a
 declaration is stored (``before_declare``), require a bearer token, or serve TLS that demands
 a client certificate (``ssl_context``).  Every request is recorded in ``requests`` as
 ``(method, path, headers)``.
@@ -49,6 +50,8 @@ class SamWebServer:
         self._next_id = 1
         self._failures: list[tuple[int, dict | None]] = []
         self._delays: list[float] = []
+        self._hangs = 0
+        self._stopping = threading.Event()
         self.before_declare = None  # called with the metadata just before a declaration is stored
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -66,6 +69,7 @@ class SamWebServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # hung requests end (their clients gave up long ago)
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -116,11 +120,17 @@ class SamWebServer:
         with self._lock:
             self._delays.extend([seconds] * count)
 
+    def hang_next(self, count: int) -> None:
+        """Take the next ``count`` requests and never answer them (until the server stops)."""
+        with self._lock:
+            self._hangs += count
+
     def clear_faults(self) -> None:
         """Forget the failures and delays still queued."""
         with self._lock:
             self._failures.clear()
             self._delays.clear()
+            self._hangs = 0
 
     def put(self, metadata: dict) -> int:
         """Store a record directly, as a server-side import would."""
@@ -145,6 +155,11 @@ class SamWebServer:
     ) -> tuple[int, str, str]:
         """(status, content type, body) for one request."""
         self.requests.append((method, raw_path, headers))
+        with self._lock:
+            hang, self._hangs = self._hangs > 0, max(0, self._hangs - 1)
+        if hang:
+            self._stopping.wait(timeout=120)
+            return DROP
         delay = self._take(self._delays)
         failure = self._take(self._failures)
         if failure is not None:

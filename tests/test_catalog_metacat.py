@@ -161,7 +161,8 @@ def test_faults_are_retried(server, fault):
 def test_retries_run_out(server, catalog):
     server.fail_next(10, 502)
     with pytest.raises(
-        CatalogUnavailable, match="metacat GET /data/file failed 3 times, last: HTTP 502"
+        CatalogUnavailable,
+        match=r"metacat server .*: GET /data/file failed 3 times in .*, last: HTTP 502",
     ):
         catalog.get("anything")
 

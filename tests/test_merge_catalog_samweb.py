@@ -98,7 +98,8 @@ def test_a_declaration_is_retried_then_reported_and_the_server_holds_the_output(
     assert result.code == 8
     [failure] = result.json()["failures"]
     assert failure["error"] == "CatalogUnavailable"
-    assert f"samweb POST /files failed {RETRIES + 1} times, last: HTTP 503" in failure["message"]
+    assert f"POST /files failed {RETRIES + 1} times in " in failure["message"]
+    assert "last: HTTP 503" in failure["message"]
     assert backend.posts()[before:] == ["/sam/dzero/api/files"] * (RETRIES + 1)
     name = f"tmb_{RUN:010d}_mrg_p000-p005.tmb"
     assert name not in server.store

@@ -1,13 +1,19 @@
 """HTTP transport shared by the web catalogue clients (SAM web, MetaCat): retries, timeouts, budget.
 
 ``HttpTransport.request`` does one API call through a ``requests`` session whose adapter
-retries (urllib3 ``Retry``) connection failures, timeouts, dropped connections and 5xx answers
-with exponential backoff (the first retry at once, then 2, 4, 8 ... s up to ``MAX_BACKOFF``,
-``Retry-After`` honoured), every method included (a repeated declaration is answered 409 and
-compared by the backend), never a 4xx (an answer: retrying cannot change it) nor a TLS failure
-(configuration, not weather).  Each attempt counts in the catalogue's ``CatalogBudget``, and
-no attempt starts, nor backoff sleeps, past its total deadline.  When retries or the deadline
-run out, ``CatalogUnavailable`` names the attempts and the last failure.
+retries (urllib3 ``Retry``) what is weather: connect and read timeouts (a server that accepts
+and never answers costs one read timeout per attempt, ``DEFAULT_READ_TIMEOUT``), dropped or
+reset connections and 5xx answers, with exponential backoff (the first retry at once, then 2,
+4, 8 ... s up to ``MAX_BACKOFF``, ``Retry-After`` honoured), every method included (a
+repeated declaration is answered 409 and compared by the backend), for minutes: until the
+retries or the catalogue's total deadline (``TMBMERGE_CATALOG_DEADLINE``, ``--catalog-deadline``)
+run out.  What is configuration is not retried: a host whose name does not resolve, or where
+nothing listens (connection refused, no route), fails at once; so do a 4xx (an answer:
+retrying cannot change it) and a TLS failure.  Each attempt counts in the catalogue's
+``CatalogBudget``; no attempt starts, nor backoff sleeps, past its deadline, and an attempt's
+timeouts are cut to what is left of it.  Whatever ends the trying, ``CatalogUnavailable`` is
+one line naming the server, the request, how many attempts over how many seconds, why it
+stopped and the last failure, in the operating system's words.
 """
 
 from __future__ import annotations
@@ -24,28 +30,39 @@ from urllib3.exceptions import (
     ResponseError,
 )
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from engine import __version__
 from engine.errors import CatalogError, CatalogUnavailable, UsageError
 
-from .base import CatalogBudget
+from .base import ENV_DEADLINE, CatalogBudget
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_READ_TIMEOUT = 30.0  # a hung server costs this per attempt (SAM answers in seconds)
 DEFAULT_RETRIES = 10  # with the backoff below: about 5 minutes of trying before giving up
 DEFAULT_BACKOFF = 1.0  # seconds before the 2nd retry, doubling each time
 MAX_BACKOFF = 60.0
+#: An attempt is not started with less than this left of the deadline (it could only time out).
+MIN_ATTEMPT = 0.5
 
 
 class BudgetedRetry(Retry):
-    """urllib3's ``Retry``, counting every attempt in a ``CatalogBudget`` and stopping at its deadline."""
+    """urllib3's ``Retry``, counting every attempt in a ``CatalogBudget`` and stopping at its
+    deadline: no retry whose backoff would leave less than ``MIN_ATTEMPT`` before it.  Why it
+    stopped goes in ``stops`` (shared by the copies urllib3 makes at every retry)."""
 
     budget: CatalogBudget | None = None
+    stops: list[str] | None = None
 
     def new(self, **kw) -> BudgetedRetry:
         retry = super().new(**kw)
-        retry.budget = self.budget
+        retry.budget, retry.stops = self.budget, self.stops
         return retry
+
+    def _stop(self, why: str, pool, url, error):
+        if self.stops is not None:
+            self.stops.append(why)
+        return MaxRetryError(pool, url, error or ResponseError(why))
 
     def get_backoff_time(self) -> float:
         backoff = super().get_backoff_time()
@@ -56,12 +73,37 @@ class BudgetedRetry(Retry):
     ):
         if self.budget is not None:
             self.budget.spend(0.0)  # the attempt that just failed; its time is counted by request()
+        if unreachable(error):  # a wrong name or port: trying again cannot help
+            raise self._stop("unreachable", _pool, url, error)
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        if self.budget is not None and self.budget.remaining() <= 0:
-            raise MaxRetryError(
-                _pool, url, error or ResponseError("the catalogue deadline is spent")
-            )
+        if self.budget is not None:
+            wait = Retry.get_backoff_time(retry)  # before the cut to the deadline
+            if self.budget.remaining() - wait < MIN_ATTEMPT:
+                raise self._stop("deadline", _pool, url, error)
         return retry
+
+
+class BudgetedTimeout(Timeout):
+    """urllib3's ``Timeout``, each attempt's connect and read timeouts cut to what is left of
+    the budget's deadline (urllib3 asks for them afresh at every retry)."""
+
+    def __init__(self, connect: float, read: float, budget: CatalogBudget) -> None:
+        super().__init__(connect=connect, read=read)
+        self.budget = budget
+
+    def clone(self) -> BudgetedTimeout:
+        return BudgetedTimeout(self._connect, self._read, self.budget)  # type: ignore[arg-type]
+
+    def _cut(self, seconds):
+        return max(0.05, min(seconds, self.budget.remaining())) if seconds else seconds
+
+    @property
+    def connect_timeout(self):
+        return self._cut(super().connect_timeout)
+
+    @property
+    def read_timeout(self):
+        return self._cut(super().read_timeout)
 
 
 class HttpTransport:
@@ -104,7 +146,8 @@ class HttpTransport:
             raise_on_status=False,
             respect_retry_after_header=True,
         )
-        retry.budget = budget
+        retry.budget, retry.stops = budget, []
+        self._stops = retry.stops
         self.session = requests.Session()
         adapter = HTTPAdapter(max_retries=retry)
         self.session.mount("https://", adapter)
@@ -122,10 +165,17 @@ class HttpTransport:
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         """One API call, retried (see the module docstring); returns any answer but a 5xx."""
-        left = self.budget.check(self.url)
-        timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
+        what = f"{self.name} server {self.base}: {method} {path.split('?')[0]}"
+        if self.budget.check(self.url) < MIN_ATTEMPT:
+            raise CatalogUnavailable(
+                f"{what}: not tried, no time left before the catalogue deadline of "
+                f"{self.budget.deadline:g} s ({self.budget.requests} requests made)"
+            )
+        timeout = BudgetedTimeout(*self.timeout, self.budget)
         started = time.monotonic()
         before = self.budget.requests
+        self._stops.clear()
+        error: BaseException | None = None
         try:
             response = self.session.request(
                 method,
@@ -142,19 +192,28 @@ class HttpTransport:
             ) from None
         except requests.RequestException as exc:
             failure = f"{type(exc).__name__}: {reason(exc)}"
-            response = None
+            error, response = exc, None
         finally:
             self.budget.spend(time.monotonic() - started, requests=0)
-        attempts = self.budget.requests - before
+        attempts = max(self.budget.requests - before, 1)
         if response is not None and response.status_code < 500:
             self.budget.spend(0.0)  # the attempt that answered
             return response
         if response is not None:
             failure = f"HTTP {response.status_code} {error_text(response)}"
-        spent = " (the catalogue deadline is spent)" if self.budget.remaining() <= 0 else ""
+        tried = "once" if attempts == 1 else f"{attempts} times"
+        took = time.monotonic() - started
+        if unreachable(error):
+            stopped = "not retried: the host does not resolve or nothing listens there"
+        elif "deadline" in self._stops or self.budget.remaining() < MIN_ATTEMPT:
+            stopped = (
+                f"no time left for another try before the catalogue deadline of "
+                f"{self.budget.deadline:g} s; {ENV_DEADLINE} or --catalog-deadline sets it"
+            )
+        else:
+            stopped = f"{self.retries} retries spent"
         raise CatalogUnavailable(
-            f"{self.name} {method} {path.split('?')[0]} failed {max(attempts, 1)} times{spent}, "
-            f"last: {failure} (server {self.base})"
+            f"{what} failed {tried} in {took:.1f} s ({stopped}), last: {failure}"
         )
 
     def json(self, response: requests.Response, what: str):
@@ -182,6 +241,22 @@ def error_text(response: requests.Response) -> str:
         return f"{error}: {message}" if message else str(error)
     text = " ".join(response.text.split())
     return text[:120] or response.reason or ""
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps) is a connection that could not even be made: a name
+    that does not resolve, a refused connection, no route; not a connect timeout (a busy or
+    distant server may answer the next time)."""
+    seen: set[int] = set()
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, NewConnectionError):
+            return True
+        if isinstance(exc, ConnectTimeoutError):
+            return False
+        inner = getattr(exc, "reason", None)
+        exc = inner if isinstance(inner, BaseException) else exc.__cause__ or exc.__context__
+    return False
 
 
 def reason(exc: BaseException) -> str:

@@ -36,6 +36,35 @@ def add_json_flag(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
 
 
+#: The variable ``--catalog-deadline`` sets for the command (and the worker processes it starts).
+CATALOG_DEADLINE_ENV = "TMBMERGE_CATALOG_DEADLINE"
+
+
+def add_catalog_deadline(parser) -> None:
+    """``--catalog-deadline SECONDS``: the total time catalogue work may take (retries included)."""
+    parser.add_argument(
+        "--catalog-deadline",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="total seconds this command may spend on the catalogue, retries and their waits "
+        f"included, before giving up (default: ${CATALOG_DEADLINE_ENV}, else 900)",
+    )
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     import argparse

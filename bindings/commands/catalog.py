@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 
-from ._common import add_verbosity, print_error
+from ._common import add_catalog_deadline, add_verbosity, print_error
 
 CATALOG_ENV = "TMBMERGE_CATALOG"
 
@@ -70,6 +70,7 @@ def register(subparsers) -> None:
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", metavar="URL", help=f"catalogue URL (default: ${CATALOG_ENV})")
+    add_catalog_deadline(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_verbosity(parser, None)
 

@@ -16,6 +16,7 @@ import sys
 from engine.units import human_bytes, plural
 
 from ._common import (
+    add_catalog_deadline,
     add_json_flag,
     add_verbosity,
     default_jobs,
@@ -199,6 +200,7 @@ def _add_merge_options(p: argparse.ArgumentParser, *, hadd: bool = False) -> Non
         help="catalogue URL (sqlite:///path.db, samweb+https://HOST/sam/EXP/api, exec:COMMAND; default "
         "$TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already merged",
     )
+    add_catalog_deadline(g)
     g.add_argument(
         "--declare", action="store_true", help="declare the verified output, with its parents"
     )
