@@ -25,7 +25,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from engine.errors import CatalogError, CatalogUnavailable, FileNotDeclared, UsageError
 from engine.metadata import now_iso
@@ -118,6 +118,14 @@ ASSIGNED_FIELDS = ("file_id", "create_date")
 SEPARATE_FIELDS = ("file_name", "application", "checksum", "runs", "parents") + ASSIGNED_FIELDS
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may write ``path`` and make files beside it (SQLite's ``-wal`` and
+    ``-shm``); for a file not made yet, whether it may be made."""
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
 def path_from_url(url: str) -> Path:
     """The database path named by a ``sqlite:`` URL."""
     scheme, _, rest = url.partition(":")
@@ -146,14 +154,20 @@ class SqliteCatalog(Catalog):
     ) -> None:
         self.path = Path(path)
         super().__init__(url or f"sqlite:{self.path}", deadline=deadline)
+        #: True when this process may not write the file or its folder: only reading is possible.
+        self.read_only = not _writable(self.path)
         try:
-            self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+            if self.read_only:
+                self._db = self._connect_read_only(busy_timeout)
+            else:
+                self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise CatalogError(f"cannot open the catalogue: {exc}", path=self.path) from None
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
+            if not self.read_only:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._create_schema()
         except (
@@ -165,6 +179,30 @@ class SqliteCatalog(Catalog):
         except BaseException:
             self._db.close()
             raise
+
+    def _connect_read_only(self, busy_timeout: float) -> sqlite3.Connection:
+        """A read-only connection (``mode=ro``).  A WAL database needs its ``-shm`` file to be
+        read so; where it is absent and cannot be made (a folder this process may not write)
+        and no ``-wal`` holds changes, the file is opened ``immutable``: as it is on disk,
+        without locks, which is exact since nobody who can write it is writing it now (a
+        writer would need that ``-wal`` file)."""
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+        try:
+            db.execute("PRAGMA user_version").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise CatalogError(
+                f"cannot read the catalogue: its write-ahead log {wal.name} holds changes that "
+                "only a process allowed to write the folder can apply",
+                path=self.path,
+            )
+        return sqlite3.connect(
+            uri + "&immutable=1", uri=True, timeout=busy_timeout, isolation_level=None
+        )
 
     @classmethod
     def require_existing(cls, url: str) -> None:
@@ -226,11 +264,22 @@ class SqliteCatalog(Catalog):
         text = str(exc)
         if "locked" in text or "busy" in text:
             return CatalogUnavailable(f"catalogue busy: {text}", path=self.path)
+        if "readonly" in text:
+            return self._read_only_error("write to it")
         return CatalogError(f"catalogue database error: {text}", path=self.path)
 
+    def _read_only_error(self, what: str) -> CatalogError:
+        return CatalogError(
+            f"cannot {what}: the catalogue is read-only for this user (no write permission on "
+            f"the file or on its folder {self.path.parent}); reading it works",
+            path=self.path,
+        )
+
     def _create_schema(self) -> None:
-        with self._transaction("IMMEDIATE") as db:
+        with self._transaction("DEFERRED" if self.read_only else "IMMEDIATE") as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and self.read_only:
+                raise self._read_only_error("create the catalogue's tables")
             if version == 0:
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise CatalogError(
@@ -387,6 +436,8 @@ class SqliteCatalog(Catalog):
     def declare(self, metadata: dict, *, exclusive_tier: str | None = None) -> DeclareResult:
         md = prepare_declaration(metadata)
         name = md["file_name"]
+        if self.read_only:
+            raise self._read_only_error(f"declare {name}")
         with self._transaction("IMMEDIATE") as db:
             existing_id = self._file_id(db, name)
             if existing_id is not None:
