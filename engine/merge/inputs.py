@@ -48,7 +48,13 @@ from ..errors import (
 from ..pool import bounded_map
 from ..readers import open_file
 from ..remote import is_url, location
-from ..verify.crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
+from ..verify.crosscheck import (
+    FileFacts,
+    crosscheck_facts,
+    crosscheck_parents,
+    measured_facts,
+    stated_facts,
+)
 from .duplicates import find_duplicate_events
 from .spec import MergeSpec
 
@@ -203,6 +209,10 @@ def _prepare_one(
         # all but the adler32 now; it once the validation stage has read the file
         partial = measured_facts(reader, item.expected.adler32, item.path.name, item.expected)
         crosscheck_facts(item.path, partial, item.expected, source=source)
+        if spec.catalog and spec.metadata == "auto":  # the sidecar beside it names its parents
+            sidecar = sidecar_bookkeeping(item.path)
+            if sidecar is not None:
+                crosscheck_parents(item.path, sidecar, item.bookkeeping)
 
 
 def check_planned_identity(path: Path, planned: dict, now) -> None:

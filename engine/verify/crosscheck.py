@@ -107,6 +107,25 @@ def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: st
             )
 
 
+def crosscheck_parents(path, sidecar: dict, record: dict) -> None:
+    """With a catalogue, an input's sidecar and its catalogue record must name the same parents:
+    a parent the catalogue does not record for it (unknown to it, or another file's) is refused,
+    as is one the sidecar leaves out.  A sidecar without ``parents`` states nothing to compare."""
+    if "parents" not in sidecar:
+        return
+    stated = sorted(parent["file_name"] for parent in sidecar["parents"])
+    recorded = sorted(parent["file_name"] for parent in record.get("parents", []))
+    if stated != recorded:
+        unknown = [name for name in stated if name not in recorded]
+        detail = f" ({', '.join(unknown)} not among them)" if unknown else ""
+        raise MetadataMismatch(
+            f"parents in the sidecar differ from the catalogue's{detail}",
+            path=path,
+            expected=", ".join(recorded) or "none",
+            actual=", ".join(stated) or "none",
+        )
+
+
 def _runs(runs: tuple[int, ...]) -> str:
     return ", ".join(map(str, runs)) or "none"
 
