@@ -293,8 +293,10 @@ def xrootd_server():
 
 
 @pytest.fixture
-def remote_env(monkeypatch, xrootd_server):
-    """Short timeouts and retries, and the test server's certificate trusted (X509_CERT_DIR)."""
+def remote_env(monkeypatch, xrootd_server, tmp_path):
+    """Short timeouts and retries, the test server's certificate trusted (X509_CERT_DIR), and
+    remote merge-runs' journals kept in the test's folder ($XDG_STATE_HOME), not in ~."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("TMBMERGE_REMOTE_TIMEOUT", "10")
     monkeypatch.setenv("TMBMERGE_REMOTE_RETRIES", "1")
     monkeypatch.setenv("TMBMERGE_REMOTE_BACKOFF", "0.1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -187,3 +188,37 @@ def test_merge_run_to_remote_storage_declares_and_retires_after_stage_out(
     )
     status = cli("status", out)
     assert status.code == 0 and "retired" in status.out
+
+
+def test_a_remote_merge_runs_journal_outlives_the_staging_folder(
+    cli, remote_env, staging, tmb_run, tmp_path
+):
+    """The journal of a merge-run into remote storage is local state kept where a reboot does
+    not clear it ($XDG_STATE_HOME/tmbmerge/runs, or --journal DIR), not in the staging folder
+    under $TMPDIR: a rerun after the staging folder is gone finds its outputs finished."""
+    for path in tmb_run:
+        remote_env.put(path, "run-journal")
+    inputs = f"{remote_env.root_url}/run-journal/"
+    out = f"{remote_env.root_url}/merged-journal/"
+    first = cli("merge-run", inputs, "--out-dir", out, "--json")
+    assert first.code == 0, first.err
+    [output] = first.json()["outputs"]
+    runs = tmp_path / "state" / "tmbmerge" / "runs"
+    [journal] = runs.glob("*merged-journal*/.tmbmerge-journal.sqlite")
+    shutil.rmtree(staging, ignore_errors=True)  # what a reboot does to $TMPDIR
+    again = cli("merge-run", inputs, "--out-dir", out, "--json")
+    assert again.code == 0, again.err
+    [resumed] = again.json()["outputs"]
+    assert resumed["output"] == output["output"] and resumed["status"].startswith("already ")
+    assert cli("status", out).code == 0
+
+    jobs = tmp_path / "jobs"  # --journal DIR: the same, under a folder of the user's choosing
+    out2 = f"{remote_env.root_url}/merged-journal-2/"
+    chosen = cli("merge-run", inputs, "--out-dir", out2, "--journal", jobs, "--quiet")
+    assert chosen.code == 0, chosen.err
+    assert list(jobs.glob("*merged-journal-2*/.tmbmerge-journal.sqlite"))
+    status = cli("status", out2, "--journal", jobs)
+    assert status.code == 0 and "verified" in status.out
+    assert cli("status", out2).code == 3  # not under the default folder
+    local = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "o", "--journal", jobs)
+    assert local.code == 2 and "--journal is for a remote --out-dir" in local.err

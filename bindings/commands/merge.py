@@ -26,6 +26,12 @@ from ._common import (
 )
 
 
+JOURNAL_HELP = (
+    "for a remote OUT_DIR (root://, https://): the local folder under which its journal is kept "
+    "(default: $XDG_STATE_HOME/tmbmerge/runs, i.e. ~/.local/state/tmbmerge/runs)"
+)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "merge",
@@ -70,6 +76,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--out-dir", required=True, help="folder for the merged files, their sidecars and journal"
     )
+    p.add_argument("--journal", metavar="DIR", default=None, help=JOURNAL_HELP)
     _add_plan_options(p)
     _add_merge_options(p)
     p.add_argument(
@@ -133,6 +140,7 @@ def register(subparsers) -> None:
         "unfinished outputs.",
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="the --out-dir of a merge-run")
+    p.add_argument("--journal", metavar="DIR", default=None, help=JOURNAL_HELP)
     add_json_flag(p)
     add_verbosity(p, None)
     p.set_defaults(func=run_status)
@@ -324,6 +332,7 @@ def run_merge_run(args) -> int:
             retire=args.retire_inputs,
             retire_dir=args.retire_dir,
             replan=args.replan,
+            journals=args.journal,
             on_output=_print_run_output if streaming and not args.quiet else None,
             on_failure=_print_failure if streaming else None,
             **plan_kwargs,
@@ -412,7 +421,7 @@ def run_status(args) -> int:
     from engine.merge.journal import Journal
     from engine.merge.run import journal_folder
 
-    journal = Journal.open_existing(journal_folder(args.out_dir))
+    journal = Journal.open_existing(journal_folder(args.out_dir, args.journal))
     if journal is None:
         raise InputNotFound(
             "no merge-run journal here (nothing was merged into this folder)", path=args.out_dir

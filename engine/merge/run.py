@@ -100,15 +100,24 @@ class _RunLevelProgress(NullProgress):
         self.parent.advance(files=files, events=events, bytes=bytes)
 
 
-def journal_folder(out_dir) -> Path:
+def journal_folder(out_dir, journals=None) -> Path:
     """Where a merge-run into ``out_dir`` keeps its journal and lock: the folder itself, or for
-    remote storage a local folder named after the URL under the staging directory."""
+    remote storage a local folder named after the URL under ``journals`` (``--journal DIR``),
+    else under ``$XDG_STATE_HOME/tmbmerge/runs`` (``engine.remote.journals_dir``), where a rerun
+    after a reboot finds it."""
     dest = location(out_dir)
     if not is_url(dest):
+        if journals is not None:
+            raise UsageError(
+                "--journal is for a remote --out-dir: a local output folder keeps its journal "
+                "in itself",
+                path=journals,
+            )
         return dest
-    from ..remote import staging_dir
+    from ..remote import journals_dir
 
-    return staging_dir() / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", str(dest).rstrip("/"))
+    base = Path(journals) if journals is not None else journals_dir()
+    return base / re.sub(r"[^A-Za-z0-9._-]+", "_", str(dest).rstrip("/"))
 
 
 def clean_stale_files(out_dir: Path) -> list[Path]:
@@ -148,6 +157,7 @@ def merge_run(
     replan: bool = False,
     on_output: Callable[[MergeReport], None] | None = None,
     on_failure: Callable[[dict], None] | None = None,
+    journals=None,
 ) -> RunReport:
     """Plan and merge; see the module docstring.  Returns a ``RunReport`` (failures listed in it).
 
@@ -157,6 +167,8 @@ def merge_run(
     ``on_output(report)`` is called with each output as soon as it is published and its
     bookkeeping done (or found finished by an earlier run), ``on_failure(entry)`` with each
     failure as it happens: a caller can stream them instead of waiting for the whole run.
+    ``journals``: for a remote ``out_dir``, the local folder under which its journal is kept
+    (see ``journal_folder``).
     """
     if retire and not (spec.declare and spec.checks_bookkeeping):
         raise UsageError(
@@ -164,7 +176,7 @@ def merge_run(
             "--mode safe or deep"
         )
     dest = location(out_dir)  # where outputs go; out_dir: where the journal and lock live
-    out_dir = journal_folder(dest)
+    out_dir = journal_folder(dest, journals)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # read-only place, a file in the way, no permission

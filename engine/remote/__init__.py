@@ -234,6 +234,14 @@ def _default_staging_dir() -> Path:
     return Path(tempfile.gettempdir()) / "tmbmerge-staging"
 
 
+def journals_dir() -> Path:
+    """Where merge-runs into remote storage keep their journals (one folder per destination URL)
+    unless given ``--journal DIR``: ``$XDG_STATE_HOME/tmbmerge/runs``, by default
+    ``~/.local/state/tmbmerge/runs``: state that outlives a reboot, unlike the staging folder."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "tmbmerge" / "runs"
+
+
 def release_staging_dir() -> None:
     """Remove the default staging directory if nothing is left in it (nothing stays in ``$TMPDIR``);
     a ``$TMBMERGE_STAGING`` the user chose is theirs and stays."""
@@ -242,7 +250,15 @@ def release_staging_dir() -> None:
     try:
         os.rmdir(_default_staging_dir())
     except OSError:
-        pass  # not empty (another command's staging, a merge-run's journal) or already gone
+        pass  # not empty (another command's staging) or already gone
 
 
-__all__ = ["RemotePath", "is_url", "location", "protocol", "release_staging_dir", "staging_dir"]
+__all__ = [
+    "RemotePath",
+    "is_url",
+    "journals_dir",
+    "location",
+    "protocol",
+    "release_staging_dir",
+    "staging_dir",
+]
