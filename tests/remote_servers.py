@@ -210,9 +210,15 @@ class XrootdServer:
 class CuttingProxy:
     """Forward 127.0.0.1:``port`` to ``target_port``; once ``limit`` bytes have gone
     ``direction`` ("down": server to client, "up": client to server) on one connection, call
-    ``action`` (default: drop the connection) and drop it."""
+    ``action`` (default: drop the connection) and drop it; with ``stall``, stop passing bytes
+    instead and hold both ends open until ``close()`` (a link gone silent: the client waits,
+    the server keeps what it got)."""
 
-    def __init__(self, target_port: int, *, limit: int, direction: str, action=None):
+    def __init__(
+        self, target_port: int, *, limit: int, direction: str, action=None, stall: bool = False
+    ):
+        self.stall = stall
+        self._released = threading.Event()
         self.target_port, self.limit, self.direction, self.action = (
             target_port,
             limit,
@@ -261,6 +267,8 @@ class CuttingProxy:
                         self.cuts += 1
                         if self.action is not None:
                             self.action()
+                        if self.stall:
+                            self._released.wait(timeout=120)
                         break
                 dst.sendall(data)
         except OSError:
@@ -280,6 +288,7 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._closed = True
+        self._released.set()
         self.listener.close()
 
 

@@ -222,3 +222,45 @@ def test_a_remote_merge_runs_journal_outlives_the_staging_folder(
     assert cli("status", out2).code == 3  # not under the default folder
     local = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "o", "--journal", jobs)
     assert local.code == 2 and "--journal is for a remote --out-dir" in local.err
+
+
+def test_a_killed_https_stage_out_leaves_a_temporary_the_next_one_removes(
+    cli, remote_env, staging, tmb_big_run
+):
+    """kill -9 in the middle of an upload: nothing can remove the server's partial file then;
+    its name (host, pid) tells the next stage-out of the same output that its writer is dead."""
+    folder = server_folder(remote_env, "out-killed")
+    proxy = CuttingProxy(remote_env.https_port, limit=1 << 20, direction="up", stall=True)
+    inputs = [str(p) for p in sorted(tmb_big_run.glob("*.tmb"))[:4]]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(WORKTREE),
+        "TMBMERGE_REMOTE_TIMEOUT": "60",
+        "X509_CERT_DIR": str(remote_env.ca_dir),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bindings.cli", "merge", *inputs, "-o"]
+        + [proxy.url("out-killed/m.tmb", "https"), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not proxy.cuts and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy.cuts == 1, "the upload never reached the stall"
+        process.kill()  # SIGKILL: no cleanup of any kind runs
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        proxy.close()
+    left = [name for name in all_files(folder) if ".tmbupload-" in name]
+    assert left and all(name.startswith(".m.tmb.tmbupload-") for name in left), all_files(folder)
+    assert f"-{process.pid}-" in left[0]
+    assert "m.tmb" not in all_files(folder)  # (its sidecar was placed first: it describes nothing)
+    url = f"{remote_env.https_url}/out-killed/m.tmb"
+    again = cli("merge", *inputs, "-o", url)
+    assert again.code == 0, again.err
+    assert all_files(folder) == ["m.tmb", "m.tmb.json"]  # the dead one's temporary is gone

@@ -5,8 +5,8 @@ under a temporary name, checked by the server's own adler32, and renamed into pl
 under the staging directory (``$TMBMERGE_STAGING``, default ``$TMPDIR/tmbmerge-staging``),
 refusing to start when that folder's filesystem has less room than the inputs take (the
 output is never larger).  ``stage_out`` then uploads the sidecar and the data file: each goes
-to a hidden temporary name beside its destination (``.NAME.tmbpart-PID-XXXX``, the local
-convention), the server is asked for that file's adler32 (XRootD checksum query, or
+to a hidden temporary name beside its destination (``.NAME.tmbupload-HOST-PID-XXXX``), the
+server is asked for that file's adler32 (XRootD checksum query, or
 ``Want-Digest`` over HTTPS) and it must equal the one computed locally, then it is renamed
 into place.  Sidecar first, as locally: a failure between the two withdraws it, so the final
 name never holds a data file without its metadata, nor a partial or unverified one.  A failed
@@ -14,19 +14,40 @@ upload is retried whole (transient failures); whatever fails removes the tempora
 Only after the data file is in place is the output declared, and (merge-run) inputs retired.
 The staging folder is removed whatever happens, and the default staging directory with it
 once empty: a command leaves nothing in ``$TMPDIR``.
+
+A process killed outright (``kill -9``, a crash, a reboot) cannot remove its temporary upload;
+its name says whose it was, so the next stage-out of the same file removes it: one written
+from this host by a process that no longer runs, or one from another host untouched for
+``STALE_ELSEWHERE`` seconds (an upload that old is dead; a live one is never taken for it).
+Killed between placing the sidecar and the data file, it leaves a sidecar that describes
+nothing: the next stage-out of that output replaces it (without ``--force``: no data file is
+there to protect).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 import shutil
+import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError, OutputError, OutputExists
 from . import release_staging_dir, staging_dir
 from .retry import RemoteFailure, as_engine_error, retrying
+
+log = logging.getLogger(__name__)
+
+UPLOAD_MARK = ".tmbupload-"
+_UPLOAD_RE = re.compile(
+    r"^\.(?P<name>.+)\.tmbupload-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-[0-9a-f]+$"
+)
+#: A temporary upload from another host untouched this long (seconds) is a dead one's.
+STALE_ELSEWHERE = 24 * 3600
 
 
 def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, label=None):
@@ -88,13 +109,45 @@ def _private_staging(inputs, output) -> Path:
     return folder
 
 
-def temporary_name(final):
-    """The hidden name an upload is written under, beside ``final`` (the local convention)."""
-    from ..fsutil import TEMP_MARK, TEMP_PREFIX
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
 
+
+def temporary_name(final):
+    """The hidden name an upload is written under, beside ``final``: it names the host and the
+    process writing it, so a later stage-out can tell a dead writer's leftover."""
     return final.with_name(
-        f"{TEMP_PREFIX}{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        f".{final.name}{UPLOAD_MARK}{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
     )
+
+
+def remove_stale_uploads(final) -> list:
+    """Remove the temporary uploads of ``final`` that dead stage-outs left beside it (see the
+    module docstring); returns them.  Best effort: a folder that cannot be listed is left."""
+    from ..errors import EngineError
+    from ..fsutil import pid_alive
+
+    try:
+        entries = list(final.parent.iterdir())
+    except (EngineError, OSError):
+        return []  # no folder yet, or none we may list: the upload will say what is wrong
+    removed = []
+    for entry in entries:
+        found = _UPLOAD_RE.match(entry.name)
+        if found is None or found["name"] != final.name:
+            continue
+        if found["host"] == _host():
+            stale = not pid_alive(int(found["pid"]))
+        else:
+            try:
+                stale = time.time() - entry.stat().st_mtime > STALE_ELSEWHERE
+            except (EngineError, OSError):
+                continue
+        if stale:
+            _remove_quietly(entry)
+            log.info("removed %s, left by a stage-out that did not finish", entry)
+            removed.append(entry)
+    return removed
 
 
 def stage_out(local: Path, final, *, adler32: int | None = None, overwrite: bool = False) -> None:
@@ -105,7 +158,11 @@ def stage_out(local: Path, final, *, adler32: int | None = None, overwrite: bool
     placed_sidecar = None
     if local_sidecar.exists():
         placed_sidecar = sidecar_path(final)
-        upload_verified(local_sidecar, placed_sidecar, overwrite=overwrite)
+        # a sidecar without its data file describes nothing: one a killed stage-out placed
+        orphan = not overwrite and placed_sidecar.exists() and not final.exists()
+        if orphan:
+            log.info("replacing %s, a sidecar without its data file", placed_sidecar)
+        upload_verified(local_sidecar, placed_sidecar, overwrite=overwrite or orphan)
     try:
         upload_verified(local, final, adler32=adler32, overwrite=overwrite)
     except BaseException:
@@ -123,6 +180,7 @@ def upload_verified(
 
     want = adler32 if adler32 is not None else file_adler32(local)[0]
     protocol = final.protocol
+    remove_stale_uploads(final)
     tmp = temporary_name(final)
 
     def upload():
