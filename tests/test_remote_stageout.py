@@ -264,3 +264,43 @@ def test_a_killed_https_stage_out_leaves_a_temporary_the_next_one_removes(
     again = cli("merge", *inputs, "-o", url)
     assert again.code == 0, again.err
     assert all_files(folder) == ["m.tmb", "m.tmb.json"]  # the dead one's temporary is gone
+
+
+def test_xrootd_placement_never_replaces_a_file_placed_meanwhile(remote_env):
+    """kXR_mv replaces its target; placing an upload claims the final name first with an
+    exclusive create, so of writers racing for one name exactly one wins and no placed file is
+    ever replaced (a stat before the move would let both pass it)."""
+    import threading
+
+    from engine.remote import location
+    from engine.remote.retry import RemoteFailure
+    from engine.remote.xrootd import rename
+
+    folder = server_folder(remote_env, "race")
+    base = f"{remote_env.root_url}/race"
+    for round_ in range(6):
+        for writer in (0, 1):
+            (folder / f"up-{round_}-{writer}").write_text(f"writer {writer}")
+        remote_env.owned_by_server(folder)
+    outcomes: dict = {}
+    start = threading.Barrier(2)
+
+    def place(round_, writer):
+        start.wait()
+        try:
+            rename(location(f"{base}/up-{round_}-{writer}"), location(f"{base}/final-{round_}"))
+            outcomes[round_, writer] = "placed"
+        except RemoteFailure as failure:
+            outcomes[round_, writer] = failure.message
+
+    for round_ in range(6):
+        threads = [threading.Thread(target=place, args=(round_, w)) for w in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        results = sorted(outcomes[round_, w] for w in (0, 1))
+        assert results == ["destination exists", "placed"], results
+        winner = 0 if outcomes[round_, 0] == "placed" else 1
+        assert (folder / f"final-{round_}").read_text() == f"writer {winner}"
+        assert (folder / f"up-{round_}-{1 - winner}").exists()  # the loser's upload, untouched

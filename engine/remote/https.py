@@ -252,6 +252,10 @@ def upload(local_path, rp) -> None:
 
 
 def rename(source, dest, *, overwrite: bool = False) -> None:
+    """WebDAV ``MOVE``; without ``overwrite`` it is sent with ``Overwrite: F`` after checking that
+    ``dest`` is absent.  Storage that enforces ``Overwrite: F`` (dCache, EOS) makes that atomic;
+    XRootD 5.5's HTTP plugin ignores it (and ``If-None-Match``), so there a file placed by
+    another writer between the check and the ``MOVE`` (one round trip) would be replaced."""
     if not overwrite:
         try:
             _request("HEAD", dest)

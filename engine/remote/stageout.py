@@ -60,7 +60,13 @@ def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, la
     except InputError as exc:  # the destination's server: an output failure
         raise OutputError(exc.message, path=output) from None
     if exists and not spec.force:
-        raise OutputExists("output exists (use --force to replace it)", path=output)
+        empty = _is_empty(output)
+        raise OutputExists(
+            "output exists"
+            + (" (an empty file: a stage-out killed while placing it; remove it" if empty else "")
+            + (", or use --force to replace it)" if empty else " (use --force to replace it)"),
+            path=output,
+        )
     folder = _private_staging(inputs, output)
     try:
         local = folder / output.name
@@ -81,6 +87,13 @@ def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, la
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         release_staging_dir()
+
+
+def _is_empty(output) -> bool:
+    try:
+        return output.stat().st_size == 0
+    except (InputError, OSError):
+        return False
 
 
 def _private_staging(inputs, output) -> Path:

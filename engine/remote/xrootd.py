@@ -40,6 +40,7 @@ def _client():
 
 # kXR error codes the server answers with (XProtocol.hh)
 _KXR_NOT_AUTHORIZED, _KXR_NOT_FOUND, _KXR_OVERLOADED, _KXR_FS_ERROR = 3010, 3011, 3024, 3005
+_KXR_ITEXISTS = 3018
 _ERR_RESPONSE = 400  # XrdCl errErrorResponse: the server answered with an error
 
 
@@ -244,20 +245,40 @@ def upload(local_path, rp) -> None:
 
 
 def rename(source, dest, *, overwrite: bool = False) -> None:
-    """Server-side rename (``kXR_mv``); refuses to replace ``dest`` unless ``overwrite``."""
+    """Server-side rename (``kXR_mv``); refuses to replace ``dest`` unless ``overwrite``.
+
+    ``kXR_mv`` itself replaces whatever is at ``dest`` (xrootd 5.5 has no flag against it), so
+    a check by stat would leave a window in which another writer's file could be replaced.
+    Instead ``dest`` is first claimed by creating it empty with ``kXR_new`` (an exclusive create
+    on the server: of two writers, exactly one gets the name), then ``source`` is moved over
+    the claim.  Between the two requests ``dest`` is an empty file; a writer killed right there
+    leaves it, and the next one is refused ("exists") rather than guessing whose it is.
+    """
     fs = _fs(source)
     if not overwrite:
-        status, _ = fs.stat(dest.path, timeout=timeout())
-        if status.ok:
+        client = _client()
+        claim = client.File()
+        status, _ = claim.open(
+            dest.url,
+            client.flags.OpenFlags.NEW,
+            client.flags.AccessMode.UR | client.flags.AccessMode.UW,
+            timeout=timeout(),
+        )
+        if not status.ok and (status.errno == _KXR_ITEXISTS or "exists" in (status.message or "")):
             raise RemoteFailure(FAILED, "destination exists")
+        _check(status)
+        status, _ = claim.close(timeout=timeout())
+        _check(status)
     status, _ = fs.mv(source.path, dest.path, timeout=timeout())
+    if not status.ok and not overwrite:
+        remove(dest, quiet=True)  # the empty claim: the name is free again
     _check(status)
 
 
 def mkdir(rp) -> None:
     client = _client()
     status, _ = _fs(rp).mkdir(rp.path, client.flags.MkDirFlags.MAKEPATH, timeout=timeout())
-    if not status.ok and status.errno != 3018:  # kXR_ItExists
+    if not status.ok and status.errno != _KXR_ITEXISTS:
         _check(status)
 
 
