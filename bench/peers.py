@@ -263,7 +263,7 @@ def report(size_kb: float, inputs: dict, runs: dict) -> dict:
             for base in ("cat", "hadd-tree", "hadd-rntuple"):
                 if name in ("fast", "safe", "deep") and base in by_tool:
                     # speed of name relative to base, round by round: base time / name time
-                    pairs = [b[0] / a[0] for a, b in zip(by_tool[name], by_tool[base])]
+                    pairs = [b[0] / a[0] for a, b in zip(by_tool[name], by_tool[base], strict=True)]
                     result["ratios"][f"{name}/{base} {cache}"] = summary(pairs)
     for name in result["tools"]:
         result["tools"][name]["verified"] = VERIFIED[name]

@@ -102,7 +102,7 @@ def batch(source):
             decoded = reader.decode(block)
             records = np.frombuffer(decoded.records, dtype=np.uint8)
             for start, length in zip(
-                decoded.payload_offsets.tolist(), decoded.events.length.tolist()
+                decoded.payload_offsets.tolist(), decoded.events.length.tolist(), strict=True
             ):
                 payload[pos : pos + length] = records[start : start + length]
                 pos += length

@@ -95,7 +95,7 @@ class ZstdCodec:
                     filled += got
                 extra = reader.read(1) if filled == len(out) else b""
         except zstandard.ZstdError as exc:
-            raise DecompressionError(f"zstd cannot decode the block: {exc}")
+            raise DecompressionError(f"zstd cannot decode the block: {exc}") from exc
         if filled != len(out) or extra:
             raise DecompressionError(
                 f"block decodes to {'more than ' if extra else ''}{filled} bytes, "
@@ -125,7 +125,7 @@ def check_zstd_frame(data, length: int) -> None:
         params = zstandard.get_frame_parameters(head)
         header_size = zstandard.frame_header_size(head)
     except zstandard.ZstdError as exc:
-        raise DecompressionError(f"zstd frame header is invalid: {exc}")
+        raise DecompressionError(f"zstd frame header is invalid: {exc}") from exc
     if params.content_size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
         raise DecompressionError(
             f"zstd frame does not declare its content size (the header says {length})"

@@ -375,7 +375,7 @@ def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator
     (``EVENT_COLUMNS`` order), which may come from anywhere (memory, a spool file)."""
     yield memoryview(INDEX_HEADER.pack(INDEX_MAGIC, 0, len(blocks), event_count, 0))
     yield memoryview(np.ascontiguousarray(blocks, dtype=BLOCK_DTYPE)).cast("B")
-    for column, (name, dtype) in enumerate(EVENT_COLUMNS):
+    for column, (_, dtype) in enumerate(EVENT_COLUMNS):
         for piece in column_pieces(column):
             yield memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
 
@@ -485,7 +485,9 @@ def check_index(
     consistent = nblocks > 0 and int(ends[-1]) == nevents
     record_bytes = np.zeros(nblocks, dtype=np.int64)
     blocks_agree = True
-    for (name, dtype), at in zip(EVENT_COLUMNS, event_column_offsets(offset, nblocks, nevents)):
+    for (name, dtype), at in zip(
+        EVENT_COLUMNS, event_column_offsets(offset, nblocks, nevents), strict=True
+    ):
         size = np.dtype(dtype).itemsize
         for start in range(0, nevents, chunk_events):
             stop = min(start + chunk_events, nevents)

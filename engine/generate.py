@@ -644,7 +644,7 @@ def generate_run(
             overwrite,
             fsync,
         )
-        for path, p in zip(paths, partitions)
+        for path, p in zip(paths, partitions, strict=True)
     ]
     done: list[GeneratedFile] = []
     if jobs == 1:
@@ -680,7 +680,7 @@ def _prepare_outdir(outdir: Path) -> Path:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create the output folder: {os_reason(exc)}", path=outdir)
+        raise UsageError(f"cannot create the output folder: {os_reason(exc)}", path=outdir) from exc
     return outdir
 
 

@@ -200,7 +200,8 @@ class TmbWriter:
         pending = self._take_pending()
         if pending is not None:
             runs, events, lengths, payloads = (
-                np.concatenate([a, b]) for a, b in zip(pending, (runs, events, lengths, payloads))
+                np.concatenate([a, b])
+                for a, b in zip(pending, (runs, events, lengths, payloads), strict=True)
             )
         starts = _starts(lengths)
         record_ends = np.cumsum(lengths.astype(np.int64) + RECORD_HEADER_SIZE)
@@ -249,7 +250,7 @@ class TmbWriter:
             return None
         if len(parts) == 1:
             return parts[0]
-        return tuple(np.concatenate(columns) for columns in zip(*parts))
+        return tuple(np.concatenate(columns) for columns in zip(*parts, strict=True))
 
     def _cut_pending(self) -> None:
         pending = self._take_pending()
@@ -345,7 +346,10 @@ class TmbWriter:
         self._drain()
         records = b"".join(memoryview(part[2]()).cast("B") for part in pending)
         events = EventTable(
-            *(np.concatenate(columns) for columns in zip(*(part[3].columns() for part in pending)))
+            *(
+                np.concatenate(columns)
+                for columns in zip(*(part[3].columns() for part in pending), strict=True)
+            )
         )
         data = self.codec.compress(records)
         header = BlockHeader(

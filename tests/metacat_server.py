@@ -174,9 +174,11 @@ class MetaCatServer(SamWebServer):
             run = re.fullmatch(r"core\.runs\[any\] = (\d+)", clause.strip())
             tier = re.fullmatch(r"core\.data_tier = '([^']*)'", clause.strip())
             if run:
-                tests.append(lambda r, n=int(run.group(1)): n in r["metadata"].get("core.runs", []))
+                wanted_run = int(run.group(1))
+                tests.append(lambda r, n=wanted_run: n in r["metadata"].get("core.runs", []))
             elif tier:
-                tests.append(lambda r, t=tier.group(1): r["metadata"].get("core.data_tier") == t)
+                wanted_tier = tier.group(1)
+                tests.append(lambda r, t=wanted_tier: r["metadata"].get("core.data_tier") == t)
             else:
                 return _error(400, "MQLSyntaxError", f"cannot parse {clause!r}")
         with self._lock:

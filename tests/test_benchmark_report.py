@@ -24,9 +24,10 @@ def sample(seconds, nbytes=GB, **extra):
 
 def canned_samples():
     """Per-round samples of every step, 3 rounds, on a 1 GB run (rates are 1 GB / seconds)."""
-    merge = lambda s, rss, **e: [
-        sample(x, output_bytes=GB, peak_rss_bytes=rss, input_resident=1.0, **e) for x in s
-    ]
+
+    def merge(s, rss, **e):
+        return [sample(x, output_bytes=GB, peak_rss_bytes=rss, input_resident=1.0, **e) for x in s]
+
     return {
         "storage": [
             {

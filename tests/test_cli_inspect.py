@@ -114,7 +114,7 @@ def test_dump_text_events(capsys, good):
         blocks = reader.events.block.tolist()
     assert rows == [
         [str(r), str(e), str(len(p)), f"{xxh3_64(p):016x}", str(b)]
-        for (r, e, p), b in zip(EVENTS, blocks)
+        for (r, e, p), b in zip(EVENTS, blocks, strict=True)
     ]
 
 

@@ -65,7 +65,7 @@ def _keys(path) -> list[tuple[int, int]]:
     from engine import open_file
 
     with open_file(path) as reader:
-        return list(zip(reader.events.run.tolist(), reader.events.event.tolist()))
+        return list(zip(reader.events.run.tolist(), reader.events.event.tolist(), strict=True))
 
 
 class Ledger:
@@ -222,7 +222,7 @@ def test_kill_9_at_random_moments_of_a_retiring_merge_run(catalogued_run, tmp_pa
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(
-                lambda: process.poll() is not None or reached(),
+                lambda process=process, reached=reached: process.poll() is not None or reached(),
                 interval=0.001,
                 what="the moment to kill",
             )

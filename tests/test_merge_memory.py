@@ -145,7 +145,7 @@ def _reference(tables) -> dict:
     """Every (run, event) in order: a table's first repeat, and the table first holding it."""
     seen, found = {}, {}
     for t, table in enumerate(tables):
-        for run, event in zip(table.run.tolist(), table.event.tolist()):
+        for run, event in zip(table.run.tolist(), table.event.tolist(), strict=True):
             if (run, event) in seen:
                 found.setdefault(t, (run, event, seen[(run, event)]))
             else:

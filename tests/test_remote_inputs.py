@@ -160,7 +160,7 @@ def test_file_growing_during_the_read_is_refused(served_run, tmb_run):
         with open(data / name, "ab") as f:
             f.write(b"x" * 1000)
         with pytest.raises(InputError, match="changed size"):
-            for block in reader.iter_blocks():
+            for _ in reader.iter_blocks():
                 pass
 
 

@@ -131,7 +131,9 @@ def test_a_dataset_walks_the_plan_states_with_history(server, dataset):
     described = requests.get(base, timeout=30).json()
     assert described["state"] == "copied-back" and described["next_states"] == []
     history = described["history"]
-    assert [(h["from"], h["to"]) for h in history] == list(zip([None] + STATES[:-1], STATES))
+    assert [(h["from"], h["to"]) for h in history] == list(
+        zip([None] + STATES[:-1], STATES, strict=True)
+    )
     assert all(h["site"] == described["site"] and h["at"] for h in history)
     assert history[-1]["note"] == "to copied-back"
     final = requests.post(

@@ -37,9 +37,9 @@ def load_report(path) -> dict:
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputNotFound("no such bench report", path=path)
+        raise InputNotFound("no such bench report", path=path) from None
     except (OSError, ValueError) as exc:
-        raise MetadataError(f"cannot read the bench report: {exc}", path=path)
+        raise MetadataError(f"cannot read the bench report: {exc}", path=path) from exc
     if (
         not isinstance(report, dict)
         or report.get("format") != REPORT_FORMAT

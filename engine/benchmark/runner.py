@@ -254,7 +254,7 @@ def build_figures(samples: dict[str, list[dict]], jobs: int) -> dict[str, dict]:
     ):
         if codecs:
             figures[key] = summarize(key, [c[name] for c in codecs], F.DESCRIPTIONS[key])
-    for key, figure in figures.items():
+    for figure in figures.values():
         base = figure["baseline"]
         figure["ratio"] = (
             figure["value"] / figures[base]["value"]

@@ -218,7 +218,7 @@ def check_planned_identity(path: Path, planned: dict, now) -> None:
     elif isinstance(now, int):
         now = {"size": now}
     else:
-        now = dict(zip(("device", "inode", "size", "mtime_ns"), now))
+        now = dict(zip(("device", "inode", "size", "mtime_ns"), now, strict=True))
     changes = []
     if (planned.get("device"), planned.get("inode")) != (
         now.get("device"),

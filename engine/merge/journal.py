@@ -242,7 +242,7 @@ class Journal:
         if output is not None:
             sql, params = sql + " WHERE output = ?", (output,)
         return [
-            dict(zip(("input", "output", "action", "destination", "at"), row))
+            dict(zip(("input", "output", "action", "destination", "at"), row, strict=True))
             for row in self._db.execute(sql + " ORDER BY input", params)
         ]
 

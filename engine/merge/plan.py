@@ -294,9 +294,10 @@ def plan_run(
                 plan.ignored.append((str(path), exc.message))
             continue
         except EngineError as exc:
+            exc.with_path(path)
             if not skip_bad:
-                raise exc.with_path(path)
-            plan.rejected.append((str(path), exc.with_path(path)))
+                raise
+            plan.rejected.append((str(path), exc))
             continue
         if run is None or described.run == run:
             by_run[described.run].append(described)

@@ -146,6 +146,7 @@ def iter_event_rows(
             part.length.tolist(),
             (f"{d:016x}" for d in part.digest.tolist()),
             part.block.tolist(),
+            strict=True,
         )
 
 
