@@ -70,7 +70,8 @@ class ZstdCodec:
         return self._compressor().compress(data)
 
     def decompress(self, data, length: int) -> np.ndarray:
-        """The decoded bytes, in a new buffer of exactly ``length`` bytes (see ``decompress_into``)."""
+        """The decoded bytes, in a new buffer of exactly ``length`` bytes (see
+        ``decompress_into``)."""
         check_zstd_frame(data, length)  # before the buffer is allocated
         out = np.empty(length, dtype=np.uint8)
         self.decompress_into(data, memoryview(out), checked=True)
@@ -108,7 +109,8 @@ ZSTD_CHECKSUM_BYTES = 4
 
 
 def check_zstd_frame(data, length: int) -> None:
-    """Refuse stored bytes that are not exactly one zstd frame declaring ``length`` bytes of content.
+    """Refuse stored bytes that are not exactly one zstd frame declaring ``length`` bytes of
+    content.
 
     Reads the frame header and walks the 3-byte block headers only (``kernels.zstd_frame_end``),
     so it costs microseconds and allocates nothing, whatever the frame claims.

@@ -406,12 +406,14 @@ def parse_index(buf, *, offset: int, digest: int, data_start: int) -> Index:
     return Index(blocks, EventTable(*columns))
 
 
-#: Rows of one event column read at a time when an index is checked or streamed (28 B each: 1.8 MiB).
+#: Rows of one event column read at a time when an index is checked or streamed
+#: (28 B each: 1.8 MiB).
 INDEX_CHUNK_EVENTS = 1 << 16
 
 
 def event_column_offsets(index_offset: int, nblocks: int, nevents: int) -> list[int]:
-    """File offset of each event column (``EVENT_COLUMNS`` order) of an index at ``index_offset``."""
+    """File offset of each event column (``EVENT_COLUMNS`` order) of an index at
+    ``index_offset``."""
     pos = index_offset + INDEX_HEADER_SIZE + nblocks * BLOCK_DTYPE.itemsize
     offsets = []
     for _, dtype in EVENT_COLUMNS:

@@ -42,7 +42,8 @@ def parse_temporary_name(name: str) -> tuple[str, int] | None:
 
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` is running.  A zombie (dead, not yet reaped by its parent; in a
-    container, init may reap late or never) answers ``kill(pid, 0)`` but holds no file: not alive."""
+    container, init may reap late or never) answers ``kill(pid, 0)`` but holds no file: not
+    alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -226,7 +226,8 @@ class TmbWriter:
             begin = end
 
     def _take_pending(self):
-        """The buffered events as (runs, events, lengths, payloads) arrays, or None; the buffer empties."""
+        """The buffered events as (runs, events, lengths, payloads) arrays, or None; the buffer
+        empties."""
         parts = []
         if self._pending_batch is not None:
             parts.append(self._pending_batch)
@@ -402,7 +403,8 @@ class TmbWriter:
             self._cut_pending()
             self._drain()
             table = block_table(self._blocks)
-            # the index goes out column by column, block table after block table: never whole in memory
+            # the index goes out column by column, block table after block table: never whole in
+            # memory
             index_offset = self._adler.size
             index_digest = xxhash.xxh3_64()
             for part in index_parts(table, self._event_count, self._spool.column):

@@ -1,4 +1,5 @@
-"""A small campaign for the ``tmbmerge serve`` tests: catalogue, real merge-runs, certification, a server.
+"""A small campaign for the ``tmbmerge serve`` tests: catalogue, real merge-runs, certification, a
+server.
 
 ``build_campaign(folder)`` makes, in ``folder``:
 

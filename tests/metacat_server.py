@@ -1,4 +1,5 @@
-"""A small MetaCat server for tests: the web API calls tmbmerge makes, in memory, with the SAM test server's faults.
+"""A small MetaCat server for tests: the web API calls tmbmerge makes, in memory, with the SAM test
+server's faults.
 
 The calls, as MetaCat's own client makes them (``metacat.webapi.webapi.MetaCatClient`` in the
 ``metacat-client`` package, 4.1.5: ``declare_files``, ``get_file``, ``get_files``, ``query``),

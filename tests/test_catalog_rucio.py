@@ -1,4 +1,5 @@
-"""Rucio replica registration (``--register rucio:RSE?scope=S&dataset=D``) with rucio-clients, against tests/rucio_server.py.
+"""Rucio replica registration (``--register rucio:RSE?scope=S&dataset=D``) with rucio-clients,
+against tests/rucio_server.py.
 
 The server implements the REST calls rucio-clients 41 makes for it (``rucio/client/
 baseclient.py``: ``GET /auth/userpass``; ``replicaclient.py``: ``POST /replicas``;

@@ -1,4 +1,5 @@
-"""``tmbmerge dump`` and ``tmbmerge verify`` through ``bindings.cli.main``: output, JSON, exit codes.
+"""``tmbmerge dump`` and ``tmbmerge verify`` through ``bindings.cli.main``: output, JSON, exit
+codes.
 
 Most tests call ``main([...])`` in-process and read stdout/stderr with capsys; a few run a
 subprocess where the process boundary is the point: which heavy modules a command imports

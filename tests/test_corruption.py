@@ -1,4 +1,5 @@
-"""Damaged files: every flipped byte, every truncation, hostile lengths and broken framing are caught.
+"""Damaged files: every flipped byte, every truncation, hostile lengths and broken framing are
+caught.
 
 Two small files (3 blocks each; one zstd, one ``none``) are written once.  Then:
 
@@ -163,7 +164,8 @@ def test_every_flipped_byte_is_caught_naming_its_region(sample):
                 where = f"byte {offset} ^ {mask:#04x} ({codec})"
                 assert error.region == expected_region, f"{where}: {error!r}"
                 assert str(path) in str(error) and expected_region in str(error), where
-                # the magic included: the header's digest proves a TMB header, so damage is integrity
+                # the magic included: the header's digest proves a TMB header, so damage is
+                # integrity
                 assert isinstance(error, IntegrityError) and error.exit_code == 5, (
                     f"{where}: {error!r}"
                 )
@@ -249,7 +251,8 @@ def reseal_tail(buf: bytearray, layout: Layout) -> None:
 
 
 def reseal_block_data(buf: bytearray, layout: Layout, block: int) -> None:
-    """After editing a ``none`` block's bytes: new digests in its header and index entry, resealed."""
+    """After editing a ``none`` block's bytes: new digests in its header and index entry,
+    resealed."""
     start = layout.block_offsets[block]
     length = int(layout.blocks["compressed_length"][block])
     digest = xxh3_64(bytes(buf[start + BLOCK_HEADER_SIZE : start + BLOCK_HEADER_SIZE + length]))
@@ -451,7 +454,8 @@ def test_misaligned_records_are_a_framing_error(none_sample):
 
 @pytest.mark.timeout(10)
 def test_record_disagreeing_with_the_index_fails_deep(none_sample):
-    """A record's run number changed, block digests recomputed: deep verify compares it to the index."""
+    """A record's run number changed, block digests recomputed: deep verify compares it to the
+    index."""
     buf, layout, folder = none_sample
     second = record_offsets(layout, 0)[1]
     put(buf, second, "I", 176853)

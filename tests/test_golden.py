@@ -83,7 +83,8 @@ def test_writer_reproduces_the_mixed_file_under_the_same_libzstd(tmp_path):
         made_with = reader.metadata["zstd_version"]
     if made_with != golden.libzstd_version():
         pytest.skip(
-            f"{MIXED.name} was compressed by libzstd {made_with}, this is {golden.libzstd_version()}"
+            f"{MIXED.name} was compressed by libzstd {made_with}, this is "
+            f"{golden.libzstd_version()}"
         )
     result = golden.write_mixed(tmp_path)
     assert result.path.read_bytes() == MIXED.read_bytes()

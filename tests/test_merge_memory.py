@@ -105,7 +105,8 @@ def test_merge_with_few_open_files(tmp_path):
         import resource, sys
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
         from engine.merge import merge_files, MergeSpec
-        report = merge_files(sys.argv[2:], sys.argv[1], MergeSpec(mode="safe", metadata="none", fsync=False))
+        spec = MergeSpec(mode="safe", metadata="none", fsync=False)
+        report = merge_files(sys.argv[2:], sys.argv[1], spec)
         print(report.event_count)
     """)
     done = subprocess.run(

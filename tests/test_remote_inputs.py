@@ -20,7 +20,8 @@ WORKTREE = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def served_run(remote_env, tmb_run, request):
-    """The small run copied onto the server, in a folder of its own: (root URL, https URL, data dir)."""
+    """The small run copied onto the server, in a folder of its own: (root URL, https URL,
+    data dir)."""
     folder = f"run-{request.node.name}"[:60].replace("[", "-").replace("]", "")
     for path in tmb_run:
         remote_env.put(path, folder)
@@ -216,7 +217,8 @@ def test_local_merge_does_not_load_remote_clients(tmb_run, tmp_path):
     code = (
         "import sys; from engine.merge import merge_files; "
         f"merge_files({[str(p) for p in tmb_run[:2]]!r}, {str(tmp_path / 'm.tmb')!r}); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('XRootD', 'pyxrootd', 'requests')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('XRootD', 'pyxrootd', "
+        "'requests')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],

@@ -109,7 +109,8 @@ def merge_overlay(run: int, unmerged, merged, verdict: dict) -> bytes:
 
 
 def reference_overlay(run: int, mine, reference_run: int, theirs, verdict: dict) -> bytes:
-    """The run (filled) vs the reference run scaled to its entries (points with errors), chi2 per panel."""
+    """The run (filled) vs the reference run scaled to its entries (points with errors), chi2 per
+    panel."""
     tests = {t["quantity"]: t for t in verdict["tests"]}
     state = "compatible" if verdict["passed"] else "INCOMPATIBLE"
     fig, axes = _figure(

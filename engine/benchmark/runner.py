@@ -332,7 +332,8 @@ def build_ratios(figures: dict, jobs: int) -> dict[str, dict]:
 
 
 def build_memory(figures: dict) -> dict[str, dict]:
-    """Peak resident memory of every merge and of the copyd0om comparison, with the issue's limit."""
+    """Peak resident memory of every merge and of the copyd0om comparison, with the issue's
+    limit."""
     memory = {}
     for key, figure in figures.items():
         if not (key.startswith("merge.") or key == F.REENCODE) or "peak_rss_bytes" not in figure:

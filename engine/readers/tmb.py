@@ -176,7 +176,8 @@ class TmbReader:
         return self._ready_source().pread(length, offset)
 
     def _ready_source(self):
-        """The open source, opening the file again after ``release()`` (a changed file is refused)."""
+        """The open source, opening the file again after ``release()`` (a changed file is
+        refused)."""
         if self._source is None:
             if self._closed:
                 raise InputError("file is closed", path=self.path)
@@ -322,9 +323,9 @@ class TmbReader:
 
         With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
         once the loop ends it holds the whole file's adler32 and size; each block carries its
-        own adler32 (``block.adler32``), so a writer copying it need not hash it again.  With ``pool``, each block
-        is read into a buffer leased from it (``block.lease``), which the consumer releases when
-        done with the block: no allocation per block.
+        own adler32 (``block.adler32``), so a writer copying it need not hash it again.  With
+        ``pool``, each block is read into a buffer leased from it (``block.lease``), which the
+        consumer releases when done with the block: no allocation per block.
         """
         if adler is not None:
             adler.update(self._head_bytes)
