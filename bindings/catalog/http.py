@@ -107,7 +107,8 @@ class BudgetedTimeout(Timeout):
 
 
 class HttpTransport:
-    """One catalogue's HTTP session: ``request(method, path)`` against ``base`` (see the module docstring)."""
+    """One catalogue's HTTP session: ``request(method, path)`` against ``base`` (see the module
+    docstring)."""
 
     def __init__(
         self,
