@@ -25,7 +25,6 @@ from ._common import (
     print_error,
 )
 
-
 JOURNAL_HELP = (
     "for a remote OUT_DIR (root://, https://): the local folder under which its journal is kept "
     "(default: $XDG_STATE_HOME/tmbmerge/runs, i.e. ~/.local/state/tmbmerge/runs)"
