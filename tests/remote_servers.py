@@ -66,50 +66,85 @@ def wait_for_port(port: int, deadline: float) -> bool:
     return False
 
 
+def _openssl(folder: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+
 def make_certificate(folder: Path) -> tuple[Path, Path, Path]:
     """A self-signed certificate for 127.0.0.1 and a CA folder (hashed) that trusts it."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
+    _openssl(
+        folder,
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)),
+        *("-days", "2", "-subj", "/CN=localhost"),
+        *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
     )
     ca_dir = folder / "ca"
     ca_dir.mkdir()
     shutil.copy(cert, ca_dir / "tmbmerge-test.pem")
-    subprocess.run(["openssl", "rehash", str(ca_dir)], check=True, capture_output=True)
+    _openssl(folder, "rehash", str(ca_dir))
     return cert, key, ca_dir
+
+
+#: Elliptic-curve keys: made in milliseconds, where RSA ones take a second each.
+EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+#: The subject of the user certificate ``make_pki`` issues (the server maps it to a user).
+CLIENT_DN = "/O=tmbmerge/CN=tmbmerge test user"
+
+
+def make_pki(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """A test CA, a server certificate for 127.0.0.1 and a user certificate it signed: (server
+    cert, server key, hashed CA folder, the user's certificate and key in one file, as a grid
+    proxy file holds them)."""
+    _openssl(
+        folder,
+        *("req", "-x509", *EC_KEY, "-keyout", "ca.key", "-out", "ca.pem"),
+        *("-days", "2", "-subj", "/CN=tmbmerge test CA"),
+    )
+    for name, subject, extension in (
+        ("server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("user", CLIENT_DN, "extendedKeyUsage=clientAuth"),
+    ):
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        _openssl(
+            folder,
+            *("req", *EC_KEY, "-keyout", f"{name}.key"),
+            *("-out", f"{name}.csr", "-subj", subject),
+        )
+        _openssl(
+            folder,
+            *("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key"),
+            *("-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext"),
+        )
+    ca_dir = folder / "ca"
+    ca_dir.mkdir()
+    shutil.copy(folder / "ca.pem", ca_dir / "tmbmerge-test-ca.pem")
+    _openssl(folder, "rehash", str(ca_dir))
+    proxy = folder / "x509up_test"
+    proxy.write_text((folder / "user.pem").read_text() + (folder / "user.key").read_text())
+    proxy.chmod(0o600)
+    return folder / "server.pem", folder / "server.key", ca_dir, proxy
 
 
 class XrootdServer:
     """One xrootd process on 127.0.0.1: ``root_url`` and ``https_url`` name its exported folder
     ``data`` (a local folder the tests may fill directly)."""
 
-    def __init__(self, *, checksum_program: str | None = None, name: str = "tmbtest"):
+    def __init__(
+        self, *, checksum_program: str | None = None, name: str = "tmbtest", auth: bool = False
+    ):
         # a folder of its own under the system's temporary directory: the server may run as
         # ``nobody``, which cannot enter pytest's private folders
         self.folder = Path(tempfile.mkdtemp(prefix=f"tmbmerge-{name}-"))
         os.chmod(self.folder, 0o755)
         self.data = self.folder / "data"
         self.data.mkdir(exist_ok=True)
-        self.cert, self.key, self.ca_dir = make_certificate(self.folder)
+        self.proxy: Path | None = None
+        if auth:
+            self.cert, self.key, self.ca_dir, self.proxy = make_pki(self.folder)
+        else:
+            self.cert, self.key, self.ca_dir = make_certificate(self.folder)
         self.root_port, self.https_port = free_port(), free_port()
         self.name = name
         config = [
@@ -119,9 +154,11 @@ class XrootdServer:
             f"oss.localroot {self.data}",
             "xrootd.chksum adler32" + (f" {checksum_program}" if checksum_program else ""),
             f"xrd.tls {self.cert} {self.key}",
-            f"xrd.tlsca certfile {self.cert}",
+            f"xrd.tlsca certdir {self.ca_dir}" if auth else f"xrd.tlsca certfile {self.cert}",
             f"xrd.protocol XrdHttp:{self.https_port} libXrdHttp.so",
         ]
+        if auth:
+            config += self._auth_config()
         (self.folder / "xrootd.cfg").write_text("\n".join(config) + "\n")
         self.as_user = []
         if os.geteuid() == 0:  # xrootd refuses to run as root
@@ -131,6 +168,51 @@ class XrootdServer:
             self.as_user = ["-R", "nobody"]
         self.process = None
         self.start()
+
+    def _auth_config(self) -> list[str]:
+        """Nothing without a credential.  https://: the user certificate (mapped to a user by a
+        grid-mapfile, granted everything by the authorization database) or a bearer token (a
+        macaroon, which the server mints for that user: XRootD's own token plugin; the SciTokens
+        one is not in Debian's xrootd-server-plugins).  root://: a bearer token only (the ztn
+        security protocol, tokens checked by the macaroon library); X.509 over root:// (gsi)
+        needs RFC 3820 proxies, which these tests do not make."""
+        (self.folder / "grid-mapfile").write_text(f'"{CLIENT_DN}" tmbuser\n')
+        (self.folder / "authdb").write_text("u tmbuser / a\n")
+        _openssl(self.folder, "rand", "-base64", "-out", "macaroon-secret", "64")
+        return [
+            f"http.gridmap {self.folder / 'grid-mapfile'}",
+            "http.header2cgi Authorization authz",
+            "http.exthandler xrdmacaroons libXrdMacaroons.so",
+            f"macaroons.secretkey {self.folder / 'macaroon-secret'}",
+            "macaroons.onmissing passthrough",
+            "all.sitename tmbmergetest",
+            "ofs.authorize 1",
+            "ofs.authlib libXrdMacaroons.so",
+            f"acc.authdb {self.folder / 'authdb'}",
+            # root:// takes the same tokens (ztn), validated by the macaroon library
+            "xrootd.seclib libXrdSec.so",
+            "sec.protocol ztn -tokenlib libXrdMacaroons.so",
+            "sec.protbind * only ztn",
+        ]
+
+    def mint_token(self, path: str = "/", hours: int = 1) -> str:
+        """A bearer token for ``path`` and below (every activity), asked of the server by the
+        certificate's user."""
+        import requests
+
+        answer = requests.post(
+            f"{self.https_url}{path}",
+            headers={"Content-Type": "application/macaroon-request"},
+            json={
+                "caveats": ["activity:DOWNLOAD,UPLOAD,READ_METADATA,MANAGE,LIST,DELETE"],
+                "validity": f"PT{hours}H",
+            },
+            cert=str(self.proxy),
+            verify=str(self.ca_dir),
+            timeout=10,
+        )
+        answer.raise_for_status()
+        return answer.json()["macaroon"]
 
     @property
     def root_url(self) -> str:

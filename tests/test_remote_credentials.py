@@ -4,11 +4,16 @@ URL naming that every remote step relies on."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from engine.remote import RemotePath, is_url, location
 from engine.remote.credentials import bearer_token, ca_location, x509_proxy
+
+WORKTREE = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -72,3 +77,117 @@ def test_local_names_stay_paths():
     assert location("run/x.tmb").name == "x.tmb" and not isinstance(
         location("run/x.tmb"), RemotePath
     )
+
+
+# --- against a server that requires credentials ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    """An xrootd whose HTTPS door lets nobody in without a credential: the user certificate the
+    tests' CA issued, or a bearer token the server minted for that user (tests/remote_servers)."""
+    from remote_servers import XrootdServer, require_servers
+
+    require_servers()
+    server = XrootdServer(name="guarded", auth=True)
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def guarded_env(guarded, clean_env, monkeypatch, tmb_run, request):
+    """No credential in the environment (none in the default places either), the server's CA
+    trusted, the small run on the server; returns the run's https:// folder URL."""
+    monkeypatch.setenv("X509_CERT_DIR", str(guarded.ca_dir))
+    monkeypatch.setenv("TMBMERGE_REMOTE_RETRIES", "0")
+    monkeypatch.setenv("TMBMERGE_STAGING", str(clean_env / "staging"))
+    from engine.remote import https
+
+    for session in https._sessions.values():  # a new command's connections: xrootd 5.5's HTTP
+        session.close()  # door keeps a connection's first authorization for later requests
+    https._sessions.clear()
+    folder = f"run-{request.node.name}"[:50].replace("[", "-").replace("]", "")
+    for path in tmb_run:
+        guarded.put(path, folder)
+    guarded.owned_by_server(guarded.data / folder)
+    return f"{guarded.https_url}/{folder}"
+
+
+def test_without_a_credential_an_input_is_exit_3_and_an_output_exit_7(cli, guarded_env, tmb_run):
+    url = f"{guarded_env}/{tmb_run[0].name}"
+    read = cli("verify", url)
+    assert read.code == 3, read.err
+    assert url in read.err and "permission denied (HTTP 403" in read.err
+    out = f"{guarded_env}/merged.tmb"
+    write = cli("merge", *tmb_run[:2], "-o", out)
+    assert write.code == 7, write.err
+    assert out in write.err and "permission denied" in write.err
+
+
+def test_the_x509_proxy_is_presented_as_client_certificate(
+    cli, guarded, guarded_env, tmb_run, monkeypatch
+):
+    monkeypatch.setenv("X509_USER_PROXY", str(guarded.proxy))
+    read = cli("verify", f"{guarded_env}/{tmb_run[0].name}")
+    assert read.code == 0, read.err
+    write = cli(
+        "merge", f"{guarded_env}/{tmb_run[0].name}", tmb_run[1], "-o", f"{guarded_env}/m.tmb"
+    )
+    assert write.code == 0, write.err
+
+
+@pytest.mark.parametrize("where", ["BEARER_TOKEN", "BEARER_TOKEN_FILE", "runtime-dir"])
+def test_a_bearer_token_opens_the_door(cli, guarded, guarded_env, tmb_run, monkeypatch, where):
+    token = guarded.mint_token()
+    if where == "BEARER_TOKEN":
+        monkeypatch.setenv("BEARER_TOKEN", token)
+    elif where == "BEARER_TOKEN_FILE":
+        (guarded.folder / "token-file").write_text(token + "\n")
+        monkeypatch.setenv("BEARER_TOKEN_FILE", str(guarded.folder / "token-file"))
+    else:
+        (Path(os.environ["XDG_RUNTIME_DIR"]) / f"bt_u{os.geteuid()}").write_text(token)
+    read = cli("verify", f"{guarded_env}/{tmb_run[0].name}")
+    assert read.code == 0, read.err
+    write = cli("merge", *tmb_run[:2], "-o", f"{guarded_env}/m-{where}.tmb")
+    assert write.code == 0, write.err
+
+
+def test_a_forged_token_is_refused(cli, guarded, guarded_env, tmb_run, monkeypatch):
+    token = guarded.mint_token()
+    forged = token[:-8] + ("A" if token[-8] != "A" else "B") + token[-7:]  # the signature
+    monkeypatch.setenv("BEARER_TOKEN", forged)
+    url = f"{guarded_env}/{tmb_run[0].name}"
+    read = cli("verify", url)
+    assert read.code == 3 and url in read.err and "permission denied" in read.err
+
+
+def run_tmbmerge(*args, **env) -> subprocess.CompletedProcess:
+    """The command in a process of its own: the XRootD client authenticates a connection once
+    and keeps it for the process, so each credential needs a new one (as each job has)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BEARER_", "X509_USER"))}
+    environ.update(PYTHONPATH=str(WORKTREE), TMBMERGE_REMOTE_RETRIES="0", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "bindings.cli", *map(str, args)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_root_urls_need_the_token_too(guarded, guarded_env, tmb_run, clean_env):
+    """root:// on the same server: the XRootD client presents the bearer token (ztn) itself."""
+    root = guarded_env.replace(guarded.https_url, guarded.root_url.rstrip("/") + "/")
+    url, out = f"{root}/{tmb_run[0].name}", f"{root}/merged-root.tmb"
+    staging = {"TMBMERGE_STAGING": str(clean_env / "staging"), "X509_CERT_DIR": str(guarded.ca_dir)}
+    refused = run_tmbmerge("verify", url, **staging)
+    assert refused.returncode == 3, refused.stderr
+    assert url in refused.stderr and "authentication failed" in refused.stderr
+    unwritten = run_tmbmerge("merge", *tmb_run[:2], "-o", out, **staging)
+    assert unwritten.returncode == 7, unwritten.stderr
+    assert out in unwritten.stderr and "authentication failed" in unwritten.stderr
+    token = guarded.mint_token()
+    read = run_tmbmerge("verify", url, BEARER_TOKEN=token, **staging)
+    assert read.returncode == 0, read.stderr
+    written = run_tmbmerge("merge", url, tmb_run[1], "-o", out, BEARER_TOKEN=token, **staging)
+    assert written.returncode == 0, written.stderr

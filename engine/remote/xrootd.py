@@ -42,6 +42,7 @@ def _client():
 _KXR_NOT_AUTHORIZED, _KXR_NOT_FOUND, _KXR_OVERLOADED, _KXR_FS_ERROR = 3010, 3011, 3024, 3005
 _KXR_ITEXISTS = 3018
 _ERR_RESPONSE = 400  # XrdCl errErrorResponse: the server answered with an error
+_ERR_AUTH_FAILED = 204  # XrdCl errAuthFailed: no credential the server takes (not weather)
 
 
 def _check(status, what: str = "") -> None:
@@ -57,6 +58,12 @@ def _check(status, what: str = "") -> None:
             kind = TRANSIENT
         else:
             kind = FAILED
+    elif status.code == _ERR_AUTH_FAILED:
+        kind = DENIED
+        message = (
+            f"authentication failed ({message}): no credential the server takes (BEARER_TOKEN, "
+            "BEARER_TOKEN_FILE, $XDG_RUNTIME_DIR/bt_u<uid>, X509_USER_PROXY)"
+        )
     else:
         kind = TRANSIENT  # connection refused or lost, socket or request timeout
     raise RemoteFailure(kind, message)
