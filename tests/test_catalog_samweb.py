@@ -480,7 +480,7 @@ def test_unreachable_catalogue_is_named_with_the_whole_reason(monkeypatch):
     """Issue 10: an unreachable SAM host gives its server and the system's reason, not a cut message."""
     import socket
 
-    from bindings.catalog.registry import open_catalog
+    from engine.catalog import open_catalog
     from engine.errors import CatalogUnavailable
 
     with socket.socket() as probe:  # a port nothing listens on
