@@ -1,4 +1,5 @@
-"""The embedded SQLite catalogue: the shared contract, URL forms, schema, transactions, processes."""
+"""The embedded SQLite catalogue: the shared contract, URL forms, schema, transactions,
+processes."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def test_the_built_in_schemes_are_pyprojects_entry_points():
 def _install_plugin(
     directory: Path, monkeypatch, group: str, name: str, target: str, module_text: str
 ) -> None:
-    """A distribution installed only on sys.path: a module and a .dist-info declaring one entry point."""
+    """A distribution installed only on sys.path: a module and a .dist-info declaring one entry
+    point."""
     module = target.split(":")[0]
     (directory / f"{module}.py").write_text(module_text)
     info = directory / "tmbmerge_test_plugin-1.0.dist-info"

@@ -150,6 +150,7 @@ class Catalog(ABC):
     def require_existing(cls, url: str) -> None:
         """Raise ``CatalogError`` if the catalogue ``url`` names does not exist yet (backends that
         would create one on opening say so here; others exist or fail on their own)."""
+        return None  # the default: nothing to check before opening
 
     @abstractmethod
     def get(self, file_name: str) -> dict:
@@ -223,7 +224,8 @@ class Catalog(ABC):
         )
 
     def conflicts_after(self, metadata: dict, tier: str) -> list[str]:
-        """``exclusive_conflicts`` once ``metadata`` is declared (a backend may ask it more cheaply then)."""
+        """``exclusive_conflicts`` once ``metadata`` is declared (a backend may ask it more cheaply
+        then)."""
         return self.exclusive_conflicts(metadata, tier)
 
     def declare_without_transactions(
@@ -274,6 +276,7 @@ class Catalog(ABC):
 
     def close(self) -> None:
         """Release connections; the catalogue cannot be used afterwards."""
+        return None  # the default: a backend holding no connection has nothing to release
 
     def __enter__(self) -> Catalog:
         return self

@@ -1,4 +1,5 @@
-"""The declaration hook: declare a file from its sidecar, after checking the sidecar against the file.
+"""The declaration hook: declare a file from its sidecar, after checking the sidecar against the
+file.
 
 ``declare_file(data_path, catalog)`` is what ``tmbmerge declare`` and ``catalog import`` call
 (a merge's ``--declare`` hands the engine's ``declare_record`` the record it wrote instead).

@@ -166,7 +166,8 @@ class MergeCatalog:
 
 
 class RecordLookup:
-    """``lookup(path) -> record``: catalogue records fetched once, picklable for worker processes."""
+    """``lookup(path) -> record``: catalogue records fetched once, picklable for worker
+    processes."""
 
     def __init__(self, records: dict[str, dict]):
         self.records = records
