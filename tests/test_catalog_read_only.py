@@ -6,7 +6,8 @@ The tests run as root in CI, and root may write anything: each command runs in a
 that has given up root for ``nobody`` (uid and gid 65534, no groups).  It is forked from the
 test process rather than started anew because a new interpreter could not even start as
 ``nobody`` here (the interpreter lives under /root); the child runs the very ``main()`` of the
-command line, whose modules the parent imported first.
+command line, whose modules the parent imported first (and whose installed package metadata the
+child reads before giving up root).
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ import pytest
 NOBODY = 65534
 
 
+def _read_the_installation_first() -> None:
+    """The package metadata (entry points: which class serves ``sqlite:``) lies under /root
+    here, where ``nobody`` may not look; a user's own installation is readable to them, so the
+    child reads it while still root and keeps what it found."""
+    from engine import plugins
+
+    known = {group: plugins.targets(group) for group in (plugins.CATALOGS, plugins.DECLARERS)}
+    plugins.targets = lambda group: known.get(group, {})  # type: ignore[assignment]
+
+
 def run_as_nobody(*argv) -> tuple[int, str, str]:
     """``tmbmerge ARGV`` in a forked child with no root rights: (exit code, stdout, stderr)."""
     import io
@@ -35,6 +46,7 @@ def run_as_nobody(*argv) -> tuple[int, str, str]:
         code = 1
         try:
             if os.geteuid() == 0:
+                _read_the_installation_first()
                 os.setgroups([])
                 os.setresgid(NOBODY, NOBODY, NOBODY)
                 os.setresuid(NOBODY, NOBODY, NOBODY)
