@@ -99,7 +99,6 @@ class TreePeaks:
         self.sum_peak = max(self.sum_peak, total)
 
 
-
 def _reap(proc: subprocess.Popen, poll_tree: bool):
     tree = TreePeaks()
     if poll_tree:
