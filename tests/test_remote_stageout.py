@@ -224,13 +224,16 @@ def test_a_remote_merge_runs_journal_outlives_the_staging_folder(
     assert local.code == 2 and "--journal is for a remote --out-dir" in local.err
 
 
-def test_a_killed_https_stage_out_leaves_a_temporary_the_next_one_removes(
-    cli, remote_env, staging, tmb_big_run
+@pytest.mark.parametrize("scheme", ["https", "root"])
+def test_a_killed_stage_out_leaves_a_temporary_the_next_one_removes(
+    cli, remote_env, staging, tmb_big_run, scheme
 ):
-    """kill -9 in the middle of an upload: nothing can remove the server's partial file then;
+    """kill -9 in the middle of an upload: nothing can remove the server's partial file then
+    (over root:// too: the server keeps a persist-on-close file for the client to come back);
     its name (host, pid) tells the next stage-out of the same output that its writer is dead."""
-    folder = server_folder(remote_env, "out-killed")
-    proxy = CuttingProxy(remote_env.https_port, limit=1 << 20, direction="up", stall=True)
+    folder = server_folder(remote_env, f"out-killed-{scheme}")
+    port = remote_env.https_port if scheme == "https" else remote_env.root_port
+    proxy = CuttingProxy(port, limit=1 << 20, direction="up", stall=True)
     inputs = [str(p) for p in sorted(tmb_big_run.glob("*.tmb"))[:4]]
     env = {
         **os.environ,
@@ -240,7 +243,7 @@ def test_a_killed_https_stage_out_leaves_a_temporary_the_next_one_removes(
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "bindings.cli", "merge", *inputs, "-o"]
-        + [proxy.url("out-killed/m.tmb", "https"), "--quiet"],
+        + [proxy.url(f"out-killed-{scheme}/m.tmb", scheme), "--quiet"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -260,7 +263,8 @@ def test_a_killed_https_stage_out_leaves_a_temporary_the_next_one_removes(
     assert left and all(name.startswith(".m.tmb.tmbupload-") for name in left), all_files(folder)
     assert f"-{process.pid}-" in left[0]
     assert "m.tmb" not in all_files(folder)  # (its sidecar was placed first: it describes nothing)
-    url = f"{remote_env.https_url}/out-killed/m.tmb"
+    server = remote_env.https_url if scheme == "https" else remote_env.root_url
+    url = f"{server}/out-killed-{scheme}/m.tmb"
     again = cli("merge", *inputs, "-o", url)
     assert again.code == 0, again.err
     assert all_files(folder) == ["m.tmb", "m.tmb.json"]  # the dead one's temporary is gone
