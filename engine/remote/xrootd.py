@@ -218,8 +218,10 @@ UPLOAD_CHUNK = 8 << 20
 
 def upload(local_path, rp) -> None:
     """Write ``local_path`` to a new file at ``rp`` (refused if it exists), opened
-    persist-on-successful-close so the server drops it if the client vanishes; any failure
-    removes what was written.  Not retried in part: the caller retries the whole upload."""
+    persist-on-successful-close so the server drops it if the client never comes back (it
+    holds it a while for a reconnect: a killed writer's file stays that long, see
+    ``stageout.remove_stale_uploads``); any failure removes what was written.  Not retried in
+    part: the caller retries the whole upload."""
     client = _client()
     handle = client.File()
     flags = client.flags.OpenFlags
