@@ -167,7 +167,7 @@ def prepare_inputs(
     check_input = None
     if catalog is not None and catalog.queryable:
         catalog.prefetch(paths)
-        records = records or catalog.metadata
+        records = records or catalog.record
 
         def check_input(path: Path) -> None:
             catalog.check_not_merged(path, output_name=output_name)
