@@ -17,26 +17,10 @@ over records is ``walker``'s.
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from pathlib import Path
 
-
-def _usable_folder(folder: Path, *, private: bool = False) -> bool:
-    """Can numba keep its cache in ``folder``?  (What numba itself tries: create it, create a file.)
-    A ``private`` folder (in the shared temporary folder) must also be ours and closed to others,
-    as a cache is code we load."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
-        if private:
-            info = folder.lstat()
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-                return False
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        return True
-    except OSError:
-        return False
+from .codecache import usable_folder
 
 
 def choose_cache_folder(package: Path, user: Path, fallback: Path) -> tuple[bool, str | None]:
@@ -50,9 +34,9 @@ def choose_cache_folder(package: Path, user: Path, fallback: Path) -> tuple[bool
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return True, None
-    if _usable_folder(package) or _usable_folder(user):
+    if usable_folder(package) or usable_folder(user):
         return True, None
-    if _usable_folder(fallback, private=True):
+    if usable_folder(fallback, private=True):
         return True, str(fallback)
     return False, None
 

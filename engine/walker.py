@@ -2,13 +2,15 @@
 
 Strategy: every decoded block's records are walked (16-byte header, payload) and every payload
 hashed, so that loop must not run in the interpreter (0.2 kB events: 20,000 per block).  It is
-written here once in LLVM IR and compiled at its first use by llvmlite, the compiler library
-numba is built on, into a C function called through ctypes (which releases the GIL, so the
-read-back's threads walk blocks on all cores).  Not through numba: loading numba and a cached
-kernel costs ~100 MB resident and ~1 CPU-s per process (numba's type system, its LLVM set-up),
-which made deep mode's peak RSS 160-220 MB whatever the merge's size; llvmlite alone, ~40 MB
-and ~0.1 s.  The payload digest is the xxh3-64 of the C library in the ``xxhash`` package,
-passed in as a function pointer (``checksums``).
+written here once in LLVM IR, compiled at its first use by llvmlite (the compiler library numba
+is built on) into a C function called through ctypes, which releases the GIL, so the read-back's
+threads walk blocks on all cores.  Its machine code is cached on disk (``codecache``): later
+processes load it without loading LLVM.  Not numba: loading numba and a cached kernel costs
+~100 MB resident and ~1 CPU-s per process (numba's type system, its LLVM set-up), which made deep
+mode's peak RSS 160-220 MB whatever the merge's size; llvmlite alone costs ~70 MB and ~0.2 s in
+the one process that compiles, the cached code nothing measurable.  The payload digest is the
+xxh3-64 of the C library in the ``xxhash`` package, passed in as a function pointer
+(``checksums``).
 
 ``zstd_frame_end`` walks the 3-byte block headers of a zstd frame (never its contents), a few
 dozen per block, in plain Python.
@@ -20,11 +22,13 @@ than an exception; ``engine.blocks`` turns it into a ``FramingError``.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 
 import numpy as np
 
+from . import codecache
 from .checksums import xxh3_64_function_address
 from .format import RECORD_HEADER_SIZE
 
@@ -121,26 +125,43 @@ _compiling = threading.Lock()
 
 
 def _walk_function():
-    """The compiled walk (compiled once per process, at its first use), and what keeps it alive."""
+    """The walk as a C function, at its first use: the machine code cached by an earlier process
+    (``codecache``: no LLVM loaded), else compiled by llvmlite now and cached for the next."""
     global _compiled
     with _compiling:
         if _compiled is None:
-            import llvmlite.binding as llvm
-
             ir = _WALK_IR.replace("{decode}", _BIG_ENDIAN if sys.byteorder == "big" else _LITTLE)
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
-            module = llvm.parse_assembly(ir)
-            module.verify()
-            engine = llvm.create_mcjit_compiler(module, machine)
-            engine.finalize_object()
+            key = f"{sys.platform} {os.uname().machine} generic\n{ir}".encode()
+            path = codecache.cache_path("walk_records", key)
+            address = None if path is None else codecache.load(path, key)
+            keep: object = None
+            if address is None:
+                address, keep = _compile(ir, path, key)
             pointer = ctypes.c_void_p
             function = ctypes.CFUNCTYPE(
                 ctypes.c_int32, pointer, ctypes.c_int64, ctypes.c_int64, *[pointer] * 7
-            )(engine.get_function_address("walk_records"))
-            _compiled = (function, engine, module)
+            )(address)
+            _compiled = (function, keep)
     return _compiled[0]
+
+
+def _compile(ir: str, path, key: bytes):
+    """Compile the walk for this machine's architecture (any CPU of it, so the cached code runs
+    on every host sharing the cache); returns its address and what must stay alive for it."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
+    module = llvm.parse_assembly(ir)
+    module.verify()
+    if path is not None:
+        code = codecache.function_code(machine.emit_object(module), "walk_records")
+        if code is not None:
+            codecache.save(path, key, code)
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    return engine.get_function_address("walk_records"), (engine, module)
 
 
 def walk_records(buf: np.ndarray, expected_count: int):

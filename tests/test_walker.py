@@ -4,6 +4,7 @@ every deep process's resident memory."""
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -116,3 +117,50 @@ def test_decoding_and_deep_verification_never_load_numba(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "True", "False"]  # verified, walked, no numba
+
+
+def _walk_in_a_new_process(cache: Path) -> list[str]:
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import numpy as np, struct\n"
+        "from engine.walker import walk_records\n"
+        "buf = np.frombuffer(struct.pack('<IQI', 1, 2, 3) + b'abc', np.uint8)\n"
+        "status, where, *_ , digests = walk_records(buf, 1)\n"
+        "print(status, where, digests[0], 'llvmlite' in sys.modules)\n"
+    )
+    env = {**os.environ, "TMBMERGE_CODE_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_the_compiled_walk_is_cached_and_later_processes_run_it_without_llvm(tmp_path):
+    digest = str(xxhash.xxh3_64_intdigest(b"abc"))
+    assert _walk_in_a_new_process(tmp_path) == ["0", "19", digest, "True"]  # compiled, cached
+    (cached,) = tmp_path.glob("walk_records-*.code")
+    assert _walk_in_a_new_process(tmp_path) == ["0", "19", digest, "False"]  # loaded, no LLVM
+    cached.write_bytes(cached.read_bytes()[:-1] + b"\xcc")  # a torn or tampered file
+    assert _walk_in_a_new_process(tmp_path) == ["0", "19", digest, "True"]  # refused, rebuilt
+    assert _walk_in_a_new_process(tmp_path) == ["0", "19", digest, "False"]
+
+
+def test_code_that_needs_linking_is_not_cached():
+    import llvmlite.binding as llvm
+
+    from engine.codecache import function_code
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    machine = llvm.Target.from_default_triple().create_target_machine()
+    alone = "define i64 @f(i64 %x) {\n  %y = add i64 %x, 1\n  ret i64 %y\n}\n"
+    with_global = "@g = global i64 5\ndefine i64 @f() {\n  %v = load i64, ptr @g\n  ret i64 %v\n}\n"
+    calling = (
+        "declare i64 @h(i64)\n"
+        "define i64 @f(i64 %x) {\n  %v = call i64 @h(i64 %x)\n  ret i64 %v\n}\n"
+    )
+    code = function_code(machine.emit_object(llvm.parse_assembly(alone)), "f")
+    assert code is not None and 0 < len(code) < 64
+    for ir in (with_global, calling):
+        assert function_code(machine.emit_object(llvm.parse_assembly(ir)), "f") is None
+    assert function_code(b"not an object file", "f") is None
