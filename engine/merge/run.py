@@ -11,7 +11,7 @@ outputs nor any merged file, so a rerun never remakes or renames what is done.  
 executor (``executors``), several outputs at once; a worker opens each input only while it is
 still the file planned (st_dev, st_ino, size, mtime as journaled), else that output fails
 (``InputChanged``) and nothing of it is published.  This process alone writes the journal, and
-declares and retires (``_Bookkeeping``) as each output is verified, in that order; an output
+declares and retires (``AfterVerified``) as each output is verified, in that order; an output
 finished by an earlier run is re-verified before anything is done with it, and retirement
 is earned as ``retire.check_retirable`` says.  One output failing does not stop the others;
 the report lists every failure.  An interruption says which outputs were published.
@@ -33,6 +33,7 @@ from ..errors import (
     IncompleteRun,
     InconsistentInputs,
     OutputExists,
+    ParameterError,
     UsageError,
     output_error,
 )
@@ -41,14 +42,14 @@ from ..metadata import sidecar_path
 from ..progress import NullProgress, QueueProgress
 from ..remote import is_url, location
 from ..units import plural
-from .bookkeeping import names_by_run, open_bookkeeping
+from .after_verified import AfterVerified
+from .catalog import names_by_run, open_merge_catalog
 from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .journal import FINISHED, Journal, JournalEntry, JournalState
 from .lock import ExclusiveLock
-from .pipeline import declare_output, merge_files
+from .pipeline import merge_files
 from .plan import PlannedOutput, discover_inputs, plan_run, resolved_name
 from .report import MergeReport, RunReport
-from .retire import check_retirable, retire_inputs, reverify_output
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
@@ -63,9 +64,7 @@ class MergeTask:
     output: str
     inputs: tuple[str, ...]
     spec: MergeSpec
-    records: Any = (
-        None  # the inputs' catalogue records (bookkeeping.RecordLookup), fetched by the run
-    )
+    records: Any = None  # the inputs' catalogue records (catalog.RecordLookup), fetched by the run
     identities: tuple[
         dict, ...
     ] = ()  # each input as planned (PlannedInput.identity): re-checked on opening
@@ -81,7 +80,7 @@ def run_merge_task(task: MergeTask) -> MergeReport:
         task.spec,
         progress=progress,
         label=task.name,
-        bookkeeping=task.records,
+        records=task.records,
         catalog_checked=task.records is not None,
         planned={identity["path"]: identity for identity in task.identities} or None,
     )
@@ -154,14 +153,15 @@ def merge_run(
     With ``spec.declare`` each verified output is declared (in this process, in order); with
     ``retire`` ("move" or "delete") the inputs of each declared output are then retired.
     ``replan`` lets a rerun plan the unfinished inputs with other options than the journal's.
-    ``on_output(report)`` is called with each output as soon as it is published and its
-    bookkeeping done (or found finished by an earlier run), ``on_failure(entry)`` with each
+    ``on_output(report)`` is called with each output as soon as it is published, declared
+    and retired as asked (or found finished by an earlier run), ``on_failure(entry)`` with each
     failure as it happens: a caller can stream them instead of waiting for the whole run.
     """
-    if retire and not (spec.declare and spec.checks_bookkeeping):
-        raise UsageError(
-            "--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
-            "--mode safe or deep"
+    if retire and not (spec.declare and spec.verifies):
+        raise ParameterError(
+            "retire needs verified, declared outputs: a spec with catalog, declare and mode "
+            "safe or deep",
+            parameters=("retire", "catalog", "declare", "mode"),
         )
     dest = location(out_dir)  # where outputs go; out_dir: where the journal and lock live
     out_dir = journal_folder(dest)
@@ -221,12 +221,13 @@ def _merge_run(
             out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"
         ),
         Journal(out_dir) as journal,
-        open_bookkeeping(spec) as catalog,
+        open_merge_catalog(spec) as catalog,
     ):
         if retire and not catalog.queryable:
-            raise UsageError(
-                f"--retire-inputs needs a catalogue that can be read back ({spec.catalog} is "
-                "declare-only): a declaration is confirmed before inputs are retired"
+            raise ParameterError(
+                f"retire needs a catalogue that can be read back ({spec.catalog} is "
+                "declare-only): a declaration is confirmed before inputs are retired",
+                parameters=("retire", "catalog"),
             )
         _check_plan_settings(
             journal,
@@ -266,11 +267,18 @@ def _merge_run(
                 path=dest,
             )
         report.planned = [o.name for o in outputs]
-        bookkeeping = _Bookkeeping(journal, catalog, spec, retire, retire_dir, report)
+        after_verified = AfterVerified(
+            catalog,
+            spec,
+            journal=journal,
+            retire=retire,
+            retire_dir=retire_dir,
+            failures=report.failures,
+        )
         for entry in finished:
             result = _report_from_journal(dest / entry.name, entry, spec)
             report.outputs.append(result)
-            bookkeeping.after(result, entry.state, reverify=True)
+            after_verified(result, entry.state, reverify=True)
             stream.emit(result)
         stream.emit()
         for planned in outputs:
@@ -282,8 +290,8 @@ def _merge_run(
                 identities=[i.identity() for i in planned.inputs],
             )
         # a worker merges each input only if it is still the file planned (and journaled) here
-        # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens
-        # here
+        # spec.threads is the whole budget: outputs merged at once share it; declaring and
+        # retiring happen here
         per_output = replace(
             spec,
             threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))),
@@ -292,7 +300,7 @@ def _merge_run(
             register=None,
             expect_complete=False,
         )
-        fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
+        fetched = catalog is not None and catalog.queryable and spec.verifies
         tasks = [
             MergeTask(
                 p.name,
@@ -335,7 +343,7 @@ def _merge_run(
                     accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted],
                 )
                 report.outputs.append(result)
-                bookkeeping.after(result, state)
+                after_verified(result, state)
                 log.info(
                     "%s: %s, %s, %s",
                     task.name,
@@ -385,88 +393,6 @@ def _prefetch(catalog, arguments) -> None:
     catalog.prefetch(paths)
 
 
-class _Bookkeeping:
-    """What happens to an output after it is verified: declare it, then retire its inputs."""
-
-    def __init__(
-        self, journal: Journal, catalog, spec: MergeSpec, retire, retire_dir, report: RunReport
-    ):
-        self.journal, self.catalog, self.spec = journal, catalog, spec
-        self.retire, self.retire_dir, self.report = (
-            retire,
-            location(retire_dir) if retire_dir else None,
-            report,
-        )
-
-    def after(self, result: MergeReport, state: str, *, reverify: bool = False) -> None:
-        """``reverify``: the output was finished by an earlier run; re-read it before acting on
-        it."""
-        before = state
-        try:
-            state = self._declare_and_retire(result, state, reverify)
-        finally:
-            if result.status.startswith("already ") and state != before:
-                result.status = (
-                    f"{result.status}, now {state}"  # e.g. "already verified, now retired"
-                )
-
-    def _pending(self, state: str) -> bool:
-        # retiring re-verifies on its own, just before (check_retirable)
-        return self.spec.declare and state == JournalState.VERIFIED
-
-    def _declare_and_retire(self, result: MergeReport, state: str, reverify: bool) -> str:
-        name = result.output.name
-        if reverify and self._pending(state):
-            try:
-                reverify_output(result.output, self.journal.get(name))
-            except EngineError as exc:
-                self.journal.set_state(name, state, error=f"re-verification failed: {exc}")
-                self.report.failures.append({"output": name, **exc.to_dict()})
-                return state
-        if self.spec.declare and state == JournalState.VERIFIED:
-            declare_output(self.catalog, result)
-            if result.declare_error is not None:
-                self.journal.set_state(
-                    name, JournalState.VERIFIED, error=f"declaration failed: {result.declare_error}"
-                )
-                self.report.failures.append({"output": name, **result.declare_error.to_dict()})
-                return state
-            self.journal.set_state(name, JournalState.DECLARED)
-            state = JournalState.DECLARED
-        if self.retire and state == JournalState.DECLARED:
-            entry = self.journal.get(name)
-            try:
-                chosen = check_retirable(
-                    result.output,
-                    entry,
-                    self.catalog,
-                    action=self.retire,
-                    retire_dir=self.retire_dir,
-                )
-                result.retired = retire_inputs(
-                    [i["path"] for i in chosen],
-                    action=self.retire,
-                    retire_dir=self.retire_dir,
-                    aliases={i["path"]: i["given"] for i in chosen if i.get("given")},
-                    record=lambda path, action, dest: self.journal.record_retired(
-                        path, name, action, dest
-                    ),
-                )
-            except (
-                EngineError
-            ) as exc:  # like a failed declaration: reported, the other outputs go on
-                self.journal.set_state(
-                    name, JournalState.DECLARED, error=f"retirement failed: {exc}"
-                )
-                self.report.failures.append(
-                    {"output": name, **exc.with_path(result.output).to_dict()}
-                )
-                return state
-            self.journal.set_state(name, JournalState.RETIRED)
-            state = JournalState.RETIRED
-        return state
-
-
 def _validator(spec: MergeSpec):
     """``validate(path)`` for the plan: read a whole file and raise what is wrong with it."""
     from ..verify import verify_file
@@ -475,7 +401,7 @@ def _validator(spec: MergeSpec):
         check = verify_file(
             path,
             deep=spec.decodes_events,
-            metadata=spec.metadata if spec.checks_bookkeeping else "none",
+            metadata=spec.metadata if spec.verifies else "none",
         )
         if not check.ok:
             raise check.error
@@ -527,7 +453,7 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
                     "exists but is not a finished output of this run (use --force to redo it)",
                     path=final,
                 )
-            state = JournalState.VERIFIED if spec.checks_bookkeeping else JournalState.MERGED
+            state = JournalState.VERIFIED if spec.verifies else JournalState.MERGED
             journal.set_state(
                 entry.name,
                 state,

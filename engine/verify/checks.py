@@ -5,9 +5,11 @@ every block's header and stored-bytes digest, reading each byte once and computi
 file's adler32 on the way.  Deep: also decompress every block (on all cores) and check its
 uncompressed digest, its record framing and every event's payload digest against the index.
 With ``metadata="auto"`` the file is also held against its sidecar ``<file>.json`` (size,
-adler32, event count, name, run numbers, first and last event) and its own embedded name.  Failures
-are returned in the report (``verify_files`` checks many files in parallel and never stops at the
-first bad one).
+adler32, event count, name, run numbers, first and last event) and its own embedded name.
+Failures are returned in the report (``verify_files`` checks many files in parallel and never
+stops at the first bad one).
+``checked_sidecar`` is what a declaration from a sidecar reads: the sidecar, checked against the
+file's name, size and index (all but the adler32, which needs the whole file read).
 """
 
 from __future__ import annotations
@@ -18,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from ..checksums import RunningAdler32, format_adler32
-from ..errors import EngineError, MetadataMismatch, UsageError
+from ..errors import (
+    EngineError,
+    InputNotFound,
+    MetadataError,
+    MetadataMismatch,
+    NotATmbFile,
+    ParameterError,
+    input_error,
+)
 from ..host import usable_cores
+from ..metadata import FileFacts, normalize_metadata, read_sidecar, sidecar_path, stated_facts
 from ..pool import bounded_map
-from ..readers import open_file
+from ..readers import detect, open_file
 from ..remote import location
-from .crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
+from .crosscheck import crosscheck_embedded_name, crosscheck_facts, measured_facts
 
 
 @dataclass
@@ -69,7 +80,7 @@ def sidecar_facts(path: Path) -> FileFacts | None:
     from ..metadata import load_sidecar
 
     md = load_sidecar(path)
-    return None if md is None else stated_facts(md)
+    return None if md is None else stated_facts(md, source="sidecar")
 
 
 def verify_file(
@@ -82,7 +93,9 @@ def verify_file(
 ) -> FileReport:
     """Check one file; the report holds the first problem found, or none."""
     if metadata not in ("auto", "none"):
-        raise UsageError(f"--metadata must be auto or none, not {metadata!r}")
+        raise ParameterError(
+            f"metadata must be auto or none, not {metadata!r}", parameters=("metadata",)
+        )
     path = location(path)
     report = FileReport(path, deep=deep)
     start = time.perf_counter()
@@ -102,22 +115,13 @@ def verify_file(
                     pass
             report.adler32 = adler.value
             if metadata == "auto":
-                embedded = reader.metadata.get("file_name")
-                if embedded is not None and embedded != path.name:
-                    raise MetadataMismatch(
-                        "the file's own metadata names another file",
-                        path=path,
-                        region="metadata",
-                        expected=path.name,
-                        actual=embedded,
-                    )
-                source = "catalogue" if expected is not None else "sidecar"
+                crosscheck_embedded_name(path, reader)
                 if expected is None:
                     expected = sidecar_facts(path)
                 if expected is not None:
                     actual = measured_facts(reader, adler.value, path.name, expected)
-                    crosscheck_facts(path, actual, expected, source=source)
-                    report.metadata_checked = source
+                    crosscheck_facts(path, actual, expected)
+                    report.metadata_checked = expected.source
     except EngineError as exc:
         report.error = exc.with_path(path)
     report.seconds = time.perf_counter() - start
@@ -125,13 +129,14 @@ def verify_file(
 
 
 def verify_files(
-    paths, *, deep: bool = False, metadata: str = "auto", jobs: int | None = None
+    paths, *, deep: bool = False, metadata: str = "auto", threads: int | None = None
 ) -> list[FileReport]:
-    """Verify many files in parallel; reports come back in the order of ``paths``."""
+    """Verify many files in parallel on ``threads`` threads (default: every usable core);
+    reports come back in the order of ``paths``."""
     paths = [location(p) for p in paths]
-    jobs = jobs or usable_cores()
-    file_threads = min(jobs, max(len(paths), 1))
-    block_threads = max(1, jobs // file_threads) if deep else 1
+    threads = threads or usable_cores()
+    file_threads = min(threads, max(len(paths), 1))
+    block_threads = max(1, threads // file_threads) if deep else 1
     return list(
         bounded_map(
             lambda p: verify_file(p, deep=deep, metadata=metadata, threads=block_threads),
@@ -139,3 +144,57 @@ def verify_files(
             threads=file_threads,
         )
     )
+
+
+def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
+    """The normalized sidecar of ``data_path``, checked against the file's name, size and index
+    (what is declared from it must be the file); ``require_data=False``: a sidecar whose data
+    file is absent is returned as it is."""
+    raw = read_sidecar(data_path)
+    if raw is None:
+        raise InputNotFound("no sidecar (metadata) for this file", path=sidecar_path(data_path))
+    try:
+        md = normalize_metadata(raw)
+    except MetadataError as exc:
+        raise exc.with_path(sidecar_path(data_path)) from None
+    if md["file_name"] != data_path.name:
+        raise MetadataMismatch(
+            "the sidecar describes another file",
+            path=sidecar_path(data_path),
+            expected=data_path.name,
+            actual=md["file_name"],
+        )
+    try:
+        size = data_path.stat().st_size
+    except FileNotFoundError:
+        if require_data:
+            raise InputNotFound("no such file", path=data_path) from None
+        return md
+    except OSError as exc:
+        raise input_error(exc, data_path, "stat") from None
+    if "file_size" not in md:
+        raise MetadataError("file_size: missing", path=sidecar_path(data_path))
+    if md["file_size"] != size:
+        raise MetadataMismatch(
+            "file size differs from its sidecar's file_size",
+            path=data_path,
+            expected=md["file_size"],
+            actual=size,
+        )
+    _check_against_index(data_path, md)
+    return md
+
+
+def _check_against_index(data_path: Path, md: dict) -> None:
+    """What the file's own index knows (event count, runs, first and last event) must be what the
+    sidecar says: a sidecar claiming run 999 must not declare the file under run 999.  Opening
+    reads the header and index only (the adler32 would need the whole file: ``verify`` does it).
+    A data file of another format (no reader knows its magic bytes) is declared on its name and
+    size alone, as before."""
+    try:
+        reader_class = detect(data_path)
+    except NotATmbFile:
+        return
+    stated = stated_facts(md, source="sidecar")
+    with reader_class(data_path) as reader:
+        crosscheck_facts(data_path, measured_facts(reader, None, data_path.name, stated), stated)
