@@ -176,10 +176,9 @@ BLOCK_HEADER = struct.Struct("<4sBBHIIIIQQQ")
 BLOCK_HEADER_SIZE = BLOCK_HEADER.size  # 48
 assert BLOCK_HEADER_SIZE == 48
 
+# The codec byte's values; the table of codecs (ids, names, classes) is ``engine.codecs.CODECS``.
 CODEC_NONE = 0
 CODEC_ZSTD = 1
-CODEC_NAMES = {CODEC_NONE: "none", CODEC_ZSTD: "zstd"}
-CODEC_IDS = {name: cid for cid, name in CODEC_NAMES.items()}
 
 
 class BlockHeader(NamedTuple):
@@ -240,7 +239,10 @@ def parse_block_header(buf: bytes, *, region: str, offset: int) -> BlockHeader:
 
 
 def check_block_bounds(h: BlockHeader, *, region: str, offset: int) -> None:
-    if h.codec not in CODEC_NAMES:
+    """A block header's codec is known and its lengths and event count are possible."""
+    from .codecs import CODECS  # the codec table imports this module
+
+    if h.codec not in CODECS:
         raise FormatError(f"unknown codec id {h.codec}", region=region, offset=offset + 4)
     if (
         h.uncompressed_length > MAX_BLOCK_BYTES
