@@ -116,6 +116,16 @@ class EngineError(Exception):
                 out[key] = value if isinstance(value, (int, str, float, bool)) else str(value)
         return out
 
+    def located(self, region: str | None = None, offset: int | None = None) -> EngineError:
+        """Return this error placed at ``region`` and ``offset`` where it does not say already
+        (used when a codec or a source raised it without knowing which block it was reading)."""
+        if self.region is None:
+            self.region = region
+        if self.offset is None:
+            self.offset = offset
+        self.args = (str(self),)
+        return self
+
     def with_path(self, path: str | os.PathLike) -> EngineError:
         """Return this error naming ``path`` (used when a parser saw bytes, not a file)."""
         if self.path is None:
@@ -329,10 +339,11 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def output_error(exc: OSError, path, doing: str = "write") -> OutputError:
+def output_error(exc: OSError, path, doing: str = "write", **where) -> OutputError:
     """An ``OSError`` met writing an output (or its sidecar, journal, folder) as an ``OutputError``
-    naming the file a user knows (the destination, not a hidden temporary name)."""
-    return OutputError(f"cannot {doing}: {os_reason(exc)}", path=path)
+    naming the file a user knows (the destination, not a hidden temporary name); ``where``
+    (``region``, ``offset``) says where in the file."""
+    return OutputError(f"cannot {doing}: {os_reason(exc)}", path=path, **where)
 
 
 def input_error(exc: OSError, path, doing: str = "read", **where) -> InputError:

@@ -62,11 +62,23 @@ class PrefetchingSource:
         return len(data)
 
     def read_many(self, ranges) -> list[bytes]:
-        return (
-            self._reader.read_many(ranges)
-            if hasattr(self._reader, "read_many")
-            else [self.pread(n, o) for o, n in ranges]
+        """The bytes of each (offset, length) range, cut at the end of the file as ``pread``
+        cuts them (a vector read past the end is an error to an XRootD server: a truncated
+        file must read short, and be refused as truncated, as a local one is)."""
+        ranges = [(int(o), max(0, min(int(n), self.size - int(o)))) for o, n in ranges]
+        wanted = sorted({(o, n) for o, n in ranges if n})  # a short file's head is its tail
+        if not wanted:
+            return [b"" for _ in ranges]
+        got = dict(
+            zip(
+                wanted,
+                self._reader.read_many(wanted)
+                if hasattr(self._reader, "read_many")
+                else [self.pread(n, o) for o, n in wanted],
+                strict=True,
+            )
         )
+        return [got[(o, n)] if n else b"" for o, n in ranges]
 
     def current_size(self) -> int:
         return self._reader.current_size()
