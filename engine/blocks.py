@@ -145,7 +145,7 @@ def check_stored_block(
     ):
         raise LayoutError(f"block header disagrees with {against}", region=region, offset=offset)
     if len(data) != header.compressed_length:
-        raise IntegrityError(
+        raise TruncatedFile(
             f"block bytes cut short ({len(data)} of {header.compressed_length})",
             region=region,
             offset=offset + BLOCK_HEADER_SIZE,

@@ -19,7 +19,7 @@ Exit codes (documented in README.md):
 2     usage error (bad options, nothing to do)
 3     input error (missing or unreadable file)
 4     format error (not a TMB file, unsupported version, bad metadata)
-5     integrity error (checksum mismatch, truncation, broken framing)
+5     integrity error (checksum or size mismatch, truncation, broken framing)
 6     consistency error (sidecar/catalogue disagrees, duplicate events,
       inputs that must not be merged together, event counts that differ)
 7     output error (destination exists, locked by another merge, disk
@@ -202,6 +202,11 @@ class IntegrityError(EngineError):
 
 class ChecksumMismatch(IntegrityError):
     """A digest computed from the bytes differs from the stored one."""
+
+
+class SizeMismatch(IntegrityError):
+    """A size or count of the bytes (a file's length, the blocks read back) differs from the one
+    expected: nothing was hashed wrong, the bytes are not the ones meant."""
 
 
 class TruncatedFile(IntegrityError):
