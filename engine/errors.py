@@ -87,6 +87,7 @@ class EngineError(Exception):
 
     @property
     def kind(self) -> str:
+        """The error's class name (``ChecksumMismatch``), as reports show it."""
         return type(self).__name__
 
     def __str__(self) -> str:

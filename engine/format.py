@@ -55,6 +55,7 @@ assert HEADER_SIZE == 64
 
 
 class FileHeader(NamedTuple):
+    """The file header's fields, once its magic, version, digest and bounds are checked."""
     version: int
     flags: int
     uuid: uuidlib.UUID
@@ -63,6 +64,7 @@ class FileHeader(NamedTuple):
 
 
 def pack_header(file_uuid: uuidlib.UUID, metadata: bytes) -> bytes:
+    """The 64 header bytes of a file with this UUID and these metadata bytes (digests included)."""
     body = HEADER.pack(
         HEADER_MAGIC,
         FORMAT_VERSION,
@@ -142,6 +144,7 @@ def parse_header(buf: bytes, file_size: int) -> FileHeader:
 
 
 def pack_metadata(metadata: dict) -> bytes:
+    """The metadata's stored bytes: JSON with sorted keys and no whitespace, within the bound."""
     data = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
     if len(data) > MAX_METADATA_BYTES:
         raise MetadataError(f"metadata is {len(data)} bytes, more than {MAX_METADATA_BYTES}")
@@ -149,6 +152,7 @@ def pack_metadata(metadata: dict) -> bytes:
 
 
 def parse_metadata(buf: bytes, header: FileHeader) -> dict:
+    """The metadata object in ``buf``, checked against the header's digest, parsed with limits."""
     computed = xxh3_64(buf)
     if computed != header.metadata_digest:
         raise ChecksumMismatch(
@@ -182,6 +186,7 @@ CODEC_ZSTD = 1
 
 
 class BlockHeader(NamedTuple):
+    """A block header's fields, once its magic, digest, reserved fields and bounds are checked."""
     codec: int
     compressed_length: int
     uncompressed_length: int
@@ -191,6 +196,7 @@ class BlockHeader(NamedTuple):
 
 
 def pack_block_header(h: BlockHeader) -> bytes:
+    """The 48 bytes of a block header (its own digest included)."""
     body = BLOCK_HEADER.pack(
         BLOCK_MAGIC,
         h.codec,
@@ -337,12 +343,15 @@ class EventTable:
         return len(self.event)
 
     def columns(self) -> tuple[np.ndarray, ...]:
+        """The five columns, in ``EVENT_COLUMNS`` order."""
         return (self.event, self.digest, self.run, self.length, self.block)
 
     def replace(self, **columns) -> EventTable:
+        """A copy with some columns replaced."""
         return replace(self, **columns)
 
     def slice(self, start: int, stop: int) -> EventTable:
+        """Rows ``start`` to ``stop`` (exclusive), as views of these columns."""
         return EventTable(*(col[start:stop] for col in self.columns()))
 
     def runs(self) -> list[int]:
@@ -355,11 +364,13 @@ class EventTable:
 
 
 class Index(NamedTuple):
+    """A parsed index: the block table and the event table."""
     blocks: np.ndarray  # BLOCK_DTYPE
     events: EventTable
 
 
 def index_length(block_count: int, event_count: int) -> int:
+    """Bytes of the index of a file with these counts."""
     return INDEX_HEADER_SIZE + block_count * BLOCK_DTYPE.itemsize + event_count * EVENT_BYTES
 
 
@@ -383,6 +394,7 @@ def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator
 
 
 def pack_index(blocks: np.ndarray, events: EventTable) -> bytes:
+    """The index's bytes, whole (small files; writers stream them with ``index_parts``)."""
     return b"".join(iter_index_parts(blocks, [events]))
 
 
@@ -569,6 +581,7 @@ assert TRAILER_SIZE == 64
 
 
 class Trailer(NamedTuple):
+    """The trailer's fields, once its magics, digest, version and relations are checked."""
     index_offset: int
     index_length: int
     index_digest: int
@@ -577,6 +590,7 @@ class Trailer(NamedTuple):
 
 
 def pack_trailer(t: Trailer) -> bytes:
+    """The 64 trailer bytes (digest and end magic included)."""
     body = TRAILER.pack(
         TRAILER_MAGIC,
         FORMAT_VERSION,
@@ -652,6 +666,7 @@ def region_at(
     index_offset: int,
     file_size: int,
 ) -> str:
+    """The region holding file ``offset`` (``header``, ``block 3``, ``index``...), for messages."""
     if offset < HEADER_SIZE:
         return "header"
     if offset < HEADER_SIZE + metadata_length:

@@ -73,6 +73,7 @@ class RawBlock(NamedTuple):
 
     @property
     def header_bytes(self) -> memoryview:
+        """The block header's 48 bytes, a view of ``stored``."""
         return memoryview(self.stored)[:BLOCK_HEADER_SIZE]
 
     @property
@@ -82,10 +83,12 @@ class RawBlock(NamedTuple):
 
     @property
     def size(self) -> int:
+        """Bytes of the block as stored, header included."""
         return len(self.stored)
 
 
 class Event(NamedTuple):
+    """One decoded event: run, event number and payload (a view of the decoded block)."""
     run: int
     event: int
     payload: memoryview
@@ -201,10 +204,12 @@ class TmbReader:
 
     @property
     def uuid(self) -> uuidlib.UUID:
+        """The file's UUID, from its header."""
         return self.header.uuid
 
     @property
     def blocks(self) -> np.ndarray:
+        """The block table (``format.BLOCK_DTYPE``), checked when the file was opened."""
         return self._blocks
 
     @property
@@ -224,6 +229,7 @@ class TmbReader:
 
     @property
     def index(self) -> Index:
+        """The whole index: block table and event table."""
         return Index(self._blocks, self.events)
 
     def event_slice(self, start: int, stop: int) -> EventTable:
@@ -251,14 +257,17 @@ class TmbReader:
 
     @property
     def event_count(self) -> int:
+        """Events in the file."""
         return self.trailer.event_count
 
     @property
     def block_count(self) -> int:
+        """Blocks in the file."""
         return self.trailer.block_count
 
     @property
     def index_offset(self) -> int:
+        """File offset of the index (where the blocks end)."""
         return self.trailer.index_offset
 
     @property
@@ -418,6 +427,7 @@ class TmbReader:
             source.close()
 
     def close(self) -> None:
+        """Close the file for good: reading again is an error."""
         self._closed = True
         self.release()
 
