@@ -56,6 +56,7 @@ assert HEADER_SIZE == 64
 
 class FileHeader(NamedTuple):
     """The file header's fields, once its magic, version, digest and bounds are checked."""
+
     version: int
     flags: int
     uuid: uuidlib.UUID
@@ -187,6 +188,7 @@ CODEC_ZSTD = 1
 
 class BlockHeader(NamedTuple):
     """A block header's fields, once its magic, digest, reserved fields and bounds are checked."""
+
     codec: int
     compressed_length: int
     uncompressed_length: int
@@ -365,6 +367,7 @@ class EventTable:
 
 class Index(NamedTuple):
     """A parsed index: the block table and the event table."""
+
     blocks: np.ndarray  # BLOCK_DTYPE
     events: EventTable
 
@@ -388,7 +391,7 @@ def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator
     (``EVENT_COLUMNS`` order), which may come from anywhere (memory, a spool file)."""
     yield memoryview(INDEX_HEADER.pack(INDEX_MAGIC, 0, len(blocks), event_count, 0))
     yield memoryview(np.ascontiguousarray(blocks, dtype=BLOCK_DTYPE)).cast("B")
-    for column, (name, dtype) in enumerate(EVENT_COLUMNS):
+    for column, (_, dtype) in enumerate(EVENT_COLUMNS):
         for piece in column_pieces(column):
             yield memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
 
@@ -420,12 +423,14 @@ def parse_index(buf, *, offset: int, digest: int, data_start: int) -> Index:
     return Index(blocks, EventTable(*columns))
 
 
-#: Rows of one event column read at a time when an index is checked or streamed (28 B each: 1.8 MiB).
+#: Rows of one event column read at a time when an index is checked or streamed
+#: (28 B each: 1.8 MiB).
 INDEX_CHUNK_EVENTS = 1 << 16
 
 
 def event_column_offsets(index_offset: int, nblocks: int, nevents: int) -> list[int]:
-    """File offset of each event column (``EVENT_COLUMNS`` order) of an index at ``index_offset``."""
+    """File offset of each event column (``EVENT_COLUMNS`` order) of an index at
+    ``index_offset``."""
     pos = index_offset + INDEX_HEADER_SIZE + nblocks * BLOCK_DTYPE.itemsize
     offsets = []
     for _, dtype in EVENT_COLUMNS:
@@ -499,7 +504,9 @@ def check_index(
     consistent = nblocks > 0 and int(ends[-1]) == nevents
     record_bytes = np.zeros(nblocks, dtype=np.int64)
     blocks_agree = True
-    for (name, dtype), at in zip(EVENT_COLUMNS, event_column_offsets(offset, nblocks, nevents)):
+    for (name, dtype), at in zip(
+        EVENT_COLUMNS, event_column_offsets(offset, nblocks, nevents), strict=True
+    ):
         size = np.dtype(dtype).itemsize
         for start in range(0, nevents, chunk_events):
             stop = min(start + chunk_events, nevents)
@@ -582,6 +589,7 @@ assert TRAILER_SIZE == 64
 
 class Trailer(NamedTuple):
     """The trailer's fields, once its magics, digest, version and relations are checked."""
+
     index_offset: int
     index_length: int
     index_digest: int

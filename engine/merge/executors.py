@@ -184,7 +184,7 @@ class DaskExecutor:
         except ImportError:
             raise UsageError(
                 "the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])"
-            )
+            ) from None
         self._scratch = None
         if address in ("local", ""):
             import dask

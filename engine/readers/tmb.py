@@ -89,6 +89,7 @@ class RawBlock(NamedTuple):
 
 class Event(NamedTuple):
     """One decoded event: run, event number and payload (a view of the decoded block)."""
+
     run: int
     event: int
     payload: memoryview
@@ -115,7 +116,8 @@ class TmbReader:
             self._open()
         except EngineError as exc:
             self.close()
-            raise exc.with_path(self.path)
+            exc.with_path(self.path)
+            raise
         except BaseException:
             self.close()
             raise
@@ -179,7 +181,8 @@ class TmbReader:
         return self._ready_source().pread(length, offset)
 
     def _ready_source(self):
-        """The open source, opening the file again after ``release()`` (a changed file is refused)."""
+        """The open source, opening the file again after ``release()`` (a changed file is
+        refused)."""
         if self._source is None:
             if self._closed:
                 raise InputError("file is closed", path=self.path)
@@ -240,7 +243,7 @@ class TmbReader:
         start, stop = max(0, start), min(stop, self.event_count)
         count = max(stop - start, 0)
         columns = []
-        for (_, dtype), at in zip(EVENT_COLUMNS, self._column_offsets):
+        for (_, dtype), at in zip(EVENT_COLUMNS, self._column_offsets, strict=True):
             size = np.dtype(dtype).itemsize
             raw = self._pread(count * size, at + start * size)
             if len(raw) != count * size:
@@ -322,15 +325,17 @@ class TmbReader:
 
         With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
         once the loop ends it holds the whole file's adler32 and size; each block carries its
-        own adler32 (``block.adler32``), so a writer copying it need not hash it again.  With ``pool``, each block
-        is read into a buffer leased from it (``block.lease``), which the consumer releases when
-        done with the block: no allocation per block.
+        own adler32 (``block.adler32``), so a writer copying it need not hash it again.  With
+        ``pool``, each block is read into a buffer leased from it (``block.lease``), which the
+        consumer releases when done with the block: no allocation per block.
         """
         if adler is not None:
             adler.update(self._head_bytes)
         self._announce_blocks()
         if self._events is None and self.trailer.index_length <= WHOLE_INDEX_BYTES:
-            self.events  # one request for a small index, not one per column per block (remote files)
+            _ = (
+                self.events
+            )  # one request for a small index, not one per column per block (remote files)
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
@@ -394,7 +399,7 @@ class TmbReader:
         """Tell the source every block is about to be read, in file order (remote read-ahead)."""
         if getattr(self._ready_source(), "remote", False) and self.block_count:
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
-            self._source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist()))
+            self._source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist(), strict=True))
 
     def decode(self, block: RawBlock):
         """Decompress a block and prove its events against the index."""
@@ -404,7 +409,8 @@ class TmbReader:
                 block.header, block.data, region=region, offset=block.offset, expected=block.events
             )
         except EngineError as exc:
-            raise exc.with_path(self.path)
+            exc.with_path(self.path)
+            raise
         return decoded
 
     def iter_events(self) -> Iterator[Event]:
