@@ -57,6 +57,8 @@ __all__ = ["PreparedInput", "prepare_inputs", "find_duplicate_events"]
 
 @dataclass
 class PreparedInput:
+    """An input after pre-flight: its open reader, bookkeeping, what it must be, or its error."""
+
     path: Path
     reader: Any  # an open reader (engine.readers)
     bookkeeping: dict | None  # sidecar or catalogue metadata, when the mode checks it
@@ -67,6 +69,7 @@ class PreparedInput:
     adler32: int | None = None  # once read whole
 
     def close(self) -> None:
+        """Close the input's reader."""
         if self.reader is not None:
             self.reader.close()
 

@@ -20,6 +20,8 @@ DEFAULT_MAX_EVENTS = 100_000_000
 
 @dataclass(frozen=True)
 class MergeSpec:
+    """How to merge: the mode, checks, threads and catalogue of a merge (frozen, plain data)."""
+
     mode: str = SAFE
     force: bool = False  # replace an existing output
     skip_bad: bool = False  # robust merge: leave bad inputs out, fail only if all are bad
@@ -56,8 +58,10 @@ class MergeSpec:
 
     @property
     def checks_bookkeeping(self) -> bool:
+        """Whether the mode reads the output back and checks it against its inputs (safe, deep)."""
         return self.mode in (SAFE, DEEP)
 
     @property
     def decodes_events(self) -> bool:
+        """Whether the mode decodes every event (deep)."""
         return self.mode == DEEP
