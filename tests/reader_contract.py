@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import pytest
 
-from engine.checksums import RunningAdler32
+from engine.checksums import RunningAdler32, xxh3_64
 from engine.errors import EngineError, InputError, IntegrityError, NotATmbFile
 from engine.readers import READERS, Reader, detect, open_file
 
@@ -50,6 +50,19 @@ def open_descriptors(path: Path) -> int:
         except OSError:
             pass  # closed meanwhile (the listing's own descriptor)
     return count
+
+
+def assert_events_read_back(reader, events) -> None:
+    """``reader`` gives back exactly ``events`` (run, event, payload), decoded and in its index."""
+    decoded = [(ev.run, ev.event, bytes(ev.payload)) for ev in reader.iter_events()]
+    assert decoded == events
+
+    table = reader.events
+    assert table.run.tolist() == [r for r, _, _ in events]
+    assert table.event.tolist() == [e for _, e, _ in events]
+    assert table.length.tolist() == [len(p) for _, _, p in events]
+    assert table.digest.tolist() == [xxh3_64(p) for _, _, p in events]
+    assert reader.event_count == len(events)
 
 
 def read_everything(name) -> None:
@@ -95,15 +108,9 @@ class ReaderContract:
     def test_events_are_those_written_in_order(self, sample):
         file = sample(EVENTS, "events")
         with open_file(file.name) as reader:
-            assert reader.event_count == len(EVENTS)
-            read = [(e.run, e.event, bytes(e.payload)) for e in reader.iter_events()]
-            assert read == EVENTS
-            table = reader.events
-            assert table.run.tolist() == [run for run, _, _ in EVENTS]
-            assert table.event.tolist() == [event for _, event, _ in EVENTS]
-            assert table.length.tolist() == [len(payload) for _, _, payload in EVENTS]
+            assert_events_read_back(reader, EVENTS)
             chunks = list(reader.iter_event_chunks(7))
-            assert [n for c in chunks for n in c.event.tolist()] == table.event.tolist()
+            assert [n for c in chunks for n in c.event.tolist()] == reader.events.event.tolist()
 
     def test_the_block_index_says_where_each_block_is(self, sample):
         file = sample(EVENTS, "blocks")
