@@ -45,6 +45,10 @@ class Reader(Protocol):
 
     path: Any
     file_size: int
+
+    def __init__(self, path: Any) -> None:
+        """Open ``path`` (a local path, a URL or a ``RemotePath``) and check all but the blocks."""
+        ...
     metadata: dict
     #: First byte of the first block, and of the index: the blocks fill the bytes between.
     data_start: int
@@ -196,7 +200,7 @@ def detect(path) -> type[Reader]:
 
 def open_file(path) -> Reader:
     """Open ``path`` with the reader its magic bytes call for."""
-    return detect(path)(path)  # type: ignore[call-arg]
+    return detect(path)(path)
 
 
 __all__ = [
