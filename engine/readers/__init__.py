@@ -49,6 +49,7 @@ class Reader(Protocol):
     def __init__(self, path: Any) -> None:
         """Open ``path`` (a local path, a URL or a ``RemotePath``) and check all but the blocks."""
         ...
+
     metadata: dict
     #: First byte of the first block, and of the index: the blocks fill the bytes between.
     data_start: int
