@@ -1,5 +1,6 @@
 """``TmbReader`` passes the reader contract (``tests/reader_contract.py``): local files of either
-codec, and files served by xrootd (``root://``), read through the remote block source."""
+codec, and files served by xrootd (``root://`` and ``https://``), read through the remote block
+source."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class TestTmbReaderUncompressed(TestTmbReader):
 
 class TestTmbReaderOverXRootD(ReaderContract):
     reader_class = TmbReader
+    scheme = "root"
 
     def handles(self, file):
         """A remote file holds no local descriptor: count the threads fetching its ranges."""
@@ -60,6 +62,11 @@ class TestTmbReaderOverXRootD(ReaderContract):
             local = tmp_path / f"{name}.tmb"
             write_tmb(local, events)
             served = remote_env.put(local, folder)
-            return Sample(served, f"{remote_env.root_url}/{folder}/{local.name}")
+            server = remote_env.root_url if self.scheme == "root" else remote_env.https_url
+            return Sample(served, f"{server}/{folder}/{local.name}")
 
         return make
+
+
+class TestTmbReaderOverHttps(TestTmbReaderOverXRootD):
+    scheme = "https"
