@@ -39,7 +39,7 @@ class BuiltBlock(NamedTuple):
 
 
 class DecodedBlock(NamedTuple):
-    records: bytes  # the uncompressed record bytes
+    records: memoryview  # the uncompressed record bytes
     events: EventTable  # block column zero
     payload_offsets: np.ndarray  # u8, offset of each payload inside ``records``
 
@@ -132,7 +132,7 @@ def decode_block(
             records = memoryview(out)[: header.uncompressed_length]
             codec.decompress_into(data, records)
         else:
-            records = codec.decompress(data, header.uncompressed_length)
+            records = memoryview(codec.decompress(data, header.uncompressed_length))
     except IntegrityError as exc:
         exc.region, exc.offset = region, data_offset
         exc.args = (str(exc),)

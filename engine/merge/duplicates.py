@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import BinaryIO
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class _Sorter:
         self.spill_dir = spill_dir
         self.pending: list[np.ndarray] = []
         self.pending_count = 0
-        self.file = None
+        self.file: BinaryIO | None = None
         self.runs: list[tuple[int, int]] = []  # (offset in the file, records) of each sorted run
 
     def add(self, runs: np.ndarray, events: np.ndarray, first_position: int) -> None:
@@ -126,7 +127,7 @@ class _Sorter:
         if self.file is None:
             self.file = tempfile.TemporaryFile(prefix="tmbmerge-keys-", dir=self.spill_dir)
         offset = self.file.seek(0, os.SEEK_END)
-        self.file.write(memoryview(records).cast("B"))
+        self.file.write(records.data.cast("B"))
         self.runs.append((offset, len(records)))
 
     def batches(self):
@@ -136,6 +137,7 @@ class _Sorter:
             return
         if self.pending:
             self._spill()
+        assert self.file is not None  # runs were spilled, so the file exists
         self.file.flush()
         yield from _merge_runs(self.file.fileno(), self.runs, self.dtype)
 
@@ -148,7 +150,7 @@ class _Sorter:
 def _merge_runs(fd: int, runs: list[tuple[int, int]], dtype: np.dtype):
     window = max(MIN_WINDOW_EVENTS, MERGE_WINDOW_BYTES // (dtype.itemsize * len(runs)))
     cursor = [0] * len(runs)
-    loaded: list[np.ndarray | None] = [None] * len(runs)
+    loaded = [np.empty(0, dtype) for _ in runs]  # each run's window, empty until (re)loaded
 
     def load(i: int) -> np.ndarray:
         offset, count = runs[i]
@@ -159,9 +161,9 @@ def _merge_runs(fd: int, runs: list[tuple[int, int]], dtype: np.dtype):
     while True:
         live = []
         for i, (_, count) in enumerate(runs):
-            if cursor[i] < count and (loaded[i] is None or not len(loaded[i])):
+            if cursor[i] < count and not len(loaded[i]):
                 loaded[i] = load(i)
-            if loaded[i] is not None and len(loaded[i]):
+            if len(loaded[i]):
                 live.append(i)
         if not live:
             return

@@ -87,7 +87,9 @@ def _watch_parent(parent: int) -> None:
     interrupts its blocking call, and waits while that thread blocks it."""
     while os.getppid() == parent:
         time.sleep(PARENT_POLL_SECONDS)
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    main = threading.main_thread().ident
+    assert main is not None  # the main thread is running: it started this one
+    signal.pthread_kill(main, signal.SIGTERM)
 
 
 _task_running = False  # worker side: inside a task, whose cleanup an Interrupted would run
@@ -186,6 +188,7 @@ class DaskExecutor:
                 "the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])"
             )
         self._scratch = None
+        self._cluster: LocalCluster | None = None  # ours to close, for "local"
         if address in ("local", ""):
             import dask
 
@@ -199,7 +202,6 @@ class DaskExecutor:
             self.client = Client(self._cluster)
             log.info("Dask: a local cluster, scratch space in %s", self._scratch.name)
         else:
-            self._cluster = None
             try:
                 self.client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
             except (

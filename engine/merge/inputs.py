@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ class PreparedInput:
     bookkeeping: dict | None  # sidecar or catalogue metadata, when the mode checks it
     expected: FileFacts | None  # what the bookkeeping says the file is
     error: EngineError | None = None
-    runs: list[int] | None = None  # the run numbers the input holds, sorted
+    runs: list[int] = field(default_factory=list)  # the run numbers the input holds, sorted
     wide_events: bool = False  # some event number needs more than 32 bits
     adler32: int | None = None  # once read whole
 

@@ -40,7 +40,14 @@ from pathlib import Path
 
 from .. import __version__
 from ..checksums import RunningAdler32
-from ..errors import AllInputsRejected, EngineError, OutputExists, OutputIsInput, UsageError
+from ..errors import (
+    AllInputsRejected,
+    EngineError,
+    Interrupted,
+    OutputExists,
+    OutputIsInput,
+    UsageError,
+)
 from ..fsutil import remove_quietly, remove_stale_temporaries, same_file, write_staged
 from ..host import peak_rss_bytes as own_peak_rss
 from ..metadata import sidecar_path
@@ -255,7 +262,7 @@ def _merge_prepared(
                 published = True
         except KeyboardInterrupt as exc:  # a signal deferred while publishing arrives now
             if published:
-                exc.published = [str(output)]
+                raise Interrupted(*exc.args, published=[str(output)]) from exc
             raise
         finally:
             sidecar.discard()
@@ -543,7 +550,7 @@ def _signals_deferred():
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if received:
-            handler = previous[received[0]]
+            handler = previous[signal.Signals(received[0])]
             if callable(handler):
                 handler(received[0], None)
             elif handler == signal.SIG_DFL:

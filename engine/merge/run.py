@@ -32,6 +32,7 @@ from ..errors import (
     EngineError,
     IncompleteRun,
     InconsistentInputs,
+    Interrupted,
     OutputExists,
     UsageError,
     output_error,
@@ -39,7 +40,7 @@ from ..errors import (
 from ..fsutil import remove_quietly, remove_stale_temporaries
 from ..metadata import sidecar_path
 from ..progress import NullProgress, QueueProgress
-from ..remote import is_url, location
+from ..remote import RemotePath, is_url, location
 from ..units import plural
 from .bookkeeping import names_by_run, open_bookkeeping
 from .executors import ProgressRelay, make_executor, worker_progress_queue
@@ -191,9 +192,11 @@ def merge_run(
     except KeyboardInterrupt as exc:
         # say exactly what is at the destination: outputs published before the interruption stand
         planned = getattr(report, "planned", [])
-        exc.published = [str(dest / name) for name in planned if (dest / name).exists()]
-        exc.not_published = [str(dest / name) for name in planned if not (dest / name).exists()]
-        raise
+        raise Interrupted(
+            *exc.args,
+            published=[str(dest / name) for name in planned if (dest / name).exists()],
+            not_published=[str(dest / name) for name in planned if not (dest / name).exists()],
+        ) from exc
 
 
 def _merge_run(
@@ -417,7 +420,9 @@ class _Bookkeeping:
             try:
                 reverify_output(result.output, self.journal.get(name))
             except EngineError as exc:
-                self.journal.set_state(name, state, error=f"re-verification failed: {exc}")
+                self.journal.set_state(
+                    name, JournalState(state), error=f"re-verification failed: {exc}"
+                )
                 self.report.failures.append({"output": name, **exc.to_dict()})
                 return state
         if self.spec.declare and state == JournalState.VERIFIED:
@@ -533,7 +538,9 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
                 event_count=adopted.event_count,
                 accepted=[{"path": p, "adler32": None} for p in entry.inputs],
             )
-            finished.append(journal.get(entry.name))
+            updated = journal.get(entry.name)
+            assert updated is not None  # its state was set just above
+            finished.append(updated)
         elif journal.retired(entry.name):
             raise InconsistentInputs(
                 "output is gone but its inputs were retired; restore it from the "
@@ -542,7 +549,7 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
             )
         else:
             # unfinished: a sidecar without its data is what a kill between the two renames leaves
-            if is_url(final):
+            if isinstance(final, RemotePath):
                 final.protocol.remove(sidecar_path(final), quiet=True)
             else:
                 remove_quietly(sidecar_path(final))

@@ -83,7 +83,7 @@ def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: st
             f"adler32 differs from the {source}",
             path=path,
             expected=adler32_hex(expected.adler32),
-            actual=adler32_hex(actual.adler32),
+            actual=adler32_hex(actual.adler32) if actual.adler32 is not None else "none",
         )
     if expected.event_count is not None and expected.event_count != actual.event_count:
         raise MetadataMismatch(
