@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import re
 from pathlib import Path
@@ -16,16 +17,55 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_library_never_configures_logging():
+    """Only the worker-process bridge (engine/logbridge.py) touches a logging configuration, and
+    only in worker processes of its own."""
     before = {name: list(logging.getLogger(name).handlers) for name in ("", "engine")}
     for module in pkgutil.walk_packages(engine.__path__, "engine."):
         importlib.import_module(module.name)
     assert {name: list(logging.getLogger(name).handlers) for name in ("", "engine")} == before
-    for path in list((ROOT / "engine").rglob("*.py")) + list(
-        (ROOT / "bindings" / "catalog").rglob("*.py")
-    ):
-        assert not re.search(
-            r"basicConfig|addHandler|setLevel|logging\.config", path.read_text()
-        ), path
+    configuring = [
+        path.relative_to(ROOT).as_posix()
+        for path in list((ROOT / "engine").rglob("*.py"))
+        + list((ROOT / "bindings" / "catalog").rglob("*.py"))
+        if re.search(r"basicConfig|addHandler|setLevel|logging\.config", path.read_text())
+    ]
+    assert configuring == ["engine/logbridge.py"]
+
+
+def test_a_worker_process_logs_through_the_parents_logging(tmb_run, tmp_path, caplog):
+    """merge-run --jobs 2 merges in spawned worker processes: their records reach the parent's
+    loggers of the same name (keeping the worker's process id), at the parent's levels."""
+    caplog.set_level(logging.DEBUG, logger="engine")
+    total = sum(p.stat().st_size for p in tmb_run)
+    run = merge_run(
+        [tmb_run[0].parent],
+        tmp_path / "out",
+        target_size=total // 2,
+        spec=MergeSpec(mode="fast"),
+        jobs=2,
+    )
+    assert run.ok and len(run.outputs) >= 2
+    from_workers = [r for r in caplog.records if r.process != os.getpid()]
+    merging = [r.getMessage() for r in from_workers if r.name == "engine.merge.pipeline"]
+    names = sorted(o.output.name for o in run.outputs)
+    assert sorted(Path(m.split(": merging")[0]).name for m in merging if ": merging" in m) == names
+    assert all(r.levelno >= logging.DEBUG and r.name.startswith("engine.") for r in from_workers)
+
+
+def test_a_worker_logs_at_its_parents_level(tmb_run, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="engine")
+    total = sum(p.stat().st_size for p in tmb_run)
+    run = merge_run(
+        [tmb_run[0].parent],
+        tmp_path / "out",
+        target_size=total // 2,
+        spec=MergeSpec(mode="fast"),
+        jobs=2,
+    )
+    assert run.ok
+    from_workers = [r for r in caplog.records if r.process != os.getpid()]
+    assert sum("published" in r.getMessage() for r in from_workers) == len(run.outputs)
+    assert {r.levelno for r in from_workers} == {logging.INFO}
 
 
 def test_merge_run_logs_each_output_and_streams_it(tmb_run, tmp_path, caplog):
