@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import signal
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except EngineError as exc:
         print_error(str(exc))
+        _json_error(args, exc)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print_error(interrupted_message(exc))
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         error = world_error(exc)  # a disk, a permission or a path, not a bug
         if error is not None:
             print_error(str(error))
+            _json_error(args, error)
             return error.exit_code
         print_error(
             f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)"
@@ -84,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         # (-15); the exit code stands.  Called from Python, restore the caller's handler.
         signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
         logs.close()
+
+
+def _json_error(args, exc: EngineError) -> None:
+    """With ``--json``, a command that fails before it has a report prints the error as its JSON
+    (``EngineError.to_dict``: ``error``, ``message``, ``text``, ``exit_code``, ``path``...)."""
+    if getattr(args, "json", False):
+        print(json.dumps(exc.to_dict(), indent=2), flush=True)
 
 
 LOGGERS = ("engine", "bindings")

@@ -175,6 +175,7 @@ def run_declare(args) -> int:
             {
                 "declared": [result._asdict() for result in results],
                 "failed": [{"file": output, **exc.to_dict()} for output, exc in failures],
+                "catalog": catalog.budget.to_dict(),
             }
         )
     return failures[0][1].exit_code if failures else 0
@@ -227,6 +228,7 @@ def run_import(args) -> int:
                 "already_declared": by_status[ALREADY_DECLARED],
                 "parents_declared": parents_declared,
                 "failed": [{"file": name, **exc.to_dict()} for name, exc in failures],
+                "catalog": catalog.budget.to_dict(),
             }
         )
     else:

@@ -75,6 +75,9 @@ def register(subparsers) -> None:
     )
     token_add.add_argument("site", metavar="SITE")
     _add_catalog(token_add)
+    token_add.add_argument(
+        "--json", action="store_true", help='print {"site": SITE, "token": TOKEN} as JSON'
+    )
     token_add.set_defaults(func=run_token_add)
 
 
@@ -139,6 +142,9 @@ def run_dataset_list(args) -> int:
 
 def run_token_add(args) -> int:
     token = _store(args).add_token(args.site)
+    if args.json:
+        print(json.dumps({"site": args.site, "token": token}, indent=2))
+        return 0
     print(f"token for site {args.site} (shown once; only its hash is stored):")
     print(token)
     return 0
