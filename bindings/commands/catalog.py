@@ -114,10 +114,12 @@ def run_show(args) -> int:
 
         print(samweb_text(record))
     else:
-        width = max(len(key) for key in record)
+        from ..tables import print_table, table
+
+        shown = table("field", "value", header=False)
         for key, value in record.items():
-            shown = value if isinstance(value, (str, int)) else json.dumps(value)
-            print(f"{key:<{width}}  {shown}")
+            shown.add_row(key, str(value) if isinstance(value, (str, int)) else json.dumps(value))
+        print_table(shown)
     return 0
 
 
