@@ -1,4 +1,5 @@
-"""Shared by the on-demand benchmark suites in bench/: where their data lives, generated runs, ratios.
+"""Shared by the on-demand benchmark suites in bench/: where their data lives, generated runs,
+ratios.
 
 The suites run only when asked (``python -m pytest bench/ --benchmark-only -p no:cacheprovider``;
 the default test run collects ``tests/`` only).  Everything here is generic, for any suite:

@@ -1,4 +1,5 @@
-"""Whole-command peer benchmark: tmbmerge against ``cat`` and ROOT's ``hadd``, timed as users time them.
+"""Whole-command peer benchmark: tmbmerge against ``cat`` and ROOT's ``hadd``, timed as users time
+them.
 
 Usage::
 
@@ -37,10 +38,14 @@ HERE = Path(__file__).resolve().parents[1]
 
 VERIFIED = {
     "cat": "nothing",
-    "fast": "header, trailer, index of every input; every block's header and stored-bytes xxh3-64; adler32 vs sidecar not checked",
-    "safe": "fast + sidecar size/adler32/event count, duplicate (run, event), every output block read back and checked, output re-opened, its adler32 and event list (run, event, length, payload digest) equal to the inputs'",
+    "fast": "header, trailer, index of every input; every block's header and stored-bytes "
+    "xxh3-64; adler32 vs sidecar not checked",
+    "safe": "fast + sidecar size/adler32/event count, duplicate (run, event), every output block "
+    "read back and checked, output re-opened, its adler32 and event list (run, event, length, "
+    "payload digest) equal to the inputs'",
     "deep": "safe + every block decompressed and every event's payload digest recomputed",
-    "hadd-tree": "nothing beyond ROOT's own reading (fast cloning copies baskets without decompressing them)",
+    "hadd-tree": "nothing beyond ROOT's own reading (fast cloning copies baskets without "
+    "decompressing them)",
     "hadd-rntuple": "nothing beyond ROOT's own reading",
 }
 
@@ -50,17 +55,22 @@ ROOT.gInterpreter.Declare(r"""
 #include <fstream>
 #include <vector>
 #include <cstdint>
-std::vector<std::uint32_t> tmbp_len; std::vector<std::uint64_t> tmbp_start; std::vector<std::uint8_t> tmbp_bytes;
+std::vector<std::uint32_t> tmbp_len;
+std::vector<std::uint64_t> tmbp_start;
+std::vector<std::uint8_t> tmbp_bytes;
 void tmbp_load(const char* lens, const char* bytes) {
-  std::ifstream l(lens, std::ios::binary); l.seekg(0, std::ios::end); auto n = l.tellg() / 4; l.seekg(0);
+  std::ifstream l(lens, std::ios::binary);
+  l.seekg(0, std::ios::end); auto n = l.tellg() / 4; l.seekg(0);
   tmbp_len.resize(n); l.read((char*)tmbp_len.data(), n * 4);
-  std::ifstream b(bytes, std::ios::binary); b.seekg(0, std::ios::end); auto m = b.tellg(); b.seekg(0);
+  std::ifstream b(bytes, std::ios::binary);
+  b.seekg(0, std::ios::end); auto m = b.tellg(); b.seekg(0);
   tmbp_bytes.resize(m); b.read((char*)tmbp_bytes.data(), m);
   tmbp_start.resize(n); std::uint64_t s = 0;
   for (size_t i = 0; i < (size_t)n; ++i) { tmbp_start[i] = s; s += tmbp_len[i]; }
 }
 std::vector<std::uint8_t> tmbp_payload(ULong64_t i) {
-  return std::vector<std::uint8_t>(tmbp_bytes.begin() + tmbp_start[i], tmbp_bytes.begin() + tmbp_start[i] + tmbp_len[i]);
+  auto first = tmbp_bytes.begin() + tmbp_start[i];
+  return std::vector<std::uint8_t>(first, first + tmbp_len[i]);
 }
 """)
 args = sys.argv[1:]
@@ -263,7 +273,7 @@ def report(size_kb: float, inputs: dict, runs: dict) -> dict:
             for base in ("cat", "hadd-tree", "hadd-rntuple"):
                 if name in ("fast", "safe", "deep") and base in by_tool:
                     # speed of name relative to base, round by round: base time / name time
-                    pairs = [b[0] / a[0] for a, b in zip(by_tool[name], by_tool[base])]
+                    pairs = [b[0] / a[0] for a, b in zip(by_tool[name], by_tool[base], strict=True)]
                     result["ratios"][f"{name}/{base} {cache}"] = summary(pairs)
     for name in result["tools"]:
         result["tools"][name]["verified"] = VERIFIED[name]
@@ -272,7 +282,8 @@ def report(size_kb: float, inputs: dict, runs: dict) -> dict:
 
 def markdown(results: list[dict]) -> str:
     lines = [
-        "| event size | ratio (speed of A / speed of B, per round) | cold: median (range) | warm: median (range) |",
+        "| event size | ratio (speed of A / speed of B, per round) | cold: median (range) | "
+        "warm: median (range) |",
         "|---|---|---|---|",
     ]
     for res in results:

@@ -5,7 +5,8 @@ generates a run of ``--size`` bytes in ``--files`` files into its exported folde
 after round, times in turn
 
   A: ``tmbmerge merge root://127.0.0.1:PORT//run/F1 ... -o SCRATCH/out.tmb --mode MODE --quiet``
-  B: ``xrdcp -f root://127.0.0.1:PORT//run/F1 ... SCRATCH/xrdcp/``   (the files copied to local disk)
+  B: ``xrdcp -f root://127.0.0.1:PORT//run/F1 ... SCRATCH/xrdcp/``
+     (the files copied to local disk)
 
 each as a whole process (start-up included), removing both outputs after each pair.  A moves
 the same bytes as B plus its checks (every block's digest, the whole-file adler32, in safe mode
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
         copy_dir = scratch / "xrdcp"
         xrdcp = ["xrdcp", "-f", "--nopbar", *urls, f"{copy_dir}/"]
         print(
-            f"{len(urls)} files, {total / 1e6:.1f} MB on root://127.0.0.1 (loopback); merge --mode {args.mode}"
+            f"{len(urls)} files, {total / 1e6:.1f} MB on root://127.0.0.1 (loopback); merge "
+            f"--mode {args.mode}"
         )
         pairs = []
         for round_number in range(args.rounds + 1):  # round 0 warms both up, not counted
@@ -110,9 +112,9 @@ def main(argv=None) -> int:
             "ratio_max": round(max(b / a for a, b in pairs), 3),
         }
         print(
-            f"median: merge {figures['merge_MBps_median']} MB/s, xrdcp {figures['xrdcp_MBps_median']} MB/s, "
-            f"merge/xrdcp throughput {figures['ratio_median']} (min {figures['ratio_min']}, "
-            f"max {figures['ratio_max']})"
+            f"median: merge {figures['merge_MBps_median']} MB/s, xrdcp "
+            f"{figures['xrdcp_MBps_median']} MB/s, merge/xrdcp throughput "
+            f"{figures['ratio_median']} (min {figures['ratio_min']}, max {figures['ratio_max']})"
         )
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -130,7 +130,8 @@ def start_server(catalog: str, journals: Path, log: Path):
 def plan_client(
     index: int, reads: int, writes: int
 ) -> list[tuple[str, str, str, str, dict | None, int]]:
-    """(kind, label, method, path, body, expected status) of one client, reads and writes interleaved."""
+    """(kind, label, method, path, body, expected status) of one client, reads and writes
+    interleaved."""
     rng = random.Random(index)
     read_paths = [
         ("/api/datasets", "/api/datasets"),
@@ -179,7 +180,7 @@ def run_client(url: str, token: str, plan, results: list, lock: threading.Lock) 
         try:
             response = session.request(method, url + path, json=body, timeout=60)
             status = response.status_code
-            response.content
+            _ = response.content  # the whole body is read, as a client would
         except requests.RequestException as exc:
             status = f"{type(exc).__name__}"
         elapsed = time.perf_counter() - start
@@ -253,7 +254,8 @@ def report(results, baseline, wall, load_before, load_after, args) -> None:
         errors = sum(1 for *_, ok, _ in items if not ok)
         p50, p95, p99 = np.percentile(ms, [50, 95, 99])
         print(
-            f"| {label} | {len(items)} | {errors} | {p50:.0f} | {p95:.0f} | {p99:.0f} | {ms.max():.0f} |"
+            f"| {label} | {len(items)} | {errors} | {p50:.0f} | {p95:.0f} | {p99:.0f} | "
+            f"{ms.max():.0f} |"
         )
 
     print(
@@ -262,7 +264,8 @@ def report(results, baseline, wall, load_before, load_after, args) -> None:
         f"{load_after[0]:.1f} after; {os.cpu_count()} cores"
     )
     print(
-        "\n| requests | count | errors | p50 ms | p95 ms | p99 ms | max ms |\n|---|--:|--:|--:|--:|--:|--:|"
+        "\n| requests | count | errors | p50 ms | p95 ms | p99 ms | max ms |\n"
+        "|---|--:|--:|--:|--:|--:|--:|"
     )
     row("baseline: GET /api/health", baseline)
     for kind in ("read", "write"):

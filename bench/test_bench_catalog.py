@@ -1,4 +1,5 @@
-"""Catalogue requests of a declaring ``merge-run`` at campaign scale, against the local SAM web server.
+"""Catalogue requests of a declaring ``merge-run`` at campaign scale, against the local SAM web
+server.
 
 Issue 16's measure: a ``merge-run --catalog samweb+http://... --declare`` of 1,000 inputs, the
 inputs declared beforehand (with their raw parents) straight into the test server

@@ -10,8 +10,9 @@ decoded once into the arrays ``TmbWriter.write_batch`` takes.  Each measurement 
 its baseline in the same run:
 
 - writing: ``TmbWriter.write_batch`` + close (fsync included), zstd level 3 (the default) on 1
-  and 2 threads, zstd level 1 and the ``none`` codec, against ``os.write`` of the same payload bytes in 4 MiB pieces
-  + fsync.  Throughput is counted in payload bytes (what the caller hands over).
+  and 2 threads, zstd level 1 and the ``none`` codec, against ``os.write`` of the same payload
+  bytes in 4 MiB pieces + fsync.  Throughput is counted in payload bytes (what the caller hands
+  over).
 - reading: ``iter_blocks`` (every block's header and stored-bytes digest checked, no
   decompression), the fast ``verify_file`` (that plus the whole-file adler32), deep decoding
   (``decode`` of every block, one thread), deep ``verify_file`` (all cores) and ``iter_events``
@@ -102,7 +103,7 @@ def batch(source):
             decoded = reader.decode(block)
             records = np.frombuffer(decoded.records, dtype=np.uint8)
             for start, length in zip(
-                decoded.payload_offsets.tolist(), decoded.events.length.tolist()
+                decoded.payload_offsets.tolist(), decoded.events.length.tolist(), strict=True
             ):
                 payload[pos : pos + length] = records[start : start + length]
                 pos += length
@@ -112,7 +113,8 @@ def batch(source):
 
 @pytest.fixture(scope="module", autouse=True)
 def summary(request):
-    """Print every measurement of the module as a markdown table at the end (past output capture)."""
+    """Print every measurement of the module as a markdown table at the end (past output
+    capture)."""
     yield
     if not ROWS:
         return
@@ -150,7 +152,8 @@ def read_plain(path: Path) -> int:
 
 
 def read_new_buffers(path: Path) -> int:
-    """Sequential ``read(4 MiB)``: a new bytes object per chunk, as a reader handing out blocks must."""
+    """Sequential ``read(4 MiB)``: a new bytes object per chunk, as a reader handing out blocks
+    must."""
     total = 0
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(CHUNK):

@@ -114,7 +114,8 @@ def test_copy_baseline(benchmark, run, bench_scratch):
     """The floor itself: read every input, write one file, fsync."""
     cleanup = _emptied(bench_scratch)
 
-    def setup():  # pedantic treats a value returned by setup as the call's arguments: return nothing
+    # pedantic treats a value returned by setup as the call's arguments: return nothing
+    def setup():
         cleanup()
         os.sync()
 
@@ -219,7 +220,8 @@ MEMORY_CASES = {
 
 @pytest.mark.parametrize("case", list(MEMORY_CASES))
 def test_peak_rss(benchmark, run, bench_scratch, bench_ratios, request, case):
-    """Each merge in a fresh process; its peak RSS from the kernel (wait4), the tree's by polling."""
+    """Each merge in a fresh process; its peak RSS from the kernel (wait4), the tree's by
+    polling."""
     task = dict(
         MEMORY_CASES[case],
         inputs=[str(p) for p in run.paths],

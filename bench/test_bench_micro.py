@@ -265,12 +265,13 @@ def test_index_loading_vs_pread(benchmark, indexed_file, bench_ratios, request):
     assert open_close() == INDEX_EVENTS
 
 
-# -- duplicate detection ----------------------------------------------------------------------------
+# -- duplicate detection -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def event_tables():
-    """DUPLICATE_EVENTS events of one run in DUPLICATE_TABLES tables; the last event repeats the first."""
+    """DUPLICATE_EVENTS events of one run in DUPLICATE_TABLES tables; the last event repeats the
+    first."""
     from engine.format import EventTable
 
     per = DUPLICATE_EVENTS // DUPLICATE_TABLES

@@ -1,1 +1,2 @@
-"""The faces of tmbmerge to the outside world: the command line, the catalogue backends and hooks."""
+"""The faces of tmbmerge to the outside world: the command line, the catalogue backends and
+hooks."""

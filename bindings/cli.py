@@ -32,9 +32,10 @@ from .commands._common import print_error
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tmbmerge",
-        description="Merge per-run TMB event files fast, with every input validated and every output verified.",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 input unreadable, 4 format, 5 integrity, "
-        "6 consistency, 7 output exists/locked, 8 catalogue, 130 interrupted.",
+        description="Merge per-run TMB event files fast, with every input validated and every "
+        "output verified.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 input unreadable, 4 format, 5 "
+        "integrity, 6 consistency, 7 output exists/locked, 8 catalogue, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"tmbmerge {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -121,7 +122,8 @@ class _LogDisplay:
 
 
 class _Formatter(logging.Formatter):
-    """``tmbmerge: warning: ...`` like the command's error lines; -vv adds the time and the logger."""
+    """``tmbmerge: warning: ...`` like the command's error lines; -vv adds the time and the
+    logger."""
 
     def __init__(self, detailed: bool):
         super().__init__("%(asctime)s %(name)s: %(message)s" if detailed else "%(message)s")

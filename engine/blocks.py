@@ -56,7 +56,8 @@ def build_block(
     payload_starts: np.ndarray,
     codec,
 ) -> BuiltBlock:
-    """Frame, digest and compress one block of events (payload i is payloads[start_i : start_i + len_i])."""
+    """Frame, digest and compress one block of events (payload i is payloads[start_i : start_i +
+    len_i])."""
     from .kernels import frame_records
 
     n = len(runs)

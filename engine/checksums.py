@@ -183,7 +183,8 @@ def adler32_from_checksums(checksums, file_size: int | None = None) -> int | Non
         value = parse_checksum(text, file_size)
         if found is not None and value != found:
             raise MetadataError(
-                f"checksum list disagrees with itself: {format_adler32(found)} vs {format_adler32(value)}"
+                f"checksum list disagrees with itself: {format_adler32(found)} vs "
+                f"{format_adler32(value)}"
             )
         found = value
     return found

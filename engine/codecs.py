@@ -70,7 +70,8 @@ class ZstdCodec:
         return self._compressor().compress(data)
 
     def decompress(self, data, length: int) -> np.ndarray:
-        """The decoded bytes, in a new buffer of exactly ``length`` bytes (see ``decompress_into``)."""
+        """The decoded bytes, in a new buffer of exactly ``length`` bytes (see
+        ``decompress_into``)."""
         check_zstd_frame(data, length)  # before the buffer is allocated
         out = np.empty(length, dtype=np.uint8)
         self.decompress_into(data, out.data, checked=True)
@@ -95,7 +96,7 @@ class ZstdCodec:
                     filled += got
                 extra = reader.read(1) if filled == len(out) else b""
         except zstandard.ZstdError as exc:
-            raise DecompressionError(f"zstd cannot decode the block: {exc}")
+            raise DecompressionError(f"zstd cannot decode the block: {exc}") from exc
         if filled != len(out) or extra:
             raise DecompressionError(
                 f"block decodes to {'more than ' if extra else ''}{filled} bytes, "
@@ -108,7 +109,8 @@ ZSTD_CHECKSUM_BYTES = 4
 
 
 def check_zstd_frame(data, length: int) -> None:
-    """Refuse stored bytes that are not exactly one zstd frame declaring ``length`` bytes of content.
+    """Refuse stored bytes that are not exactly one zstd frame declaring ``length`` bytes of
+    content.
 
     Reads the frame header and walks the 3-byte block headers only (``kernels.zstd_frame_end``),
     so it costs microseconds and allocates nothing, whatever the frame claims.
@@ -125,7 +127,7 @@ def check_zstd_frame(data, length: int) -> None:
         params = zstandard.get_frame_parameters(head)
         header_size = zstandard.frame_header_size(head)
     except zstandard.ZstdError as exc:
-        raise DecompressionError(f"zstd frame header is invalid: {exc}")
+        raise DecompressionError(f"zstd frame header is invalid: {exc}") from exc
     if params.content_size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
         raise DecompressionError(
             f"zstd frame does not declare its content size (the header says {length})"

@@ -2,9 +2,10 @@
 
 Every failure a user can cause (bad input, a corrupt file, a clash at the destination, a
 catalogue that says no) is an ``EngineError``; an interruption by a signal is ``Interrupted``,
-a ``KeyboardInterrupt``, so that nothing that handles bad inputs can swallow it.  Each class carries its own exit code, so the
-command line never decides exit codes ad hoc, and each instance carries where the problem is:
-the file, the region of the file (``header``, ``metadata``, ``block 12``, ``index``,
+a ``KeyboardInterrupt``, so that nothing that handles bad inputs can swallow it.  Each class
+carries its own exit code, so the command line never decides exit codes ad hoc, and each instance
+carries where the problem is: the file, the region of the file (``header``, ``metadata``,
+``block 12``, ``index``,
 ``trailer``), the byte offset, and the expected and actual values where there are any.
 ``str(error)`` is the one-line message printed to the user.
 
@@ -167,7 +168,8 @@ class InputNotFound(InputError, FileNotFoundError):
 
 
 class InputChanged(InputError):
-    """An input is no longer the file that was planned (swapped, rewritten or gone since merge-run planned it)."""
+    """An input is no longer the file that was planned (swapped, rewritten or gone since merge-run
+    planned it)."""
 
 
 class FormatError(EngineError, ValueError):
@@ -329,7 +331,8 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def os_reason(exc: OSError) -> str:
-    """What the operating system said about ``exc`` (``Permission denied``), for a one-line message."""
+    """What the operating system said about ``exc`` (``Permission denied``), for a one-line
+    message."""
     return exc.strerror or str(exc) or type(exc).__name__
 
 

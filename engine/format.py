@@ -375,7 +375,7 @@ def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator
     (``EVENT_COLUMNS`` order), which may come from anywhere (memory, a spool file)."""
     yield memoryview(INDEX_HEADER.pack(INDEX_MAGIC, 0, len(blocks), event_count, 0))
     yield np.ascontiguousarray(blocks, dtype=BLOCK_DTYPE).data.cast("B")
-    for column, (name, dtype) in enumerate(EVENT_COLUMNS):
+    for column, (_, dtype) in enumerate(EVENT_COLUMNS):
         for piece in column_pieces(column):
             yield np.ascontiguousarray(piece, dtype=dtype).data.cast("B")
 
@@ -406,12 +406,14 @@ def parse_index(buf, *, offset: int, digest: int, data_start: int) -> Index:
     return Index(blocks, EventTable(*columns))
 
 
-#: Rows of one event column read at a time when an index is checked or streamed (28 B each: 1.8 MiB).
+#: Rows of one event column read at a time when an index is checked or streamed
+#: (28 B each: 1.8 MiB).
 INDEX_CHUNK_EVENTS = 1 << 16
 
 
 def event_column_offsets(index_offset: int, nblocks: int, nevents: int) -> list[int]:
-    """File offset of each event column (``EVENT_COLUMNS`` order) of an index at ``index_offset``."""
+    """File offset of each event column (``EVENT_COLUMNS`` order) of an index at
+    ``index_offset``."""
     pos = index_offset + INDEX_HEADER_SIZE + nblocks * BLOCK_DTYPE.itemsize
     offsets = []
     for _, dtype in EVENT_COLUMNS:
@@ -485,7 +487,9 @@ def check_index(
     consistent = nblocks > 0 and int(ends[-1]) == nevents
     record_bytes = np.zeros(nblocks, dtype=np.int64)
     blocks_agree = True
-    for (name, dtype), at in zip(EVENT_COLUMNS, event_column_offsets(offset, nblocks, nevents)):
+    for (name, dtype), at in zip(
+        EVENT_COLUMNS, event_column_offsets(offset, nblocks, nevents), strict=True
+    ):
         size = np.dtype(dtype).itemsize
         for start in range(0, nevents, chunk_events):
             stop = min(start + chunk_events, nevents)

@@ -42,7 +42,8 @@ def parse_temporary_name(name: str) -> tuple[str, int] | None:
 
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` is running.  A zombie (dead, not yet reaped by its parent; in a
-    container, init may reap late or never) answers ``kill(pid, 0)`` but holds no file: not alive."""
+    container, init may reap late or never) answers ``kill(pid, 0)`` but holds no file: not
+    alive."""
     import psutil  # only when a temporary file of another process is met: off a merge's start-up
 
     try:
@@ -112,13 +113,13 @@ def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
     try:
         os.link(tmp, final)
     except FileExistsError:
-        raise OutputExists("output exists (use --force to replace it)", path=final)
+        raise OutputExists("output exists (use --force to replace it)", path=final) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
         # Filesystems without hard links: check, then rename (a narrow race remains there).
         if final.exists():
-            raise OutputExists("output exists (use --force to replace it)", path=final)
+            raise OutputExists("output exists (use --force to replace it)", path=final) from None
         os.rename(tmp, final)
         return
     os.unlink(tmp)

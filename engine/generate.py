@@ -1,4 +1,5 @@
-"""The synthetic run producer: unmerged TMB files of one run, as a reprocessing farm would leave them.
+"""The synthetic run producer: unmerged TMB files of one run, as a reprocessing farm would leave
+them.
 
 Merging is developed and benchmarked on these files, so they look like the real thing where it
 matters to a merge: one file per partition, named ``tmb_{run:010d}_p{partition:03d}.tmb``
@@ -85,7 +86,8 @@ def raw_parent_name(run: int, partition: int) -> str:
 
 
 def partition_numbers(first_partition: int, files: int, gap_every: int = 0) -> list[int]:
-    """Partition numbers of ``files`` files; with ``gap_every`` G, one number is skipped after every G files."""
+    """Partition numbers of ``files`` files; with ``gap_every`` G, one number is skipped after
+    every G files."""
     if gap_every <= 0:
         return [first_partition + i for i in range(files)]
     return [first_partition + i + i // gap_every for i in range(files)]
@@ -244,7 +246,8 @@ def _event_headers(
 
 
 def _hits(bitgen, n_hits: np.ndarray) -> np.ndarray:
-    """Hits of all events in order; within an event, channel ids rise in small steps from a random start."""
+    """Hits of all events in order; within an event, channel ids rise in small steps from a random
+    start."""
     t = _tables()
     n, total = len(n_hits), int(n_hits.sum())
     r = _random_u16(bitgen, 3 * total + n)
@@ -385,7 +388,8 @@ class GeneratedFile(NamedTuple):
 
 
 def job_times(seed: int, run: int, partition: int, n_events: int) -> tuple[str, str]:
-    """Plausible start and end of the reconstruction job (ISO 8601 with offset): 1.2-2.8 s per event."""
+    """Plausible start and end of the reconstruction job (ISO 8601 with offset): 1.2-2.8 s per
+    event."""
     rng = _rng(seed, run, partition, STREAM_JOB_TIMES)
     start = CAMPAIGN_START + timedelta(seconds=int(rng.integers(0, CAMPAIGN_DAYS * 86400)))
     end = start + timedelta(seconds=int(120 + n_events * rng.uniform(1.2, 2.8)))
@@ -595,7 +599,8 @@ def generate_run(
     fsync: bool = True,
     progress: Callable[[GeneratedFile], None] | None = None,
 ) -> list[GeneratedFile]:
-    """Write ``files`` unmerged TMB files of ``run`` into ``outdir`` (created if missing), with sidecars.
+    """Write ``files`` unmerged TMB files of ``run`` into ``outdir`` (created if missing), with
+    sidecars.
 
     ``jobs`` files are written at once in worker processes (default: one per core); each
     writer compresses on ``cores // jobs`` threads.  ``progress`` is called in this process
@@ -645,7 +650,7 @@ def generate_run(
             overwrite,
             fsync,
         )
-        for path, p in zip(paths, partitions)
+        for path, p in zip(paths, partitions, strict=True)
     ]
     done: list[GeneratedFile] = []
     if jobs == 1:
@@ -681,7 +686,7 @@ def _prepare_outdir(outdir: Path) -> Path:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create the output folder: {os_reason(exc)}", path=outdir)
+        raise UsageError(f"cannot create the output folder: {os_reason(exc)}", path=outdir) from exc
     return outdir
 
 

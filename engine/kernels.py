@@ -98,7 +98,8 @@ WALK_MESSAGES = {
 
 @numba.njit(nogil=True, cache=_CACHE)
 def frame_records(runs, events, lengths, payloads, payload_starts, out):
-    """Write records (16-byte header + payload) for events ``payloads[start:start+length]`` into ``out``.
+    """Write records (16-byte header + payload) for events ``payloads[start:start+length]`` into
+    ``out``.
 
     ``out`` must be exactly ``sum(lengths) + 16 * n`` bytes. Returns the xxh3-64 of each payload.
     """

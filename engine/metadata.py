@@ -102,7 +102,8 @@ class FileFacts(NamedTuple):
 
 
 def sidecar_path(data_path: str | os.PathLike) -> Path:
-    """The sidecar of ``data_path``: the same name with ``.json`` appended, in the same directory."""
+    """The sidecar of ``data_path``: the same name with ``.json`` appended, in the same
+    directory."""
     path = location(data_path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
@@ -363,7 +364,8 @@ def _integer(value: Any, field: str, *, minimum: int | None = None, bits: int = 
 
 
 def _checksums(value: Any, file_size: int | None) -> list[str]:
-    """One ``adler32:<8 hex>`` entry (from adler32 or enstore forms) first, other algorithms after."""
+    """One ``adler32:<8 hex>`` entry (from adler32 or enstore forms) first, other algorithms
+    after."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)):
@@ -456,7 +458,8 @@ SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 
 
 def source_date_epoch() -> int | None:
-    """``$SOURCE_DATE_EPOCH`` (reproducible builds: the time to write instead of the clock's), or None.
+    """``$SOURCE_DATE_EPOCH`` (reproducible builds: the time to write instead of the clock's), or
+    None.
 
     A value that is not a whole number of seconds is ignored, as reproducible-builds tools do."""
     text = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
@@ -508,7 +511,8 @@ def check_agreement(inputs: list[tuple[str, dict]]) -> dict:
             elif values[key] != seen[key][0]:
                 first, first_name = seen[key]
                 raise InconsistentInputs(
-                    f"inputs disagree on {key}: {_shown(first)} in {first_name} but {_shown(values[key])} in {name}"
+                    f"inputs disagree on {key}: {_shown(first)} in {first_name} but "
+                    f"{_shown(values[key])} in {name}"
                 )
     return {key: value for key, (value, _) in seen.items() if value is not None}
 
@@ -522,7 +526,8 @@ def _agreeing_values(name: str, md: dict) -> dict[str, Any]:
     run_types = list(dict.fromkeys(run[2] for run in md.get("runs", [])))
     if len(run_types) > 1:
         raise InconsistentInputs(
-            f"runs of one input disagree on run_type: {_shown(run_types[0])} and {_shown(run_types[1])}",
+            f"runs of one input disagree on run_type: {_shown(run_types[0])} and "
+            f"{_shown(run_types[1])}",
             path=name,
         )
     return {

@@ -3,8 +3,8 @@
 zstd decompression, pread, and the numba kernels all release the GIL, so a few threads keep
 every core busy without the cost of processes.  ``bounded_map`` keeps at most ``in_flight``
 items pending (bounded memory: each item may hold a block of several MiB) and yields results
-in input order, so callers can stream.  With one thread it runs inline, with no pool at all.  ``BufferPool``
-lends a few large buffers over and over (see its docstring for why).
+in input order, so callers can stream.  With one thread it runs inline, with no pool at all.
+``BufferPool`` lends a few large buffers over and over (see its docstring for why).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def bounded_map(
     in_flight: int | None = None,
     pool_always: bool = False,
 ) -> Iterator[R]:
-    """``fn`` over ``items`` on ``threads`` threads, results in order, at most ``in_flight`` pending.
+    """``fn`` over ``items`` on ``threads`` threads, results in order, at most ``in_flight``
+    pending.
 
     One thread runs inline unless ``pool_always`` (work that should run beside the caller).
     """

@@ -23,7 +23,8 @@ MAX_STRING_CHARS = 1 << 16
 
 
 def parse_json(data: bytes | str, *, what: str) -> Any:
-    """The JSON value in ``data`` (UTF-8), or a ``MetadataError`` naming ``what`` and the problem."""
+    """The JSON value in ``data`` (UTF-8), or a ``MetadataError`` naming ``what`` and the
+    problem."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
             data = bytes(data).decode("utf-8")
@@ -69,7 +70,8 @@ def _constant(text: str):
 
 
 def _check_tree(value: Any, what: str) -> None:
-    """Depth, and strings (keys included) that are valid Unicode and not absurdly long; no recursion."""
+    """Depth, and strings (keys included) that are valid Unicode and not absurdly long; no
+    recursion."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()

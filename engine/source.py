@@ -1,8 +1,8 @@
 """Block sources: the one way readers get a file's bytes, local or remote.
 
 A reader asks its source for ``pread(length, offset)``, ``readinto(view, offset)`` (a block into
-a leased buffer) and ``read_many(ranges)`` (several small ranges at once, for opening), ``current_size()`` (to
-notice a file that changed while it was read), and
+a leased buffer) and ``read_many(ranges)`` (several small ranges at once, for opening),
+``current_size()`` (to notice a file that changed while it was read), and
 announces the ranges it is about to read with ``will_need``.  ``LocalSource`` is the local
 file: ``pread``/``preadv`` on one descriptor, exactly the calls readers made before there
 were sources, and ``will_need`` costs nothing (the kernel reads ahead).  Remote files

@@ -7,7 +7,8 @@ Conventions, stated once so every report reads the same way:
 - Sizes and volumes are bytes, with the unit as the user wrote it.  ``k M G T P`` are decimal
   ("2G" and "2GB" are 2e9 bytes, a "40TB" campaign is 40e12 bytes, as storage vendors and
   catalogues count); ``Ki Mi Gi Ti Pi`` are binary ("2GiB" = 2 * 2**30).  Letter case does not
-  matter in a size ("2gib", "2GIB" and "2GiB" are the same); a trailing ``B`` (or ``b``) is optional.
+  matter in a size ("2gib", "2GIB" and "2GiB" are the same); a trailing ``B`` (or ``b``) is
+  optional.
 - Link rates follow network usage: a lowercase ``b`` (or ``bit``, ``bps``) counts bits, an
   uppercase ``B`` counts bytes, so "1Gb" and "1Gb/s" are 1e9 bits/s = 125 MB/s, and "1GB/s" is
   1e9 bytes/s.  Rates are returned in bytes per second.
@@ -43,8 +44,9 @@ _RATE_RE = re.compile(
 
 
 def parse_size(text: str | float) -> int:
-    """A size or volume in bytes: '2G' -> 2e9, '2GiB' -> 2147483648, '40TB' -> 40e12, '2gib' -> 2147483648,
-    4096 -> 4096.  Raises ``UsageError`` (exit 2) for anything else, or for a size that is not positive."""
+    """A size or volume in bytes: '2G' -> 2e9, '2GiB' -> 2147483648, '40TB' -> 40e12, '2gib' ->
+    2147483648, 4096 -> 4096.  Raises ``UsageError`` (exit 2) for anything else, or for a size that
+    is not positive."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = int(text)
     else:

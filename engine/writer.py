@@ -201,7 +201,8 @@ class TmbWriter:
         pending = self._take_pending()
         if pending is not None:
             runs, events, lengths, payloads = (
-                np.concatenate([a, b]) for a, b in zip(pending, (runs, events, lengths, payloads))
+                np.concatenate([a, b])
+                for a, b in zip(pending, (runs, events, lengths, payloads), strict=True)
             )
         starts = _starts(lengths)
         record_ends = np.cumsum(lengths.astype(np.int64) + RECORD_HEADER_SIZE)
@@ -226,7 +227,8 @@ class TmbWriter:
             begin = end
 
     def _take_pending(self):
-        """The buffered events as (runs, events, lengths, payloads) arrays, or None; the buffer empties."""
+        """The buffered events as (runs, events, lengths, payloads) arrays, or None; the buffer
+        empties."""
         parts = []
         if self._pending_batch is not None:
             parts.append(self._pending_batch)
@@ -250,7 +252,7 @@ class TmbWriter:
             return None
         if len(parts) == 1:
             return parts[0]
-        return tuple(np.concatenate(columns) for columns in zip(*parts))
+        return tuple(np.concatenate(columns) for columns in zip(*parts, strict=True))
 
     def _cut_pending(self) -> None:
         pending = self._take_pending()
@@ -346,7 +348,10 @@ class TmbWriter:
         self._drain()
         records = b"".join(memoryview(part[2]()).cast("B") for part in pending)
         events = EventTable(
-            *(np.concatenate(columns) for columns in zip(*(part[3].columns() for part in pending)))
+            *(
+                np.concatenate(columns)
+                for columns in zip(*(part[3].columns() for part in pending), strict=True)
+            )
         )
         data = self.codec.compress(records)
         header = BlockHeader(
@@ -399,7 +404,8 @@ class TmbWriter:
             self._cut_pending()
             self._drain()
             table = block_table(self._blocks)
-            # the index goes out column by column, block table after block table: never whole in memory
+            # the index goes out column by column, block table after block table: never whole in
+            # memory
             index_offset = self._adler.size
             index_digest = xxhash.xxh3_64()
             for part in index_parts(table, self._event_count, self._spool.column):

@@ -1,4 +1,5 @@
-"""A small campaign for the ``tmbmerge serve`` tests: catalogue, real merge-runs, certification, a server.
+"""A small campaign for the ``tmbmerge serve`` tests: catalogue, real merge-runs, certification, a
+server.
 
 ``build_campaign(folder)`` makes, in ``folder``:
 
@@ -107,7 +108,7 @@ def build_campaign(folder: Path) -> Campaign:
     raw[RAW_EVENT_SURPLUS_PARTITION] += 1
     raw[MISSING_PARTITION] = 40
     declare_raw_files(catalog, GOOD_RUN, raw)
-    for run, path in unmerged.items():
+    for path in unmerged.values():
         cli_subprocess("catalog", "import", path, "--catalog", catalog, "--declare-parents")
     merged = {
         GOOD_RUN: folder / "merged-good",
@@ -205,7 +206,7 @@ class CampaignServer:
             except requests.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     self.stop()
-                    raise AssertionError(f"tmbmerge serve is not answering; see {log}")
+                    raise AssertionError(f"tmbmerge serve is not answering; see {log}") from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: small generated runs of TMB files (with sidecars), and helpers to inspect results.
+"""Shared fixtures: small generated runs of TMB files (with sidecars), and helpers to inspect
+results.
 
 Generating files costs a JIT warm-up and some compression, so runs are generated once per
 session into a template folder and copied into each test's ``tmp_path``; tests may then damage
@@ -222,8 +223,8 @@ def _leftovers_fixture():
 
 @pytest.fixture(scope="session")
 def campaign(tmp_path_factory):
-    """The campaign of ``campaign_helpers.build_campaign`` (real merge-runs, certified), shared by the
-    ``tmbmerge serve`` tests; tests that change datasets make their own."""
+    """The campaign of ``campaign_helpers.build_campaign`` (real merge-runs, certified), shared by
+    the ``tmbmerge serve`` tests; tests that change datasets make their own."""
     from campaign_helpers import build_campaign
 
     return build_campaign(tmp_path_factory.mktemp("campaign"))

@@ -40,7 +40,8 @@ def assert_nothing_written(out, leftovers):
 def wait_for(
     condition, *, deadline: float = 60.0, interval: float = 0.002, what: str = "condition"
 ):
-    """Poll ``condition`` until it returns something true (returned), or fail after ``deadline`` s."""
+    """Poll ``condition`` until it returns something true (returned), or fail after
+    ``deadline`` seconds."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         value = condition()

@@ -1,4 +1,5 @@
-"""A small MetaCat server for tests: the web API calls tmbmerge makes, in memory, with the SAM test server's faults.
+"""A small MetaCat server for tests: the web API calls tmbmerge makes, in memory, with the SAM test
+server's faults.
 
 The calls, as MetaCat's own client makes them (``metacat.webapi.webapi.MetaCatClient`` in the
 ``metacat-client`` package, 4.1.5: ``declare_files``, ``get_file``, ``get_files``, ``query``),
@@ -174,9 +175,11 @@ class MetaCatServer(SamWebServer):
             run = re.fullmatch(r"core\.runs\[any\] = (\d+)", clause.strip())
             tier = re.fullmatch(r"core\.data_tier = '([^']*)'", clause.strip())
             if run:
-                tests.append(lambda r, n=int(run.group(1)): n in r["metadata"].get("core.runs", []))
+                wanted_run = int(run.group(1))
+                tests.append(lambda r, n=wanted_run: n in r["metadata"].get("core.runs", []))
             elif tier:
-                tests.append(lambda r, t=tier.group(1): r["metadata"].get("core.data_tier") == t)
+                wanted_tier = tier.group(1)
+                tests.append(lambda r, t=wanted_tier: r["metadata"].get("core.data_tier") == t)
             else:
                 return _error(400, "MQLSyntaxError", f"cannot parse {clause!r}")
         with self._lock:

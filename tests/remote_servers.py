@@ -2,7 +2,8 @@
 through its HTTP plugin with a self-signed certificate, ``https://`` (WebDAV: PUT, MOVE,
 PROPFIND, ``Want-Digest: adler32``), both on 127.0.0.1 with adler32 checksums enabled.
 
-``XrootdServer()`` starts one (``stop()``/``kill()`` end it, ``remove()`` also clears its folder); the session-scoped fixture
+``XrootdServer()`` starts one (``stop()``/``kill()`` end it, ``remove()`` also clears its folder);
+the session-scoped fixture
 ``xrootd_server`` is shared by the tests that only read and write, and the fault tests start
 their own (a server to kill, one whose checksum program lies).  ``CuttingProxy`` forwards a
 TCP port to a server and, after a given number of bytes in one direction, drops the

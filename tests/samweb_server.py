@@ -1,4 +1,5 @@
-"""A small SAM web server for tests: the API calls tmbmerge makes, an in-memory store, injectable failures.
+"""A small SAM web server for tests: the API calls tmbmerge makes, an in-memory store, injectable
+failures.
 
 It answers on 127.0.0.1 at an ephemeral port, in a thread of the test process, under
 ``/sam/EXPERIMENT/api``:

@@ -1,4 +1,5 @@
-"""The README's Python API example is a file the suite runs as written, and the README shows it verbatim."""
+"""The README's Python API example is a file the suite runs as written, and the README shows it
+verbatim."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def test_readme_shows_the_example_file_verbatim():
 
 
 def test_example_runs_as_written(tmp_path):
-    # as a script, in a fresh interpreter: worker processes re-import it (the __main__ guard matters)
+    # as a script, in a fresh interpreter: worker processes re-import it (the __main__ guard
+    # matters)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(EXAMPLE), str(tmp_path / "work")],

@@ -1,5 +1,5 @@
-"""``tmbmerge bench`` end to end on a tiny run: it finishes, reports every figure, and leaves no data
-behind, also when stopped with SIGTERM half-way.  No timing is asserted."""
+"""``tmbmerge bench`` end to end on a tiny run: it finishes, reports every figure, and leaves no
+data behind, also when stopped with SIGTERM half-way.  No timing is asserted."""
 
 from __future__ import annotations
 

@@ -25,9 +25,10 @@ def sample(seconds, nbytes=GB, **extra):
 
 def canned_samples():
     """Per-round samples of every step, 3 rounds, on a 1 GB run (rates are 1 GB / seconds)."""
-    merge = lambda s, rss, **e: [
-        sample(x, output_bytes=GB, peak_rss_bytes=rss, input_resident=1.0, **e) for x in s
-    ]
+
+    def merge(s, rss, **e):
+        return [sample(x, output_bytes=GB, peak_rss_bytes=rss, input_resident=1.0, **e) for x in s]
+
     return {
         "storage": [
             {
@@ -231,7 +232,8 @@ def test_spec_on_a_canned_report(tmp_path, report_file, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     lines = {line["key"]: line for line in result["lines"]}
-    # safe on 2 jobs: 1e9 / 2.5 s = 400 MB/s beats 1 job (1e9 / 3.1 s); link 125 MB/s; disk 800 / 2 -> link
+    # safe on 2 jobs: 1e9 / 2.5 s = 400 MB/s beats 1 job (1e9 / 3.1 s); link 125 MB/s;
+    # disk 800 / 2 -> link
     assert result["bottleneck"] == "link"
     assert lines["limit.merge"]["value"] == pytest.approx(400e6)
     assert lines["limit.merge"]["source"].startswith("figures['merge.safe.jobs2'].value")

@@ -141,7 +141,8 @@ def test_petabyte_in_ten_days_is_merge_bound():
 
 def test_forty_terabytes_over_a_one_gigabit_link_is_link_bound():
     # input rate = 40e12 / (30 * 86400) = 15,432,098.77 B/s
-    # limits: link 1 Gb/s = 125e6 B/s < merge 400e6 < disk 450e6 -> link; servers = ceil(15.43e6 / 87.5e6) = 1
+    # limits: link 1 Gb/s = 125e6 B/s < merge 400e6 < disk 450e6 -> link;
+    # servers = ceil(15.43e6 / 87.5e6) = 1
     sizing = size_campaign(
         Campaign(volume_bytes=40 * 10**12, days=30, link_rate=parse_rate("1Gb")), measured()
     )

@@ -1,4 +1,5 @@
-"""Issue 16: batched catalogue look-ups, the per-command cache, the request budget and the total deadline.
+"""Issue 16: batched catalogue look-ups, the per-command cache, the request budget and the total
+deadline.
 
 Against tests/samweb_server.py (which counts every request) and the sqlite catalogue.  The
 batched SAM web calls are those of SAM's own client (docs/CATALOG.md, "samweb+https:"):
@@ -174,7 +175,8 @@ def test_merge_run_reports_its_budget_and_asks_per_batch_not_per_input(
         report = result.json()
         kinds = sorted({(m, p.split("?")[0].rsplit("/api", 1)[1]) for m, p, _ in sam.requests})
         count = len(sam.requests)
-    # 6 inputs, 1 output: records (1), merged children (1), check before (1), POST (1), lineage after (1)
+    # 6 inputs, 1 output: records (1), merged children (1), check before (1), POST (1),
+    # lineage after (1)
     assert count == 5
     assert kinds == [("GET", "/files/list"), ("POST", "/files"), ("POST", "/files/metadata")]
     assert report["catalog"]["requests"] == count

@@ -346,8 +346,8 @@ def test_import_with_declare_parents_makes_placeholders(run_cli, url, tmp_path):
     )
     assert code == 0
     assert (
-        out
-        == f"declared 2, already declared 0, failed 0; 2 parents without sidecars in {tmp_path / 'in'} declared first\n"
+        out == "declared 2, already declared 0, failed 0; 2 parents without sidecars in "
+        f"{tmp_path / 'in'} declared first\n"
     )
 
 

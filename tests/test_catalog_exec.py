@@ -1,4 +1,5 @@
-"""The declare-only ``exec:`` catalogue: a site tool gets the metadata on stdin, its exit status decides."""
+"""The declare-only ``exec:`` catalogue: a site tool gets the metadata on stdin, its exit status
+decides."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ elif behaviour == "slow":
 
 @pytest.fixture
 def tool(tmp_path):
-    """``url(behaviour)`` names an exec catalogue running the fake site tool; ``calls()`` reads what it got."""
+    """``url(behaviour)`` names an exec catalogue running the fake site tool; ``calls()`` reads
+    what it got."""
     script = tmp_path / "declare tool.py"  # a space in the path: the URL must quote it
     script.write_text(TOOL)
     log = tmp_path / "calls.jsonl"

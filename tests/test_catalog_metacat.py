@@ -1,4 +1,5 @@
-"""The MetaCat client against tests/metacat_server.py: the shared contract, faults, and a declaring merge-run.
+"""The MetaCat client against tests/metacat_server.py: the shared contract, faults, and a declaring
+merge-run.
 
 The server implements the MetaCat web API calls the client makes, as MetaCat's own client
 (``metacat-client`` 4.1.5, ``metacat/webapi/webapi.py``) makes them: ``POST data/declare_files``

@@ -253,7 +253,7 @@ def test_two_merges_of_the_same_inputs_started_together_declare_once(tmb_big_run
         thumbnails = catalog.files(data_tier="thumbnail")
         assert len(thumbnails) == 1
         assert catalog.children(inputs[0].name) == thumbnails
-    for output, (stdout, stderr, code) in zip(outputs, finished):
+    for output, (stdout, stderr, code) in zip(outputs, finished, strict=True):
         if code == 0:
             assert json.loads(stdout)["declared"] == DECLARED and output.name in thumbnails
         elif "its inputs are merged already into" in stderr:  # the race: refused at its declaration

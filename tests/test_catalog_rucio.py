@@ -1,4 +1,5 @@
-"""Rucio replica registration (``--register rucio:RSE?scope=S&dataset=D``) with rucio-clients, against tests/rucio_server.py.
+"""Rucio replica registration (``--register rucio:RSE?scope=S&dataset=D``) with rucio-clients,
+against tests/rucio_server.py.
 
 The server implements the REST calls rucio-clients 41 makes for it (``rucio/client/
 baseclient.py``: ``GET /auth/userpass``; ``replicaclient.py``: ``POST /replicas``;
@@ -157,7 +158,7 @@ def test_a_failed_registration_keeps_the_output_and_retires_nothing(cli, rucio, 
 @pytest.mark.parametrize("fault", ["503", "drop", "hang"])
 def test_faults_are_catalogue_errors_not_hangs(rucio, tmp_path, fault):
     registration = RucioRegistration(SPEC, timeout=1)
-    registration.client  # authenticated before the fault
+    assert registration.client is not None  # authenticated before the fault
     {
         "503": lambda: rucio.fail_next(20, 503),
         "drop": lambda: rucio.drop_next(20),

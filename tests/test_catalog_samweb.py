@@ -1,4 +1,5 @@
-"""The SAM web client, against tests/samweb_server.py: API calls, retries, timeouts, authentication."""
+"""The SAM web client, against tests/samweb_server.py: API calls, retries, timeouts,
+authentication."""
 
 from __future__ import annotations
 
@@ -137,8 +138,8 @@ def test_lineage_and_list_endpoints(server, catalog):
     assert server.requests[-1][1].endswith("/lineage/parents?format=json")
     assert catalog.files(run=178000, data_tier="unmerged-thumbnail") == [unmerged()["file_name"]]
     assert (
-        server.requests[-1][1]
-        == "/sam/dzero/api/files/list?format=json&dims=run_number+178000+and+data_tier+unmerged-thumbnail"
+        server.requests[-1][1] == "/sam/dzero/api/files/list?format=json"
+        "&dims=run_number+178000+and+data_tier+unmerged-thumbnail"
     )
 
 
@@ -477,7 +478,8 @@ def test_plain_http_urls_are_sam_web(url):
 
 
 def test_unreachable_catalogue_is_named_with_the_whole_reason(monkeypatch):
-    """Issue 10: an unreachable SAM host gives its server and the system's reason, not a cut message."""
+    """Issue 10: an unreachable SAM host gives its server and the system's reason, not a cut
+    message."""
     import socket
 
     from bindings.catalog.registry import open_catalog

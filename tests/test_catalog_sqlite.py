@@ -1,4 +1,5 @@
-"""The embedded SQLite catalogue: the shared contract, URL forms, schema, transactions, processes."""
+"""The embedded SQLite catalogue: the shared contract, URL forms, schema, transactions,
+processes."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def test_builtin_schemes_are_registered_when_uninstalled_too():
 def _install_plugin(
     directory: Path, monkeypatch, group: str, name: str, target: str, module_text: str
 ) -> None:
-    """A distribution installed only on sys.path: a module and a .dist-info declaring one entry point."""
+    """A distribution installed only on sys.path: a module and a .dist-info declaring one entry
+    point."""
     module = target.split(":")[0]
     (directory / f"{module}.py").write_text(module_text)
     info = directory / "tmbmerge_test_plugin-1.0.dist-info"

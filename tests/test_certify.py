@@ -72,7 +72,8 @@ def test_read_out_equals_a_per_event_parse(tmb_run, read_event_list):
 
 
 def _records(payloads: list[bytes]) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """Record bytes of a block holding ``payloads`` (16-byte record headers), offsets and lengths."""
+    """Record bytes of a block holding ``payloads`` (16-byte record headers), offsets and
+    lengths."""
     out, offsets = bytearray(), []
     for i, payload in enumerate(payloads):
         out += struct.pack("<IQI", RUN, i + 1, len(payload))

@@ -1,4 +1,5 @@
-"""``tmbmerge dump`` and ``tmbmerge verify`` through ``bindings.cli.main``: output, JSON, exit codes.
+"""``tmbmerge dump`` and ``tmbmerge verify`` through ``bindings.cli.main``: output, JSON, exit
+codes.
 
 Most tests call ``main([...])`` in-process and read stdout/stderr with capsys; a few run a
 subprocess where the process boundary is the point: which heavy modules a command imports
@@ -114,7 +115,7 @@ def test_dump_text_events(capsys, good):
         blocks = reader.events.block.tolist()
     assert rows == [
         [str(r), str(e), str(len(p)), f"{xxh3_64(p):016x}", str(b)]
-        for (r, e, p), b in zip(EVENTS, blocks)
+        for (r, e, p), b in zip(EVENTS, blocks, strict=True)
     ]
 
 

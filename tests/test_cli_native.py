@@ -1,4 +1,5 @@
-"""The command as people outside the project reach it: ``python -m tmbmerge``, ``--version``, package data."""
+"""The command as people outside the project reach it: ``python -m tmbmerge``, ``--version``,
+package data."""
 
 from __future__ import annotations
 

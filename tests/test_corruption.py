@@ -1,4 +1,5 @@
-"""Damaged files: every flipped byte, every truncation, hostile lengths and broken framing are caught.
+"""Damaged files: every flipped byte, every truncation, hostile lengths and broken framing are
+caught.
 
 Two small files (3 blocks each; one zstd, one ``none``) are written once.  Then:
 
@@ -105,7 +106,7 @@ def write_sample(path: Path, codec: str) -> Layout:
             r.file_size,
             r.header.metadata_length,
             blocks["offset"].tolist(),
-            list(zip(blocks["first_event"].tolist(), blocks["event_count"].tolist())),
+            list(zip(blocks["first_event"].tolist(), blocks["event_count"].tolist(), strict=True)),
             r.events.length.tolist(),
             r.index_offset,
             blocks,
@@ -163,7 +164,8 @@ def test_every_flipped_byte_is_caught_naming_its_region(sample):
                 where = f"byte {offset} ^ {mask:#04x} ({codec})"
                 assert error.region == expected_region, f"{where}: {error!r}"
                 assert str(path) in str(error) and expected_region in str(error), where
-                # the magic included: the header's digest proves a TMB header, so damage is integrity
+                # the magic included: the header's digest proves a TMB header, so damage is
+                # integrity
                 assert isinstance(error, IntegrityError) and error.exit_code == 5, (
                     f"{where}: {error!r}"
                 )
@@ -249,7 +251,8 @@ def reseal_tail(buf: bytearray, layout: Layout) -> None:
 
 
 def reseal_block_data(buf: bytearray, layout: Layout, block: int) -> None:
-    """After editing a ``none`` block's bytes: new digests in its header and index entry, resealed."""
+    """After editing a ``none`` block's bytes: new digests in its header and index entry,
+    resealed."""
     start = layout.block_offsets[block]
     length = int(layout.blocks["compressed_length"][block])
     digest = xxh3_64(bytes(buf[start + BLOCK_HEADER_SIZE : start + BLOCK_HEADER_SIZE + length]))
@@ -314,49 +317,49 @@ HOSTILE = [
     ("trailer block count 2**40", hostile_trailer(40, 2**40), LayoutError, "trailer"),
     (
         "index block count u64 max",
-        hostile_index(lambda l: l.index_offset + 8, "Q", U64_MAX),
+        hostile_index(lambda layout: layout.index_offset + 8, "Q", U64_MAX),
         LayoutError,
         "index",
     ),
     (
         "index event count 2**40",
-        hostile_index(lambda l: l.index_offset + 16, "Q", 2**40),
+        hostile_index(lambda layout: layout.index_offset + 16, "Q", 2**40),
         LayoutError,
         "index",
     ),
     (
         "index entry stored length",
-        hostile_index(lambda l: l.entry_offset(0) + 8, "I", U32_MAX),
+        hostile_index(lambda layout: layout.entry_offset(0) + 8, "I", U32_MAX),
         LayoutError,
         "index",
     ),
     (
         "index entry uncompressed length",
-        hostile_index(lambda l: l.entry_offset(0) + 12, "I", U32_MAX),
+        hostile_index(lambda layout: layout.entry_offset(0) + 12, "I", U32_MAX),
         LayoutError,
         "index",
     ),
     (
         "index entry event count",
-        hostile_index(lambda l: l.entry_offset(0) + 16, "I", U32_MAX),
+        hostile_index(lambda layout: layout.entry_offset(0) + 16, "I", U32_MAX),
         LayoutError,
         "index",
     ),
     (
         "index entry first event",
-        hostile_index(lambda l: l.entry_offset(1) + 24, "Q", U64_MAX),
+        hostile_index(lambda layout: layout.entry_offset(1) + 24, "Q", U64_MAX),
         LayoutError,
         "index",
     ),
     (
         "index event length",
-        hostile_index(lambda l: l.column_offset("length"), "I", U32_MAX),
+        hostile_index(lambda layout: layout.column_offset("length"), "I", U32_MAX),
         LayoutError,
         "index",
     ),
     (
         "index event block number",
-        hostile_index(lambda l: l.column_offset("block"), "I", U32_MAX),
+        hostile_index(lambda layout: layout.column_offset("block"), "I", U32_MAX),
         LayoutError,
         "index",
     ),
@@ -451,7 +454,8 @@ def test_misaligned_records_are_a_framing_error(none_sample):
 
 @pytest.mark.timeout(10)
 def test_record_disagreeing_with_the_index_fails_deep(none_sample):
-    """A record's run number changed, block digests recomputed: deep verify compares it to the index."""
+    """A record's run number changed, block digests recomputed: deep verify compares it to the
+    index."""
     buf, layout, folder = none_sample
     second = record_offsets(layout, 0)[1]
     put(buf, second, "I", 176853)

@@ -8,6 +8,7 @@ distribution, the compression ratio, the payload structure, and byte-identical d
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import zlib
@@ -134,7 +135,7 @@ def test_split_run_gives_the_same_files(small_run, tmp_path):
         tmp_path, run=RUN, files=2, events_per_file=120, seed=11, first_partition=6, jobs=1
     )
     assert [f.partition for f in again] == [6, 7]
-    for original, other in zip(files[2:4], again):
+    for original, other in zip(files[2:4], again, strict=True):
         assert other.path.read_bytes() == original.path.read_bytes()
         assert other.sidecar.read_bytes() == original.sidecar.read_bytes()
 
@@ -181,7 +182,7 @@ def test_batches_end_where_the_writer_cuts_blocks(tmp_path):
     lengths = event_sizes(9, RUN, 2, 2000, 15.0)
     batches = block_batches(lengths, 256 << 10, batch_bytes=1 << 20)
     assert batches[0][0] == 0 and batches[-1][1] == 2000
-    assert all(a[1] == b[0] for a, b in zip(batches, batches[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(batches))
     f = generate_file(
         tmp_path / "blocks.tmb",
         run=RUN,
@@ -197,7 +198,7 @@ def test_batches_end_where_the_writer_cuts_blocks(tmp_path):
     assert len(blocks) >= 10
     records = lengths + 16
     firsts = blocks["first_event"].astype(np.int64)
-    for size, nxt in zip(blocks["uncompressed_length"][:-1], firsts[1:]):
+    for size, nxt in zip(blocks["uncompressed_length"][:-1], firsts[1:], strict=True):
         assert size + records[nxt] > 1 << 20  # every block but the last is full
 
 
@@ -205,7 +206,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     one = generate_run(tmp_path / "a", run=RUN, files=3, events_per_file=40, seed=21, jobs=1)
     two = generate_run(tmp_path / "b", run=RUN, files=3, events_per_file=40, seed=21, jobs=3)
     other = generate_run(tmp_path / "c", run=RUN, files=1, events_per_file=40, seed=22, jobs=1)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         assert a.path.read_bytes() == b.path.read_bytes()
         assert a.sidecar.read_bytes() == b.sidecar.read_bytes()
         assert read_events(a.path) == read_events(b.path)

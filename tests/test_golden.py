@@ -83,7 +83,8 @@ def test_writer_reproduces_the_mixed_file_under_the_same_libzstd(tmp_path):
         made_with = reader.metadata["zstd_version"]
     if made_with != golden.libzstd_version():
         pytest.skip(
-            f"{MIXED.name} was compressed by libzstd {made_with}, this is {golden.libzstd_version()}"
+            f"{MIXED.name} was compressed by libzstd {made_with}, this is "
+            f"{golden.libzstd_version()}"
         )
     result = golden.write_mixed(tmp_path)
     assert result.path.read_bytes() == MIXED.read_bytes()
@@ -112,7 +113,7 @@ def doc_tables() -> dict[str, list[dict[str, str]]]:
                 columns = cells
                 tables[heading] = []
             elif not set("".join(cells)) <= set("-: "):
-                tables[heading].append(dict(zip(columns, cells)))
+                tables[heading].append(dict(zip(columns, cells, strict=True)))
         else:
             columns = None
     return tables
@@ -246,7 +247,7 @@ def test_none_file_fields_at_documented_offsets():
     assert L["blocks"][0] == meta_end
     block_ends = L["blocks"][1:] + [L["index_offset"]]
     first = 0
-    for number, (start, end) in enumerate(zip(L["blocks"], block_ends)):
+    for number, (start, end) in enumerate(zip(L["blocks"], block_ends, strict=True)):
         stored = data[start + 48 : end]
         count = 4 if number == 0 else 3
         check_doc_table(

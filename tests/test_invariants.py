@@ -18,9 +18,10 @@ The matrix: ``kill -9`` of ``merge-run`` at random moments (seeded delays after 
 writes an output, publishes one, retires an input), ENOSPC while writing an
 output, a catalogue failing in the middle of declaring, a catalogue whose record of an output
 does not match it, an input swapped between planning and merging, and the mistakes of the
-issue's findings (an output folder that is the input folder, run twice; a damaged input with --skip-bad and retirement; a damaged published output
-before a retiring rerun; an edited journal row).  Each fault is followed by a rerun without it,
-which must complete the run.  Small generated runs keep the whole file to a few tens of seconds.
+issue's findings (an output folder that is the input folder, run twice; a damaged input with
+--skip-bad and retirement; a damaged published output before a retiring rerun; an edited journal
+row).  Each fault is followed by a rerun without it, which must complete the run.  Small generated
+runs keep the whole file to a few tens of seconds.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _keys(path) -> list[tuple[int, int]]:
     from engine import open_file
 
     with open_file(path) as reader:
-        return list(zip(reader.events.run.tolist(), reader.events.event.tolist()))
+        return list(zip(reader.events.run.tolist(), reader.events.event.tolist(), strict=True))
 
 
 class Ledger:
@@ -222,7 +223,7 @@ def test_kill_9_at_random_moments_of_a_retiring_merge_run(catalogued_run, tmp_pa
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(
-                lambda: process.poll() is not None or reached(),
+                lambda process=process, reached=reached: process.poll() is not None or reached(),
                 interval=0.001,
                 what="the moment to kill",
             )

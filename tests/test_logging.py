@@ -74,7 +74,8 @@ def test_merge_run_logs_each_output_and_streams_it(tmb_run, tmp_path, caplog):
     seen = []
 
     def on_output(report):
-        # called as each output is published: the later ones do not exist yet (one at a time, in order)
+        # called as each output is published: the later ones do not exist yet (one at a time,
+        # in order)
         seen.append((report.output.name, sorted(p.name for p in out_dir.glob("*.tmb"))))
 
     total = sum(p.stat().st_size for p in tmb_run)
@@ -132,8 +133,8 @@ def test_cli_verbosity_maps_onto_logging(cli, tmb_run, tmp_path):
 def test_merge_run_prints_a_line_per_output_before_the_run_ends(
     cli, capsys, tmb_run, tmp_path, monkeypatch
 ):
-    """The lines come while the run goes on, so a log file follows it: the first output's line is out
-    before the second output is merged."""
+    """The lines come while the run goes on, so a log file follows it: the first output's line is
+    out before the second output is merged."""
     import engine.merge.run as run_module
 
     printed_before = []

@@ -65,8 +65,9 @@ class SqliteBackend:
             pass  # make sure the schema exists
         with sqlite3.connect(self.path) as db:
             db.execute(
-                "CREATE TRIGGER refuse_merged BEFORE INSERT ON files WHEN NEW.data_tier = 'thumbnail' "
-                "BEGIN SELECT RAISE(ABORT, 'the catalogue refuses merged files today'); END"
+                "CREATE TRIGGER refuse_merged BEFORE INSERT ON files WHEN NEW.data_tier = "
+                "'thumbnail' BEGIN SELECT RAISE(ABORT, 'the catalogue refuses merged files "
+                "today'); END"
             )
 
     def accept_declarations(self) -> None:

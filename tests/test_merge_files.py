@@ -131,7 +131,7 @@ def test_merge_json_report(cli, tmb_run, out_dir):
     assert report["file_size"] == md["file_size"] == out.stat().st_size
     assert report["event_count"] == md["event_count"] == sum(i["events"] for i in report["inputs"])
     assert [i["file"] for i in report["inputs"]] == [str(p) for p in tmb_run]
-    for item, path in zip(report["inputs"], tmb_run):
+    for item, path in zip(report["inputs"], tmb_run, strict=True):
         assert item["accepted"] is True
         assert item["checksum"] == read_sidecar(path)["checksum"][0]
         assert item["file_size"] == path.stat().st_size

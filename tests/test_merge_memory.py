@@ -105,7 +105,8 @@ def test_merge_with_few_open_files(tmp_path):
         import resource, sys
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
         from engine.merge import merge_files, MergeSpec
-        report = merge_files(sys.argv[2:], sys.argv[1], MergeSpec(mode="safe", metadata="none", fsync=False))
+        spec = MergeSpec(mode="safe", metadata="none", fsync=False)
+        report = merge_files(sys.argv[2:], sys.argv[1], spec)
         print(report.event_count)
     """)
     done = subprocess.run(
@@ -145,7 +146,7 @@ def _reference(tables) -> dict:
     """Every (run, event) in order: a table's first repeat, and the table first holding it."""
     seen, found = {}, {}
     for t, table in enumerate(tables):
-        for run, event in zip(table.run.tolist(), table.event.tolist()):
+        for run, event in zip(table.run.tolist(), table.event.tolist(), strict=True):
             if (run, event) in seen:
                 found.setdefault(t, (run, event, seen[(run, event)]))
             else:

@@ -117,8 +117,8 @@ def test_killed_merge_run_resumes(jobs, cli, tmb_big_run, tmp_path, read_event_l
                     f"merge-run ended before it was killed ({process.returncode}): "
                     f"{(tmp_path / 'stderr.txt').read_text()}"
                 )
-            # published: the data file and its sidecar (the window between the two renames has a test
-            # of its own below; landing in it here would make this test fail for that reason)
+            # published: the data file and its sidecar (the window between the two renames has a
+            # test of its own below; landing in it here would make this test fail for that reason)
             return any(
                 (out_dir / name).exists() and sidecar_path(out_dir / name).exists()
                 for name in names
@@ -283,9 +283,9 @@ def test_failure_after_the_data_file_is_named_leaves_both_or_neither(
 def test_a_signal_while_publishing_waits_until_both_are_published(
     monkeypatch, tmb_run, tmp_path, leftovers
 ):
-    """SIGTERM (turned into ``Interrupted`` as the command line does) arrives between the two renames.
-    The kernel hands a process-directed signal to any thread that does not block it, and the
-    process has other threads (a live progress display, a queue feeder, a thread pool): here a
+    """SIGTERM (turned into ``Interrupted`` as the command line does) arrives between the two
+    renames. The kernel hands a process-directed signal to any thread that does not block it, and
+    the process has other threads (a live progress display, a queue feeder, a thread pool): here a
     helper thread receives it.  Publishing must still end with both names or neither."""
     import threading
 
@@ -373,8 +373,8 @@ def test_interrupted_while_staging_the_sidecar_leaves_no_temporary(
 def test_temporaries_of_a_killed_writer_are_removed_before_it_is_reaped(
     cli, tmb_run, tmp_path, leftovers
 ):
-    """A merge killed with its whole process group (a batch system's kill, the OOM killer) leaves its
-    temporary output and staged sidecar, named after its pid.  Until its parent (init, in a
+    """A merge killed with its whole process group (a batch system's kill, the OOM killer) leaves
+    its temporary output and staged sidecar, named after its pid.  Until its parent (init, in a
     container often a process that reaps late or never) reaps it, that pid is a zombie: dead,
     holding no file or lock, yet ``kill(pid, 0)`` still succeeds.  A rerun must remove them."""
     folder = tmb_run[0].parent

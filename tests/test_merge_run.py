@@ -1,4 +1,5 @@
-"""``plan_run`` / ``tmbmerge plan`` and ``merge_run`` / ``tmbmerge merge-run`` / ``tmbmerge status``.
+"""``plan_run`` / ``tmbmerge plan`` and ``merge_run`` / ``tmbmerge merge-run`` /
+``tmbmerge status``.
 
 - Planning: outputs never mix runs, hold consecutive partitions in partition order (whatever
   the order of the arguments), are as few as the target size allows and of similar size; an
@@ -52,7 +53,8 @@ def three_output_target(paths) -> int:
 
 
 def fewest_outputs(sizes, target) -> int:
-    """The fewest runs of consecutive inputs with each run's total within ``target`` (greedy is optimal)."""
+    """The fewest runs of consecutive inputs with each run's total within ``target`` (greedy is
+    optimal)."""
     count, current = 0, None
     for size in sizes:
         if current is None or current + size > target:

@@ -539,7 +539,8 @@ def test_now_iso_has_an_offset_and_is_now():
 
 @pytest.mark.parametrize("value", [7, {"adler32": "0000abcd"}, 1.5, True])
 def test_a_checksum_that_is_not_a_list_is_a_metadata_error(value):
-    """Found by the fuzzer: ``"checksum": 7`` in a sidecar made merge-run's planning raise TypeError."""
+    """Found by the fuzzer: ``"checksum": 7`` in a sidecar made merge-run's planning raise
+    TypeError."""
     from engine.checksums import adler32_from_checksums
     from engine.errors import MetadataError
 

@@ -53,7 +53,8 @@ def test_damage_is_reported_from_the_checking_thread(many_blocks):
 
 
 def test_a_file_cut_after_it_was_opened(many_blocks):
-    """The file shrinks between open and reading (a writer truncating it): a clean truncation error."""
+    """The file shrinks between open and reading (a writer truncating it): a clean truncation
+    error."""
     with engine.open_file(many_blocks) as reader:
         cut = int(reader.blocks[9]["offset"]) + 100
         with open(many_blocks, "r+b") as f:

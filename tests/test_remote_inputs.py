@@ -20,7 +20,8 @@ WORKTREE = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def served_run(remote_env, tmb_run, request):
-    """The small run copied onto the server, in a folder of its own: (root URL, https URL, data dir)."""
+    """The small run copied onto the server, in a folder of its own: (root URL, https URL,
+    data dir)."""
     folder = f"run-{request.node.name}"[:60].replace("[", "-").replace("]", "")
     for path in tmb_run:
         remote_env.put(path, folder)
@@ -160,7 +161,7 @@ def test_file_growing_during_the_read_is_refused(served_run, tmb_run):
         with open(data / name, "ab") as f:
             f.write(b"x" * 1000)
         with pytest.raises(InputError, match="changed size"):
-            for block in reader.iter_blocks():
+            for _ in reader.iter_blocks():
                 pass
 
 
@@ -216,7 +217,8 @@ def test_local_merge_does_not_load_remote_clients(tmb_run, tmp_path):
     code = (
         "import sys; from engine.merge import merge_files; "
         f"merge_files({[str(p) for p in tmb_run[:2]]!r}, {str(tmp_path / 'm.tmb')!r}); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('XRootD', 'pyxrootd', 'requests')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('XRootD', 'pyxrootd', "
+        "'requests')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],

@@ -1,4 +1,5 @@
-"""Byte-reproducible merges: the same inputs and options give the same output and sidecar, byte for byte."""
+"""Byte-reproducible merges: the same inputs and options give the same output and sidecar, byte for
+byte."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def test_source_date_epoch_fixes_every_timestamp(cli, tmb_run, tmp_path, monkeyp
 
 
 def test_file_id_follows_content(cli, tmb_run, tmp_path, monkeypatch):
-    """The UUID is derived from what the merge writes: the same merge gives the same id, another mode
-    or other inputs another (without SOURCE_DATE_EPOCH or --reproducible, the clock's time decides)."""
+    """The UUID is derived from what the merge writes: the same merge gives the same id, another
+    mode or other inputs another (without SOURCE_DATE_EPOCH or --reproducible, the clock's time
+    decides)."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     ids = {}
     for name, options in {

@@ -41,7 +41,8 @@ _names = itertools.count()
 
 
 def write_file(path, events, *, codec, block_bytes, threads, plan):
-    """Write ``events`` following ``plan`` (path, chunk size) pairs, cycling until all are written."""
+    """Write ``events`` following ``plan`` (path, chunk size) pairs, cycling until all are
+    written."""
     with TmbWriter(
         path, codec=codec, block_bytes=block_bytes, threads=threads, fsync=False
     ) as writer:
@@ -129,7 +130,8 @@ def test_events_round_trip(tmp_path, events, block_bytes, codec, threads, plan):
     block_bytes=st.integers(64, 8192),
 )
 def test_large_batch_round_trip(tmp_path, n, max_len, seed, codec, threads, block_bytes):
-    """Thousands of events in one ``write_batch``: many blocks, cut with no per-event Python loop."""
+    """Thousands of events in one ``write_batch``: many blocks, cut with no per-event Python
+    loop."""
     rng = np.random.default_rng(seed)
     runs = rng.integers(0, 2**32, n, dtype=np.uint32)
     numbers = rng.integers(0, 2**63, n, dtype=np.uint64)

@@ -2,8 +2,8 @@
 published them twice.  (Findings 6 and 7, the SAM web client's answers and the race-free
 not-merged-twice check, are tested with the catalogue backends.)
 
-1. an output that is one of the inputs (by name, symlink or hard link) is refused, even with --force;
-2. ``merge-run d --out-dir d`` run twice does not merge its own output again;
+1. an output that is one of the inputs (by name, symlink or hard link) is refused, even with
+--force; 2. ``merge-run d --out-dir d`` run twice does not merge its own output again;
 3. an input skipped as damaged (--skip-bad) is never retired;
 4. the journal identifies inputs by resolved path and (st_dev, st_ino): a rerun from another
    folder, or an edited journal row, retires nothing it did not merge;

@@ -131,7 +131,9 @@ def test_a_dataset_walks_the_plan_states_with_history(server, dataset):
     described = requests.get(base, timeout=30).json()
     assert described["state"] == "copied-back" and described["next_states"] == []
     history = described["history"]
-    assert [(h["from"], h["to"]) for h in history] == list(zip([None] + STATES[:-1], STATES))
+    assert [(h["from"], h["to"]) for h in history] == list(
+        zip([None] + STATES[:-1], STATES, strict=True)
+    )
     assert all(h["site"] == described["site"] and h["at"] for h in history)
     assert history[-1]["note"] == "to copied-back"
     final = requests.post(
@@ -500,7 +502,8 @@ def test_recovery_lists_what_is_missing_or_failed(server, campaign):
 
 
 def test_executing_the_recovery_command_resumes_the_damaged_run(campaign, tmp_path):
-    """Own server (this changes the damaged run): repair the input, run the listed command, see it resume."""
+    """Own server (this changes the damaged run): repair the input, run the listed command, see it
+    resume."""
     from engine.merge.journal import Journal
 
     server = CampaignServer(campaign.catalog, campaign.journals, log=tmp_path / "serve.log")
@@ -512,7 +515,8 @@ def test_executing_the_recovery_command_resumes_the_damaged_run(campaign, tmp_pa
         ]
         assert [i["kind"] for i in items] == ["output-failed"]
         command = items[0]["command"]
-        # the run's folder was merged without --run: the command repeats that (another --run is refused)
+        # the run's folder was merged without --run: the command repeats that (another --run is
+        # refused)
         assert command.startswith("tmbmerge merge-run ") and "--run" not in command
         shutil.copy2(campaign.spare_copy, campaign.damaged_file)  # the repaired input
         words = shlex.split(command)
@@ -540,8 +544,8 @@ def test_executing_the_recovery_command_resumes_the_damaged_run(campaign, tmp_pa
 
 
 def test_an_input_skipped_as_bad_is_listed_and_its_command_merges_it(tmp_path):
-    """A robust merge leaves a damaged input out: monitoring shows it with its reason, recovery gives
-    the command; once the input is repaired, the command merges it and the item is gone."""
+    """A robust merge leaves a damaged input out: monitoring shows it with its reason, recovery
+    gives the command; once the input is repaired, the command merges it and the item is gone."""
     from campaign_helpers import damage
     from conftest import generate_tmb_run
 

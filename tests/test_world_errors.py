@@ -35,7 +35,8 @@ def _fd_path(fd: int) -> str:
 
 @pytest.fixture
 def full_disk_for(monkeypatch):
-    """``full_disk_for(marker)``: every write to a file whose path holds ``marker`` fails with ENOSPC."""
+    """``full_disk_for(marker)``: every write to a file whose path holds ``marker`` fails with
+    ENOSPC."""
     real_write = os.write
 
     def install(marker: str):
@@ -88,7 +89,8 @@ def test_one_output_failing_of_a_full_disk_does_not_stop_merge_run(
 
 
 def test_a_bug_in_one_output_is_recorded_and_the_others_go_on(cli, tmb_run, tmp_path, monkeypatch):
-    """Even an exception that is no EngineError (a bug) fails only its own output: journaled, summed up."""
+    """Even an exception that is no EngineError (a bug) fails only its own output: journaled,
+    summed up."""
     from engine.merge import run as run_module
 
     folder = tmb_run[0].parent
@@ -174,8 +176,8 @@ def test_full_disk_writing_the_journal(cli, tmb_run, tmp_path, monkeypatch):
     result = cli("merge-run", tmb_run[0].parent, "--out-dir", out_dir)
     assert result.code == 7, result.err
     assert (
-        f"{out_dir / '.tmbmerge-journal.sqlite'}: cannot write the merge-run journal: database or disk is full"
-        in result.err
+        f"{out_dir / '.tmbmerge-journal.sqlite'}: cannot write the merge-run journal: database "
+        "or disk is full" in result.err
     )
 
 
@@ -211,7 +213,8 @@ def test_damaged_sqlite_catalogue_schema(cli, tmp_path):
 
 
 def test_an_os_error_escaping_a_command_is_named_not_a_bug(cli, tmp_path, monkeypatch):
-    """The command line's last net: an OSError no layer translated still exits 3 or 7, naming the file."""
+    """The command line's last net: an OSError no layer translated still exits 3 or 7, naming the
+    file."""
     import engine.verify
 
     def explode(*args, **kwargs):

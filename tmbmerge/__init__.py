@@ -1,4 +1,5 @@
-"""The ``tmbmerge`` name for Python's ``-m``: ``python -m tmbmerge ARGS`` is the ``tmbmerge`` command.
+"""The ``tmbmerge`` name for Python's ``-m``: ``python -m tmbmerge ARGS`` is the ``tmbmerge``
+command.
 
 The library itself is ``engine`` (merging, verification, the TMB container) and the command line
 ``bindings.cli``; this package only gives the command the name people type.

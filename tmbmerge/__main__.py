@@ -1,4 +1,5 @@
-"""``python -m tmbmerge ...``: the ``tmbmerge`` command, for environments without the script on PATH."""
+"""``python -m tmbmerge ...``: the ``tmbmerge`` command, for environments without the script on
+PATH."""
 
 import sys
 

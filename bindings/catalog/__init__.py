@@ -3,7 +3,8 @@
 ``open_catalog(url)`` returns a ``Catalog`` for a URL:
 
 - ``sqlite:///abs/path.db`` or ``sqlite:relative.db``: the embedded catalogue (default);
-- ``samweb+https://HOST/sam/EXPERIMENT/api`` (or ``samweb+http``, or plain ``https://...``): a SAM web server;
+- ``samweb+https://HOST/sam/EXPERIMENT/api`` (or ``samweb+http``, or plain ``https://...``): a SAM
+  web server;
 - ``metacat+https://HOST/PATH?namespace=NS&dataset=NS:NAME``: a MetaCat server;
 - ``exec:COMMAND``: a site's own declaration tool (declare-only).
 

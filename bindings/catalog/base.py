@@ -151,6 +151,7 @@ class Catalog(ABC):
     def require_existing(cls, url: str) -> None:
         """Raise ``CatalogError`` if the catalogue ``url`` names does not exist yet (backends that
         would create one on opening say so here; others exist or fail on their own)."""
+        return None  # the default: nothing to check before opening
 
     @abstractmethod
     def get(self, file_name: str) -> dict:
@@ -224,7 +225,8 @@ class Catalog(ABC):
         )
 
     def conflicts_after(self, metadata: dict, tier: str) -> list[str]:
-        """``exclusive_conflicts`` once ``metadata`` is declared (a backend may ask it more cheaply then)."""
+        """``exclusive_conflicts`` once ``metadata`` is declared (a backend may ask it more cheaply
+        then)."""
         return self.exclusive_conflicts(metadata, tier)
 
     def declare_without_transactions(
@@ -275,6 +277,7 @@ class Catalog(ABC):
 
     def close(self) -> None:
         """Release connections; the catalogue cannot be used afterwards."""
+        return None  # the default: a backend holding no connection has nothing to release
 
     def __enter__(self) -> Catalog:
         return self
@@ -348,7 +351,8 @@ def check_redeclaration(existing: dict, new: dict) -> None:
 
 def unknown_parent_error(file_name: str, missing: list[str]) -> UnknownParent:
     return UnknownParent(
-        f"parents not declared: {', '.join(missing)} (declare them first, or use --declare-parents)",
+        f"parents not declared: {', '.join(missing)} (declare them first, or use "
+        "--declare-parents)",
         path=file_name,
     )
 
@@ -359,8 +363,8 @@ def already_merged_error(
     """The refusal of a declaration whose inputs are merged already (``exclusive_tier``)."""
     if after:
         return AlreadyMerged(
-            f"declared, but its inputs were declared merged into {', '.join(others)} at the same time: "
-            "the same events are now in the catalogue twice; retract one of them",
+            f"declared, but its inputs were declared merged into {', '.join(others)} at the same "
+            "time: the same events are now in the catalogue twice; retract one of them",
             path=file_name,
         )
     return AlreadyMerged(

@@ -1,4 +1,5 @@
-"""The declaration hook: declare a file from its sidecar, after checking the sidecar against the file.
+"""The declaration hook: declare a file from its sidecar, after checking the sidecar against the
+file.
 
 ``declare_file(data_path, catalog)`` is what ``tmbmerge declare`` and a merge's ``--declare``
 call.  It reads ``<file>.json``, validates it, checks that the sidecar names this file and
@@ -84,7 +85,8 @@ def load_declarer(name: str | None, catalog: Catalog) -> Declarer:
     declarer = factory(catalog)
     if not isinstance(declarer, Declarer):
         raise UsageError(
-            f"declarer {name!r} ({matches[0].value}) made {declarer!r}, which has no declare(metadata)"
+            f"declarer {name!r} ({matches[0].value}) made {declarer!r}, which has no "
+            "declare(metadata)"
         )
     return declarer
 
@@ -205,7 +207,8 @@ def _declare_with_parents(
     if not catalog.queryable:
         if declare_parents or grandparents:
             raise UsageError(
-                f"{catalog.url}: a declare-only catalogue cannot check or declare parents (nor look them up for --grandparents)"
+                f"{catalog.url}: a declare-only catalogue cannot check or declare parents (nor "
+                "look them up for --grandparents)"
             )
         return declarer.declare(md)
     if grandparents:

@@ -38,7 +38,8 @@ MAX_BACKOFF = 60.0
 
 
 class BudgetedRetry(Retry):
-    """urllib3's ``Retry``, counting every attempt in a ``CatalogBudget`` and stopping at its deadline."""
+    """urllib3's ``Retry``, counting every attempt in a ``CatalogBudget`` and stopping at its
+    deadline."""
 
     budget: CatalogBudget | None = None
 
@@ -65,7 +66,8 @@ class BudgetedRetry(Retry):
 
 
 class HttpTransport:
-    """One catalogue's HTTP session: ``request(method, path)`` against ``base`` (see the module docstring)."""
+    """One catalogue's HTTP session: ``request(method, path)`` against ``base`` (see the module
+    docstring)."""
 
     def __init__(
         self,

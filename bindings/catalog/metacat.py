@@ -106,7 +106,8 @@ def parse_url(url: str) -> tuple[str, str, str | None]:
 
 def settings_from_environment(environ=os.environ) -> dict:
     """``TMBMERGE_METACAT_TOKEN`` (else the file ``TMBMERGE_METACAT_TOKEN_FILE``), sent as MetaCat's
-    ``X-Authentication-Token``; ``TMBMERGE_METACAT_CA`` (else ``X509_CERT_DIR``) to verify the server."""
+    ``X-Authentication-Token``; ``TMBMERGE_METACAT_CA`` (else ``X509_CERT_DIR``) to verify the
+    server."""
     settings: dict = {}
     if environ.get(ENV_TOKEN):
         settings["token"] = environ[ENV_TOKEN].strip()

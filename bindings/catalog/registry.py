@@ -23,7 +23,8 @@ BUILTIN_BACKENDS = {
     "sqlite": "bindings.catalog.sqlite:SqliteCatalog",
     "samweb+https": "bindings.catalog.samweb:SamWebCatalog",
     "samweb+http": "bindings.catalog.samweb:SamWebCatalog",
-    "https": "bindings.catalog.samweb:SamWebCatalog",  # https://HOST/sam/EXP/api, as samweb users write it
+    # https://HOST/sam/EXP/api, as samweb users write it
+    "https": "bindings.catalog.samweb:SamWebCatalog",
     "http": "bindings.catalog.samweb:SamWebCatalog",
     "metacat+https": "bindings.catalog.metacat:MetaCatCatalog",
     "metacat+http": "bindings.catalog.metacat:MetaCatCatalog",
@@ -57,7 +58,8 @@ def backend_class(scheme: str) -> type[Catalog]:
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, Catalog)):
         raise UsageError(
-            f"catalogue scheme {scheme!r} is registered to {targets[scheme]}, which is not a Catalog"
+            f"catalogue scheme {scheme!r} is registered to {targets[scheme]}, which is not a "
+            "Catalog"
         )
     return cls
 

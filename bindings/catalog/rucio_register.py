@@ -1,4 +1,5 @@
-"""Registering a declared file's replica in Rucio (``--register rucio:RSE?scope=S&dataset=D``), with ``rucio-clients``.
+"""Registering a declared file's replica in Rucio (``--register rucio:RSE?scope=S&dataset=D``),
+with ``rucio-clients``.
 
 After a verified output is declared, ``RucioRegistration.register(path, metadata)`` adds its
 replica at the RSE (``ReplicaClient.add_replicas``: scope, name, bytes, adler32, PFN) and
@@ -113,8 +114,9 @@ class RucioRegistration:
                     or str(known.get("adler32", "")).lower() != hex_adler
                 ):
                     raise CatalogError(
-                        f"rucio: {self.scope}:{name} is known with bytes {known.get('bytes')} and adler32 "
-                        f"{known.get('adler32')}, not {replica['bytes']} and {hex_adler}",
+                        f"rucio: {self.scope}:{name} is known with bytes {known.get('bytes')} "
+                        f"and adler32 {known.get('adler32')}, not {replica['bytes']} and "
+                        f"{hex_adler}",
                         path=name,
                     ) from None
                 status = ALREADY_REGISTERED

@@ -223,8 +223,9 @@ class SamWebCatalog(Catalog):
             return FileNotDeclared("not declared in the catalogue", path=file_name)
         if status in (401, 403):
             return CatalogError(
-                f"samweb: HTTP {status} {error_text(response)} (credentials come from {ENV_CERT}/{ENV_KEY}, "
-                f"{ENV_PROXY}, {ENV_TOKEN}, {ENV_BEARER_TOKEN} or {ENV_TOKEN_FILE})",
+                f"samweb: HTTP {status} {error_text(response)} (credentials come from "
+                f"{ENV_CERT}/{ENV_KEY}, {ENV_PROXY}, {ENV_TOKEN}, {ENV_BEARER_TOKEN} or "
+                f"{ENV_TOKEN_FILE})",
                 path=file_name,
             )
         return CatalogError(f"samweb: HTTP {status} {error_text(response)}", path=file_name)

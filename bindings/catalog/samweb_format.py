@@ -1,4 +1,5 @@
-"""A catalogue record printed the way ``samweb get-metadata`` prints it, for operators who read that shape.
+"""A catalogue record printed the way ``samweb get-metadata`` prints it, for operators who read
+that shape.
 
 ``samweb_text(record)``: one ``Label: value`` line per field, labels right-aligned, in SAM's
 order (File Name, File Id, Create Date, User, File Type, File Format, File Size, Checksum,

@@ -242,7 +242,8 @@ class SqliteCatalog(Catalog):
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise CatalogError(
-                    f"catalogue schema version {version} is newer than this tmbmerge reads ({SCHEMA_VERSION})",
+                    f"catalogue schema version {version} is newer than this tmbmerge reads "
+                    f"({SCHEMA_VERSION})",
                     path=self.path,
                 )
 
@@ -334,9 +335,9 @@ class SqliteCatalog(Catalog):
         out: dict[str, list[str]] = {name: [] for name in names}
         for batch in chunks(names):
             query = (
-                "SELECT parent.file_name, child.file_name FROM files parent"
-                " JOIN parents p ON p.parent_id = parent.file_id JOIN files child ON child.file_id = p.child_id"
-                f" WHERE parent.file_name IN ({', '.join('?' * len(batch))})"
+                "SELECT parent.file_name, child.file_name FROM files parent JOIN parents p ON "
+                "p.parent_id = parent.file_id JOIN files child ON child.file_id = p.child_id "
+                f"WHERE parent.file_name IN ({', '.join('?' * len(batch))})"
             )
             args = list(batch)
             if data_tier is not None:
@@ -406,9 +407,9 @@ class SqliteCatalog(Catalog):
                 others = [
                     other
                     for (other,) in db.execute(
-                        "SELECT DISTINCT f.file_name FROM parents p JOIN files f ON f.file_id = p.child_id"
-                        f" WHERE p.parent_id IN ({', '.join('?' * len(parent_ids))}) AND f.data_tier = ?"
-                        " ORDER BY f.file_name",
+                        "SELECT DISTINCT f.file_name FROM parents p JOIN files f ON f.file_id = "
+                        f"p.child_id WHERE p.parent_id IN ({', '.join('?' * len(parent_ids))}) "
+                        "AND f.data_tier = ? ORDER BY f.file_name",
                         [*parent_ids, exclusive_tier],
                     )
                 ]
@@ -444,7 +445,8 @@ class SqliteCatalog(Catalog):
                 (file_id, algorithm, value),
             )
         db.executemany(
-            "INSERT INTO runs (file_id, position, run_number, subrun, run_type) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO runs (file_id, position, run_number, subrun, run_type) VALUES (?, ?, ?, "
+            "?, ?)",
             [(file_id, position, *run) for position, run in enumerate(md.get("runs", []))],
         )
         db.executemany(

@@ -22,11 +22,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
         help="measure storage, checksums, codecs and every merge mode on this machine",
-        description="Generate a run under --dir and measure, in one go and each against its baseline: "
-        "sequential write and (cold) read, the plain copy of the run (the baseline), xxh3/adler32/zstd "
-        "per core, zstd on all cores, fast/safe/deep merges with 1 job and with all cores, and the "
-        "decode+re-encode (copyd0om) way. Writes bench.json, bench.md and bench.png to --out; the "
-        "generated data is removed afterwards.",
+        description="Generate a run under --dir and measure, in one go and each against its "
+        "baseline: sequential write and (cold) read, the plain copy of the run (the baseline), "
+        "xxh3/adler32/zstd per core, zstd on all cores, fast/safe/deep merges with 1 job and "
+        "with all cores, and the decode+re-encode (copyd0om) way. Writes bench.json, bench.md "
+        "and bench.png to --out; the generated data is removed afterwards.",
     )
     p.add_argument(
         "--size", default=None, help="size of the generated run (default 2GiB; 64MiB with --quick)"
@@ -67,10 +67,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "spec",
         help="size the merge hardware for a campaign from a bench report",
-        description="From a bench report (measured now with a quick bench if --bench is not given): the input "
-        "rate a campaign needs, per-server merge throughput in the mode and its bottleneck (merge, "
-        "disk or link), servers at the given utilisation, cores, memory, disk bandwidth, buffer space "
-        "and network per server. Every number names the measurement or option it came from.",
+        description="From a bench report (measured now with a quick bench if --bench is not "
+        "given): the input rate a campaign needs, per-server merge throughput in the mode and "
+        "its bottleneck (merge, disk or link), servers at the given utilisation, cores, memory, "
+        "disk bandwidth, buffer space and network per server. Every number names the measurement "
+        "or option it came from.",
     )
     p.add_argument(
         "--volume", required=True, help="campaign input volume, e.g. 40TB (decimal) or 36TiB"
@@ -190,7 +191,8 @@ def _settings(args, size: str | None, quick: bool):
 
 
 def _bench_command_line(args) -> str:
-    """The command as it could be typed again (rebuilt from the options, which ``main(argv)`` may not show)."""
+    """The command as it could be typed again (rebuilt from the options, which ``main(argv)`` may
+    not show)."""
     parts = ["tmbmerge bench"]
     if args.size:
         parts.append(f"--size {args.size}")
@@ -237,7 +239,8 @@ def _print_summary(report: dict, paths: dict) -> None:
         print(f"  {name}: {ratio['value']:.2f}x (target {ratio['target']}) {mark}")
     if report["data"]["bytes"] < 256 * 10**6:
         print(
-            "  (a run this small is dominated by fixed costs: quote figures from --size 512MiB or more)"
+            "  (a run this small is dominated by fixed costs: quote figures from --size 512MiB "
+            "or more)"
         )
     for kind, path in paths.items():
         print(f"  {kind}: {path}")

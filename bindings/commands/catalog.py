@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     catalog = subparsers.add_parser(
         "catalog",
         help="import sidecars into a catalogue, look files and their lineage up",
-        description="Work with a file catalogue (sqlite:PATH, samweb+https://HOST/sam/EXP/api, exec:COMMAND).",
+        description="Work with a file catalogue (sqlite:PATH, samweb+https://HOST/sam/EXP/api, "
+        "exec:COMMAND).",
     )
     actions = catalog.add_subparsers(dest="catalog_action", metavar="ACTION", required=True)
 
@@ -59,7 +60,8 @@ def register(subparsers) -> None:
     declare = subparsers.add_parser(
         "declare",
         help="declare files to the catalogue from their sidecars (e.g. to retry a declaration)",
-        description="Declare each OUTPUT from its <OUTPUT>.json sidecar, after checking the file's name and size.",
+        description="Declare each OUTPUT from its <OUTPUT>.json sidecar, after checking the "
+        "file's name and size.",
     )
     declare.add_argument(
         "outputs", metavar="OUTPUT", nargs="+", help="data files, each with a sidecar beside it"
@@ -79,7 +81,8 @@ def _add_declare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--declare-parents",
         action="store_true",
-        help="declare undeclared parents first: from their sidecars when found, else as name-only placeholders",
+        help="declare undeclared parents first: from their sidecars when found, else as "
+        "name-only placeholders",
     )
     parser.add_argument(
         "--declarer", metavar="NAME", help="declarer plugin (entry point group tmbmerge.declarers)"
@@ -235,8 +238,8 @@ def run_import(args) -> int:
         )
     else:
         line = (
-            f"declared {len(by_status[DECLARED])}, already declared {len(by_status[ALREADY_DECLARED])}, "
-            f"failed {len(failures)}"
+            f"declared {len(by_status[DECLARED])}, already declared "
+            f"{len(by_status[ALREADY_DECLARED])}, failed {len(failures)}"
         )
         if parents_declared:
             line += (

@@ -1,4 +1,5 @@
-"""``tmbmerge certify``: fill a run's certification histograms from its files, store them, give the verdict.
+"""``tmbmerge certify``: fill a run's certification histograms from its files, store them, give the
+verdict.
 
 ``tmbmerge certify UNMERGED_DIR MERGED_DIR --catalog sqlite:///campaign.db`` reads every event
 of every file (digests checked), groups the files by run and by sample (``merged`` if the
@@ -25,9 +26,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "certify",
         help="fill per-run certification histograms and check merged against unmerged",
-        description="Histogram standard quantities (multiplicities, track, cluster and hit quantities, trigger "
-        "bits) of every event, per run and sample, store them in the catalogue database, and "
-        "fail a run whose merged histograms differ from its unmerged ones.",
+        description="Histogram standard quantities (multiplicities, track, cluster and hit "
+        "quantities, trigger bits) of every event, per run and sample, store them in the "
+        "catalogue database, and fail a run whose merged histograms differ from its unmerged "
+        "ones.",
     )
     p.add_argument(
         "inputs",
@@ -129,7 +131,8 @@ def run_certify(args) -> int:
     else:
         for f in filled:
             print(
-                f"run {f['run']} {f['sample']}: {f['files']} files, {f['events']:,} events histogrammed"
+                f"run {f['run']} {f['sample']}: {f['files']} files, {f['events']:,} events "
+                "histogrammed"
                 + (f", {f['malformed']} malformed payloads" if f["malformed"] else "")
             )
         for v in verdicts:
@@ -170,7 +173,8 @@ class MergeCertifier:
         self.filled = fill_and_store(self.store, groups)
 
     def finish(self, report) -> list[dict]:
-        """Fill the outputs' histograms and judge each run: verdicts, and a failure dict per failed run."""
+        """Fill the outputs' histograms and judge each run: verdicts, and a failure dict per failed
+        run."""
         from bindings.serve.certification import certification
 
         if report.failures:

@@ -1,4 +1,5 @@
-"""``tmbmerge generate``: write a run of synthetic unmerged TMB files (with sidecars) to merge and benchmark.
+"""``tmbmerge generate``: write a run of synthetic unmerged TMB files (with sidecars) to merge and
+benchmark.
 
 A thin layer over ``engine.generate.generate_run``: options in, one line per file as each is
 finished and a summary out (``--quiet``: nothing; ``--json``: the list of files as JSON).
@@ -20,8 +21,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
         help="write synthetic unmerged TMB files of one run, with their SAM sidecars",
-        description="Write FILES unmerged TMB files of run RUN into OUTDIR (created if missing), named "
-        "tmb_{run:010d}_p{partition:03d}.tmb, each with the <file>.json metadata its "
+        description="Write FILES unmerged TMB files of run RUN into OUTDIR (created if missing), "
+        "named tmb_{run:010d}_p{partition:03d}.tmb, each with the <file>.json metadata its "
         "reconstruction job would have declared. The same --seed gives byte-identical files.",
     )
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the files and their sidecars")
@@ -103,15 +104,15 @@ def run_generate(args) -> int:
         size = sum(f.size for f in files)
         events = sum(f.events for f in files)
         print(
-            f"wrote {plural(len(files), 'file')}, {plural(events, 'event')}, {human_bytes(size)} in {elapsed:.1f} s "
-            f"({human_bytes(size / max(elapsed, 1e-9))}/s) to {args.outdir}"
+            f"wrote {plural(len(files), 'file')}, {plural(events, 'event')}, {human_bytes(size)} "
+            f"in {elapsed:.1f} s ({human_bytes(size / max(elapsed, 1e-9))}/s) to {args.outdir}"
         )
     return 0
 
 
 def _print_file(f) -> None:
     print(
-        f"{f.path.name}  {f.events:>7,} events  {f.first_event}-{f.last_event}  {human_bytes(f.size):>10}  "
-        f"{f.checksum}",
+        f"{f.path.name}  {f.events:>7,} events  {f.first_event}-{f.last_event}  "
+        f"{human_bytes(f.size):>10}  {f.checksum}",
         flush=True,
     )

@@ -36,9 +36,9 @@ def register(subparsers) -> None:
     dump = subparsers.add_parser(
         "dump",
         help="show a TMB file's header, metadata, block table and totals",
-        description="Show a TMB file's header, metadata, block table, totals (with the whole file's "
-        "adler32) and, with --events, every event as listed in its index. Block bytes are not checked: "
-        "use `tmbmerge verify` for that.",
+        description="Show a TMB file's header, metadata, block table, totals (with the whole "
+        "file's adler32) and, with --events, every event as listed in its index. Block bytes are "
+        "not checked: use `tmbmerge verify` for that.",
     )
     dump.add_argument("file", metavar="FILE", help="the TMB file")
     dump.add_argument(
@@ -53,8 +53,9 @@ def register(subparsers) -> None:
     verify = subparsers.add_parser(
         "verify",
         help="check TMB files: structure, digests, sidecars",
-        description="Verify TMB files: header, metadata, index and trailer, every block's digests and\n"
-        "the whole file's adler32; with sidecars (<file>.json) the size, adler32, event count\nand name.",
+        description="Verify TMB files: header, metadata, index and trailer, every block's "
+        "digests and\nthe whole file's adler32; with sidecars (<file>.json) the size, adler32, "
+        "event count\nand name.",
         epilog=VERIFY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -30,10 +30,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "merge",
         help="merge TMB files, in order, into one verified output",
-        description="Merge the inputs, in the order given, into one output. Modes: fast (copy verified "
-        "blocks), safe (default: also crosscheck inputs with their sidecars, refuse duplicate "
-        "events, and re-read the output to prove it equals the inputs), deep (safe, plus "
-        "decompress every block of inputs and output and check every event).",
+        description="Merge the inputs, in the order given, into one output. Modes: fast (copy "
+        "verified blocks), safe (default: also crosscheck inputs with their sidecars, refuse "
+        "duplicate events, and re-read the output to prove it equals the inputs), deep (safe, "
+        "plus decompress every block of inputs and output and check every event).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, help="the merged file to write")
@@ -46,10 +46,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "hadd",
         help="merge the way ROOT's hadd is typed: tmbmerge hadd [-f] [-k] [-j N] TARGET SOURCE...",
-        description="`tmbmerge merge -o TARGET SOURCE...` with hadd's argument order and flags: -f (and -ff, "
-        "-fk, -f0..-f9) replace an existing TARGET, -k skips bad sources, -j N sets the threads. "
-        "Blocks are always copied as stored (like hadd -fk: no recompression). The target is "
-        "never one of the sources. docs/HADD.md maps every hadd option.",
+        description="`tmbmerge merge -o TARGET SOURCE...` with hadd's argument order and flags: "
+        "-f (and -ff, -fk, -f0..-f9) replace an existing TARGET, -k skips bad sources, -j N sets "
+        "the threads. Blocks are always copied as stored (like hadd -fk: no recompression). The "
+        "target is never one of the sources. docs/HADD.md maps every hadd option.",
     )
     p.add_argument("output", metavar="TARGET", help="the merged file to write")
     p.add_argument("inputs", nargs="+", metavar="SOURCE", help="files to merge, in order")
@@ -62,9 +62,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "merge-run",
         help="plan and merge whole runs into outputs near a target size (resumable)",
-        description="Group inputs by run (never mixing runs), order them by partition, split them into "
-        "outputs near --target-size named after run and partition range, and merge them, "
-        "several at once. A journal in OUT_DIR makes a rerun skip finished outputs.",
+        description="Group inputs by run (never mixing runs), order them by partition, split "
+        "them into outputs near --target-size named after run and partition range, and merge "
+        "them, several at once. A journal in OUT_DIR makes a rerun skip finished outputs.",
     )
     p.add_argument("inputs", nargs="+", metavar="DIR|INPUT")
     p.add_argument(
@@ -92,23 +92,24 @@ def register(subparsers) -> None:
     p.add_argument(
         "--certify",
         action="store_true",
-        help="histogram the inputs before merging and the outputs after (tmbmerge certify), kept in "
-        "the sqlite --catalog; a run whose merged histograms differ fails (exit 6)",
+        help="histogram the inputs before merging and the outputs after (tmbmerge certify), kept "
+        "in the sqlite --catalog; a run whose merged histograms differ fails (exit 6)",
     )
     p.add_argument(
         "--replan",
         action="store_true",
-        help="a rerun with other --run/--target-size/--max-events than the journal's: plan what is not "
-        "finished with the new options (without it such a rerun is refused)",
+        help="a rerun with other --run/--target-size/--max-events than the journal's: plan what "
+        "is not finished with the new options (without it such a rerun is refused)",
     )
     p.set_defaults(func=run_merge_run)
 
     p = subparsers.add_parser(
         "plan",
         help="print a run's merge plan without merging",
-        description="Show what merge-run would make of the inputs, without writing anything: each output's name, "
-        "its inputs in order, events and size, the inputs refused (with --skip-bad) and the totals. "
-        "Inputs are grouped by run, ordered by partition and cut near --target-size, as merge-run does.",
+        description="Show what merge-run would make of the inputs, without writing anything: "
+        "each output's name, its inputs in order, events and size, the inputs refused (with "
+        "--skip-bad) and the totals. Inputs are grouped by run, ordered by partition and cut "
+        "near --target-size, as merge-run does.",
     )
     p.add_argument(
         "inputs",
@@ -127,10 +128,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "status",
         help="show the journal of a merge-run output folder",
-        description="Show what the merge-run journal of OUT_DIR records of each output: its state (planned, "
-        "merging, merged, verified, declared, retired or failed, with the error), inputs, events, size "
-        "and checksum, and a count per state. Reads the journal only; run merge-run again to finish "
-        "unfinished outputs.",
+        description="Show what the merge-run journal of OUT_DIR records of each output: its "
+        "state (planned, merging, merged, verified, declared, retired or failed, with the "
+        "error), inputs, events, size and checksum, and a count per state. Reads the journal "
+        "only; run merge-run again to finish unfinished outputs.",
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="the --out-dir of a merge-run")
     add_json_flag(p)
@@ -197,8 +198,9 @@ def _add_merge_options(p: argparse.ArgumentParser, *, hadd: bool = False) -> Non
     g.add_argument(
         "--catalog",
         default=os.environ.get("TMBMERGE_CATALOG"),
-        help="catalogue URL (sqlite:///path.db, samweb+https://HOST/sam/EXP/api, exec:COMMAND; default "
-        "$TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already merged",
+        help="catalogue URL (sqlite:///path.db, samweb+https://HOST/sam/EXP/api, exec:COMMAND; "
+        "default $TMBMERGE_CATALOG): inputs are crosschecked against it and refused if already "
+        "merged",
     )
     g.add_argument(
         "--declare", action="store_true", help="declare the verified output, with its parents"
@@ -274,8 +276,9 @@ def run_merge(args) -> int:
 def _print_merge(report) -> None:
     state = "verified" if report.verified else "not re-read (fast mode)"
     print(
-        f"{report.output}: {plural(len(report.accepted), 'input')}, {plural(report.event_count, 'event')}, "
-        f"{human_bytes(report.file_size)}, {report.checksum}, {report.mode} mode, {state}"
+        f"{report.output}: {plural(len(report.accepted), 'input')}, "
+        f"{plural(report.event_count, 'event')}, {human_bytes(report.file_size)}, "
+        f"{report.checksum}, {report.mode} mode, {state}"
         + (
             f", {report.seconds:.1f} s at {report.throughput / 1e6:.0f} MB/s"
             if report.seconds
@@ -305,7 +308,8 @@ def run_merge_run(args) -> int:
     jobs = args.jobs or default_output_jobs()
     progress = make_progress(args.quiet or args.json)
     plan_kwargs = _plan_kwargs(args, parse_size)
-    # one line per output as it is published, and per failure as it happens (a log file follows the run)
+    # one line per output as it is published, and per failure as it happens (a log file follows
+    # the run)
     streaming = not args.json
     certifier = None
     if args.certify:
@@ -346,8 +350,8 @@ def run_merge_run(args) -> int:
             print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
         if not args.quiet:
             print(
-                f"{plural(len(report.outputs), 'output')} ready, {plural(len(report.failures), 'failure')}, "
-                f"{report.seconds:.1f} s"
+                f"{plural(len(report.outputs), 'output')} ready, "
+                f"{plural(len(report.failures), 'failure')}, {report.seconds:.1f} s"
             )
     return most_severe_exit_code(f.get("exit_code", 1) for f in report.failures)
 
@@ -355,7 +359,8 @@ def run_merge_run(args) -> int:
 def _print_run_output(output) -> None:
     if output.status != "merged":
         print(
-            f"{output.output}: {output.status}, {plural(output.event_count, 'event')}, {output.checksum}",
+            f"{output.output}: {output.status}, {plural(output.event_count, 'event')}, "
+            f"{output.checksum}",
             flush=True,
         )
     else:

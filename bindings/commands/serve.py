@@ -1,8 +1,9 @@
 """``tmbmerge serve`` (the campaign page and its JSON API) and its set-up commands.
 
-- ``tmbmerge serve --catalog sqlite:///campaign.db [--journals DIR ...] [--host 127.0.0.1 --port 8080]``
-  starts the web application (``bindings.serve.app``) under uvicorn and prints the address it
-  listens on (``--port 0``: any free port) on its first line;
+- ``tmbmerge serve --catalog sqlite:///campaign.db [--journals DIR ...] [--host 127.0.0.1 --port
+  8080]`` starts the web application
+  (``bindings.serve.app``) under uvicorn and prints the address it listens on (``--port 0``: any
+  free port) on its first line;
 - ``tmbmerge serve dataset add NAME --runs FIRST-LAST | --run-list R,R,... [--data-tier TIER]``
   defines a dataset; ``tmbmerge serve dataset list`` lists them;
 - ``tmbmerge serve token add SITE`` issues a site's bearer token and prints it on its last line
@@ -24,8 +25,8 @@ def register(subparsers) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="the campaign page: dataset assignment, monitoring, recovery, certification",
-        description="Serve the campaign page and its JSON API from a sqlite catalogue. Reading is open; writes "
-        "need a site token (tmbmerge serve token add SITE).",
+        description="Serve the campaign page and its JSON API from a sqlite catalogue. Reading "
+        "is open; writes need a site token (tmbmerge serve token add SITE).",
     )
     _add_catalog(serve)
     serve.add_argument(

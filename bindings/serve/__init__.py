@@ -1,4 +1,5 @@
-"""The campaign service (``tmbmerge serve``): dataset assignment, monitoring, recovery, certification.
+"""The campaign service (``tmbmerge serve``): dataset assignment, monitoring, recovery,
+certification.
 
 ``store`` keeps the campaign's tables in the sqlite catalogue, ``monitor`` computes per-run
 figures from the catalogue and merge-run journals, ``recovery`` turns them into the list of

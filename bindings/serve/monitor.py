@@ -1,4 +1,5 @@
-"""Monitoring figures of a campaign, per run and per dataset, from the catalogue and merge-run journals.
+"""Monitoring figures of a campaign, per run and per dataset, from the catalogue and merge-run
+journals.
 
 Per run (``run_status``):
 
@@ -150,8 +151,8 @@ class CatalogView:
             found.update(
                 p
                 for (p,) in self.db.execute(
-                    f"SELECT DISTINCT p.parent_id FROM parents p JOIN files f ON f.file_id = p.child_id "
-                    f"WHERE p.parent_id IN ({marks}) AND f.data_tier = ?",
+                    "SELECT DISTINCT p.parent_id FROM parents p JOIN files f ON f.file_id = "
+                    f"p.child_id WHERE p.parent_id IN ({marks}) AND f.data_tier = ?",
                     (*chunk, tier),
                 )
             )

@@ -92,7 +92,7 @@ def merge_overlay(run: int, unmerged, merged, verdict: dict) -> bytes:
         f"Run {run}: unmerged ({unmerged.events:,} events) vs merged "
         f"({merged.events:,} events) — {state}"
     )
-    for ax, q in zip(axes, QUANTITIES):
+    for ax, q in zip(axes, QUANTITIES, strict=False):
         h_u, h_m = unmerged.histograms[q.name], merged.histograms[q.name]
         _step(ax, h_u, h_u.values(), label="unmerged")
         centers = h_m.axes[0].centers
@@ -109,14 +109,15 @@ def merge_overlay(run: int, unmerged, merged, verdict: dict) -> bytes:
 
 
 def reference_overlay(run: int, mine, reference_run: int, theirs, verdict: dict) -> bytes:
-    """The run (filled) vs the reference run scaled to its entries (points with errors), chi2 per panel."""
+    """The run (filled) vs the reference run scaled to its entries (points with errors), chi2 per
+    panel."""
     tests = {t["quantity"]: t for t in verdict["tests"]}
     state = "compatible" if verdict["passed"] else "INCOMPATIBLE"
     fig, axes = _figure(
         f"Run {run} ({mine.sample}) vs reference run {reference_run} ({theirs.sample}) — "
         f"{state} (chi2 test, p >= alpha)"
     )
-    for ax, q in zip(axes, QUANTITIES):
+    for ax, q in zip(axes, QUANTITIES, strict=False):
         h, r = mine.histograms[q.name], theirs.histograms[q.name]
         values, ref = h.values().astype(float), r.values().astype(float)
         scale = values.sum() / ref.sum() if ref.sum() else 0.0

@@ -1,4 +1,5 @@
-"""The recovery list: what is missing or failed in a run, each with the tmbmerge command that resumes it.
+"""The recovery list: what is missing or failed in a run, each with the tmbmerge command that
+resumes it.
 
 Built from a run's monitoring figures (``monitor.run_status``), so the page and the API give
 the same list.  Kinds, and what resumes each:
@@ -35,7 +36,8 @@ def _join(*parts) -> str:
 
 
 def _own_output(run: int, input_name: str) -> str:
-    """The merge-run style name of an output holding one input: ``tmb_0000178000_mrg_p003-p003.tmb``."""
+    """The merge-run style name of an output holding one input:
+    ``tmb_0000178000_mrg_p003-p003.tmb``."""
     from engine.merge.plan import partition_in_name
 
     partition = partition_in_name(input_name)
@@ -92,7 +94,8 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
             what = (
                 f"output {o.name} failed: {error}"
                 if o.state == JournalState.FAILED
-                else f"output {o.name} left {o.state} (its merge-run stopped; rerun if none is running)"
+                else f"output {o.name} left {o.state} (its merge-run stopped; rerun if none is "
+                "running)"
             )
             folder_in = str(Path(o.inputs[0]).parent) if o.inputs else inputs
             items.append(
@@ -165,7 +168,8 @@ def recovery_items(status: dict, catalog: str) -> list[dict]:
                 "run": run,
                 "kind": "missing-partition",
                 "subject": label,
-                "what": f"partition {label} was never produced ({m['evidence']}); reprocess it first",
+                "what": f"partition {label} was never produced ({m['evidence']}); reprocess it "
+                "first",
                 "command": _join(
                     "tmbmerge",
                     "catalog",

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS campaign_datasets (
     data_tier  TEXT NOT NULL,
     created    TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    CHECK ((first_run IS NULL) = (last_run IS NULL) AND (first_run IS NULL OR first_run <= last_run))
+    CHECK ((first_run IS NULL) = (last_run IS NULL)
+           AND (first_run IS NULL OR first_run <= last_run))
 );
 CREATE TABLE IF NOT EXISTS campaign_dataset_runs (
     dataset TEXT NOT NULL REFERENCES campaign_datasets (name),
@@ -203,7 +204,8 @@ class CampaignStore:
 
     # --- tokens -------------------------------------------------------------------------------
     def add_token(self, site: str) -> str:
-        """Issue a new bearer token for ``site``; only its hash is kept, so this is the one chance to see it."""
+        """Issue a new bearer token for ``site``; only its hash is kept, so this is the one chance
+        to see it."""
         check_name("site", site)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._transaction("IMMEDIATE") as db:
@@ -260,8 +262,8 @@ class CampaignStore:
                 raise CampaignError("dataset exists already", path=name)
             first, last = runs if runs is not None else (None, None)
             db.execute(
-                "INSERT INTO campaign_datasets (name, first_run, last_run, data_tier, created, created_by) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO campaign_datasets (name, first_run, last_run, data_tier, created, "
+                "created_by) VALUES (?, ?, ?, ?, ?, ?)",
                 (name, first, last, data_tier, iso_now(utc=True), created_by),
             )
             if run_list is not None:
@@ -273,9 +275,9 @@ class CampaignStore:
 
     def _dataset_row(self, db, name: str) -> dict:
         row = db.execute(
-            "SELECT d.name, d.first_run, d.last_run, d.data_tier, d.created, d.created_by, a.site, a.state, "
-            "a.since, a.updated FROM campaign_datasets d LEFT JOIN campaign_assignments a ON a.dataset = d.name "
-            "WHERE d.name = ?",
+            "SELECT d.name, d.first_run, d.last_run, d.data_tier, d.created, d.created_by, "
+            "a.site, a.state, a.since, a.updated FROM campaign_datasets d LEFT JOIN "
+            "campaign_assignments a ON a.dataset = d.name WHERE d.name = ?",
             (name,),
         ).fetchone()
         if row is None:
@@ -314,9 +316,9 @@ class CampaignStore:
     def datasets(self) -> list[dict]:
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT d.name, d.first_run, d.last_run, d.data_tier, d.created, d.created_by, a.site, a.state, "
-                "a.since, a.updated FROM campaign_datasets d LEFT JOIN campaign_assignments a "
-                "ON a.dataset = d.name ORDER BY d.name"
+                "SELECT d.name, d.first_run, d.last_run, d.data_tier, d.created, d.created_by, "
+                "a.site, a.state, a.since, a.updated FROM campaign_datasets d LEFT JOIN "
+                "campaign_assignments a ON a.dataset = d.name ORDER BY d.name"
             ).fetchall()
             return [self._describe(db, row) for row in rows]
 
@@ -324,8 +326,8 @@ class CampaignStore:
         return [
             {"site": site, "from": old, "to": new, "at": at, "note": note}
             for site, old, new, at, note in db.execute(
-                "SELECT site, from_state, to_state, at, note FROM campaign_history WHERE dataset = ? "
-                "ORDER BY id",
+                "SELECT site, from_state, to_state, at, note FROM campaign_history WHERE dataset "
+                "= ? ORDER BY id",
                 (name,),
             )
         ]

@@ -1,4 +1,5 @@
-"""Measuring tmbmerge on the machine at hand, and sizing a campaign's hardware from the measurements.
+"""Measuring tmbmerge on the machine at hand, and sizing a campaign's hardware from the
+measurements.
 
 ``tmbmerge bench`` and ``tmbmerge spec`` are built from these modules, each with one job:
 

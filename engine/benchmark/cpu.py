@@ -33,7 +33,8 @@ class StoredBlock(NamedTuple):
 
 
 def load_blocks(paths, *, limit_bytes: int | None = None) -> list[StoredBlock]:
-    """The zstd blocks of ``paths`` as stored, in order, until ``limit_bytes`` stored bytes are held."""
+    """The zstd blocks of ``paths`` as stored, in order, until ``limit_bytes`` stored bytes are
+    held."""
     from ..readers import open_file
 
     blocks: list[StoredBlock] = []
@@ -51,7 +52,8 @@ def load_blocks(paths, *, limit_bytes: int | None = None) -> list[StoredBlock]:
 
 
 def decompress_blocks(blocks: list[StoredBlock], *, threads: int) -> dict:
-    """Decompress every block once on ``threads`` threads (in order, results dropped as they come)."""
+    """Decompress every block once on ``threads`` threads (in order, results dropped as they
+    come)."""
     codec = ZstdCodec()
     stored = sum(len(b.data) for b in blocks)
     produced = sum(b.length for b in blocks)

@@ -40,7 +40,8 @@ class RunData:
             "events": self.events,
             "run": self.run,
             "mean_file_bytes": self.bytes // max(1, self.files),
-            "generator": "engine.generate.generate_run (15 kB mean events, zstd level 3, 4 MiB blocks)",
+            "generator": "engine.generate.generate_run (15 kB mean events, zstd level 3, 4 MiB "
+            "blocks)",
         }
 
     def to_dict(self) -> dict:

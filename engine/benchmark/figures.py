@@ -37,23 +37,30 @@ DESCRIPTIONS = {
     STORAGE_WRITE: "sequential write of incompressible data in 8 MiB calls, fsync included",
     STORAGE_READ: "sequential read right after evicting the file from the page cache",
     STORAGE_READ_CACHED: "sequential read of the same file from the page cache",
-    STORAGE_COPY: "plain copy: the run's files concatenated into one with read/write, fsync included (the baseline)",
-    STORAGE_COPY_STREAMED: "the same copy written the way merges write: writeback started 32 MiB behind, pages "
-    "dropped from the page cache once on their way (sync_file_range, POSIX_FADV_DONTNEED)",
-    REENCODE: "copyd0om way: every event decoded (iter_events) and re-encoded (TmbWriter.write_event), 1 thread",
+    STORAGE_COPY: "plain copy: the run's files concatenated into one with read/write, fsync "
+    "included (the baseline)",
+    STORAGE_COPY_STREAMED: "the same copy written the way merges write: writeback started 32 MiB "
+    "behind, pages dropped from the page cache once on their way (sync_file_range, "
+    "POSIX_FADV_DONTNEED)",
+    REENCODE: "copyd0om way: every event decoded (iter_events) and re-encoded "
+    "(TmbWriter.write_event), 1 thread",
     XXH3: "xxh3-64 of record bytes, 1 thread",
     ADLER_NG: "adler32 (zlib-ng) of record bytes, 1 thread",
     ADLER_ZLIB: "adler32 (stdlib zlib) of record bytes, 1 thread",
     ZSTD_COMPRESS: "zstd level 3 compression of 4 MiB record blocks, 1 thread (record bytes in)",
     ZSTD_DECOMPRESS: "zstd decompression of the run's blocks, 1 thread (stored bytes in)",
-    ZSTD_ALL_CORES: "zstd decompression of every block of the run on {cores} threads (stored bytes in)",
+    ZSTD_ALL_CORES: "zstd decompression of every block of the run on {cores} threads (stored "
+    "bytes in)",
 }
 
 
 def merge_description(mode: str, jobs: int) -> str:
     if jobs == 1:
         return f"{mode} merge of the whole run into one output (merge_files, 1 job)"
-    return f"{mode} merge of the run into >= {jobs} outputs on {jobs} processes (merge_run, jobs={jobs})"
+    return (
+        f"{mode} merge of the run into >= {jobs} outputs on {jobs} processes (merge_run, "
+        f"jobs={jobs})"
+    )
 
 
 def baseline_of(key: str) -> str | None:

@@ -8,9 +8,9 @@ is *not* used: Linux carries the parent's resident size at fork/vfork over the `
 the child's ``ru_maxrss``, so a small merge started from a 300 MB test process would be charged
 300 MB.  For tasks with worker processes (``merge_run``), the parent polls the process tree:
 the largest ``VmHWM`` of any descendant (the high-water mark only grows, so the last reading is
-at most one poll late; a task may also hand in what its workers reported) and the largest sum of resident sizes seen at once
-(``tree_peak_rss_bytes``, what a server must hold).  If the parent is interrupted, the child is
-terminated and reaped before the exception goes on.
+at most one poll late; a task may also hand in what its workers reported) and the largest sum of
+resident sizes seen at once (``tree_peak_rss_bytes``, what a server must hold).  If the parent is
+interrupted, the child is terminated and reaped before the exception goes on.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class MeasurementFailed(EngineError):
 
 
 def run_isolated(task: dict, *, scratch, poll_tree: bool = False) -> dict:
-    """Run ``task`` in a new interpreter; its result plus ``peak_rss_bytes`` (and the tree's, if asked)."""
+    """Run ``task`` in a new interpreter; its result plus ``peak_rss_bytes`` (and the tree's, if
+    asked)."""
     scratch = Path(scratch)
     stem = scratch / f".bench-{task['task']}-{secrets.token_hex(4)}"
     out_path, err_path = stem.with_suffix(".out"), stem.with_suffix(".err")

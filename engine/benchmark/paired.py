@@ -5,8 +5,9 @@ the same moment.  ``run_paired`` hands ``benchmark.pedantic`` a setup that, befo
 of the candidate, cleans up, flushes writeback, and runs and times each baseline once (so the
 order is B A B A ...); the candidate's own rounds are timed too.  The result holds every
 round's seconds and the ratio of median rates, ``candidate / baseline`` (above 1: the candidate
-is faster), plus the ratio of the best rounds, the same statistics ``tmbmerge bench`` reports; ``record`` puts it all in the
-benchmark's ``extra_info``.  Nothing here imports pytest: ``benchmark`` is duck-typed.
+is faster), plus the ratio of the best rounds, the same statistics ``tmbmerge bench`` reports;
+``record`` puts it all in the benchmark's ``extra_info``.  Nothing here imports pytest:
+``benchmark`` is duck-typed.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def plot_report(report: dict, path) -> Path:
             xs, heights, width * 0.95, yerr=[low, high], capsize=4, color=colours[n], label=label
         )
         _label(ax, xs, heights, high)
-        tallest = max([tallest] + [h + e for h, e in zip(heights, high)])
+        tallest = max([tallest] + [h + e for h, e in zip(heights, high, strict=True)])
     labels = [f"{m}" for m in groups]
     if F.REENCODE in figures:
         figure = figures[F.REENCODE]
@@ -110,7 +110,7 @@ def plot_report(report: dict, path) -> Path:
 
 def _label(ax, xs, heights, above) -> None:
     """The value of each bar, written just over its error bar."""
-    for x, height, extra in zip(xs, heights, above):
+    for x, height, extra in zip(xs, heights, above, strict=True):
         ax.annotate(
             f"{height:,.0f}",
             (x, height + extra),

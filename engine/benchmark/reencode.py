@@ -16,7 +16,8 @@ from ..writer import TmbWriter
 
 
 def reencode_files(inputs, output, *, fsync: bool = True) -> dict:
-    """Merge ``inputs`` into ``output`` by decoding and re-encoding every event.  ``bytes`` counts input."""
+    """Merge ``inputs`` into ``output`` by decoding and re-encoding every event.  ``bytes`` counts
+    input."""
     from ..readers import open_file
 
     inputs = [Path(p) for p in inputs]

@@ -19,7 +19,8 @@ REPORT_FORMAT = "tmbmerge-bench/1"
 
 
 def write_report(report: dict, out_dir, *, plot: bool = True) -> dict[str, Path]:
-    """Write bench.json, bench.md and (with ``plot``) bench.png into ``out_dir``; return their paths."""
+    """Write bench.json, bench.md and (with ``plot``) bench.png into ``out_dir``; return their
+    paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "bench.json", "md": out_dir / "bench.md"}
@@ -37,9 +38,9 @@ def load_report(path) -> dict:
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputNotFound("no such bench report", path=path)
+        raise InputNotFound("no such bench report", path=path) from None
     except (OSError, ValueError) as exc:
-        raise MetadataError(f"cannot read the bench report: {exc}", path=path)
+        raise MetadataError(f"cannot read the bench report: {exc}", path=path) from exc
     if (
         not isinstance(report, dict)
         or report.get("format") != REPORT_FORMAT
@@ -82,16 +83,17 @@ def render_markdown(report: dict) -> str:
         f"- When: {report['created']} ({report.get('elapsed_seconds', '?')} s)",
         f"- Command: `{report['command']}`",
         (
-            f"- Machine: {machine_line(report)}; load average {m.get('load_average_at_start')} at start, "
-            f"{m.get('load_average_at_end')} at end"
+            f"- Machine: {machine_line(report)}; load average {m.get('load_average_at_start')} "
+            f"at start, {m.get('load_average_at_end')} at end"
         ),
         (
-            f"- Data: run {data['run']}, {data['files']} files, {human_bytes(data['bytes'])}, {data['events']:,} events "
-            f"({data['generator']})"
+            f"- Data: run {data['run']}, {data['files']} files, {human_bytes(data['bytes'])}, "
+            f"{data['events']:,} events ({data['generator']})"
         ),
         (
-            f"- Each figure is the median of {report['settings']['rounds']} round(s), every measurement in a fresh "
-            "process, rounds in alternating order. Rates are input bytes per second (MB = 1e6 bytes)."
+            f"- Each figure is the median of {report['settings']['rounds']} round(s), every "
+            "measurement in a fresh process, rounds in alternating order. Rates are input bytes "
+            "per second (MB = 1e6 bytes)."
         ),
         "- Versions: "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
@@ -111,17 +113,18 @@ def render_markdown(report: dict) -> str:
             else "1 round"
         )
         lines.append(
-            f"| `{key}` | {_value(figure)} | {base_text} | {_ratio(figure.get('ratio'))} | {spread} | "
-            f"{figure['on']} |"
+            f"| `{key}` | {_value(figure)} | {base_text} | {_ratio(figure.get('ratio'))} | "
+            f"{spread} | {figure['on']} |"
         )
     read = figures.get("storage.read")
     if read:
         lines += [
             "",
             (
-                f"The read of `storage.read` was **{read['cache_state']}** (evicted with {read['eviction']}; "
-                f"at most {100 * (read['resident_fraction_before'] or 0):.0f}% of its pages were cached when the "
-                "read began). Merges and the copy read their inputs from the page cache "
+                f"The read of `storage.read` was **{read['cache_state']}** (evicted with "
+                f"{read['eviction']}; at most "
+                f"{100 * (read['resident_fraction_before'] or 0):.0f}% of its pages were cached "
+                "when the read began). Merges and the copy read their inputs from the page cache "
                 f"(at least {100 * _min_resident(figures):.0f}% resident), as a merge of freshly "
                 "transferred files does."
             ),
@@ -130,7 +133,8 @@ def render_markdown(report: dict) -> str:
         "",
         "## Targets (issue 3)",
         "",
-        "Measured: ratio of the medians (the verdict); best rounds: ratio of each side's best round.",
+        "Measured: ratio of the medians (the verdict); best rounds: ratio of each side's best "
+        "round.",
         "",
         "| Ratio | Figure / baseline | Measured | Best rounds | Target | Met |",
         "| --- | --- | ---: | ---: | --- | --- |",

@@ -268,7 +268,7 @@ def build_figures(samples: dict[str, list[dict]], jobs: int) -> dict[str, dict]:
     ):
         if codecs:
             figures[key] = summarize(key, [c[name] for c in codecs], F.DESCRIPTIONS[key])
-    for key, figure in figures.items():
+    for figure in figures.values():
         base = figure["baseline"]
         figure["ratio"] = (
             figure["value"] / figures[base]["value"]
@@ -346,7 +346,8 @@ def build_ratios(figures: dict, jobs: int) -> dict[str, dict]:
 
 
 def build_memory(figures: dict) -> dict[str, dict]:
-    """Peak resident memory of every merge and of the copyd0om comparison, with the issue's limit."""
+    """Peak resident memory of every merge and of the copyd0om comparison, with the issue's
+    limit."""
     memory = {}
     for key, figure in figures.items():
         if not (key.startswith("merge.") or key == F.REENCODE) or "peak_rss_bytes" not in figure:

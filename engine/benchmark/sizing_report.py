@@ -34,7 +34,8 @@ TABLE_WIDTH = 100
 
 
 def format_range(key: str, low: float, high: float, unit: str) -> str:
-    """A line's value on the slowest and on the fastest rounds: '350.0-910.2 MB/s', '2-5', '41.2%-88.0%'."""
+    """A line's value on the slowest and on the fastest rounds: '350.0-910.2 MB/s', '2-5',
+    '41.2%-88.0%'."""
     if format_value(key, low, unit) == format_value(key, high, unit):
         return "-"  # the same on every round (an option, or arithmetic on options only)
     if unit == "B/s":
@@ -87,21 +88,25 @@ def render_markdown(sizing: Sizing, report: dict, *, bench_source: str) -> str:
         "# Merge hardware for a campaign",
         "",
         (
-            f"- Campaign: {human_bytes(c.volume_bytes)} in {c.days:g} days, {c.mode} mode; link {c.link_rate * 8 / 1e9:g} "
-            f"Gb/s per direction; unmerged files wait up to {c.wait_hours:g} h; servers planned at <= "
-            f"{100 * c.max_utilisation:.0f}% utilisation; {c.os_memory_bytes / 2**30:g} GiB per server for the OS."
+            f"- Campaign: {human_bytes(c.volume_bytes)} in {c.days:g} days, {c.mode} mode; link "
+            f"{c.link_rate * 8 / 1e9:g} Gb/s per direction; unmerged files wait up to "
+            f"{c.wait_hours:g} h; servers planned at <= {100 * c.max_utilisation:.0f}% "
+            f"utilisation; {c.os_memory_bytes / 2**30:g} GiB per server for the OS."
         ),
         (
-            f"- Measurements: {bench_source} ({report['created']}, `{report['command']}`), on {machine_line(report)}; "
-            "servers are assumed to be like that machine."
+            f"- Measurements: {bench_source} ({report['created']}, `{report['command']}`), on "
+            f"{machine_line(report)}; servers are assumed to be like that machine."
         ),
         (
-            f"- **{int(sizing['servers'])} merge server(s)**, each with {int(sizing['cores_per_server'])} cores, "
+            f"- **{int(sizing['servers'])} merge server(s)**, each with "
+            f"{int(sizing['cores_per_server'])} cores, "
             f"{format_value('memory_per_server', sizing['memory_per_server'], 'B')} of memory, "
-            f"{format_value('disk_total_per_server', sizing['disk_total_per_server'], 'B/s')} of disk bandwidth and "
-            f"{format_value('buffer_per_server', sizing['buffer_per_server'], 'B')} of buffer space; the bottleneck is "
-            f"**{sizing.bottleneck}**; each server runs at {100 * sizing['utilisation']:.1f}% "
-            f"(capacity {sizing['capacity_margin']:.2f}x the need)."
+            f"{format_value('disk_total_per_server', sizing['disk_total_per_server'], 'B/s')} of "
+            "disk bandwidth and "
+            f"{format_value('buffer_per_server', sizing['buffer_per_server'], 'B')} of buffer "
+            f"space; the bottleneck is **{sizing.bottleneck}**; each server runs at "
+            f"{100 * sizing['utilisation']:.1f}% (capacity {sizing['capacity_margin']:.2f}x the "
+            "need)."
         ),
         "",
         f"- {spread_note(sizing).capitalize()}.",
@@ -117,9 +122,10 @@ def render_markdown(sizing: Sizing, report: dict, *, bench_source: str) -> str:
     lines += [
         "",
         (
-            "Model: inputs arrive over the link and land on the server's buffer disk; merged outputs are "
-            "written to that disk and leave over the link (full duplex). Safe and deep modes read every output "
-            "back from the page cache as they write it. See engine/benchmark/sizing.py for the arithmetic."
+            "Model: inputs arrive over the link and land on the server's buffer disk; merged "
+            "outputs are written to that disk and leave over the link (full duplex). Safe and "
+            "deep modes read every output back from the page cache as they write it. See "
+            "engine/benchmark/sizing.py for the arithmetic."
         ),
     ]
     return "\n".join(lines) + "\n"

@@ -62,7 +62,8 @@ def read_sequential(path, *, chunk: int = CHUNK_BYTES) -> dict:
 def concatenate(
     inputs, output, *, chunk: int = CHUNK_BYTES, fsync: bool = True, streamed: bool = False
 ) -> dict:
-    """The copy floor: the inputs' bytes, in order, into one new file, fsynced.  ``bytes`` counts input.
+    """The copy floor: the inputs' bytes, in order, into one new file, fsynced.  ``bytes`` counts
+    input.
 
     ``streamed``: with the merge's own disk strategy (``fsutil.Writeback`` with drop-behind:
     writeback started a window behind, pages dropped once on their way, the whole file after

@@ -1,4 +1,5 @@
-"""Entry point of a measurement's fresh interpreter: ``python -m engine.benchmark.worker TASK_JSON``.
+"""Entry point of a measurement's fresh interpreter:
+``python -m engine.benchmark.worker TASK_JSON``.
 
 Runs one ``tasks`` task and prints its result, with this process's peak resident memory
 (``VmHWM``, see ``isolate``), as one JSON line on stdout.  SIGTERM becomes an

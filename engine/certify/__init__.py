@@ -1,4 +1,5 @@
-"""Certification: per-run histograms of standard quantities read from event payloads, and their comparison.
+"""Certification: per-run histograms of standard quantities read from event payloads, and their
+comparison.
 
 ``quantities`` reads the quantities out of decoded blocks, ``histograms`` fills and stores
 them per (run, sample), ``compare`` tests unmerged against merged (identical) and a run

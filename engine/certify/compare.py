@@ -1,4 +1,5 @@
-"""Comparing histograms: unmerged vs merged must be identical; a run vs a reference must be compatible.
+"""Comparing histograms: unmerged vs merged must be identical; a run vs a reference must be
+compatible.
 
 Two tests, because the questions differ:
 

@@ -74,7 +74,8 @@ def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
 def gather_records(
     buf: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype
 ) -> np.ndarray:
-    """``counts[i]`` consecutive records of ``dtype`` starting at byte ``starts[i]`` of ``buf``, all events in order."""
+    """``counts[i]`` consecutive records of ``dtype`` starting at byte ``starts[i]`` of ``buf``,
+    all events in order."""
     counts = counts.astype(np.int64)
     total = int(counts.sum())
     if total == 0:

@@ -163,7 +163,8 @@ class CatalogBookkeeping:
 
 
 class RecordLookup:
-    """``lookup(path) -> record``: catalogue records fetched once, picklable for worker processes."""
+    """``lookup(path) -> record``: catalogue records fetched once, picklable for worker
+    processes."""
 
     def __init__(self, records: dict[str, dict]):
         self.records = records
@@ -177,7 +178,8 @@ class RecordLookup:
 
 @contextmanager
 def open_bookkeeping(spec):
-    """The catalogue bookkeeping a merge spec asks for (None without ``--catalog``), closed after."""
+    """The catalogue bookkeeping a merge spec asks for (None without ``--catalog``), closed
+    after."""
     if spec is None or not spec.catalog:
         yield None
         return

@@ -234,7 +234,7 @@ def _record(
     repeats, firsts = repeats[order], firsts[order]
     tables = np.searchsorted(starts, repeats["pos"].astype(np.int64), side="right") - 1
     unique_tables, first_index = np.unique(tables, return_index=True)
-    for table, i in zip(unique_tables.tolist(), first_index.tolist()):
+    for table, i in zip(unique_tables.tolist(), first_index.tolist(), strict=True):
         pos = int(repeats["pos"][i])
         if table in found and found[table][0] <= pos:
             continue

@@ -194,7 +194,7 @@ class DaskExecutor:
         except ImportError:
             raise UsageError(
                 "the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])"
-            )
+            ) from None
         self._scratch = None
         self._cluster: LocalCluster | None = None  # ours to close, for "local"
         if address in ("local", ""):

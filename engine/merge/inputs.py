@@ -206,7 +206,8 @@ def _prepare_one(
 
 
 def check_planned_identity(path: Path, planned: dict, now) -> None:
-    """Raise ``InputChanged``, saying what changed, unless ``now`` (an ``os.stat_result``, a reader's
+    """Raise ``InputChanged``, saying what changed, unless ``now`` (an ``os.stat_result``, a
+    reader's
     ``identity`` tuple, or a remote file's size) is the file merge-run planned (``planned``)."""
     if isinstance(now, os.stat_result):  # (a tuple too, of other fields)
         now = {
@@ -218,7 +219,7 @@ def check_planned_identity(path: Path, planned: dict, now) -> None:
     elif isinstance(now, int):
         now = {"size": now}
     else:
-        now = dict(zip(("device", "inode", "size", "mtime_ns"), now))
+        now = dict(zip(("device", "inode", "size", "mtime_ns"), now, strict=True))
     changes = []
     if (planned.get("device"), planned.get("inode")) != (
         now.get("device"),
@@ -302,8 +303,9 @@ def _check_runs(prepared, spec: MergeSpec) -> None:
             _reject(
                 item,
                 InconsistentInputs(
-                    f"input holds run(s) {', '.join(map(str, item.runs))} but the merge is of run "
-                    f"{', '.join(map(str, first_runs))} (use --allow-mixed-runs to merge runs together)",
+                    f"input holds run(s) {', '.join(map(str, item.runs))} but the merge is of "
+                    f"run {', '.join(map(str, first_runs))} (use --allow-mixed-runs to merge "
+                    "runs together)",
                     path=item.path,
                 ),
                 spec,

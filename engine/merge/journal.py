@@ -165,11 +165,10 @@ class Journal:
     ) -> None:
         """Insert a planned output, or reset an unfinished one to ``planned`` with these inputs."""
         self._transaction(
-            "INSERT INTO outputs (name, run, inputs, state, mode, updated, identities) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = excluded.inputs, "
-            "state = excluded.state, mode = excluded.mode, error = NULL, updated = excluded.updated, "
-            "identities = excluded.identities, accepted = NULL",
+            "INSERT INTO outputs (name, run, inputs, state, mode, updated, identities) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET run = excluded.run, inputs = "
+            "excluded.inputs, state = excluded.state, mode = excluded.mode, error = NULL, "
+            "updated = excluded.updated, identities = excluded.identities, accepted = NULL",
             (
                 name,
                 run,
@@ -232,7 +231,8 @@ class Journal:
         self, input_path: str, output: str, action: str, destination: str | None
     ) -> None:
         self._transaction(
-            "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, "
+            "?, ?, ?, ?)",
             (input_path, output, action, destination, iso_now()),
         )
 
@@ -242,7 +242,7 @@ class Journal:
         if output is not None:
             sql, params = sql + " WHERE output = ?", (output,)
         return [
-            dict(zip(("input", "output", "action", "destination", "at"), row))
+            dict(zip(("input", "output", "action", "destination", "at"), row, strict=True))
             for row in self._db.execute(sql + " ORDER BY input", params)
         ]
 
@@ -255,7 +255,10 @@ class Journal:
         }
 
 
-_COLUMNS = "name, run, inputs, state, mode, file_size, checksum, event_count, error, updated, identities, accepted"
+_COLUMNS = (
+    "name, run, inputs, state, mode, file_size, checksum, event_count, error, updated, "
+    "identities, accepted"
+)
 
 
 def _entry(row) -> JournalEntry:

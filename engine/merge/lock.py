@@ -39,7 +39,7 @@ class ExclusiveLock:
                 os.close(fd)
                 raise OutputLocked(
                     f"another merge (pid {holder}) is writing this {self.what}", path=self.target
-                )
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:

@@ -165,7 +165,8 @@ def refuse_output_among_inputs(output: Path, inputs) -> None:
 
 
 def peak_rss_bytes() -> int:
-    """This process's own peak resident size (``engine.host``); ``ru_maxrss`` where there is no ``/proc``."""
+    """This process's own peak resident size (``engine.host``); ``ru_maxrss`` where there is no
+    ``/proc``."""
     return own_peak_rss() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -310,9 +311,9 @@ def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
 def _copy(good, spec: MergeSpec, writer: TmbWriter, readback, outcomes, accepted, progress) -> None:
     """Write every block of every accepted input, in order; record what was left out.
 
-    Blocks of at least ``COALESCE_BELOW`` uncompressed bytes are copied verbatim.  Consecutive smaller
-    ones (the only block of a tiny input, say) are decoded, their digests and events checked before
-    any of their bytes reach the output, and joined into blocks of the usual size
+    Blocks of at least ``COALESCE_BELOW`` uncompressed bytes are copied verbatim.  Consecutive
+    smaller ones (the only block of a tiny input, say) are decoded, their digests and events
+    checked before any of their bytes reach the output, and joined into blocks of the usual size
     (``TmbWriter.coalesce_block``), so that the output reads like a file written in one go; a small
     block with no small neighbour is copied verbatim, undecoded.
 
@@ -530,7 +531,8 @@ class _StagedSidecar:
 
 @contextmanager
 def _signals_deferred():
-    """SIGINT and SIGTERM wait until the block ends (publishing is two renames that belong together).
+    """SIGINT and SIGTERM wait until the block ends (publishing is two renames that belong
+    together).
 
     The Python-level handlers are swapped for one that only records the signal: a mask would not
     do, since the kernel may hand a process-directed signal to any other thread, and CPython then

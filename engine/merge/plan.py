@@ -190,8 +190,8 @@ def describe_input(path: Path, *, merged_tier: str = "thumbnail") -> PlannedInpu
     with open_file(real) as reader:
         if reader.metadata.get("data_tier") == merged_tier or "merge" in reader.metadata:
             raise MergedInput(
-                f"is a merged file (data tier {reader.metadata.get('data_tier')}): merge-run merges "
-                "unmerged files only",
+                f"is a merged file (data tier {reader.metadata.get('data_tier')}): merge-run "
+                "merges unmerged files only",
                 path=path,
             )
         runs = (
@@ -243,7 +243,9 @@ def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
     partitions = [i.partition for i in inputs if i.partition is not None]
     if len(partitions) == len(inputs):
         return f"tmb_{run:010d}_mrg_p{min(partitions):03d}-p{max(partitions):03d}.tmb"
-    return f"tmb_{run:010d}_mrg_e{min(i.first_event for i in inputs)}-e{max(i.last_event for i in inputs)}.tmb"
+    first = min(i.first_event for i in inputs)
+    last = max(i.last_event for i in inputs)
+    return f"tmb_{run:010d}_mrg_e{first}-e{last}.tmb"
 
 
 def plan_run(
@@ -294,9 +296,10 @@ def plan_run(
                 plan.ignored.append((str(path), exc.message))
             continue
         except EngineError as exc:
+            exc.with_path(path)
             if not skip_bad:
-                raise exc.with_path(path)
-            plan.rejected.append((str(path), exc.with_path(path)))
+                raise
+            plan.rejected.append((str(path), exc))
             continue
         if run is None or described.run == run:
             by_run[described.run].append(described)

@@ -1,4 +1,5 @@
-"""What makes a merge byte-reproducible: a file id derived from content, and timestamps that can be fixed.
+"""What makes a merge byte-reproducible: a file id derived from content, and timestamps that can be
+fixed.
 
 The same inputs merged the same way give the same output and sidecar, byte for byte, when the
 timestamps written into them are fixed (reproducible builds' convention, which the field's
@@ -43,7 +44,8 @@ def output_uuid(
 
 def merge_clock(reproducible: bool, input_created: Iterable[Any]) -> Callable[[], str]:
     """The clock a merge stamps its output with: ``now_iso`` (which honours ``SOURCE_DATE_EPOCH``),
-    or, when ``reproducible`` and no ``SOURCE_DATE_EPOCH`` is set, the newest input ``created`` time."""
+    or, when ``reproducible`` and no ``SOURCE_DATE_EPOCH`` is set, the newest input ``created``
+    time."""
     if not reproducible or source_date_epoch() is not None:
         return now_iso
     moments = []

@@ -90,7 +90,8 @@ def check_retirable(
 
 
 def reverify_output(output: Path, entry) -> None:
-    """Re-read a published output: every block digest, and its size and adler32 against the journal."""
+    """Re-read a published output: every block digest, and its size and adler32 against the
+    journal."""
     from ..checksums import format_adler32
     from ..verify import verify_file
 

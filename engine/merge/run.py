@@ -2,8 +2,8 @@
 
 Strategy: take the output folder's lock (one merge-run per folder) and remove temporary files
 that dead processes left behind.  Then the journal comes first: a rerun whose plan options
-(--run, --target-size, --max-events) differ from the journal's is refused unless ``replan`` is asked;
-an output it records as finished, whose file is still there as recorded, stands (and its
+(--run, --target-size, --max-events) differ from the journal's is refused unless ``replan`` is
+asked; an output it records as finished, whose file is still there as recorded, stands (and its
 inputs, perhaps retired already, are not planned again); an output found published but not
 recorded as finished (a kill between the two) is verified and adopted; unfinished entries are
 forgotten.  Only the remaining inputs are planned (``plan.plan_run``), never this run's own
@@ -285,7 +285,8 @@ def _merge_run(
                 identities=[i.identity() for i in planned.inputs],
             )
         # a worker merges each input only if it is still the file planned (and journaled) here
-        # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens here
+        # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens
+        # here
         per_output = replace(
             spec,
             threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))),
@@ -361,7 +362,8 @@ def _merge_run(
 
 
 class _Stream:
-    """Hands each finished output, and each failure recorded since the last call, to the caller's callbacks."""
+    """Hands each finished output, and each failure recorded since the last call, to the caller's
+    callbacks."""
 
     def __init__(self, report: RunReport, on_output, on_failure):
         self.report, self.on_output, self.on_failure = report, on_output, on_failure
@@ -400,7 +402,8 @@ class _Bookkeeping:
         )
 
     def after(self, result: MergeReport, state: str, *, reverify: bool = False) -> None:
-        """``reverify``: the output was finished by an earlier run; re-read it before acting on it."""
+        """``reverify``: the output was finished by an earlier run; re-read it before acting on
+        it."""
         before = state
         try:
             state = self._declare_and_retire(result, state, reverify)
@@ -495,9 +498,9 @@ def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> N
                 f"{_option(k, recorded[k])} (now {_option(k, settings[k])})" for k in changed
             )
             raise UsageError(
-                f"this folder's merge was planned with {said}: a rerun with other options would change "
-                "the plan; rerun with the same options, or add --replan to plan what is not finished "
-                "with the new ones (finished outputs stand)",
+                f"this folder's merge was planned with {said}: a rerun with other options would "
+                "change the plan; rerun with the same options, or add --replan to plan what is "
+                "not finished with the new ones (finished outputs stand)",
                 path=journal.path.parent,
             )
     journal.record_settings(settings)

@@ -111,7 +111,8 @@ class TmbReader:
             self._open()
         except EngineError as exc:
             self.close()
-            raise exc.with_path(self.path)
+            exc.with_path(self.path)
+            raise
         except BaseException:
             self.close()
             raise
@@ -176,7 +177,8 @@ class TmbReader:
         return self._ready_source().pread(length, offset)
 
     def _ready_source(self):
-        """The open source, opening the file again after ``release()`` (a changed file is refused)."""
+        """The open source, opening the file again after ``release()`` (a changed file is
+        refused)."""
         if self._source is None:
             if self._closed:
                 raise InputError("file is closed", path=self.path)
@@ -234,7 +236,7 @@ class TmbReader:
         start, stop = max(0, start), min(stop, self.event_count)
         count = max(stop - start, 0)
         columns = []
-        for (_, dtype), at in zip(EVENT_COLUMNS, self._column_offsets):
+        for (_, dtype), at in zip(EVENT_COLUMNS, self._column_offsets, strict=True):
             size = np.dtype(dtype).itemsize
             raw = self._pread(count * size, at + start * size)
             if len(raw) != count * size:
@@ -309,7 +311,8 @@ class TmbReader:
                 header, entry, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset
             )
         except EngineError as exc:
-            raise exc.with_path(self.path)
+            exc.with_path(self.path)
+            raise
         first = int(entry["first_event"])
         events = self.event_slice(first, first + header.event_count) if with_events else None
         return RawBlock(number, offset, header, raw, events)
@@ -321,15 +324,17 @@ class TmbReader:
 
         With ``adler``, every byte of the file is fed to it in order (head, blocks, tail), so
         once the loop ends it holds the whole file's adler32 and size; each block carries its
-        own adler32 (``block.adler32``), so a writer copying it need not hash it again.  With ``pool``, each block
-        is read into a buffer leased from it (``block.lease``), which the consumer releases when
-        done with the block: no allocation per block.
+        own adler32 (``block.adler32``), so a writer copying it need not hash it again.  With
+        ``pool``, each block is read into a buffer leased from it (``block.lease``), which the
+        consumer releases when done with the block: no allocation per block.
         """
         if adler is not None:
             adler.update(self._head_bytes)
         self._announce_blocks()
         if self._events is None and self.trailer.index_length <= WHOLE_INDEX_BYTES:
-            self.events  # one request for a small index, not one per column per block (remote files)
+            _ = (
+                self.events
+            )  # one request for a small index, not one per column per block (remote files)
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
@@ -400,7 +405,7 @@ class TmbReader:
         source = self._ready_source()
         if getattr(source, "remote", False) and self.block_count:
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
-            source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist()))
+            source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist(), strict=True))
 
     def decode(self, block: RawBlock):
         """Decompress a block and prove its events against the index."""
@@ -410,7 +415,8 @@ class TmbReader:
                 block.header, block.data, region=region, offset=block.offset, expected=block.events
             )
         except EngineError as exc:
-            raise exc.with_path(self.path)
+            exc.with_path(self.path)
+            raise
         return decoded
 
     def iter_events(self) -> Iterator[Event]:

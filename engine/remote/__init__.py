@@ -1,4 +1,5 @@
-"""Files named by URL (``root://``, ``roots://``, ``https://``, ``davs://``): where remote bytes enter.
+"""Files named by URL (``root://``, ``roots://``, ``https://``, ``davs://``): where remote bytes
+enter.
 
 A production merge reads the files of a run where a site's storage keeps them (dCache, EOS,
 XRootD) and stages its output back there.  This package holds everything about that, and

@@ -26,7 +26,8 @@ def streams() -> int:
 
 class PrefetchingSource:
     """``engine.source`` interface (``size``, ``pread``, ``readinto``, ``read_many``,
-    ``will_need``, ``current_size``, ``close``) over a protocol reader with ``read``/``read_many``/``size``."""
+    ``will_need``, ``current_size``, ``close``) over a protocol reader with
+    ``read``/``read_many``/``size``."""
 
     remote = True
 

@@ -98,7 +98,8 @@ def temporary_name(final):
 
 
 def stage_out(local: Path, final, *, adler32: int | None = None, overwrite: bool = False) -> None:
-    """Upload ``local`` (and its sidecar, first) to ``final``, each verified by the server's adler32."""
+    """Upload ``local`` (and its sidecar, first) to ``final``, each verified by the server's
+    adler32."""
     from ..metadata import sidecar_path
 
     local_sidecar = sidecar_path(local)

@@ -130,7 +130,7 @@ class XRootDReader:
 
         pieces = iter(retrying(step, self.rp, f"read error at offset {ranges[0][0]}"))
         out = []
-        for offset, length in ranges:
+        for _, length in ranges:
             got = bytearray()
             while len(got) < length:
                 got += next(pieces)

@@ -5,8 +5,9 @@ every block's header and stored-bytes digest, reading each byte once and computi
 file's adler32 on the way.  Deep: also decompress every block (on all cores) and check its
 uncompressed digest, its record framing and every event's payload digest against the index.
 With ``metadata="auto"`` the file is also held against its sidecar ``<file>.json`` (size,
-adler32, event count, name, run numbers, first and last event) and its own embedded name.  Failures are returned in the report
-(``verify_files`` checks many files in parallel and never stops at the first bad one).
+adler32, event count, name, run numbers, first and last event) and its own embedded name.  Failures
+are returned in the report (``verify_files`` checks many files in parallel and never stops at the
+first bad one).
 """
 
 from __future__ import annotations

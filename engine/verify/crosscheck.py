@@ -1,9 +1,10 @@
 """Crosschecks between a file and what others say about it.
 
 Two kinds: a file against its bookkeeping (the sidecar ``<file>.json`` or a catalogue record:
-name, size, adler32, event count, run numbers, first and last event), and a merged output against its inputs (exactly the inputs'
-events, in order, with the same payload digests).  Both raise ``ConsistencyError`` subclasses
-naming what differs and where; both are pure comparisons with no I/O of their own.
+name, size, adler32, event count, run numbers, first and last event), and a merged output against
+its inputs (exactly the inputs' events, in order, with the same payload digests).  Both raise
+``ConsistencyError`` subclasses naming what differs and where; both are pure comparisons with no
+I/O of their own.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def stated_facts(md: dict) -> FileFacts:
 
 
 def measured_facts(reader, adler32: int | None, name: str, expected: FileFacts) -> FileFacts:
-    """The same facts of an open file, from its index (only those ``expected`` states are computed)."""
+    """The same facts of an open file, from its index (only those ``expected`` states are
+    computed)."""
     events = reader.events
     runs = first = last = None
     if expected.runs is not None:
@@ -113,9 +115,10 @@ def _runs(runs: tuple[int, ...]) -> str:
 
 def crosscheck_events(path, output, expected) -> None:
     """The output's event list must be the concatenation of its inputs' (``expected``: tables or
-    readers, in order): count, order, lengths, digests.  ``output`` is an ``EventTable`` or a reader;
-    readers are read a chunk at a time (``iter_event_chunks``, ``event_slice``) and released after,
-    so the comparison holds one chunk of each side, whatever the number of events."""
+    readers, in order): count, order, lengths, digests.  ``output`` is an ``EventTable`` or a
+    reader; readers are read a chunk at a time (``iter_event_chunks``, ``event_slice``) and
+    released after, so the comparison holds one chunk of each side, whatever the number of
+    events."""
     sources = [expected] if isinstance(expected, EventTable) else list(expected)
     total = sum(_count(s) for s in sources)
     if _count(output) != total:

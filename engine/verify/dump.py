@@ -1,4 +1,5 @@
-"""What ``tmbmerge dump`` shows about one file: a JSON-ready summary, and text or JSON streams of it.
+"""What ``tmbmerge dump`` shows about one file: a JSON-ready summary, and text or JSON streams of
+it.
 
 Strategy: ``summarize_file`` turns an open reader into a plain dict (header, metadata, block
 table, index location, totals).  Everything in it comes from the structures the reader has
@@ -137,7 +138,8 @@ def summarize_file(reader) -> dict[str, Any]:
 def iter_event_rows(
     events: EventTable, *, chunk: int = EVENT_CHUNK
 ) -> Iterator[tuple[int, int, int, str, int]]:
-    """(run, event, size, digest hex, block) for every event in file order, from the index columns."""
+    """(run, event, size, digest hex, block) for every event in file order, from the index
+    columns."""
     for start in range(0, len(events), chunk):
         part = events.slice(start, start + chunk)
         yield from zip(
@@ -146,6 +148,7 @@ def iter_event_rows(
             part.length.tolist(),
             (f"{d:016x}" for d in part.digest.tolist()),
             part.block.tolist(),
+            strict=True,
         )
 
 
@@ -180,7 +183,10 @@ def iter_dump_text(summary: dict[str, Any], events: EventTable | None = None) ->
         )
     index = summary["index"]
     yield ""
-    yield f"index            offset {index['offset']}, {index['length']} bytes, digest {index['digest']}"
+    yield (
+        f"index            offset {index['offset']}, {index['length']} bytes, digest "
+        f"{index['digest']}"
+    )
     yield ""
     yield "totals"
     ratio_text = (

@@ -68,7 +68,8 @@ def verify_merged_output(
     except EngineError as exc:
         if exc.path == str(path):  # the reader names the temporary file it opened
             exc.path = None
-        raise exc.with_path(shown)
+        exc.with_path(shown)
+        raise
 
 
 def _compare_block_tables(path: Path, indexed: np.ndarray, read_back: np.ndarray) -> None:

@@ -54,10 +54,11 @@ class Summary:
 
     def line(self) -> str:
         return (
-            f"{self.files} files in {self.seconds:.0f} s ({self.refused} refused by verify --deep, "
-            f"{self.files - self.refused} sound), {len(self.crashes)} crashes, slowest file "
-            f"{self.slowest_seconds:.2f} s ({self.slowest_case}), peak RSS {self.peak_rss_bytes / 1e6:.0f} MB "
-            f"(baseline after warm-up {self.baseline_rss_bytes / 1e6:.0f} MB)"
+            f"{self.files} files in {self.seconds:.0f} s ({self.refused} refused by verify "
+            f"--deep, {self.files - self.refused} sound), {len(self.crashes)} crashes, slowest "
+            f"file {self.slowest_seconds:.2f} s ({self.slowest_case}), peak RSS "
+            f"{self.peak_rss_bytes / 1e6:.0f} MB (baseline after warm-up "
+            f"{self.baseline_rss_bytes / 1e6:.0f} MB)"
         )
 
 
