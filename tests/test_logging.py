@@ -32,10 +32,10 @@ def test_the_library_never_configures_logging():
     assert configuring == ["engine/logbridge.py"]
 
 
-def test_a_worker_process_logs_through_the_parents_logging(tmb_run, tmp_path, caplog):
-    """merge-run --jobs 2 merges in spawned worker processes: their records reach the parent's
-    loggers of the same name (keeping the worker's process id), at the parent's levels."""
-    caplog.set_level(logging.DEBUG, logger="engine")
+def _merge_in_workers(tmb_run, tmp_path, caplog, level: int):
+    """merge-run --jobs 2 (spawned worker processes) with the parent's "engine" logger at
+    ``level``: the run, and the records that came from the workers (their process id kept)."""
+    caplog.set_level(level, logger="engine")
     total = sum(p.stat().st_size for p in tmb_run)
     run = merge_run(
         [tmb_run[0].parent],
@@ -45,7 +45,12 @@ def test_a_worker_process_logs_through_the_parents_logging(tmb_run, tmp_path, ca
         jobs=2,
     )
     assert run.ok and len(run.outputs) >= 2
-    from_workers = [r for r in caplog.records if r.process != os.getpid()]
+    return run, [r for r in caplog.records if r.process != os.getpid()]
+
+
+def test_a_worker_process_logs_through_the_parents_logging(tmb_run, tmp_path, caplog):
+    """A worker's records reach the parent's loggers of the same name."""
+    run, from_workers = _merge_in_workers(tmb_run, tmp_path, caplog, logging.DEBUG)
     merging = [r.getMessage() for r in from_workers if r.name == "engine.merge.pipeline"]
     names = sorted(o.output.name for o in run.outputs)
     assert sorted(Path(m.split(": merging")[0]).name for m in merging if ": merging" in m) == names
@@ -53,17 +58,7 @@ def test_a_worker_process_logs_through_the_parents_logging(tmb_run, tmp_path, ca
 
 
 def test_a_worker_logs_at_its_parents_level(tmb_run, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="engine")
-    total = sum(p.stat().st_size for p in tmb_run)
-    run = merge_run(
-        [tmb_run[0].parent],
-        tmp_path / "out",
-        target_size=total // 2,
-        spec=MergeSpec(mode="fast"),
-        jobs=2,
-    )
-    assert run.ok
-    from_workers = [r for r in caplog.records if r.process != os.getpid()]
+    run, from_workers = _merge_in_workers(tmb_run, tmp_path, caplog, logging.INFO)
     assert sum("published" in r.getMessage() for r in from_workers) == len(run.outputs)
     assert {r.levelno for r in from_workers} == {logging.INFO}
 
