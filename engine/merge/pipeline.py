@@ -54,6 +54,7 @@ from ..metadata import sidecar_path
 from ..pool import BufferPool, PoolClosed
 from ..progress import NullProgress
 from ..remote import is_url, location
+from ..units import plural
 from ..verify.merged import verify_merged_output
 from ..verify.readback import BlockReadback
 from ..writer import TmbWriter, WrittenBlock
@@ -119,7 +120,7 @@ def merge_files(
         prepared = prepare_inputs(
             inputs, spec, bookkeeping=bookkeeping, check_input=check_input, planned=planned
         )
-        log.debug("%s: merging %d inputs, %s mode", output, len(prepared), spec.mode)
+        log.debug("%s: merging %s, %s mode", output, plural(len(prepared), "input"), spec.mode)
         try:
             if spec.expect_complete:
                 catalog.check_complete(
@@ -132,10 +133,10 @@ def merge_files(
             for item in prepared:
                 item.close()
         log.info(
-            "%s: published, %d events from %d inputs",
+            "%s: published, %s from %s",
             output,
-            report.event_count,
-            len(report.accepted),
+            plural(report.event_count, "event"),
+            plural(len(report.accepted), "input"),
         )
         if spec.declare:
             declare_output(catalog, report)
