@@ -1,4 +1,5 @@
-"""The text tables of the commands that list things (``status``, ``plan``, ``catalog show``).
+"""The text tables of the commands that list things (``status``, ``plan``, ``catalog show``,
+``serve dataset list``).
 
 Drawn by ``rich`` (already the progress display's library): columns sized to their contents,
 long cells wrapped inside their column, the whole at most ``MAX_WIDTH`` columns (a narrower

@@ -112,6 +112,11 @@ def test_campaign_page_commands(cli, tmp_path):
     assert_documented(
         "serve dataset list", _json(cli("serve", "dataset", "list", "--catalog", url, "--json"))
     )
+    listed = cli("serve", "dataset", "list", "--catalog", url)
+    assert [line.split() for line in listed.out.splitlines()] == [
+        ["dataset", "runs", "state", "site"],
+        ["d1", "1-2", "open"],
+    ]
     token = _json(cli("serve", "token", "add", "cnaf", "--catalog", url, "--json"))
     assert_documented("serve token add", token)
     assert token["site"] == "cnaf" and token["token"].startswith("tmbs_")

@@ -136,8 +136,12 @@ def run_dataset_list(args) -> int:
     if args.json:
         print(json.dumps(datasets, indent=2))
         return 0
+    from ..tables import print_table, table
+
+    shown = table("dataset", "runs", "state", "site")
     for d in datasets:
-        print(f"{d['name']:20} {_runs_text(d):>20} {d['state']:15} {d['site'] or ''}")
+        shown.add_row(d["name"], _runs_text(d), d["state"], d["site"] or "")
+    print_table(shown)
     return 0
 
 
