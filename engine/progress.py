@@ -2,7 +2,7 @@
 
 The engine calls ``start`` with totals, ``advance`` as bytes, events and files go by, and
 ``finish``; it never draws anything.  ``NullProgress`` ignores it all.  The command line plugs
-in a live display (``bindings.progress``); a merge running in a worker process forwards these
+in a live display of its own; a merge running in a worker process forwards these
 calls through a queue (``QueueProgress``) to the parent's display.
 """
 

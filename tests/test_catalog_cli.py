@@ -11,8 +11,9 @@ from catalog_contract import raw, unmerged
 
 import bindings.cli
 from bindings.catalog import ALREADY_DECLARED, DECLARED, open_catalog
-from bindings.catalog.hook import declare_file, load_declarer
+from bindings.catalog.hook import declare_file
 from bindings.commands import COMMAND_MODULES
+from engine.catalog import load_declarer
 from engine.errors import MetadataError, UnknownParent, UsageError
 from engine.metadata import write_sidecar
 

@@ -482,7 +482,7 @@ def test_unreachable_catalogue_is_named_with_the_whole_reason(monkeypatch):
     message."""
     import socket
 
-    from bindings.catalog.registry import open_catalog
+    from engine.catalog import open_catalog
     from engine.errors import CatalogUnavailable
 
     with socket.socket() as probe:  # a port nothing listens on

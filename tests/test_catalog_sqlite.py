@@ -12,9 +12,12 @@ import pytest
 from catalog_contract import CatalogContract, raw, unmerged
 
 from bindings.catalog import ALREADY_DECLARED, DECLARED, open_catalog
-from bindings.catalog.registry import BUILTIN_BACKENDS, backend_class, backend_targets
 from bindings.catalog.sqlite import SCHEMA_VERSION, SqliteCatalog, path_from_url
+from engine import plugins
+from engine.catalog import backend_class
 from engine.errors import CatalogError, DeclarationConflict, EngineError, UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class TestSqliteCatalog(CatalogContract):
@@ -69,9 +72,15 @@ def test_open_catalog_refuses_unknown_urls(url, words):
     assert caught.value.exit_code == 2
 
 
-def test_builtin_schemes_are_registered_when_uninstalled_too():
-    targets = backend_targets()
-    for scheme, target in BUILTIN_BACKENDS.items():
+def test_the_built_in_schemes_are_pyprojects_entry_points():
+    """One registry: the schemes tmbmerge's pyproject.toml declares are what the engine's registry
+    serves (no table copied beside them), each loading the class it names."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    builtin = project["entry-points"][plugins.CATALOGS]
+    targets = plugins.targets(plugins.CATALOGS)
+    for scheme, target in builtin.items():
         assert targets[scheme] == target
         assert backend_class(scheme).__name__ == target.rsplit(":", 1)[1]
 

@@ -292,22 +292,24 @@ def test_enospc_while_writing_an_output(catalogued_run, tmp_path, monkeypatch):
 
 
 def test_catalogue_failing_in_the_middle_of_declaring(catalogued_run, tmp_path, monkeypatch):
-    from engine.merge.bookkeeping import CatalogBookkeeping
+    from engine.merge.catalog import MergeCatalog
 
     inputs, url = catalogued_run
     ledger = Ledger(inputs, url)
     out = tmp_path / "out"
     target = three_outputs(inputs)
-    real = CatalogBookkeeping.declare
+    real = MergeCatalog.declare
     calls = []
 
-    def declare(self, output):
-        calls.append(output)
+    def declare(self, record):
+        calls.append(record["file_name"])
         if len(calls) == 2:
-            raise CatalogUnavailable("catalogue unavailable: 503 Service Unavailable", path=output)
-        return real(self, output)
+            raise CatalogUnavailable(
+                "catalogue unavailable: 503 Service Unavailable", path=record["file_name"]
+            )
+        return real(self, record)
 
-    monkeypatch.setattr(CatalogBookkeeping, "declare", declare)
+    monkeypatch.setattr(MergeCatalog, "declare", declare)
     report = merge_run(
         [inputs[0].parent], out, target_size=target, spec=retiring_spec(url), retire="delete"
     )

@@ -8,11 +8,15 @@
 - ``metacat+https://HOST/PATH?namespace=NS&dataset=NS:NAME``: a MetaCat server;
 - ``exec:COMMAND``: a site's own declaration tool (declare-only).
 
-Backends are found through the ``tmbmerge.catalogs`` entry points (see ``registry``);
-``hook.declare_file`` is the declaration hook.  docs/CATALOG.md describes it all.
+Each backend implements the engine's ``engine.catalog.Catalog`` protocol (through the base
+class ``base.Catalog``) and is registered under its URL scheme in the entry-point group
+``tmbmerge.catalogs`` (tmbmerge's ``pyproject.toml``); ``open_catalog`` is the engine's, which
+finds them through its one registry, ``engine.plugins``.  ``hook.declare_file`` declares a file
+from its sidecar.  docs/CATALOG.md describes it all.
 """
 
+from engine.catalog import open_catalog
+
 from .base import ALREADY_DECLARED, DECLARED, Catalog, DeclareResult
-from .registry import open_catalog
 
 __all__ = ["ALREADY_DECLARED", "DECLARED", "Catalog", "DeclareResult", "open_catalog"]

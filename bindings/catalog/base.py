@@ -4,7 +4,9 @@ A catalogue speaks SAM: records are dicts with SAM's field names, checksums are 
 ``adler32:<8 lowercase hex>`` on the way out (``enstore:<decimal>`` is accepted on the way in
 and converted), lineage is by file name.  Backends differ only in where the records live.
 
-The declaration rules live here so that every backend applies the same ones:
+The declaration rules live here (and in ``engine.catalog``, which this re-exports:
+``DeclareResult``, ``parent_names``, the ``UnknownParent`` and ``AlreadyMerged`` refusals) so
+that every backend applies the same ones:
 
 - ``prepare_declaration`` validates the metadata (``normalize_metadata``) and requires
   ``file_size``, except for a *placeholder* (a parent known by name only, see
@@ -30,23 +32,25 @@ import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
+from engine.catalog import (
+    ALREADY_DECLARED,
+    DECLARED,
+    DeclareResult,
+    already_merged_error,
+    parent_names,
+    unknown_parent_error,
+)
 from engine.checksums import adler32_from_checksums, format_adler32
 from engine.errors import (
-    AlreadyMerged,
     CatalogError,
     CatalogUnavailable,
     DeclarationConflict,
     FileNotDeclared,
     MetadataError,
-    UnknownParent,
     UsageError,
 )
 from engine.metadata import normalize_metadata
-
-DECLARED = "declared"
-ALREADY_DECLARED = "already declared"
 
 #: Free-form parameter marking a record made for a parent known only by name.
 PLACEHOLDER_PARAMETER = "Catalog.placeholder"
@@ -118,16 +122,11 @@ class CatalogBudget:
         }
 
 
-class DeclareResult(NamedTuple):
-    """The outcome of one successful declaration."""
-
-    file_name: str
-    status: str  # DECLARED or ALREADY_DECLARED
-    file_id: int | None  # None when the backend does not report one (exec)
-
-
 class Catalog(ABC):
     """A file catalogue: SAM records by file name, and the lineage between them.
+
+    The base class of tmbmerge's backends: it implements the engine's ``engine.catalog.Catalog``
+    protocol (batches, cache, budget, the declaration rules) around a few abstract methods.
 
     ``queryable`` is False for declare-only backends (``exec:``), whose query methods raise
     ``CatalogError``; callers that can do without queries (the declaration hook) check it.
@@ -311,10 +310,6 @@ def prepare_declaration(metadata: dict) -> dict:
     return md
 
 
-def parent_names(metadata: dict) -> list[str]:
-    return [parent["file_name"] for parent in metadata.get("parents", [])]
-
-
 def check_redeclaration(existing: dict, new: dict) -> None:
     """Raise ``DeclarationConflict`` unless ``new`` describes the same bytes as ``existing``.
 
@@ -347,29 +342,6 @@ def check_redeclaration(existing: dict, new: dict) -> None:
             expected=format_adler32(old_adler) if old_adler is not None else "none",
             actual=format_adler32(new_adler) if new_adler is not None else "none",
         )
-
-
-def unknown_parent_error(file_name: str, missing: list[str]) -> UnknownParent:
-    return UnknownParent(
-        f"parents not declared: {', '.join(missing)} (declare them first, or use "
-        "--declare-parents)",
-        path=file_name,
-    )
-
-
-def already_merged_error(
-    file_name: str, others: list[str], *, after: bool = False
-) -> AlreadyMerged:
-    """The refusal of a declaration whose inputs are merged already (``exclusive_tier``)."""
-    if after:
-        return AlreadyMerged(
-            f"declared, but its inputs were declared merged into {', '.join(others)} at the same "
-            "time: the same events are now in the catalogue twice; retract one of them",
-            path=file_name,
-        )
-    return AlreadyMerged(
-        f"not declared: its inputs are merged already into {', '.join(others)}", path=file_name
-    )
 
 
 def chunks(names: list[str], size: int = BATCH_SIZE):

@@ -156,7 +156,8 @@ def _print_names(names: list[str], as_json: bool) -> None:
 
 
 def run_declare(args) -> int:
-    from bindings.catalog.hook import declare_file, load_declarer
+    from bindings.catalog.hook import declare_file
+    from engine.catalog import load_declarer
     from engine.errors import EngineError
 
     results, failures = [], []
@@ -188,7 +189,8 @@ def run_declare(args) -> int:
 
 def run_import(args) -> int:
     from bindings.catalog import ALREADY_DECLARED, DECLARED
-    from bindings.catalog.hook import declare_file, load_declarer
+    from bindings.catalog.hook import declare_file
+    from engine.catalog import load_declarer
     from engine.errors import EngineError, InputNotFound, UsageError
     from engine.remote import location
 

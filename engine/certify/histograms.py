@@ -4,9 +4,9 @@
 checked on the way: a certification never histograms unchecked bytes), decodes it and fills
 one boost-histogram per quantity (integer storage: counts compare exactly).  ``RunHistograms``
 is what one (run, sample) filled: the histograms, the files and events that went in and how
-many payloads were malformed; ``to_record``/``from_record`` are its plain-JSON stored form
-(binning plus counts with under- and overflow), kept in the catalogue database by
-``bindings.serve.store``.
+many payloads were malformed; ``to_record``/``from_record`` are its plain-JSON form
+(binning plus counts with under- and overflow), which the campaign service keeps in its
+catalogue database.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ from ..units import plural
 from ..verify.merged import verify_merged_output
 from ..verify.readback import BlockReadback
 from ..writer import TmbWriter, WrittenBlock
-from .bookkeeping import CatalogBookkeeping, names_by_run, open_bookkeeping
+from .catalog import names_by_run, open_merge_catalog
 from .inputs import PreparedInput, check_adler, prepare_inputs, validate_whole
 from .lock import ExclusiveLock
 from .report import InputOutcome, MergeReport
@@ -109,7 +109,7 @@ def merge_files(
     refuse_output_among_inputs(output, inputs)
     if output.exists() and not spec.force:
         raise OutputExists("output exists (use --force to replace it)", path=output)
-    with ExclusiveLock(output), open_bookkeeping(None if catalog_checked else spec) as catalog:
+    with ExclusiveLock(output), open_merge_catalog(None if catalog_checked else spec) as catalog:
         # what a merge to this output killed earlier (kill -9, OOM) left: its owner is gone
         remove_stale_temporaries(output.parent, names=(output.name, sidecar_path(output).name))
         check_input = None
@@ -139,7 +139,9 @@ def merge_files(
             plural(len(report.accepted), "input"),
         )
         if spec.declare:
-            declare_output(catalog, report)
+            from .after_verified import AfterVerified
+
+            AfterVerified(catalog, spec)(report)
         if catalog is not None:
             report.catalog = catalog.budget
     report.seconds = time.perf_counter() - started
@@ -288,22 +290,6 @@ def _merge_prepared(
         verified=spec.checks_bookkeeping,
         metadata=metadata,
     )
-
-
-def declare_output(catalog: CatalogBookkeeping, report: MergeReport) -> None:
-    """Declare a published output; a failure is recorded in the report, the output stays."""
-    try:
-        report.declared = catalog.declare(report.output).status
-        log.info("%s: %s in the catalogue", report.output, report.declared)
-    except EngineError as exc:
-        report.declared = "failed"
-        report.declare_error = exc.with_path(report.output)
-        return
-    try:  # with --register: the replica too; until it is, the output counts as not declared
-        report.registered = catalog.register(report.output)
-    except EngineError as exc:
-        report.registered = "failed"
-        report.declare_error = exc.with_path(report.output)
 
 
 # -- streaming ---------------------------------------------------------------------------------

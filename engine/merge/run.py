@@ -42,14 +42,14 @@ from ..metadata import sidecar_path
 from ..progress import NullProgress, QueueProgress
 from ..remote import RemotePath, is_url, location
 from ..units import plural
-from .bookkeeping import names_by_run, open_bookkeeping
+from .after_verified import AfterVerified
+from .catalog import names_by_run, open_merge_catalog
 from .executors import ProgressRelay, make_executor, worker_progress_queue
 from .journal import FINISHED, Journal, JournalEntry, JournalState
 from .lock import ExclusiveLock
-from .pipeline import declare_output, merge_files
+from .pipeline import merge_files
 from .plan import PlannedOutput, discover_inputs, plan_run, resolved_name
 from .report import MergeReport, RunReport
-from .retire import check_retirable, retire_inputs, reverify_output
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
@@ -224,7 +224,7 @@ def _merge_run(
             out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"
         ),
         Journal(out_dir) as journal,
-        open_bookkeeping(spec) as catalog,
+        open_merge_catalog(spec) as catalog,
     ):
         if retire and not catalog.queryable:
             raise UsageError(
@@ -269,11 +269,18 @@ def _merge_run(
                 path=dest,
             )
         report.planned = [o.name for o in outputs]
-        bookkeeping = _Bookkeeping(journal, catalog, spec, retire, retire_dir, report)
+        after_verified = AfterVerified(
+            catalog,
+            spec,
+            journal=journal,
+            retire=retire,
+            retire_dir=retire_dir,
+            failures=report.failures,
+        )
         for entry in finished:
             result = _report_from_journal(dest / entry.name, entry, spec)
             report.outputs.append(result)
-            bookkeeping.after(result, entry.state, reverify=True)
+            after_verified(result, entry.state, reverify=True)
             stream.emit(result)
         stream.emit()
         for planned in outputs:
@@ -338,7 +345,7 @@ def _merge_run(
                     accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted],
                 )
                 report.outputs.append(result)
-                bookkeeping.after(result, state)
+                after_verified(result, state)
                 log.info(
                     "%s: %s, %s, %s",
                     task.name,
@@ -386,90 +393,6 @@ def _prefetch(catalog, arguments) -> None:
     except UsageError:
         return  # plan_run says what is wrong
     catalog.prefetch(paths)
-
-
-class _Bookkeeping:
-    """What happens to an output after it is verified: declare it, then retire its inputs."""
-
-    def __init__(
-        self, journal: Journal, catalog, spec: MergeSpec, retire, retire_dir, report: RunReport
-    ):
-        self.journal, self.catalog, self.spec = journal, catalog, spec
-        self.retire, self.retire_dir, self.report = (
-            retire,
-            location(retire_dir) if retire_dir else None,
-            report,
-        )
-
-    def after(self, result: MergeReport, state: str, *, reverify: bool = False) -> None:
-        """``reverify``: the output was finished by an earlier run; re-read it before acting on
-        it."""
-        before = state
-        try:
-            state = self._declare_and_retire(result, state, reverify)
-        finally:
-            if result.status.startswith("already ") and state != before:
-                result.status = (
-                    f"{result.status}, now {state}"  # e.g. "already verified, now retired"
-                )
-
-    def _pending(self, state: str) -> bool:
-        # retiring re-verifies on its own, just before (check_retirable)
-        return self.spec.declare and state == JournalState.VERIFIED
-
-    def _declare_and_retire(self, result: MergeReport, state: str, reverify: bool) -> str:
-        name = result.output.name
-        if reverify and self._pending(state):
-            try:
-                reverify_output(result.output, self.journal.get(name))
-            except EngineError as exc:
-                self.journal.set_state(
-                    name, JournalState(state), error=f"re-verification failed: {exc}"
-                )
-                self.report.failures.append({"output": name, **exc.to_dict()})
-                return state
-        if self.spec.declare and state == JournalState.VERIFIED:
-            declare_output(self.catalog, result)
-            if result.declare_error is not None:
-                self.journal.set_state(
-                    name, JournalState.VERIFIED, error=f"declaration failed: {result.declare_error}"
-                )
-                self.report.failures.append({"output": name, **result.declare_error.to_dict()})
-                return state
-            self.journal.set_state(name, JournalState.DECLARED)
-            state = JournalState.DECLARED
-        if self.retire and state == JournalState.DECLARED:
-            entry = self.journal.get(name)
-            try:
-                chosen = check_retirable(
-                    result.output,
-                    entry,
-                    self.catalog,
-                    action=self.retire,
-                    retire_dir=self.retire_dir,
-                )
-                result.retired = retire_inputs(
-                    [i["path"] for i in chosen],
-                    action=self.retire,
-                    retire_dir=self.retire_dir,
-                    aliases={i["path"]: i["given"] for i in chosen if i.get("given")},
-                    record=lambda path, action, dest: self.journal.record_retired(
-                        path, name, action, dest
-                    ),
-                )
-            except (
-                EngineError
-            ) as exc:  # like a failed declaration: reported, the other outputs go on
-                self.journal.set_state(
-                    name, JournalState.DECLARED, error=f"retirement failed: {exc}"
-                )
-                self.report.failures.append(
-                    {"output": name, **exc.with_path(result.output).to_dict()}
-                )
-                return state
-            self.journal.set_state(name, JournalState.RETIRED)
-            state = JournalState.RETIRED
-        return state
 
 
 def _validator(spec: MergeSpec):

@@ -31,8 +31,9 @@ from .retry import RemoteFailure, as_engine_error, retrying
 
 def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, label=None):
     """``merge_files`` for a remote ``output`` (a ``RemotePath``); returns its ``MergeReport``."""
-    from ..merge.bookkeeping import open_bookkeeping
-    from ..merge.pipeline import declare_output, merge_files
+    from ..merge.after_verified import AfterVerified
+    from ..merge.catalog import open_merge_catalog
+    from ..merge.pipeline import merge_files
 
     try:
         exists = output.exists()
@@ -53,8 +54,8 @@ def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, la
         )
         stage_out(local, output, adler32=report.adler32, overwrite=spec.force)
         if spec.declare:  # from the staged copy: the same bytes, checked by the server's adler32
-            with open_bookkeeping(spec) as catalog:
-                declare_output(catalog, report)
+            with open_merge_catalog(spec) as catalog:
+                AfterVerified(catalog, spec)(report)
         report.output = output
         return report
     finally:

@@ -5,9 +5,11 @@ every block's header and stored-bytes digest, reading each byte once and computi
 file's adler32 on the way.  Deep: also decompress every block (on all cores) and check its
 uncompressed digest, its record framing and every event's payload digest against the index.
 With ``metadata="auto"`` the file is also held against its sidecar ``<file>.json`` (size,
-adler32, event count, name, run numbers, first and last event) and its own embedded name.  Failures
-are returned in the report (``verify_files`` checks many files in parallel and never stops at the
-first bad one).
+adler32, event count, name, run numbers, first and last event) and its own embedded name.
+Failures are returned in the report (``verify_files`` checks many files in parallel and never
+stops at the first bad one).
+``checked_sidecar`` is what a declaration from a sidecar reads: the sidecar, checked against the
+file's name, size and index (all but the adler32, which needs the whole file read).
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from ..checksums import RunningAdler32, format_adler32
-from ..errors import EngineError, MetadataMismatch, UsageError
+from ..errors import (
+    EngineError,
+    InputNotFound,
+    MetadataError,
+    MetadataMismatch,
+    NotATmbFile,
+    UsageError,
+    input_error,
+)
 from ..host import usable_cores
+from ..metadata import normalize_metadata, read_sidecar, sidecar_path
 from ..pool import bounded_map
-from ..readers import open_file
+from ..readers import detect, open_file
 from ..remote import location
 from .crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
 
@@ -139,3 +150,62 @@ def verify_files(
             threads=file_threads,
         )
     )
+
+
+def checked_sidecar(data_path: Path, *, require_data: bool = True) -> dict:
+    """The normalized sidecar of ``data_path``, checked against the file's name, size and index
+    (what is declared from it must be the file); ``require_data=False``: a sidecar whose data
+    file is absent is returned as it is."""
+    raw = read_sidecar(data_path)
+    if raw is None:
+        raise InputNotFound("no sidecar (metadata) for this file", path=sidecar_path(data_path))
+    try:
+        md = normalize_metadata(raw)
+    except MetadataError as exc:
+        raise exc.with_path(sidecar_path(data_path)) from None
+    if md["file_name"] != data_path.name:
+        raise MetadataMismatch(
+            "the sidecar describes another file",
+            path=sidecar_path(data_path),
+            expected=data_path.name,
+            actual=md["file_name"],
+        )
+    try:
+        size = data_path.stat().st_size
+    except FileNotFoundError:
+        if require_data:
+            raise InputNotFound("no such file", path=data_path) from None
+        return md
+    except OSError as exc:
+        raise input_error(exc, data_path, "stat") from None
+    if "file_size" not in md:
+        raise MetadataError("file_size: missing", path=sidecar_path(data_path))
+    if md["file_size"] != size:
+        raise MetadataMismatch(
+            "file size differs from its sidecar's file_size",
+            path=data_path,
+            expected=md["file_size"],
+            actual=size,
+        )
+    _check_against_index(data_path, md)
+    return md
+
+
+def _check_against_index(data_path: Path, md: dict) -> None:
+    """What the file's own index knows (event count, runs, first and last event) must be what the
+    sidecar says: a sidecar claiming run 999 must not declare the file under run 999.  Opening
+    reads the header and index only (the adler32 would need the whole file: ``verify`` does it).
+    A data file of another format (no reader knows its magic bytes) is declared on its name and
+    size alone, as before."""
+    try:
+        reader_class = detect(data_path)
+    except NotATmbFile:
+        return
+    stated = stated_facts(md)._replace(adler32=None)
+    with reader_class(data_path) as reader:
+        crosscheck_facts(
+            data_path,
+            measured_facts(reader, None, data_path.name, stated),
+            stated,
+            source="sidecar",
+        )

@@ -57,8 +57,8 @@ def _damage(error) -> bool:
 
 def check_case(path: Path, companion: Path, workdir: Path) -> tuple[str | None, bool]:
     """(what broke the oracle or None, whether verify --deep refused the file)."""
-    from bindings.catalog.hook import checked_sidecar
     from engine.merge.plan import describe_input
+    from engine.verify.checks import checked_sidecar
 
     checked, _ = _call("verify --deep", verify_file, path, deep=True, metadata="auto")
     alone, _ = _call("verify --deep --metadata none", verify_file, path, deep=True, metadata="none")

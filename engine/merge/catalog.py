@@ -1,4 +1,4 @@
-"""Catalogue bookkeeping around a merge: crosschecks before, declaration after.
+"""The catalogue as a merge uses it (``MergeCatalog``): records and checks before, declaring after.
 
 With ``--catalog URL`` a merge takes its inputs' expected size, adler32 and event count from
 the catalogue instead of sidecars, and applies two more checks:
@@ -9,8 +9,9 @@ the catalogue instead of sidecars, and applies two more checks:
 - **nothing missing** (``--expect-complete``): a run whose catalogue lists unmerged files that
   are not among the inputs is refused, naming the missing partitions (a premature merge).
 
-After the output is verified and published, ``declare`` declares it with its parents through
-the catalogue's declaration hook (``bindings.catalog.hook``), with the merged data tier as
+After the output is verified and published, ``declare`` declares the record the merge wrote
+for it (its sidecar's contents, passed on, not read back) with its parents, by the engine's
+declaration rules (``engine.catalog.declare_record``), with the merged data tier as
 ``exclusive_tier``: the not-merged-twice check is made again at the moment of declaring (in
 the declaration's own transaction for sqlite; just before and after the POST for SAM web), so
 two merges of the same inputs racing each other declare once.  A failed declaration never
@@ -21,8 +22,9 @@ merged children, a few requests per hundred files); the look-ups above are then 
 that.  ``RecordLookup`` carries the records to merge-run's worker processes, which then open no
 catalogue of their own.  ``budget`` is what the catalogue cost (for ``--json``).
 
-The catalogue backends live in ``bindings.catalog`` (they are a face to the outside world);
-this module is the engine's only door to them, imported only when a catalogue is in use.
+The catalogue, the declarer and the replica registration are found through the engine's
+registry (``engine.catalog``: protocols, ``engine.plugins``: entry points); this module is
+imported only when a catalogue is in use.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..catalog import (
+    DeclareResult,
+    declare_record,
+    load_declarer,
+    load_registration,
+    open_catalog,
+)
 from ..errors import AlreadyMerged, FileNotDeclared, IncompleteRun, UsageError
 from ..remote import location
 from .plan import PARTITION_IN_NAME
@@ -38,7 +47,11 @@ from .plan import PARTITION_IN_NAME
 UNMERGED_TIER = "unmerged-thumbnail"
 
 
-class CatalogBookkeeping:
+class MergeCatalog:
+    """An open catalogue with what a merge asks of it: its inputs' records (prefetched in
+    batches), the not-merged-twice and completeness checks, and the declaration (and replica
+    registration) of a verified output."""
+
     def __init__(
         self,
         url: str,
@@ -48,17 +61,10 @@ class CatalogBookkeeping:
         grandparents: bool = False,
         register: str | None = None,
     ):
-        from bindings.catalog import open_catalog
-        from bindings.catalog.hook import load_declarer
-
         self.url = url
         self.merged_tier = merged_tier
         self.grandparents = grandparents
-        self.registration = None
-        if register:
-            from bindings.catalog.rucio_register import RucioRegistration
-
-            self.registration = RucioRegistration(register)
+        self.registration = load_registration(register) if register else None
         self.catalog = open_catalog(
             url, create=False
         )  # a mistyped path is an error, not a new catalogue
@@ -132,30 +138,27 @@ class CatalogBookkeeping:
                 )
 
     # -- after the merge -------------------------------------------------------------------
-    def declare(self, output: Path):
-        """Declare a verified, published output (with its parents) from its sidecar."""
-        from bindings.catalog.hook import declare_file
-
-        return declare_file(
-            output,
+    def declare(self, record: dict) -> DeclareResult:
+        """Declare a verified, published output's ``record`` (what its sidecar holds), with its
+        parents (or their parents, with ``grandparents``), as the merged data tier."""
+        return declare_record(
+            record,
             self.catalog,
-            declarer=self.declarer,
+            self.declarer,
             exclusive_tier=self.merged_tier,
             grandparents=self.grandparents,
         )
 
-    def register(self, output: Path) -> str | None:
+    def register(self, output: Path, record: dict) -> str | None:
         """With ``--register``: register the declared output's replica (None without it)."""
         if self.registration is None:
             return None
-        from bindings.catalog.hook import checked_sidecar
-
-        return self.registration.register(output, checked_sidecar(Path(output)))
+        return self.registration.register(output, record)
 
     def close(self) -> None:
         self.catalog.close()
 
-    def __enter__(self) -> CatalogBookkeeping:
+    def __enter__(self) -> MergeCatalog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -177,13 +180,12 @@ class RecordLookup:
 
 
 @contextmanager
-def open_bookkeeping(spec):
-    """The catalogue bookkeeping a merge spec asks for (None without ``--catalog``), closed
-    after."""
+def open_merge_catalog(spec):
+    """The catalogue a merge spec names (None without ``catalog``), closed after."""
     if spec is None or not spec.catalog:
         yield None
         return
-    with CatalogBookkeeping(
+    with MergeCatalog(
         spec.catalog,
         declarer=spec.declarer,
         merged_tier=spec.data_tier,
