@@ -1,12 +1,12 @@
 """The bridge that brings the log records of tmbmerge's worker processes to the parent's logging.
 
-The library logs through ``logging`` (loggers ``engine.*``, ``bindings.*``) and never configures
-it: what is shown, and where, is its caller's choice.  A merge that runs in a worker process
+The library logs through ``logging`` (loggers named after its modules) and never configures it:
+what is shown, and where, is its caller's choice. A merge that runs in a worker process
 (``merge-run --jobs N``: fresh processes, spawned) would log into a process with no configuration
-at all, and its records would be lost.  So each worker sends every record to its parent through
-the queue that already carries its progress (``executors.ProgressRelay``), and the parent hands it
-to its own logger of the same name (``deliver``), as if it had logged it itself: the record keeps
-the worker's process id and time, and the parent's configuration (the command line's ``-v``, a
+at all, and its records would be lost. So each worker sends every record to its parent through the
+queue that already carries its progress (``executors.ProgressRelay``), and the parent hands it to
+its own logger of the same name (``deliver``), as if it had logged it itself: the record keeps the
+worker's process id and time, and the parent's configuration (the command line's ``-v``, a
 production tool's handlers) shows it or not.
 
 This module is the one place the library touches logging configuration, and only that of worker
@@ -18,15 +18,15 @@ from __future__ import annotations
 import logging
 import logging.handlers
 
-#: Loggers whose level a worker takes from its parent: the library's, and the root logger's,
-#: which stands for the libraries it calls.
-FORWARDED_LOGGERS = ("engine", "bindings", "")
-
 
 def parent_log_levels() -> dict[str, int]:
-    """The level this process shows of each forwarded logger: a worker sends no record below it,
-    since the parent would drop it."""
-    return {name: logging.getLogger(name).getEffectiveLevel() for name in FORWARDED_LOGGERS}
+    """The levels set on this process's loggers (the root logger's always): a worker takes them,
+    so that it sends every record the parent would show and none it would drop."""
+    levels = {"": logging.getLogger().level}
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
 
 
 def forward_logs(queue, levels: dict[str, int]) -> None:
