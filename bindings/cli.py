@@ -44,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Flags for the API parameters a ``ParameterError`` names, where they are not ``--`` + the
+#: parameter's name with dashes (``skip_bad``: ``--skip-bad``).
+FLAGS = {"threads": "--jobs", "retire": "--retire-inputs"}
+
+
+def error_line(exc: EngineError) -> str:
+    """The line reporting ``exc``: the library names its parameters, the command line adds the
+    flags that set them ("threads must be at least 1 (option --jobs)")."""
+    parameters = getattr(exc, "parameters", ())
+    if not parameters:
+        return str(exc)
+    flags = [FLAGS.get(name, "--" + name.replace("_", "-")) for name in parameters]
+    return f"{exc} ({'option' if len(flags) == 1 else 'options'} {', '.join(flags)})"
+
+
 def _raise_interrupted(signum, frame):
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
@@ -59,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EngineError as exc:
-        print_error(str(exc))
+        print_error(error_line(exc))
         _json_error(args, exc)
         return exc.exit_code
     except KeyboardInterrupt as exc:

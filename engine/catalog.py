@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import plugins
-from .errors import AlreadyMerged, MetadataError, UnknownParent, UsageError
+from .errors import AlreadyMerged, MetadataError, ParameterError, UnknownParent, UsageError
 
 DECLARED = "declared"
 ALREADY_DECLARED = "already declared"
@@ -241,9 +241,10 @@ def declare_record(
     declarer = declarer if declarer is not None else catalog
     if not catalog.queryable:
         if declare_missing is not None or grandparents:
-            raise UsageError(
+            raise ParameterError(
                 f"{catalog.url}: a declare-only catalogue cannot check or declare parents "
-                "(nor look them up for --grandparents)"
+                "(nor look them up for grandparents)",
+                parameters=("declare_parents", "grandparents"),
             )
         return declarer.declare(md)
     if grandparents:
@@ -281,7 +282,7 @@ def with_grandparents(md: dict, catalog: Catalog) -> dict:
     out["parents"] = [{"file_name": name} for name in names]
     if not out["parents"]:
         raise MetadataError(
-            "--grandparents: the parents have no parents of their own in the catalogue",
+            "grandparents: the parents have no parents of their own in the catalogue",
             path=md["file_name"],
         )
     return out

@@ -130,7 +130,7 @@ class EngineError(Exception):
 
 
 #: When one command reports several failures, its exit code is the first of these present:
-#: damaged data outranks disagreeing bookkeeping, which outranks foreign or unreadable files.
+#: damaged data outranks disagreeing records, which outranks foreign or unreadable files.
 EXIT_PRECEDENCE = (130, 5, 6, 4, 3, 8, 7, 2, 1)
 
 
@@ -155,6 +155,15 @@ class UsageError(EngineError):
     """The request itself is wrong: bad option values, nothing to do."""
 
     exit_code = 2
+
+
+class ParameterError(UsageError):
+    """A call's parameters are wrong or do not go together; ``parameters`` names them as the
+    API spells them (``threads``), so that a command line can name its own flags for them."""
+
+    def __init__(self, message: str, *, parameters: tuple[str, ...] = (), **where: Any) -> None:
+        self.parameters = parameters
+        super().__init__(message, **where)
 
 
 class InputError(EngineError, OSError):
@@ -217,7 +226,8 @@ class DecompressionError(IntegrityError):
 
 
 class ConsistencyError(EngineError):
-    """Files are individually sound but disagree with each other or with their bookkeeping."""
+    """Files are individually sound but disagree with each other or with their records
+    (sidecar, catalogue)."""
 
     exit_code = 6
 
@@ -236,7 +246,7 @@ class MetadataMismatch(ConsistencyError):
 
 
 class MetadataMissing(ConsistencyError):
-    """A mode that crosschecks inputs with their bookkeeping found an input without any."""
+    """A mode that crosschecks inputs with their records found an input without one."""
 
 
 class DuplicateEvents(ConsistencyError):
@@ -247,8 +257,13 @@ class InconsistentInputs(ConsistencyError):
     """Inputs that must not be merged together (mixed runs, tiers, versions, no events)."""
 
 
+class EventMismatch(ConsistencyError):
+    """A merged output's event is not its input's: another run or event number, length or
+    payload digest at the same place."""
+
+
 class EventCountMismatch(ConsistencyError):
-    """The merged output does not hold exactly the inputs' events."""
+    """The merged output does not hold as many events as its inputs together."""
 
 
 class OutputError(EngineError):

@@ -91,11 +91,20 @@ CARRIED_KEYS = ("group", "file_type")
 
 
 class FileFacts(NamedTuple):
-    """What a file's metadata says the file is, for crosschecks against the file itself."""
+    """What was measured of a file, or what its metadata says of it (None: not stated).
 
-    file_size: int
+    ``source`` says where stated facts come from ("sidecar", "catalogue"): the crosschecks'
+    messages name it ("adler32 differs from the sidecar").
+    """
+
+    file_size: int | None
     adler32: int | None
-    event_count: int
+    event_count: int | None
+    file_name: str | None = None
+    runs: tuple[int, ...] | None = None  # the run numbers, sorted, each once
+    first_event: int | None = None  # the lowest event number
+    last_event: int | None = None  # the highest
+    source: str = "metadata"
 
 
 # --- sidecars -----------------------------------------------------------------------------
@@ -488,6 +497,20 @@ def expected_facts(md: dict) -> FileFacts:
         if key not in md:
             raise MetadataError(f"{key}: missing (needed to check {md['file_name']})")
     return FileFacts(md["file_size"], adler32_from_checksums(md.get("checksum")), md["event_count"])
+
+
+def stated_facts(md: dict, *, source: str) -> FileFacts:
+    """Every fact ``md`` (a sidecar, or a catalogue record: ``source``) states of its file that
+    the file also knows: ``expected_facts`` and the name, run numbers, first and last event."""
+    md = normalize_metadata(md, strict=False)  # records of a catalogue may know more fields
+    runs = tuple(sorted({int(entry[0]) for entry in md["runs"]})) if md.get("runs") else None
+    return expected_facts(md)._replace(
+        file_name=md.get("file_name"),
+        runs=runs,
+        first_event=md.get("first_event"),
+        last_event=md.get("last_event"),
+        source=source,
+    )
 
 
 # --- merging ------------------------------------------------------------------------------

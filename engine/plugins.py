@@ -19,7 +19,6 @@ implementation is imported only when its name is asked for.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 
 from .errors import UsageError
 
@@ -30,6 +29,8 @@ REGISTRATIONS = "tmbmerge.registrations"
 
 def targets(group: str) -> dict[str, str]:
     """Name -> ``module:attribute`` of every implementation registered in ``group``."""
+    from importlib.metadata import entry_points  # on first use: not a cost of every start-up
+
     return {entry.name: entry.value for entry in entry_points(group=group)}
 
 

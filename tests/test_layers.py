@@ -69,3 +69,45 @@ def test_a_merge_declares_the_record_it_wrote_without_reading_it_back(
 def catalog_parents(url: str, name: str) -> list[str]:
     with open_catalog(url) as catalog:
         return catalog.parents(name)
+
+
+# -- library errors name API parameters; the command line adds its flags --------------------------
+
+
+def test_a_spec_error_names_the_parameter_and_the_command_line_its_flag():
+    from bindings.cli import error_line
+    from engine.errors import ParameterError
+
+    with pytest.raises(ParameterError) as caught:
+        MergeSpec(threads=0)
+    assert str(caught.value) == "threads must be at least 1"
+    assert caught.value.parameters == ("threads",) and caught.value.exit_code == 2
+    assert error_line(caught.value) == "threads must be at least 1 (option --jobs)"
+    with pytest.raises(ParameterError) as caught:
+        MergeSpec(mode="fast", catalog="sqlite:c.db", declare=True)
+    assert "--" not in str(caught.value)
+    assert error_line(caught.value).endswith("(options --declare, --mode)")
+
+
+def test_the_command_line_says_which_flag(cli, tmb_run, tmp_path):
+    result = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "out", "--retire-inputs")
+    assert result.code == 2
+    assert result.err.startswith("tmbmerge: error: retire needs verified, declared outputs")
+    assert result.err.rstrip().endswith("(options --retire-inputs, --catalog, --declare, --mode)")
+
+
+# -- error classes say what differs ----------------------------------------------------------------
+
+
+def test_an_event_that_differs_is_not_a_count_that_differs(tmb_run):
+    from engine.errors import EventCountMismatch, EventMismatch
+    from engine.readers import open_file
+    from engine.verify.crosscheck import crosscheck_events
+
+    with open_file(tmb_run[0]) as first, open_file(tmb_run[1]) as second:
+        one, other = first.events, second.events
+    assert len(one) == len(other)
+    with pytest.raises(EventMismatch, match="event 0 differs from the inputs'"):
+        crosscheck_events("out.tmb", other, one)
+    with pytest.raises(EventCountMismatch, match="exactly the inputs' events"):
+        crosscheck_events("out.tmb", one, [one, other])

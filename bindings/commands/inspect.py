@@ -5,7 +5,8 @@ Both run functions import the engine only when they run, so ``tmbmerge --help`` 
 
 ``verify`` reports every file (it never stops at the first bad one) and exits with the code of
 the worst failure, ranked by ``engine.errors.most_severe_exit_code``: damaged bytes first, then
-disagreement with bookkeeping, then files that are not TMB at all, then unreadable paths.
+disagreement with a record (sidecar, catalogue), then files that are not TMB at all, then
+unreadable paths.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def run_verify(args) -> int:
     from engine.checksums import format_adler32
     from engine.verify import verify_files
 
-    reports = verify_files(args.files, deep=args.deep, metadata=args.metadata, jobs=args.jobs)
+    reports = verify_files(args.files, deep=args.deep, metadata=args.metadata, threads=args.jobs)
     if args.json:
         json.dump([report.to_dict() for report in reports], sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -1,7 +1,7 @@
 """The data every benchmark runs on: one synthetic run (``engine.generate``) of a requested size.
 
 A run of ``files`` unmerged files of about ``size / files`` bytes each is written with all cores
-(``generate_run``), sidecars included, so safe and deep merges crosscheck bookkeeping exactly
+(``generate_run``), sidecars included, so safe and deep merges crosscheck records exactly
 as in production.  Files are sized from the generator's measured density (about 11.3 kB stored
 per 15 kB event with zstd level 3), slightly overshooting, so a run asked for 2 GiB holds at
 least that much.  ``RunData`` lists what was written; the caller removes the folder.

@@ -110,7 +110,7 @@ def _reencode(task: dict) -> dict:
 
 
 def _warm_imports() -> float:
-    """Import what the merge imports lazily on its way (bookkeeping, verification)."""
+    """Import what the merge imports lazily on its way (the catalogue, verification)."""
     import importlib
     import time
 

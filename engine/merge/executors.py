@@ -30,7 +30,14 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
-from ..errors import EngineError, ExecutorUnavailable, Interrupted, UsageError, world_error
+from ..errors import (
+    EngineError,
+    ExecutorUnavailable,
+    Interrupted,
+    ParameterError,
+    UsageError,
+    world_error,
+)
 from ..logbridge import deliver, forward_logs, parent_log_levels
 
 log = logging.getLogger(__name__)
@@ -143,7 +150,7 @@ def worker_progress_queue():
 class ProcessExecutor:
     def __init__(self, jobs: int, progress_queue=None):
         if jobs < 1:
-            raise UsageError("--jobs must be at least 1")
+            raise ParameterError("jobs must be at least 1", parameters=("jobs",))
         self.jobs = jobs
         self.progress_queue = progress_queue
 

@@ -1,13 +1,15 @@
-"""Pre-flight of a merge's inputs: everything that can be known before a byte is copied.
+"""The first stage of a merge, ``PreparedInputs``: every input opened and crosschecked.
 
 Opening an input costs a few reads (header, trailer, index), so every input is opened up front:
 unreadable, foreign, truncated or empty files, the same file given twice (by path or by UUID),
-mixed runs, disagreeing bookkeeping keys, a size or event count that contradicts the sidecar or
-catalogue, and events shared between inputs are all found before the output is created.  What
-needs the whole file read (block digests, adler32, decoding) is done later, in the pipeline's
-validation stage.  Duplicate events are found by an external sort of all (run, event) keys
-(``duplicates.find_duplicate_events``): any key seen before belongs to an earlier input (or the
-same one), and the later input is the one at fault.
+mixed runs, records that disagree (data tier, application ...), and events shared between
+inputs are all found before the output is created.  Every crosscheck of an input with its
+record (sidecar or catalogue: name, size, event count, run numbers, first and last event,
+``verify.crosscheck``) is made here, and the one that needs the whole file read, its adler32,
+is made by ``PreparedInput.check_adler32`` when the stream (or, with ``skip_bad``, the
+look-ahead's ``validate_whole``) has read it.  Duplicate events are found by an external sort
+of all (run, event) keys (``duplicates.find_duplicate_events``): any key seen before belongs to
+an earlier input (or the same one), and the later input is the one at fault.
 
 Inputs are opened one at a time and released once checked (``TmbReader.release``): what was
 read stays (header, metadata, block table, runs), the file descriptor and the event table do
@@ -21,7 +23,7 @@ fails the whole output, with or without ``skip_bad`` (the plan, and the output's
 With ``skip_bad``, duplicates (the same file content twice, shared events) are judged among
 inputs that passed validation: the inputs involved are read and checked whole first
 (``validate_whole``), so a damaged replica is left out as damaged and never shadows the good
-copy.  In safe and deep modes an input without bookkeeping (no sidecar) is refused: the modes
+copy.  In safe and deep modes an input without a record (no sidecar) is refused: the modes
 promise a crosscheck, and ``--metadata none`` says to merge without one.
 """
 
@@ -34,47 +36,107 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from ..checksums import RunningAdler32, adler32_hex
+from ..checksums import RunningAdler32
 from ..errors import (
     AllInputsRejected,
     DuplicateEvents,
     EngineError,
     InconsistentInputs,
     InputChanged,
-    MetadataMismatch,
     MetadataMissing,
     UsageError,
 )
+from ..metadata import FileFacts, stated_facts
 from ..pool import bounded_map
 from ..readers import open_file
 from ..remote import is_url, location
-from ..verify.crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
+from ..verify.crosscheck import (
+    crosscheck_adler32,
+    crosscheck_embedded_name,
+    crosscheck_facts,
+    measured_facts,
+)
 from .duplicates import find_duplicate_events
+from .report import InputOutcome
 from .spec import MergeSpec
 
-__all__ = ["PreparedInput", "prepare_inputs", "find_duplicate_events"]
+__all__ = ["PreparedInput", "PreparedInputs", "prepare_inputs", "find_duplicate_events"]
+
+#: Where an input's record comes from: ``records(path) -> record or None``.
+RecordSource = Callable[[Path], "dict | None"]
 
 
 @dataclass
 class PreparedInput:
+    """One input, opened and crosschecked with its record; ``error`` set when it is left out."""
+
     path: Path
-    reader: Any  # an open reader (engine.readers)
-    bookkeeping: dict | None  # sidecar or catalogue metadata, when the mode checks it
-    expected: FileFacts | None  # what the bookkeeping says the file is
+    reader: Any = None  # an open reader (engine.readers)
+    record: dict | None = None  # its SAM metadata (sidecar or catalogue), where the mode checks it
+    expected: FileFacts | None = None  # what the record says the file is
     error: EngineError | None = None
     runs: list[int] = field(default_factory=list)  # the run numbers the input holds, sorted
     wide_events: bool = False  # some event number needs more than 32 bits
     adler32: int | None = None  # once read whole
+    merged: bool = False  # every block of it is in the output
+
+    def check_adler32(self, value: int) -> None:
+        """Take the input's adler32, read whole, and crosscheck it with the record: the one check
+        of an input that waits until the file has been read."""
+        self.adler32 = value
+        if self.expected is not None:
+            crosscheck_adler32(self.path, value, self.expected)
+
+    def outcome(self) -> InputOutcome:
+        """What became of this input, for the report."""
+        if not self.merged:
+            assert self.error is not None
+            return InputOutcome(self.path, False, reason=self.error.to_dict())
+        return InputOutcome(
+            self.path, True, self.reader.event_count, self.reader.file_size, self.adler32
+        )
 
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
 
 
-BookkeepingSource = Callable[[Path], "dict | None"]
+class PreparedInputs:
+    """The first stage of a merge: every input opened and crosschecked (``prepare_inputs``)
+    before the output is created; ``good`` are those to merge, in order.  Closed after."""
+
+    def __init__(self, items: list[PreparedInput]):
+        self.items = items
+
+    @property
+    def good(self) -> list[PreparedInput]:
+        """The inputs not left out (so far: ``--skip-bad`` may leave more out while streaming)."""
+        return [p for p in self.items if p.error is None]
+
+    @property
+    def rejected(self) -> list[PreparedInput]:
+        return [p for p in self.items if p.error is not None]
+
+    @property
+    def merged(self) -> list[PreparedInput]:
+        return [p for p in self.items if p.merged]
+
+    def outcomes(self) -> list[InputOutcome]:
+        return [p.outcome() for p in self.items]
+
+    def close(self) -> None:
+        for item in self.items:
+            item.close()
+
+    def __enter__(self) -> PreparedInputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def sidecar_bookkeeping(path: Path) -> dict | None:
+def sidecar_records(path: Path) -> dict | None:
+    """An input's record from its sidecar (None: it has none)."""
     from ..metadata import load_sidecar
 
     return load_sidecar(path)
@@ -84,48 +146,73 @@ def prepare_inputs(
     paths,
     spec: MergeSpec,
     *,
-    bookkeeping: BookkeepingSource | None = None,
-    check_input: Callable[[Path], None] | None = None,
+    records: RecordSource | None = None,
+    catalog=None,
+    output_name: str = "",
     planned: dict[str, dict] | None = None,
-) -> list[PreparedInput]:
-    """Open and pre-check every input.  Without ``skip_bad`` the first problem raises; with it,
-    bad inputs come back with ``error`` set and the rest go on.  ``check_input(path)`` is one
-    more check per input (the catalogue's not-merged-twice).  ``planned``: {path: identity} as
-    merge-run journaled it at planning (``PlannedInput.identity``); an input that is no longer
-    that file raises ``InputChanged``, with or without ``skip_bad``: the output was planned with
-    it, so nothing of that output is merged."""
+) -> PreparedInputs:
+    """Open and crosscheck every input.  Without ``skip_bad`` the first problem raises; with it,
+    bad inputs come back with ``error`` set and the rest go on.
+
+    ``records(path)``: each input's record (default: its sidecar, in the modes that check
+    records; a catalogue's with ``catalog``, a ``MergeCatalog``, which also refuses inputs
+    merged already and, with ``expect_complete``, runs it lists files of that are not among the
+    inputs).  ``planned``: {path: identity} as merge-run journaled it at planning
+    (``PlannedInput.identity``); an input that is no longer that file raises ``InputChanged``,
+    with or without ``skip_bad``: the output was planned with it, so nothing of that output is
+    merged."""
     paths = [location(p) for p in paths]
     if not paths:
         raise UsageError("no input files given")
-    if bookkeeping is None and spec.checks_bookkeeping and spec.metadata == "auto":
-        bookkeeping = sidecar_bookkeeping
-    prepared: list[PreparedInput] = []
+    check_input = None
+    if catalog is not None and catalog.queryable:
+        catalog.prefetch(paths)
+        records = records or catalog.metadata
+
+        def check_input(path: Path) -> None:
+            catalog.check_not_merged(path, output_name=output_name)
+
+    if records is None and spec.verifies and spec.metadata == "auto":
+        records = sidecar_records
+    # the one place saying where records come from, for the crosschecks' messages
+    source = "catalogue" if spec.catalog else "sidecar"
+    prepared = PreparedInputs([PreparedInput(path) for path in paths])
     seen_paths: dict[Path, Path] = {}
     seen_uuids: dict[Any, Path] = {}
     try:
-        for path in paths:
-            item = PreparedInput(path, None, None, None)
-            prepared.append(item)
+        for item in prepared.items:
             try:
                 _prepare_one(
-                    item, spec, bookkeeping, seen_paths, seen_uuids, (planned or {}).get(str(path))
+                    item,
+                    spec,
+                    records,
+                    source,
+                    seen_paths,
+                    seen_uuids,
+                    (planned or {}).get(str(item.path)),
                 )
                 if check_input is not None:
-                    check_input(path)
+                    check_input(item.path)
             except InputChanged:
                 raise
             except EngineError as exc:
-                _reject(item, exc.with_path(path), spec)
+                _reject(item, exc.with_path(item.path), spec)
             if item.reader is not None:
                 item.reader.release()  # open files stay few; read again when its turn comes
-        _check_runs(prepared, spec)
-        _check_agreement(prepared, spec)
-        _check_duplicates(prepared, spec)
-        if not any(p.error is None for p in prepared):
-            raise AllInputsRejected([p.error for p in prepared])
+        items = prepared.items
+        _check_runs(items, spec)
+        _check_agreement(items, spec)
+        _check_duplicates(items, spec)
+        if not prepared.good:
+            raise AllInputsRejected([p.error for p in items])
+        if spec.expect_complete and catalog is not None:
+            from .catalog import names_by_run
+
+            catalog.check_complete(
+                names_by_run((p.path.name, run) for p in prepared.good for run in p.runs or ())
+            )
     except BaseException:
-        for item in prepared:
-            item.close()
+        prepared.close()
         raise
     return prepared
 
@@ -138,7 +225,7 @@ def _reject(item: PreparedInput, exc: EngineError, spec: MergeSpec) -> None:
 
 
 def _prepare_one(
-    item, spec, bookkeeping, seen_paths, seen_uuids, planned: dict | None = None
+    item, spec, records, source: str, seen_paths, seen_uuids, planned: dict | None = None
 ) -> None:
     real = item.path if is_url(item.path) else Path(os.path.realpath(item.path))
     if real in seen_paths:
@@ -154,9 +241,7 @@ def _prepare_one(
                 path=item.path,
             ) from None
     item.reader = open_file(item.path)
-    if (
-        planned is not None
-    ):  # and the file now open is that file (it may have been swapped meanwhile)
+    if planned is not None:  # and the file now open is that file (it may have been swapped since)
         check_planned_identity(item.path, planned, item.reader.identity)
     reader = item.reader
     if reader.uuid in seen_uuids and not spec.skip_bad:  # with skip_bad, judged after validation
@@ -172,37 +257,30 @@ def _prepare_one(
         runs.update(part.runs())
         item.wide_events = item.wide_events or int(part.event.max()) >= 1 << 32
     item.runs = sorted(runs)
-    if not spec.checks_bookkeeping:
+    if not spec.verifies:
         return
-    embedded = reader.metadata.get("file_name")
-    if spec.metadata == "auto" and embedded is not None and embedded != item.path.name:
-        from ..errors import MetadataMismatch
-
-        raise MetadataMismatch(
-            "the file's own metadata names another file",
-            path=item.path,
-            region="metadata",
-            expected=item.path.name,
-            actual=embedded,
-        )
-    if bookkeeping is not None:
-        item.bookkeeping = bookkeeping(item.path)
-        if item.bookkeeping is None:
+    if spec.metadata == "auto":
+        crosscheck_embedded_name(item.path, reader)
+    if records is not None:
+        item.record = records(item.path)
+        if item.record is None:
             from ..metadata import sidecar_path
 
             where = (
-                "catalogue record" if spec.catalog else f"sidecar ({sidecar_path(item.path).name})"
+                "catalogue record"
+                if source == "catalogue"
+                else f"sidecar ({sidecar_path(item.path).name})"
             )
             raise MetadataMissing(
                 f"no {where}: {spec.mode} mode crosschecks every input with its metadata "
                 "(use --metadata none to merge without crosschecks)",
                 path=item.path,
             )
-        item.expected = stated_facts(item.bookkeeping)
-        source = "catalogue" if spec.catalog else "sidecar"
-        # all but the adler32 now; it once the validation stage has read the file
-        partial = measured_facts(reader, item.expected.adler32, item.path.name, item.expected)
-        crosscheck_facts(item.path, partial, item.expected, source=source)
+        item.expected = stated_facts(item.record, source=source)
+        # all but the adler32 now (``check_adler32``, once the file has been read whole)
+        crosscheck_facts(
+            item.path, measured_facts(reader, None, item.path.name, item.expected), item.expected
+        )
 
 
 def check_planned_identity(path: Path, planned: dict, now) -> None:
@@ -255,7 +333,7 @@ def _when(ns: int) -> str:
 
 
 def validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
-    """Read and check a whole input (block digests, adler32 against its bookkeeping; deep mode
+    """Read and check a whole input (block digests, adler32 against its record; deep mode
     decodes every block): what a robust merge proves before copying a byte of it."""
     adler = RunningAdler32()
     if spec.decodes_events:
@@ -267,24 +345,7 @@ def validate_whole(item: PreparedInput, spec: MergeSpec) -> None:
         for _ in item.reader.check_blocks(adler, threads=1):
             pass
     item.reader.release()
-    check_adler(item, adler.value, spec)
-
-
-def check_adler(item: PreparedInput, value: int, spec: MergeSpec) -> None:
-    """Record an input's adler32, read whole; refuse it if its bookkeeping says otherwise."""
-    item.adler32 = value
-    if (
-        item.expected is not None
-        and item.expected.adler32 is not None
-        and item.expected.adler32 != value
-    ):
-        source = "catalogue" if spec.catalog else "sidecar"
-        raise MetadataMismatch(
-            f"adler32 differs from the {source}",
-            path=item.path,
-            expected=adler32_hex(item.expected.adler32),
-            actual=adler32_hex(value),
-        )
+    item.check_adler32(adler.value)
 
 
 def _good(prepared):
@@ -313,11 +374,11 @@ def _check_runs(prepared, spec: MergeSpec) -> None:
 
 
 def _check_agreement(prepared, spec: MergeSpec) -> None:
-    if not spec.checks_bookkeeping:
+    if not spec.verifies:
         return
     from ..metadata import check_agreement
 
-    described = [(p.path.name, p.bookkeeping) for p in _good(prepared) if p.bookkeeping is not None]
+    described = [(p.path.name, p.record) for p in _good(prepared) if p.record is not None]
     if len(described) > 1:
         check_agreement(described)  # disagreement is about the set, not one input: never skipped
 
@@ -360,7 +421,7 @@ def _duplicates(
             )
         else:
             first_of_uuid[uuid] = item
-    if spec.checks_bookkeeping:
+    if spec.verifies:
         candidates = [p for p in good if id(p) not in clashes]
         offenders = find_duplicate_events(
             [_ReadOnce(p.reader) for p in candidates], wide=any(p.wide_events for p in candidates)

@@ -9,10 +9,10 @@ A rerun of the same command reads it to skip outputs already finished (when thei
 still there with the recorded size and checksum) and to redo anything else.  Inputs are
 recorded by what they are, not how they were named: absolute, resolved paths, and for each
 its identity at planning (``identities``: st_dev, st_ino, size, mtime, the adler32 its
-bookkeeping gives) and, once merged, the inputs the output really holds (``accepted``, with
+record gives) and, once merged, the inputs the output really holds (``accepted``, with
 the adler32 the merge computed); only those can ever be retired, and only while their identity
 still matches.  The options that shaped the plan (``settings``) are kept, so a rerun that would
-plan differently is noticed.  Retired inputs are recorded one row each (the catalogue hook
+plan differently is noticed.  Retired inputs are recorded one row each (``AfterVerified``
 moves or deletes inputs only after their output is verified and declared).  SQLite in WAL
 mode with a busy timeout, so several processes (parallel jobs, ``tmbmerge status``) can use it
 at once; every change is one transaction.

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError, InconsistentInputs, MetadataError, UsageError
+from ..errors import EngineError, InconsistentInputs, MetadataError, ParameterError, UsageError
 from ..readers import open_file
 from ..remote import is_url, location
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE
@@ -270,7 +270,9 @@ def plan_run(
     copies of a partition.
     """
     if target_size <= 0 or max_events <= 0:
-        raise UsageError("--target-size and --max-events must be positive")
+        raise ParameterError(
+            "target_size and max_events must be positive", parameters=("target_size", "max_events")
+        )
     plan = Plan()
     by_run: dict[int, list[PlannedInput]] = defaultdict(list)
     try:

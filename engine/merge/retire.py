@@ -32,6 +32,7 @@ from ..errors import (
     EngineError,
     InconsistentInputs,
     OutputExists,
+    ParameterError,
     UsageError,
 )
 from ..metadata import sidecar_path
@@ -199,7 +200,9 @@ def retire_inputs(
     """Move or delete ``inputs`` (and their sidecars); ``record(path, action, destination)`` each.
     ``aliases``: {input: the symlink it was named by}, removed once the input is retired."""
     if action not in (MOVE, DELETE):
-        raise UsageError(f"--retire-inputs takes move or delete, not {action!r}")
+        raise ParameterError(
+            f"action must be move or delete, not {action!r}", parameters=("retire",)
+        )
     done = []
     aliases = aliases or {}
     for path in map(location, inputs):  # local paths, or files on remote storage

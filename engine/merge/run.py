@@ -11,7 +11,7 @@ outputs nor any merged file, so a rerun never remakes or renames what is done.  
 executor (``executors``), several outputs at once; a worker opens each input only while it is
 still the file planned (st_dev, st_ino, size, mtime as journaled), else that output fails
 (``InputChanged``) and nothing of it is published.  This process alone writes the journal, and
-declares and retires (``_Bookkeeping``) as each output is verified, in that order; an output
+declares and retires (``AfterVerified``) as each output is verified, in that order; an output
 finished by an earlier run is re-verified before anything is done with it, and retirement
 is earned as ``retire.check_retirable`` says.  One output failing does not stop the others;
 the report lists every failure.  An interruption says which outputs were published.
@@ -34,6 +34,7 @@ from ..errors import (
     InconsistentInputs,
     Interrupted,
     OutputExists,
+    ParameterError,
     UsageError,
     output_error,
 )
@@ -64,9 +65,7 @@ class MergeTask:
     output: str
     inputs: tuple[str, ...]
     spec: MergeSpec
-    records: Any = (
-        None  # the inputs' catalogue records (bookkeeping.RecordLookup), fetched by the run
-    )
+    records: Any = None  # the inputs' catalogue records (catalog.RecordLookup), fetched by the run
     identities: tuple[
         dict, ...
     ] = ()  # each input as planned (PlannedInput.identity): re-checked on opening
@@ -82,7 +81,7 @@ def run_merge_task(task: MergeTask) -> MergeReport:
         task.spec,
         progress=progress,
         label=task.name,
-        bookkeeping=task.records,
+        records=task.records,
         catalog_checked=task.records is not None,
         planned={identity["path"]: identity for identity in task.identities} or None,
     )
@@ -155,14 +154,15 @@ def merge_run(
     With ``spec.declare`` each verified output is declared (in this process, in order); with
     ``retire`` ("move" or "delete") the inputs of each declared output are then retired.
     ``replan`` lets a rerun plan the unfinished inputs with other options than the journal's.
-    ``on_output(report)`` is called with each output as soon as it is published and its
-    bookkeeping done (or found finished by an earlier run), ``on_failure(entry)`` with each
+    ``on_output(report)`` is called with each output as soon as it is published, declared
+    and retired as asked (or found finished by an earlier run), ``on_failure(entry)`` with each
     failure as it happens: a caller can stream them instead of waiting for the whole run.
     """
-    if retire and not (spec.declare and spec.checks_bookkeeping):
-        raise UsageError(
-            "--retire-inputs needs verified, declared outputs: use --catalog, --declare and "
-            "--mode safe or deep"
+    if retire and not (spec.declare and spec.verifies):
+        raise ParameterError(
+            "retire needs verified, declared outputs: a spec with catalog, declare and mode "
+            "safe or deep",
+            parameters=("retire", "catalog", "declare", "mode"),
         )
     dest = location(out_dir)  # where outputs go; out_dir: where the journal and lock live
     out_dir = journal_folder(dest)
@@ -227,9 +227,10 @@ def _merge_run(
         open_merge_catalog(spec) as catalog,
     ):
         if retire and not catalog.queryable:
-            raise UsageError(
-                f"--retire-inputs needs a catalogue that can be read back ({spec.catalog} is "
-                "declare-only): a declaration is confirmed before inputs are retired"
+            raise ParameterError(
+                f"retire needs a catalogue that can be read back ({spec.catalog} is "
+                "declare-only): a declaration is confirmed before inputs are retired",
+                parameters=("retire", "catalog"),
             )
         _check_plan_settings(
             journal,
@@ -292,8 +293,8 @@ def _merge_run(
                 identities=[i.identity() for i in planned.inputs],
             )
         # a worker merges each input only if it is still the file planned (and journaled) here
-        # spec.threads is the whole budget: outputs merged at once share it; bookkeeping happens
-        # here
+        # spec.threads is the whole budget: outputs merged at once share it; declaring and
+        # retiring happen here
         per_output = replace(
             spec,
             threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))),
@@ -302,7 +303,7 @@ def _merge_run(
             register=None,
             expect_complete=False,
         )
-        fetched = catalog is not None and catalog.queryable and spec.checks_bookkeeping
+        fetched = catalog is not None and catalog.queryable and spec.verifies
         tasks = [
             MergeTask(
                 p.name,
@@ -403,7 +404,7 @@ def _validator(spec: MergeSpec):
         check = verify_file(
             path,
             deep=spec.decodes_events,
-            metadata=spec.metadata if spec.checks_bookkeeping else "none",
+            metadata=spec.metadata if spec.verifies else "none",
         )
         if not check.ok:
             raise check.error
@@ -455,7 +456,7 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
                     "exists but is not a finished output of this run (use --force to redo it)",
                     path=final,
                 )
-            state = JournalState.VERIFIED if spec.checks_bookkeeping else JournalState.MERGED
+            state = JournalState.VERIFIED if spec.verifies else JournalState.MERGED
             journal.set_state(
                 entry.name,
                 state,

@@ -29,7 +29,7 @@ from . import release_staging_dir, staging_dir
 from .retry import RemoteFailure, as_engine_error, retrying
 
 
-def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, label=None):
+def merge_to_remote(inputs, output, spec, *, progress=None, records=None, label=None):
     """``merge_files`` for a remote ``output`` (a ``RemotePath``); returns its ``MergeReport``."""
     from ..merge.after_verified import AfterVerified
     from ..merge.catalog import open_merge_catalog
@@ -49,7 +49,7 @@ def merge_to_remote(inputs, output, spec, *, progress=None, bookkeeping=None, la
             local,
             replace(spec, declare=False, force=False),
             progress=progress,
-            bookkeeping=bookkeeping,
+            records=records,
             label=label or output.name,
         )
         stage_out(local, output, adler32=report.adler32, overwrite=spec.force)

@@ -1,4 +1,4 @@
-"""Verification: single-file checks, crosschecks against bookkeeping and other files, the dump.
+"""Verification: single-file checks, crosschecks against records and other files, the dump.
 
 - ``checks``: ``verify_file`` / ``verify_files``: structure, digests, optionally every event.
 - ``crosscheck``: a file's real size/adler32/event count against its sidecar or catalogue record;

@@ -26,15 +26,15 @@ from ..errors import (
     MetadataError,
     MetadataMismatch,
     NotATmbFile,
-    UsageError,
+    ParameterError,
     input_error,
 )
 from ..host import usable_cores
-from ..metadata import normalize_metadata, read_sidecar, sidecar_path
+from ..metadata import FileFacts, normalize_metadata, read_sidecar, sidecar_path, stated_facts
 from ..pool import bounded_map
 from ..readers import detect, open_file
 from ..remote import location
-from .crosscheck import FileFacts, crosscheck_facts, measured_facts, stated_facts
+from .crosscheck import crosscheck_embedded_name, crosscheck_facts, measured_facts
 
 
 @dataclass
@@ -80,7 +80,7 @@ def sidecar_facts(path: Path) -> FileFacts | None:
     from ..metadata import load_sidecar
 
     md = load_sidecar(path)
-    return None if md is None else stated_facts(md)
+    return None if md is None else stated_facts(md, source="sidecar")
 
 
 def verify_file(
@@ -93,7 +93,9 @@ def verify_file(
 ) -> FileReport:
     """Check one file; the report holds the first problem found, or none."""
     if metadata not in ("auto", "none"):
-        raise UsageError(f"--metadata must be auto or none, not {metadata!r}")
+        raise ParameterError(
+            f"metadata must be auto or none, not {metadata!r}", parameters=("metadata",)
+        )
     path = location(path)
     report = FileReport(path, deep=deep)
     start = time.perf_counter()
@@ -113,22 +115,13 @@ def verify_file(
                     pass
             report.adler32 = adler.value
             if metadata == "auto":
-                embedded = reader.metadata.get("file_name")
-                if embedded is not None and embedded != path.name:
-                    raise MetadataMismatch(
-                        "the file's own metadata names another file",
-                        path=path,
-                        region="metadata",
-                        expected=path.name,
-                        actual=embedded,
-                    )
-                source = "catalogue" if expected is not None else "sidecar"
+                crosscheck_embedded_name(path, reader)
                 if expected is None:
                     expected = sidecar_facts(path)
                 if expected is not None:
                     actual = measured_facts(reader, adler.value, path.name, expected)
-                    crosscheck_facts(path, actual, expected, source=source)
-                    report.metadata_checked = source
+                    crosscheck_facts(path, actual, expected)
+                    report.metadata_checked = expected.source
     except EngineError as exc:
         report.error = exc.with_path(path)
     report.seconds = time.perf_counter() - start
@@ -136,13 +129,14 @@ def verify_file(
 
 
 def verify_files(
-    paths, *, deep: bool = False, metadata: str = "auto", jobs: int | None = None
+    paths, *, deep: bool = False, metadata: str = "auto", threads: int | None = None
 ) -> list[FileReport]:
-    """Verify many files in parallel; reports come back in the order of ``paths``."""
+    """Verify many files in parallel on ``threads`` threads (default: every usable core);
+    reports come back in the order of ``paths``."""
     paths = [location(p) for p in paths]
-    jobs = jobs or usable_cores()
-    file_threads = min(jobs, max(len(paths), 1))
-    block_threads = max(1, jobs // file_threads) if deep else 1
+    threads = threads or usable_cores()
+    file_threads = min(threads, max(len(paths), 1))
+    block_threads = max(1, threads // file_threads) if deep else 1
     return list(
         bounded_map(
             lambda p: verify_file(p, deep=deep, metadata=metadata, threads=block_threads),
@@ -201,11 +195,6 @@ def _check_against_index(data_path: Path, md: dict) -> None:
         reader_class = detect(data_path)
     except NotATmbFile:
         return
-    stated = stated_facts(md)._replace(adler32=None)
+    stated = stated_facts(md, source="sidecar")
     with reader_class(data_path) as reader:
-        crosscheck_facts(
-            data_path,
-            measured_facts(reader, None, data_path.name, stated),
-            stated,
-            source="sidecar",
-        )
+        crosscheck_facts(data_path, measured_facts(reader, None, data_path.name, stated), stated)

@@ -1,7 +1,8 @@
 """Crosschecks between a file and what others say about it.
 
-Two kinds: a file against its bookkeeping (the sidecar ``<file>.json`` or a catalogue record:
-name, size, adler32, event count, run numbers, first and last event), and a merged output against
+Two kinds: a file against its record (the sidecar ``<file>.json`` or a catalogue record, as
+``metadata.FileFacts``: name, size, adler32, event count, run numbers, first and last event; the
+adler32 once the file is read whole, ``crosscheck_adler32``), and a merged output against
 its inputs (exactly the inputs' events, in order, with the same payload digests).  Both raise
 ``ConsistencyError`` subclasses naming what differs and where; both are pure comparisons with no
 I/O of their own.
@@ -9,43 +10,12 @@ I/O of their own.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from ..checksums import adler32_hex
-from ..errors import EventCountMismatch, MetadataMismatch
+from ..errors import EventCountMismatch, EventMismatch, MetadataMismatch
 from ..format import EventTable
-
-
-class FileFacts(NamedTuple):
-    """What was measured of a file, or what its bookkeeping says (None: not stated)."""
-
-    file_size: int | None
-    adler32: int | None
-    event_count: int | None
-    file_name: str | None = None
-    runs: tuple[int, ...] | None = None  # the run numbers, sorted, each once
-    first_event: int | None = None  # the lowest event number
-    last_event: int | None = None  # the highest
-
-
-def stated_facts(md: dict) -> FileFacts:
-    """What metadata (a sidecar or a catalogue record) says of its file."""
-    from ..metadata import expected_facts, normalize_metadata
-
-    md = normalize_metadata(md, strict=False)  # records of a catalogue may know more fields
-    facts = expected_facts(md)
-    runs = tuple(sorted({int(entry[0]) for entry in md["runs"]})) if md.get("runs") else None
-    return FileFacts(
-        facts.file_size,
-        facts.adler32,
-        facts.event_count,
-        md.get("file_name"),
-        runs,
-        md.get("first_event"),
-        md.get("last_event"),
-    )
+from ..metadata import FileFacts
 
 
 def measured_facts(reader, adler32: int | None, name: str, expected: FileFacts) -> FileFacts:
@@ -60,8 +30,10 @@ def measured_facts(reader, adler32: int | None, name: str, expected: FileFacts) 
     return FileFacts(reader.file_size, adler32, reader.event_count, name, runs, first, last)
 
 
-def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: str) -> None:
-    """Every fact ``expected`` states must equal the measured one."""
+def crosscheck_facts(path, actual: FileFacts, expected: FileFacts) -> None:
+    """Every fact ``expected`` states must equal the measured one (an adler32 not measured yet,
+    None, is left for ``crosscheck_adler32`` once the file is read whole)."""
+    source = expected.source
     if (
         expected.file_name is not None
         and actual.file_name is not None
@@ -80,13 +52,8 @@ def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: st
             expected=expected.file_size,
             actual=actual.file_size,
         )
-    if expected.adler32 is not None and expected.adler32 != actual.adler32:
-        raise MetadataMismatch(
-            f"adler32 differs from the {source}",
-            path=path,
-            expected=adler32_hex(expected.adler32),
-            actual=adler32_hex(actual.adler32) if actual.adler32 is not None else "none",
-        )
+    if actual.adler32 is not None:
+        crosscheck_adler32(path, actual.adler32, expected)
     if expected.event_count is not None and expected.event_count != actual.event_count:
         raise MetadataMismatch(
             f"event count differs from the {source}",
@@ -107,6 +74,30 @@ def crosscheck_facts(path, actual: FileFacts, expected: FileFacts, *, source: st
             raise MetadataMismatch(
                 f"{field} differs from the {source}", path=path, expected=stated, actual=measured
             )
+
+
+def crosscheck_embedded_name(path, reader) -> None:
+    """The name a file's own (embedded) metadata gives, if any, must be the file's name."""
+    embedded = reader.metadata.get("file_name")
+    if embedded is not None and embedded != path.name:
+        raise MetadataMismatch(
+            "the file's own metadata names another file",
+            path=path,
+            region="metadata",
+            expected=path.name,
+            actual=embedded,
+        )
+
+
+def crosscheck_adler32(path, adler32: int, expected: FileFacts) -> None:
+    """The adler32 of the whole file, read, must be the one ``expected`` states (if it does)."""
+    if expected.adler32 is not None and expected.adler32 != adler32:
+        raise MetadataMismatch(
+            f"adler32 differs from the {expected.source}",
+            path=path,
+            expected=adler32_hex(expected.adler32),
+            actual=adler32_hex(adler32),
+        )
 
 
 def _runs(runs: tuple[int, ...]) -> str:
@@ -142,7 +133,7 @@ def crosscheck_events(path, output, expected) -> None:
                 a, b = getattr(piece, name), getattr(table, name)
                 if not np.array_equal(a, b):
                     i = int(np.argmin(a == b))
-                    raise EventCountMismatch(
+                    raise EventMismatch(
                         f"merged output's event {start + i} differs from the inputs' ({name})",
                         path=path,
                         region=f"block {int(piece.block[i])}",

@@ -22,46 +22,49 @@ from ..checksums import RunningAdler32, adler32_hex, digest_hex
 from ..errors import ChecksumMismatch, EngineError, LayoutError
 from ..format import BLOCK_COLUMNS
 from ..readers import open_file
+from ..writer import WriteResult
 from .crosscheck import crosscheck_events
+from .readback import BlocksReadBack
 
 
 def verify_merged_output(
-    path, *, expected_events, expected_adler32: int, expected_size: int, blocks_read_back, name=None
+    path, *, expected_events, written: WriteResult, read_back: BlocksReadBack, name=None
 ) -> None:
-    """See the module docstring; ``blocks_read_back`` is the ``BlockReadback`` that read every
-    block of this file back as it was written (closed, without error).  Errors name the file
-    ``name`` (the output as the user asked for it; default: ``path``, where it is read)."""
+    """See the module docstring.  ``written`` is what the writer wrote (size, adler32),
+    ``read_back`` what the ``BlockReadback`` read of every block as it was written.  Errors name
+    the file ``name`` (the output as the user asked for it; default: ``path``, where it is
+    read)."""
     path = Path(path)
     shown = Path(name) if name is not None else path
     try:
         with open_file(path) as reader:
-            if reader.file_size != expected_size:
+            if reader.file_size != written.file_size:
                 raise ChecksumMismatch(
                     "merged file's size differs from what was written",
                     path=shown,
-                    expected=expected_size,
+                    expected=written.file_size,
                     actual=reader.file_size,
                 )
             if (
-                blocks_read_back.blocks_checked != reader.block_count
-                or blocks_read_back.blocks_adler.size != reader.index_offset - reader.data_start
+                read_back.block_count != reader.block_count
+                or read_back.adler32.size != reader.index_offset - reader.data_start
             ):
                 raise ChecksumMismatch(
                     "the blocks read back are not the blocks of the file",
                     path=shown,
                     expected=reader.block_count,
-                    actual=blocks_read_back.blocks_checked,
+                    actual=read_back.block_count,
                 )
-            _compare_block_tables(shown, reader.blocks, blocks_read_back.block_table())
+            _compare_block_tables(shown, reader.blocks, read_back.table)
             adler = RunningAdler32()
             adler.update(reader.head_bytes)
-            adler.append(blocks_read_back.blocks_adler.value, blocks_read_back.blocks_adler.size)
+            adler.append(read_back.adler32.value, read_back.adler32.size)
             reader.feed_tail(adler)
-            if adler.value != expected_adler32:
+            if adler.value != written.adler32:
                 raise ChecksumMismatch(
                     "adler32 read back differs from the one computed while writing",
                     path=shown,
-                    expected=adler32_hex(expected_adler32),
+                    expected=adler32_hex(written.adler32),
                     actual=adler32_hex(adler.value),
                 )
             crosscheck_events(shown, reader, expected_events)

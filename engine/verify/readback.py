@@ -8,8 +8,9 @@ the index entries it was written with.  This runs on its own threads while the w
 with the next blocks, so the check overlaps the disk write instead of following it, and the
 output's pages can leave the page cache as soon as they are read back and on disk
 (``read_through``, see ``fsutil.Writeback``).  The first failure is kept and raised by
-``close()``, before anything is published.  The per-block adler32s are combined in file order
-(``blocks_adler``), so the post-merge check (``verify.merged``) need not read the blocks again.
+``close()``, before anything is published.  The per-block adler32s are combined in file order,
+and ``read_back()`` hands the post-merge check (``verify.merged``) what was read, as a
+``BlocksReadBack``, so that it need not read the blocks again.
 A block's bytes never change once written (the file only grows), so reading them back now
 proves what the finished file holds.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +37,16 @@ from ..format import (
 from ..pool import MIN_BUFFER_BYTES, anonymous_buffer, bounded_map
 
 _DONE = object()
+
+
+class BlocksReadBack(NamedTuple):
+    """What a closed ``BlockReadback`` read: how many blocks, their bytes' combined adler32
+    (``RunningAdler32``: value and size, in file order) and their block table
+    (``format.BLOCK_DTYPE``: where each is, what its header says, its first event's number)."""
+
+    block_count: int
+    adler32: RunningAdler32
+    table: np.ndarray
 
 
 class BlockReadback:
@@ -103,11 +115,9 @@ class BlockReadback:
             if self._error is None:
                 yield item
 
-    def block_table(self) -> np.ndarray:
-        """The blocks read back as an index block table (``format.BLOCK_DTYPE``), for comparing
-        with the index the file was given: where each block is, what its header says, and the
-        number of its first event."""
-        return block_table(self._blocks)
+    def read_back(self) -> BlocksReadBack:
+        """What was read back, once ``close()`` has returned without error."""
+        return BlocksReadBack(self.blocks_checked, self.blocks_adler, block_table(self._blocks))
 
     def _run(self) -> None:
         try:
