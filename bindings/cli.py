@@ -79,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print_error(interrupted_message(exc))
+        if getattr(args, "json", False):
+            _print_json(
+                {
+                    "error": "Interrupted",
+                    "message": interrupted_message(exc),
+                    "text": interrupted_message(exc),
+                    "exit_code": Interrupted.exit_code,
+                    "published": getattr(exc, "published", []),
+                    "not_published": getattr(exc, "not_published", []),
+                }
+            )
         return Interrupted.exit_code
     except BrokenPipeError:
         # The reader of our output went away (e.g. `tmbmerge dump ... | head`).
@@ -109,7 +120,11 @@ def _json_error(args, exc: EngineError) -> None:
     """With ``--json``, a command that fails before it has a report prints the error as its JSON
     (``EngineError.to_dict``: ``error``, ``message``, ``text``, ``exit_code``, ``path``...)."""
     if getattr(args, "json", False):
-        print(json.dumps(exc.to_dict(), indent=2), flush=True)
+        _print_json(exc.to_dict())
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2), flush=True)
 
 
 LOGGERS = ("engine", "bindings")

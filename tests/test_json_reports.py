@@ -130,3 +130,19 @@ def test_a_command_that_fails_before_its_report_prints_the_error_object(cli, tmp
     assert ERROR_KEYS <= set(error) <= ERROR_KEYS | ERROR_OPTIONAL
     assert error["exit_code"] == 3 and error["path"] == str(missing)
     assert result.err == f"tmbmerge: error: {error['text']}\n"
+
+
+def test_an_interrupted_command_says_what_it_left(cli, tmb_run, tmp_path, monkeypatch):
+    import engine.merge
+    from engine.errors import Interrupted
+
+    def interrupted(inputs, output, *args, **kwargs):
+        raise Interrupted("interrupted by SIGTERM", published=[str(output)])
+
+    monkeypatch.setattr(engine.merge, "merge_files", interrupted)
+    result = cli("merge", *tmb_run, "-o", tmp_path / "m.tmb", "--json")
+    assert result.code == 130
+    report = json.loads(result.out)
+    assert ERROR_KEYS <= set(report) and report["error"] == "Interrupted"
+    assert report["published"] == [str(tmp_path / "m.tmb")] and report["not_published"] == []
+    assert result.err == f"tmbmerge: error: {report['text']}\n"
