@@ -15,14 +15,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from .host import usable_cores
-
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-#: Threads to use when a caller names none: the cores this process may run on (``engine.host``).
-default_threads = usable_cores
 
 
 def bounded_map(

@@ -14,9 +14,10 @@ import pytest
 
 from engine.benchmark import cpu, pagecache, storage
 from engine.benchmark.dataset import make_run
-from engine.benchmark.isolate import MeasurementFailed, run_isolated, vm_hwm
+from engine.benchmark.isolate import MeasurementFailed, run_isolated
 from engine.benchmark.machine import describe_machine, mount_of
 from engine.benchmark.reencode import reencode_files
+from engine.host import peak_rss_bytes
 from engine.readers import open_file
 
 
@@ -27,7 +28,7 @@ def small_run(tmp_path_factory):
 
 def test_peak_rss_is_the_child_own_even_from_a_large_parent(tmp_path):
     ballast = np.ones(400 * 10**6, dtype=np.uint8)  # this process: > 400 MB resident
-    assert vm_hwm() > 400 * 10**6
+    assert peak_rss_bytes() > 400 * 10**6
     result = run_isolated(
         {"task": "storage", "size": 1 << 20, "out_dir": str(tmp_path)}, scratch=tmp_path
     )

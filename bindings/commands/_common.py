@@ -49,12 +49,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-#: Threads a command may use: the cores this process may run on (``engine.host``).
-default_jobs = usable_cores
-
-
 def default_output_jobs() -> int:
     """Outputs merge-run makes at once: one merge already keeps two cores busy (a reading and a
     writing thread; deep mode's decoders), so half the cores, at least one (measured: on 2 cores
     two outputs at once ran at 0.5-0.8x the speed of one after the other)."""
-    return max(1, default_jobs() // 2)
+    return max(1, usable_cores() // 2)

@@ -14,12 +14,12 @@ import os
 import posixpath
 import sys
 
+from engine.host import usable_cores
 from engine.units import human_bytes, plural
 
 from ._common import (
     add_json_flag,
     add_verbosity,
-    default_jobs,
     default_output_jobs,
     positive_int,
     print_error,
@@ -253,7 +253,7 @@ def run_merge(args) -> int:
 
     from ..progress import make_progress
 
-    jobs = args.jobs or default_jobs()
+    jobs = args.jobs or usable_cores()
     progress = make_progress(args.quiet or args.json)
     try:
         report = merge_files(args.inputs, args.output, _spec(args, jobs), progress=progress)
@@ -320,7 +320,7 @@ def run_merge_run(args) -> int:
         report = merge_run(
             args.inputs,
             args.out_dir,
-            spec=_spec(args, max(jobs, default_jobs())),
+            spec=_spec(args, max(jobs, usable_cores())),
             jobs=jobs,
             executor=args.executor,
             progress=progress,

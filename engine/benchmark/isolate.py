@@ -99,10 +99,6 @@ class TreePeaks:
         self.sum_peak = max(self.sum_peak, total)
 
 
-#: Peak resident bytes of a process's current program (``VmHWM``), None without /proc.
-vm_hwm = peak_rss_bytes
-
-
 def _reap(proc: subprocess.Popen, poll_tree: bool):
     tree = TreePeaks()
     if poll_tree:

@@ -3,19 +3,19 @@
 One step for every merge.  ``merge_files`` (and a remote output once staged out) declares its
 output with ``--declare``; ``merge_run`` declares each output in its own process as a worker
 reports it verified, retires its inputs once it is declared, and does both for the outputs an
-earlier run finished (re-reading them first).  In that order, and each only after the one
+earlier merge-run finished (re-reading them first).  In that order, and each only after the one
 before succeeded:
 
 1. **declare** (``spec.declare``): the record the merge wrote for the output (its sidecar's
    contents, handed over in the ``MergeReport``; read from the sidecar, checked against the
-   file, only for an output an earlier run finished) goes to the catalogue
+   file, only for an output an earlier merge-run finished) goes to the catalogue
    (``MergeCatalog.declare``), then with ``--register`` its replica
    (``MergeCatalog.register``);
 2. **retire** (``retire``, merge-run only): retirement is earned (``retire.check_retirable``),
    then each input is moved or deleted, journaled first (``retire.retire_inputs``).
 
 A step that fails is reported (``report.declared``/``declare_error``; with a journal, the
-entry's error and the run's failures) and stops the steps after it for that output; the
+entry's error and the merge-run's failures) and stops the steps after it for that output; the
 verified output always stays.  With a journal (merge-run) each step's result is the output's
 ``JournalState``: verified, declared, retired.
 """
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class AfterVerified:
     """Declare, then retire: ``after(report, state)`` for each verified output (see the module
     docstring).  ``journal``, ``retire``, ``retire_dir`` and ``failures`` are merge-run's: its
-    journal, ``"move"``/``"delete"``, where moved inputs go, and the run's failure list."""
+    journal, ``"move"``/``"delete"``, where moved inputs go, and the merge-run's failure list."""
 
     def __init__(
         self,

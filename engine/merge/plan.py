@@ -262,9 +262,9 @@ def plan_run(
 ) -> Plan:
     """Plan the outputs for the inputs named (files or directories); see the module docstring.
 
-    ``exclude`` holds resolved paths already merged, or written, by this run (a resumed run's
-    inputs and outputs): they are left out, and when nothing else is left the plan is empty
-    rather than an error.  ``check_input(path)`` may refuse an input (the catalogue's
+    ``exclude`` holds resolved paths already merged, or written, by this merge-run (a resumed
+    merge-run's inputs and outputs): they are left out, and when nothing else is left the plan is
+    empty rather than an error.  ``check_input(path)`` may refuse an input (the catalogue's
     not-merged-twice), so that outputs are named after what they hold.  ``validate(path)``
     checks a whole file (raising ``EngineError``); with ``skip_bad`` it decides between two
     copies of a partition.
@@ -307,7 +307,7 @@ def plan_run(
             by_run[described.run].append(described)
     if not by_run:
         if exclude or plan.ignored:
-            return plan  # only this run's own inputs and outputs, or merged files, are left
+            return plan  # only this merge-run's own inputs and outputs, or merged files, are left
         raise UsageError(f"no inputs of run {run}" if run is not None else "no usable inputs")
     for run_number in sorted(by_run):
         inputs = _refuse_repeated_partitions(by_run[run_number], plan, skip_bad, validate)

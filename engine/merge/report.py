@@ -110,8 +110,8 @@ class RunReport:
     seconds: float = 0.0
     planned: list[str] = field(
         default_factory=list
-    )  # names of the outputs this run set out to merge
-    catalog: dict[str, Any] | None = None  # the catalogue budget spent by the whole run
+    )  # names of the outputs this merge-run set out to merge
+    catalog: dict[str, Any] | None = None  # the catalogue budget spent by the whole merge-run
 
     @property
     def ok(self) -> bool:

@@ -6,13 +6,13 @@ that dead processes left behind.  Then the journal comes first: a rerun whose pl
 asked; an output it records as finished, whose file is still there as recorded, stands (and its
 inputs, perhaps retired already, are not planned again); an output found published but not
 recorded as finished (a kill between the two) is verified and adopted; unfinished entries are
-forgotten.  Only the remaining inputs are planned (``plan.plan_run``), never this run's own
+forgotten.  Only the remaining inputs are planned (``plan.plan_run``), never this merge-run's own
 outputs nor any merged file, so a rerun never remakes or renames what is done.  Tasks go to an
 executor (``executors``), several outputs at once; a worker opens each input only while it is
 still the file planned (st_dev, st_ino, size, mtime as journaled), else that output fails
 (``InputChanged``) and nothing of it is published.  This process alone writes the journal, and
 declares and retires (``AfterVerified``) as each output is verified, in that order; an output
-finished by an earlier run is re-verified before anything is done with it, and retirement
+finished by an earlier merge-run is re-verified before anything is done with it, and retirement
 is earned as ``retire.check_retirable`` says.  One output failing does not stop the others;
 the report lists every failure.  An interruption says which outputs were published.
 """
@@ -91,7 +91,8 @@ _current_progress = NullProgress()
 
 
 class _RunLevelProgress(NullProgress):
-    """In-process tasks report into the run's totals (their own start/finish are not shown)."""
+    """In-process tasks report into the merge-run's totals (their own start and finish are not
+    shown)."""
 
     def __init__(self, parent):
         self.parent = parent
@@ -154,9 +155,10 @@ def merge_run(
     With ``spec.declare`` each verified output is declared (in this process, in order); with
     ``retire`` ("move" or "delete") the inputs of each declared output are then retired.
     ``replan`` lets a rerun plan the unfinished inputs with other options than the journal's.
-    ``on_output(report)`` is called with each output as soon as it is published, declared
-    and retired as asked (or found finished by an earlier run), ``on_failure(entry)`` with each
-    failure as it happens: a caller can stream them instead of waiting for the whole run.
+    ``on_output(report)`` is called with each output as soon as it is published, declared and
+    retired as asked (or found finished by an earlier merge-run), ``on_failure(entry)`` with
+    each failure as it happens: a caller can stream them instead of waiting for the whole
+    merge-run.
     """
     if retire and not (spec.declare and spec.verifies):
         raise ParameterError(
@@ -243,7 +245,7 @@ def _merge_run(
         if catalog is not None and catalog.queryable:
             _prefetch(catalog, arguments)
             not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
-        # never this run's own outputs (finished or not), nor the inputs of finished ones
+        # never this merge-run's own outputs (finished or not), nor the inputs of finished ones
         exclude = {resolved_name(p) for entry in finished for p in entry.inputs}
         exclude |= {resolved_name(dest / entry.name) for entry in journal.entries()}
         plan = plan_run(
@@ -453,7 +455,8 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
             adopted = _adopt(final, entry)
             if adopted is None:
                 raise OutputExists(
-                    "exists but is not a finished output of this run (use --force to redo it)",
+                    "exists but is not a finished output of this merge-run (use --force to redo "
+                    "it)",
                     path=final,
                 )
             state = JournalState.VERIFIED if spec.verifies else JournalState.MERGED
