@@ -17,12 +17,14 @@ Exit codes (documented in README.md):
 ====  =====================================================================
 0     success
 1     internal error (a bug: please report it)
-2     usage error (bad options, nothing to do)
+2     usage error (bad options, nothing to do; ``ParameterError`` names the
+      API parameters, which the command line turns into its flags)
 3     input error (missing or unreadable file)
 4     format error (not a TMB file, unsupported version, bad metadata)
 5     integrity error (checksum mismatch, truncation, broken framing)
 6     consistency error (sidecar/catalogue disagrees, duplicate events,
-      inputs that must not be merged together, event counts that differ)
+      inputs that must not be merged together, event counts or events
+      that differ)
 7     output error (destination exists, locked by another merge, disk
       full, read-only or uncreatable output folder, journal not writable,
       Dask scheduler unreachable)

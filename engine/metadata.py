@@ -584,15 +584,18 @@ def merged_metadata(
     end_time: str,
     skipped: Sequence[dict] = (),
     data_tier: str = "thumbnail",
+    agreed: dict | None = None,
 ) -> dict:
     """The SAM metadata of a merged file made from ``inputs`` ((name, metadata) pairs, in order).
 
-    The inputs must agree (``check_agreement``).  ``group``, ``data_stream`` and ``file_type``
+    The inputs must agree (``check_agreement``; ``agreed``: what it found already, for inputs
+    checked before they were merged).  ``group``, ``data_stream`` and ``file_type``
     are carried over when all inputs agree on them.  Free-form parameters record how the file
     was made: ``Merge.mode``, ``Merge.input_count`` (the inputs merged, i.e. the parents) and
     ``Merge.skipped`` (inputs left out, each ``{"file_name", "reason"}``).
     """
-    agreed = check_agreement(inputs)
+    if agreed is None:
+        agreed = check_agreement(inputs)
     md: dict[str, Any] = {
         "file_name": file_name,
         "file_size": file_size,

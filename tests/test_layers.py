@@ -111,3 +111,16 @@ def test_an_event_that_differs_is_not_a_count_that_differs(tmb_run):
         crosscheck_events("out.tmb", other, one)
     with pytest.raises(EventCountMismatch, match="exactly the inputs' events"):
         crosscheck_events("out.tmb", one, [one, other])
+
+
+def test_merge_files_names_its_stages_and_fits_on_a_screen():
+    """The flow is in the code: the four stage types, in order, in one short function."""
+    import inspect
+
+    from engine.merge import pipeline
+
+    source = inspect.getsource(pipeline.merge_files)
+    assert len(source.splitlines()) <= 60
+    stages = ["OutputTransaction(", "prepare_inputs(", ".verify(", ".publish(", "AfterVerified("]
+    positions = [source.index(stage) for stage in stages]
+    assert positions == sorted(positions)

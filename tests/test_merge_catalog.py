@@ -1,4 +1,4 @@
-"""The merge's catalogue hook, end to end through the command line, against a real SQLite catalogue.
+"""A merge and its catalogue (records, not merged twice, declaring), end to end, against sqlite.
 
 The scenarios are written once, in ``MergeCatalogTests`` (the zarr ``StoreTests`` pattern, like
 ``catalog_contract.py``), and run against every backend: ``TestMergeWithSqlite`` here

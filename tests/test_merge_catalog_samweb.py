@@ -1,4 +1,4 @@
-"""The merge's catalogue hook against the local SAM web server (tests/samweb_server.py).
+"""A merge and its catalogue, against the local SAM web server (tests/samweb_server.py).
 
 Every scenario of ``MergeCatalogTests`` (see test_merge_catalog.py) runs here with
 ``--catalog samweb+http://127.0.0.1:PORT/sam/dzero/api``.  To make declarations fail, the

@@ -1,4 +1,4 @@
-"""Per-run histograms of the standard quantities: filling them from files, and their stored form.
+"""Per-run histograms of the standard quantities: filling them from files, and their kept form.
 
 ``fill_files(paths)`` reads every block of every file through the reader (so every digest is
 checked on the way: a certification never histograms unchecked bytes), decodes it and fills
@@ -65,7 +65,7 @@ class RunHistograms:
 
     @classmethod
     def from_record(cls, record: dict) -> RunHistograms:
-        """Rebuild from ``to_record``'s form; a quantity stored with another binning is left out."""
+        """Rebuild from ``to_record``'s form; a quantity kept with another binning is left out."""
         filled = cls(
             int(record["run"]),
             record["sample"],
@@ -74,13 +74,13 @@ class RunHistograms:
             events=int(record["events"]),
             malformed=int(record["malformed"]),
         )
-        for name, stored in record["histograms"].items():
+        for name, kept in record["histograms"].items():
             quantity = BY_NAME.get(name)
-            if quantity is None or stored["binning"] != quantity.binning():
+            if quantity is None or kept["binning"] != quantity.binning():
                 continue
             h = new_histogram(quantity)
             view = h.view(flow=True)
-            view[...] = np.asarray(stored["counts"], dtype=np.int64)
+            view[...] = np.asarray(kept["counts"], dtype=np.int64)
             filled.histograms[name] = h
         return filled
 

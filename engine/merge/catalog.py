@@ -96,7 +96,7 @@ class MergeCatalog:
             )
         )
 
-    def metadata(self, path: Path) -> dict:
+    def record(self, path: Path) -> dict:
         """The catalogue's record of an input (what its crosschecks compare against)."""
         record = self.catalog.records([location(path).name]).get(location(path).name)
         if record is None:
@@ -117,7 +117,7 @@ class MergeCatalog:
         declared; only a finished output (the journal's) stands, and it is not merged again.
         """
         name = location(path).name
-        self.metadata(path)  # declared, or FileNotDeclared
+        self.record(path)  # declared, or FileNotDeclared
         if name not in self._merged:
             self._merged.update(self.catalog.children_of([name], data_tier=self.merged_tier))
         merged = self._merged[name]  # not derived files

@@ -107,6 +107,8 @@ class PreparedInputs:
 
     def __init__(self, items: list[PreparedInput]):
         self.items = items
+        #: What every input's record agrees on (``metadata.check_agreement``), once checked.
+        self.agreed: dict | None = None
 
     @property
     def good(self) -> list[PreparedInput]:
@@ -167,7 +169,7 @@ def prepare_inputs(
     check_input = None
     if catalog is not None and catalog.queryable:
         catalog.prefetch(paths)
-        records = records or catalog.metadata
+        records = records or catalog.record
 
         def check_input(path: Path) -> None:
             catalog.check_not_merged(path, output_name=output_name)
@@ -201,7 +203,7 @@ def prepare_inputs(
                 item.reader.release()  # open files stay few; read again when its turn comes
         items = prepared.items
         _check_runs(items, spec)
-        _check_agreement(items, spec)
+        prepared.agreed = _check_agreement(items, spec)
         _check_duplicates(items, spec)
         if not prepared.good:
             raise AllInputsRejected([p.error for p in items])
@@ -373,14 +375,18 @@ def _check_runs(prepared, spec: MergeSpec) -> None:
             )
 
 
-def _check_agreement(prepared, spec: MergeSpec) -> None:
+def _check_agreement(prepared, spec: MergeSpec) -> dict | None:
+    """What the inputs' records agree on (``metadata.check_agreement``), None when some input
+    has no record to compare (fast mode, ``metadata="none"``)."""
     if not spec.verifies:
-        return
+        return None
     from ..metadata import check_agreement
 
-    described = [(p.path.name, p.record) for p in _good(prepared) if p.record is not None]
-    if len(described) > 1:
-        check_agreement(described)  # disagreement is about the set, not one input: never skipped
+    good = _good(prepared)
+    described = [(p.path.name, p.record) for p in good if p.record is not None]
+    if not described or len(described) < len(good):
+        return None
+    return check_agreement(described)  # about the set, not one input: never skipped
 
 
 def _check_duplicates(prepared, spec: MergeSpec) -> None:

@@ -189,6 +189,7 @@ class OutputTransaction:
             end_time=self._clock(),
             skipped=[{"file_name": p.path.name, "reason": str(p.error)} for p in prepared.rejected],
             data_tier=self.spec.data_tier,
+            agreed=prepared.agreed,
         )
         return VerifiedOutput(written, record, self.spec.verifies)
 
