@@ -3,21 +3,30 @@ them.
 
 Usage::
 
-    python3 bench/peers.py WORKDIR [--volume 300MB] [--sizes 0.2,15,200] [--rounds 3]
+    python3 bench/peers.py WORKDIR [--volume 900MB] [--sizes 0.2,15,200] [--rounds 3]
                            [--root-python PYTHON] [--json OUT.json] [--markdown OUT.md]
 
-For each event size (kB) it makes its own inputs of about ``--volume`` bytes: TMB files with
-``tmbmerge generate`` and, when a Python with PyROOT is given (``--root-python``, e.g. a venv with
-``pip install root``), the same payloads as TTree files (zstd) and as RNTuple files, written by
-RDataFrame.  Then, in ``--rounds`` rounds, it runs every command once cold (page cache dropped:
-``/proc/sys/vm/drop_caches`` as root, else ``POSIX_FADV_DONTNEED`` on the inputs) and once warm
-(inputs read just before), in an order rotated each round so no command always follows another:
+For each event size (kB) it makes its own inputs of about ``--volume`` bytes of payload (900 MB of
+payload is ~677 MB of TMB files at 15 kB: the issue's volume): TMB files with ``tmbmerge
+generate`` and, when a Python with PyROOT is given (``--root-python``, e.g. a venv with ``pip
+install root``), the same payloads as TTree files (zstd) and as RNTuple files, written by
+RDataFrame.  Then, in ``--rounds`` rounds, it runs every command once cold (its inputs dropped
+from the page cache with ``POSIX_FADV_DONTNEED`` after a ``sync``) and once warm (inputs read just
+before), in an order rotated each round so no command always follows another:
 
 - ``cat INPUTS > out; sync out``: the plain copy;
 - ``tmbmerge merge --mode fast|safe|deep`` (whole process: start-up, pre-flight, merge, verify);
-- ``hadd -ff`` on the TTree files and ``hadd`` on the RNTuple files (ROOT's merger).
+- ``hadd -ff`` on the TTree files and on the RNTuple files (ROOT's merger; ``-ff`` keeps the
+  inputs' compression, so baskets and pages are copied, not recompressed: without it ``hadd``
+  recompresses everything to its default ZLIB-1 and measures a codec, not a merge).
 
-Every figure is a whole process's wall time (and peak RSS from ``wait4``).  Ratios are taken
+"Cold" is cold data, not a cold machine: each tool's own program and libraries stay cached, as
+for a tool run every day (``drop_caches`` would also make every command re-read Python, numpy
+or ROOT's libraries from disk, a cost no user pays per merge).  tmbmerge runs as installed: its
+modules' bytecode is compiled once beforehand and ``PYTHONDONTWRITEBYTECODE`` is not passed on
+(with it, every command would compile the engine from source, ~0.1 s).
+
+Every figure is a whole process's wall time (and peak RSS from GNU time).  Ratios are taken
 within a round (same cache state, neighbouring in time) and summarised as median and range over
 rounds: the machine is shared and its disk speed swings between rounds.
 """
@@ -25,6 +34,7 @@ rounds: the machine is shared and its disk speed swings between rounds.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -46,7 +56,7 @@ VERIFIED = {
     "deep": "safe + every block decompressed and every event's payload digest recomputed",
     "hadd-tree": "nothing beyond ROOT's own reading (fast cloning copies baskets without "
     "decompressing them)",
-    "hadd-rntuple": "nothing beyond ROOT's own reading",
+    "hadd-rntuple": "nothing beyond ROOT's own reading (-ff: pages copied in their compression)",
 }
 
 ROOT_WRITER = r'''
@@ -98,7 +108,18 @@ def tmbmerge_cmd() -> list[str]:
 
 
 def run_env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    """The environment of every timed command: this checkout first on the path, and bytecode
+    used as an installed package uses it (see ``compile_bytecode``)."""
+    env = {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_bytecode() -> None:
+    """Compile this checkout's modules once, as ``pip install`` does, so no timed command pays for
+    compiling them."""
+    for package in ("engine", "bindings"):
+        compileall.compile_dir(str(HERE / package), quiet=1)
 
 
 def make_inputs(
@@ -168,13 +189,8 @@ def dump_payloads(path: str, folder: Path, number: int):
 
 
 def drop_cache(paths) -> None:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return
-    except OSError:
-        pass
+    """Drop ``paths`` (a command's inputs) from the page cache, after writing back what is dirty."""
+    os.sync()
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -216,7 +232,7 @@ def commands(inputs: dict, out: Path, hadd: str | None) -> dict:
         )
     if hadd and "tree" in inputs:
         cmds["hadd-tree"] = ([hadd, "-ff", f"{out}.tree.root", *inputs["tree"]], False)
-        cmds["hadd-rntuple"] = ([hadd, f"{out}.ntuple.root", *inputs["ntuple"]], False)
+        cmds["hadd-rntuple"] = ([hadd, "-ff", f"{out}.ntuple.root", *inputs["ntuple"]], False)
     return cmds
 
 
@@ -332,7 +348,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", type=Path)
     parser.add_argument(
-        "--volume", default="300MB", help="input volume per event size (default 300MB)"
+        "--volume",
+        default="900MB",
+        help="payload volume per event size (default 900MB: ~677 MB of TMB files at 15 kB)",
     )
     parser.add_argument(
         "--sizes", default="0.2,15,200", help="event sizes in kB (default 0.2,15,200)"
@@ -349,6 +367,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     volume = parse_bytes(args.volume)
     hadd = find_hadd(args.root_python)
+    compile_bytecode()
     results = []
     for size in (float(s) for s in args.sizes.split(",")):
         folder = args.workdir / f"{size:g}kB"

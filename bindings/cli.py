@@ -14,19 +14,24 @@ and errors by default, what each step does with ``-v``, details with ``-vv``, er
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import logging
 import os
-import signal
-import sys
+
+# numpy's OpenBLAS starts a thread per core when numpy is imported, ~0.08 CPU-s of every
+# command's start-up on the reference VM; nothing here does linear algebra.  Set before numpy is
+# imported (by any command), inherited by worker processes; a value the user set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
 
 from engine import __version__
-from engine.errors import EXIT_INTERNAL, EngineError, Interrupted, world_error
+from engine.errors import EXIT_INTERNAL, EngineError, Interrupted, world_error  # noqa: E402
 
-from .commands import COMMAND_MODULES
-from .commands._common import print_error
+from .commands import COMMAND_MODULES  # noqa: E402
+from .commands._common import print_error  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +129,8 @@ def _json_error(args, exc: EngineError) -> None:
 
 
 def _print_json(value) -> None:
+    import json
+
     print(json.dumps(value, indent=2), flush=True)
 
 

@@ -7,10 +7,11 @@ The three operations every other part of the engine composes:
 - ``check_stored_block``: the fast-path check (header digest, agreement with the index entry,
   xxh3 of the stored bytes); never decompresses.
 - ``decode_block``: the deep check: decompress, check the block's uncompressed digest, walk
-  the record framing with numba, recompute every payload digest and prove the events against
-  the index entries they were listed with.
+  the record framing and recompute every payload digest (``walker``, compiled code), and prove
+  the events against the index entries they were listed with.
 
-Numba kernels are imported on first use only, so the fast path never loads numba.
+Compiled code is loaded on first use only: building blocks loads numba (``kernels``), decoding
+them llvmlite (``walker``); the fast path loads neither.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def decode_block(
     With ``out`` (a reusable buffer at least the uncompressed length) nothing is allocated for the
     records, which then live in ``out`` until it is reused.
     """
-    from .kernels import WALK_MESSAGES, WALK_OK, walk_records
+    from .walker import WALK_MESSAGES, WALK_OK, walk_records
 
     data_offset = offset + BLOCK_HEADER_SIZE
     codec = codec_for_id(header.codec)

@@ -50,6 +50,14 @@ _c_adler32 = _c_function(
 )
 
 
+def xxh3_64_function_address() -> int:
+    """The address of the C function ``XXH3_64bits(const void *, size_t)`` of the xxhash package's
+    library, for compiled code that hashes many small buffers (``walker``)."""
+    if _c_xxh3_64 is None:
+        raise RuntimeError(f"{xxhash._xxhash.__file__} does not export XXH3_64bits")
+    return ctypes.cast(_c_xxh3_64, ctypes.c_void_p).value or 0
+
+
 def xxh3_64(data) -> int:
     """xxh3-64 of any buffer; large ones are hashed with the GIL released."""
     if _c_xxh3_64 is not None and _nbytes(data) >= NOGIL_MIN_BYTES:

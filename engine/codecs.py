@@ -112,7 +112,7 @@ def check_zstd_frame(data, length: int) -> None:
     """Refuse stored bytes that are not exactly one zstd frame declaring ``length`` bytes of
     content.
 
-    Reads the frame header and walks the 3-byte block headers only (``kernels.zstd_frame_end``),
+    Reads the frame header and walks the 3-byte block headers only (``walker.zstd_frame_end``),
     so it costs microseconds and allocates nothing, whatever the frame claims.
     """
     head = bytes(memoryview(data)[:18])
@@ -136,9 +136,9 @@ def check_zstd_frame(data, length: int) -> None:
         raise DecompressionError(
             f"zstd frame declares {params.content_size} bytes, the header says {length}"
         )
-    from .kernels import FRAME_BAD_BLOCK, zstd_frame_end
+    from .walker import FRAME_BAD_BLOCK, zstd_frame_end
 
-    end = zstd_frame_end(np.frombuffer(data, dtype=np.uint8), header_size)
+    end = zstd_frame_end(data, header_size)
     if end == FRAME_BAD_BLOCK:
         raise DecompressionError("zstd frame holds a block of a reserved type or over 128 KiB")
     if end >= 0 and params.has_checksum:

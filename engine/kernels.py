@@ -1,46 +1,26 @@
-"""Per-event loops compiled with numba: framing records into blocks, walking them back, digests.
+"""The per-event loop of writing, compiled with numba: framing records into a block, with digests.
 
-Strategy: Python handles blocks; anything that has to visit every event runs here, in nopython
-mode with the GIL released, so threads can run these kernels on all cores.  Payload digests
-call the xxh3-64 function of the C library inside the ``xxhash`` package: loading it with
-llvmlite and declaring it as an external symbol (rather than a ctypes pointer) lets numba cache
-the compiled kernels on disk, so a new process pays no compilation.  Where numba cannot cache
-beside the package or in the user's cache folder (a read-only installation and no writable
-home), ``choose_cache_folder`` picks a private folder in the temporary folder, or no cache.
+Strategy: Python handles blocks; framing every event (16-byte header, payload copy, xxh3-64 of
+the payload) runs here, in nopython mode with the GIL released, so the writer's threads run it
+on all cores.  Payload digests call the xxh3-64 function of the C library inside the ``xxhash``
+package: loading it with llvmlite and declaring it as an external symbol (rather than a ctypes
+pointer) lets numba cache the compiled kernel on disk, so a new process pays no compilation.
+Where numba cannot cache beside the package or in the user's cache folder (a read-only
+installation and no writable home), ``choose_cache_folder`` picks a private folder in the
+temporary folder, or no cache.
 
-``zstd_frame_end`` walks the block headers of a zstd frame (never its contents) to find where
-the frame ends, so a block's stored bytes can be required to be exactly one frame before any
-of it is decoded.
-
-Walking a block reports the first framing error as a status code and byte offset instead of
-raising (numba cannot raise rich exceptions); ``engine.blocks`` turns that into a
-``FramingError``.  Importing this module imports numba: import it only where events are
-touched, never on the fast path.
+Importing this module imports numba (~100 MB resident, ~1 CPU-s with the cached kernel): only
+writers of events import it.  Reading blocks back, decoding and merging never do; their loop
+over records is ``walker``'s.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from pathlib import Path
 
-
-def _usable_folder(folder: Path, *, private: bool = False) -> bool:
-    """Can numba keep its cache in ``folder``?  (What numba itself tries: create it, create a file.)
-    A ``private`` folder (in the shared temporary folder) must also be ours and closed to others,
-    as a cache is code we load."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
-        if private:
-            info = folder.lstat()
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-                return False
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        return True
-    except OSError:
-        return False
+from .codecache import usable_folder
 
 
 def choose_cache_folder(package: Path, user: Path, fallback: Path) -> tuple[bool, str | None]:
@@ -54,9 +34,9 @@ def choose_cache_folder(package: Path, user: Path, fallback: Path) -> tuple[bool
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return True, None
-    if _usable_folder(package) or _usable_folder(user):
+    if usable_folder(package) or usable_folder(user):
         return True, None
-    if _usable_folder(fallback, private=True):
+    if usable_folder(fallback, private=True):
         return True, str(fallback)
     return False, None
 
@@ -85,21 +65,10 @@ if _CACHE_DIR is not None:
 llvm.load_library_permanently(xxhash._xxhash.__file__)
 _xxh3_64 = types.ExternalFunction("XXH3_64bits", types.uint64(types.voidptr, types.uintp))
 
-WALK_OK = 0
-WALK_SHORT_HEADER = 1  # a record header runs past the end of the block
-WALK_SHORT_PAYLOAD = 2  # a payload runs past the end of the block
-WALK_COUNT_MISMATCH = 3  # the records do not number what the header says
-WALK_MESSAGES = {
-    WALK_SHORT_HEADER: "record header runs past the end of the block",
-    WALK_SHORT_PAYLOAD: "record payload runs past the end of the block",
-    WALK_COUNT_MISMATCH: "block holds a different number of records than its header says",
-}
-
 
 @numba.njit(nogil=True, cache=_CACHE)
 def frame_records(runs, events, lengths, payloads, payload_starts, out):
-    """Write records (16-byte header + payload) for events ``payloads[start:start+length]`` into
-    ``out``.
+    """Write the records (16-byte header + payload ``payloads[start:start+length]``) to ``out``.
 
     ``out`` must be exactly ``sum(lengths) + 16 * n`` bytes. Returns the xxh3-64 of each payload.
     """
@@ -122,82 +91,6 @@ def frame_records(runs, events, lengths, payloads, payload_starts, out):
         digests[i] = _xxh3_64(out[pos:].ctypes.data, ln)
         pos += ln
     return digests
-
-
-@numba.njit(nogil=True, cache=_CACHE)
-def walk_records(buf, expected_count):
-    """Walk the records of a decompressed block.
-
-    Returns (status, error_offset, runs, events, payload_offsets, lengths, digests); on error the
-    arrays are filled only up to the failing record.
-    """
-    n = expected_count
-    runs = np.zeros(n, dtype=np.uint32)
-    events = np.zeros(n, dtype=np.uint64)
-    offsets = np.zeros(n, dtype=np.uint64)
-    lengths = np.zeros(n, dtype=np.uint32)
-    digests = np.zeros(n, dtype=np.uint64)
-    size = buf.shape[0]
-    pos = 0
-    i = 0
-    while pos < size:
-        if i >= n:
-            return WALK_COUNT_MISMATCH, pos, runs, events, offsets, lengths, digests
-        if pos + 16 > size:
-            return WALK_SHORT_HEADER, pos, runs, events, offsets, lengths, digests
-        run = np.uint32(0)
-        for k in range(4):
-            run |= np.uint32(buf[pos + k]) << np.uint32(8 * k)
-        ev = np.uint64(0)
-        for k in range(8):
-            ev |= np.uint64(buf[pos + 4 + k]) << np.uint64(8 * k)
-        ln = np.uint32(0)
-        for k in range(4):
-            ln |= np.uint32(buf[pos + 12 + k]) << np.uint32(8 * k)
-        if pos + 16 + ln > size:
-            return WALK_SHORT_PAYLOAD, pos, runs, events, offsets, lengths, digests
-        runs[i] = run
-        events[i] = ev
-        lengths[i] = ln
-        offsets[i] = pos + 16
-        digests[i] = _xxh3_64(buf[pos + 16 :].ctypes.data, ln)
-        pos += 16 + ln
-        i += 1
-    if i != n:
-        return WALK_COUNT_MISMATCH, pos, runs, events, offsets, lengths, digests
-    return WALK_OK, pos, runs, events, offsets, lengths, digests
-
-
-ZSTD_BLOCK_MAX = 1 << 17  # no zstd block holds more than 128 KiB (RFC 8878, Block_Maximum_Size)
-FRAME_CUT_SHORT = -1  # a zstd block header or block runs past the end of the bytes
-FRAME_BAD_BLOCK = -2  # a reserved block type, or a block over the 128 KiB maximum
-
-
-@numba.njit(nogil=True, cache=_CACHE)
-def zstd_frame_end(buf, start):
-    """Where the zstd frame whose first block header is at ``start`` ends (after its last block,
-    before an optional content checksum), or ``FRAME_CUT_SHORT`` / ``FRAME_BAD_BLOCK``.
-
-    Only the 3-byte block headers are read (RFC 8878 3.1.1.2): raw and compressed blocks occupy
-    their ``Block_Size`` bytes, an RLE block one byte.
-    """
-    size = buf.shape[0]
-    pos = start
-    while True:
-        if pos + 3 > size:
-            return FRAME_CUT_SHORT
-        word = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16)
-        last = word & 1
-        kind = (word >> 1) & 3
-        length = word >> 3
-        pos += 3
-        if kind == 3 or length > ZSTD_BLOCK_MAX:
-            return FRAME_BAD_BLOCK
-        pos += 1 if kind == 1 else length
-        if pos > size:
-            return FRAME_CUT_SHORT
-        if last:
-            return pos
 
 
 assert RECORD_HEADER_SIZE == 16  # the kernels hard-code the record header layout

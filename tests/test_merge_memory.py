@@ -177,3 +177,35 @@ def test_external_duplicate_search_agrees_with_a_plain_one(monkeypatch, wide):
                 trial,
                 run_events,
             )
+
+
+def test_inputs_in_event_order_are_checked_without_merging_runs(monkeypatch):
+    """Inputs whose event numbers follow each other (the usual case) give sorted runs with
+    disjoint key ranges, read in order with no k-way merge; runs that touch or overlap (a repeat
+    across a run boundary) still go through the merge.  Both agree with a dictionary walk."""
+    import engine.merge.duplicates as duplicates
+
+    merges = []
+    real_merge = duplicates._merge_runs
+    monkeypatch.setattr(
+        duplicates, "_merge_runs", lambda *args: merges.append(1) or real_merge(*args)
+    )
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        tables, next_event = [], 0
+        for _ in range(int(rng.integers(1, 6))):
+            n = int(rng.integers(0, 25))
+            steps = rng.integers(1, 4, n)
+            steps[rng.random(n) < 0.05] = 0  # a repeat within a table now and then
+            events = next_event + np.cumsum(steps) - 1
+            if trial % 4 == 3 and n:
+                events[0] = max(0, next_event - 1)  # repeats the previous table's last event
+            next_event = int(events[-1]) + 1 if n else next_event
+            tables.append(_table(np.full(n, 178000), events))
+        expected = _reference(tables)
+        for run_events in (1, 4, 7, 10_000):
+            merges.clear()
+            assert find_duplicate_events(tables, run_events=run_events) == expected, trial
+            total = sum(len(t.event) for t in tables)
+            if trial % 4 != 3 and not expected and total > run_events:
+                assert not merges  # several runs, disjoint: read one after the other
