@@ -16,7 +16,6 @@ processes it created (``forward_logs``, run when a worker starts).
 from __future__ import annotations
 
 import logging
-import logging.handlers
 
 
 def parent_log_levels() -> dict[str, int]:
@@ -32,6 +31,8 @@ def parent_log_levels() -> dict[str, int]:
 def forward_logs(queue, levels: dict[str, int]) -> None:
     """Worker side: every record of this process goes into ``queue`` (a ``QueueHandler`` on the
     root logger, the only handler of a worker that has no configuration of its own)."""
+    import logging.handlers  # in workers only: it imports socket and pickle, off a merge's start-up
+
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
