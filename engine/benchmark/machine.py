@@ -16,7 +16,8 @@ from ..host import usable_cores
 
 
 def cpu_model() -> str | None:
-    """The CPU's model name: read from ``/proc/cpuinfo``, since psutil gives no model name."""
+    """The CPU's model name, or None when the system does not say (read from ``/proc/cpuinfo``:
+    psutil gives no model name)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -31,6 +32,7 @@ cores = usable_cores
 
 
 def memory_bytes() -> int | None:
+    """The machine's memory in bytes (``MemTotal``), or None."""
     import psutil
 
     try:
@@ -40,6 +42,7 @@ def memory_bytes() -> int | None:
 
 
 def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, or None."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -71,6 +74,7 @@ def mount_of(path) -> dict | None:
 
 
 def library_versions() -> dict[str, str | None]:
+    """Versions of Python and of the libraries the figures depend on."""
     import sys
 
     versions: dict[str, str | None] = {"python": sys.version.split()[0]}

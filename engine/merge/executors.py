@@ -55,6 +55,8 @@ def task_failure(exc: Exception) -> EngineError:
 
 
 class InlineExecutor:
+    """Runs tasks one after the other in this process."""
+
     jobs = 1
 
     def __init__(self, progress_queue=None):
@@ -63,6 +65,7 @@ class InlineExecutor:
     def map_unordered(
         self, fn: Callable, tasks: Iterable
     ) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        """(task, result, error) of each task, in order."""
         for task in tasks:
             try:
                 result = fn(task)
@@ -148,6 +151,8 @@ def worker_progress_queue():
 
 
 class ProcessExecutor:
+    """Runs tasks in ``jobs`` worker processes (spawned)."""
+
     def __init__(self, jobs: int, progress_queue=None):
         if jobs < 1:
             raise ParameterError("jobs must be at least 1", parameters=("jobs",))
@@ -157,6 +162,7 @@ class ProcessExecutor:
     def map_unordered(
         self, fn: Callable, tasks: Iterable
     ) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        """(task, result, error) of each task, as they finish."""
         tasks = list(tasks)
         if not tasks:
             return
@@ -195,6 +201,8 @@ class ProcessExecutor:
 
 
 class DaskExecutor:
+    """Runs tasks on a Dask cluster (a scheduler address, or ``local`` for one of its own)."""
+
     def __init__(self, address: str):
         try:
             from distributed import Client, LocalCluster
@@ -235,6 +243,7 @@ class DaskExecutor:
     def map_unordered(
         self, fn: Callable, tasks: Iterable
     ) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        """(task, result, error) of each task, as they finish."""
         from distributed import as_completed
 
         tasks = list(tasks)
@@ -252,6 +261,7 @@ class DaskExecutor:
                 future.cancel()
 
     def close(self) -> None:
+        """Close the client, and the cluster and scratch folder it made."""
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
@@ -296,6 +306,7 @@ class ProgressRelay:
                 self.progress.advance(files=files, events=events, bytes=nbytes)
 
     def close(self) -> None:
+        """Stop the relay once it has passed on every message queued."""
         self.queue.put(None)
         self._thread.join(timeout=5)
         self.queue.close()
