@@ -16,6 +16,7 @@ import sys
 from engine.host import usable_cores
 from engine.units import human_bytes, plural
 
+from ..flags import cli_wording
 from ._common import (
     add_json_flag,
     add_verbosity,
@@ -286,7 +287,8 @@ def _print_merge(report) -> None:
     )
     for skipped in report.skipped:
         print(
-            f"  skipped {skipped.path}: {skipped.reason.get('message') if skipped.reason else ''}"
+            f"  skipped {skipped.path}: "
+            + cli_wording(skipped.reason.get("message") if skipped.reason else "")
         )
     if report.declared and report.declared != "failed":
         print(f"  {report.declared} in the catalogue")
@@ -346,7 +348,7 @@ def run_merge_run(args) -> int:
         if any(verdict["status"] == "failed" for verdict in certified or ()):
             _print_failure(report.failures[-1])
         for skipped in report.skipped:
-            print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
+            print(f"skipped {skipped['file']}: {cli_wording(skipped['reason']['text'])}")
         if not args.quiet:
             print(
                 f"{plural(len(report.outputs), 'output')} ready, "
@@ -398,7 +400,7 @@ def run_plan(args) -> int:
         for item in output.inputs:
             print(f"    {item.path}")
     for path, exc in plan.rejected:
-        print(f"rejected {path}: {exc.message}")
+        print(f"rejected {path}: {cli_wording(exc.message)}")
     for path, why in plan.ignored:
         print(f"ignored {path}: {why}")
     totals = plan.to_dict()["totals"]
@@ -442,7 +444,7 @@ def run_status(args) -> int:
                     f"{e.checksum}"
                 )
             if e.error:
-                line += f"  ({e.error})"
+                line += f"  ({cli_wording(e.error)})"
             print(line)
         summary = ", ".join(f"{count} {state}" for state, count in journal.summary().items())
         print(f"{plural(len(entries), 'output')}: {summary or 'none'}")

@@ -2,7 +2,7 @@
 
 Strategy: take the output folder's lock (one merge-run per folder) and remove temporary files
 that dead processes left behind.  Then the journal comes first: a rerun whose plan options
-(--run, --target-size, --max-events) differ from the journal's is refused unless ``replan`` is
+(``run``, ``target_size``, ``max_events``) differ from the journal's is refused unless ``replan`` is
 asked; an output it records as finished, whose file is still there as recorded, stands (and its
 inputs, perhaps retired already, are not planned again); an output found published but not
 recorded as finished (a kill between the two) is verified and adopted; unfinished entries are
@@ -265,7 +265,7 @@ def _merge_run(
         if clash:
             raise InconsistentInputs(
                 f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
-                "use --force to redo them",
+                "use force=True to redo them",
                 path=dest,
             )
         report.planned = [o.name for o in outputs]
@@ -422,7 +422,7 @@ def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> N
             )
             raise UsageError(
                 f"this folder's merge was planned with {said}: a rerun with other options would "
-                "change the plan; rerun with the same options, or add --replan to plan what is "
+                "change the plan; rerun with the same options, or add replan=True to plan what is "
                 "not finished with the new ones (finished outputs stand)",
                 path=journal.path.parent,
             )
@@ -430,9 +430,9 @@ def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> N
 
 
 def _option(key: str, value) -> str:
-    """How a plan option was given: ``--run 178000``, or ``no --run`` (every run)."""
-    flag = f"--{key.replace('_', '-')}"
-    return f"no {flag}" if value is None else f"{flag} {value}"
+    """How a plan option was given, as the parameter: ``run=178000``, or ``run=None`` (every
+    run); a string in double quotes (a command line words them as its flags)."""
+    return f'{key}="{value}"' if isinstance(value, str) else f"{key}={value}"
 
 
 def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[JournalEntry]:
@@ -452,7 +452,7 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
             adopted = _adopt(final, entry)
             if adopted is None:
                 raise OutputExists(
-                    "exists but is not a finished output of this merge-run (use --force to redo "
+                    "exists but is not a finished output of this merge-run (use force=True to redo "
                     "it)",
                     path=final,
                 )
