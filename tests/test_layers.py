@@ -182,3 +182,29 @@ def test_merge_files_names_its_stages_and_fits_on_a_screen():
     stages = ["OutputTransaction(", "prepare_inputs(", ".verify(", ".publish(", "AfterVerified("]
     positions = [source.index(stage) for stage in stages]
     assert positions == sorted(positions)
+
+
+def test_merge_run_names_its_stages_and_fits_on_a_screen():
+    """A merge-run's flow is in the code too: journal, plan, each output through merge_files'
+    stages in a worker, AfterVerified here, the summary; merge_run and its body one screen each."""
+    import inspect
+
+    from engine.merge import run
+
+    for function in (run.merge_run, run._merge_run):
+        assert len(inspect.getsource(function).splitlines()) <= 60, function.__name__
+    source = inspect.getsource(run._merge_run)
+    stages = [
+        "_check_plan_settings(",
+        "_reconcile(",
+        "_plan(",
+        "AfterVerified(",
+        ".stand(",
+        "_record_tasks(",
+        "run_merge_task",
+        ".take(",
+        "report.seconds",
+    ]
+    positions = [source.index(stage) for stage in stages]
+    assert positions == sorted(positions)
+    assert "merge_files(" in inspect.getsource(run.run_merge_task)
