@@ -65,7 +65,9 @@ def merge_to_remote(inputs, output, spec, *, progress=None, records=None, label=
         raise OutputExists(
             "output exists"
             + (" (an empty file: a stage-out killed while placing it; remove it" if empty else "")
-            + (", or use --force to replace it)" if empty else " (use --force to replace it)"),
+            + (
+                ", or use force=True to replace it)" if empty else " (use force=True to replace it)"
+            ),
             path=output,
         )
     folder = _private_staging(inputs, output)
@@ -220,7 +222,7 @@ def upload_verified(
         except RemoteFailure as failure:
             if failure.message == "destination exists":
                 raise OutputExists(
-                    "output exists (use --force to replace it)", path=final
+                    "output exists (use force=True to replace it)", path=final
                 ) from None
             raise as_engine_error(
                 failure, final, "cannot rename the upload into place", output=True
