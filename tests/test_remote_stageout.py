@@ -221,7 +221,7 @@ def test_a_remote_merge_runs_journal_outlives_the_staging_folder(
     assert status.code == 0 and "verified" in status.out
     assert cli("status", out2).code == 3  # not under the default folder
     local = cli("merge-run", tmb_run[0].parent, "--out-dir", tmp_path / "o", "--journal", jobs)
-    assert local.code == 2 and "--journal is for a remote --out-dir" in local.err
+    assert local.code == 2 and "a local output folder keeps its journal in itself" in local.err
 
 
 @pytest.mark.parametrize("scheme", ["https", "root"])

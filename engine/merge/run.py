@@ -112,8 +112,8 @@ def journal_folder(out_dir, journals=None) -> Path:
     if not is_url(dest):
         if journals is not None:
             raise UsageError(
-                "--journal is for a remote --out-dir: a local output folder keeps its journal "
-                "in itself",
+                "a journal folder is for a remote output folder only: a local output folder "
+                "keeps its journal in itself",
                 path=journals,
             )
         return dest
