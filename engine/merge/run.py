@@ -170,9 +170,7 @@ def merge_run(
     ``on_output(report)`` is called with each output as soon as it is published, declared and
     retired as asked (or found finished by an earlier merge-run), ``on_failure(entry)`` with
     each failure as it happens: a caller can stream them instead of waiting for the whole
-    merge-run.
-    ``journals``: for a remote ``out_dir``, the local folder under which its journal is kept
-    (see ``journal_folder``).
+    merge-run.  ``journals``: where a remote ``out_dir``'s journal goes (``journal_folder``).
     """
     if retire and not (spec.declare and spec.verifies):
         raise ParameterError(
