@@ -1,7 +1,11 @@
 """One block at a time: build a block from events, check a stored block, decode it back to events.
 
-The three operations every other part of the engine composes:
+The operations every other part of the engine composes:
 
+- ``read_block``: read one stored block from a block source (``engine.source``) and fast-check
+  it: the one read-and-check of a block, used by a reader streaming its file
+  (``iter_blocks``, ``check_blocks``) and by a merge reading its output back
+  (``verify.readback``), so all of them refuse exactly the same blocks the same way.
 - ``build_block``: event columns -> framed record bytes -> compressed, digested block
   (header bytes + stored bytes + the block's event table).
 - ``check_stored_block``: the fast-path check (header digest, agreement with the index entry,
@@ -22,17 +26,27 @@ import numpy as np
 
 from .checksums import digest_hex, xxh3_64
 from .codecs import codec_for_id
-from .errors import ChecksumMismatch, FramingError, IntegrityError, LayoutError
+from .errors import (
+    ChecksumMismatch,
+    EngineError,
+    FramingError,
+    IntegrityError,
+    LayoutError,
+    TruncatedFile,
+)
 from .format import (
     BLOCK_HEADER_SIZE,
     RECORD_HEADER_SIZE,
     BlockHeader,
     EventTable,
     pack_block_header,
+    parse_block_header,
 )
 
 
 class BuiltBlock(NamedTuple):
+    """A block made from events: its header (as a tuple and as bytes), stored bytes, events."""
+
     header: BlockHeader
     header_bytes: bytes
     data: bytes  # stored (compressed) bytes
@@ -40,11 +54,14 @@ class BuiltBlock(NamedTuple):
 
 
 class DecodedBlock(NamedTuple):
+    """A block decoded and proven: its record bytes, its events, where each payload starts."""
+
     records: bytes  # the uncompressed record bytes
     events: EventTable  # block column zero
     payload_offsets: np.ndarray  # u8, offset of each payload inside ``records``
 
     def payload(self, i: int) -> memoryview:
+        """Event ``i``'s payload, a view into ``records`` (no copy)."""
         start = int(self.payload_offsets[i])
         return memoryview(self.records)[start : start + int(self.events.length[i])]
 
@@ -77,8 +94,49 @@ def build_block(
     return BuiltBlock(header, pack_block_header(header), stored, table)
 
 
-def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset: int) -> None:
-    """Fast check of one stored block against its index entry; no decompression."""
+def read_block(
+    source, entry, *, number: int, into=None, against: str = "the index"
+) -> tuple[BlockHeader, bytes | memoryview]:
+    """Read block ``number`` from ``source`` and fast-check it: (header, stored bytes).
+
+    ``entry`` is what the block must be (its index entry, or a mapping of the same fields,
+    ``offset`` included).  The block, header and stored bytes together, is read with one call:
+    into the buffer ``into`` when given (``readinto``, no copy, no allocation; the bytes
+    returned are a view of it), else into new bytes (``pread``).  A read the source could not
+    make is its error (input or output, naming the file) placed at the block; then a short
+    read is a ``TruncatedFile``, the header is parsed (``parse_block_header``) and compared
+    with ``entry`` (which is called ``against`` in the message), and the stored bytes' digest is
+    checked (``check_stored_block``).  Nothing is decompressed."""
+    offset = int(entry["offset"])
+    size = BLOCK_HEADER_SIZE + int(entry["compressed_length"])
+    region = f"block {number}"
+    try:
+        if into is None:
+            raw: bytes | memoryview = source.pread(size, offset)
+        else:
+            raw = memoryview(into)[:size]
+            raw = raw[: source.readinto(raw, offset)]
+    except EngineError as exc:
+        raise exc.located(region, offset) from None
+    if len(raw) != size:
+        raise TruncatedFile("file ends inside the block", region=region, offset=offset)
+    header = parse_block_header(raw, region=region, offset=offset)
+    check_stored_block(
+        header,
+        entry,
+        memoryview(raw)[BLOCK_HEADER_SIZE:],
+        region=region,
+        offset=offset,
+        against=against,
+    )
+    return header, raw
+
+
+def check_stored_block(
+    header: BlockHeader, entry, data, *, region: str, offset: int, against: str = "the index"
+) -> None:
+    """Fast check of one stored block against its index entry (``against`` names where the
+    entry comes from, for the message); no decompression."""
     if (
         header.codec != entry["codec"]
         or header.compressed_length != entry["compressed_length"]
@@ -87,9 +145,9 @@ def check_stored_block(header: BlockHeader, entry, data, *, region: str, offset:
         or header.compressed_digest != entry["compressed_digest"]
         or header.uncompressed_digest != entry["uncompressed_digest"]
     ):
-        raise LayoutError("block header disagrees with the index", region=region, offset=offset)
+        raise LayoutError(f"block header disagrees with {against}", region=region, offset=offset)
     if len(data) != header.compressed_length:
-        raise IntegrityError(
+        raise TruncatedFile(
             f"block bytes cut short ({len(data)} of {header.compressed_length})",
             region=region,
             offset=offset + BLOCK_HEADER_SIZE,
@@ -136,9 +194,7 @@ def decode_block(
         else:
             records = codec.decompress(data, header.uncompressed_length)
     except IntegrityError as exc:
-        exc.region, exc.offset = region, data_offset
-        exc.args = (str(exc),)
-        raise
+        raise exc.located(region, data_offset) from None
     computed = xxh3_64(records)
     if computed != header.uncompressed_digest:
         raise ChecksumMismatch(

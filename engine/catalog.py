@@ -43,7 +43,9 @@ class DeclareResult(NamedTuple):
 class Budget(Protocol):
     """What a catalogue spent (requests, seconds waiting), for reports."""
 
-    def to_dict(self) -> dict: ...
+    def to_dict(self) -> dict:
+        """The figures, JSON-ready."""
+        ...
 
 
 @runtime_checkable
@@ -54,7 +56,9 @@ class Declarer(Protocol):
     ``CatalogError`` for refusals), so the caller can report it.
     """
 
-    def declare(self, metadata: dict) -> DeclareResult: ...
+    def declare(self, metadata: dict) -> DeclareResult:
+        """Declare the record ``metadata``."""
+        ...
 
 
 class Catalog(Protocol):
@@ -108,10 +112,14 @@ class CatalogBackend(Protocol):
     """The class registered for a URL scheme (entry-point group ``tmbmerge.catalogs``)."""
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Catalog: ...
+    def from_url(cls, url: str, **options: Any) -> Catalog:
+        """The catalogue ``url`` names, opened with the backend's ``options``."""
+        ...
 
     @classmethod
-    def require_existing(cls, url: str) -> None: ...
+    def require_existing(cls, url: str) -> None:
+        """Refuse a ``url`` naming no catalogue yet, where reading one must not create it."""
+        ...
 
 
 class Registration(Protocol):
@@ -199,6 +207,7 @@ def parent_names(metadata: dict) -> list[str]:
 
 
 def unknown_parent_error(file_name: str, missing: list[str]) -> UnknownParent:
+    """The error refusing ``file_name``, whose ``missing`` parents are not declared."""
     return UnknownParent(
         f"parents not declared: {', '.join(missing)} "
         "(declare them first, or use --declare-parents)",

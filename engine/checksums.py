@@ -101,6 +101,7 @@ class RunningAdler32:
         self.size = 0
 
     def update(self, data) -> None:
+        """Feed ``data``, the next bytes of the stream."""
         self.value = adler32(data, self.value)
         self.size += _nbytes(data)
 
@@ -111,6 +112,7 @@ class RunningAdler32:
 
     @property
     def hexdigest(self) -> str:
+        """The adler32 so far, as 8 hex digits."""
         return adler32_hex(self.value)
 
 

@@ -1,7 +1,11 @@
 """Block codecs: the transforms between a block's record bytes and its stored bytes.
 
-A codec is a small frozen object with ``compress(data)`` and ``decompress(data, length)``; the
-block header's one-byte codec id (see ``engine.format.CODEC_NAMES``) picks it.
+A codec is a small frozen object with ``compress(data)``, ``decompress(data, length)`` and
+``decompress_into(data, out)`` (the ``Codec`` protocol).  ``CODECS`` is the one table of them:
+the id stored in a block header's codec byte (``engine.format.CODEC_NONE``, ``CODEC_ZSTD``), the
+name users and ``docs/FORMAT.md`` call it by, and the class; ``codec_for_id`` (reading a block)
+and ``codec_by_name`` (writing one) both look codecs up there, and ``tests/test_golden.py``
+checks FORMAT.md's codec table against it.  A new codec is a class and a row.
 
 Decoding has one path, ``decompress_into(data, out)``, which every caller uses (``decompress``
 only allocates ``out`` first): the read-back of a merge, ``verify --deep``, ``iter_events`` and
@@ -19,30 +23,58 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 import zstandard
 
 from .errors import DecompressionError, UsageError
-from .format import CODEC_IDS, CODEC_NONE, CODEC_ZSTD
+from .format import CODEC_NONE, CODEC_ZSTD
 
 DEFAULT_ZSTD_LEVEL = 3
 
 
-@dataclass(frozen=True)
-class NoneCodec:
-    codec_id: int = CODEC_NONE
-    name: str = "none"
+class Codec(Protocol):
+    """What every codec offers: its id and name (its row in ``CODECS``) and the transforms."""
+
+    codec_id: ClassVar[int]
+    name: ClassVar[str]
+    #: Compression levels the codec accepts (``None``: it has no levels).
+    levels: ClassVar[range | None]
 
     def compress(self, data) -> bytes:
+        """The stored bytes of ``data`` (a block's record bytes)."""
+        ...
+
+    def decompress(self, data, length: int):
+        """The record bytes of stored ``data``, which must decode to exactly ``length`` bytes."""
+        ...
+
+    def decompress_into(self, data, out: memoryview) -> None:
+        """Decode ``data`` into ``out``, which is exactly the record bytes' length."""
+        ...
+
+
+@dataclass(frozen=True)
+class NoneCodec:
+    """Codec ``none``: the stored bytes are the record bytes themselves."""
+
+    codec_id: ClassVar[int] = CODEC_NONE
+    name: ClassVar[str] = "none"
+    levels: ClassVar[range | None] = None
+
+    def compress(self, data) -> bytes:
+        """The record bytes, as they are."""
         return bytes(data)
 
     def decompress(self, data, length: int) -> bytes:
+        """``data`` itself, which must be ``length`` bytes."""
         if len(data) != length:
             raise DecompressionError(f"stored block is {len(data)} bytes, header says {length}")
         return data
 
     def decompress_into(self, data, out: memoryview) -> None:
+        """Copy ``data`` into ``out`` (the same length)."""
         if len(data) != len(out):
             raise DecompressionError(f"stored block is {len(data)} bytes, header says {len(out)}")
         out[:] = data
@@ -53,9 +85,12 @@ _local = threading.local()
 
 @dataclass(frozen=True)
 class ZstdCodec:
+    """Codec ``zstd``: one zstd frame of the record bytes, declaring its content size."""
+
     level: int = DEFAULT_ZSTD_LEVEL
-    codec_id: int = CODEC_ZSTD
-    name: str = "zstd"
+    codec_id: ClassVar[int] = CODEC_ZSTD
+    name: ClassVar[str] = "zstd"
+    levels: ClassVar[range | None] = range(-7, 23)
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         cache = _local.__dict__.setdefault("compressors", {})
@@ -67,6 +102,7 @@ class ZstdCodec:
         return comp
 
     def compress(self, data) -> bytes:
+        """One zstd frame of ``data`` at this codec's level (content size declared, no checksum)."""
         return self._compressor().compress(data)
 
     def decompress(self, data, length: int) -> np.ndarray:
@@ -153,19 +189,38 @@ def check_zstd_frame(data, length: int) -> None:
         )
 
 
-def codec_for_id(codec_id: int, level: int = DEFAULT_ZSTD_LEVEL):
-    if codec_id == CODEC_ZSTD:
-        return ZstdCodec(level)
-    if codec_id == CODEC_NONE:
-        return NoneCodec()
-    raise DecompressionError(f"unknown codec id {codec_id}")
+#: The codecs, by the id a block header stores: the one table of ids, names and classes.
+CODECS: dict[int, type[Codec]] = {codec.codec_id: codec for codec in (NoneCodec, ZstdCodec)}
+_BY_NAME: dict[str, type[Codec]] = {codec.name: codec for codec in CODECS.values()}
+# each codec at its default level, shared: codecs are frozen and keep per-thread state elsewhere
+_DEFAULTS: dict[int, Codec] = {codec_id: codec() for codec_id, codec in CODECS.items()}
 
 
-def codec_by_name(name: str, level: int | None = None):
-    if name not in CODEC_IDS:
-        raise UsageError(f"unknown codec {name!r} (choose from {', '.join(sorted(CODEC_IDS))})")
-    if name == "zstd":
-        if level is not None and not (-7 <= level <= 22):
-            raise UsageError(f"zstd level {level} out of range -7..22")
-        return ZstdCodec(DEFAULT_ZSTD_LEVEL if level is None else level)
-    return NoneCodec()
+def codec_name(codec_id: int) -> str:
+    """The name of the codec stored as ``codec_id`` (``id 7`` for an id no codec has)."""
+    codec = CODECS.get(codec_id)
+    return codec.name if codec is not None else f"id {codec_id}"
+
+
+def codec_for_id(codec_id: int, level: int | None = None) -> Codec:
+    """The codec a block header's codec byte names (``DecompressionError`` for an unknown id)."""
+    codec = CODECS.get(codec_id)
+    if codec is None:
+        raise DecompressionError(f"unknown codec id {codec_id}")
+    if level is None or codec.levels is None:
+        return _DEFAULTS[codec_id]
+    return codec(level)  # type: ignore[call-arg]
+
+
+def codec_by_name(name: str, level: int | None = None) -> Codec:
+    """The codec called ``name`` at ``level`` (its default when None), for writing blocks.
+
+    An unknown name or a level out of the codec's range is a ``UsageError``; a level given to a
+    codec without levels (``none``) is ignored."""
+    codec = _BY_NAME.get(name)
+    if codec is None:
+        raise UsageError(f"unknown codec {name!r} (choose from {', '.join(sorted(_BY_NAME))})")
+    if level is not None and codec.levels is not None and level not in codec.levels:
+        low, high = codec.levels[0], codec.levels[-1]
+        raise UsageError(f"{name} level {level} out of range {low}..{high}")
+    return codec_for_id(codec.codec_id, level)

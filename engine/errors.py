@@ -21,7 +21,7 @@ Exit codes (documented in README.md):
       API parameters, which the command line turns into its flags)
 3     input error (missing or unreadable file)
 4     format error (not a TMB file, unsupported version, bad metadata)
-5     integrity error (checksum mismatch, truncation, broken framing)
+5     integrity error (checksum or size mismatch, truncation, broken framing)
 6     consistency error (sidecar/catalogue disagrees, duplicate events,
       inputs that must not be merged together, event counts or events
       that differ)
@@ -90,6 +90,7 @@ class EngineError(Exception):
 
     @property
     def kind(self) -> str:
+        """The error's class name (``ChecksumMismatch``), as reports show it."""
         return type(self).__name__
 
     def __str__(self) -> str:
@@ -118,6 +119,16 @@ class EngineError(Exception):
             if value is not None:
                 out[key] = value if isinstance(value, (int, str, float, bool)) else str(value)
         return out
+
+    def located(self, region: str | None = None, offset: int | None = None) -> EngineError:
+        """Return this error placed at ``region`` and ``offset`` where it does not say already
+        (used when a codec or a source raised it without knowing which block it was reading)."""
+        if self.region is None:
+            self.region = region
+        if self.offset is None:
+            self.offset = offset
+        self.args = (str(self),)
+        return self
 
     def with_path(self, path: str | os.PathLike) -> EngineError:
         """Return this error naming ``path`` (used when a parser saw bytes, not a file)."""
@@ -205,6 +216,11 @@ class IntegrityError(EngineError):
 
 class ChecksumMismatch(IntegrityError):
     """A digest computed from the bytes differs from the stored one."""
+
+
+class SizeMismatch(IntegrityError):
+    """A size or count of the bytes (a file's length, the blocks read back) differs from the one
+    expected: nothing was hashed wrong, the bytes are not the ones meant."""
 
 
 class TruncatedFile(IntegrityError):
@@ -349,10 +365,11 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def output_error(exc: OSError, path, doing: str = "write") -> OutputError:
+def output_error(exc: OSError, path, doing: str = "write", **where) -> OutputError:
     """An ``OSError`` met writing an output (or its sidecar, journal, folder) as an ``OutputError``
-    naming the file a user knows (the destination, not a hidden temporary name)."""
-    return OutputError(f"cannot {doing}: {os_reason(exc)}", path=path)
+    naming the file a user knows (the destination, not a hidden temporary name); ``where``
+    (``region``, ``offset``) says where in the file."""
+    return OutputError(f"cannot {doing}: {os_reason(exc)}", path=path, **where)
 
 
 def input_error(exc: OSError, path, doing: str = "read", **where) -> InputError:

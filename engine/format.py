@@ -55,6 +55,8 @@ assert HEADER_SIZE == 64
 
 
 class FileHeader(NamedTuple):
+    """The file header's fields, once its magic, version, digest and bounds are checked."""
+
     version: int
     flags: int
     uuid: uuidlib.UUID
@@ -63,6 +65,7 @@ class FileHeader(NamedTuple):
 
 
 def pack_header(file_uuid: uuidlib.UUID, metadata: bytes) -> bytes:
+    """The 64 header bytes of a file with this UUID and these metadata bytes (digests included)."""
     body = HEADER.pack(
         HEADER_MAGIC,
         FORMAT_VERSION,
@@ -142,6 +145,7 @@ def parse_header(buf: bytes, file_size: int) -> FileHeader:
 
 
 def pack_metadata(metadata: dict) -> bytes:
+    """The metadata's stored bytes: JSON with sorted keys and no whitespace, within the bound."""
     data = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
     if len(data) > MAX_METADATA_BYTES:
         raise MetadataError(f"metadata is {len(data)} bytes, more than {MAX_METADATA_BYTES}")
@@ -149,6 +153,7 @@ def pack_metadata(metadata: dict) -> bytes:
 
 
 def parse_metadata(buf: bytes, header: FileHeader) -> dict:
+    """The metadata object in ``buf``, checked against the header's digest, parsed with limits."""
     computed = xxh3_64(buf)
     if computed != header.metadata_digest:
         raise ChecksumMismatch(
@@ -176,13 +181,14 @@ BLOCK_HEADER = struct.Struct("<4sBBHIIIIQQQ")
 BLOCK_HEADER_SIZE = BLOCK_HEADER.size  # 48
 assert BLOCK_HEADER_SIZE == 48
 
+# The codec byte's values; the table of codecs (ids, names, classes) is ``engine.codecs.CODECS``.
 CODEC_NONE = 0
 CODEC_ZSTD = 1
-CODEC_NAMES = {CODEC_NONE: "none", CODEC_ZSTD: "zstd"}
-CODEC_IDS = {name: cid for cid, name in CODEC_NAMES.items()}
 
 
 class BlockHeader(NamedTuple):
+    """A block header's fields, once its magic, digest, reserved fields and bounds are checked."""
+
     codec: int
     compressed_length: int
     uncompressed_length: int
@@ -192,6 +198,7 @@ class BlockHeader(NamedTuple):
 
 
 def pack_block_header(h: BlockHeader) -> bytes:
+    """The 48 bytes of a block header (its own digest included)."""
     body = BLOCK_HEADER.pack(
         BLOCK_MAGIC,
         h.codec,
@@ -240,7 +247,10 @@ def parse_block_header(buf: bytes, *, region: str, offset: int) -> BlockHeader:
 
 
 def check_block_bounds(h: BlockHeader, *, region: str, offset: int) -> None:
-    if h.codec not in CODEC_NAMES:
+    """A block header's codec is known and its lengths and event count are possible."""
+    from .codecs import CODECS  # the codec table imports this module
+
+    if h.codec not in CODECS:
         raise FormatError(f"unknown codec id {h.codec}", region=region, offset=offset + 4)
     if (
         h.uncompressed_length > MAX_BLOCK_BYTES
@@ -335,12 +345,15 @@ class EventTable:
         return len(self.event)
 
     def columns(self) -> tuple[np.ndarray, ...]:
+        """The five columns, in ``EVENT_COLUMNS`` order."""
         return (self.event, self.digest, self.run, self.length, self.block)
 
     def replace(self, **columns) -> EventTable:
+        """A copy with some columns replaced."""
         return replace(self, **columns)
 
     def slice(self, start: int, stop: int) -> EventTable:
+        """Rows ``start`` to ``stop`` (exclusive), as views of these columns."""
         return EventTable(*(col[start:stop] for col in self.columns()))
 
     def runs(self) -> list[int]:
@@ -353,11 +366,14 @@ class EventTable:
 
 
 class Index(NamedTuple):
+    """A parsed index: the block table and the event table."""
+
     blocks: np.ndarray  # BLOCK_DTYPE
     events: EventTable
 
 
 def index_length(block_count: int, event_count: int) -> int:
+    """Bytes of the index of a file with these counts."""
     return INDEX_HEADER_SIZE + block_count * BLOCK_DTYPE.itemsize + event_count * EVENT_BYTES
 
 
@@ -381,6 +397,7 @@ def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator
 
 
 def pack_index(blocks: np.ndarray, events: EventTable) -> bytes:
+    """The index's bytes, whole (small files; writers stream them with ``index_parts``)."""
     return b"".join(iter_index_parts(blocks, [events]))
 
 
@@ -579,6 +596,8 @@ assert TRAILER_SIZE == 64
 
 
 class Trailer(NamedTuple):
+    """The trailer's fields, once its magics, digest, version and relations are checked."""
+
     index_offset: int
     index_length: int
     index_digest: int
@@ -587,6 +606,7 @@ class Trailer(NamedTuple):
 
 
 def pack_trailer(t: Trailer) -> bytes:
+    """The 64 trailer bytes (digest and end magic included)."""
     body = TRAILER.pack(
         TRAILER_MAGIC,
         FORMAT_VERSION,
@@ -662,6 +682,7 @@ def region_at(
     index_offset: int,
     file_size: int,
 ) -> str:
+    """The region holding file ``offset`` (``header``, ``block 3``, ``index``...), for messages."""
     if offset < HEADER_SIZE:
         return "header"
     if offset < HEADER_SIZE + metadata_length:

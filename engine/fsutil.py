@@ -260,6 +260,7 @@ class Writeback:
 
 
 def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries durable (after a rename or a new file in it)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -268,6 +269,7 @@ def fsync_dir(folder: Path) -> None:
 
 
 def remove_quietly(path: Path) -> None:
+    """Remove ``path``; a missing one is no error."""
     try:
         os.unlink(path)
     except FileNotFoundError:

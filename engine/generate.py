@@ -360,6 +360,8 @@ def block_batches(
 
 
 class GeneratedFile(NamedTuple):
+    """One generated file: its path, partition, events, size, adler32, event range and sidecar."""
+
     path: Path
     partition: int
     events: int
@@ -371,9 +373,11 @@ class GeneratedFile(NamedTuple):
 
     @property
     def checksum(self) -> str:
+        """The file's adler32 as the catalogue writes it."""
         return format_adler32(self.adler32)
 
     def to_dict(self) -> dict:
+        """The file as JSON-ready data."""
         return {
             "path": str(self.path),
             "partition": self.partition,
@@ -536,6 +540,7 @@ MAX_MEAN_EVENT_KB = (
 def check_file_arguments(
     *, run: int, partition: int, first_event: int, n_events: int, seed: int, mean_event_kb: float
 ) -> None:
+    """Refuse arguments no generated file can have (``UsageError``)."""
     if not 0 <= run <= MAX_RUN:
         raise UsageError(f"run {run} out of range 0..{MAX_RUN}")
     if not 0 <= partition <= MAX_PARTITION:

@@ -85,6 +85,7 @@ class BufferPool:
         self._closed = False
 
     def lease(self, size: int) -> Lease:
+        """A buffer of at least ``size`` bytes, waiting while every buffer is lent."""
         with self._cond:
             while not self._free and self._made >= self._count:
                 if self._closed:
@@ -107,6 +108,7 @@ class BufferPool:
             self._cond.notify()
 
     def close(self) -> None:
+        """Refuse further leases and wake whoever waits for one."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -122,6 +124,7 @@ class Lease:
         self._pool: BufferPool | None = pool
 
     def release(self) -> None:
+        """Give the buffer back to its pool (again is harmless)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool._give_back(self.buffer)

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 
 class NullProgress:
+    """Progress that goes nowhere: the library's default."""
+
     def start(self, *, label: str, files: int = 0, events: int = 0, bytes: int = 0) -> None:
+        """Nothing."""
         pass
 
     def advance(self, *, files: int = 0, events: int = 0, bytes: int = 0) -> None:
+        """Nothing."""
         pass
 
     def finish(self, *, label: str = "") -> None:
+        """Nothing."""
         pass
 
 
@@ -29,16 +34,19 @@ class QueueProgress(NullProgress):
         self._bytes = 0
 
     def start(self, *, label: str, files: int = 0, events: int = 0, bytes: int = 0) -> None:
+        """Tell the parent a task started."""
         self.queue.put(("start", self.task, label, files, events, bytes))
 
     def advance(self, *, files: int = 0, events: int = 0, bytes: int = 0) -> None:
         # Batch small byte advances so the queue carries a few messages per second, not per block.
+        """Tell the parent what was done (bytes batched, 64 MiB a message)."""
         self._bytes += bytes
         if files or events or self._bytes >= 64 << 20:
             self.queue.put(("advance", self.task, files, events, self._bytes))
             self._bytes = 0
 
     def finish(self, *, label: str = "") -> None:
+        """Tell the parent the task finished."""
         if self._bytes:
             self.queue.put(("advance", self.task, 0, 0, self._bytes))
             self._bytes = 0

@@ -24,6 +24,9 @@ SPOOL_MEMORY_EVENTS = 1 << 16  # 1.8 MiB of entries in memory before they go to 
 
 
 class EventSpool:
+    """A writer's event entries: in memory up to ``memory_events``, then spooled column by
+    column to an anonymous file beside the output."""
+
     def __init__(self, *, memory_events: int = SPOOL_MEMORY_EVENTS, directory=None):
         self.memory_events = memory_events
         self.directory = directory
@@ -34,6 +37,7 @@ class EventSpool:
         self.count = 0
 
     def append(self, table: EventTable) -> None:
+        """Add a block's event entries."""
         self._pending.append(table)
         self._pending_count += len(table)
         self.count += len(table)
@@ -67,6 +71,7 @@ class EventSpool:
             yield table.columns()[column]
 
     def close(self) -> None:
+        """Drop what is held and close the spool file."""
         self._pending = []
         if self._file is not None:
             self._file.close()

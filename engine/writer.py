@@ -64,6 +64,8 @@ class WrittenBlock(NamedTuple):
 
 
 class WriteResult(NamedTuple):
+    """A finished file: path, size, adler32, counts, UUID and event range."""
+
     path: Path
     file_size: int
     adler32: int
@@ -76,6 +78,7 @@ class WriteResult(NamedTuple):
 
     @property
     def checksum(self) -> str:
+        """The file's adler32 as the catalogue writes it."""
         return format_adler32(self.adler32)
 
 
@@ -388,6 +391,7 @@ class TmbWriter:
 
     @property
     def block_count(self) -> int:
+        """Blocks written so far."""
         return len(self._blocks)
 
     # -- closing ---------------------------------------------------------------------------
@@ -524,6 +528,7 @@ class TmbWriter:
 
     @property
     def event_count(self) -> int:
+        """Events written so far, pending ones included."""
         batch = 0 if self._pending_batch is None else len(self._pending_batch[0])
         return self._event_count + len(self._pending_runs) + batch
 

@@ -7,9 +7,9 @@
   format version).  The ``none``-codec file is always compared; the mixed file has a zstd
   block, whose bytes may differ between libzstd versions, so it is compared only under the
   libzstd version that made it.
-- Every table of docs/FORMAT.md matches the structs, dtypes, codec ids and bounds of
-  ``engine/format.py``, and the sample files hold the documented values at the documented
-  offsets (read through the doc's own tables, and at a few literal offsets).
+- Every table of docs/FORMAT.md matches the structs, dtypes and bounds of ``engine/format.py``
+  and the codec table of ``engine/codecs.py``, and the sample files hold the documented values
+  at the documented offsets (read through the doc's own tables, and at a few literal offsets).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 
 from engine import format as fmt
 from engine.checksums import xxh3_64
+from engine.codecs import CODECS, codec_by_name, codec_for_id
 from engine.readers import open_file
 from engine.verify import verify_file
 
@@ -181,8 +182,19 @@ def test_doc_event_columns_match_format_py():
     assert fmt.index_length(2, 7) == 32 + 48 * 2 + 28 * 7
 
 
-def test_doc_codecs_and_bounds_match_format_py():
-    assert {int(r["Id"]): r["Name"] for r in TABLES["Codecs"]} == fmt.CODEC_NAMES
+def test_doc_codecs_match_the_codec_table():
+    """FORMAT.md's codec table is ``engine.codecs.CODECS``: every id with its name, each class
+    carrying its own row, and the format's named codec bytes among them."""
+    assert {int(r["Id"]): r["Name"] for r in TABLES["Codecs"]} == {
+        codec_id: codec.name for codec_id, codec in CODECS.items()
+    }
+    for codec_id, codec in CODECS.items():
+        assert codec.codec_id == codec_id
+        assert codec_for_id(codec_id).codec_id == codec_by_name(codec.name).codec_id == codec_id
+    assert CODECS[fmt.CODEC_NONE].name == "none" and CODECS[fmt.CODEC_ZSTD].name == "zstd"
+
+
+def test_doc_bounds_match_format_py():
     bounds = {r["Constant"].strip("`"): int(r["Value"]) for r in TABLES["Bounds"]}
     assert bounds == {name: getattr(fmt, name) for name in bounds}
     assert set(bounds) >= {"MAX_METADATA_BYTES", "MAX_BLOCK_BYTES", "MAX_COMPRESSED_OVERHEAD"}

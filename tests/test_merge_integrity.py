@@ -450,7 +450,6 @@ def test_a_read_error_while_reading_back_fails_cleanly(
     import errno
 
     from engine.errors import OutputError
-    from engine.verify import readback
 
     real_preadv, real_copy, written = os.preadv, TmbWriter.copy_block, []
 
@@ -469,7 +468,7 @@ def test_a_read_error_while_reading_back_fails_cleanly(
         return real_preadv(fd, buffers, offset)
 
     monkeypatch.setattr(TmbWriter, "copy_block", copy_block)
-    monkeypatch.setattr(readback.os, "preadv", failing)
+    monkeypatch.setattr(os, "preadv", failing)  # the read-back reads through engine.source
     out = out_dir / "m.tmb"
     with pytest.raises(OutputError) as caught:
         merge_files(tmb_run, out, MergeSpec(mode=mode))

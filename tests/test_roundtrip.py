@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reader_contract import assert_events_read_back
 
-from engine.checksums import xxh3_64
 from engine.format import RECORD_HEADER_SIZE
 from engine.readers import open_file
 from engine.verify import verify_file
@@ -67,15 +67,7 @@ def write_file(path, events, *, codec, block_bytes, threads, plan):
 
 def assert_reads_back(path, events, block_bytes):
     with open_file(path) as reader:
-        decoded = [(ev.run, ev.event, bytes(ev.payload)) for ev in reader.iter_events()]
-        assert decoded == events
-
-        table = reader.events
-        assert table.run.tolist() == [r for r, _, _ in events]
-        assert table.event.tolist() == [e for _, e, _ in events]
-        assert table.length.tolist() == [len(p) for _, _, p in events]
-        assert table.digest.tolist() == [xxh3_64(p) for _, _, p in events]
-        assert reader.event_count == len(events)
+        assert_events_read_back(reader, events)  # decoded events and index columns
 
         blocks = reader.blocks
         assert reader.block_count == len(blocks)

@@ -28,6 +28,8 @@ from ..format import CODEC_ZSTD
 
 
 class StoredBlock(NamedTuple):
+    """One block's stored bytes and its uncompressed length: what the codec figures decode."""
+
     data: bytes  # stored (compressed) bytes
     length: int  # uncompressed length
 

@@ -22,6 +22,8 @@ BENCH_SEED = 2005
 
 @dataclass(frozen=True)
 class RunData:
+    """A generated run the bench measures on: its folder, files, bytes, events and run number."""
+
     directory: Path
     paths: tuple[Path, ...]
     bytes: int
@@ -30,9 +32,11 @@ class RunData:
 
     @property
     def files(self) -> int:
+        """Number of files."""
         return len(self.paths)
 
     def describe(self) -> dict:
+        """The run as the report shows it (no file list)."""
         return {
             "directory": str(self.directory),
             "files": self.files,
@@ -45,10 +49,12 @@ class RunData:
         }
 
     def to_dict(self) -> dict:
+        """The run with its file list, for the workers."""
         return {**self.describe(), "paths": [str(p) for p in self.paths]}
 
 
 def events_per_file(size: int, files: int) -> int:
+    """Events per file for a run of ``size`` stored bytes in ``files`` files."""
     return max(1, math.ceil(size / files / STORED_BYTES_PER_EVENT))
 
 

@@ -16,6 +16,7 @@ PEAK_RSS_LIMIT = 300 * 10**6  # issue 3: every mode under 300 MB resident
 
 
 def merge_key(mode: str, jobs: int) -> str:
+    """The figure key of a merge in ``mode`` on ``jobs`` processes."""
     return f"merge.{mode}.jobs{jobs}"
 
 
@@ -55,6 +56,7 @@ DESCRIPTIONS = {
 
 
 def merge_description(mode: str, jobs: int) -> str:
+    """What the figure of a merge in ``mode`` on ``jobs`` processes measures, in words."""
     if jobs == 1:
         return f"{mode} merge of the whole run into one output (merge_files, 1 job)"
     return (
@@ -84,6 +86,8 @@ def baseline_of(key: str) -> str | None:
 
 @dataclass(frozen=True)
 class Target:
+    """A target the report checks: a figure's ratio to a baseline must be at least ``minimum``."""
+
     name: str
     figure: str
     baseline: str
@@ -91,6 +95,7 @@ class Target:
     says: str
 
     def met(self, ratio: float | None) -> bool | None:
+        """Whether ``ratio`` meets the target (None when there is no ratio)."""
         return None if ratio is None else ratio >= self.minimum
 
 

@@ -81,6 +81,7 @@ class TreePeaks:
         self.worker_peak = 0
 
     def sample(self, pid: int) -> None:
+        """Add one sample of the memory of process ``pid`` and its children."""
         import psutil
 
         try:

@@ -15,6 +15,7 @@ from ..host import usable_cores
 
 
 def cpu_model() -> str | None:
+    """The CPU's model name, or None when the system does not say."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -29,6 +30,7 @@ cores = usable_cores
 
 
 def memory_bytes() -> int | None:
+    """The machine's memory in bytes (``MemTotal``), or None."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
@@ -39,6 +41,7 @@ def memory_bytes() -> int | None:
 
 
 def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, or None."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -80,6 +83,7 @@ def _unescape(field: str) -> str:
 
 
 def library_versions() -> dict[str, str | None]:
+    """Versions of Python and of the libraries the figures depend on."""
     import sys
 
     versions: dict[str, str | None] = {"python": sys.version.split()[0]}

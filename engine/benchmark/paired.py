@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Side:
+    """One side of a paired measurement: bytes moved per round and each round's seconds."""
+
     name: str
     nbytes: int
     seconds: list[float] = field(default_factory=list)
@@ -38,13 +40,17 @@ class Side:
 
 @dataclass
 class Paired:
+    """A candidate measured in turn with its baselines, round by round."""
+
     candidate: Side
     baselines: dict[str, Side]
 
     def ratio(self, baseline: str) -> float:
+        """The candidate's median rate over ``baseline``'s."""
         return self.candidate.rate / self.baselines[baseline].rate
 
     def best_ratio(self, baseline: str) -> float:
+        """The candidate's best rate over ``baseline``'s best."""
         return self.candidate.best_rate / self.baselines[baseline].best_rate
 
 

@@ -23,6 +23,7 @@ LINKS = (
 
 
 def plot_report(report: dict, path) -> Path:
+    """Draw the report's figures into a PNG at ``path``; returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -34,6 +34,7 @@ def write_report(report: dict, out_dir, *, plot: bool = True) -> dict[str, Path]
 
 
 def load_report(path) -> dict:
+    """A ``bench.json`` report, checked to be one (else ``InputNotFound``, ``MetadataError``)."""
     path = Path(path)
     try:
         report = json.loads(path.read_text())
@@ -65,6 +66,7 @@ def _ratio(value) -> str:
 
 
 def machine_line(report: dict) -> str:
+    """The machine a report was measured on, in one line."""
     m = report["machine"]
     memory = f"{m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else "? GiB"
     return (
@@ -74,6 +76,7 @@ def machine_line(report: dict) -> str:
 
 
 def render_markdown(report: dict) -> str:
+    """The report as Markdown (``bench.md``)."""
     figures = report["figures"]
     data = report["data"]
     m = report["machine"]

@@ -39,6 +39,8 @@ MIN_FILES, MAX_FILES = 4, 40
 
 @dataclass(frozen=True)
 class BenchSettings:
+    """What ``tmbmerge bench`` measures on: run size, folder, files, rounds, jobs."""
+
     size: int = DEFAULT_SIZE
     directory: str = tempfile.gettempdir()
     files: int | None = None  # default: one per 32 MiB, 4..40
@@ -48,6 +50,7 @@ class BenchSettings:
     sample_bytes: int | None = None  # stored bytes of blocks for the per-core codec figures
 
     def resolved(self) -> BenchSettings:
+        """These settings with every default filled in for this machine."""
         cores = usable_cores()
         files = self.files or max(MIN_FILES, min(MAX_FILES, round(self.size / FILE_BYTES)))
         return BenchSettings(
@@ -63,6 +66,8 @@ class BenchSettings:
 
 @dataclass(frozen=True)
 class Step:
+    """One measurement: the figure it produces and the task a worker process runs for it."""
+
     key: str  # the figure (or group of figures) it produces
     task: dict  # what the worker runs, without inputs/out_dir
     poll_tree: bool = False
@@ -219,6 +224,7 @@ def summarize(key: str, samples: list[dict], description: str, *, unit: str = "B
 
 
 def build_figures(samples: dict[str, list[dict]], jobs: int) -> dict[str, dict]:
+    """The report's figures from the samples of every round."""
     figures: dict[str, dict] = {}
     storage = samples.get("storage", [])
     if storage:

@@ -45,6 +45,8 @@ SECONDS_PER_DAY = 86_400
 
 @dataclass(frozen=True)
 class Campaign:
+    """A campaign to size hardware for: its volume, duration, mode and the site's constraints."""
+
     volume_bytes: int
     days: float
     mode: str = "safe"
@@ -86,6 +88,8 @@ class Measured:
 
 @dataclass(frozen=True)
 class Line:
+    """One line of a sizing: a value, its unit and where it comes from."""
+
     key: str
     label: str
     value: float
@@ -95,6 +99,8 @@ class Line:
 
 @dataclass(frozen=True)
 class Sizing:
+    """The hardware a campaign needs, line by line, with its bottleneck and spread."""
+
     campaign: Campaign
     measured: Measured
     lines: tuple[Line, ...]
@@ -111,6 +117,7 @@ class Sizing:
         raise KeyError(key)
 
     def to_dict(self) -> dict:
+        """The sizing as JSON-ready data."""
         lines = []
         for line in self.lines:
             entry = asdict(line)

@@ -15,6 +15,7 @@ _MEMORY_KEYS = ("memory_per_server",)
 
 
 def format_value(key: str, value: float, unit: str, *, bits: bool = True) -> str:
+    """``value`` in ``unit`` as a reader wants it (MB/s and Gb/s, GiB, counts)."""
     if unit == "B/s":
         return (
             f"{value / 1e6:,.1f} MB/s ({value * 8 / 1e9:,.2f} Gb/s)"
@@ -44,6 +45,7 @@ def format_range(key: str, low: float, high: float, unit: str) -> str:
 
 
 def spread_note(sizing: Sizing) -> str:
+    """What the sizing's range means, or why it has none."""
     if sizing.spread:
         return (
             f"range: the same sizing with every measured rate at its slowest and at its fastest of "
@@ -83,6 +85,7 @@ def render_table(sizing: Sizing) -> str:
 
 
 def render_markdown(sizing: Sizing, report: dict, *, bench_source: str) -> str:
+    """The sizing as Markdown."""
     c = sizing.campaign
     lines = [
         "# Merge hardware for a campaign",

@@ -96,4 +96,5 @@ def concatenate(
 
 
 def total_size(paths) -> int:
+    """Bytes of all ``paths``."""
     return sum(Path(p).stat().st_size for p in paths)

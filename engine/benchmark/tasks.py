@@ -22,6 +22,7 @@ from . import cpu, pagecache, storage
 
 
 def run_task(task: dict) -> dict:
+    """Run one benchmark task (a worker process's job) and return its measurements."""
     name = task["task"]
     try:
         fn = _TASKS[name]

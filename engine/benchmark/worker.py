@@ -23,6 +23,7 @@ def _interrupted(signum, frame):
 
 
 def main(argv: list[str]) -> int:
+    """The benchmark worker: run the task given as JSON, print its result and peak memory."""
     signal.signal(signal.SIGTERM, _interrupted)
     from ..host import peak_rss_bytes
     from ..merge.executors import stop_when_parent_dies

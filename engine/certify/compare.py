@@ -22,6 +22,8 @@ DEFAULT_ALPHA = 0.01
 
 @dataclass(frozen=True)
 class Comparison:
+    """The outcome of comparing one quantity's histograms (identical, or chi-square)."""
+
     quantity: str
     test: str  # "identical" or "chi2"
     passed: bool
@@ -32,10 +34,12 @@ class Comparison:
     detail: str = ""
 
     def to_dict(self) -> dict:
+        """The comparison as JSON-ready data."""
         return {key: value for key, value in self.__dict__.items()}
 
 
 def identical(quantity: str, a: np.ndarray, b: np.ndarray) -> Comparison:
+    """Compare two histograms bin by bin: they must be equal."""
     differing = int(np.count_nonzero(np.asarray(a) != np.asarray(b)))
     detail = (
         "identical"
@@ -50,6 +54,7 @@ def identical(quantity: str, a: np.ndarray, b: np.ndarray) -> Comparison:
 def chi2_test(
     quantity: str, a: np.ndarray, b: np.ndarray, *, alpha: float = DEFAULT_ALPHA
 ) -> Comparison:
+    """Compare two histograms' shapes with a chi-square test at significance ``alpha``."""
     from scipy.stats import chi2 as chi2_distribution
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

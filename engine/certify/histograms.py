@@ -22,6 +22,7 @@ from .quantities import BY_NAME, QUANTITIES, Quantity, block_quantities
 
 
 def new_histogram(quantity: Quantity) -> bh.Histogram:
+    """An empty histogram of ``quantity``'s binning."""
     if quantity.kind == "integer":
         axis = bh.axis.Integer(int(quantity.start), int(quantity.stop))
     else:
@@ -47,6 +48,7 @@ class RunHistograms:
         return self.histograms[name].values(flow=True)
 
     def to_record(self) -> dict:
+        """The histograms as the record the campaign service stores."""
         return {
             "run": self.run,
             "sample": self.sample,

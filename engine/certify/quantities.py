@@ -41,6 +41,7 @@ class Quantity:
     group: str  # "event", "track", "cluster", "hit"
 
     def binning(self) -> dict:
+        """The quantity's binning as JSON-ready data."""
         return {"kind": self.kind, "bins": self.bins, "start": self.start, "stop": self.stop}
 
 

@@ -73,13 +73,16 @@ class MergeCatalog:
 
     @property
     def budget(self) -> dict:
+        """The catalogue's request budget so far, for the report."""
         return self.catalog.budget.to_dict()
 
     @property
     def queryable(self) -> bool:
+        """Whether the catalogue can be asked about files (an ``exec:`` one only declares)."""
         return self.catalog.queryable
 
     def require_queryable(self, what: str) -> None:
+        """Refuse (``UsageError``) to do ``what`` with a declare-only catalogue."""
         if not self.queryable:
             raise UsageError(f"{self.url} is declare-only: it cannot {what}")
 
@@ -156,6 +159,7 @@ class MergeCatalog:
         return self.registration.register(output, record)
 
     def close(self) -> None:
+        """Close the catalogue."""
         self.catalog.close()
 
     def __enter__(self) -> MergeCatalog:
@@ -173,6 +177,7 @@ class RecordLookup:
         self.records = records
 
     def __call__(self, path) -> dict:
+        """The catalogue record of ``path`` (``FileNotDeclared`` when it has none)."""
         record = self.records.get(location(path).name)
         if record is None:
             raise FileNotDeclared("input is not declared in the catalogue", path=path)
@@ -196,6 +201,7 @@ def open_merge_catalog(spec):
 
 
 def describe_missing(names: list[str]) -> str:
+    """The files a run lacks, by partition where their names say it."""
     partitions = [m.group(1) for m in (PARTITION_IN_NAME.search(n) for n in names) if m]
     if len(partitions) == len(names):
         return "partitions " + ", ".join(f"p{p}" for p in partitions) + f" ({', '.join(names)})"

@@ -53,6 +53,8 @@ def task_failure(exc: Exception) -> EngineError:
 
 
 class InlineExecutor:
+    """Runs tasks one after the other in this process."""
+
     jobs = 1
 
     def __init__(self, progress_queue=None):
@@ -61,6 +63,7 @@ class InlineExecutor:
     def map_unordered(
         self, fn: Callable, tasks: Iterable
     ) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        """(task, result, error) of each task, in order."""
         for task in tasks:
             try:
                 result = fn(task)
@@ -143,6 +146,8 @@ def worker_progress_queue():
 
 
 class ProcessExecutor:
+    """Runs tasks in ``jobs`` worker processes (spawned)."""
+
     def __init__(self, jobs: int, progress_queue=None):
         if jobs < 1:
             raise ParameterError("jobs must be at least 1", parameters=("jobs",))
@@ -152,6 +157,7 @@ class ProcessExecutor:
     def map_unordered(
         self, fn: Callable, tasks: Iterable
     ) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        """(task, result, error) of each task, as they finish."""
         tasks = list(tasks)
         if not tasks:
             return
@@ -185,6 +191,8 @@ class ProcessExecutor:
 
 
 class DaskExecutor:
+    """Runs tasks on a Dask cluster (a scheduler address, or ``local`` for one of its own)."""
+
     def __init__(self, address: str):
         try:
             from distributed import Client, LocalCluster
@@ -225,6 +233,7 @@ class DaskExecutor:
     def map_unordered(
         self, fn: Callable, tasks: Iterable
     ) -> Iterator[tuple[Any, Any, EngineError | None]]:
+        """(task, result, error) of each task, as they finish."""
         from distributed import as_completed
 
         tasks = list(tasks)
@@ -242,6 +251,7 @@ class DaskExecutor:
                 future.cancel()
 
     def close(self) -> None:
+        """Close the client, and the cluster and scratch folder it made."""
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
@@ -282,6 +292,7 @@ class ProgressRelay:
                 self.progress.advance(files=files, events=events, bytes=nbytes)
 
     def close(self) -> None:
+        """Stop the relay once it has passed on every message queued."""
         self.queue.put(None)
         self._thread.join(timeout=5)
         self.queue.close()

@@ -97,6 +97,7 @@ class PreparedInput:
         )
 
     def close(self) -> None:
+        """Close the input's reader."""
         if self.reader is not None:
             self.reader.close()
 
@@ -117,16 +118,20 @@ class PreparedInputs:
 
     @property
     def rejected(self) -> list[PreparedInput]:
+        """The inputs left out, each with its error."""
         return [p for p in self.items if p.error is not None]
 
     @property
     def merged(self) -> list[PreparedInput]:
+        """The inputs whose every block is in the output."""
         return [p for p in self.items if p.merged]
 
     def outcomes(self) -> list[InputOutcome]:
+        """What became of each input, in order, for the report."""
         return [p.outcome() for p in self.items]
 
     def close(self) -> None:
+        """Close every input's reader."""
         for item in self.items:
             item.close()
 

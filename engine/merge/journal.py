@@ -82,6 +82,8 @@ CREATE TABLE IF NOT EXISTS retired (
 
 @dataclass
 class JournalEntry:
+    """One output as the journal knows it: name, run, inputs, state and what was verified."""
+
     name: str
     run: int
     inputs: list[str]
@@ -100,10 +102,13 @@ class JournalEntry:
     )
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready data."""
         return dict(self.__dict__)
 
 
 class Journal:
+    """A merge-run's journal: the SQLite record of every planned output's state and retirements."""
+
     def __init__(self, out_dir):
         self.path = Path(out_dir) / JOURNAL_NAME
         with self._errors("open"):
@@ -129,9 +134,11 @@ class Journal:
 
     @classmethod
     def open_existing(cls, out_dir) -> Journal | None:
+        """The journal in ``out_dir``, or None when there is none."""
         return cls(out_dir) if (Path(out_dir) / JOURNAL_NAME).exists() else None
 
     def close(self) -> None:
+        """Close the database."""
         self._db.close()
 
     def __enter__(self) -> Journal:
@@ -146,10 +153,12 @@ class Journal:
             self._db.execute(sql, params)
 
     def get(self, name: str) -> JournalEntry | None:
+        """The entry of output ``name``, or None."""
         row = self._db.execute(f"SELECT {_COLUMNS} FROM outputs WHERE name = ?", (name,)).fetchone()
         return _entry(row) if row else None
 
     def entries(self) -> Iterator[JournalEntry]:
+        """Every entry, by run and name."""
         for row in self._db.execute(
             f"SELECT {_COLUMNS} FROM outputs ORDER BY run, name"
         ).fetchall():
@@ -191,6 +200,7 @@ class Journal:
         event_count: int | None = None,
         accepted: list[dict] | None = None,
     ) -> None:
+        """Move output ``name`` to ``state``, recording what is given with it."""
         self._transaction(
             "UPDATE outputs SET state = ?, error = ?, file_size = COALESCE(?, file_size), "
             "checksum = COALESCE(?, checksum), event_count = COALESCE(?, event_count), "
@@ -215,6 +225,7 @@ class Journal:
         }
 
     def record_settings(self, settings: dict[str, Any]) -> None:
+        """Record the run's plan options (a rerun with others is refused)."""
         with self._errors("write"), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             for key, value in settings.items():
@@ -230,6 +241,7 @@ class Journal:
     def record_retired(
         self, input_path: str, output: str, action: str, destination: str | None
     ) -> None:
+        """Record that ``input_path`` was retired (moved or deleted) for ``output``."""
         self._transaction(
             "INSERT OR REPLACE INTO retired (input, output, action, destination, at) VALUES (?, "
             "?, ?, ?, ?)",
@@ -237,6 +249,7 @@ class Journal:
         )
 
     def retired(self, output: str | None = None) -> list[dict[str, Any]]:
+        """The retirements recorded, of ``output`` or of all outputs."""
         sql = "SELECT input, output, action, destination, at FROM retired"
         params: tuple[str, ...] = ()
         if output is not None:
@@ -247,6 +260,7 @@ class Journal:
         ]
 
     def summary(self) -> dict[str, int]:
+        """How many outputs are in each state."""
         return {
             state: count
             for state, count in self._db.execute(

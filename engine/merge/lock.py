@@ -16,10 +16,13 @@ from ..errors import OutputLocked, output_error
 
 
 def lock_path(target: Path) -> Path:
+    """The lock file beside ``target``."""
     return target.with_name(f".{target.name}.lock")
 
 
 class ExclusiveLock:
+    """An exclusive ``flock`` beside a file: one merge writes an output at a time."""
+
     def __init__(self, target, *, what: str = "output"):
         self.target = Path(target)
         self.path = lock_path(self.target)
@@ -27,6 +30,7 @@ class ExclusiveLock:
         self._fd = -1
 
     def acquire(self) -> ExclusiveLock:
+        """Take the lock (writing our pid in it), or raise ``OutputLocked`` naming its holder."""
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -52,6 +56,7 @@ class ExclusiveLock:
             os.close(fd)  # the file we locked was unlinked by its previous holder: try again
 
     def release(self) -> None:
+        """Remove the lock file and let the lock go."""
         if self._fd >= 0:
             try:
                 os.unlink(self.path)

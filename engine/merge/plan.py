@@ -41,6 +41,8 @@ PARTITION_IN_NAME = re.compile(r"_p(\d+)\.[A-Za-z0-9]+$")
 
 @dataclass(frozen=True)
 class PlannedInput:
+    """One input as planned: where it is, what it holds and its size."""
+
     path: str  # absolute, symlinks resolved
     run: int
     partition: int | None
@@ -55,6 +57,7 @@ class PlannedInput:
     adler32: int | None = None  # what the input's sidecar says, if it has one
 
     def to_dict(self) -> dict[str, Any]:
+        """The input as the plan shows it."""
         return {
             "file": self.path,
             "run": self.run,
@@ -79,23 +82,29 @@ class PlannedInput:
 
 @dataclass(frozen=True)
 class PlannedOutput:
+    """One planned output: its name, run and inputs, in partition order."""
+
     name: str
     run: int
     inputs: tuple[PlannedInput, ...]
 
     @property
     def file_size(self) -> int:
+        """Bytes of the inputs."""
         return sum(i.file_size for i in self.inputs)
 
     @property
     def event_count(self) -> int:
+        """Events of the inputs."""
         return sum(i.event_count for i in self.inputs)
 
     @property
     def input_paths(self) -> list[str]:
+        """The inputs' paths, in order."""
         return [i.path for i in self.inputs]
 
     def to_dict(self) -> dict[str, Any]:
+        """The output as the plan shows it."""
         return {
             "output": self.name,
             "run": self.run,
@@ -108,6 +117,8 @@ class PlannedOutput:
 
 @dataclass
 class Plan:
+    """A run's plan: the outputs to make, the inputs refused and the files left alone."""
+
     outputs: list[PlannedOutput] = field(default_factory=list)
     rejected: list[tuple[str, EngineError]] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(
@@ -115,6 +126,7 @@ class Plan:
     )  # (path, why): merged files in a folder
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (``tmbmerge plan --json``)."""
         return {
             "outputs": [o.to_dict() for o in self.outputs],
             "rejected": [{"file": p, "reason": e.to_dict()} for p, e in self.rejected],
@@ -158,6 +170,7 @@ MAX_PARTITION = 10**9 - 1
 
 
 def partition_of(path: Path, metadata: dict) -> int | None:
+    """The partition of an input: its metadata's, else its file name's, else None."""
     value = metadata.get("partition")
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         if value > MAX_PARTITION:
@@ -240,6 +253,7 @@ def _sidecar_adler32(path: Path) -> int | None:
 
 
 def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
+    """The name of the output merging ``inputs`` of ``run``: by partitions, else by events."""
     partitions = [i.partition for i in inputs]
     if all(p is not None for p in partitions):
         return f"tmb_{run:010d}_mrg_p{min(partitions):03d}-p{max(partitions):03d}.tmb"

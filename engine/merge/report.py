@@ -14,6 +14,8 @@ from ..checksums import format_adler32
 
 @dataclass
 class InputOutcome:
+    """What became of one input of a merge: accepted (events, size, adler32) or why not."""
+
     path: Path
     accepted: bool
     events: int = 0
@@ -22,6 +24,7 @@ class InputOutcome:
     reason: dict[str, Any] | None = None  # EngineError.to_dict() when rejected
 
     def to_dict(self) -> dict[str, Any]:
+        """The outcome as JSON-ready data."""
         out: dict[str, Any] = {
             "file": str(self.path),
             "accepted": self.accepted,
@@ -37,6 +40,8 @@ class InputOutcome:
 
 @dataclass
 class MergeReport:
+    """What ``merge_files`` made: the output, its size, adler32, counts, each input's outcome."""
+
     output: Path
     mode: str
     inputs: list[InputOutcome] = field(default_factory=list)
@@ -60,14 +65,17 @@ class MergeReport:
 
     @property
     def checksum(self) -> str:
+        """The output's adler32 as the catalogue writes it."""
         return format_adler32(self.adler32)
 
     @property
     def accepted(self) -> list[InputOutcome]:
+        """The inputs merged."""
         return [i for i in self.inputs if i.accepted]
 
     @property
     def skipped(self) -> list[InputOutcome]:
+        """The inputs left out (``skip_bad``)."""
         return [i for i in self.inputs if not i.accepted]
 
     @property
@@ -76,6 +84,7 @@ class MergeReport:
         return self.bytes_in / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``tmbmerge merge --json``)."""
         return {
             "output": str(self.output),
             "mode": self.mode,
@@ -101,6 +110,8 @@ class MergeReport:
 
 @dataclass
 class RunReport:
+    """What ``merge_run`` did: each output's report, the failures and the inputs left out."""
+
     out_dir: Path
     outputs: list[MergeReport] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -115,9 +126,11 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
+        """Whether no output failed."""
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``tmbmerge merge-run --json``)."""
         merged = [o for o in self.outputs if o.status == "merged"]
         return {
             "out_dir": str(self.out_dir),

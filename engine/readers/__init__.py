@@ -1,50 +1,151 @@
 """Format readers, chosen by the magic bytes at the start of a file.
 
-Every module in this package that defines ``READER`` (a class with ``MAGIC: bytes``,
-``FORMAT: str``, optionally a shorter ``SIGNATURE`` that is enough to recognise the format, and
-a constructor taking a path) is a reader; they are found by scanning the
-package, so adding a reader is adding one file.  ``detect(path)`` returns the reader class for
-a file and ``open_file(path)`` an open reader.  Readers offer the same surface as
-``engine.readers.tmb.TmbReader``: header and metadata, the index as numpy arrays,
-``iter_blocks()`` (stored bytes, the merge fast path) and ``iter_events()`` (decoded events).
+A reader is a class that implements ``Reader`` (below): the header and metadata, the index as
+numpy arrays, ``iter_blocks()`` (stored bytes, checked without decompression: the merge fast
+path), ``check_blocks()`` (verification), ``iter_events()`` (decoded, proven events) and a
+lifetime (``release``, ``close``, a context manager).  ``READERS`` lists them; ``detect(path)``
+returns the reader class whose magic bytes start a file and ``open_file(path)`` an open reader.
+Every reader passes the shared contract suite ``tests/reader_contract.py``.
+
+Readers are an explicit table, not entry points like catalogue backends: a reader is a file
+format the engine itself writes, checks and documents (``docs/FORMAT.md``), not a site's
+choice, and ``open_file`` runs at the start of nearly every command, where scanning installed
+packages' metadata would cost more than the open.  Adding a format is a module here and a row.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import pkgutil
-import stat
-from functools import lru_cache
+from collections.abc import Iterator
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..errors import ChecksumMismatch, InputError, NotATmbFile, TruncatedFile, input_error
+import numpy as np
+
+from ..errors import ChecksumMismatch, NotATmbFile, TruncatedFile, input_error
+from ..source import check_regular_file
+from .tmb import TmbReader
 
 PROBE_BYTES = 64  # a whole TMB header: enough to tell a damaged magic from a foreign file
 
 
-@lru_cache(maxsize=1)
-def registered_readers() -> tuple:
-    readers = []
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        reader = getattr(module, "READER", None)
-        if reader is not None:
-            readers.append(reader)
-    return tuple(readers)
+@runtime_checkable
+class Reader(Protocol):
+    """What every reader offers (``TmbReader`` is the model); errors are ``EngineError``s naming
+    the file, the region and the offset.
+
+    Opening (the constructor, given a path or URL) reads and checks everything but the blocks
+    (a damaged or truncated file is refused there); the streaming methods read blocks in file
+    order and check each one; ``release()`` closes the file but keeps what was read (the next
+    read reopens it, refusing a changed file); ``close()`` ends the reader."""
+
+    #: The file's first bytes; ``SIGNATURE``, a prefix of them, is enough to recognise the format.
+    MAGIC: ClassVar[bytes]
+    SIGNATURE: ClassVar[bytes]
+    #: The format's short name (``tmb``), for messages.
+    FORMAT: ClassVar[str]
+
+    path: Any
+    file_size: int
+
+    def __init__(self, path: Any) -> None:
+        """Open ``path`` (a local path, a URL or a ``RemotePath``) and check all but the blocks."""
+        ...
+
+    metadata: dict
+    #: First byte of the first block, and of the index: the blocks fill the bytes between.
+    data_start: int
+
+    @property
+    def uuid(self) -> Any:
+        """The file's UUID (``uuid.UUID``)."""
+        ...
+
+    @property
+    def identity(self) -> Any:
+        """What the file was when first opened (a changed file is refused on reopening)."""
+        ...
+
+    @property
+    def event_count(self) -> int:
+        """Events in the file."""
+        ...
+
+    @property
+    def block_count(self) -> int:
+        """Blocks in the file."""
+        ...
+
+    @property
+    def index_offset(self) -> int:
+        """File offset of the index."""
+        ...
+
+    @property
+    def blocks(self) -> np.ndarray:
+        """The block table (``format.BLOCK_DTYPE``): where each block is and what it holds."""
+        ...
+
+    @property
+    def events(self) -> Any:
+        """The whole event table (``format.EventTable``)."""
+        ...
+
+    @property
+    def head_bytes(self) -> bytes:
+        """The bytes before the first block, exactly as stored."""
+        ...
+
+    def event_slice(self, start: int, stop: int) -> Any:
+        """Events ``start`` to ``stop`` (exclusive) of the event table."""
+        ...
+
+    def iter_event_chunks(self, chunk: int = ...) -> Iterator[Any]:
+        """The event table in slices, in order."""
+        ...
+
+    def feed_tail(self, adler: Any, piece: int = ...) -> None:
+        """Feed the bytes after the last block to a running adler32."""
+        ...
+
+    def read_block(self, number: int) -> Any:
+        """One block, read and checked without decompression."""
+        ...
+
+    def iter_blocks(self, adler: Any = None, *, pool: Any = None) -> Iterator[Any]:
+        """Every block in file order, checked without decompression."""
+        ...
+
+    def check_blocks(self, adler: Any = None, *, threads: int = 2) -> Iterator[Any]:
+        """Check every block without keeping its bytes; each block's header, in file order."""
+        ...
+
+    def decode(self, block: Any) -> Any:
+        """Decompress a block and prove its events against the index."""
+        ...
+
+    def iter_events(self) -> Iterator[Any]:
+        """Every event, decoded and checked: (run, event, payload)."""
+        ...
+
+    def release(self) -> None:
+        """Close the file, keeping what was read."""
+        ...
+
+    def close(self) -> None:
+        """Close the file for good."""
+        ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
-def check_regular_file(path) -> None:
-    """Refuse what is not a regular file before opening it: opening a FIFO blocks until a writer
-    comes, and a device or socket is no event file.  Missing or unreadable paths: input errors."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise input_error(exc, path) from None
-    if stat.S_ISDIR(mode):
-        raise InputError("is a directory, not a file", path=path)
-    if not stat.S_ISREG(mode):
-        kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
-        raise InputError(f"is a {kind}, not a regular file", path=path)
+#: The readers, tried in order on a file's first bytes.
+READERS: tuple[type[Reader], ...] = (TmbReader,)
+
+
+def registered_readers() -> tuple[type[Reader], ...]:
+    """The reader classes (``READERS``)."""
+    return READERS
 
 
 def read_probe(path) -> bytes:
@@ -67,12 +168,12 @@ def read_probe(path) -> bytes:
         raise input_error(exc, path) from None
 
 
-def detect(path):
+def detect(path) -> type[Reader]:
     """The reader class whose magic bytes start the file."""
     probe = read_probe(path)
-    for reader in registered_readers():
+    for reader in READERS:
         # the signature suffices: the rest of a damaged magic is the reader's to report (integrity)
-        if probe.startswith(getattr(reader, "SIGNATURE", reader.MAGIC)):
+        if probe.startswith(reader.SIGNATURE):
             return reader
     if not probe:
         raise TruncatedFile("file is empty (0 bytes)", path=path, region="header", offset=0)
@@ -87,7 +188,7 @@ def detect(path):
             expected=HEADER_MAGIC.hex(),
             actual=probe[:8].hex(),
         )
-    for reader in registered_readers():
+    for reader in READERS:
         if len(probe) < len(reader.MAGIC) and reader.MAGIC.startswith(probe):
             raise TruncatedFile(
                 f"file is {len(probe)} bytes, cut inside the {reader.FORMAT} header",
@@ -98,9 +199,17 @@ def detect(path):
     raise NotATmbFile("not a TMB file (unknown magic bytes)", path=path, region="header", offset=0)
 
 
-def open_file(path):
+def open_file(path) -> Reader:
     """Open ``path`` with the reader its magic bytes call for."""
     return detect(path)(path)
 
 
-__all__ = ["detect", "open_file", "registered_readers"]
+__all__ = [
+    "READERS",
+    "Reader",
+    "check_regular_file",
+    "detect",
+    "open_file",
+    "read_probe",
+    "registered_readers",
+]

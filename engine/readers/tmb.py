@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..blocks import check_stored_block, decode_block
+from ..blocks import decode_block, read_block
 from ..checksums import RunningAdler32, adler32
 from ..errors import EngineError, InputError, LayoutError, TruncatedFile
 from ..format import (
@@ -41,7 +41,6 @@ from ..format import (
     Index,
     check_index,
     event_column_offsets,
-    parse_block_header,
     parse_header,
     parse_index,
     parse_metadata,
@@ -74,6 +73,7 @@ class RawBlock(NamedTuple):
 
     @property
     def header_bytes(self) -> memoryview:
+        """The block header's 48 bytes, a view of ``stored``."""
         return memoryview(self.stored)[:BLOCK_HEADER_SIZE]
 
     @property
@@ -83,19 +83,24 @@ class RawBlock(NamedTuple):
 
     @property
     def size(self) -> int:
+        """Bytes of the block as stored, header included."""
         return len(self.stored)
 
 
 class Event(NamedTuple):
+    """One decoded event: run, event number and payload (a view of the decoded block)."""
+
     run: int
     event: int
     payload: memoryview
 
 
 class TmbReader:
-    MAGIC = HEADER_MAGIC
-    SIGNATURE = HEADER_MAGIC[:4]  # b"\x89TMB"
-    FORMAT = "tmb"
+    """The reader of TMB files (``engine.readers.Reader``): see the module docstring."""
+
+    MAGIC: ClassVar[bytes] = HEADER_MAGIC
+    SIGNATURE: ClassVar[bytes] = HEADER_MAGIC[:4]  # b"\x89TMB"
+    FORMAT: ClassVar[str] = "tmb"
 
     def __init__(self, path):
         from ..remote import location
@@ -202,10 +207,12 @@ class TmbReader:
 
     @property
     def uuid(self) -> uuidlib.UUID:
+        """The file's UUID, from its header."""
         return self.header.uuid
 
     @property
     def blocks(self) -> np.ndarray:
+        """The block table (``format.BLOCK_DTYPE``), checked when the file was opened."""
         return self._blocks
 
     @property
@@ -225,6 +232,7 @@ class TmbReader:
 
     @property
     def index(self) -> Index:
+        """The whole index: block table and event table."""
         return Index(self._blocks, self.events)
 
     def event_slice(self, start: int, stop: int) -> EventTable:
@@ -252,14 +260,17 @@ class TmbReader:
 
     @property
     def event_count(self) -> int:
+        """Events in the file."""
         return self.trailer.event_count
 
     @property
     def block_count(self) -> int:
+        """Blocks in the file."""
         return self.trailer.block_count
 
     @property
     def index_offset(self) -> int:
+        """File offset of the index (where the blocks end)."""
         return self.trailer.index_offset
 
     @property
@@ -283,38 +294,29 @@ class TmbReader:
     # -- streaming -------------------------------------------------------------------------
     def read_block(self, number: int) -> RawBlock:
         """Read and fast-check one block (header vs index, stored-bytes digest)."""
-        entry = self.blocks[number]
-        raw = self._pread(BLOCK_HEADER_SIZE + int(entry["compressed_length"]), int(entry["offset"]))
-        return self._checked_block(number, raw)
+        return self._block(number, into=None)
 
     def _read_leased(self, number: int, pool: BufferPool) -> RawBlock:
-        entry = self.blocks[number]
-        size = BLOCK_HEADER_SIZE + int(entry["compressed_length"])
-        lease = pool.lease(size)
+        lease = pool.lease(BLOCK_HEADER_SIZE + int(self.blocks[number]["compressed_length"]))
         try:
-            got = self._preadv(memoryview(lease.buffer)[:size], int(entry["offset"]))
-            return self._checked_block(number, memoryview(lease.buffer)[:got])._replace(lease=lease)
+            return self._block(number, into=lease.buffer)._replace(lease=lease)
         except BaseException:
             lease.release()
             raise
 
-    def _checked_block(self, number: int, raw, *, with_events: bool = True) -> RawBlock:
-        entry = self.blocks[number]
-        offset = int(entry["offset"])
-        region = f"block {number}"
+    def _block(self, number: int, *, into) -> RawBlock:
+        """Block ``number`` read through the one block read (``blocks.read_block``), with the
+        index entries of its events."""
+        header, raw = self._read_checked(number, into)
+        first = int(self.blocks[number]["first_event"])
+        events = self.event_slice(first, first + header.event_count)
+        return RawBlock(number, int(self.blocks[number]["offset"]), header, raw, events)
+
+    def _read_checked(self, number: int, into):
         try:
-            if len(raw) != BLOCK_HEADER_SIZE + int(entry["compressed_length"]):
-                raise TruncatedFile("file ends inside the block", region=region, offset=offset)
-            header = parse_block_header(raw, region=region, offset=offset)
-            check_stored_block(
-                header, entry, memoryview(raw)[BLOCK_HEADER_SIZE:], region=region, offset=offset
-            )
+            return read_block(self._ready_source(), self.blocks[number], number=number, into=into)
         except EngineError as exc:
-            exc.with_path(self.path)
-            raise
-        first = int(entry["first_event"])
-        events = self.event_slice(first, first + header.event_count) if with_events else None
-        return RawBlock(number, offset, header, raw, events)
+            raise exc.with_path(self.path) from None
 
     def iter_blocks(
         self, adler: RunningAdler32 | None = None, *, pool: BufferPool | None = None
@@ -365,10 +367,8 @@ class TmbReader:
             def check(number: int):
                 lease = _CHECK_BUFFERS.lease(int(sizes[number]))
                 try:
-                    view = memoryview(lease.buffer)[: int(sizes[number])]
-                    got = self._preadv(view, int(self.blocks["offset"][number]))
-                    block = self._checked_block(number, view[:got], with_events=False)
-                    return block.header, (adler32(block.stored) if adler is not None else 0), got
+                    header, raw = self._read_checked(number, lease.buffer)
+                    return header, (adler32(raw) if adler is not None else 0), len(raw)
                 finally:
                     lease.release()
 
@@ -385,9 +385,6 @@ class TmbReader:
         self._check_unchanged()
         if adler is not None:
             self.feed_tail(adler)
-
-    def _preadv(self, view: memoryview, offset: int) -> int:
-        return self._ready_source().readinto(view, offset)
 
     def _check_unchanged(self) -> None:
         """A file whose size changed while it was read is not the file that was checked."""
@@ -436,6 +433,7 @@ class TmbReader:
             source.close()
 
     def close(self) -> None:
+        """Close the file for good: reading again is an error."""
         self._closed = True
         self.release()
 
@@ -447,9 +445,6 @@ class TmbReader:
 
     def __del__(self):
         self.close()
-
-
-READER = TmbReader
 
 
 def _identity(source):

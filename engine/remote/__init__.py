@@ -96,10 +96,12 @@ class RemotePath:
     # -- naming ----------------------------------------------------------------------------
     @property
     def protocol_name(self) -> str:
+        """The protocol serving this URL: ``xrootd`` or ``https``."""
         return SCHEMES[self.scheme]
 
     @property
     def protocol(self):
+        """The protocol module (``xrootd.py``, ``https.py``), imported on first use."""
         return protocol(self.scheme)
 
     @property
@@ -109,26 +111,32 @@ class RemotePath:
 
     @property
     def name(self) -> str:
+        """The last component of the path, as ``Path.name``."""
         return posixpath.basename(self.path.rstrip("/"))
 
     @property
     def suffix(self) -> str:
+        """The name's extension, as ``Path.suffix``."""
         return posixpath.splitext(self.name)[1]
 
     @property
     def parent(self) -> RemotePath:
+        """The folder holding this path, on the same server."""
         return RemotePath(self.server + (posixpath.dirname(self.path.rstrip("/")) or "/"))
 
     def with_name(self, name: str) -> RemotePath:
+        """This path with its last component replaced."""
         return self.parent / name
 
     def with_suffix(self, suffix: str) -> RemotePath:
+        """This path with its name's extension replaced."""
         return self.with_name(posixpath.splitext(self.name)[0] + suffix)
 
     def __truediv__(self, name) -> RemotePath:
         return RemotePath(f"{self.server}{self.path.rstrip('/')}/{name}")
 
     def resolve(self) -> RemotePath:
+        """This path: a URL has no symlinks to resolve on this side."""
         return self
 
     def __str__(self) -> str:
@@ -155,6 +163,7 @@ class RemotePath:
         return self.protocol.stat(self)
 
     def exists(self) -> bool:
+        """Whether the server has a file or folder here."""
         try:
             self.stat()
         except FileNotFoundError:
@@ -162,6 +171,7 @@ class RemotePath:
         return True
 
     def is_dir(self) -> bool:
+        """Whether the server has a folder here."""
         import stat as statmod
 
         try:
@@ -170,6 +180,7 @@ class RemotePath:
             return False
 
     def is_file(self) -> bool:
+        """Whether the server has a regular file here."""
         import stat as statmod
 
         try:
@@ -182,18 +193,22 @@ class RemotePath:
         return iter(self.protocol.listdir(self))
 
     def read_bytes(self) -> bytes:
+        """The whole file, in one read (sidecars: small files)."""
         return self.protocol.read_whole(self)
 
     def read_text(self, encoding: str = "utf-8") -> str:
+        """The whole file, decoded."""
         return self.read_bytes().decode(encoding)
 
     # -- changes (retiring inputs) -----------------------------------------------------------
     def unlink(self) -> None:
+        """Delete the file on the server (retried; failures are output errors)."""
         from .retry import retrying
 
         retrying(lambda: self.protocol.remove(self), self, "cannot delete", output=True)
 
     def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
+        """Create the folder on the server (retried; failures are output errors)."""
         from .retry import retrying
 
         retrying(lambda: self.protocol.mkdir(self), self, "cannot create folder", output=True)

@@ -109,6 +109,8 @@ def _reason(exc) -> str:
 
 
 class HttpsReader:
+    """An open ``https://`` file: range reads with ``GET``."""
+
     def __init__(self, rp):
         self.rp = rp
         info = stat(rp)
@@ -119,6 +121,7 @@ class HttpsReader:
         self.size = info.st_size
 
     def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
         if length <= 0 or offset >= self.size:
             return b""
         end = min(offset + length, self.size) - 1
@@ -143,16 +146,20 @@ class HttpsReader:
         return retrying(step, self.rp, f"read error at offset {offset}")
 
     def read_many(self, ranges) -> list[bytes]:
+        """Each (offset, length) range, one request each."""
         return [self.read(offset, length) for offset, length in ranges]
 
     def current_size(self) -> int:
+        """The file's size on the server now."""
         return stat(self.rp).st_size
 
     def close(self) -> None:
+        """Nothing to close: connections belong to the session."""
         pass
 
 
 def open_reader(rp) -> HttpsReader:
+    """Open ``rp`` for reading."""
     return HttpsReader(rp)
 
 
@@ -185,6 +192,7 @@ def _propfind(rp, depth: int):
 
 
 def stat(rp):
+    """``os.stat_result``-like facts of ``rp`` (``PROPFIND``, depth 0)."""
     entries = retrying(lambda: _propfind(rp, 0), rp, "cannot stat")
     if not entries:
         from ..errors import InputError
@@ -196,6 +204,7 @@ def stat(rp):
 
 
 def listdir(rp) -> list:
+    """The entries of folder ``rp`` (``PROPFIND``, depth 1)."""
     entries = retrying(lambda: _propfind(rp, 1), rp, "cannot list folder")
     own = rp.path.rstrip("/")
     names = [href.rstrip("/").rsplit("/", 1)[-1] for href, *_ in entries if href.rstrip("/") != own]
@@ -203,6 +212,8 @@ def listdir(rp) -> list:
 
 
 def read_whole(rp) -> bytes:
+    """The whole file (one ``GET``)."""
+
     def step():
         response = _request("GET", rp)
         try:
@@ -252,6 +263,7 @@ def upload(local_path, rp) -> None:
 
 
 def rename(source, dest, *, overwrite: bool = False) -> None:
+    """Move ``source`` to ``dest`` (``MOVE``), refusing to replace it unless ``overwrite``."""
     if not overwrite:
         try:
             _request("HEAD", dest)
@@ -269,10 +281,12 @@ def rename(source, dest, *, overwrite: bool = False) -> None:
 
 
 def mkdir(rp) -> None:
+    """Create folder ``rp`` (``MKCOL``); an existing one is no error."""
     _request("MKCOL", rp, ok=(201, 405))  # 405: it exists already
 
 
 def remove(rp, *, quiet: bool = False) -> None:
+    """Delete ``rp``; with ``quiet``, failures are ignored."""
     try:
         _request("DELETE", rp, ok=(200, 204))
     except RemoteFailure:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def streams() -> int:
+    """Range reads kept in flight per remote file: ``$TMBMERGE_REMOTE_STREAMS``, default 8."""
     return max(1, int(os.environ.get("TMBMERGE_REMOTE_STREAMS", "8")))
 
 
@@ -52,27 +53,43 @@ class PrefetchingSource:
             self._top_up()
 
     def pread(self, length: int, offset: int) -> bytes:
+        """``length`` bytes at ``offset``: a prefetched range if announced, else a direct read."""
         future = self._take(offset, length)
         if future is not None:
             return future.result()
         return self._reader.read(offset, length) if length else b""
 
     def readinto(self, view: memoryview, offset: int) -> int:
+        """Read into ``view`` at ``offset`` (a copy of the range read); bytes read."""
         data = self.pread(len(view), offset)
         view[: len(data)] = data
         return len(data)
 
     def read_many(self, ranges) -> list[bytes]:
-        return (
-            self._reader.read_many(ranges)
-            if hasattr(self._reader, "read_many")
-            else [self.pread(n, o) for o, n in ranges]
+        """The bytes of each (offset, length) range, cut at the end of the file as ``pread``
+        cuts them (a vector read past the end is an error to an XRootD server: a truncated
+        file must read short, and be refused as truncated, as a local one is)."""
+        ranges = [(int(o), max(0, min(int(n), self.size - int(o)))) for o, n in ranges]
+        wanted = sorted({(o, n) for o, n in ranges if n})  # a short file's head is its tail
+        if not wanted:
+            return [b"" for _ in ranges]
+        got = dict(
+            zip(
+                wanted,
+                self._reader.read_many(wanted)
+                if hasattr(self._reader, "read_many")
+                else [self.pread(n, o) for o, n in wanted],
+                strict=True,
+            )
         )
+        return [got[(o, n)] if n else b"" for o, n in ranges]
 
     def current_size(self) -> int:
+        """The file's size on the server now."""
         return self._reader.current_size()
 
     def close(self) -> None:
+        """Cancel what is in flight, stop the threads, close the remote file."""
         with self._lock:
             self._planned.clear()
             for _, future in self._pending.values():

@@ -30,14 +30,17 @@ class RemoteFailure(Exception):
 
 
 def timeout() -> int:
+    """Seconds a remote request may take: ``$TMBMERGE_REMOTE_TIMEOUT``, default 60."""
     return max(1, int(float(os.environ.get("TMBMERGE_REMOTE_TIMEOUT", "60"))))
 
 
 def retries() -> int:
+    """Retries of a failed remote request: ``$TMBMERGE_REMOTE_RETRIES``, default 3."""
     return max(0, int(os.environ.get("TMBMERGE_REMOTE_RETRIES", "3")))
 
 
 def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt``: doubling from ``$TMBMERGE_REMOTE_BACKOFF``, at most 30."""
     return min(30.0, float(os.environ.get("TMBMERGE_REMOTE_BACKOFF", "1")) * 2**attempt)
 
 

@@ -138,9 +138,11 @@ class XRootDReader:
         return out
 
     def current_size(self) -> int:
+        """The file's size on the server now."""
         return retrying(lambda: int(self._call("stat", True).size), self.rp, "cannot stat")
 
     def close(self) -> None:
+        """Close the remote file (errors closing are ignored)."""
         if self._file is not None and self._file.is_open():
             try:
                 self._file.close(timeout=5)
@@ -149,6 +151,7 @@ class XRootDReader:
 
 
 def open_reader(rp) -> XRootDReader:
+    """Open ``rp`` for reading."""
     return XRootDReader(rp)
 
 
@@ -156,6 +159,7 @@ def open_reader(rp) -> XRootDReader:
 
 
 def stat(rp):
+    """``os.stat_result``-like facts of ``rp``."""
     client = _client()
 
     def step():
@@ -169,6 +173,8 @@ def stat(rp):
 
 
 def listdir(rp) -> list:
+    """The entries of folder ``rp``."""
+
     def step():
         status, listing = _fs(rp).dirlist(rp.path, timeout=timeout())
         _check(status)
@@ -178,6 +184,7 @@ def listdir(rp) -> list:
 
 
 def read_whole(rp) -> bytes:
+    """The whole file."""
     reader = open_reader(rp)
     try:
         return reader.read(0, reader.size) if reader.size else b""
@@ -255,6 +262,7 @@ def rename(source, dest, *, overwrite: bool = False) -> None:
 
 
 def mkdir(rp) -> None:
+    """Create folder ``rp`` and its parents; an existing one is no error."""
     client = _client()
     status, _ = _fs(rp).mkdir(rp.path, client.flags.MkDirFlags.MAKEPATH, timeout=timeout())
     if not status.ok and status.errno != 3018:  # kXR_ItExists
@@ -262,6 +270,7 @@ def mkdir(rp) -> None:
 
 
 def remove(rp, *, quiet: bool = False) -> None:
+    """Delete ``rp``; with ``quiet``, failures are ignored."""
     try:
         status, _ = _fs(rp).rm(rp.path, timeout=timeout())
         _check(status)

@@ -39,6 +39,8 @@ from .crosscheck import crosscheck_embedded_name, crosscheck_facts, measured_fac
 
 @dataclass
 class FileReport:
+    """What ``verify_file`` found about one file: its facts, or the error that failed it."""
+
     path: Path
     error: EngineError | None = None
     file_size: int | None = None
@@ -52,9 +54,11 @@ class FileReport:
 
     @property
     def ok(self) -> bool:
+        """Whether the file passed."""
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``tmbmerge verify --json``)."""
         out: dict[str, Any] = {
             "file": str(self.path),
             "ok": self.ok,

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..checksums import RunningAdler32, adler32_hex, digest_hex
-from ..format import CODEC_NAMES, HEADER_MAGIC, EventTable
+from ..codecs import codec_name
+from ..format import HEADER_MAGIC, EventTable
 from ..remote import is_url
 
 READ_CHUNK = 4 << 20  # bytes per read when computing the whole file's adler32
@@ -85,7 +86,7 @@ def summarize_blocks(blocks: np.ndarray) -> list[dict[str, Any]]:
             {
                 "number": number,
                 "offset": columns["offset"][number],
-                "codec": CODEC_NAMES.get(codec, f"id {codec}"),
+                "codec": codec_name(codec),
                 "compressed_length": clen,
                 "uncompressed_length": ulen,
                 "ratio": ratio(ulen, clen),

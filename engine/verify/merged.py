@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checksums import RunningAdler32, adler32_hex, digest_hex
-from ..errors import ChecksumMismatch, EngineError, LayoutError
+from ..errors import ChecksumMismatch, EngineError, LayoutError, SizeMismatch
 from ..format import BLOCK_COLUMNS
 from ..readers import open_file
 from ..writer import WriteResult
@@ -39,7 +39,7 @@ def verify_merged_output(
     try:
         with open_file(path) as reader:
             if reader.file_size != written.file_size:
-                raise ChecksumMismatch(
+                raise SizeMismatch(
                     "merged file's size differs from what was written",
                     path=shown,
                     expected=written.file_size,
@@ -49,7 +49,7 @@ def verify_merged_output(
                 read_back.count != reader.block_count
                 or read_back.adler32.size != reader.index_offset - reader.data_start
             ):
-                raise ChecksumMismatch(
+                raise SizeMismatch(
                     "the blocks read back are not the blocks of the file",
                     path=shown,
                     expected=reader.block_count,

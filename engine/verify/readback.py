@@ -17,24 +17,18 @@ proves what the finished file holds.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from typing import NamedTuple
 
 import numpy as np
 
-from ..blocks import check_stored_block, decode_block
+from ..blocks import decode_block, read_block
 from ..checksums import RunningAdler32, adler32
-from ..errors import EngineError, LayoutError, OutputError, os_reason
-from ..format import (
-    BLOCK_HEADER_SIZE,
-    BlockHeader,
-    EventTable,
-    block_table,
-    parse_block_header,
-)
+from ..errors import EngineError, OutputError
+from ..format import BLOCK_HEADER_SIZE, BlockHeader, EventTable, block_table
 from ..pool import MIN_BUFFER_BYTES, anonymous_buffer, bounded_map
+from ..source import LocalSource
 
 _DONE = object()
 
@@ -50,11 +44,17 @@ class BlocksReadBack(NamedTuple):
 
 
 class BlockReadback:
+    """Reads back and checks each block of an output being written (see the module docstring).
+
+    ``path`` is the file being written, ``name`` the output as the user named it (what errors
+    say); ``threads`` check blocks at once; ``decode`` also decodes them (deep mode)."""
+
     def __init__(self, path, *, threads: int, decode: bool, name=None):
         self.path = path
         self.name = name or path
         self.decode = decode
-        self._fd = os.open(path, os.O_RDONLY)
+        # the same block source and block read as a reader's: an OSError is an output error
+        self._source: LocalSource | None = LocalSource(path, name=self.name, output=True)
         self._queue: queue.Queue = queue.Queue(maxsize=2 * threads + 2)
         self._error: EngineError | None = None
         self._threads = threads
@@ -99,12 +99,12 @@ class BlockReadback:
         self._stop()
 
     def _stop(self) -> None:
-        if self._fd < 0:
+        if self._source is None:
             return
         self._queue.put(_DONE)
         self._thread.join()
-        os.close(self._fd)
-        self._fd = -1
+        self._source.close()
+        self._source = None
 
     def _items(self):
         while True:
@@ -161,25 +161,16 @@ class BlockReadback:
     def _check_block(
         self, number: int, offset: int, expected: BlockHeader, events: EventTable
     ) -> tuple[int, BlockHeader, int, int]:
-        region = f"block {number}"
         buffers = self._local.__dict__.setdefault("buffers", [b"", b""])
         size = BLOCK_HEADER_SIZE + expected.compressed_length
         if len(buffers[0]) < size:
             buffers[0] = anonymous_buffer(max(size, MIN_BUFFER_BYTES))
-        try:
-            got = os.preadv(self._fd, [memoryview(buffers[0])[:size]], offset)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot read the output back: {os_reason(exc)}", region=region, offset=offset
-            ) from None
-        raw = memoryview(buffers[0])[:got]
-        header = parse_block_header(raw, region=region, offset=offset)
-        if header != expected:
-            raise LayoutError(
-                "block read back differs from the block written", region=region, offset=offset
-            )
-        check_stored_block(
-            header, _entry(expected), raw[BLOCK_HEADER_SIZE:], region=region, offset=offset
+        header, raw = read_block(
+            self._source,
+            {"offset": offset, **expected._asdict()},
+            number=number,
+            into=buffers[0],
+            against="the block written",
         )
         if self.decode:
             if len(buffers[1]) < expected.uncompressed_length:
@@ -188,21 +179,10 @@ class BlockReadback:
             # whose events are right but whose digest field is wrong must not be published
             decode_block(
                 header,
-                raw[BLOCK_HEADER_SIZE:],
-                region=region,
+                memoryview(raw)[BLOCK_HEADER_SIZE:],
+                region=f"block {number}",
                 offset=offset,
                 out=buffers[1],
                 expected=events,
             )
         return offset, header, adler32(raw), len(raw)
-
-
-def _entry(header: BlockHeader) -> dict:
-    return {
-        "codec": header.codec,
-        "compressed_length": header.compressed_length,
-        "uncompressed_length": header.uncompressed_length,
-        "event_count": header.event_count,
-        "compressed_digest": header.compressed_digest,
-        "uncompressed_digest": header.uncompressed_digest,
-    }
