@@ -1,14 +1,17 @@
 """The byte layer's error classes say what differs: a size or a count that is not the one meant
-is a ``SizeMismatch``, a short block a ``TruncatedFile``, not a ``ChecksumMismatch``; all of
-them integrity errors (exit 5)."""
+(a merged file's, its blocks read back, a published output's against its journal) is a
+``SizeMismatch``, a short block a ``TruncatedFile``, not a ``ChecksumMismatch``; all of them
+integrity errors (exit 5)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 
 from engine.blocks import check_stored_block
 from engine.checksums import RunningAdler32
-from engine.errors import IntegrityError, SizeMismatch, TruncatedFile
+from engine.errors import ChecksumMismatch, IntegrityError, SizeMismatch, TruncatedFile
 from engine.readers import open_file
 from engine.verify.merged import verify_merged_output
 from engine.verify.readback import BlocksReadBack
@@ -56,3 +59,19 @@ def test_a_stored_block_cut_short_is_a_truncation(tmb_run):
             block.header, entry, block.data[:-1], region="block 1", offset=block.offset
         )
     assert caught.value.exit_code == 5 and caught.value.region == "block 1"
+
+
+def test_a_published_output_of_another_size_than_journaled_is_a_size_mismatch(tmb_run):
+    from engine.checksums import format_adler32
+    from engine.merge.retire import reverify_output
+    from engine.verify import verify_file
+
+    path = tmb_run[0]
+    check = verify_file(path, metadata="none")
+    journaled = SimpleNamespace(file_size=check.file_size + 1, checksum=format_adler32(1))
+    with pytest.raises(SizeMismatch, match="not the one journaled") as caught:
+        reverify_output(path, journaled)
+    assert caught.value.exit_code == 5
+    same_size = SimpleNamespace(file_size=check.file_size, checksum=format_adler32(1))
+    with pytest.raises(ChecksumMismatch, match="not the one journaled"):
+        reverify_output(path, same_size)

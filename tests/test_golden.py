@@ -194,6 +194,18 @@ def test_doc_codecs_match_the_codec_table():
     assert CODECS[fmt.CODEC_NONE].name == "none" and CODECS[fmt.CODEC_ZSTD].name == "zstd"
 
 
+def test_the_command_offers_the_codecs_of_the_table():
+    """``tmbmerge generate --codec`` lists its choices without importing the codecs (start-up):
+    they must be the table's names."""
+    import argparse
+
+    from bindings.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    codec = next(a for a in commands.choices["generate"]._actions if a.dest == "codec")
+    assert sorted(codec.choices) == sorted(c.name for c in CODECS.values())
+
+
 def test_doc_bounds_match_format_py():
     bounds = {r["Constant"].strip("`"): int(r["Value"]) for r in TABLES["Bounds"]}
     assert bounds == {name: getattr(fmt, name) for name in bounds}

@@ -33,6 +33,7 @@ from ..errors import (
     InconsistentInputs,
     OutputExists,
     ParameterError,
+    SizeMismatch,
     UsageError,
 )
 from ..metadata import sidecar_path
@@ -100,7 +101,9 @@ def reverify_output(output: Path, entry) -> None:
     if not check.ok:
         raise check.error
     if (check.file_size, format_adler32(check.adler32)) != (entry.file_size, entry.checksum):
-        raise ChecksumMismatch(
+        # a size that differs is not a checksum that failed (both: integrity errors, exit 5)
+        kind = SizeMismatch if check.file_size != entry.file_size else ChecksumMismatch
+        raise kind(
             "the published output is not the one journaled",
             path=output,
             expected=f"{entry.file_size} bytes, {entry.checksum}",

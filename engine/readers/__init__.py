@@ -143,11 +143,6 @@ class Reader(Protocol):
 READERS: tuple[type[Reader], ...] = (TmbReader,)
 
 
-def registered_readers() -> tuple[type[Reader], ...]:
-    """The reader classes (``READERS``)."""
-    return READERS
-
-
 def read_probe(path) -> bytes:
     """The first bytes of ``path``, with unreadable paths turned into one-line input errors."""
     from ..remote import is_url
@@ -211,5 +206,4 @@ __all__ = [
     "detect",
     "open_file",
     "read_probe",
-    "registered_readers",
 ]
