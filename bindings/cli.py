@@ -80,9 +80,21 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except EngineError as exc:
         print_error(error_line(exc))
+        _json_error(args, exc)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print_error(interrupted_message(exc))
+        if getattr(args, "json", False):
+            _print_json(
+                {
+                    "error": "Interrupted",
+                    "message": interrupted_message(exc),
+                    "text": interrupted_message(exc),
+                    "exit_code": Interrupted.exit_code,
+                    "published": getattr(exc, "published", []),
+                    "not_published": getattr(exc, "not_published", []),
+                }
+            )
         return Interrupted.exit_code
     except BrokenPipeError:
         # The reader of our output went away (e.g. `tmbmerge dump ... | head`).
@@ -95,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         error = world_error(exc)  # a disk, a permission or a path, not a bug
         if error is not None:
             print_error(str(error))
+            _json_error(args, error)
             return error.exit_code
         print_error(
             f"internal error: {type(exc).__name__}: {exc} (set TMBMERGE_DEBUG=1 for a traceback)"
@@ -106,6 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         # (-15); the exit code stands.  Called from Python, restore the caller's handler.
         signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
         logs.close()
+
+
+def _json_error(args, exc: EngineError) -> None:
+    """With ``--json``, a command that fails before it has a report prints the error as its JSON
+    (``EngineError.to_dict``: ``error``, ``message``, ``text``, ``exit_code``, ``path``...)."""
+    if getattr(args, "json", False):
+        _print_json(exc.to_dict())
+
+
+def _print_json(value) -> None:
+    import json
+
+    print(json.dumps(value, indent=2), flush=True)
 
 
 LOGGERS = ("engine", "bindings")

@@ -56,7 +56,7 @@ class BuiltBlock(NamedTuple):
 class DecodedBlock(NamedTuple):
     """A block decoded and proven: its record bytes, its events, where each payload starts."""
 
-    records: bytes  # the uncompressed record bytes
+    records: memoryview  # the uncompressed record bytes
     events: EventTable  # block column zero
     payload_offsets: np.ndarray  # u8, offset of each payload inside ``records``
 
@@ -192,7 +192,7 @@ def decode_block(
             records = memoryview(out)[: header.uncompressed_length]
             codec.decompress_into(data, records)
         else:
-            records = codec.decompress(data, header.uncompressed_length)
+            records = memoryview(codec.decompress(data, header.uncompressed_length))
     except IntegrityError as exc:
         raise exc.located(region, data_offset) from None
     computed = xxh3_64(records)

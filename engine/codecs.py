@@ -110,7 +110,7 @@ class ZstdCodec:
         ``decompress_into``)."""
         check_zstd_frame(data, length)  # before the buffer is allocated
         out = np.empty(length, dtype=np.uint8)
-        self.decompress_into(data, memoryview(out), checked=True)
+        self.decompress_into(data, out.data, checked=True)
         return out
 
     def decompress_into(self, data, out: memoryview, *, checked: bool = False) -> None:

@@ -38,7 +38,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .remote import RemotePath
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -58,7 +62,7 @@ class EngineError(Exception):
         self,
         message: str,
         *,
-        path: str | os.PathLike | None = None,
+        path: str | os.PathLike | RemotePath | None = None,
         region: str | None = None,
         offset: int | None = None,
         expected: Any = None,
@@ -410,7 +414,14 @@ class Interrupted(KeyboardInterrupt):
 
     Deliberately not an ``EngineError``: code that records a bad input and goes on
     (``except EngineError``) must never swallow an interruption; like Ctrl-C it unwinds
-    everything, running every cleanup on the way, and the command exits 130.
+    everything, running every cleanup on the way, and the command exits 130.  The merge commands
+    say what the interruption left at the destination: ``published`` (outputs that stand) and
+    ``not_published`` (their paths).
     """
 
     exit_code = 130
+
+    def __init__(self, *args, published: Iterable[str] = (), not_published: Iterable[str] = ()):
+        super().__init__(*args)
+        self.published = list(published)
+        self.not_published = list(not_published)

@@ -215,7 +215,7 @@ def pack_block_header(h: BlockHeader) -> bytes:
     return body[:40] + struct.pack("<Q", xxh3_64(body[:40]))
 
 
-def parse_block_header(buf: bytes, *, region: str, offset: int) -> BlockHeader:
+def parse_block_header(buf: bytes | memoryview, *, region: str, offset: int) -> BlockHeader:
     """Validate a block header; the block's bytes are not touched."""
     if len(buf) < BLOCK_HEADER_SIZE:
         raise TruncatedFile("block header cut short", region=region, offset=offset)
@@ -306,7 +306,7 @@ BLOCK_DTYPE = np.dtype(
     ]
 )
 assert BLOCK_DTYPE.itemsize == 48
-BLOCK_COLUMNS = tuple(name for name in BLOCK_DTYPE.names if name != "pad")
+BLOCK_COLUMNS = tuple(name for name in BLOCK_DTYPE.names or () if name != "pad")
 
 
 def block_table(entries) -> np.ndarray:
@@ -390,10 +390,10 @@ def index_parts(blocks: np.ndarray, event_count: int, column_pieces) -> Iterator
     """The index's bytes, in order; ``column_pieces(i)`` yields the pieces of event column ``i``
     (``EVENT_COLUMNS`` order), which may come from anywhere (memory, a spool file)."""
     yield memoryview(INDEX_HEADER.pack(INDEX_MAGIC, 0, len(blocks), event_count, 0))
-    yield memoryview(np.ascontiguousarray(blocks, dtype=BLOCK_DTYPE)).cast("B")
+    yield np.ascontiguousarray(blocks, dtype=BLOCK_DTYPE).data.cast("B")
     for column, (_, dtype) in enumerate(EVENT_COLUMNS):
         for piece in column_pieces(column):
-            yield memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
+            yield np.ascontiguousarray(piece, dtype=dtype).data.cast("B")
 
 
 def pack_index(blocks: np.ndarray, events: EventTable) -> bytes:

@@ -42,18 +42,14 @@ def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` is running.  A zombie (dead, not yet reaped by its parent; in a
     container, init may reap late or never) answers ``kill(pid, 0)`` but holds no file: not
     alive."""
+    import psutil  # only when a temporary file of another process is met: off a merge's start-up
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): the process exists
-    return state not in (b"Z", b"X")
+    except psutil.Error:  # no access to its state: it exists
+        return True
 
 
 def writer_alive(pid: int, last_written: float) -> bool:

@@ -264,9 +264,10 @@ def _hits(bitgen, n_hits: np.ndarray) -> np.ndarray:
 def _records_from_tables(bitgen, dtype: np.dtype, count: int) -> np.ndarray:
     """``count`` records whose every field is drawn from the table of the same name."""
     t = _tables()
-    r = _random_u16(bitgen, len(dtype.names) * count)
+    names = dtype.names or ()  # a record type: its fields
+    r = _random_u16(bitgen, len(names) * count)
     records = np.empty(count, dtype=dtype)
-    for k, name in enumerate(dtype.names):
+    for k, name in enumerate(names):
         records[name] = t[name][r[k * count : (k + 1) * count]]
     return records
 
@@ -487,7 +488,7 @@ def generate_file(
                 lengths[begin:end],
                 payloads,
             )
-    result = writer.result
+        result = writer.close()
     written = GeneratedFile(
         path,
         partition,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class EventSpool:
         self._pending: list[EventTable] = []
         self._pending_count = 0
         self._segments: list[list[tuple[int, int]]] = [[] for _ in EVENT_COLUMNS]  # (offset, bytes)
-        self._file = None
+        self._file: BinaryIO | None = None  # made at the first flush
         self.count = 0
 
     def append(self, table: EventTable) -> None:
@@ -63,10 +64,13 @@ class EventSpool:
         if self._pending_count >= self.memory_events:
             self._flush()
 
-    def _flush(self) -> None:
+    def _spool_fd(self) -> int:
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix=".tmbmerge-index-", dir=self.directory)
-        fd = self._file.fileno()
+        return self._file.fileno()
+
+    def _flush(self) -> None:
+        fd = self._spool_fd()
         for column, (_, dtype) in enumerate(EVENT_COLUMNS):
             # each table's column goes out as it is (one gathered write, no joined copy)
             pieces = [
@@ -82,7 +86,7 @@ class EventSpool:
         """Column ``column`` of every event appended, in order, a segment at a time."""
         dtype = EVENT_COLUMNS[column][1]
         for offset, nbytes in self._segments[column]:
-            data = os.pread(self._file.fileno(), nbytes, offset)
+            data = os.pread(self._spool_fd(), nbytes, offset)
             if len(data) != nbytes:
                 raise OSError(f"index spool file cut short ({len(data)} of {nbytes} bytes)")
             yield np.frombuffer(data, dtype=dtype)

@@ -132,7 +132,8 @@ class TmbWriter:
         self._pending_runs: list[int] = []
         self._pending_events: list[int] = []
         self._pending_payloads: list[bytes] = []
-        self._pending_batch = None  # (runs, events, lengths, payloads) left over by write_batch
+        # (runs, events, lengths, payloads) left over by write_batch
+        self._pending_batch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pending_bytes = 0
         self._pool = None
         if threads > 1:
@@ -428,6 +429,7 @@ class TmbWriter:
             )
             if self.fsync:
                 os.fsync(self._fd)
+            if self._writeback is not None:
                 self._writeback.finished(self._adler.size)
             os.close(self._fd)
             self._fd = -1
@@ -477,11 +479,11 @@ class TmbWriter:
                 raise output_error(exc, self.path, "publish the output") from None
             raise
         self._state = "published"
-        self.result = self.result._replace(path=self.path)
+        self.result = self._result_or_raise()._replace(path=self.path)
         return self.result
 
     def _result_or_raise(self) -> WriteResult:
-        if self._state == "aborted":
+        if self._state == "aborted" or self.result is None:
             raise UsageError("the writer was aborted; nothing was written", path=self.path)
         return self.result
 

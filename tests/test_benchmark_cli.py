@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+from json_shapes import assert_documented
 
 from bindings.cli import main
 from engine.benchmark import figures as F
@@ -40,6 +41,7 @@ def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path, capsys):
     assert list(data.iterdir()) == []  # the generated run and every output are gone
     report = json.loads((out / "bench.json").read_text())
     printed = json.loads(capsys.readouterr().out)  # --json: the same report on stdout
+    assert_documented("bench", printed)
     assert printed.pop("written") == {
         kind: str(out / f"bench.{kind}") for kind in ("json", "md", "png")
     }

@@ -8,6 +8,7 @@ import json
 import struct
 
 import pytest
+from json_shapes import assert_documented
 
 from bindings.cli import main
 from engine.benchmark import figures as F
@@ -310,6 +311,7 @@ def test_spec_shows_the_range_of_the_rounds_in_100_columns(report_file, capsys):
         == 0
     )
     result = json.loads(capsys.readouterr().out)
+    assert_documented("spec", result)
     lines = {line["key"]: line for line in result["lines"]}
     assert result["rounds"] == 3
     # disk write rounds of the canned report: 666.7 / 800 / 1000 MB/s -> disk-bound rate / 2

@@ -169,6 +169,9 @@ def test_declare_goes_on_after_a_failure_and_exits_with_the_first_code(run_cli, 
         (str(missing), "InputNotFound", 3),
     ]
     assert len(err.splitlines()) == 2
+    # the catalogue work the command spent, as merge and merge-run report it
+    assert set(report["catalog"]) == {"requests", "seconds_waiting", "deadline"}
+    assert report["catalog"]["requests"] >= 2 and report["catalog"]["seconds_waiting"] >= 0
 
 
 # --- the hook itself ------------------------------------------------------------------------
@@ -332,6 +335,8 @@ def test_import_reports_failures_and_goes_on(run_cli, url, tmp_path):
         (unmerged(7)["file_name"], "UnknownParent"),
     ]
     assert len(err.splitlines()) == 2 and "notes.json: comment: not a SAM metadata field" in err
+    assert report["catalog"]["requests"] >= 6  # a transaction per declaration at least
+    assert report["catalog"]["deadline"] > 0
 
 
 def test_import_with_declare_parents_makes_placeholders(run_cli, url, tmp_path):

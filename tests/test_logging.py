@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import re
 from pathlib import Path
@@ -16,16 +17,53 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_library_never_configures_logging():
+    """Only the worker-process bridge (engine/logbridge.py) touches a logging configuration, and
+    only in worker processes of its own."""
     before = {name: list(logging.getLogger(name).handlers) for name in ("", "engine")}
     for module in pkgutil.walk_packages(engine.__path__, "engine."):
         importlib.import_module(module.name)
     assert {name: list(logging.getLogger(name).handlers) for name in ("", "engine")} == before
-    for path in list((ROOT / "engine").rglob("*.py")) + list(
-        (ROOT / "bindings" / "catalog").rglob("*.py")
-    ):
-        assert not re.search(
-            r"basicConfig|addHandler|setLevel|logging\.config", path.read_text()
-        ), path
+    configuring = [
+        path.relative_to(ROOT).as_posix()
+        for path in list((ROOT / "engine").rglob("*.py"))
+        + list((ROOT / "bindings" / "catalog").rglob("*.py"))
+        if re.search(r"basicConfig|addHandler|setLevel|logging\.config", path.read_text())
+    ]
+    assert configuring == ["engine/logbridge.py"]
+
+
+def _merge_in_workers(tmb_run, tmp_path, caplog, level: int):
+    """merge-run --jobs 2 (spawned worker processes) with the parent's "engine" logger at
+    ``level``: the run, and the records that came from the workers (their process id kept)."""
+    caplog.set_level(level, logger="engine")
+    total = sum(p.stat().st_size for p in tmb_run)
+    run = merge_run(
+        [tmb_run[0].parent],
+        tmp_path / "out",
+        target_size=total // 2,
+        spec=MergeSpec(mode="fast"),
+        jobs=2,
+    )
+    assert run.ok and len(run.outputs) >= 2
+    return run, [r for r in caplog.records if r.process != os.getpid()]
+
+
+def test_a_worker_process_logs_through_the_parents_logging(tmb_run, tmp_path, caplog):
+    """A worker's records reach the parent's loggers of the same name."""
+    run, from_workers = _merge_in_workers(tmb_run, tmp_path, caplog, logging.DEBUG)
+    merging = [r.getMessage() for r in from_workers if r.name == "engine.merge.pipeline"]
+    names = sorted(o.output.name for o in run.outputs)
+    assert sorted(Path(m.split(": merging")[0]).name for m in merging if ": merging" in m) == names
+    assert all(r.levelno >= logging.DEBUG and r.name.startswith("engine.") for r in from_workers)
+
+
+def test_a_worker_logs_at_its_parents_level(tmb_run, tmp_path, caplog):
+    run, from_workers = _merge_in_workers(tmb_run, tmp_path, caplog, logging.INFO)
+    published = [r.getMessage() for r in from_workers if "published" in r.getMessage()]
+    assert len(published) == len(run.outputs)
+    # each output's count of inputs takes the number of its noun ("1 input", "3 inputs")
+    assert all(re.search(r"events from (1 input|[2-9] inputs)$", m) for m in published)
+    assert {r.levelno for r in from_workers} == {logging.INFO}
 
 
 def test_merge_run_logs_each_output_and_streams_it(tmb_run, tmp_path, caplog):

@@ -117,10 +117,12 @@ def run_show(args) -> int:
 
         print(samweb_text(record))
     else:
-        width = max(len(key) for key in record)
+        from ..tables import print_table, table
+
+        shown = table("field", "value", header=False)
         for key, value in record.items():
-            shown = value if isinstance(value, (str, int)) else json.dumps(value)
-            print(f"{key:<{width}}  {shown}")
+            shown.add_row(key, str(value) if isinstance(value, (str, int)) else json.dumps(value))
+        print_table(shown)
     return 0
 
 
@@ -179,6 +181,7 @@ def run_declare(args) -> int:
             {
                 "declared": [result._asdict() for result in results],
                 "failed": [{"file": output, **exc.to_dict()} for output, exc in failures],
+                "catalog": catalog.budget.to_dict(),
             }
         )
     return failures[0][1].exit_code if failures else 0
@@ -232,6 +235,7 @@ def run_import(args) -> int:
                 "already_declared": by_status[ALREADY_DECLARED],
                 "parents_declared": parents_declared,
                 "failed": [{"file": name, **exc.to_dict()} for name, exc in failures],
+                "catalog": catalog.budget.to_dict(),
             }
         )
     else:

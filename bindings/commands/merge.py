@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import posixpath
 import sys
 
 from engine.host import usable_cores
@@ -390,13 +391,8 @@ def run_plan(args) -> int:
         json.dump(plan.to_dict(), sys.stdout, indent=2)
         print()
         return 0
-    for output in plan.outputs:
-        print(
-            f"{output.name}: {plural(len(output.inputs), 'input')}, "
-            f"{plural(output.event_count, 'event')}, {human_bytes(output.file_size)}"
-        )
-        for item in output.inputs:
-            print(f"    {item.path}")
+    if plan.outputs:
+        _print_plan_table(plan.outputs)
     for path, exc in plan.rejected:
         print(f"rejected {path}: {exc.message}")
     for path, why in plan.ignored:
@@ -408,6 +404,32 @@ def run_plan(args) -> int:
         f"{human_bytes(totals['input_bytes'])}"
     )
     return 0
+
+
+def _print_plan_table(outputs) -> None:
+    """A row per output (inputs, events, size), then a row per input, in order, indented."""
+    from ..tables import print_table, table
+
+    shown = table(
+        "output / its inputs", "inputs", "events", "size", numeric=("inputs", "events", "size")
+    )
+    for output in outputs:
+        shown.add_row(
+            output.name,
+            str(len(output.inputs)),
+            f"{output.event_count:,}",
+            human_bytes(output.file_size),
+        )
+        for item in output.inputs:
+            shown.add_row(
+                f"  {posixpath.basename(item.path)}",
+                "",
+                f"{item.event_count:,}",
+                human_bytes(item.file_size),
+                style="dim",
+            )
+        shown.add_section()
+    print_table(shown)
 
 
 def run_status(args) -> int:
@@ -434,16 +456,36 @@ def run_status(args) -> int:
             )
             print()
             return 0
-        for e in entries:
-            line = f"{e.state:10} {e.name}  {plural(len(e.inputs), 'input')}"
-            if e.event_count is not None:
-                line += (
-                    f", {plural(e.event_count, 'event')}, {human_bytes(e.file_size or 0)}, "
-                    f"{e.checksum}"
-                )
-            if e.error:
-                line += f"  ({e.error})"
-            print(line)
+        if entries:
+            _print_status_table(entries)
         summary = ", ".join(f"{count} {state}" for state, count in journal.summary().items())
         print(f"{plural(len(entries), 'output')}: {summary or 'none'}")
     return 0
+
+
+def _print_status_table(entries) -> None:
+    """A row per output (state, inputs, events, size, checksum), its error on the row below."""
+    from ..tables import print_table, table
+
+    shown = table(
+        "state",
+        "output",
+        "inputs",
+        "events",
+        "size",
+        "checksum",
+        numeric=("inputs", "events", "size"),
+    )
+    for e in entries:
+        done = e.event_count is not None
+        shown.add_row(
+            str(e.state),
+            e.name,
+            str(len(e.inputs)),
+            f"{e.event_count:,}" if done else "",
+            human_bytes(e.file_size or 0) if done else "",
+            e.checksum or "" if done else "",
+        )
+        if e.error:
+            shown.add_row("", f"error: {e.error}", end_section=True)
+    print_table(shown)

@@ -76,6 +76,9 @@ def register(subparsers) -> None:
     )
     token_add.add_argument("site", metavar="SITE")
     _add_catalog(token_add)
+    token_add.add_argument(
+        "--json", action="store_true", help='print {"site": SITE, "token": TOKEN} as JSON'
+    )
     token_add.set_defaults(func=run_token_add)
 
 
@@ -133,13 +136,20 @@ def run_dataset_list(args) -> int:
     if args.json:
         print(json.dumps(datasets, indent=2))
         return 0
+    from ..tables import print_table, table
+
+    shown = table("dataset", "runs", "state", "site")
     for d in datasets:
-        print(f"{d['name']:20} {_runs_text(d):>20} {d['state']:15} {d['site'] or ''}")
+        shown.add_row(d["name"], _runs_text(d), d["state"], d["site"] or "")
+    print_table(shown)
     return 0
 
 
 def run_token_add(args) -> int:
     token = _store(args).add_token(args.site)
+    if args.json:
+        print(json.dumps({"site": args.site, "token": token}, indent=2))
+        return 0
     print(f"token for site {args.site} (shown once; only its hash is stored):")
     print(token)
     return 0

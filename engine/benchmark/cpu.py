@@ -98,7 +98,7 @@ def per_core(blocks: list[StoredBlock], *, min_seconds: float = 0.3) -> dict[str
     from zlib_ng import zlib_ng
 
     codec = ZstdCodec()
-    records = [codec.decompress(b.data, b.length) for b in blocks]
+    records = [codec.decompress(b.data, b.length).data for b in blocks]  # as buffers
     record_bytes = sum(len(r) for r in records)
     stored_bytes = sum(len(b.data) for b in blocks)
     compressor = codec._compressor()

@@ -1,8 +1,9 @@
 """What a benchmark ran on: CPU, cores, memory, the filesystem under test, library versions, load.
 
 Every bench report carries this, because a figure means nothing without the machine that
-produced it.  Everything is read from ``/proc`` and the packages' own version attributes; on a
-system without ``/proc`` the fields are ``None`` rather than guesses.
+produced it.  Memory and mounts come from psutil, the CPU model from ``/proc/cpuinfo`` (psutil
+has no model name), versions from the packages' own attributes; what cannot be read is
+``None`` rather than a guess.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from ..host import usable_cores
 
 
 def cpu_model() -> str | None:
-    """The CPU's model name, or None when the system does not say."""
+    """The CPU's model name, or None when the system does not say (read from ``/proc/cpuinfo``:
+    psutil gives no model name)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -31,13 +33,12 @@ cores = usable_cores
 
 def memory_bytes() -> int | None:
     """The machine's memory in bytes (``MemTotal``), or None."""
+    import psutil
+
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+        return int(psutil.virtual_memory().total)
+    except (psutil.Error, OSError):
+        return None
 
 
 def load_average() -> list[float] | None:
@@ -49,37 +50,27 @@ def load_average() -> list[float] | None:
 
 
 def mount_of(path) -> dict | None:
-    """The /proc/mounts entry holding ``path``: the longest mount point that is a prefix of it."""
+    """The mount holding ``path`` (psutil's list of every mount, pseudo-filesystems included):
+    the last-mounted of the longest mount points that are a prefix of it."""
+    import psutil
+
     real = os.path.realpath(path)
     best = None
     try:
-        lines = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
+        mounts = psutil.disk_partitions(all=True)
+    except (psutil.Error, OSError):
         return None
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        device, mountpoint, fstype, options = fields[0], _unescape(fields[1]), fields[2], fields[3]
-        inside = real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
-        if inside and (best is None or len(mountpoint) >= len(best["mountpoint"])):
+    for mount in mounts:
+        point = mount.mountpoint
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best["mountpoint"])):
             best = {
-                "device": device,
-                "mountpoint": mountpoint,
-                "fstype": fstype,
-                "options": options,
+                "device": mount.device,
+                "mountpoint": point,
+                "fstype": mount.fstype,
+                "options": mount.opts,
             }
     return best
-
-
-def _unescape(field: str) -> str:
-    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
-    return (
-        field.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-    )
 
 
 def library_versions() -> dict[str, str | None]:

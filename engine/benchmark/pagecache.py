@@ -46,7 +46,7 @@ def resident_fraction(path) -> float | None:
                     return None
             finally:
                 del view  # the mapping cannot close while numpy holds a view of it
-            return float(np.count_nonzero(np.frombuffer(vector, dtype=np.uint8) & 1)) / pages
+            return float(np.count_nonzero(np.ctypeslib.as_array(vector) & 1)) / pages
     except (OSError, AttributeError, ValueError):
         return None
 

@@ -119,16 +119,16 @@ def record(
         info[f"{name} seconds"] = [round(s, 4) for s in side.seconds]
     ratios = {}
     for ratio_name, (baseline, minimum) in (targets or {}).items():
-        value = paired.ratio(baseline)
+        value, best = paired.ratio(baseline), paired.best_ratio(baseline)
         ratios[ratio_name] = {
             "value": value,
-            "best": paired.best_ratio(baseline),
+            "best": best,
             "baseline": baseline,
             "minimum": minimum,
             "met": None if minimum is None else value >= minimum,
         }
         info[f"ratio:{ratio_name}"] = round(value, 3)
-        info[f"best_ratio:{ratio_name}"] = round(ratios[ratio_name]["best"], 3)
+        info[f"best_ratio:{ratio_name}"] = round(best, 3)
         if minimum is not None:
             info[f"target:{ratio_name}"] = f">= {minimum:g}"
             info[f"met:{ratio_name}"] = value >= minimum

@@ -33,8 +33,8 @@ def reencode_files(inputs, output, *, fsync: bool = True) -> dict:
                 for event in reader.iter_events():
                     writer.write_event(event.run, event.event, event.payload)
                     events += 1
+        result = writer.close()
     seconds = time.perf_counter() - started
-    result = writer.result
     return {
         "seconds": seconds,
         "bytes": sum(p.stat().st_size for p in inputs),

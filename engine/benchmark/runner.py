@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ..host import iso_now, usable_cores
 from . import figures as F
@@ -49,11 +50,11 @@ class BenchSettings:
     jobs: int | None = None  # processes for the all-core figures (default: all cores)
     sample_bytes: int | None = None  # stored bytes of blocks for the per-core codec figures
 
-    def resolved(self) -> BenchSettings:
+    def resolved(self) -> ResolvedSettings:
         """These settings with every default filled in for this machine."""
         cores = usable_cores()
         files = self.files or max(MIN_FILES, min(MAX_FILES, round(self.size / FILE_BYTES)))
-        return BenchSettings(
+        return ResolvedSettings(
             size=self.size,
             directory=os.path.realpath(self.directory),
             files=files,
@@ -62,6 +63,19 @@ class BenchSettings:
             jobs=self.jobs or cores,
             sample_bytes=self.sample_bytes or min(self.size, (8 if self.quick else 64) << 20),
         )
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """``BenchSettings`` with every default worked out for this machine: what a run uses."""
+
+    size: int
+    directory: str
+    files: int
+    rounds: int
+    quick: bool
+    jobs: int
+    sample_bytes: int
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,7 @@ class Step:
 Progress = Callable[[str, int, int], None]
 
 
-def plan_steps(settings: BenchSettings) -> list[Step]:
+def plan_steps(settings: ResolvedSettings) -> list[Step]:
     """One round's measurements, in the order of an even round."""
     jobs = settings.jobs
     steps = [
@@ -116,41 +130,41 @@ def run_bench(
     settings: BenchSettings, *, progress: Progress | None = None, command: str | None = None
 ) -> dict:
     """Measure everything (see the module docstring) and return the report dictionary."""
-    settings = settings.resolved()
+    resolved = settings.resolved()
     progress = progress or (lambda label, done, total: None)
     started = time.perf_counter()
-    machine = describe_machine(settings.directory)
-    steps = plan_steps(settings)
-    total = 1 + settings.rounds * len(steps)
-    workdir = Path(tempfile.mkdtemp(prefix=".tmbmerge-bench-", dir=settings.directory))
+    machine = describe_machine(resolved.directory)
+    steps = plan_steps(resolved)
+    total = 1 + resolved.rounds * len(steps)
+    workdir = Path(tempfile.mkdtemp(prefix=".tmbmerge-bench-", dir=resolved.directory))
     samples: dict[str, list[dict]] = {}
     try:
         progress(
-            f"generating a {settings.size / 2**20:,.0f} MiB run in {settings.files} files", 0, total
+            f"generating a {resolved.size / 2**20:,.0f} MiB run in {resolved.files} files", 0, total
         )
         run = make_run(
-            workdir / "run", size=settings.size, files=settings.files, jobs=settings.jobs
+            workdir / "run", size=resolved.size, files=resolved.files, jobs=resolved.jobs
         )
         done = 1
-        for round_number in range(settings.rounds):
+        for round_number in range(resolved.rounds):
             ordered = steps if round_number % 2 == 0 else list(reversed(steps))
             for step in ordered:
-                progress(f"round {round_number + 1}/{settings.rounds}: {step.key}", done, total)
+                progress(f"round {round_number + 1}/{resolved.rounds}: {step.key}", done, total)
                 samples.setdefault(step.key, []).append(_measure(step, run.paths, workdir))
                 done += 1
         progress("done", total, total)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report = {
+    report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "created": iso_now(),
         "command": command or " ".join(sys.argv),
-        "settings": asdict(settings),
+        "settings": asdict(resolved),
         "machine": machine,
         "data": run.describe(),
-        "figures": build_figures(samples, settings.jobs),
+        "figures": build_figures(samples, resolved.jobs),
     }
-    report["ratios"] = build_ratios(report["figures"], settings.jobs)
+    report["ratios"] = build_ratios(report["figures"], resolved.jobs)
     report["memory"] = build_memory(report["figures"])
     report["machine"]["load_average_at_end"] = _load()
     report["elapsed_seconds"] = round(time.perf_counter() - started, 1)

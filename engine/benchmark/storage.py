@@ -29,7 +29,7 @@ def _write_all(fd: int, view: memoryview) -> None:
 def write_sequential(path, size: int, *, chunk: int = CHUNK_BYTES) -> dict:
     """Write ``size`` bytes of incompressible data to a new file and fsync it."""
     buffer = np.random.default_rng(0xD0).integers(0, 256, chunk, dtype=np.uint8)
-    view = memoryview(buffer)
+    view = buffer.data
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         started = time.perf_counter()

@@ -23,6 +23,7 @@ from .quantities import BY_NAME, QUANTITIES, Quantity, block_quantities
 
 def new_histogram(quantity: Quantity) -> bh.Histogram:
     """An empty histogram of ``quantity``'s binning."""
+    axis: bh.axis.Axis
     if quantity.kind == "integer":
         axis = bh.axis.Integer(int(quantity.start), int(quantity.stop))
     else:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import BinaryIO
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class _Sorter:
         self.spill_dir = spill_dir
         self.pending: list[np.ndarray] = []
         self.pending_count = 0
-        self.file = None
+        self.file: BinaryIO | None = None
         self.runs: list[tuple[int, int]] = []  # (offset in the file, records) of each sorted run
         self.ranges: list[tuple[int, int]] = []  # (first key, last key) of each sorted run
 
@@ -162,7 +163,7 @@ class _Sorter:
         if self.file is None:
             self.file = tempfile.TemporaryFile(prefix="tmbmerge-keys-", dir=self.spill_dir)
         offset = self.file.seek(0, os.SEEK_END)
-        self.file.write(memoryview(records).cast("B"))
+        self.file.write(records.data.cast("B"))
         self.runs.append((offset, len(records)))
         if len(records):
             self.ranges.append((int(records["key"][0]), int(records["key"][-1])))
@@ -176,6 +177,7 @@ class _Sorter:
             return
         if self.pending:
             self._spill()
+        assert self.file is not None  # runs were spilled, so the file exists
         self.file.flush()
         order = sorted(range(len(self.runs)), key=lambda i: self.ranges[i])
         if all(
@@ -197,7 +199,7 @@ class _Sorter:
 def _merge_runs(fd: int, runs: list[tuple[int, int]], dtype: np.dtype):
     window = max(MIN_WINDOW_EVENTS, MERGE_WINDOW_BYTES // (dtype.itemsize * len(runs)))
     cursor = [0] * len(runs)
-    loaded: list[np.ndarray | None] = [None] * len(runs)
+    loaded = [np.empty(0, dtype) for _ in runs]  # each run's window, empty until (re)loaded
 
     def load(i: int) -> np.ndarray:
         offset, count = runs[i]
@@ -208,9 +210,9 @@ def _merge_runs(fd: int, runs: list[tuple[int, int]], dtype: np.dtype):
     while True:
         live = []
         for i, (_, count) in enumerate(runs):
-            if cursor[i] < count and (loaded[i] is None or not len(loaded[i])):
+            if cursor[i] < count and not len(loaded[i]):
                 loaded[i] = load(i)
-            if loaded[i] is not None and len(loaded[i]):
+            if len(loaded[i]):
                 live.append(i)
         if not live:
             return

@@ -7,10 +7,11 @@ pipeline never knows where it runs.  A task's failure of any kind (an ``EngineEr
 ``error``, an ``EngineError`` (``task_failure``), so one output's failure never stops the others.
 
 - ``InlineExecutor``: one task after another in this process (``--jobs 1``).
-- ``ProcessExecutor``: a pool of local processes.  Workers forward progress through a queue,
-  turn SIGTERM into an orderly ``Interrupted`` (so their temporary files are removed) and then
-  exit, and send themselves that SIGTERM if the parent dies, even by SIGKILL: no orphan keeps
-  writing, or waits forever for work.
+- ``ProcessExecutor``: a pool of local processes.  Workers forward progress and their log
+  records through a queue (``ProgressRelay``; ``engine.logbridge``), turn SIGTERM into an
+  orderly ``Interrupted`` (so their temporary files are removed) and then exit, and send
+  themselves that SIGTERM if the parent dies, even by SIGKILL: no orphan keeps writing, or waits
+  forever for work.
 - ``DaskExecutor``: tasks submitted to a Dask ``distributed`` scheduler (``dask://host:port``,
   or ``dask:local`` for a local cluster); workers need tmbmerge installed and the same paths.
 """
@@ -37,6 +38,7 @@ from ..errors import (
     UsageError,
     world_error,
 )
+from ..logbridge import deliver, forward_logs, parent_log_levels
 
 log = logging.getLogger(__name__)
 _worker_queue = None
@@ -73,9 +75,10 @@ class InlineExecutor:
                 yield task, result, None
 
 
-def _init_worker(queue, parent: int) -> None:
+def _init_worker(queue, parent: int, log_levels: dict[str, int]) -> None:
     global _worker_queue
     _worker_queue = queue
+    forward_logs(queue, log_levels)
     signal.signal(signal.SIGTERM, _terminate)
     stop_when_parent_dies(parent)
 
@@ -97,7 +100,9 @@ def _watch_parent(parent: int) -> None:
     interrupts its blocking call, and waits while that thread blocks it."""
     while os.getppid() == parent:
         time.sleep(PARENT_POLL_SECONDS)
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    main = threading.main_thread().ident
+    assert main is not None  # the main thread is running: it started this one
+    signal.pthread_kill(main, signal.SIGTERM)
 
 
 _task_running = False  # worker side: inside a task, whose cleanup an Interrupted would run
@@ -162,11 +167,14 @@ class ProcessExecutor:
         if not tasks:
             return
         context = multiprocessing.get_context("spawn")
+        # progress and log records come back through the caller's relay, or one of our own
+        own_relay = ProgressRelay(None, context) if self.progress_queue is None else None
+        queue = own_relay.queue if own_relay is not None else self.progress_queue
         pool = ProcessPoolExecutor(
             min(self.jobs, len(tasks)),
             mp_context=context,
             initializer=_init_worker,
-            initargs=(self.progress_queue, os.getpid()),
+            initargs=(queue, os.getpid(), parent_log_levels()),
         )
         futures = {pool.submit(_run_in_worker, fn, task): task for task in tasks}
         clean = False
@@ -188,6 +196,8 @@ class ProcessExecutor:
                     if process.is_alive():
                         process.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
+            if own_relay is not None:
+                own_relay.close()
 
 
 class DaskExecutor:
@@ -201,6 +211,7 @@ class DaskExecutor:
                 "the Dask executor needs the 'distributed' package (pip install tmbmerge[dask])"
             ) from None
         self._scratch = None
+        self._cluster: LocalCluster | None = None  # ours to close, for "local"
         if address in ("local", ""):
             import dask
 
@@ -214,7 +225,6 @@ class DaskExecutor:
             self.client = Client(self._cluster)
             log.info("Dask: a local cluster, scratch space in %s", self._scratch.name)
         else:
-            self._cluster = None
             try:
                 self.client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
             except (
@@ -274,7 +284,9 @@ def make_executor(jobs: int, *, executor: str | None = None, progress_queue=None
 
 
 class ProgressRelay:
-    """Parent side of worker progress: a thread draining the queue into the display."""
+    """Parent side of worker progress and logs: a thread draining the queue into the display
+    (``progress``, None for none) and, for log records, into the parent's ``logging``
+    (``engine.logbridge.deliver``)."""
 
     def __init__(self, progress, context=None):
         self.progress = progress
@@ -287,7 +299,9 @@ class ProgressRelay:
             message = self.queue.get()
             if message is None:
                 return
-            if message[0] == "advance":
+            if isinstance(message, logging.LogRecord):
+                deliver(message)
+            elif message[0] == "advance" and self.progress is not None:
                 _, _, files, events, nbytes = message
                 self.progress.advance(files=files, events=events, bytes=nbytes)
 

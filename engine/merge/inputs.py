@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,7 @@ class PreparedInput:
     record: dict | None = None  # its SAM metadata (sidecar or catalogue), where the mode checks it
     expected: FileFacts | None = None  # what the record says the file is
     error: EngineError | None = None
-    runs: list[int] | None = None  # the run numbers the input holds, sorted
+    runs: list[int] = field(default_factory=list)  # the run numbers the input holds, sorted
     wide_events: bool = False  # some event number needs more than 32 bits
     adler32: int | None = None  # once read whole
     merged: bool = False  # every block of it is in the output

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..errors import AllInputsRejected, OutputExists, OutputIsInput, UsageError
+from ..errors import AllInputsRejected, Interrupted, OutputExists, OutputIsInput, UsageError
 from ..fsutil import remove_quietly, remove_stale_temporaries, same_file, write_staged
 from ..metadata import merged_metadata, sidecar_bytes, sidecar_path
 from ..remote import is_url
+from ..units import plural
 from ..writer import TmbWriter, WriteResult
 from .inputs import PreparedInput, PreparedInputs
 from .lock import ExclusiveLock
@@ -210,16 +211,16 @@ class OutputTransaction:
                 published = True
         except KeyboardInterrupt as exc:  # a signal deferred while publishing arrives now
             if published:
-                exc.published = [str(self.output)]  # type: ignore[attr-defined]
+                raise Interrupted(*exc.args, published=[str(self.output)]) from exc
             raise
         finally:
             sidecar.discard()
         written = verified.written
         log.info(
-            "%s: published, %d events from %d inputs",
+            "%s: published, %s from %s",
             self.output,
-            written.event_count,
-            len(prepared.merged),
+            plural(written.event_count, "event"),
+            plural(len(prepared.merged), "input"),
         )
         return MergeReport(
             output=self.output,
@@ -321,7 +322,7 @@ def _signals_deferred():
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if received:
-            handler = previous[received[0]]
+            handler = previous[signal.Signals(received[0])]
             if callable(handler):
                 handler(received[0], None)
             elif handler == signal.SIG_DFL:

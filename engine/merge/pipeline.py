@@ -42,6 +42,7 @@ from ..host import peak_rss_bytes as own_peak_rss
 from ..pool import BufferPool, PoolClosed
 from ..progress import NullProgress
 from ..remote import is_url, location
+from ..units import plural
 from ..writer import WrittenBlock
 from .catalog import open_merge_catalog
 from .inputs import PreparedInput, PreparedInputs, prepare_inputs, validate_whole
@@ -99,7 +100,9 @@ def merge_files(
             output_name=output.name,
             planned=planned,
         ) as prepared:
-            log.debug("%s: merging %d inputs, %s mode", output, len(prepared.items), spec.mode)
+            log.debug(
+                "%s: merging %s, %s mode", output, plural(len(prepared.items), "input"), spec.mode
+            )
             transaction.start(prepared)
             _copy(prepared, spec, transaction, progress or NullProgress(), label or output.name)
             verified = transaction.verify(prepared)

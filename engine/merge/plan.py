@@ -254,8 +254,8 @@ def _sidecar_adler32(path: Path) -> int | None:
 
 def output_name(run: int, inputs: tuple[PlannedInput, ...]) -> str:
     """The name of the output merging ``inputs`` of ``run``: by partitions, else by events."""
-    partitions = [i.partition for i in inputs]
-    if all(p is not None for p in partitions):
+    partitions = [i.partition for i in inputs if i.partition is not None]
+    if len(partitions) == len(inputs):
         return f"tmb_{run:010d}_mrg_p{min(partitions):03d}-p{max(partitions):03d}.tmb"
     first = min(i.first_event for i in inputs)
     last = max(i.last_event for i in inputs)
@@ -366,7 +366,7 @@ def _validate_repeated(inputs: list[PlannedInput], plan: Plan, validate) -> list
             copies[item.partition] += 1
     kept = []
     for item in inputs:
-        if copies.get(item.partition, 0) > 1:
+        if item.partition is not None and copies[item.partition] > 1:
             try:
                 validate(item.path)
             except EngineError as exc:

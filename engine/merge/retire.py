@@ -37,7 +37,7 @@ from ..errors import (
     UsageError,
 )
 from ..metadata import sidecar_path
-from ..remote import is_url, location
+from ..remote import RemotePath, is_url, location
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +257,9 @@ def _remove_dangling_alias(alias) -> None:
             link.unlink()
 
 
-def _move(source: Path, target: Path) -> None:
-    if is_url(source) or is_url(target):
-        if not is_url(source):
+def _move(source: Path | RemotePath, target: Path | RemotePath) -> None:
+    if isinstance(source, RemotePath) or isinstance(target, RemotePath):
+        if not isinstance(source, RemotePath):
             raise UsageError("local inputs retire to a local folder", path=target)
         source.rename_to(target)
         return

@@ -32,6 +32,7 @@ from ..errors import (
     EngineError,
     IncompleteRun,
     InconsistentInputs,
+    Interrupted,
     OutputExists,
     ParameterError,
     UsageError,
@@ -40,7 +41,7 @@ from ..errors import (
 from ..fsutil import remove_quietly, remove_stale_temporaries
 from ..metadata import sidecar_path
 from ..progress import NullProgress, QueueProgress
-from ..remote import is_url, location
+from ..remote import RemotePath, is_url, location
 from ..units import plural
 from .after_verified import AfterVerified
 from .catalog import names_by_run, open_merge_catalog
@@ -193,9 +194,11 @@ def merge_run(
     except KeyboardInterrupt as exc:
         # say exactly what is at the destination: outputs published before the interruption stand
         planned = getattr(report, "planned", [])
-        exc.published = [str(dest / name) for name in planned if (dest / name).exists()]
-        exc.not_published = [str(dest / name) for name in planned if not (dest / name).exists()]
-        raise
+        raise Interrupted(
+            *exc.args,
+            published=[str(dest / name) for name in planned if (dest / name).exists()],
+            not_published=[str(dest / name) for name in planned if not (dest / name).exists()],
+        ) from exc
 
 
 def _merge_run(
@@ -465,7 +468,9 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
                 event_count=adopted.event_count,
                 accepted=[{"path": p, "adler32": None} for p in entry.inputs],
             )
-            finished.append(journal.get(entry.name))
+            updated = journal.get(entry.name)
+            assert updated is not None  # its state was set just above
+            finished.append(updated)
         elif journal.retired(entry.name):
             raise InconsistentInputs(
                 "output is gone but its inputs were retired; restore it from the "
@@ -474,7 +479,7 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
             )
         else:
             # unfinished: a sidecar without its data is what a kill between the two renames leaves
-            if is_url(final):
+            if isinstance(final, RemotePath):
                 final.protocol.remove(sidecar_path(final), quiet=True)
             else:
                 remove_quietly(sidecar_path(final))

@@ -65,7 +65,7 @@ class RawBlock(NamedTuple):
     offset: int
     header: BlockHeader
     stored: bytes
-    events: EventTable
+    events: EventTable | None  # None when read without its events (``with_events=False``)
     lease: object = (
         None  # the pool buffer holding ``stored`` (``iter_blocks(pool=...)``): release it
     )
@@ -123,10 +123,11 @@ class TmbReader:
             raise
 
     def _open(self) -> None:
-        self.file_size = self._source.size
+        source = self._ready_source()
+        self.file_size = source.size
         # header and trailer in one request, then the metadata and index they locate in another:
         # two round trips for a remote file.  Checks run in file order all the same.
-        head, trailer_bytes = self._source.read_many(
+        head, trailer_bytes = source.read_many(
             [(0, HEADER_SIZE), (max(self.file_size - TRAILER_SIZE, 0), TRAILER_SIZE)]
         )
         self.header = parse_header(head, self.file_size)
@@ -139,7 +140,7 @@ class TmbReader:
             raise
         index_at = (self.trailer.index_offset, self.trailer.index_length)
         if self.trailer.index_length <= WHOLE_INDEX_BYTES:
-            meta_bytes, index_bytes = self._source.read_many(
+            meta_bytes, index_bytes = source.read_many(
                 [(HEADER_SIZE, self.header.metadata_length), index_at]
             )
             self._read_metadata(meta_bytes)
@@ -339,8 +340,9 @@ class TmbReader:
         for number in range(self.block_count):
             block = self.read_block(number) if pool is None else self._read_leased(number, pool)
             if adler is not None:
-                block = block._replace(adler32=adler32(block.stored))
-                adler.append(block.adler32, len(block.stored))
+                checksum = adler32(block.stored)
+                block = block._replace(adler32=checksum)
+                adler.append(checksum, len(block.stored))
             yield block
         self._check_unchanged()
         if adler is not None:
@@ -397,9 +399,10 @@ class TmbReader:
 
     def _announce_blocks(self) -> None:
         """Tell the source every block is about to be read, in file order (remote read-ahead)."""
-        if getattr(self._ready_source(), "remote", False) and self.block_count:
+        source = self._ready_source()
+        if getattr(source, "remote", False) and self.block_count:
             sizes = self.blocks["compressed_length"].astype(np.int64) + BLOCK_HEADER_SIZE
-            self._source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist(), strict=True))
+            source.will_need(zip(self.blocks["offset"].tolist(), sizes.tolist(), strict=True))
 
     def decode(self, block: RawBlock):
         """Decompress a block and prove its events against the index."""

@@ -213,7 +213,7 @@ class RemotePath:
 
         retrying(lambda: self.protocol.mkdir(self), self, "cannot create folder", output=True)
 
-    def rename_to(self, target: RemotePath) -> None:
+    def rename_to(self, target: RemotePath | Path) -> None:
         """Server-side rename; never replaces ``target``, never crosses servers."""
         from ..errors import OutputExists, UsageError
         from .retry import RemoteFailure, as_engine_error

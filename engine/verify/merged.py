@@ -46,14 +46,14 @@ def verify_merged_output(
                     actual=reader.file_size,
                 )
             if (
-                read_back.count != reader.block_count
+                read_back.block_count != reader.block_count
                 or read_back.adler32.size != reader.index_offset - reader.data_start
             ):
                 raise SizeMismatch(
                     "the blocks read back are not the blocks of the file",
                     path=shown,
                     expected=reader.block_count,
-                    actual=read_back.count,
+                    actual=read_back.block_count,
                 )
             _compare_block_tables(shown, reader.blocks, read_back.table)
             adler = RunningAdler32()

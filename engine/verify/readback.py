@@ -38,7 +38,7 @@ class BlocksReadBack(NamedTuple):
     (``RunningAdler32``: value and size, in file order) and their block table
     (``format.BLOCK_DTYPE``: where each is, what its header says, its first event's number)."""
 
-    count: int
+    block_count: int
     adler32: RunningAdler32
     table: np.ndarray
 
