@@ -10,12 +10,14 @@ class name does not start with ``Test`` so pytest collects only the subclasses.
 What every reader must do: be chosen by its magic bytes (a foreign file is no reader's); give
 back exactly the events written, in order, block by block, with a block table that says where
 each block is; refuse a truncated file and any single flipped bit with an ``EngineError`` of
-exit code 5 naming the file (a one-line message, no other exception); and release the file when
+exit code 5 naming the file (a one-line message, no other exception); report a failing read as
+an input error (exit 3) naming the file and the block; and release the file when
 closed, or released (reading again then reopens it, refusing a file that changed meanwhile).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import zlib
 from pathlib import Path
@@ -165,6 +167,41 @@ class ReaderContract:
             assert error.exit_code == 5, (at, repr(error))
             assert error.path == str(file.name) and error.region, (at, repr(error))
             assert "\n" not in str(error)
+
+    # -- the world -------------------------------------------------------------------------
+    def fail_reads(self, monkeypatch, file: Sample, data_start: int) -> None:
+        """From now on, reading ``file`` at or past ``data_start`` fails with an I/O error (a
+        remote reader's subclass fails its protocol's reads instead)."""
+        target = os.path.realpath(file.path)
+        real_pread, real_preadv = os.pread, os.preadv
+
+        def ours(fd: int, offset: int) -> bool:
+            return offset >= data_start and os.readlink(f"/proc/self/fd/{fd}") == target
+
+        def pread(fd, length, offset):
+            if ours(fd, offset):
+                raise OSError(errno.EIO, "Input/output error")
+            return real_pread(fd, length, offset)
+
+        def preadv(fd, buffers, offset):
+            if ours(fd, offset):
+                raise OSError(errno.EIO, "Input/output error")
+            return real_preadv(fd, buffers, offset)
+
+        monkeypatch.setattr(os, "pread", pread)
+        monkeypatch.setattr(os, "preadv", preadv)
+
+    def test_a_read_error_is_an_input_error_at_the_block(self, sample):
+        file = sample(EVENTS, "eio")
+        for stream in ("iter_blocks", "check_blocks"):
+            with open_file(file.name) as reader, pytest.MonkeyPatch.context() as patch:
+                self.fail_reads(patch, file, reader.data_start)
+                with pytest.raises(InputError) as caught:
+                    list(getattr(reader, stream)())
+            error = caught.value
+            assert error.exit_code == 3 and error.path == str(file.name), (stream, repr(error))
+            assert error.region and error.region.startswith("block "), (stream, repr(error))
+            assert "Input/output error" in str(error) and "\n" not in str(error)
 
     # -- lifetime --------------------------------------------------------------------------
     def handles(self, file: Sample) -> int:

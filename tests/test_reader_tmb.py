@@ -50,6 +50,26 @@ class TestTmbReaderOverXRootD(ReaderContract):
     reader_class = TmbReader
     scheme = "root"
 
+    def fail_reads(self, monkeypatch, file, data_start):
+        """The protocol's range reads past ``data_start`` fail as the server's I/O error would."""
+        from engine.remote import https, xrootd
+        from engine.remote.retry import FAILED, RemoteFailure, retrying
+
+        def failing(real):
+            def read(self, offset, length):
+                if offset < data_start:
+                    return real(self, offset, length)
+
+                def step():
+                    raise RemoteFailure(FAILED, "Input/output error")
+
+                return retrying(step, self.rp, f"read error at offset {offset}")
+
+            return read
+
+        for reader in (xrootd.XRootDReader, https.HttpsReader):
+            monkeypatch.setattr(reader, "read", failing(reader.read))
+
     def handles(self, file):
         """A remote file holds no local descriptor: count the threads fetching its ranges."""
         return sum(t.name.startswith("tmb-fetch") for t in threading.enumerate())
