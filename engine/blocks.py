@@ -30,6 +30,7 @@ from .errors import (
     ChecksumMismatch,
     EngineError,
     FramingError,
+    IndexMismatch,
     IntegrityError,
     LayoutError,
     TruncatedFile,
@@ -228,7 +229,8 @@ def compare_events(decoded: EventTable, indexed: EventTable, *, region: str, off
             if name == "digest":
                 exp = digest_hex(int(exp)) if exp is not None else None
                 act = digest_hex(int(act)) if act is not None else None
-            raise ChecksumMismatch(
+            mismatch = ChecksumMismatch if name == "digest" else IndexMismatch
+            raise mismatch(
                 f"event {i} of the block: {what} differs from the index",
                 region=region,
                 offset=offset,

@@ -227,6 +227,11 @@ class SizeMismatch(IntegrityError):
     expected: nothing was hashed wrong, the bytes are not the ones meant."""
 
 
+class IndexMismatch(IntegrityError):
+    """A record decoded from a block is not the one the file's index lists for it (another run,
+    event number or length): every digest holds, the file contradicts itself."""
+
+
 class TruncatedFile(IntegrityError):
     """The file ends before its structure does (no valid trailer, short block, ...)."""
 

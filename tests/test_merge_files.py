@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import zlib
 from datetime import datetime
 
@@ -304,9 +303,9 @@ def test_missing_output_folder(tmb_run, tmp_path):
 def test_a_second_merge_of_a_locked_output_fails_at_once(cli, tmb_run, out_dir, leftovers):
     out = out_dir / "m.tmb"
     with ExclusiveLock(out):
-        started = time.monotonic()
+        # the lock is held until this block ends: a merge that waited for it would never return
+        # (the suite's timeout fails it), so returning at all proves it did not wait
         result = cli("merge", *tmb_run[:2], "-o", out)
-        assert time.monotonic() - started < 5, "the second merge must not wait for the lock"
         assert result.code == 7, result.err
         assert (
             "another merge" in result.err
