@@ -32,6 +32,7 @@ from engine.errors import EXIT_INTERNAL, EngineError, Interrupted, world_error  
 
 from .commands import COMMAND_MODULES  # noqa: E402
 from .commands._common import print_error  # noqa: E402
+from .flags import cli_wording, flag  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,18 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Flags for the API parameters a ``ParameterError`` names, where they are not ``--`` + the
-#: parameter's name with dashes (``skip_bad``: ``--skip-bad``).
-FLAGS = {"threads": "--jobs", "retire": "--retire-inputs"}
-
-
 def error_line(exc: EngineError) -> str:
     """The line reporting ``exc``: the library names its parameters, the command line adds the
     flags that set them ("threads must be at least 1 (option --jobs)")."""
     parameters = getattr(exc, "parameters", ())
     if not parameters:
         return str(exc)
-    flags = [FLAGS.get(name, "--" + name.replace("_", "-")) for name in parameters]
+    flags = [flag(name) for name in parameters]
     return f"{exc} ({'option' if len(flags) == 1 else 'options'} {', '.join(flags)})"
 
 
@@ -167,7 +163,7 @@ class _Formatter(logging.Formatter):
         self.detailed = detailed
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"tmbmerge: {record.levelname.lower()}: {super().format(record)}"
+        return f"tmbmerge: {record.levelname.lower()}: {cli_wording(super().format(record))}"
 
 
 def _show_logs(verbose: int, quiet: bool) -> _LogDisplay:

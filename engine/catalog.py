@@ -222,7 +222,7 @@ def unknown_parent_error(file_name: str, missing: list[str]) -> UnknownParent:
     """The error refusing ``file_name``, whose ``missing`` parents are not declared."""
     return UnknownParent(
         f"parents not declared: {', '.join(missing)} "
-        "(declare them first, or use --declare-parents)",
+        "(declare them first, or use declare_parents=True)",
         path=file_name,
     )
 

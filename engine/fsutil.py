@@ -111,13 +111,13 @@ def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
     try:
         os.link(tmp, final)
     except FileExistsError:
-        raise OutputExists("output exists (use --force to replace it)", path=final) from None
+        raise OutputExists("output exists (use force=True to replace it)", path=final) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
         # Filesystems without hard links: check, then rename (a narrow race remains there).
         if final.exists():
-            raise OutputExists("output exists (use --force to replace it)", path=final) from None
+            raise OutputExists("output exists (use force=True to replace it)", path=final) from None
         os.rename(tmp, final)
         return
     os.unlink(tmp)

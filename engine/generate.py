@@ -440,7 +440,9 @@ def generate_file(
     )
     path = Path(path)
     if sidecar and not overwrite and sidecar_path(path).exists():
-        raise OutputExists("sidecar exists (use --force to replace it)", path=sidecar_path(path))
+        raise OutputExists(
+            "sidecar exists (use overwrite=True to replace it)", path=sidecar_path(path)
+        )
     gaps = event_gaps(seed, run, partition, n_events)
     events = np.cumsum(gaps, dtype=np.uint64)
     events -= events[0]
@@ -699,4 +701,4 @@ def _refuse_existing(paths: list[Path]) -> None:
     existing = [p for p in paths if p.exists() or sidecar_path(p).exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputExists(f"output exists{more}; use --force to replace", path=existing[0])
+        raise OutputExists(f"output exists{more}; use overwrite=True to replace", path=existing[0])

@@ -112,7 +112,7 @@ class TmbWriter:
         if not self.path.parent.is_dir():
             raise UsageError(f"output folder {self.path.parent} does not exist", path=self.path)
         if self.path.exists() and not overwrite:
-            raise OutputExists("output exists (use --force to replace it)", path=self.path)
+            raise OutputExists("output exists (use overwrite=True to replace it)", path=self.path)
         self.codec = codec_by_name(codec, level)
         self.block_bytes = block_bytes
         self.overwrite = overwrite

@@ -96,6 +96,64 @@ def test_the_command_line_says_which_flag(cli, tmb_run, tmp_path):
     assert result.err.rstrip().endswith("(options --retire-inputs, --catalog, --declare, --mode)")
 
 
+def test_library_advice_names_parameters_and_the_command_line_words_them_as_flags(
+    cli, tmb_run, tmp_path
+):
+    from bindings.flags import cli_wording
+    from engine.errors import OutputExists
+
+    out = tmp_path / "merged.tmb"
+    out.write_bytes(b"taken")
+    with pytest.raises(OutputExists) as caught:
+        merge_files(tmb_run[:2], out, MergeSpec(mode="fast"))
+    assert "use force=True" in str(caught.value) and "--" not in caught.value.message
+    result = cli("merge", *tmb_run[:2], "-o", out, "--mode", "fast")
+    assert result.code == 7 and "(use --force to replace it)" in result.err
+    assert cli_wording(
+        'planned with run=178000 (now run=None), metadata="none"; or add replan=True; '
+        "/data/run=5/f.tmb: use allow_mixed_runs=True"
+    ) == (
+        "planned with --run 178000 (now no --run), --metadata none; or add --replan; "
+        "/data/run=5/f.tmb: use --allow-mixed-runs"
+    )
+
+
+LOG_CALLS = ("debug", "info", "warning", "error", "exception")
+
+
+def test_the_engine_speaks_no_command_line_flags_in_its_messages():
+    """What the engine raises or logs names API parameters (``force=True``); docstrings and
+    comments may say how the command line spells them."""
+    import ast
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    root = Path(__file__).resolve().parent.parent / "engine"
+    found = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            logged = isinstance(node, ast.Call) and getattr(node.func, "attr", "") in LOG_CALLS
+            if isinstance(node, ast.Raise) or logged:
+                for sub in ast.walk(node):
+                    if (
+                        isinstance(sub, ast.Constant)
+                        and isinstance(sub.value, str)
+                        and id(sub) not in docstrings
+                        and flag.search(sub.value)
+                    ):
+                        found.append(f"{path.relative_to(root)}:{sub.lineno}: {sub.value}")
+    assert found == []
+
+
 # -- error classes say what differs ----------------------------------------------------------------
 
 
@@ -124,3 +182,29 @@ def test_merge_files_names_its_stages_and_fits_on_a_screen():
     stages = ["OutputTransaction(", "prepare_inputs(", ".verify(", ".publish(", "AfterVerified("]
     positions = [source.index(stage) for stage in stages]
     assert positions == sorted(positions)
+
+
+def test_merge_run_names_its_stages_and_fits_on_a_screen():
+    """A merge-run's flow is in the code too: journal, plan, each output through merge_files'
+    stages in a worker, AfterVerified here, the summary; merge_run and its body one screen each."""
+    import inspect
+
+    from engine.merge import run
+
+    for function in (run.merge_run, run._merge_run):
+        assert len(inspect.getsource(function).splitlines()) <= 60, function.__name__
+    source = inspect.getsource(run._merge_run)
+    stages = [
+        "_check_plan_settings(",
+        "_reconcile(",
+        "_plan(",
+        "AfterVerified(",
+        ".stand(",
+        "_record_tasks(",
+        "run_merge_task",
+        ".take(",
+        "report.seconds",
+    ]
+    positions = [source.index(stage) for stage in stages]
+    assert positions == sorted(positions)
+    assert "merge_files(" in inspect.getsource(run.run_merge_task)

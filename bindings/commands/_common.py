@@ -6,10 +6,13 @@ import sys
 
 from engine.host import usable_cores
 
+from ..flags import cli_wording
+
 
 def print_error(line) -> None:
-    """``tmbmerge: error: <line>`` on stderr, flushed: how every command reports a failure."""
-    print(f"tmbmerge: error: {line}", file=sys.stderr, flush=True)
+    """``tmbmerge: error: <line>`` on stderr, flushed: how every command reports a failure (the
+    library's ``force=True`` worded as the flag, ``--force``: ``bindings.flags``)."""
+    print(f"tmbmerge: error: {cli_wording(line)}", file=sys.stderr, flush=True)
 
 
 def add_verbosity(parser, quiet: str | None = "print only errors") -> None:

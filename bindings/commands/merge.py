@@ -17,6 +17,7 @@ import sys
 from engine.host import usable_cores
 from engine.units import human_bytes, plural
 
+from ..flags import cli_wording
 from ._common import (
     add_json_flag,
     add_verbosity,
@@ -287,7 +288,8 @@ def _print_merge(report) -> None:
     )
     for skipped in report.skipped:
         print(
-            f"  skipped {skipped.path}: {skipped.reason.get('message') if skipped.reason else ''}"
+            f"  skipped {skipped.path}: "
+            + cli_wording(skipped.reason.get("message") if skipped.reason else "")
         )
     if report.declared and report.declared != "failed":
         print(f"  {report.declared} in the catalogue")
@@ -347,7 +349,7 @@ def run_merge_run(args) -> int:
         if any(verdict["status"] == "failed" for verdict in certified or ()):
             _print_failure(report.failures[-1])
         for skipped in report.skipped:
-            print(f"skipped {skipped['file']}: {skipped['reason']['text']}")
+            print(f"skipped {skipped['file']}: {cli_wording(skipped['reason']['text'])}")
         if not args.quiet:
             print(
                 f"{plural(len(report.outputs), 'output')} ready, "
@@ -394,7 +396,7 @@ def run_plan(args) -> int:
     if plan.outputs:
         _print_plan_table(plan.outputs)
     for path, exc in plan.rejected:
-        print(f"rejected {path}: {exc.message}")
+        print(f"rejected {path}: {cli_wording(exc.message)}")
     for path, why in plan.ignored:
         print(f"ignored {path}: {why}")
     totals = plan.to_dict()["totals"]
@@ -487,5 +489,5 @@ def _print_status_table(entries) -> None:
             e.checksum or "" if done else "",
         )
         if e.error:
-            shown.add_row("", f"error: {e.error}", end_section=True)
+            shown.add_row("", f"error: {cli_wording(e.error)}", end_section=True)
     print_table(shown)

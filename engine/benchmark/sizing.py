@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from ..errors import UsageError
+from ..errors import ParameterError, UsageError
 from . import figures as F
 
 SECONDS_PER_DAY = 86_400
@@ -57,13 +57,22 @@ class Campaign:
 
     def __post_init__(self):
         if self.volume_bytes <= 0 or self.days <= 0:
-            raise UsageError("--volume and --days must be positive")
+            raise ParameterError(
+                "volume_bytes and days must be positive", parameters=("volume_bytes", "days")
+            )
         if self.mode not in F.MODES:
-            raise UsageError(f"unknown mode {self.mode!r} (choose fast, safe or deep)")
+            raise ParameterError(
+                f"unknown mode {self.mode!r} (choose fast, safe or deep)", parameters=("mode",)
+            )
         if not 0 < self.max_utilisation <= 1:
-            raise UsageError("--utilisation must be in (0, 1]")
+            raise ParameterError(
+                "max_utilisation must be in (0, 1]", parameters=("max_utilisation",)
+            )
         if self.wait_hours < 0 or self.link_rate <= 0 or self.os_memory_bytes < 0:
-            raise UsageError("--wait-hours, --link and --os-memory must not be negative")
+            raise ParameterError(
+                "wait_hours and os_memory_bytes must not be negative, link_rate must be positive",
+                parameters=("wait_hours", "link_rate", "os_memory_bytes"),
+            )
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ class MergeCatalog:
 
     def check_complete(self, names_by_run: dict[int, set[str]]) -> None:
         """Every unmerged file the catalogue lists for each run must be among the inputs."""
-        self.require_queryable("list a run's files for --expect-complete")
+        self.require_queryable("list a run's files for expect_complete=True")
         for run in sorted(names_by_run):
             listed = set(self.catalog.files(run=run, data_tier=UNMERGED_TIER))
             missing = sorted(listed - names_by_run[run])

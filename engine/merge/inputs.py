@@ -280,7 +280,7 @@ def _prepare_one(
             )
             raise MetadataMissing(
                 f"no {where}: {spec.mode} mode crosschecks every input with its metadata "
-                "(use --metadata none to merge without crosschecks)",
+                '(use metadata="none" to merge without crosschecks)',
                 path=item.path,
             )
         item.expected = stated_facts(item.record, source=source)
@@ -372,7 +372,7 @@ def _check_runs(prepared, spec: MergeSpec) -> None:
                 item,
                 InconsistentInputs(
                     f"input holds run(s) {', '.join(map(str, item.runs))} but the merge is of "
-                    f"run {', '.join(map(str, first_runs))} (use --allow-mixed-runs to merge "
+                    f"run {', '.join(map(str, first_runs))} (use allow_mixed_runs=True to merge "
                     "runs together)",
                     path=item.path,
                 ),

@@ -76,7 +76,7 @@ class OutputTransaction:
             raise UsageError(f"output folder {self.output.parent} does not exist", path=output)
         refuse_output_among_inputs(self.output, inputs)
         if self.output.exists() and not spec.force:
-            raise OutputExists("output exists (use --force to replace it)", path=self.output)
+            raise OutputExists("output exists (use force=True to replace it)", path=self.output)
         self._lock = ExclusiveLock(self.output)
         self.writer: TmbWriter | None = None
         self.readback: BlockReadback | None = None  # safe and deep modes
@@ -247,7 +247,7 @@ def refuse_output_among_inputs(output: Path, inputs) -> None:
             if any(same_file(read, item) for item in written):
                 raise OutputIsInput(
                     f"the output is one of the inputs ({given}); a merge never writes over "
-                    "what it reads, even with --force",
+                    "what it reads, even with force=True",
                     path=output,
                 )
 

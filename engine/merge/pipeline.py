@@ -153,7 +153,7 @@ def _copy(
     copied: dict[int, int] = {}
     for item, event in _stream(good, spec):
         if event == "rejected":
-            log.info("%s: left out (--skip-bad): %s", item.path, item.error)
+            log.info("%s: left out (skip_bad=True): %s", item.path, item.error)
             progress.advance(files=1, bytes=item.reader.file_size - copied.pop(id(item), 0))
             item.close()
         elif event == "done":

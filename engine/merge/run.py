@@ -2,7 +2,7 @@
 
 Strategy: take the output folder's lock (one merge-run per folder) and remove temporary files
 that dead processes left behind.  Then the journal comes first: a rerun whose plan options
-(--run, --target-size, --max-events) differ from the journal's is refused unless ``replan`` is
+(``run``, ``target_size``, ``max_events``) differ from the journal's is refused unless ``replan`` is
 asked; an output it records as finished, whose file is still there as recorded, stands (and its
 inputs, perhaps retired already, are not planned again); an output found published but not
 recorded as finished (a kill between the two) is verified and adopted; unfinished entries are
@@ -24,6 +24,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from .report import MergeReport, RunReport
 from .spec import DEFAULT_MAX_EVENTS, DEFAULT_TARGET_SIZE, MergeSpec
 
 RUN_LOCK_NAME = "merge-run"
+RUN_LOCK_WHAT = "output folder (another merge-run is using it)"
 log = logging.getLogger(__name__)
 
 
@@ -167,21 +169,14 @@ def merge_run(
             parameters=("retire", "catalog", "declare", "mode"),
         )
     dest = location(out_dir)  # where outputs go; out_dir: where the journal and lock live
-    out_dir = journal_folder(dest)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # read-only place, a file in the way, no permission
-        raise output_error(exc, out_dir, "create the output folder") from None
+    out_dir = _made(journal_folder(dest))
     report = RunReport(dest)
     try:
         return _merge_run(
             arguments,
             out_dir,
-            dest,
             report,
-            run=run,
-            target_size=target_size,
-            max_events=max_events,
+            settings={"run": run, "target_size": target_size, "max_events": max_events},
             spec=spec,
             jobs=jobs,
             executor=executor,
@@ -201,77 +196,44 @@ def merge_run(
         ) from exc
 
 
+def _made(folder: Path) -> Path:
+    """``folder``, created if it is not there yet."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only place, a file in the way, no permission
+        raise output_error(exc, folder, "create the output folder") from None
+    return folder
+
+
 def _merge_run(
     arguments,
     out_dir: Path,
-    dest,
     report: RunReport,
     *,
-    run,
-    target_size,
-    max_events,
+    settings: dict,
     spec: MergeSpec,
-    jobs,
+    jobs: int,
     executor,
     progress,
-    retire,
+    retire: str | None,
     retire_dir,
-    replan,
-    stream,
+    replan: bool,
+    stream: _Stream,
 ) -> RunReport:
-    global _current_progress
-    started = time.perf_counter()
+    """A merge-run's stages: the journal (plan options, finished outputs stand, published ones
+    adopted), the plan of what is left, each output through ``merge_files``' stages in a worker,
+    ``AfterVerified`` here as each is verified (finished ones re-verified first), the summary."""
+    started, dest = time.perf_counter(), report.out_dir
     with (
-        ExclusiveLock(
-            out_dir / RUN_LOCK_NAME, what="output folder (another merge-run is using it)"
-        ),
+        ExclusiveLock(out_dir / RUN_LOCK_NAME, what=RUN_LOCK_WHAT),
         Journal(out_dir) as journal,
         open_merge_catalog(spec) as catalog,
     ):
-        if retire and not catalog.queryable:
-            raise ParameterError(
-                f"retire needs a catalogue that can be read back ({spec.catalog} is "
-                "declare-only): a declaration is confirmed before inputs are retired",
-                parameters=("retire", "catalog"),
-            )
-        _check_plan_settings(
-            journal,
-            {"run": run, "target_size": target_size, "max_events": max_events},
-            replan=replan or spec.force,
-        )
+        _require_readable_catalog(catalog, spec, retire=retire)
+        _check_plan_settings(journal, settings, replan=replan or spec.force)
         clean_stale_files(out_dir)
         finished = _reconcile(journal, dest, spec)
-        not_merged = None
-        if catalog is not None and catalog.queryable:
-            _prefetch(catalog, arguments)
-            not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
-        # never this merge-run's own outputs (finished or not), nor the inputs of finished ones
-        exclude = {resolved_name(p) for entry in finished for p in entry.inputs}
-        exclude |= {resolved_name(dest / entry.name) for entry in journal.entries()}
-        plan = plan_run(
-            arguments,
-            run=run,
-            target_size=target_size,
-            max_events=max_events,
-            skip_bad=spec.skip_bad,
-            exclude=exclude,
-            check_input=not_merged,
-            validate=_validator(spec),
-            merged_tier=spec.data_tier,
-        )
-        # with --skip-bad, inputs refused at planning are reported and left out; the run goes on
-        report.skipped.extend(
-            {"file": path, "reason": exc.to_dict()} for path, exc in plan.rejected
-        )
-        outputs = _refuse_incomplete_runs(plan.outputs, finished, catalog, spec, report)
-        clash = {o.name for o in outputs} & {e.name for e in finished}
-        if clash:
-            raise InconsistentInputs(
-                f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
-                "use --force to redo them",
-                path=dest,
-            )
-        report.planned = [o.name for o in outputs]
+        outputs = _plan(arguments, settings, journal, finished, catalog, spec, report)
         after_verified = AfterVerified(
             catalog,
             spec,
@@ -280,95 +242,177 @@ def _merge_run(
             retire_dir=retire_dir,
             failures=report.failures,
         )
+        outcomes = _Outcomes(journal, report, after_verified, stream)
         for entry in finished:
-            result = _report_from_journal(dest / entry.name, entry, spec)
-            report.outputs.append(result)
-            after_verified(result, entry.state, reverify=True)
-            stream.emit(result)
+            outcomes.stand(_report_from_journal(dest / entry.name, entry, spec), entry.state)
         stream.emit()
-        for planned in outputs:
-            journal.record_plan(
-                planned.name,
-                planned.run,
-                planned.input_paths,
-                spec.mode,
-                identities=[i.identity() for i in planned.inputs],
-            )
-        # a worker merges each input only if it is still the file planned (and journaled) here
-        # spec.threads is the whole budget: outputs merged at once share it; declaring and
-        # retiring happen here
-        per_output = replace(
-            spec,
-            threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))),
-            declare=False,
-            grandparents=False,
-            register=None,
-            expect_complete=False,
-        )
-        fetched = catalog is not None and catalog.queryable and spec.verifies
-        tasks = [
-            MergeTask(
-                p.name,
-                str(dest / p.name),
-                tuple(p.input_paths),
-                per_output,
-                catalog.lookup(p.input_paths) if fetched else None,
-                identities=tuple(i.identity() for i in p.inputs),
-            )
-            for p in outputs
-        ]
+        tasks = _record_tasks(outputs, journal, dest, spec, catalog, jobs)
         progress.start(
             label=f"merge-run {dest.name}",
             files=sum(len(p.inputs) for p in outputs),
             events=sum(p.event_count for p in outputs),
             bytes=sum(p.file_size for p in outputs),
         )
-        relay = ProgressRelay(progress) if jobs > 1 and not executor else None
-        chosen = make_executor(
-            jobs, executor=executor, progress_queue=relay.queue if relay else None
-        )
-        _current_progress = _RunLevelProgress(progress)
-        try:
+        with _executor(jobs, executor, progress) as chosen:
             for task in tasks:
                 journal.set_state(task.name, JournalState.MERGING)
             for task, result, error in chosen.map_unordered(run_merge_task, tasks):
-                if error is not None:
-                    journal.set_state(task.name, JournalState.FAILED, error=str(error))
-                    report.failures.append({"output": task.name, **error.to_dict()})
-                    log.info("%s: failed: %s", task.name, error)
-                    stream.emit()
-                    continue
-                state = JournalState.VERIFIED if result.verified else JournalState.MERGED
-                journal.set_state(
-                    task.name,
-                    state,
-                    file_size=result.file_size,
-                    checksum=result.checksum,
-                    event_count=result.event_count,
-                    accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted],
-                )
-                report.outputs.append(result)
-                after_verified(result, state)
-                log.info(
-                    "%s: %s, %s, %s",
-                    task.name,
-                    result.status if result.status != "merged" else state,
-                    plural(result.event_count, "event"),
-                    result.checksum,
-                )
-                stream.emit(result)
-        finally:
-            _current_progress = NullProgress()
-            if relay is not None:
-                relay.close()
-            if hasattr(chosen, "close"):
-                chosen.close()
+                outcomes.take(task, result, error)
         progress.finish(label=plural(len(report.outputs), "output"))
         if catalog is not None:
             report.catalog = catalog.budget
     report.outputs.sort(key=lambda o: o.output.name)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _require_readable_catalog(catalog, spec: MergeSpec, *, retire: str | None) -> None:
+    """Retiring needs a catalogue that reads a declaration back before an input goes."""
+    if retire and not catalog.queryable:
+        raise ParameterError(
+            f"retire needs a catalogue that can be read back ({spec.catalog} is "
+            "declare-only): a declaration is confirmed before inputs are retired",
+            parameters=("retire", "catalog"),
+        )
+
+
+def _plan(
+    arguments,
+    settings: dict,
+    journal: Journal,
+    finished: list[JournalEntry],
+    catalog,
+    spec: MergeSpec,
+    report: RunReport,
+) -> list[PlannedOutput]:
+    """The outputs to merge now: the inputs not merged yet (by this merge-run or, with a
+    catalogue, anyone), planned with ``settings``; never this merge-run's own outputs (finished
+    or not), nor the inputs of finished ones.  Inputs refused with ``skip_bad`` are reported and
+    left out; with ``expect_complete`` so are runs the catalogue says are missing files."""
+    dest = report.out_dir
+    not_merged = None
+    if catalog is not None and catalog.queryable:
+        _prefetch(catalog, arguments)
+        not_merged = lambda path: catalog.check_not_merged(path, output_name="")  # noqa: E731
+    exclude = {resolved_name(p) for entry in finished for p in entry.inputs}
+    exclude |= {resolved_name(dest / entry.name) for entry in journal.entries()}
+    plan = plan_run(
+        arguments,
+        **settings,
+        skip_bad=spec.skip_bad,
+        exclude=exclude,
+        check_input=not_merged,
+        validate=_validator(spec),
+        merged_tier=spec.data_tier,
+    )
+    report.skipped.extend({"file": path, "reason": exc.to_dict()} for path, exc in plan.rejected)
+    outputs = _refuse_incomplete_runs(plan.outputs, finished, catalog, spec, report)
+    clash = {o.name for o in outputs} & {e.name for e in finished}
+    if clash:
+        raise InconsistentInputs(
+            f"new inputs would remake finished outputs ({', '.join(sorted(clash))}); "
+            "use force=True to redo them",
+            path=dest,
+        )
+    report.planned = [o.name for o in outputs]
+    return outputs
+
+
+def _record_tasks(
+    outputs: list[PlannedOutput], journal: Journal, dest, spec: MergeSpec, catalog, jobs: int
+) -> list[MergeTask]:
+    """Journal the plan and make each output's ``MergeTask``: a worker merges each input only if
+    it is still the file planned (and journaled) here.  ``spec.threads`` is the whole budget:
+    outputs merged at once share it; declaring and retiring happen here, not in the workers."""
+    for planned in outputs:
+        journal.record_plan(
+            planned.name,
+            planned.run,
+            planned.input_paths,
+            spec.mode,
+            identities=[i.identity() for i in planned.inputs],
+        )
+    per_output = replace(
+        spec,
+        threads=max(1, spec.threads // max(1, min(jobs, len(outputs)))),
+        declare=False,
+        grandparents=False,
+        register=None,
+        expect_complete=False,
+    )
+    fetched = catalog is not None and catalog.queryable and spec.verifies
+    return [
+        MergeTask(
+            p.name,
+            str(dest / p.name),
+            tuple(p.input_paths),
+            per_output,
+            catalog.lookup(p.input_paths) if fetched else None,
+            identities=tuple(i.identity() for i in p.inputs),
+        )
+        for p in outputs
+    ]
+
+
+@contextmanager
+def _executor(jobs: int, executor: str | None, progress):
+    """The executor for the tasks; in-process tasks report into the merge-run's progress, worker
+    processes through a relay."""
+    global _current_progress
+    relay = ProgressRelay(progress) if jobs > 1 and not executor else None
+    chosen = make_executor(jobs, executor=executor, progress_queue=relay.queue if relay else None)
+    _current_progress = _RunLevelProgress(progress)
+    try:
+        yield chosen
+    finally:
+        _current_progress = NullProgress()
+        if relay is not None:
+            relay.close()
+        if hasattr(chosen, "close"):
+            chosen.close()
+
+
+class _Outcomes:
+    """What the merge-run does with each output's outcome, in this process: journal it, report
+    it, ``AfterVerified`` (declare, retire), and stream it to the caller."""
+
+    def __init__(self, journal: Journal, report: RunReport, after_verified, stream: _Stream):
+        self.journal, self.report, self.after_verified = journal, report, after_verified
+        self.stream = stream
+
+    def stand(self, result: MergeReport, state: JournalState) -> None:
+        """An output an earlier merge-run finished: re-verified before anything is done with it."""
+        self.report.outputs.append(result)
+        self.after_verified(result, state, reverify=True)
+        self.stream.emit(result)
+
+    def take(self, task: MergeTask, result: MergeReport, error: EngineError | None) -> None:
+        """A worker's outcome: a failure journaled and listed, or a published output."""
+        if error is not None:
+            self.journal.set_state(task.name, JournalState.FAILED, error=str(error))
+            self.report.failures.append({"output": task.name, **error.to_dict()})
+            log.info("%s: failed: %s", task.name, error)
+            self.stream.emit()
+            return
+        state = JournalState.VERIFIED if result.verified else JournalState.MERGED
+        self.journal.set_state(
+            task.name,
+            state,
+            file_size=result.file_size,
+            checksum=result.checksum,
+            event_count=result.event_count,
+            accepted=[{"path": str(i.path), "adler32": i.adler32} for i in result.accepted],
+        )
+        self.report.outputs.append(result)
+        self.after_verified(result, state)
+        log.info(
+            "%s: %s, %s, %s",
+            task.name,
+            result.status if result.status != "merged" else state,
+            plural(result.event_count, "event"),
+            result.checksum,
+        )
+        self.stream.emit(result)
 
 
 class _Stream:
@@ -425,7 +469,7 @@ def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> N
             )
             raise UsageError(
                 f"this folder's merge was planned with {said}: a rerun with other options would "
-                "change the plan; rerun with the same options, or add --replan to plan what is "
+                "change the plan; rerun with the same options, or add replan=True to plan what is "
                 "not finished with the new ones (finished outputs stand)",
                 path=journal.path.parent,
             )
@@ -433,9 +477,9 @@ def _check_plan_settings(journal: Journal, settings: dict, *, replan: bool) -> N
 
 
 def _option(key: str, value) -> str:
-    """How a plan option was given: ``--run 178000``, or ``no --run`` (every run)."""
-    flag = f"--{key.replace('_', '-')}"
-    return f"no {flag}" if value is None else f"{flag} {value}"
+    """How a plan option was given, as the parameter: ``run=178000``, or ``run=None`` (every
+    run); a string in double quotes (a command line words them as its flags)."""
+    return f'{key}="{value}"' if isinstance(value, str) else f"{key}={value}"
 
 
 def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[JournalEntry]:
@@ -455,7 +499,7 @@ def _reconcile(journal: Journal, out_dir: Path, spec: MergeSpec) -> list[Journal
             adopted = _adopt(final, entry)
             if adopted is None:
                 raise OutputExists(
-                    "exists but is not a finished output of this merge-run (use --force to redo "
+                    "exists but is not a finished output of this merge-run (use force=True to redo "
                     "it)",
                     path=final,
                 )

@@ -40,7 +40,7 @@ def merge_to_remote(inputs, output, spec, *, progress=None, records=None, label=
     except InputError as exc:  # the destination's server: an output failure
         raise OutputError(exc.message, path=output) from None
     if exists and not spec.force:
-        raise OutputExists("output exists (use --force to replace it)", path=output)
+        raise OutputExists("output exists (use force=True to replace it)", path=output)
     folder = _private_staging(inputs, output)
     try:
         local = folder / output.name
@@ -149,7 +149,7 @@ def upload_verified(
         except RemoteFailure as failure:
             if failure.message == "destination exists":
                 raise OutputExists(
-                    "output exists (use --force to replace it)", path=final
+                    "output exists (use force=True to replace it)", path=final
                 ) from None
             raise as_engine_error(
                 failure, final, "cannot rename the upload into place", output=True
