@@ -501,7 +501,10 @@ def check_index(
     blocks = np.frombuffer(table_bytes, dtype=BLOCK_DTYPE, count=nblocks)
     counts = blocks["event_count"].astype(np.int64)
     ends = np.cumsum(counts)
-    consistent = nblocks > 0 and int(ends[-1]) == nevents
+    # every block holds events (else the table is refused below): each chunk's events then fall
+    # in whole runs of blocks, found from the block table, never per event
+    consistent = nblocks > 0 and int(ends[-1]) == nevents and bool(np.all(counts > 0))
+    starts = ends - counts
     record_bytes = np.zeros(nblocks, dtype=np.int64)
     blocks_agree = True
     for (name, dtype), at in zip(
@@ -514,13 +517,18 @@ def check_index(
             if not consistent or name not in ("length", "block"):
                 continue
             column = np.frombuffer(piece, dtype=dtype)
-            owner = np.searchsorted(ends, np.arange(start, stop, dtype=np.int64), side="right")
+            # blocks first..last hold this chunk's events; where each one's start in the chunk is
+            first = int(np.searchsorted(ends, start, side="right"))
+            last = int(np.searchsorted(ends, stop - 1, side="right"))
+            cuts = np.maximum(starts[first : last + 1], start) - start
             if name == "block":
-                blocks_agree = blocks_agree and np.array_equal(column, owner)
-            else:  # summed per block as float64 (exact below 2**53) with no per-event int64 copy
-                first = int(owner[0])
-                sums = np.bincount(owner - first, weights=column)
-                record_bytes[first : first + len(sums)] += sums.astype(np.int64)
+                if blocks_agree:
+                    spans = np.diff(cuts, append=stop - start)
+                    owner = np.repeat(np.arange(first, last + 1, dtype=column.dtype), spans)
+                    blocks_agree = np.array_equal(column, owner)
+            else:
+                sums = np.add.reduceat(column, cuts, dtype=np.int64)
+                record_bytes[first : last + 1] += sums
     digest_or_raise()
     check_block_table(blocks, nevents, data_start=data_start, data_end=offset)
     if not blocks_agree:

@@ -24,6 +24,25 @@ from .format import EVENT_COLUMNS, EventTable
 SPOOL_MEMORY_EVENTS = 1 << 16  # 1.8 MiB of entries in memory before they go to the spool file
 
 
+_GATHER = 512  # pieces per writev: well under any system's IOV_MAX (1024 on Linux)
+
+
+def _write_all(fd: int, pieces: list[memoryview]) -> int:
+    """Write ``pieces`` one after the other at ``fd``'s position (short writes resumed); returns
+    the bytes written."""
+    total = 0
+    while pieces:
+        batch, pieces = pieces[:_GATHER], pieces[_GATHER:]
+        written = os.writev(fd, batch)
+        total += written
+        for i, piece in enumerate(batch):  # a short write: the rest of the batch goes again
+            if written < piece.nbytes:
+                pieces = [piece[written:], *batch[i + 1 :], *pieces]
+                break
+            written -= piece.nbytes
+    return total
+
+
 class EventSpool:
     """A writer's event entries: in memory up to ``memory_events``, then spooled column by
     column to an anonymous file beside the output."""
@@ -53,14 +72,14 @@ class EventSpool:
     def _flush(self) -> None:
         fd = self._spool_fd()
         for column, (_, dtype) in enumerate(EVENT_COLUMNS):
-            data = np.concatenate(
-                [np.ascontiguousarray(t.columns()[column], dtype=dtype) for t in self._pending]
-            )
+            # each table's column goes out as it is (one gathered write, no joined copy)
+            pieces = [
+                memoryview(np.ascontiguousarray(t.columns()[column], dtype=dtype)).cast("B")
+                for t in self._pending
+            ]
             offset = os.lseek(fd, 0, os.SEEK_END)
-            view = data.data.cast("B")
-            while view.nbytes:
-                view = view[os.write(fd, view) :]
-            self._segments[column].append((offset, data.nbytes))
+            nbytes = _write_all(fd, pieces)
+            self._segments[column].append((offset, nbytes))
         self._pending, self._pending_count = [], 0
 
     def column(self, column: int) -> Iterator[np.ndarray]:

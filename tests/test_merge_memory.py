@@ -209,3 +209,33 @@ def test_inputs_in_event_order_are_checked_without_merging_runs(monkeypatch):
             total = sum(len(t.event) for t in tables)
             if trial % 4 != 3 and not expected and total > run_events:
                 assert not merges  # several runs, disjoint: read one after the other
+
+
+def test_ascending_disjoint_inputs_are_checked_without_sorting(monkeypatch):
+    """Tables each in strictly ascending event order with ranges apart (in any table order) cannot
+    repeat an event: nothing is sorted.  A key out of order anywhere (a repeat within a table, a
+    range touching another's, events not ascending) falls back to the sort, which finds the
+    same repeats as a dictionary walk."""
+    import engine.merge.duplicates as duplicates
+
+    sorters = []
+    real_sorter = duplicates._Sorter
+    monkeypatch.setattr(
+        duplicates, "_Sorter", lambda *args: sorters.append(1) or real_sorter(*args)
+    )
+    ascending = [_table([7] * 3, [0, 2, 5]), _table([7] * 2, [6, 9]), _table([], [])]
+    for tables in (ascending, ascending[::-1], [_table([6] * 2, [50, 60]), *ascending]):
+        sorters.clear()
+        assert find_duplicate_events(tables, run_events=2) == {}
+        assert not sorters
+    fallbacks = {
+        "repeat within a table": [_table([7] * 3, [0, 2, 2]), _table([7], [9])],
+        "ranges touch": [_table([7] * 2, [0, 5]), _table([7] * 2, [5, 9])],
+        "ranges overlap, no repeat": [_table([7] * 2, [0, 5]), _table([7] * 2, [3, 9])],
+        "descending": [_table([7] * 3, [5, 2, 0])],
+        "repeat in a later chunk": [_table([7] * 3, [0, 1, 2]), _table([7] * 3, [3, 4, 1])],
+    }
+    for why, tables in fallbacks.items():
+        sorters.clear()
+        assert find_duplicate_events(tables, run_events=2) == _reference(tables), why
+        assert sorters, why

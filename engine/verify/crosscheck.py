@@ -24,7 +24,7 @@ def measured_facts(reader, adler32: int | None, name: str, expected: FileFacts) 
     events = reader.events
     runs = first = last = None
     if expected.runs is not None:
-        runs = tuple(int(r) for r in np.unique(events.run))
+        runs = tuple(events.runs())
     if reader.event_count and (expected.first_event is not None or expected.last_event is not None):
         first, last = int(events.event.min()), int(events.event.max())
     return FileFacts(reader.file_size, adler32, reader.event_count, name, runs, first, last)
