@@ -22,7 +22,7 @@ plug-in declarer.  A merge hands it the record it has just written, so nothing i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from . import plugins
 from .errors import AlreadyMerged, MetadataError, ParameterError, UnknownParent, UsageError
@@ -156,7 +156,7 @@ def backend_class(scheme: str) -> CatalogBackend:
         raise UsageError(
             f"catalogue scheme {scheme!r} is registered to {target}, which is not a Catalog"
         )
-    return cls  # type: ignore[return-value]
+    return cast(CatalogBackend, cls)  # a class with the backend's methods, checked just above
 
 
 def open_catalog(url: str, *, create: bool = True, **options: Any) -> Catalog:
@@ -182,7 +182,9 @@ def load_declarer(name: str | None, catalog: Catalog) -> Declarer:
     if name in (None, DEFAULT_DECLARER):
         return catalog
     factory, target = plugins.load(plugins.DECLARERS, name, what="declarer", known=declarer_names())
-    declarer = factory(catalog)  # type: ignore[operator]
+    if not callable(factory):
+        raise UsageError(f"declarer {name!r} is registered to {target}, which is not callable")
+    declarer = factory(catalog)
     if not isinstance(declarer, Declarer):
         raise UsageError(
             f"declarer {name!r} ({target}) made {declarer!r}, which has no declare(metadata)"
@@ -194,8 +196,18 @@ def load_registration(spec: str) -> Registration:
     """The replica registration ``spec`` names: ``KIND:...``, e.g.
     ``rucio:RSE?scope=S&dataset=D``."""
     kind = spec.partition(":")[0]
-    factory, _ = plugins.load(plugins.REGISTRATIONS, kind, what="replica registration")
-    return factory(spec)  # type: ignore[operator, no-any-return]
+    factory, target = plugins.load(plugins.REGISTRATIONS, kind, what="replica registration")
+    if not callable(factory):
+        raise UsageError(
+            f"replica registration {kind!r} is registered to {target}, which is not callable"
+        )
+    registration = factory(spec)
+    if not callable(getattr(registration, "register", None)):
+        raise UsageError(
+            f"replica registration {kind!r} ({target}) made {registration!r}, which has no "
+            "register(path, metadata)"
+        )
+    return registration
 
 
 # -- the declaration rules of a merged output ---------------------------------------------------

@@ -74,7 +74,7 @@ class EventSpool:
         for column, (_, dtype) in enumerate(EVENT_COLUMNS):
             # each table's column goes out as it is (one gathered write, no joined copy)
             pieces = [
-                memoryview(np.ascontiguousarray(t.columns()[column], dtype=dtype)).cast("B")
+                np.ascontiguousarray(t.columns()[column], dtype=dtype).data.cast("B")
                 for t in self._pending
             ]
             offset = os.lseek(fd, 0, os.SEEK_END)

@@ -13,7 +13,7 @@ import bindings.cli
 from bindings.catalog import ALREADY_DECLARED, DECLARED, open_catalog
 from bindings.catalog.hook import declare_file
 from bindings.commands import COMMAND_MODULES
-from engine.catalog import load_declarer
+from engine.catalog import load_declarer, load_registration
 from engine.errors import MetadataError, UnknownParent, UsageError
 from engine.metadata import write_sidecar
 
@@ -235,6 +235,9 @@ def make(catalog):
 
 def broken(catalog):
     return object()
+
+
+NOT_CALLABLE = 42
 """
 
 
@@ -249,6 +252,9 @@ def site_plugin(tmp_path, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tmbmerge-site\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
         "[tmbmerge.declarers]\nsite = site_declarer:make\nbroken = site_declarer:broken\n"
+        "number = site_declarer:NOT_CALLABLE\n"
+        "[tmbmerge.registrations]\nodd = site_declarer:broken\n"
+        "number = site_declarer:NOT_CALLABLE\n"
     )
     monkeypatch.syspath_prepend(str(where))
     monkeypatch.delitem(sys.modules, "site_declarer", raising=False)
@@ -270,11 +276,17 @@ def test_unusable_declarers(url, site_plugin):
     with open_catalog(url) as catalog:
         assert load_declarer(None, catalog) is catalog
         with pytest.raises(
-            UsageError, match=r"unknown declarer 'nope' \(known: catalog, broken, site\)"
+            UsageError, match=r"unknown declarer 'nope' \(known: catalog, broken, number, site\)"
         ):
             load_declarer("nope", catalog)
         with pytest.raises(UsageError, match="has no declare"):
             load_declarer("broken", catalog)
+        with pytest.raises(UsageError, match="site_declarer:NOT_CALLABLE, which is not callable"):
+            load_declarer("number", catalog)
+    with pytest.raises(UsageError, match=r"'odd' \(site_declarer:broken\) made .*no register"):
+        load_registration("odd:somewhere")
+    with pytest.raises(UsageError, match="site_declarer:NOT_CALLABLE, which is not callable"):
+        load_registration("number:somewhere")
 
 
 # --- tmbmerge catalog import ----------------------------------------------------------------

@@ -80,9 +80,10 @@ def _ascending_and_disjoint(tables) -> bool:
     (run, event) repeats, within a table or across tables, and nothing needs sorting.  One
     vectorised comparison per chunk (a few ns a key against the external sort's ~0.2 us); it
     stops at the first key out of order, so inputs that fail it cost little before the sort."""
-    ranges = []
+    ranges: list[tuple[int, int]] = []
     for table in tables:
-        first = last = None
+        first: int | None = None
+        last: int | None = None
         for part in _chunks(table):
             if not len(part):
                 continue
@@ -94,7 +95,7 @@ def _ascending_and_disjoint(tables) -> bool:
             if first is None:
                 first = int(keys[0])
             last = int(keys[-1])
-        if first is not None:
+        if first is not None and last is not None:
             ranges.append((first, last))
     ranges.sort()
     return all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
