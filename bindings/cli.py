@@ -29,6 +29,8 @@ import sys  # noqa: E402
 
 from engine import __version__
 from engine.errors import EXIT_INTERNAL, EngineError, Interrupted, world_error  # noqa: E402
+from engine.interrupts import clear as clear_stop_requests  # noqa: E402
+from engine.interrupts import request_stop  # noqa: E402
 
 from .commands import COMMAND_MODULES  # noqa: E402
 from .commands._common import CATALOG_DEADLINE_ENV, print_error  # noqa: E402
@@ -61,7 +63,19 @@ def error_line(exc: EngineError) -> str:
 
 
 def _raise_interrupted(signum, frame):
+    request_stop(signum)  # remembered: raised inside a __del__, the exception below would be lost
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def _unraisable(hook):
+    """``sys.unraisablehook`` that stays silent about an interruption raised where Python cannot
+    deliver it (a ``__del__``): the request is remembered and acted on at the next block."""
+
+    def unraisable(info):
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            hook(info)
+
+    return unraisable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    clear_stop_requests()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     logs = _show_logs(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     environ_before = _apply_catalog_deadline(getattr(args, "catalog_deadline", None))
     try:
@@ -115,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         # (a scheduler stopping jobs as they end) must not turn a finished command into a kill
         # (-15); the exit code stands.  Called from Python, restore the caller's handler.
         signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous_int)
+        sys.unraisablehook = previous_hook
         logs.close()
         if environ_before is not None:  # called from Python: leave the caller's environment
             _restore(CATALOG_DEADLINE_ENV, environ_before[0])

@@ -136,3 +136,40 @@ def test_interruption_is_not_a_bad_input(monkeypatch, tmb_run, tmp_path, leftove
         merge_files(tmb_run[:3], out, MergeSpec(skip_bad=True))
     assert not out.exists() and not sidecar_path(out).exists()
     assert leftovers(out_dir) == []
+
+
+def test_a_stop_whose_exception_was_lost_still_stops_the_merge(tmb_run, tmp_path, leftovers):
+    """A signal's ``Interrupted`` raised inside a ``__del__`` (a reader collected mid-merge) is
+    lost by Python; the request it recorded stops the merge at the next block all the same, and
+    the CLI's unraisable hook prints nothing about the lost exception."""
+    import gc
+
+    from bindings.cli import _unraisable
+    from engine import interrupts
+    from engine.errors import Interrupted
+    from engine.merge import MergeSpec, merge_files
+
+    class Collected:
+        def __del__(self):
+            raise Interrupted("interrupted by SIGTERM")
+
+    seen = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable(seen.append)
+    try:
+        Collected()  # the exception is lost: the unraisable hook gets it, not the merge
+        gc.collect()
+        interrupts.request_stop(signal.SIGTERM)  # what the CLI's handler records first
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        out = out_dir / "m.tmb"
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            merge_files(tmb_run[:3], out, MergeSpec())
+    finally:
+        sys.unraisablehook = hook
+        interrupts.clear()
+    assert seen == []  # silent about the interruption, would report any other unraisable error
+    assert not out.exists() and not sidecar_path(out).exists()
+    assert leftovers(out_dir) == []
+    merge_files(tmb_run[:3], out, MergeSpec())  # cleared: the next merge runs
+    assert out.exists()

@@ -39,6 +39,7 @@ from pathlib import Path
 from ..checksums import RunningAdler32
 from ..errors import EngineError
 from ..host import peak_rss_bytes as own_peak_rss
+from ..interrupts import raise_if_stopped
 from ..pool import BufferPool, PoolClosed
 from ..progress import NullProgress
 from ..remote import is_url, location
@@ -152,6 +153,7 @@ def _copy(
     )
     copied: dict[int, int] = {}
     for item, event in _stream(good, spec):
+        raise_if_stopped()  # a stop whose own exception was lost (``engine.interrupts``)
         if event == "rejected":
             log.info("%s: left out (skip_bad=True): %s", item.path, item.error)
             progress.advance(files=1, bytes=item.reader.file_size - copied.pop(id(item), 0))

@@ -40,6 +40,7 @@ from ..errors import (
     output_error,
 )
 from ..fsutil import remove_quietly, remove_stale_temporaries
+from ..interrupts import raise_if_stopped
 from ..metadata import sidecar_path
 from ..progress import NullProgress, QueueProgress
 from ..remote import RemotePath, is_url, location
@@ -268,6 +269,7 @@ def _merge_run(
                 journal.set_state(task.name, JournalState.MERGING)
             for task, result, error in chosen.map_unordered(run_merge_task, tasks):
                 outcomes.take(task, result, error)
+                raise_if_stopped()  # a stop whose own exception was lost: take no further output
         progress.finish(label=plural(len(report.outputs), "output"))
         if catalog is not None:
             report.catalog = catalog.budget
