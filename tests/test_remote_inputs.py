@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -184,7 +183,6 @@ def test_server_killed_mid_read_is_exit_3_and_no_output(remote_env, tmb_big_run,
             "TMBMERGE_REMOTE_BACKOFF": "0.1",
             "X509_CERT_DIR": str(server.ca_dir),
         }
-        started = time.monotonic()
         result = subprocess.run(
             [
                 sys.executable,
@@ -199,7 +197,7 @@ def test_server_killed_mid_read_is_exit_3_and_no_output(remote_env, tmb_big_run,
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=60,  # a read that hangs past the 5 s timeout and 1 retry fails the test here
         )
         assert result.returncode == 3, result.stderr
         assert proxy.cuts >= 1
@@ -207,7 +205,6 @@ def test_server_killed_mid_read_is_exit_3_and_no_output(remote_env, tmb_big_run,
             f"{scheme}://127.0.0.1:{proxy.port}/" in result.stderr
             and "Traceback" not in result.stderr
         )
-        assert time.monotonic() - started < 60
         assert os.listdir(tmp_path) == []  # no output, no temporary left
     finally:
         server.remove()
