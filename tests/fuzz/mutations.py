@@ -106,6 +106,7 @@ def zstd_declares_other_size(case, rng):
             (1 << 64) - 3,
         ],
     )
+    size = max(size, 0)  # a block of no bytes has no "one less" to declare
     count = int(rng.integers(1, 40))
     b.codec = CODEC_ZSTD
     b.stored = _frame(size, [(1, 1 << 17, b"\x00")] * count)
@@ -214,12 +215,12 @@ def header_uncompressed_length(case, rng):
             MAX_BLOCK_BYTES + 1,
             0xFFFFFFFF,
         ],
-    )
+    ) % (1 << 32)  # a u32 field: 0 - 1 and 0xFFFFFFFF + 1 wrap around as on disk
 
 
 def header_event_count(case, rng):
     b = _block(case, rng)
-    b.event_count = pick(rng, [0, 1, b.event_count - 1, b.event_count + 1, 0xFFFFFFFF])
+    b.event_count = pick(rng, [0, 1, b.event_count - 1, b.event_count + 1, 0xFFFFFFFF]) % (1 << 32)
 
 
 def header_uncompressed_digest(case, rng):
@@ -247,7 +248,7 @@ def events_field(case, rng):
         "length": [0, int(column[i]) + 1, 2**32 - 1],
         "block": [int(column[i]) + 1, 2**32 - 1],
     }[name]
-    column[i] = pick(rng, choices)
+    column[i] = pick(rng, choices) % (int(np.iinfo(column.dtype).max) + 1)  # +1 may wrap around
 
 
 def events_duplicate(case, rng):
