@@ -38,6 +38,7 @@ from ..errors import (
     UsageError,
     world_error,
 )
+from ..interrupts import request_stop
 from ..logbridge import deliver, forward_logs, parent_log_levels
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def _terminate(signum, frame):
     _stopping = True
     if not _task_running:
         os._exit(Interrupted.exit_code)  # idle, or handing a result over: nothing to clean up
+    request_stop(signum)  # raised inside a __del__ the exception is lost; the copy loop is not
     raise Interrupted("worker stopped by SIGTERM")
 
 
